@@ -1,0 +1,364 @@
+//! What counts as a successful delivery, and what to do when it is not one.
+//!
+//! The endpoint stays in control: its status code decides between success,
+//! retry and giving up; `Retry-After` on 429/503 sets the next delay; a
+//! `bida-stop-retry` header ends the retries at once.
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::time::Duration;
+
+use crate::retry::parse_retry_after;
+use crate::{StatusSet, ValidationErrors};
+
+/// An endpoint that answers with this header (any value) is not retried again.
+pub const STOP_RETRY_HEADER: &str = "bida-stop-retry";
+
+/// What the endpoint's response must look like for a delivery to succeed.
+/// All given conditions must hold; with none given, any 2xx succeeds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Expect {
+    /// Status codes that count as success; `["2xx"]` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, example = json!(["2xx"])))]
+    pub status: Option<StatusSet>,
+    /// The response body must contain this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_contains: Option<String>,
+    /// A field of the JSON response body must equal a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json: Option<JsonExpectation>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct JsonExpectation {
+    /// Where the field is: a JSON pointer (`/data/code`) or a dotted path (`data.code`).
+    pub pointer: String,
+    /// The value it must equal (numbers compare by value: 0 equals 0.0).
+    pub equals: Value,
+}
+
+impl Expect {
+    /// Checks the matcher and normalises dotted paths to JSON pointers.
+    pub fn validate(mut self, errors: &mut ValidationErrors) -> Self {
+        if let Some(text) = &self.body_contains {
+            if text.is_empty() {
+                errors.add(
+                    "expect.body_contains",
+                    "must not be empty; omit it to accept any body",
+                );
+            }
+        }
+        if let Some(json) = &mut self.json {
+            if json.pointer.trim().is_empty() {
+                errors.add(
+                    "expect.json.pointer",
+                    "must name a field, e.g. `/code` or `data.code`",
+                );
+            } else if !json.pointer.starts_with('/') {
+                json.pointer = dotted_to_pointer(&json.pointer);
+            }
+        }
+        self
+    }
+
+    fn success_status(&self, status: u16) -> bool {
+        match &self.status {
+            Some(set) => set.contains(status),
+            None => (200..300).contains(&status),
+        }
+    }
+
+    /// `None` when the body satisfies every body condition, else why not.
+    fn body_mismatch(&self, body: &[u8]) -> Option<String> {
+        if let Some(needle) = &self.body_contains {
+            if !contains(body, needle.as_bytes()) {
+                return Some(format!("response body does not contain {needle:?}"));
+            }
+        }
+        let json = self.json.as_ref()?;
+        let parsed: Value = match serde_json::from_slice(body) {
+            Ok(value) => value,
+            Err(_) => {
+                return Some(format!(
+                    "response body is not JSON (expected {} = {})",
+                    json.pointer, json.equals
+                ))
+            }
+        };
+        match parsed.pointer(&json.pointer) {
+            None => Some(format!("response JSON has no {}", json.pointer)),
+            Some(actual) if json_equal(actual, &json.equals) => None,
+            Some(actual) => Some(format!(
+                "response JSON {} is {actual}, expected {}",
+                json.pointer, json.equals
+            )),
+        }
+    }
+}
+
+fn dotted_to_pointer(path: &str) -> String {
+    path.split('.')
+        .map(|segment| format!("/{}", segment.replace('~', "~0").replace('/', "~1")))
+        .collect()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty()
+        || haystack
+            .windows(needle.len())
+            .any(|window| window == needle)
+}
+
+fn json_equal(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Number(a), Value::Number(b)) => a.as_f64() == b.as_f64(),
+        _ => actual == expected,
+    }
+}
+
+/// What one attempt observed: a response, or why there was none.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observation {
+    Response {
+        status: u16,
+        /// The body, cut at the configured inspection limit.
+        body: Bytes,
+        retry_after: Option<String>,
+        stop_requested: bool,
+    },
+    Timeout {
+        after_ms: u64,
+    },
+    /// Connection refused, DNS, TLS, a broken response...
+    Failed {
+        error: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Verdict {
+    Success,
+    Retry {
+        reason: String,
+        retry_after: Option<Duration>,
+    },
+    GiveUp {
+        reason: String,
+    },
+}
+
+/// Decides the fate of one attempt from what it observed.
+pub fn judge(
+    expect: &Expect,
+    retry_on: &StatusSet,
+    observed: &Observation,
+    now: DateTime<Utc>,
+) -> Verdict {
+    let (status, body, retry_after, stop_requested) = match observed {
+        Observation::Timeout { after_ms } => {
+            return Verdict::Retry {
+                reason: format!("timed out after {after_ms} ms"),
+                retry_after: None,
+            }
+        }
+        Observation::Failed { error } => {
+            return Verdict::Retry {
+                reason: error.clone(),
+                retry_after: None,
+            }
+        }
+        Observation::Response {
+            status,
+            body,
+            retry_after,
+            stop_requested,
+        } => (*status, body, retry_after, *stop_requested),
+    };
+    let failure = if expect.success_status(status) {
+        match expect.body_mismatch(body) {
+            None => return Verdict::Success,
+            Some(mismatch) => (mismatch, true),
+        }
+    } else {
+        let retryable = retry_on.contains(status);
+        let reason = if retryable {
+            format!("HTTP {status}")
+        } else {
+            format!("HTTP {status} is not retried (retry_on: {retry_on})")
+        };
+        (reason, retryable)
+    };
+    match failure {
+        (reason, _) if stop_requested => Verdict::GiveUp {
+            reason: format!("{reason}; endpoint asked to stop retrying ({STOP_RETRY_HEADER})"),
+        },
+        (reason, true) => Verdict::Retry {
+            reason,
+            retry_after: match status {
+                429 | 503 => retry_after
+                    .as_deref()
+                    .and_then(|v| parse_retry_after(v, now)),
+                _ => None,
+            },
+        },
+        (reason, false) => Verdict::GiveUp { reason },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn response(status: u16, body: &str) -> Observation {
+        Observation::Response {
+            status,
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            retry_after: None,
+            stop_requested: false,
+        }
+    }
+
+    fn verdict(expect: &Expect, observed: &Observation) -> Verdict {
+        judge(expect, &StatusSet::default_retry_on(), observed, Utc::now())
+    }
+
+    #[test]
+    fn any_2xx_succeeds_by_default() {
+        assert_eq!(
+            verdict(&Expect::default(), &response(204, "")),
+            Verdict::Success
+        );
+    }
+
+    #[test]
+    fn server_errors_timeouts_and_network_errors_are_retried() {
+        for observed in [
+            response(503, ""),
+            response(408, ""),
+            response(429, ""),
+            Observation::Timeout { after_ms: 100 },
+            Observation::Failed {
+                error: "connection refused".into(),
+            },
+        ] {
+            assert!(
+                matches!(
+                    verdict(&Expect::default(), &observed),
+                    Verdict::Retry { .. }
+                ),
+                "{observed:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn other_client_errors_give_up_with_the_reason() {
+        let Verdict::GiveUp { reason } = verdict(&Expect::default(), &response(404, "")) else {
+            panic!("404 must not be retried");
+        };
+        assert_eq!(reason, "HTTP 404 is not retried (retry_on: 5xx, 408, 429)");
+    }
+
+    #[test]
+    fn body_must_contain_the_expected_text() {
+        let expect = Expect {
+            body_contains: Some("成功".into()),
+            ..Expect::default()
+        };
+        assert_eq!(
+            verdict(&expect, &response(200, "{\"msg\":\"成功\"}")),
+            Verdict::Success
+        );
+        let Verdict::Retry { reason, .. } = verdict(&expect, &response(200, "失败")) else {
+            panic!("wrong body must be retried");
+        };
+        assert!(reason.contains("does not contain"), "{reason}");
+    }
+
+    #[test]
+    fn json_field_must_equal_the_value() {
+        let mut errors = ValidationErrors::default();
+        let expect = Expect {
+            json: Some(JsonExpectation {
+                pointer: "data.code".into(),
+                equals: json!(0),
+            }),
+            ..Expect::default()
+        }
+        .validate(&mut errors);
+        assert!(errors.is_empty());
+        assert_eq!(expect.json.as_ref().unwrap().pointer, "/data/code");
+        assert_eq!(
+            verdict(&expect, &response(200, r#"{"data":{"code":0.0}}"#)),
+            Verdict::Success
+        );
+        for (body, needle) in [
+            (r#"{"data":{"code":1}}"#, "is 1, expected 0"),
+            (r#"{"data":{}}"#, "has no /data/code"),
+            ("<html>", "not JSON"),
+        ] {
+            let Verdict::Retry { reason, .. } = verdict(&expect, &response(200, body)) else {
+                panic!("{body} must be retried");
+            };
+            assert!(reason.contains(needle), "{reason}");
+        }
+    }
+
+    #[test]
+    fn custom_success_statuses() {
+        let expect = Expect {
+            status: Some(StatusSet::parse(["200"]).unwrap()),
+            ..Expect::default()
+        };
+        assert_eq!(verdict(&expect, &response(200, "")), Verdict::Success);
+        assert!(matches!(
+            verdict(&expect, &response(202, "")),
+            Verdict::GiveUp { .. }
+        ));
+    }
+
+    #[test]
+    fn retry_after_is_read_on_429_and_503_only() {
+        let with_retry_after = |status| Observation::Response {
+            status,
+            body: Bytes::new(),
+            retry_after: Some("7".into()),
+            stop_requested: false,
+        };
+        let expect = Expect::default();
+        for (status, expected) in [
+            (429, Some(Duration::from_secs(7))),
+            (503, Some(Duration::from_secs(7))),
+            (500, None),
+        ] {
+            let Verdict::Retry { retry_after, .. } = verdict(&expect, &with_retry_after(status))
+            else {
+                panic!("{status} must be retried");
+            };
+            assert_eq!(retry_after, expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn stop_header_ends_retries_but_not_success() {
+        let stop = |status| Observation::Response {
+            status,
+            body: Bytes::new(),
+            retry_after: None,
+            stop_requested: true,
+        };
+        let Verdict::GiveUp { reason } = verdict(&Expect::default(), &stop(503)) else {
+            panic!("stop header must end retries");
+        };
+        assert!(reason.contains(STOP_RETRY_HEADER), "{reason}");
+        assert_eq!(verdict(&Expect::default(), &stop(200)), Verdict::Success);
+    }
+}

@@ -1,0 +1,33 @@
+use chrono::{DateTime, Utc};
+
+use super::TaskSpec;
+use crate::Observation;
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum TaskCommand {
+    Submit {
+        spec: Box<TaskSpec>,
+        at: DateTime<Utc>,
+    },
+    RecordAttempt(AttemptReport),
+    Cancel {
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    Retry {
+        at: DateTime<Utc>,
+    },
+}
+
+/// What a delivery actor saw during one attempt. The aggregate judges it
+/// against the task's policy; `jitter_sample` (uniform in [0, 1)) is passed in
+/// so that the decision stays deterministic.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AttemptReport {
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub latency_ms: u64,
+    pub observation: Observation,
+    pub response_excerpt: Option<String>,
+    pub jitter_sample: f64,
+}

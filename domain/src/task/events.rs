@@ -1,0 +1,105 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::TaskSpec;
+
+/// Everything that happens to a callback task. The first event carries the
+/// whole spec (payload included), so the events alone can redeliver a task
+/// after a restart: the event store is the retry queue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum TaskEvent {
+    TaskSubmitted {
+        spec: Box<TaskSpec>,
+        submitted_at: DateTime<Utc>,
+        /// When the first attempt is due.
+        due_at: DateTime<Utc>,
+    },
+    AttemptSucceeded {
+        attempt: AttemptRecord,
+    },
+    AttemptFailed {
+        attempt: AttemptRecord,
+        /// `None` when no attempt follows (a `TaskDeadLettered` comes next).
+        next_attempt_at: Option<DateTime<Utc>>,
+    },
+    TaskDeadLettered {
+        reason: String,
+        at: DateTime<Utc>,
+    },
+    TaskCancelled {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        at: DateTime<Utc>,
+    },
+    /// An operator asked for the task to be delivered again: a new round of
+    /// `max_attempts` starts now.
+    RetryRequested {
+        at: DateTime<Utc>,
+    },
+}
+
+/// One try of a task, as recorded.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct AttemptRecord {
+    /// 1, 2, ... across rounds (the `bida-attempt` header).
+    pub number: u32,
+    pub started_at: DateTime<Utc>,
+    pub latency_ms: u64,
+    /// HTTP status, when a response came back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_code: Option<u16>,
+    /// Why the attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// The start of the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_excerpt: Option<String>,
+}
+
+impl TaskEvent {
+    pub const TYPES: [&'static str; 6] = [
+        "TaskSubmitted",
+        "AttemptSucceeded",
+        "AttemptFailed",
+        "TaskDeadLettered",
+        "TaskCancelled",
+        "RetryRequested",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        let index = match self {
+            Self::TaskSubmitted { .. } => 0,
+            Self::AttemptSucceeded { .. } => 1,
+            Self::AttemptFailed { .. } => 2,
+            Self::TaskDeadLettered { .. } => 3,
+            Self::TaskCancelled { .. } => 4,
+            Self::RetryRequested { .. } => 5,
+        };
+        Self::TYPES[index]
+    }
+
+    /// When it happened, by the clock of the node that recorded it.
+    pub fn at(&self) -> DateTime<Utc> {
+        match self {
+            Self::TaskSubmitted { submitted_at, .. } => *submitted_at,
+            Self::AttemptSucceeded { attempt } | Self::AttemptFailed { attempt, .. } => {
+                attempt.started_at + chrono::Duration::milliseconds(attempt.latency_ms as i64)
+            }
+            Self::TaskDeadLettered { at, .. }
+            | Self::TaskCancelled { at, .. }
+            | Self::RetryRequested { at } => *at,
+        }
+    }
+}
+
+impl DomainEvent for TaskEvent {
+    fn event_type(&self) -> String {
+        self.name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}

@@ -1,0 +1,23 @@
+//! The callback task: one message to deliver to one endpoint, alive until it is
+//! delivered, dead-lettered or cancelled.
+
+mod aggregate;
+mod commands;
+mod errors;
+mod events;
+mod spec;
+mod status;
+mod submission;
+mod view;
+
+pub use aggregate::CallbackTask;
+pub use commands::{AttemptReport, TaskCommand};
+pub use errors::TaskError;
+pub use events::{AttemptRecord, TaskEvent};
+pub use spec::{DeliveryPolicy, DeliveryRequest, Method, TaskSpec};
+pub use status::TaskStatus;
+pub use submission::{BackoffInput, Limits, Submission, TaskDefaults};
+pub use view::{TaskDetail, TaskSummary};
+
+mod schedule;
+pub use schedule::ScheduleChange;

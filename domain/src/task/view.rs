@@ -1,0 +1,232 @@
+//! Read models of a task, folded from its events: a summary for lists and a
+//! detail view with the request, the policy and every attempt.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{AttemptRecord, DeliveryPolicy, DeliveryRequest, Method, TaskEvent, TaskStatus};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskSummary {
+    pub id: String,
+    pub status: TaskStatus,
+    /// Sent as `webhook-id`; stable across attempts.
+    pub message_id: String,
+    pub method: Method,
+    pub url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_app: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_app: Option<String>,
+    pub attempt_count: u32,
+    pub max_attempts: u32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deliver_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// When the task was delivered, dead-lettered or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Why it was dead-lettered or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempt: Option<AttemptRecord>,
+}
+
+impl TaskSummary {
+    /// The summary a task starts with; `None` unless `event` is its submission.
+    pub fn start(id: &str, event: &TaskEvent) -> Option<Self> {
+        let TaskEvent::TaskSubmitted {
+            spec,
+            submitted_at,
+            due_at,
+        } = event
+        else {
+            return None;
+        };
+        Some(Self {
+            id: id.to_string(),
+            status: TaskStatus::Pending,
+            message_id: spec.message_id.clone(),
+            method: spec.request.method,
+            url: spec.request.url.clone(),
+            source_app: spec.source_app.clone(),
+            target_app: spec.target_app.clone(),
+            attempt_count: 0,
+            max_attempts: spec.policy.max_attempts,
+            created_at: *submitted_at,
+            updated_at: *submitted_at,
+            deliver_at: spec.deliver_at,
+            next_attempt_at: Some(*due_at),
+            finished_at: None,
+            reason: None,
+            last_attempt: None,
+        })
+    }
+
+    pub fn apply(&mut self, event: &TaskEvent) {
+        self.updated_at = event.at();
+        match event {
+            TaskEvent::TaskSubmitted { .. } => {}
+            TaskEvent::AttemptSucceeded { attempt } => {
+                self.attempted(attempt);
+                self.finish(TaskStatus::Delivered, None);
+            }
+            TaskEvent::AttemptFailed {
+                attempt,
+                next_attempt_at,
+            } => {
+                self.attempted(attempt);
+                self.status = TaskStatus::Retrying;
+                self.next_attempt_at = *next_attempt_at;
+            }
+            TaskEvent::TaskDeadLettered { reason, .. } => {
+                self.finish(TaskStatus::Dead, Some(reason))
+            }
+            TaskEvent::TaskCancelled { reason, .. } => {
+                self.finish(TaskStatus::Cancelled, reason.as_ref())
+            }
+            TaskEvent::RetryRequested { at } => {
+                self.status = TaskStatus::Retrying;
+                self.next_attempt_at = Some(*at);
+                self.finished_at = None;
+                self.reason = None;
+            }
+        }
+    }
+
+    fn attempted(&mut self, attempt: &AttemptRecord) {
+        self.attempt_count = self.attempt_count.max(attempt.number);
+        self.last_attempt = Some(attempt.clone());
+    }
+
+    fn finish(&mut self, status: TaskStatus, reason: Option<&String>) {
+        self.status = status;
+        self.next_attempt_at = None;
+        self.finished_at = Some(self.updated_at);
+        self.reason = reason.cloned();
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TaskDetail {
+    #[serde(flatten)]
+    pub summary: TaskSummary,
+    pub request: DeliveryRequest,
+    pub policy: DeliveryPolicy,
+    /// Every attempt, oldest first.
+    pub attempts: Vec<AttemptRecord>,
+    /// Sequence number of the last event (the task's version).
+    pub version: u64,
+}
+
+impl TaskDetail {
+    pub fn fold<'a>(id: &str, events: impl IntoIterator<Item = &'a TaskEvent>) -> Option<Self> {
+        let mut events = events.into_iter();
+        let first = events.next()?;
+        let TaskEvent::TaskSubmitted { spec, .. } = first else {
+            return None;
+        };
+        let mut detail = Self {
+            summary: TaskSummary::start(id, first)?,
+            request: spec.request.clone(),
+            policy: spec.policy.clone(),
+            attempts: Vec::new(),
+            version: 1,
+        };
+        for event in events {
+            detail.summary.apply(event);
+            detail.version += 1;
+            if let TaskEvent::AttemptSucceeded { attempt }
+            | TaskEvent::AttemptFailed { attempt, .. } = event
+            {
+                detail.attempts.push(attempt.clone());
+            }
+        }
+        Some(detail)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::task::{CallbackTask, TaskCommand, TaskSpec};
+    use crate::{Backoff, Expect, StatusSet};
+
+    #[test]
+    fn the_detail_follows_the_aggregate_through_a_retry_and_a_dead_letter() {
+        let now = Utc::now();
+        let spec = TaskSpec {
+            message_id: "m".into(),
+            request: DeliveryRequest {
+                url: "http://h/".into(),
+                method: Method::Put,
+                headers: Default::default(),
+                body: None,
+            },
+            policy: DeliveryPolicy {
+                max_attempts: 1,
+                timeout_ms: 10,
+                backoff: Backoff::default(),
+                retry_on: StatusSet::default_retry_on(),
+                expect: Expect::default(),
+            },
+            source_app: None,
+            target_app: Some("billing".into()),
+            deliver_at: None,
+            idempotency_key: None,
+        };
+        let mut task = CallbackTask::default();
+        let mut events = Vec::new();
+        let run = |task: &mut CallbackTask, events: &mut Vec<TaskEvent>, command| {
+            for event in task.decide(command).unwrap() {
+                task.apply_event(&event);
+                events.push(event);
+            }
+        };
+        run(
+            &mut task,
+            &mut events,
+            TaskCommand::Submit {
+                spec: Box::new(spec),
+                at: now,
+            },
+        );
+        run(
+            &mut task,
+            &mut events,
+            TaskCommand::RecordAttempt(crate::task::AttemptReport {
+                number: 1,
+                started_at: now,
+                latency_ms: 5,
+                observation: crate::Observation::Timeout { after_ms: 10 },
+                response_excerpt: None,
+                jitter_sample: 0.0,
+            }),
+        );
+        let detail = TaskDetail::fold("t1", &events).unwrap();
+        assert_eq!(detail.summary.status, TaskStatus::Dead);
+        assert_eq!(detail.summary.status, task.status());
+        assert_eq!(detail.summary.attempt_count, 1);
+        assert_eq!(detail.attempts.len(), 1);
+        assert_eq!(detail.version, 3);
+        assert!(detail
+            .summary
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("timed out"));
+        assert!(detail.summary.finished_at.is_some());
+
+        run(&mut task, &mut events, TaskCommand::Retry { at: now });
+        let detail = TaskDetail::fold("t1", &events).unwrap();
+        assert_eq!(detail.summary.status, TaskStatus::Retrying);
+        assert_eq!(detail.summary.reason, None);
+        assert_eq!(detail.summary.next_attempt_at, Some(now));
+    }
+}

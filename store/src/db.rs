@@ -1,0 +1,119 @@
+use serde::{Deserialize, Serialize};
+use sqlx::migrate::{MigrateDatabase, Migrator};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Postgres};
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::{Store, StoreError, Writer, WriterConfig};
+
+/// The schema, embedded in the binary and applied at start-up.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Connections in the pool shared by the writer, the API and the schedulers.
+    pub pool_size: u32,
+    /// How long a caller waits for a free connection before failing.
+    pub acquire_timeout_ms: u64,
+    pub writer: WriterConfig,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            pool_size: 16,
+            acquire_timeout_ms: 5_000,
+            writer: WriterConfig::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Readiness {
+    pub database: bool,
+    pub migrations_applied: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl Readiness {
+    pub fn is_ready(&self) -> bool {
+        self.database && self.migrations_applied
+    }
+}
+
+impl Store {
+    /// Connects, creating the database if it does not exist and applying
+    /// migrations, then starts the group-commit writer on the current runtime.
+    pub async fn open(database_url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        create_database_if_missing(database_url).await?;
+        let options = PgConnectOptions::from_str(database_url)?
+            .application_name("bida")
+            .log_statements(tracing::log::LevelFilter::Trace)
+            .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let pool = PgPoolOptions::new()
+            .max_connections(config.pool_size.max(2))
+            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+            .connect_with(options.clone())
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        let writer = Writer::spawn(pool.clone(), config.writer.clone());
+        Ok(Self {
+            pool,
+            options,
+            writer,
+        })
+    }
+
+    pub(crate) fn connect_options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+
+    pub async fn readiness(&self) -> Readiness {
+        let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
+        let applied: Result<Option<i64>, sqlx::Error> =
+            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await;
+        match applied {
+            Ok(applied) => Readiness {
+                database: true,
+                migrations_applied: applied.unwrap_or(0) >= latest,
+                error: None,
+            },
+            Err(e) => Readiness {
+                database: false,
+                migrations_applied: false,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+}
+
+async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
+    if Postgres::database_exists(url).await? {
+        return Ok(());
+    }
+    match Postgres::create_database(url).await {
+        Ok(()) => {
+            tracing::info!("created database {}", redact(url));
+            Ok(())
+        }
+        // Another node created it between our check and our CREATE.
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// The URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,52 @@
+//! Bida's event store on Postgres.
+//!
+//! - [`Writer`] group-commits appends from many actors: one multi-row statement
+//!   per batch, so throughput follows the database's batch rate, not its commit
+//!   latency. Optimistic concurrency is kept per aggregate (a taken sequence
+//!   number is a [`StoreError::Conflict`]).
+//! - The task schedule is written in the same statement as the task's events.
+//! - Catch-up readers follow `(transaction_id, position)`, see `migrations/`.
+//! - [`EventRepository`] implements cqrs-es's `PersistedEventRepository`.
+
+mod db;
+mod error;
+mod events;
+mod leader;
+mod nodes;
+mod repository;
+mod schedule;
+mod writer;
+
+pub use db::{Readiness, StoreConfig, MIGRATOR};
+pub use error::StoreError;
+pub use events::{FeedPosition, StoredEvent};
+pub use leader::Leadership;
+pub use nodes::NodeInfo;
+pub use repository::EventRepository;
+pub use schedule::{ClaimedTask, ScheduleEntry};
+pub use writer::{Append, NewEvent, ScheduleWrite, Writer, WriterConfig, WriterStats};
+
+use sqlx::postgres::{PgConnectOptions, PgPool};
+
+/// A handle on the store: cheap to clone, shared by every actor and handler.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    options: PgConnectOptions,
+    writer: Writer,
+}
+
+impl Store {
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn writer(&self) -> &Writer {
+        &self.writer
+    }
+
+    /// Appends through the group-commit writer and waits until it is durable.
+    pub async fn append(&self, append: Append) -> Result<(), StoreError> {
+        self.writer.append(append).await
+    }
+}

@@ -1,0 +1,189 @@
+//! cqrs-es's `PersistedEventRepository` over Bida's event store, so cqrs-es's
+//! `PersistedEventStore`/`CqrsFramework` run on the same table, go through the
+//! same group-commit writer and keep the task schedule in step.
+
+use bida_domain::task::{CallbackTask, ScheduleChange, TaskEvent};
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use futures_core::Stream;
+use serde_json::Value;
+use std::borrow::Cow;
+
+use crate::{Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
+
+#[derive(Clone)]
+pub struct EventRepository {
+    store: Store,
+}
+
+impl EventRepository {
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+}
+
+fn persistence(e: StoreError) -> PersistenceError {
+    match e {
+        StoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
+        StoreError::Database(_) | StoreError::WriterStopped => {
+            PersistenceError::ConnectionError(Box::new(e))
+        }
+        StoreError::Decode { .. } => PersistenceError::DeserializationError(Box::new(e)),
+        StoreError::Migration(_) => PersistenceError::UnknownError(Box::new(e)),
+    }
+}
+
+fn serialized(event: StoredEvent) -> Result<SerializedEvent, PersistenceError> {
+    let payload: Value = serde_json::from_str(event.payload.as_deref().unwrap_or("null"))?;
+    let metadata: Value = serde_json::from_str(&event.metadata)?;
+    Ok(SerializedEvent::new(
+        event.aggregate_id,
+        event.sequence as usize,
+        event.aggregate_type,
+        event.event_type,
+        event.event_version,
+        payload,
+        metadata,
+    ))
+}
+
+/// Tasks appended through cqrs-es are left for any node's scheduler to claim.
+fn task_schedule(events: &[SerializedEvent]) -> Result<Option<ScheduleWrite>, PersistenceError> {
+    let Some(first) = events.first() else {
+        return Ok(None);
+    };
+    if first.aggregate_type != CallbackTask::TYPE {
+        return Ok(None);
+    }
+    let decoded = events
+        .iter()
+        .map(|e| serde_json::from_value::<TaskEvent>(e.payload.clone()))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ScheduleChange::after(&decoded).map(|change| ScheduleWrite {
+        task_id: first.aggregate_id.clone(),
+        change,
+        owner: None,
+    }))
+}
+
+impl PersistedEventRepository for EventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let events = self
+            .store
+            .events_of(A::TYPE, aggregate_id)
+            .await
+            .map_err(persistence)?;
+        events.into_iter().map(serialized).collect()
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let events = self
+            .store
+            .events_after(A::TYPE, aggregate_id, last_sequence as i64)
+            .await
+            .map_err(persistence)?;
+        events.into_iter().map(serialized).collect()
+    }
+
+    /// Bida keeps no snapshots: its aggregates live a handful of events.
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        _aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        Ok(None)
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if snapshot_update.is_some() {
+            return Err(PersistenceError::UnknownError(
+                "Bida's event repository keeps no snapshots: use PersistedEventStore::new_event_store".into(),
+            ));
+        }
+        let schedule = task_schedule(events)?;
+        let events = events
+            .iter()
+            .map(|e| {
+                Ok(NewEvent {
+                    aggregate_type: Cow::Owned(e.aggregate_type.clone()),
+                    aggregate_id: e.aggregate_id.clone(),
+                    sequence: e.sequence as i64,
+                    event_type: Cow::Owned(e.event_type.clone()),
+                    event_version: Cow::Owned(e.event_version.clone()),
+                    payload: serde_json::to_string(&e.payload)?,
+                    metadata: Some(serde_json::to_string(&e.metadata)?),
+                })
+            })
+            .collect::<Result<Vec<_>, PersistenceError>>()?;
+        self.store
+            .append(Append { events, schedule })
+            .await
+            .map_err(persistence)
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        let events = self
+            .store
+            .events_of(A::TYPE, aggregate_id)
+            .await
+            .map_err(persistence)?;
+        Ok(replay(futures_util::stream::iter(
+            events.into_iter().map(Ok),
+        )))
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        let pool = self.store.pool().clone();
+        let (mut feed, stream) = ReplayStream::new(1_000);
+        tokio::spawn(async move {
+            use futures_util::StreamExt;
+            let mut rows = sqlx::query_as::<_, StoredEvent>(
+                "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
+                        sequence, event_type, event_version, payload::text AS payload,
+                        metadata::text AS metadata, recorded_at
+                 FROM events WHERE aggregate_type = $1 ORDER BY position",
+            )
+            .bind(A::TYPE)
+            .fetch(&pool);
+            while let Some(row) = rows.next().await {
+                let item = row.map_err(|e| persistence(e.into())).and_then(serialized);
+                if feed.push(item).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(stream)
+    }
+}
+
+fn replay(
+    events: impl Stream<Item = Result<StoredEvent, StoreError>> + Send + 'static,
+) -> ReplayStream {
+    let (mut feed, stream) = ReplayStream::new(100);
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut events = std::pin::pin!(events);
+        while let Some(event) = events.next().await {
+            let item = event.map_err(persistence).and_then(serialized);
+            if feed.push(item).await.is_err() {
+                return;
+            }
+        }
+    });
+    stream
+}

@@ -1,0 +1,296 @@
+//! The event store against the machine's Postgres, one database per test.
+
+use bida_domain::task::Submission;
+use bida_domain::task::{CallbackTask, ScheduleChange, TaskCommand, TaskEvent};
+use bida_store::{
+    Append, EventRepository, FeedPosition, NewEvent, ScheduleWrite, Store, StoreConfig, StoreError,
+    WriterConfig,
+};
+use bida_testkit::TestDatabase;
+use chrono::{Duration as ChronoDuration, Utc};
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{AggregateError, CqrsFramework};
+use std::borrow::Cow;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+use uuid::Uuid;
+
+async fn open(db: &TestDatabase, writer: WriterConfig) -> Store {
+    let config = StoreConfig {
+        pool_size: 4,
+        writer,
+        ..StoreConfig::default()
+    };
+    Store::open(db.url(), &config).await.expect("open store")
+}
+
+fn event(aggregate_id: &str, sequence: i64) -> NewEvent {
+    NewEvent {
+        aggregate_type: Cow::Borrowed("test"),
+        aggregate_id: aggregate_id.to_string(),
+        sequence,
+        event_type: Cow::Borrowed("Happened"),
+        event_version: Cow::Borrowed("1"),
+        payload: format!(r#"{{"n":{sequence}}}"#),
+        metadata: None,
+    }
+}
+
+fn append(aggregate_id: &str, sequences: std::ops::RangeInclusive<i64>) -> Append {
+    Append {
+        events: sequences.map(|s| event(aggregate_id, s)).collect(),
+        schedule: None,
+    }
+}
+
+#[tokio::test]
+async fn creates_the_database_and_reports_ready() {
+    let db = TestDatabase::reserve();
+    let store = open(&db, WriterConfig::default()).await;
+    let ready = store.readiness().await;
+    assert!(ready.is_ready(), "{ready:?}");
+}
+
+#[tokio::test]
+async fn concurrent_appends_are_group_committed() {
+    let db = TestDatabase::create().await;
+    let store = open(
+        &db,
+        WriterConfig {
+            concurrency: 1,
+            ..WriterConfig::default()
+        },
+    )
+    .await;
+    let appends = (0..500).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move { store.append(append(&format!("a{i}"), 1..=2)).await })
+    });
+    for result in futures::future::join_all(appends).await {
+        result.unwrap().unwrap();
+    }
+    let stats = store.writer().stats();
+    let batches = stats.batches.load(Ordering::Relaxed);
+    assert_eq!(stats.events.load(Ordering::Relaxed), 1_000);
+    assert!(
+        batches < 500,
+        "500 concurrent appends took {batches} batches"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(count, 1_000);
+}
+
+#[tokio::test]
+async fn a_taken_sequence_is_a_conflict_and_spares_the_rest_of_the_batch() {
+    let db = TestDatabase::create().await;
+    let store = open(&db, WriterConfig::default()).await;
+    store.append(append("x", 1..=2)).await.unwrap();
+
+    // Stale writer on x, fresh writers elsewhere, all at once: only x fails.
+    let stale = store.append(append("x", 2..=3));
+    let fresh1 = store.append(append("y", 1..=1));
+    let fresh2 = store.append(append("z", 1..=3));
+    let (stale, fresh1, fresh2) = tokio::join!(stale, fresh1, fresh2);
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { ref aggregate_id, sequence: 2, .. }) if aggregate_id == "x"),
+        "{stale:?}"
+    );
+    fresh1.unwrap();
+    fresh2.unwrap();
+    assert_eq!(
+        store.last_sequence("test", "x").await.unwrap(),
+        2,
+        "the stale append left nothing"
+    );
+    assert_eq!(store.last_sequence("test", "z").await.unwrap(), 3);
+
+    // Two writers racing for the same next sequence: exactly one wins.
+    let results =
+        futures::future::join_all((0..8).map(|_| store.append(append("race", 1..=1)))).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+}
+
+#[tokio::test]
+async fn schedule_rows_follow_the_events_in_the_same_statement() {
+    let db = TestDatabase::create().await;
+    let store = open(&db, WriterConfig::default()).await;
+    let node = Uuid::new_v4();
+    let due = Utc::now() + ChronoDuration::seconds(30);
+    let mut first = append("t1", 1..=1);
+    first.schedule = Some(ScheduleWrite {
+        task_id: "t1".into(),
+        change: ScheduleChange::Due(due),
+        owner: Some(node),
+    });
+    store.append(first).await.unwrap();
+    let entries = store.schedule_of(&["t1".into()]).await.unwrap();
+    assert_eq!(entries["t1"].owner, Some(node));
+    assert_eq!(
+        entries["t1"].due_at.timestamp_micros(),
+        due.timestamp_micros()
+    );
+
+    // A conflicting append must not touch the schedule either.
+    let mut stale = append("t1", 1..=1);
+    stale.schedule = Some(ScheduleWrite {
+        task_id: "t1".into(),
+        change: ScheduleChange::Clear,
+        owner: None,
+    });
+    assert!(store.append(stale).await.is_err());
+    assert!(store
+        .schedule_of(&["t1".into()])
+        .await
+        .unwrap()
+        .contains_key("t1"));
+
+    let mut done = append("t1", 2..=2);
+    done.schedule = Some(ScheduleWrite {
+        task_id: "t1".into(),
+        change: ScheduleChange::Clear,
+        owner: None,
+    });
+    store.append(done).await.unwrap();
+    assert!(store.schedule_of(&["t1".into()]).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn claims_are_disjoint_and_dead_nodes_lose_their_tasks() {
+    let db = TestDatabase::create().await;
+    let store = open(&db, WriterConfig::default()).await;
+    let now = Utc::now();
+    for i in 0..40 {
+        let id = format!("t{i}");
+        let mut a = append(&id, 1..=1);
+        a.schedule = Some(ScheduleWrite {
+            task_id: id,
+            change: ScheduleChange::Due(now),
+            owner: None,
+        });
+        store.append(a).await.unwrap();
+    }
+    let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+    store.register_node(a, "a", "test", "-").await.unwrap();
+    store.register_node(b, "b", "test", "-").await.unwrap();
+    let (claimed_a, claimed_b) = tokio::join!(
+        store.claim_due(a, Duration::ZERO, 25),
+        store.claim_due(b, Duration::ZERO, 25)
+    );
+    let (claimed_a, claimed_b) = (claimed_a.unwrap(), claimed_b.unwrap());
+    assert_eq!(claimed_a.len() + claimed_b.len(), 40);
+    assert!(claimed_a.iter().all(|t| !claimed_b.contains(t)));
+    assert!(store
+        .claim_due(a, Duration::ZERO, 100)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // b stops: its tasks go back to the shared schedule; a's stay a's.
+    store.mark_node_stopped(b).await.unwrap();
+    let freed = store
+        .free_tasks_of_dead_nodes(Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(freed as usize, claimed_b.len());
+    let reclaimed = store.claim_due(a, Duration::ZERO, 100).await.unwrap();
+    assert_eq!(reclaimed.len(), claimed_b.len());
+}
+
+#[tokio::test]
+async fn the_feed_reads_in_commit_order_from_a_position() {
+    let db = TestDatabase::create().await;
+    let store = open(&db, WriterConfig::default()).await;
+    for i in 0..10 {
+        store.append(append(&format!("f{i}"), 1..=3)).await.unwrap();
+    }
+    let mut seen = Vec::new();
+    let mut after = FeedPosition::default();
+    loop {
+        let page = store.read_feed(after, 7, Some(&["Nothing"])).await.unwrap();
+        let Some(last) = page.last() else { break };
+        after = last.feed_position();
+        assert!(
+            page.iter().all(|e| e.payload.is_none()),
+            "payloads only for asked types"
+        );
+        seen.extend(page.into_iter().map(|e| (e.aggregate_id, e.sequence)));
+    }
+    assert_eq!(seen.len(), 30);
+    assert_eq!(store.feed_head().await.unwrap(), after);
+    let full = store
+        .read_feed(FeedPosition::default(), 1, None)
+        .await
+        .unwrap();
+    assert_eq!(full[0].payload.as_deref(), Some(r#"{"n": 1}"#));
+}
+
+#[tokio::test]
+async fn cqrs_es_runs_on_the_repository_and_keeps_the_schedule() {
+    let db = TestDatabase::create().await;
+    let store = open(&db, WriterConfig::default()).await;
+    let event_store = PersistedEventStore::new_event_store(EventRepository::new(store.clone()));
+    let cqrs = CqrsFramework::<CallbackTask, _>::new(event_store, vec![], ());
+    let spec = Submission {
+        url: "http://127.0.0.1:9/hook".into(),
+        ..Submission::default()
+    }
+    .into_spec(
+        "m1".into(),
+        None,
+        &Default::default(),
+        &Default::default(),
+        Utc::now(),
+    )
+    .unwrap();
+    let at = Utc::now();
+    cqrs.execute(
+        "task-1",
+        TaskCommand::Submit {
+            spec: Box::new(spec.clone()),
+            at,
+        },
+    )
+    .await
+    .unwrap();
+    let entries = store.schedule_of(&["task-1".into()]).await.unwrap();
+    assert_eq!(entries["task-1"].owner, None, "free for any scheduler");
+
+    let again = cqrs
+        .execute(
+            "task-1",
+            TaskCommand::Submit {
+                spec: Box::new(spec),
+                at,
+            },
+        )
+        .await;
+    assert!(
+        matches!(again, Err(AggregateError::UserError(_))),
+        "{again:?}"
+    );
+
+    cqrs.execute("task-1", TaskCommand::Cancel { reason: None, at })
+        .await
+        .unwrap();
+    assert!(store
+        .schedule_of(&["task-1".into()])
+        .await
+        .unwrap()
+        .is_empty());
+    let events = store.events_of("callback_task", "task-1").await.unwrap();
+    let decoded: Vec<TaskEvent> = events.iter().map(|e| e.decode().unwrap()).collect();
+    assert!(matches!(
+        decoded[..],
+        [
+            TaskEvent::TaskSubmitted { .. },
+            TaskEvent::TaskCancelled { .. }
+        ]
+    ));
+}

@@ -1,0 +1,13 @@
+//! Helpers for Bida's tests and benchmarks.
+//!
+//! - [`TestDatabase`]: a database of its own per test, dropped afterwards, so
+//!   tests run in parallel against the machine's real Postgres.
+//! - [`Receiver`]: a real HTTP endpoint whose answers a test scripts (fail the
+//!   first N calls, time out, answer the wrong body...) and which records every
+//!   request it gets.
+
+mod database;
+mod receiver;
+
+pub use database::TestDatabase;
+pub use receiver::{Hit, Receiver, Reply};
