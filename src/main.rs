@@ -1,1 +1,130 @@
-fn main() {}
+//! The `bida` binary: command line, configuration and wiring.
+
+mod cli;
+mod config;
+mod serve;
+
+use anyhow::Context;
+use bida_projections::{RunnerConfig, TaskList};
+use bida_store::Store;
+use clap::Parser;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use cli::{Cli, Command, ProjectionsCommand};
+use config::Config;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = match &cli.command {
+        Command::Serve(args) | Command::Config(args) => args.overrides(),
+        Command::Migrate(db)
+        | Command::Projections(ProjectionsCommand::Rebuild { database: db, .. })
+        | Command::Projections(ProjectionsCommand::Status { database: db }) => db.overrides(),
+    };
+    let config = match Config::load(cli.config.as_deref(), &overrides) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("bida: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = config.validate() {
+        eprintln!("bida: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+    init_logging(&config.log);
+    let outcome = match cli.command {
+        Command::Serve(_) => actix_rt::System::new().block_on(serve::serve(config)),
+        Command::Config(_) => print_config(&config),
+        Command::Migrate(_) => run_async(migrate(config)),
+        Command::Projections(ProjectionsCommand::Rebuild { name, .. }) => {
+            run_async(rebuild(config, name))
+        }
+        Command::Projections(ProjectionsCommand::Status { .. }) => run_async(status(config)),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bida: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?
+        .block_on(work)
+}
+
+fn print_config(config: &Config) -> anyhow::Result<()> {
+    print!(
+        "{}",
+        toml::to_string(config).context("cannot render the configuration")?
+    );
+    Ok(())
+}
+
+async fn open(config: &Config) -> anyhow::Result<Store> {
+    Store::open(&config.database_url, &config.store)
+        .await
+        .context("cannot open the database")
+}
+
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    let ready = store.readiness().await;
+    println!("database ready: {}", ready.is_ready());
+    Ok(())
+}
+
+async fn rebuild(config: Config, name: Option<String>) -> anyhow::Result<()> {
+    let names: Vec<&str> = match &name {
+        Some(name) if bida_projections::ALL.contains(&name.as_str()) => vec![name.as_str()],
+        Some(name) => anyhow::bail!(
+            "no projection named {name}; known: {}",
+            bida_projections::ALL.join(", ")
+        ),
+        None => bida_projections::ALL.to_vec(),
+    };
+    let store = open(&config).await?;
+    let runner = RunnerConfig {
+        page: config.projections.page,
+        ..RunnerConfig::default()
+    };
+    for name in names {
+        let started = Instant::now();
+        let folded = match name {
+            "task_list" => bida_projections::rebuild(&store, &TaskList, &runner).await?,
+            other => anyhow::bail!("projection {other} has no rebuild"),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        println!(
+            "{name}: folded {folded} events in {seconds:.2} s ({:.0} events/s)",
+            folded as f64 / seconds.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+async fn status(config: Config) -> anyhow::Result<()> {
+    let store = open(&config).await?;
+    for name in bida_projections::ALL {
+        let lag = bida_projections::lag(&store, name).await?;
+        println!("{name}: {lag} events behind");
+    }
+    Ok(())
+}

@@ -132,8 +132,7 @@ impl Store {
         limit: i64,
         payload_types: Option<&[&str]>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = format!(
-            "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
+        const SQL: &str = "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
                     sequence, event_type, event_version,
                     CASE WHEN $4::text[] IS NULL OR event_type = ANY($4) THEN payload::text END AS payload,
                     metadata::text AS metadata, recorded_at
@@ -141,9 +140,8 @@ impl Store {
              WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
              ORDER BY transaction_id, position
-             LIMIT $3"
-        );
-        Ok(sqlx::query_as(&sql)
+             LIMIT $3";
+        Ok(sqlx::query_as(SQL)
             .bind(after.transaction_id)
             .bind(after.position)
             .bind(limit)

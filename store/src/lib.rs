@@ -8,6 +8,7 @@
 //! - Catch-up readers follow `(transaction_id, position)`, see `migrations/`.
 //! - [`EventRepository`] implements cqrs-es's `PersistedEventRepository`.
 
+mod checkpoints;
 mod db;
 mod error;
 mod events;
@@ -15,8 +16,10 @@ mod leader;
 mod nodes;
 mod repository;
 mod schedule;
+mod tasks;
 mod writer;
 
+pub use checkpoints::save_checkpoint_in;
 pub use db::{Readiness, StoreConfig, MIGRATOR};
 pub use error::StoreError;
 pub use events::{FeedPosition, StoredEvent};
@@ -24,6 +27,7 @@ pub use leader::Leadership;
 pub use nodes::NodeInfo;
 pub use repository::EventRepository;
 pub use schedule::{ClaimedTask, ScheduleEntry};
+pub use tasks::{task_append, LoadedTask, TASK_TYPE};
 pub use writer::{Append, NewEvent, ScheduleWrite, Writer, WriterConfig, WriterStats};
 
 use sqlx::postgres::{PgConnectOptions, PgPool};

@@ -1,0 +1,176 @@
+//! Bida's actors: the running part of a node.
+//!
+//! - [`TaskActor`](task_actor::TaskActor): one per task in flight; attempts
+//!   delivery and records each outcome with an expected sequence.
+//! - [`Supervisor`]: owns the task actors of this node, spread over delivery threads.
+//! - [`Scheduler`]: claims due tasks from the durable schedule, keeps the
+//!   heartbeat, takes over the tasks of dead nodes.
+//! - the notifier: failure notifications for dead letters.
+//! - [`TaskService`]: what the HTTP API asks of the node.
+
+mod config;
+pub mod delivery;
+pub mod notifier;
+pub mod scheduler;
+pub mod supervisor;
+pub mod task_actor;
+mod tasks;
+
+pub use config::{DeliveryConfig, NotifyConfig, NotifyFormat, NotifyWebhook, SchedulerConfig};
+pub use delivery::Delivery;
+pub use scheduler::Scheduler;
+pub use supervisor::Supervisor;
+pub use tasks::{Accepted, TaskService, TaskServiceError};
+
+use actix::prelude::*;
+use bida_domain::task::{Limits, TaskDefaults};
+use bida_store::{Store, StoreError};
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What every actor of a node shares.
+pub struct NodeContext {
+    /// This process's identity in the `nodes` table; new at every start.
+    pub node_id: Uuid,
+    pub store: Store,
+    pub delivery: Delivery,
+    pub scheduler: SchedulerConfig,
+    /// Task actors alive now (kept by the supervisor).
+    pub in_memory: AtomicUsize,
+    pub max_in_memory: usize,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct NodeConfig {
+    pub name: String,
+    pub listen: String,
+    pub delivery: DeliveryConfig,
+    pub scheduler: SchedulerConfig,
+    pub notify: NotifyConfig,
+    pub task_defaults: TaskDefaults,
+    pub limits: Limits,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot build the HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+}
+
+/// Stop the scheduler.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Halt;
+
+impl Handler<Halt> for Scheduler {
+    type Result = ();
+
+    fn handle(&mut self, _: Halt, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+/// A running node. Must be started inside an actix system.
+pub struct Node {
+    context: Arc<NodeContext>,
+    supervisor: Addr<Supervisor>,
+    scheduler: Addr<Scheduler>,
+    notifier: Option<tokio::task::JoinHandle<()>>,
+    tasks: TaskService,
+    shutdown_grace: Duration,
+}
+
+impl Node {
+    pub async fn start(store: Store, config: NodeConfig) -> Result<Self, NodeError> {
+        let node_id = Uuid::new_v4();
+        store
+            .register_node(
+                node_id,
+                &config.name,
+                env!("CARGO_PKG_VERSION"),
+                &config.listen,
+            )
+            .await?;
+        if let Err(e) = store.prune_nodes(Duration::from_secs(7 * 24 * 3600)).await {
+            tracing::warn!(error = %e, "cannot prune old nodes");
+        }
+        let threads = match config.delivery.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        let context = Arc::new(NodeContext {
+            node_id,
+            delivery: Delivery::new(config.delivery.clone())?,
+            scheduler: config.scheduler.clone(),
+            in_memory: AtomicUsize::new(0),
+            max_in_memory: config.delivery.max_in_memory.max(1),
+            store: store.clone(),
+        });
+        let supervisor = Supervisor::new(context.clone(), threads).start();
+        let scheduler = Scheduler::new(context.clone(), supervisor.clone()).start();
+        let notifier = (!config.notify.webhooks.is_empty())
+            .then(|| notifier::spawn(store, config.notify.clone(), config.name.clone()));
+        let tasks = TaskService::new(
+            context.clone(),
+            supervisor.clone(),
+            scheduler.clone(),
+            config.task_defaults,
+            config.limits,
+        );
+        tracing::info!(node = %node_id, name = %config.name, threads, "node started");
+        Ok(Self {
+            context,
+            supervisor,
+            scheduler,
+            notifier,
+            tasks,
+            shutdown_grace: Duration::from_millis(config.scheduler.shutdown_grace_ms),
+        })
+    }
+
+    pub fn id(&self) -> Uuid {
+        self.context.node_id
+    }
+
+    pub fn tasks(&self) -> TaskService {
+        self.tasks.clone()
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.context.store
+    }
+
+    /// Finishes the attempts in flight (up to the grace period), gives every
+    /// held task back to the shared schedule and leaves the cluster.
+    pub async fn shutdown(self) {
+        let _ = self.scheduler.send(Halt).await;
+        if let Some(notifier) = &self.notifier {
+            notifier.abort();
+        }
+        let graceful = self.supervisor.send(supervisor::Drain { graceful: true });
+        if tokio::time::timeout(self.shutdown_grace, graceful)
+            .await
+            .is_err()
+        {
+            tracing::warn!("attempts still running after the grace period; abandoning them");
+            let _ = self
+                .supervisor
+                .send(supervisor::Drain { graceful: false })
+                .await;
+        }
+        let store = &self.context.store;
+        match store.release_all_tasks(self.context.node_id).await {
+            Ok(released) => tracing::info!(released, "gave held tasks back to the schedule"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot give tasks back; other nodes take them after the heartbeat expires")
+            }
+        }
+        if let Err(e) = store.mark_node_stopped(self.context.node_id).await {
+            tracing::warn!(error = %e, "cannot mark the node stopped");
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! Failure notifications: when tasks are dead-lettered, POST a digest to every
+//! configured webhook (generic JSON, DingTalk or WeCom robots).
+//!
+//! The notifier follows the event feed from a checkpoint, so a notification is
+//! sent at least once even if the node dies right after the dead letter; one
+//! node at a time sends them (advisory-lock leadership). Dead letters read
+//! together go out as one digest, so a burst does not flood a chat group.
+
+use bida_domain::task::{TaskDetail, TaskEvent};
+use bida_store::{Store, StoreError, TASK_TYPE};
+use serde::Serialize;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+use crate::{NotifyConfig, NotifyFormat, NotifyWebhook};
+
+const CHECKPOINT: &str = "notifier";
+const PAGE: i64 = 500;
+/// Tasks described one by one in a chat message; the rest are counted.
+const CHAT_LINES: usize = 10;
+
+/// What a notification says about one dead letter.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DeadLetter {
+    pub task_id: String,
+    pub message_id: String,
+    pub method: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_app: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target_app: Option<String>,
+    pub attempts: u32,
+    pub reason: String,
+    pub dead_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Runs until the process ends: waits for leadership, then notifies.
+pub fn spawn(store: Store, config: NotifyConfig, node_name: String) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let client = match reqwest::Client::builder()
+            .timeout(Duration::from_millis(config.timeout_ms))
+            .no_proxy()
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => return tracing::error!(error = %e, "notifier cannot start"),
+        };
+        let notifier = Notifier {
+            store,
+            config,
+            client,
+            node_name,
+        };
+        loop {
+            match notifier.store.try_lead(CHECKPOINT).await {
+                Ok(Some(mut leadership)) => {
+                    tracing::info!("this node sends failure notifications");
+                    if let Err(e) = notifier.lead(&mut leadership).await {
+                        tracing::warn!(error = %e, "notifier interrupted");
+                    }
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "notifier cannot reach the store"),
+            }
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    })
+}
+
+struct Notifier {
+    store: Store,
+    config: NotifyConfig,
+    client: reqwest::Client,
+    node_name: String,
+}
+
+impl Notifier {
+    async fn lead(&self, leadership: &mut bida_store::Leadership) -> Result<(), StoreError> {
+        // Enabling notifications later must not replay the whole history.
+        let mut at = match self.store.saved_checkpoint(CHECKPOINT).await? {
+            Some(at) => at,
+            None => {
+                let head = self.store.feed_head().await?;
+                self.store.save_checkpoint(CHECKPOINT, head).await?;
+                head
+            }
+        };
+        while leadership.still_leading().await {
+            let page = self
+                .store
+                .read_feed(at, PAGE, Some(&["TaskDeadLettered"]))
+                .await?;
+            let Some(last) = page.last().map(|e| e.feed_position()) else {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            };
+            let mut dead = Vec::new();
+            for event in page
+                .iter()
+                .filter(|e| e.aggregate_type == TASK_TYPE && e.event_type == "TaskDeadLettered")
+            {
+                if let Some(letter) = self.describe(&event.aggregate_id, event.sequence).await? {
+                    dead.push(letter);
+                }
+            }
+            if !dead.is_empty() {
+                self.notify(&dead).await;
+            }
+            self.store.save_checkpoint(CHECKPOINT, last).await?;
+            at = last;
+        }
+        Ok(())
+    }
+
+    /// The task as it stood when it was dead-lettered.
+    async fn describe(
+        &self,
+        task_id: &str,
+        sequence: i64,
+    ) -> Result<Option<DeadLetter>, StoreError> {
+        let Some(loaded) = self.store.load_task(task_id).await? else {
+            return Ok(None);
+        };
+        let upto: Vec<TaskEvent> = loaded.events.into_iter().take(sequence as usize).collect();
+        Ok(TaskDetail::fold(task_id, &upto).map(|detail| {
+            let summary = detail.summary;
+            DeadLetter {
+                task_id: summary.id,
+                message_id: summary.message_id,
+                method: summary.method.to_string(),
+                url: summary.url,
+                source_app: summary.source_app,
+                target_app: summary.target_app,
+                attempts: summary.attempt_count,
+                reason: summary.reason.unwrap_or_default(),
+                dead_at: summary.finished_at.unwrap_or(summary.updated_at),
+            }
+        }))
+    }
+
+    async fn notify(&self, dead: &[DeadLetter]) {
+        for webhook in &self.config.webhooks {
+            let message = render(webhook.format, dead, &self.node_name);
+            self.post(webhook, &message).await;
+        }
+    }
+
+    /// Tries a few times, then gives up with an error in the log: a broken
+    /// notification channel must not hold back later notifications.
+    async fn post(&self, webhook: &NotifyWebhook, message: &Value) {
+        let attempts = self.config.attempts.max(1);
+        for attempt in 1..=attempts {
+            let outcome = match self.client.post(&webhook.url).json(message).send().await {
+                Ok(response) if response.status().is_success() => match webhook.format {
+                    NotifyFormat::Generic => Ok(()),
+                    // Chat robots answer 200 with an error code in the body.
+                    NotifyFormat::Dingtalk | NotifyFormat::Wecom => {
+                        robot_verdict(response.json::<Value>().await.ok())
+                    }
+                },
+                Ok(response) => Err(format!("HTTP {}", response.status())),
+                Err(e) => Err(e.to_string()),
+            };
+            match outcome {
+                Ok(()) => return,
+                Err(e) if attempt < attempts => {
+                    tracing::warn!(url = %webhook.url, attempt, error = %e, "failure notification not accepted; retrying");
+                    tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
+                }
+                Err(e) => {
+                    tracing::error!(url = %webhook.url, error = %e, "failure notification dropped after {attempts} attempts")
+                }
+            }
+        }
+    }
+}
+
+fn robot_verdict(body: Option<Value>) -> Result<(), String> {
+    match body
+        .as_ref()
+        .and_then(|b| b.get("errcode"))
+        .and_then(Value::as_i64)
+    {
+        None | Some(0) => Ok(()),
+        Some(code) => Err(format!(
+            "robot answered errcode {code}: {}",
+            body.as_ref()
+                .and_then(|b| b.get("errmsg"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+        )),
+    }
+}
+
+/// The message body for one webhook format.
+pub fn render(format: NotifyFormat, dead: &[DeadLetter], node: &str) -> Value {
+    let title = format!("Bida: {} task(s) dead-lettered", dead.len());
+    match format {
+        NotifyFormat::Generic => json!({
+            "type": "bida.tasks.dead_lettered",
+            "node": node,
+            "count": dead.len(),
+            "tasks": dead,
+        }),
+        NotifyFormat::Dingtalk => json!({
+            "msgtype": "markdown",
+            "markdown": { "title": title, "text": markdown(&title, dead) },
+        }),
+        NotifyFormat::Wecom => json!({
+            "msgtype": "markdown",
+            "markdown": { "content": markdown(&title, dead) },
+        }),
+    }
+}
+
+fn markdown(title: &str, dead: &[DeadLetter]) -> String {
+    let mut text = format!("### {title}\n");
+    for letter in dead.iter().take(CHAT_LINES) {
+        let apps = match (&letter.source_app, &letter.target_app) {
+            (None, None) => String::new(),
+            (source, target) => format!(
+                " ({} → {})",
+                source.as_deref().unwrap_or("?"),
+                target.as_deref().unwrap_or("?")
+            ),
+        };
+        text.push_str(&format!(
+            "- `{}` {} {}{apps}: {} after {} attempt(s)\n",
+            letter.task_id, letter.method, letter.url, letter.reason, letter.attempts
+        ));
+    }
+    if dead.len() > CHAT_LINES {
+        text.push_str(&format!("- … and {} more\n", dead.len() - CHAT_LINES));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(n: u32) -> DeadLetter {
+        DeadLetter {
+            task_id: format!("t{n}"),
+            message_id: format!("t{n}"),
+            method: "POST".into(),
+            url: "http://h/cb".into(),
+            source_app: Some("orders".into()),
+            target_app: None,
+            attempts: 3,
+            reason: "HTTP 500".into(),
+            dead_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn chat_digests_list_ten_and_count_the_rest() {
+        let dead: Vec<DeadLetter> = (0..12).map(letter).collect();
+        let ding = render(NotifyFormat::Dingtalk, &dead, "n1");
+        let text = ding["markdown"]["text"].as_str().unwrap();
+        assert_eq!(ding["msgtype"], "markdown");
+        assert!(text.starts_with("### Bida: 12 task(s) dead-lettered"));
+        assert!(text.contains("`t9` POST http://h/cb (orders → ?): HTTP 500 after 3 attempt(s)"));
+        assert!(!text.contains("`t10`"));
+        assert!(text.contains("… and 2 more"));
+        let wecom = render(NotifyFormat::Wecom, &dead, "n1");
+        assert_eq!(wecom["markdown"]["content"].as_str().unwrap(), text);
+        let generic = render(NotifyFormat::Generic, &dead, "n1");
+        assert_eq!(generic["count"], 12);
+        assert_eq!(generic["tasks"].as_array().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn robots_report_errors_in_the_body() {
+        assert!(robot_verdict(Some(json!({"errcode": 0, "errmsg": "ok"}))).is_ok());
+        assert!(robot_verdict(None).is_ok());
+        let err = robot_verdict(Some(
+            json!({"errcode": 310000, "errmsg": "keywords not in content"}),
+        ))
+        .unwrap_err();
+        assert!(err.contains("310000") && err.contains("keywords"), "{err}");
+    }
+}

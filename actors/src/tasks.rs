@@ -1,0 +1,286 @@
+//! The task operations the API offers: submit, read, cancel, retry, replay.
+
+use actix::Addr;
+use bida_domain::task::{
+    CallbackTask, Limits, Submission, TaskCommand, TaskDefaults, TaskDetail, TaskError, TaskSummary,
+};
+use bida_domain::ValidationErrors;
+use bida_store::{task_append, EventRepository, LoadedTask, StoreError, StoredEvent};
+use chrono::Utc;
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{AggregateError, CqrsFramework};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use uuid::Uuid;
+
+use crate::scheduler::{ClaimNow, Scheduler};
+use crate::supervisor::{Adopt, Supervisor};
+use crate::NodeContext;
+
+type TaskCqrs = CqrsFramework<CallbackTask, PersistedEventStore<EventRepository, CallbackTask>>;
+
+/// Task ids derived from an idempotency key live in this namespace.
+const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_a0c3_5f2e_4c8a_9d47_0b1d_a000_0001);
+
+#[derive(Debug, thiserror::Error)]
+pub enum TaskServiceError {
+    #[error("{0}")]
+    Invalid(ValidationErrors),
+    #[error("no task with id {0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Rejected(TaskError),
+    #[error("the task changed while the command ran; send it again")]
+    Conflict,
+    #[error("Idempotency-Key {key:?} was already used for a different request (task {task_id})")]
+    IdempotencyMismatch { key: String, task_id: String },
+    #[error("the event store is unavailable: {0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for TaskServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Database(_) | StoreError::WriterStopped => Self::Unavailable(e.to_string()),
+            StoreError::Conflict { .. } => Self::Conflict,
+            StoreError::Decode { .. } | StoreError::Migration(_) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+/// The answer to a submission.
+#[derive(Clone, Debug)]
+pub struct Accepted {
+    pub task: TaskSummary,
+    /// The Idempotency-Key was seen before: this is the earlier task.
+    pub replayed: bool,
+}
+
+#[derive(Clone)]
+pub struct TaskService {
+    node: Arc<NodeContext>,
+    supervisor: Addr<Supervisor>,
+    scheduler: Addr<Scheduler>,
+    cqrs: Arc<TaskCqrs>,
+    defaults: Arc<TaskDefaults>,
+    limits: Arc<Limits>,
+}
+
+impl TaskService {
+    pub(crate) fn new(
+        node: Arc<NodeContext>,
+        supervisor: Addr<Supervisor>,
+        scheduler: Addr<Scheduler>,
+        defaults: TaskDefaults,
+        limits: Limits,
+    ) -> Self {
+        let events = PersistedEventStore::new_event_store(EventRepository::new(node.store.clone()));
+        Self {
+            cqrs: Arc::new(CqrsFramework::new(events, Vec::new(), ())),
+            node,
+            supervisor,
+            scheduler,
+            defaults: Arc::new(defaults),
+            limits: Arc::new(limits),
+        }
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
+
+    /// Records a new task durably, then hands it to a local actor when it is
+    /// due soon and the node has room (otherwise the schedule keeps it).
+    pub async fn submit(
+        &self,
+        submission: Submission,
+        idempotency_key: Option<String>,
+    ) -> Result<Accepted, TaskServiceError> {
+        let now = Utc::now();
+        let id = match &idempotency_key {
+            Some(key) => {
+                let scope = format!(
+                    "{}\n{key}",
+                    submission.source_app.as_deref().unwrap_or_default()
+                );
+                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, scope.as_bytes())
+            }
+            None => Uuid::now_v7(),
+        }
+        .to_string();
+        let spec = submission
+            .into_spec(
+                id.clone(),
+                idempotency_key.clone(),
+                &self.defaults,
+                &self.limits,
+                now,
+            )
+            .map_err(TaskServiceError::Invalid)?;
+        let events = CallbackTask::default()
+            .decide(TaskCommand::Submit {
+                spec: Box::new(spec),
+                at: now,
+            })
+            .map_err(TaskServiceError::Rejected)?;
+        let task = CallbackTask::from_events(&events);
+        let due_in = task
+            .next_attempt_at()
+            .map(|due| (due - now).to_std().unwrap_or_default());
+        let hold = due_in.is_some_and(|wait| wait <= self.node.scheduler.hold_max())
+            && self.node.in_memory.load(Ordering::Relaxed) < self.node.max_in_memory;
+        let append = task_append(&id, 0, &events, hold.then_some(self.node.node_id))?;
+        match self.node.store.append(append).await {
+            Ok(()) => {
+                let summary = TaskSummary::start(&id, &events[0]).ok_or_else(|| {
+                    TaskServiceError::Internal("submission produced no TaskSubmitted".into())
+                })?;
+                if hold {
+                    self.supervisor.do_send(Adopt(LoadedTask {
+                        id,
+                        task,
+                        events,
+                        version: 1,
+                    }));
+                }
+                Ok(Accepted {
+                    task: summary,
+                    replayed: false,
+                })
+            }
+            Err(StoreError::Conflict { .. }) if idempotency_key.is_some() => {
+                let key = idempotency_key.unwrap_or_default();
+                self.replay_submission(&id, key, &task).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The same Idempotency-Key again: the earlier task if the request is the same.
+    async fn replay_submission(
+        &self,
+        id: &str,
+        key: String,
+        new: &CallbackTask,
+    ) -> Result<Accepted, TaskServiceError> {
+        let existing = self.node.store.load_task(id).await?.ok_or_else(|| {
+            TaskServiceError::Internal(format!("task {id} conflicted but has no events"))
+        })?;
+        let same = match (existing.task.spec(), new.spec()) {
+            (Some(a), Some(b)) => a.request == b.request && a.target_app == b.target_app,
+            _ => false,
+        };
+        if !same {
+            return Err(TaskServiceError::IdempotencyMismatch {
+                key,
+                task_id: id.to_string(),
+            });
+        }
+        let detail = self.observe(existing).await?;
+        Ok(Accepted {
+            task: detail.summary,
+            replayed: true,
+        })
+    }
+
+    /// A task's full view, folded from its own events (never stale).
+    pub async fn detail(&self, id: &str) -> Result<Option<TaskDetail>, TaskServiceError> {
+        match self.node.store.load_task(id).await? {
+            Some(loaded) => self.observe(loaded).await.map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn observe(&self, loaded: LoadedTask) -> Result<TaskDetail, TaskServiceError> {
+        let mut detail = TaskDetail::fold(&loaded.id, &loaded.events).ok_or_else(|| {
+            TaskServiceError::Internal(format!("task {} has no submission event", loaded.id))
+        })?;
+        let entry = self
+            .node
+            .store
+            .schedule_of(std::slice::from_ref(&loaded.id))
+            .await?;
+        let entry = entry.get(&loaded.id).map(|e| (e.due_at, e.owner.is_some()));
+        detail.summary.status = detail.summary.status.observed(entry, Utc::now());
+        Ok(detail)
+    }
+
+    pub async fn events(&self, id: &str) -> Result<Vec<StoredEvent>, TaskServiceError> {
+        Ok(self.node.store.events_of(bida_store::TASK_TYPE, id).await?)
+    }
+
+    pub async fn cancel(
+        &self,
+        id: &str,
+        reason: Option<String>,
+    ) -> Result<TaskDetail, TaskServiceError> {
+        self.command(
+            id,
+            TaskCommand::Cancel {
+                reason,
+                at: Utc::now(),
+            },
+        )
+        .await
+    }
+
+    /// Manual compensation: deliver the task again, with a fresh round of attempts.
+    pub async fn retry(&self, id: &str) -> Result<TaskDetail, TaskServiceError> {
+        let detail = self
+            .command(id, TaskCommand::Retry { at: Utc::now() })
+            .await?;
+        self.scheduler.do_send(ClaimNow);
+        Ok(detail)
+    }
+
+    /// Retries many tasks; each result says what happened to that task.
+    pub async fn retry_many(
+        &self,
+        ids: Vec<String>,
+    ) -> Vec<(String, Result<(), TaskServiceError>)> {
+        use futures_util::StreamExt;
+        let results = futures_util::stream::iter(ids)
+            .map(|id| async move {
+                let result = self
+                    .execute(&id, TaskCommand::Retry { at: Utc::now() })
+                    .await;
+                (id, result)
+            })
+            .buffer_unordered(16)
+            .collect::<Vec<_>>()
+            .await;
+        self.scheduler.do_send(ClaimNow);
+        results
+    }
+
+    async fn command(
+        &self,
+        id: &str,
+        command: TaskCommand,
+    ) -> Result<TaskDetail, TaskServiceError> {
+        self.execute(id, command).await?;
+        self.detail(id)
+            .await?
+            .ok_or_else(|| TaskServiceError::NotFound(id.to_string()))
+    }
+
+    /// Commands run through cqrs-es on the shared event store; an actor that
+    /// still holds an older copy of the task notices and steps aside.
+    async fn execute(&self, id: &str, command: TaskCommand) -> Result<(), TaskServiceError> {
+        self.cqrs.execute(id, command).await.map_err(|e| match e {
+            AggregateError::UserError(TaskError::NotFound) => {
+                TaskServiceError::NotFound(id.to_string())
+            }
+            AggregateError::UserError(e) => TaskServiceError::Rejected(e),
+            AggregateError::AggregateConflict => TaskServiceError::Conflict,
+            AggregateError::DatabaseConnectionError(e) => {
+                TaskServiceError::Unavailable(e.to_string())
+            }
+            AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+                TaskServiceError::Internal(e.to_string())
+            }
+        })
+    }
+}

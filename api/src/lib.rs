@@ -1,0 +1,56 @@
+//! Bida's HTTP API (actix-web): task commands and queries, probes, and the
+//! OpenAPI document. Every error is `application/problem+json`.
+
+mod health;
+mod json;
+mod openapi;
+mod problem;
+mod tasks;
+
+pub use openapi::ApiDoc;
+pub use problem::{problem_responses, Problem, PROBLEM_JSON};
+
+use actix_web::web;
+use bida_actors::TaskService;
+use bida_store::Store;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest page a list returns.
+    pub max_page: i64,
+    /// Most tasks one bulk replay may take.
+    pub max_replay: i64,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_page: 500,
+            max_replay: 10_000,
+        }
+    }
+}
+
+pub struct ApiState {
+    pub tasks: TaskService,
+    pub store: Store,
+    pub config: ApiConfig,
+    pub node_id: String,
+}
+
+/// Registers every route; the app must also carry `web::Data<ApiState>`.
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .app_data(web::PathConfig::default().error_handler(|e, _| {
+            Problem::bad_request("invalid-path", format!("the path is not valid here: {e}")).into()
+        }))
+        .configure(tasks::routes)
+        .route("/healthz", web::get().to(health::healthz))
+        .route("/readyz", web::get().to(health::readyz))
+        .route("/openapi.json", web::get().to(openapi::document));
+}

@@ -1,0 +1,167 @@
+//! Every error the API returns is `application/problem+json` (RFC 9457) with
+//! a `detail` a person can act on.
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::{HeaderValue, CONTENT_TYPE};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{HttpResponse, ResponseError};
+use bida_actors::TaskServiceError;
+use bida_domain::task::TaskError;
+use bida_domain::{FieldError, ValidationErrors};
+use serde::Serialize;
+use std::fmt;
+use utoipa::ToSchema;
+
+pub const PROBLEM_JSON: &str = "application/problem+json";
+
+#[derive(Clone, Debug, Serialize, ToSchema)]
+pub struct Problem {
+    /// Identifies the kind of problem (`urn:bida:problem:<kind>`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    /// What went wrong and what to do about it.
+    pub detail: String,
+    /// The fields at fault, for validation problems.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl Problem {
+    pub fn new(status: StatusCode, kind: &str, detail: impl Into<String>) -> Self {
+        Self {
+            kind: format!("urn:bida:problem:{kind}"),
+            title: status.canonical_reason().unwrap_or("Error").to_string(),
+            status: status.as_u16(),
+            detail: detail.into(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn bad_request(kind: &str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, kind, detail)
+    }
+
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, "not-found", detail)
+    }
+
+    pub fn validation(errors: ValidationErrors) -> Self {
+        let mut problem = Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "validation-failed",
+            format!(
+                "the request has {} invalid field(s): {errors}",
+                errors.0.len()
+            ),
+        );
+        problem.errors = errors.0;
+        problem
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.title, self.detail)
+    }
+}
+
+impl ResponseError for Problem {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+    }
+
+    fn error_response(&self) -> HttpResponse<BoxBody> {
+        HttpResponse::build(self.status_code())
+            .content_type(PROBLEM_JSON)
+            .json(self)
+    }
+}
+
+impl From<TaskServiceError> for Problem {
+    fn from(e: TaskServiceError) -> Self {
+        let text = e.to_string();
+        match e {
+            TaskServiceError::Invalid(errors) => Self::validation(errors),
+            TaskServiceError::NotFound(_) => Self::not_found(text),
+            TaskServiceError::Rejected(TaskError::NotFound) => Self::not_found(text),
+            TaskServiceError::Rejected(_) => Self::new(StatusCode::CONFLICT, "invalid-state", text),
+            TaskServiceError::Conflict => {
+                Self::new(StatusCode::CONFLICT, "concurrent-change", text)
+            }
+            TaskServiceError::IdempotencyMismatch { .. } => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                text,
+            ),
+            TaskServiceError::Unavailable(_) => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", text)
+            }
+            TaskServiceError::Internal(_) => {
+                tracing::error!(error = %text, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", text)
+            }
+        }
+    }
+}
+
+impl From<bida_projections::ProjectionError> for Problem {
+    fn from(e: bida_projections::ProjectionError) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            e.to_string(),
+        )
+    }
+}
+
+/// Turns the framework's own error responses (unknown route, wrong method...)
+/// into problem documents too.
+pub fn problem_responses<B: MessageBody + 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new().default_handler(|response: ServiceResponse<B>| {
+        let already = response
+            .headers()
+            .get(CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        if already {
+            return Ok(ErrorHandlerResponse::Response(
+                response.map_into_left_body(),
+            ));
+        }
+        let status = response.status();
+        let (kind, detail) = match status {
+            StatusCode::NOT_FOUND => (
+                "not-found",
+                format!(
+                    "no route for {}; see /openapi.json",
+                    response.request().path()
+                ),
+            ),
+            StatusCode::METHOD_NOT_ALLOWED => (
+                "method-not-allowed",
+                format!(
+                    "{} is not allowed on {}; see /openapi.json",
+                    response.request().method(),
+                    response.request().path()
+                ),
+            ),
+            _ => (
+                "http-error",
+                status.canonical_reason().unwrap_or("error").to_string(),
+            ),
+        };
+        let problem = Problem::new(status, kind, detail);
+        let (request, mut plain) = response.into_parts();
+        plain
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
+        let body = serde_json::to_vec(&problem).unwrap_or_default();
+        let plain = plain.set_body(body).map_into_boxed_body();
+        Ok(ErrorHandlerResponse::Response(
+            ServiceResponse::new(request, plain).map_into_right_body(),
+        ))
+    })
+}

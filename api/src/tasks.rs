@@ -1,0 +1,363 @@
+//! `/v1/tasks`: submit callback tasks, read them, cancel, retry, replay.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use bida_domain::task::{Submission, TaskDetail, TaskStatus, TaskSummary};
+use bida_projections::{TaskCursor, TaskFilter, TaskList};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::{IntoParams, ToSchema};
+
+use crate::json::{JsonBody, QueryParams};
+use crate::problem::Problem;
+use crate::ApiState;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/tasks")
+                .route(web::post().to(submit))
+                .route(web::get().to(list)),
+        )
+        .service(web::resource("/v1/tasks/replay").route(web::post().to(replay)))
+        .service(web::resource("/v1/tasks/{id}").route(web::get().to(detail)))
+        .service(web::resource("/v1/tasks/{id}/events").route(web::get().to(events)))
+        .service(web::resource("/v1/tasks/{id}/retry").route(web::post().to(retry)))
+        .service(web::resource("/v1/tasks/{id}/cancel").route(web::post().to(cancel)));
+}
+
+/// Submit a callback task.
+///
+/// The task is recorded durably before the answer; delivery follows. With an
+/// `Idempotency-Key`, submitting the same request again returns the same task
+/// (`Idempotent-Replayed: true`); the key is scoped to `source_app`.
+#[utoipa::path(
+    post, path = "/v1/tasks", tag = "tasks",
+    request_body = Submission,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes resubmission return the same task")),
+    responses(
+        (status = 202, description = "Accepted", body = TaskSummary),
+        (status = 400, description = "Not JSON, or a field of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body over api.max_body_bytes", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid fields, or an Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "The event store is unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn submit(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    body: JsonBody<Submission>,
+) -> Result<HttpResponse, Problem> {
+    let key = match request.headers().get("idempotency-key") {
+        None => None,
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| {
+                    Problem::bad_request("invalid-header", "Idempotency-Key must be visible ASCII")
+                })?
+                .to_string(),
+        ),
+    };
+    let accepted = state.tasks.submit(body.0, key).await?;
+    let mut response = HttpResponse::Accepted();
+    response.insert_header(("location", format!("/v1/tasks/{}", accepted.task.id)));
+    if accepted.replayed {
+        response.insert_header(("idempotent-replayed", "true"));
+    }
+    Ok(response.json(accepted.task))
+}
+
+/// A task with its request, policy and every attempt.
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task", body = TaskDetail),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn detail(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    match state.tasks.detail(&id).await? {
+        Some(detail) => Ok(HttpResponse::Ok().json(detail)),
+        None => Err(Problem::not_found(format!("no task with id {id}"))),
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// pending, delivering, retrying, delivered, dead or cancelled
+    status: Option<String>,
+    source_app: Option<String>,
+    target_app: Option<String>,
+    /// Either the source or the target app.
+    app: Option<String>,
+    /// RFC 3339; tasks created at or after.
+    created_after: Option<DateTime<Utc>>,
+    /// RFC 3339; tasks created before.
+    created_before: Option<DateTime<Utc>>,
+    /// 1 to 500; 50 by default.
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TaskListPage {
+    pub items: Vec<TaskSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+fn parse_status(text: &str) -> Result<TaskStatus, Problem> {
+    TaskStatus::parse(text).ok_or_else(|| {
+        let known: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
+        Problem::bad_request(
+            "invalid-query",
+            format!(
+                "status `{text}` is unknown; use one of {}",
+                known.join(", ")
+            ),
+        )
+    })
+}
+
+/// List tasks, newest first, with filters and cursor pagination.
+#[utoipa::path(
+    get, path = "/v1/tasks", tag = "tasks",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of tasks", body = TaskListPage),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn list(
+    state: web::Data<ApiState>,
+    query: QueryParams<ListQuery>,
+) -> Result<HttpResponse, Problem> {
+    let query = query.0;
+    let limit = query.limit.unwrap_or(50);
+    if !(1..=state.config.max_page).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            format!("limit must be between 1 and {}", state.config.max_page),
+        ));
+    }
+    let cursor = match &query.cursor {
+        Some(text) => Some(TaskCursor::decode(text).ok_or_else(|| {
+            Problem::bad_request(
+                "invalid-query",
+                "cursor is not one this API returned; start again without it",
+            )
+        })?),
+        None => None,
+    };
+    let filter = TaskFilter {
+        status: query.status.as_deref().map(parse_status).transpose()?,
+        source_app: query.source_app,
+        target_app: query.target_app,
+        app: query.app,
+        created_after: query.created_after,
+        created_before: query.created_before,
+    };
+    let page = TaskList::page(&state.store, &filter, cursor.as_ref(), limit).await?;
+    Ok(HttpResponse::Ok().json(TaskListPage {
+        items: page.items,
+        next_cursor: page.next_cursor.map(|c| c.encode()),
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventRecord {
+    pub position: i64,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub recorded_at: DateTime<Utc>,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct EventHistory {
+    pub events: Vec<EventRecord>,
+}
+
+/// The task's raw event history, oldest first.
+#[utoipa::path(
+    get, path = "/v1/tasks/{id}/events", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The events", body = EventHistory),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn events(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let stored = state.tasks.events(&id).await?;
+    if stored.is_empty() {
+        return Err(Problem::not_found(format!("no task with id {id}")));
+    }
+    let events = stored
+        .into_iter()
+        .map(|e| EventRecord {
+            position: e.position,
+            sequence: e.sequence,
+            payload: e
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or(Value::Null),
+            metadata: serde_json::from_str(&e.metadata).unwrap_or(Value::Null),
+            event_type: e.event_type,
+            event_version: e.event_version,
+            recorded_at: e.recorded_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(EventHistory { events }))
+}
+
+/// Deliver a task again now (manual compensation): a dead, cancelled or
+/// waiting task gets a fresh round of attempts.
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/retry", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    responses(
+        (status = 200, description = "The task, due now", body = TaskDetail),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task was already delivered", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn retry(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(state.tasks.retry(&id).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why, for the record.
+    pub reason: Option<String>,
+}
+
+/// Stop a task's retries. An attempt already in flight is not recalled.
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/cancel", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    request_body(content = Option<CancelRequest>, description = "Optional"),
+    responses(
+        (status = 200, description = "The cancelled task", body = TaskDetail),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task is already delivered, dead or cancelled", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn cancel(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    body: JsonBody<Option<CancelRequest>>,
+) -> Result<HttpResponse, Problem> {
+    let reason = body.0.unwrap_or_default().reason;
+    Ok(HttpResponse::Ok().json(state.tasks.cancel(&id, reason).await?))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReplayRequest {
+    /// `dead` (the default) or `cancelled`.
+    pub status: Option<String>,
+    pub source_app: Option<String>,
+    pub target_app: Option<String>,
+    pub app: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+    /// Most tasks to replay, oldest first; 1000 by default.
+    pub limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayFailure {
+    pub id: String,
+    pub detail: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ReplayOutcome {
+    pub matched: usize,
+    pub retried: usize,
+    pub task_ids: Vec<String>,
+    pub failed: Vec<ReplayFailure>,
+}
+
+/// Deliver again every dead (or cancelled) task matching a filter.
+#[utoipa::path(
+    post, path = "/v1/tasks/replay", tag = "tasks",
+    request_body = ReplayRequest,
+    responses(
+        (status = 200, description = "What was replayed", body = ReplayOutcome),
+        (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn replay(
+    state: web::Data<ApiState>,
+    body: JsonBody<Option<ReplayRequest>>,
+) -> Result<HttpResponse, Problem> {
+    let request = body.0.unwrap_or_default();
+    let status = match request.status.as_deref() {
+        None => TaskStatus::Dead,
+        Some(text) => match parse_status(text)? {
+            status @ (TaskStatus::Dead | TaskStatus::Cancelled) => status,
+            other => {
+                return Err(Problem::bad_request(
+                    "invalid-filter",
+                    format!("replay takes dead or cancelled tasks, not {other}"),
+                ))
+            }
+        },
+    };
+    let limit = request.limit.unwrap_or(1_000);
+    if !(1..=state.config.max_replay).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid-filter",
+            format!("limit must be between 1 and {}", state.config.max_replay),
+        ));
+    }
+    let filter = TaskFilter {
+        status: Some(status),
+        source_app: request.source_app,
+        target_app: request.target_app,
+        app: request.app,
+        created_after: request.created_after,
+        created_before: request.created_before,
+    };
+    let ids = TaskList::ids(&state.store, &filter, limit).await?;
+    let matched = ids.len();
+    let mut outcome = ReplayOutcome {
+        matched,
+        retried: 0,
+        task_ids: Vec::with_capacity(matched),
+        failed: Vec::new(),
+    };
+    for (id, result) in state.tasks.retry_many(ids).await {
+        match result {
+            Ok(()) => {
+                outcome.retried += 1;
+                outcome.task_ids.push(id);
+            }
+            Err(e) => outcome.failed.push(ReplayFailure {
+                id,
+                detail: e.to_string(),
+            }),
+        }
+    }
+    Ok(HttpResponse::build(StatusCode::OK).json(outcome))
+}

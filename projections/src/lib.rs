@@ -1,0 +1,14 @@
+//! Read models folded from the event stream.
+//!
+//! Each projection follows the feed from its checkpoint and folds a page of
+//! events in one transaction together with the new checkpoint, so every event
+//! is folded exactly once and a rebuild from position 0 gives the same result.
+
+mod runner;
+mod task_list;
+
+pub use runner::{catch_up, lag, rebuild, run, Projection, ProjectionError, RunnerConfig};
+pub use task_list::{TaskCursor, TaskFilter, TaskList, TaskPage};
+
+/// Names of every projection, for `bida projections rebuild`.
+pub const ALL: [&str; 1] = [TaskList::NAME];

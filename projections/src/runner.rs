@@ -1,0 +1,161 @@
+use bida_store::{save_checkpoint_in, FeedPosition, Store, StoreError, StoredEvent};
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, Transaction};
+use std::future::Future;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("projection {0} was moved on by another runner")]
+    Overtaken(&'static str),
+}
+
+/// A read model folded from events.
+pub trait Projection: Send + Sync + 'static {
+    /// Also the checkpoint's name.
+    const NAME: &'static str;
+
+    /// Folds a page of events (in feed order) into the read model.
+    fn apply(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[StoredEvent],
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+
+    /// Empties the read model, for a rebuild.
+    fn reset(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RunnerConfig {
+    /// Events folded per transaction.
+    pub page: i64,
+    /// Sleep when caught up.
+    pub idle_ms: u64,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            page: 1_000,
+            idle_ms: 100,
+        }
+    }
+}
+
+/// Folds one page after the checkpoint; returns how many events it folded.
+async fn fold_page<P: Projection>(
+    store: &Store,
+    projection: &P,
+    page: i64,
+) -> Result<usize, ProjectionError> {
+    let at = store.checkpoint(P::NAME).await?;
+    let events = store.read_feed(at, page, None).await?;
+    let Some(last) = events.last().map(StoredEvent::feed_position) else {
+        return Ok(0);
+    };
+    let mut tx = store.pool().begin().await?;
+    // Serialises runners: a page is folded only from the checkpoint it was read at.
+    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
+        .bind(P::NAME)
+        .execute(&mut *tx)
+        .await?;
+    let current: (i64, i64) = sqlx::query_as(
+        "SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
+    )
+    .bind(P::NAME)
+    .fetch_one(&mut *tx)
+    .await?;
+    if current != (at.transaction_id, at.position) {
+        return Err(ProjectionError::Overtaken(P::NAME));
+    }
+    projection.apply(&mut tx, &events).await?;
+    save_checkpoint_in(&mut tx, P::NAME, last).await?;
+    tx.commit().await?;
+    Ok(events.len())
+}
+
+/// Folds until the projection has caught up with the feed; returns the events folded.
+pub async fn catch_up<P: Projection>(
+    store: &Store,
+    projection: &P,
+    config: &RunnerConfig,
+) -> Result<usize, ProjectionError> {
+    let mut folded = 0;
+    loop {
+        match fold_page(store, projection, config.page).await? {
+            0 => return Ok(folded),
+            n => folded += n,
+        }
+    }
+}
+
+/// Empties the read model and folds the whole stream again from position 0.
+pub async fn rebuild<P: Projection>(
+    store: &Store,
+    projection: &P,
+    config: &RunnerConfig,
+) -> Result<usize, ProjectionError> {
+    let mut tx = store.pool().begin().await?;
+    projection.reset(&mut tx).await?;
+    save_checkpoint_in(&mut tx, P::NAME, FeedPosition::default()).await?;
+    tx.commit().await?;
+    catch_up(store, projection, config).await
+}
+
+/// How many readable events the projection has not folded yet.
+pub async fn lag(store: &Store, name: &str) -> Result<i64, ProjectionError> {
+    let at = store.checkpoint(name).await?;
+    let behind: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM events
+         WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
+           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .bind(at.transaction_id)
+    .bind(at.position)
+    .fetch_one(store.pool())
+    .await?;
+    Ok(behind)
+}
+
+/// Keeps the projection up to date for as long as the process runs; only the
+/// node holding the projection's leadership folds.
+pub fn run<P: Projection>(
+    store: Store,
+    projection: P,
+    config: RunnerConfig,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let idle = Duration::from_millis(config.idle_ms.max(1));
+        loop {
+            match store.try_lead(P::NAME).await {
+                Ok(Some(mut leadership)) => {
+                    tracing::info!(projection = P::NAME, "this node runs the projection");
+                    while leadership.still_leading().await {
+                        match fold_page(&store, &projection, config.page).await {
+                            Ok(0) => tokio::time::sleep(idle).await,
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(projection = P::NAME, error = %e, "projection step failed");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        }
+                    }
+                }
+                Ok(None) => tokio::time::sleep(Duration::from_secs(2)).await,
+                Err(e) => {
+                    tracing::warn!(projection = P::NAME, error = %e, "cannot reach the store");
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+            }
+        }
+    })
+}

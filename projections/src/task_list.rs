@@ -1,0 +1,264 @@
+//! The task list: one row per task with the columns lists filter on, and the
+//! task's summary as a JSON document.
+
+use bida_domain::task::{TaskEvent, TaskStatus, TaskSummary};
+use bida_store::{StoredEvent, TASK_TYPE};
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, QueryBuilder, Transaction};
+use std::collections::HashMap;
+
+use crate::{Projection, ProjectionError};
+
+pub struct TaskList;
+
+impl Projection for TaskList {
+    const NAME: &'static str = "task_list";
+
+    async fn apply(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[StoredEvent],
+    ) -> Result<(), ProjectionError> {
+        let mut decoded = Vec::new();
+        for stored in events.iter().filter(|e| e.aggregate_type == TASK_TYPE) {
+            decoded.push((stored.aggregate_id.as_str(), stored.decode::<TaskEvent>()?));
+        }
+        if decoded.is_empty() {
+            return Ok(());
+        }
+        // Tasks whose first event is not in this page are folded on top of their stored summary.
+        let mut to_load: Vec<&str> = Vec::new();
+        let mut started: std::collections::HashSet<&str> = Default::default();
+        for (id, event) in &decoded {
+            if matches!(event, TaskEvent::TaskSubmitted { .. }) {
+                started.insert(id);
+            } else if !started.contains(id) && !to_load.contains(id) {
+                to_load.push(id);
+            }
+        }
+        let mut summaries: HashMap<String, TaskSummary> = HashMap::new();
+        if !to_load.is_empty() {
+            let rows: Vec<(String, String)> =
+                sqlx::query_as("SELECT id, doc::text FROM task_view WHERE id = ANY($1)")
+                    .bind(&to_load)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            for (id, doc) in rows {
+                let summary =
+                    serde_json::from_str(&doc).map_err(|e| bida_store::StoreError::Decode {
+                        aggregate_id: id.clone(),
+                        sequence: 0,
+                        message: format!("task_view document: {e}"),
+                    })?;
+                summaries.insert(id, summary);
+            }
+        }
+        for (id, event) in &decoded {
+            match summaries.get_mut(*id) {
+                Some(summary) => summary.apply(event),
+                None => match TaskSummary::start(id, event) {
+                    Some(summary) => {
+                        summaries.insert(id.to_string(), summary);
+                    }
+                    None => tracing::warn!(
+                        task = id,
+                        "event for a task the list has never seen; skipped"
+                    ),
+                },
+            }
+        }
+        upsert(tx, summaries.into_values()).await
+    }
+
+    async fn reset(&self, tx: &mut Transaction<'static, Postgres>) -> Result<(), ProjectionError> {
+        sqlx::query("TRUNCATE task_view").execute(&mut **tx).await?;
+        Ok(())
+    }
+}
+
+async fn upsert(
+    tx: &mut Transaction<'static, Postgres>,
+    summaries: impl Iterator<Item = TaskSummary>,
+) -> Result<(), ProjectionError> {
+    let mut ids = Vec::new();
+    let mut statuses = Vec::new();
+    let mut sources = Vec::new();
+    let mut targets = Vec::new();
+    let mut created = Vec::new();
+    let mut updated = Vec::new();
+    let mut docs = Vec::new();
+    for summary in summaries {
+        docs.push(
+            serde_json::to_string(&summary).map_err(|e| bida_store::StoreError::Decode {
+                aggregate_id: summary.id.clone(),
+                sequence: 0,
+                message: e.to_string(),
+            })?,
+        );
+        ids.push(summary.id);
+        statuses.push(summary.status.as_str());
+        sources.push(summary.source_app);
+        targets.push(summary.target_app);
+        created.push(summary.created_at);
+        updated.push(summary.updated_at);
+    }
+    sqlx::query(
+        "INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc)
+         SELECT t.id, t.status, t.source_app, t.target_app, t.created_at, t.updated_at, t.doc::jsonb
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[])
+              AS t(id, status, source_app, target_app, created_at, updated_at, doc)
+         ON CONFLICT (id) DO UPDATE
+             SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, doc = EXCLUDED.doc",
+    )
+    .bind(&ids)
+    .bind(&statuses)
+    .bind(&sources)
+    .bind(&targets)
+    .bind(&created)
+    .bind(&updated)
+    .bind(&docs)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Which tasks a list shows.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TaskFilter {
+    pub status: Option<TaskStatus>,
+    pub source_app: Option<String>,
+    pub target_app: Option<String>,
+    /// Either the source or the target app.
+    pub app: Option<String>,
+    pub created_after: Option<DateTime<Utc>>,
+    pub created_before: Option<DateTime<Utc>>,
+}
+
+/// Where a page ends: lists are ordered newest first.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskCursor {
+    pub created_at: DateTime<Utc>,
+    pub id: String,
+}
+
+impl TaskCursor {
+    pub fn encode(&self) -> String {
+        format!("{}.{}", self.created_at.timestamp_micros(), self.id)
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let (micros, id) = text.split_once('.')?;
+        Some(Self {
+            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            id: id.to_string(),
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct TaskPage {
+    pub items: Vec<TaskSummary>,
+    pub next_cursor: Option<TaskCursor>,
+}
+
+/// Statuses as readers see them: a due task claimed by a node is delivering.
+const OBSERVED_STATUS: &str =
+    "CASE WHEN v.status IN ('pending', 'retrying') AND s.owner IS NOT NULL
+                                     AND s.due_at <= now() THEN 'delivering' ELSE v.status END";
+
+impl TaskList {
+    fn select<'a>(
+        head: &str,
+        filter: &'a TaskFilter,
+        after: Option<&'a TaskCursor>,
+    ) -> QueryBuilder<'a, Postgres> {
+        let mut query = QueryBuilder::new(head);
+        query.push(" FROM task_view v LEFT JOIN task_schedule s ON s.task_id = v.id WHERE true");
+        if let Some(status) = filter.status {
+            match status {
+                TaskStatus::Pending | TaskStatus::Retrying | TaskStatus::Delivering => {
+                    query.push(" AND v.status IN ('pending', 'retrying') AND ");
+                    query
+                        .push(OBSERVED_STATUS)
+                        .push(" = ")
+                        .push_bind(status.as_str());
+                }
+                _ => {
+                    query.push(" AND v.status = ").push_bind(status.as_str());
+                }
+            }
+        }
+        if let Some(app) = &filter.source_app {
+            query.push(" AND v.source_app = ").push_bind(app);
+        }
+        if let Some(app) = &filter.target_app {
+            query.push(" AND v.target_app = ").push_bind(app);
+        }
+        if let Some(app) = &filter.app {
+            query.push(" AND (v.source_app = ").push_bind(app);
+            query.push(" OR v.target_app = ").push_bind(app).push(")");
+        }
+        if let Some(after) = filter.created_after {
+            query.push(" AND v.created_at >= ").push_bind(after);
+        }
+        if let Some(before) = filter.created_before {
+            query.push(" AND v.created_at < ").push_bind(before);
+        }
+        if let Some(cursor) = after {
+            query
+                .push(" AND (v.created_at, v.id) < (")
+                .push_bind(cursor.created_at);
+            query.push(", ").push_bind(&cursor.id).push(")");
+        }
+        query
+    }
+
+    /// One page of tasks, newest first.
+    pub async fn page(
+        store: &bida_store::Store,
+        filter: &TaskFilter,
+        after: Option<&TaskCursor>,
+        limit: i64,
+    ) -> Result<TaskPage, ProjectionError> {
+        let head = format!("SELECT v.doc::text, {OBSERVED_STATUS}");
+        let mut query = Self::select(&head, filter, after);
+        query
+            .push(" ORDER BY v.created_at DESC, v.id DESC LIMIT ")
+            .push_bind(limit + 1);
+        let rows: Vec<(String, String)> = query.build_query_as().fetch_all(store.pool()).await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (doc, status) in rows {
+            let mut summary: TaskSummary =
+                serde_json::from_str(&doc).map_err(|e| bida_store::StoreError::Decode {
+                    aggregate_id: String::new(),
+                    sequence: 0,
+                    message: format!("task_view document: {e}"),
+                })?;
+            summary.status = TaskStatus::parse(&status).unwrap_or(summary.status);
+            items.push(summary);
+        }
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|last| TaskCursor {
+                created_at: last.created_at,
+                id: last.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(TaskPage { items, next_cursor })
+    }
+
+    /// Ids of up to `limit` tasks matching the filter, oldest first (for bulk replay).
+    pub async fn ids(
+        store: &bida_store::Store,
+        filter: &TaskFilter,
+        limit: i64,
+    ) -> Result<Vec<String>, ProjectionError> {
+        let mut query = Self::select("SELECT v.id", filter, None);
+        query
+            .push(" ORDER BY v.created_at, v.id LIMIT ")
+            .push_bind(limit);
+        Ok(query.build_query_scalar().fetch_all(store.pool()).await?)
+    }
+}

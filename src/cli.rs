@@ -1,0 +1,87 @@
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+use crate::config::{reference, Overrides};
+
+/// Bida (必达): a callback center. It takes messages from its HTTP API, delivers
+/// each one to the endpoint it is meant for, retries with backoff until the
+/// response says success, dead-letters what cannot be delivered, and lets an
+/// operator replay it.
+#[derive(Debug, Parser)]
+#[command(name = "bida", version, after_long_help = reference())]
+pub struct Cli {
+    /// TOML configuration file (see CONFIGURATION below).
+    #[arg(long, short, global = true, env = "BIDA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node: the HTTP API, delivery, the durable scheduler and projections.
+    #[command(after_long_help = reference())]
+    Serve(ServeArgs),
+    /// Create the database if missing and apply migrations, then exit.
+    Migrate(DatabaseArgs),
+    /// Print the effective configuration as TOML.
+    Config(ServeArgs),
+    /// Read models.
+    #[command(subcommand)]
+    Projections(ProjectionsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address of the HTTP API [env: BIDA_LISTEN] [default: 127.0.0.1:8080]
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
+    #[command(flatten)]
+    pub database: DatabaseArgs,
+    /// This node's name [env: BIDA_NODE_NAME] [default: the host name]
+    #[arg(long, value_name = "NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DatabaseArgs {
+    /// Postgres URL [env: BIDA_DATABASE_URL] [default: postgres://localhost/bida]
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Replay the event stream from position 0 into fresh read models.
+    Rebuild {
+        /// Which projection (all when omitted): task_list
+        name: Option<String>,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Show how far each projection lags behind the event stream.
+    Status {
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+}
+
+impl ServeArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            listen: self.listen.clone(),
+            database_url: self.database.database_url.clone(),
+            node_name: self.node_name.clone(),
+        }
+    }
+}
+
+impl DatabaseArgs {
+    pub fn overrides(&self) -> Overrides {
+        Overrides {
+            database_url: self.database_url.clone(),
+            ..Overrides::default()
+        }
+    }
+}

@@ -1,0 +1,78 @@
+//! `bida serve`: one node of Bida.
+
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use bida_actors::{Node, NodeConfig};
+use bida_api::{problem_responses, routes, ApiState};
+use bida_projections::TaskList;
+use bida_store::Store;
+
+use crate::config::Config;
+
+pub async fn serve(config: Config) -> anyhow::Result<()> {
+    let store = Store::open(&config.database_url, &config.store)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot open the database at {}",
+                redact(&config.database_url)
+            )
+        })?;
+    let node = Node::start(
+        store.clone(),
+        NodeConfig {
+            name: config.node_name.clone(),
+            listen: config.listen.clone(),
+            delivery: config.delivery.clone(),
+            scheduler: config.scheduler.clone(),
+            notify: config.notify.clone(),
+            task_defaults: config.tasks.defaults(),
+            limits: config.tasks.limits(),
+        },
+    )
+    .await
+    .context("cannot start the node")?;
+    let projection = bida_projections::run(store.clone(), TaskList, config.projections.clone());
+
+    let state = web::Data::new(ApiState {
+        tasks: node.tasks(),
+        store,
+        config: config.api.clone(),
+        node_id: node.id().to_string(),
+    });
+    let mut server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(problem_responses())
+            .configure(routes)
+    })
+    .shutdown_timeout(config.scheduler.shutdown_grace_ms.div_ceil(1000).max(1));
+    if config.http_workers > 0 {
+        server = server.workers(config.http_workers);
+    }
+    let server = server
+        .bind(&config.listen)
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    for address in server.addrs() {
+        tracing::info!("listening on http://{address}");
+    }
+    let result = server.run().await;
+    tracing::info!("stopping");
+    projection.abort();
+    node.shutdown().await;
+    result.context("HTTP server failed")
+}
+
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((credentials, host)) if credentials.contains(':') => {
+            let scheme_end = credentials.find("://").map_or(0, |i| i + 3);
+            let user = credentials[scheme_end..]
+                .split(':')
+                .next()
+                .unwrap_or_default();
+            format!("{}{user}:***@{host}", &credentials[..scheme_end])
+        }
+        _ => url.to_string(),
+    }
+}

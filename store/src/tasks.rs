@@ -1,0 +1,94 @@
+//! Callback tasks on top of the generic event store: building their appends
+//! and loading them back, one or many at a time.
+
+use bida_domain::task::{CallbackTask, ScheduleChange, TaskEvent};
+use cqrs_es::Aggregate;
+use std::borrow::Cow;
+use uuid::Uuid;
+
+use crate::{Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
+
+/// The aggregate type of callback tasks in the event store.
+pub const TASK_TYPE: &str = CallbackTask::TYPE;
+
+/// A task as loaded from its events.
+#[derive(Clone, Debug)]
+pub struct LoadedTask {
+    pub id: String,
+    pub task: CallbackTask,
+    pub events: Vec<TaskEvent>,
+    /// The task's version: the sequence number of its last event.
+    pub version: i64,
+}
+
+/// The append recording `events` on task `id` at `version`, with the schedule
+/// change they imply. `owner` is the node that keeps the task in memory.
+pub fn task_append(
+    id: &str,
+    version: i64,
+    events: &[TaskEvent],
+    owner: Option<Uuid>,
+) -> Result<Append, StoreError> {
+    let mut rows = Vec::with_capacity(events.len());
+    for (offset, event) in events.iter().enumerate() {
+        let sequence = version + 1 + offset as i64;
+        let payload = serde_json::to_string(event).map_err(|e| StoreError::Decode {
+            aggregate_id: id.to_string(),
+            sequence,
+            message: e.to_string(),
+        })?;
+        rows.push(NewEvent {
+            aggregate_type: Cow::Borrowed(CallbackTask::TYPE),
+            aggregate_id: id.to_string(),
+            sequence,
+            event_type: Cow::Borrowed(event.name()),
+            event_version: Cow::Borrowed("1"),
+            payload,
+            metadata: None,
+        });
+    }
+    let schedule = ScheduleChange::after(events).map(|change| ScheduleWrite {
+        task_id: id.to_string(),
+        change,
+        owner: match change {
+            ScheduleChange::Due(_) => owner,
+            ScheduleChange::Clear => None,
+        },
+    });
+    Ok(Append {
+        events: rows,
+        schedule,
+    })
+}
+
+fn load(stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
+    let events = stored
+        .iter()
+        .map(StoredEvent::decode)
+        .collect::<Result<Vec<TaskEvent>, _>>()?;
+    Ok(LoadedTask {
+        id: stored[0].aggregate_id.clone(),
+        task: CallbackTask::from_events(&events),
+        events,
+        version: stored.last().map_or(0, |e| e.sequence),
+    })
+}
+
+impl Store {
+    pub async fn load_task(&self, id: &str) -> Result<Option<LoadedTask>, StoreError> {
+        let stored = self.events_of(CallbackTask::TYPE, id).await?;
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        load(&stored).map(Some)
+    }
+
+    /// Loads many tasks in one query; unknown ids are left out.
+    pub async fn load_tasks(&self, ids: &[String]) -> Result<Vec<LoadedTask>, StoreError> {
+        let stored = self.events_of_many(CallbackTask::TYPE, ids).await?;
+        stored
+            .chunk_by(|a, b| a.aggregate_id == b.aggregate_id)
+            .map(load)
+            .collect()
+    }
+}

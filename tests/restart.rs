@@ -1,0 +1,149 @@
+//! The scheduler is durable: tasks survive `kill -9` of the process.
+
+mod support;
+
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use support::{eventually, Bida, Receiver, Reply};
+
+/// Attempts per message id that reached the endpoint and were answered 200.
+fn delivered(endpoint: &Receiver) -> HashMap<String, usize> {
+    let mut per_id = HashMap::new();
+    for hit in endpoint.hits() {
+        if hit.header("bida-attempt") != Some("1") {
+            *per_id
+                .entry(hit.message_id().unwrap_or_default().to_string())
+                .or_insert(0) += 1;
+        }
+    }
+    per_id
+}
+
+#[tokio::test]
+async fn waiting_retries_and_delayed_tasks_survive_kill_9() {
+    // Every first attempt fails, so each task waits for its retry when we kill.
+    let endpoint = Receiver::start(|_, nth| {
+        if nth == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let mut bida = Bida::start("").await;
+    let mut ids = Vec::new();
+    for n in 0..200 {
+        ids.push(
+            bida.submit(json!({
+                "url": endpoint.url("/retry"),
+                "params": {"n": n},
+                "backoff": {"initial_ms": 3000, "jitter": 0.0},
+            }))
+            .await,
+        );
+    }
+    for n in 0..20 {
+        ids.push(
+            bida.submit(
+                json!({"url": endpoint.url("/delayed"), "params": {"n": n}, "delay_ms": 4000}),
+            )
+            .await,
+        );
+    }
+    assert!(
+        endpoint
+            .wait_until(Duration::from_secs(20), |hits| hits.len() >= 200)
+            .await,
+        "first attempts did not happen"
+    );
+    assert!(
+        delivered(&endpoint).is_empty(),
+        "nothing delivered before the kill"
+    );
+
+    bida.kill9();
+    bida.restart().await;
+
+    let all = ids.len();
+    assert!(
+        eventually(Duration::from_secs(40), || delivered(&endpoint).len()
+            == all)
+        .await,
+        "only {} of {all} delivered after the restart\n{}",
+        delivered(&endpoint).len(),
+        bida.log()
+    );
+    let per_id = delivered(&endpoint);
+    let duplicates: usize = per_id.values().map(|n| n - 1).sum();
+    println!("delivered {all} of {all} after kill -9; duplicate deliveries: {duplicates}");
+    for id in &ids {
+        bida.wait_status(id, "delivered", Duration::from_secs(10))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn every_accepted_task_is_delivered_when_killed_mid_stream() {
+    let endpoint = Receiver::ok().await;
+    let mut bida = Bida::start("").await;
+    // Eight clients submit at once, so appends and attempts are in flight at the kill.
+    let producers: Vec<_> = (0..8)
+        .map(|client| {
+            let (url, http, target) =
+                (bida.url.clone(), bida.http.clone(), endpoint.url("/stream"));
+            tokio::spawn(async move {
+                let mut accepted = Vec::new();
+                for n in 0..1_000 {
+                    let sent = http
+                        .post(format!("{url}/v1/tasks"))
+                        .json(&json!({"url": target, "params": {"client": client, "n": n}}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 202 => {
+                            let body: serde_json::Value = r.json().await.unwrap();
+                            accepted.push(body["id"].as_str().unwrap().to_string());
+                        }
+                        _ => break,
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    assert!(
+        endpoint
+            .wait_until(Duration::from_secs(20), |hits| hits.len() >= 200)
+            .await
+    );
+    bida.kill9();
+    let mut accepted = Vec::new();
+    for producer in producers {
+        accepted.extend(producer.await.unwrap());
+    }
+    assert!(accepted.len() < 8_000, "the kill happened mid-stream");
+    bida.restart().await;
+    let received = |endpoint: &Receiver| {
+        let ids: std::collections::HashSet<String> = endpoint
+            .hits()
+            .iter()
+            .filter_map(|h| h.message_id().map(String::from))
+            .collect();
+        accepted.iter().filter(|id| ids.contains(*id)).count()
+    };
+    assert!(
+        eventually(Duration::from_secs(40), || received(&endpoint)
+            == accepted.len())
+        .await,
+        "{} of {} accepted tasks delivered",
+        received(&endpoint),
+        accepted.len()
+    );
+    println!(
+        "accepted {} before kill -9, all delivered; {} requests for {} distinct ids",
+        accepted.len(),
+        endpoint.hit_count(),
+        endpoint.distinct_messages()
+    );
+}

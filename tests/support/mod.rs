@@ -1,0 +1,212 @@
+//! Runs the real `bida` binary for end-to-end tests: its own database, a free
+//! port, a config file; kill -9 and restart on demand.
+
+#![allow(dead_code)]
+
+use bida_testkit::TestDatabase;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub use bida_testkit::{Receiver, Reply};
+
+/// Fast timings so tests do not wait on production defaults.
+pub const FAST: &str = r#"
+[store]
+pool_size = 4
+[scheduler]
+poll_interval_ms = 50
+heartbeat_interval_ms = 300
+node_ttl_ms = 1500
+[projections]
+idle_ms = 20
+"#;
+
+pub struct Bida {
+    child: Option<Child>,
+    pub url: String,
+    pub db: TestDatabase,
+    config: PathBuf,
+    log: PathBuf,
+    port: u16,
+    pub http: reqwest::Client,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+impl Bida {
+    /// Starts bida with `FAST` plus `extra` TOML, on a new database.
+    pub async fn start(extra: &str) -> Self {
+        let db = TestDatabase::reserve();
+        let dir = std::env::temp_dir().join(format!("bida-test-{}", db.name()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("bida.toml");
+        std::fs::write(&config, format!("{FAST}\n{extra}")).expect("write config");
+        let port = free_port();
+        let mut bida = Self {
+            child: None,
+            url: format!("http://127.0.0.1:{port}"),
+            db,
+            config,
+            log: dir.join("bida.log"),
+            port,
+            http: reqwest::Client::new(),
+        };
+        bida.launch().await;
+        bida
+    }
+
+    async fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_bida"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", self.port))
+            .arg("--database-url")
+            .arg(self.db.url())
+            .env("RUST_LOG", "info,bida_actors=debug,sqlx=warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start bida");
+        self.child = Some(child);
+        for _ in 0..300 {
+            if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                panic!("bida exited with {status}; log:\n{}", self.log());
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("bida did not become ready; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no shutdown, nothing flushed, nothing released.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9();
+        self.launch().await;
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status();
+        for _ in 0..200 {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        read(response).await
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("GET");
+        read(response).await
+    }
+
+    /// Submits a task and returns its id (panics unless 202).
+    pub async fn submit(&self, task: Value) -> String {
+        let (status, body) = self.post("/v1/tasks", task).await;
+        assert_eq!(status, 202, "{body}");
+        body["id"].as_str().expect("id").to_string()
+    }
+
+    /// Waits until the task has `status`, returning its view.
+    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (code, task) = self.get(&format!("/v1/tasks/{id}")).await;
+            if code == 200 && task["status"] == status {
+                return task;
+            }
+            if tokio::time::Instant::now() > deadline {
+                panic!(
+                    "task {id} is not {status} after {timeout:?}: {task}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn read(response: reqwest::Response) -> (u16, Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+impl Drop for Bida {
+    fn drop(&mut self) {
+        self.kill9();
+        if std::thread::panicking() {
+            eprintln!("---- bida log ----\n{}", self.log());
+        }
+    }
+}
+
+/// Waits until `done` holds.
+pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    done()
+}
