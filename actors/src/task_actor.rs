@@ -64,7 +64,7 @@ impl TaskActor {
         supervisor: Addr<Supervisor>,
         token: u64,
     ) -> Option<Self> {
-        let spec = Arc::new(loaded.task.spec()?.clone());
+        let spec = loaded.task.spec()?.clone();
         Some(Self {
             id: loaded.id,
             task: loaded.task,

@@ -121,7 +121,7 @@ impl TaskService {
             .map_err(TaskServiceError::Invalid)?;
         let events = CallbackTask::default()
             .decide(TaskCommand::Submit {
-                spec: Box::new(spec),
+                spec: Arc::new(spec),
                 at: now,
             })
             .map_err(TaskServiceError::Rejected)?;

@@ -12,6 +12,7 @@ use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
 use std::borrow::Cow;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -253,7 +254,7 @@ async fn cqrs_es_runs_on_the_repository_and_keeps_the_schedule() {
     cqrs.execute(
         "task-1",
         TaskCommand::Submit {
-            spec: Box::new(spec.clone()),
+            spec: Arc::new(spec.clone()),
             at,
         },
     )
@@ -266,7 +267,7 @@ async fn cqrs_es_runs_on_the_repository_and_keeps_the_schedule() {
         .execute(
             "task-1",
             TaskCommand::Submit {
-                spec: Box::new(spec),
+                spec: Arc::new(spec),
                 at,
             },
         )

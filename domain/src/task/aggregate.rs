@@ -2,6 +2,7 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use super::{
     AttemptRecord, AttemptReport, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskStatus,
@@ -16,7 +17,7 @@ use crate::Observation;
 /// memory. The cqrs-es [`Aggregate`] impl wraps the same two functions.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct CallbackTask {
-    spec: Option<TaskSpec>,
+    spec: Option<Arc<TaskSpec>>,
     status: TaskStatus,
     /// Attempts made in all rounds.
     attempts: u32,
@@ -34,7 +35,7 @@ impl CallbackTask {
         task
     }
 
-    pub fn spec(&self) -> Option<&TaskSpec> {
+    pub fn spec(&self) -> Option<&Arc<TaskSpec>> {
         self.spec.as_ref()
     }
 
@@ -163,7 +164,7 @@ impl CallbackTask {
     pub fn apply_event(&mut self, event: &TaskEvent) {
         match event {
             TaskEvent::TaskSubmitted { spec, due_at, .. } => {
-                self.spec = Some((**spec).clone());
+                self.spec = Some(spec.clone());
                 self.status = TaskStatus::Pending;
                 self.next_attempt_at = Some(*due_at);
             }
@@ -236,8 +237,8 @@ mod tests {
         Utc.with_ymd_and_hms(2026, 11, 23, 8, 0, 0).unwrap()
     }
 
-    fn spec(max_attempts: u32) -> Box<TaskSpec> {
-        Box::new(TaskSpec {
+    fn spec(max_attempts: u32) -> Arc<TaskSpec> {
+        Arc::new(TaskSpec {
             message_id: "msg-1".into(),
             request: DeliveryRequest {
                 url: "http://example.com/hook".into(),
@@ -307,7 +308,7 @@ mod tests {
     fn submitting_records_the_spec_and_first_due_time() {
         let deliver_at = t0() + ChronoDuration::minutes(5);
         let mut delayed = spec(3);
-        delayed.deliver_at = Some(deliver_at);
+        Arc::make_mut(&mut delayed).deliver_at = Some(deliver_at);
         Framework::with(())
             .given_no_previous_events()
             .when(TaskCommand::Submit {

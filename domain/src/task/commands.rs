@@ -1,4 +1,5 @@
 use chrono::{DateTime, Utc};
+use std::sync::Arc;
 
 use super::TaskSpec;
 use crate::Observation;
@@ -6,7 +7,7 @@ use crate::Observation;
 #[derive(Clone, Debug, PartialEq)]
 pub enum TaskCommand {
     Submit {
-        spec: Box<TaskSpec>,
+        spec: Arc<TaskSpec>,
         at: DateTime<Utc>,
     },
     RecordAttempt(AttemptReport),

@@ -1,6 +1,7 @@
 use chrono::{DateTime, Utc};
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
 
 use super::TaskSpec;
 
@@ -10,7 +11,7 @@ use super::TaskSpec;
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TaskEvent {
     TaskSubmitted {
-        spec: Box<TaskSpec>,
+        spec: Arc<TaskSpec>,
         submitted_at: DateTime<Utc>,
         /// When the first attempt is due.
         due_at: DateTime<Utc>,

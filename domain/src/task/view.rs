@@ -157,6 +157,7 @@ mod tests {
     use super::*;
     use crate::task::{CallbackTask, TaskCommand, TaskSpec};
     use crate::{Backoff, Expect, StatusSet};
+    use std::sync::Arc;
 
     #[test]
     fn the_detail_follows_the_aggregate_through_a_retry_and_a_dead_letter() {
@@ -193,7 +194,7 @@ mod tests {
             &mut task,
             &mut events,
             TaskCommand::Submit {
-                spec: Box::new(spec),
+                spec: Arc::new(spec),
                 at: now,
             },
         );

@@ -1,0 +1,126 @@
+//! `bida-bench`: runs a release build of Bida on a fresh database and measures
+//! it end to end against a local HTTP receiver.
+//!
+//! Each payload carries the time it was sent, so the receiver measures
+//! submit-to-delivery latency without sharing state with the submitters.
+
+mod process;
+mod receiver;
+mod report;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use serde_json::json;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use process::BidaProcess;
+use receiver::BenchReceiver;
+use report::Report;
+
+#[derive(Parser)]
+#[command(name = "bida-bench", about = "Measure Bida end to end on this machine")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Submit tasks through the HTTP API and wait until all are delivered.
+    Api {
+        /// Tasks to submit.
+        #[arg(long, default_value_t = 20_000)]
+        tasks: usize,
+        /// Concurrent submitting clients.
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        /// Approximate payload size in bytes.
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        /// Extra TOML appended to Bida's configuration.
+        #[arg(long, default_value = "")]
+        config: String,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Api {
+            tasks,
+            concurrency,
+            size,
+            config,
+        } => api(tasks, concurrency, size, &config).await,
+    }
+}
+
+async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> anyhow::Result<()> {
+    let receiver = BenchReceiver::start().await?;
+    let bida = BidaProcess::start(config).await?;
+    let epoch = receiver.epoch();
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let padding = "x".repeat(size.saturating_sub(60));
+    let next = Arc::new(AtomicUsize::new(0));
+    let submit_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let cpu_before = bida.cpu_seconds();
+    let started = Instant::now();
+
+    let clients: Vec<_> = (0..concurrency)
+        .map(|_| {
+            let (http, next, latency, failures) = (http.clone(), next.clone(), submit_latency.clone(), failures.clone());
+            let (url, target, padding) = (format!("{}/v1/tasks", bida.url), receiver.url(), padding.clone());
+            tokio::spawn(async move {
+                loop {
+                    let seq = next.fetch_add(1, Ordering::Relaxed);
+                    if seq >= tasks {
+                        return;
+                    }
+                    let sent = Instant::now();
+                    let body = json!({
+                        "url": target,
+                        "params": {"seq": seq, "sent_at_us": epoch.elapsed().as_micros() as u64, "pad": padding},
+                    });
+                    match http.post(&url).json(&body).send().await {
+                        Ok(r) if r.status() == 202 => {
+                            let _ = latency.lock().unwrap().record(sent.elapsed().as_micros() as u64);
+                        }
+                        _ => {
+                            failures.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    for client in clients {
+        client.await?;
+    }
+    let submitted_in = started.elapsed();
+    let accepted = tasks - failures.load(Ordering::Relaxed);
+    let delivered = receiver.wait_for(accepted, Duration::from_secs(600)).await;
+    let delivered_in = started.elapsed();
+    let cpu = bida.cpu_seconds() - cpu_before;
+    let events = bida.count_events().await.context("count events")?;
+
+    let submit = submit_latency.lock().unwrap().clone();
+    let e2e = receiver.latency();
+    Report::new("API tasks → HTTP endpoint")
+        .row("tasks submitted / accepted", format!("{tasks} / {accepted}"))
+        .row("payload bytes, concurrency", format!("{size}, {concurrency}"))
+        .row("submit throughput", format!("{:.0} tasks/s", accepted as f64 / submitted_in.as_secs_f64()))
+        .row("submit latency p50 / p99 / max", report::millis(&submit))
+        .row("delivered (distinct ids)", format!("{delivered} ({} requests)", receiver.requests()))
+        .row("end-to-end throughput", format!("{:.0} tasks/s", delivered as f64 / delivered_in.as_secs_f64()))
+        .row("submit→delivery p50 / p99 / max", report::millis(&e2e))
+        .row("events appended", format!("{events} ({:.0}/s)", events as f64 / delivered_in.as_secs_f64()))
+        .row("bida CPU per 10k tasks", format!("{:.2} s", cpu * 10_000.0 / delivered.max(1) as f64))
+        .row("bida peak RSS", format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0))
+        .print();
+    anyhow::ensure!(delivered == accepted, "only {delivered} of {accepted} tasks were delivered");
+    Ok(())
+}

@@ -1,0 +1,104 @@
+//! The Bida under test: a release build on a fresh database, measured through /proc.
+
+use anyhow::{bail, Context};
+use bida_testkit::TestDatabase;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct BidaProcess {
+    child: Child,
+    pub url: String,
+    db: TestDatabase,
+}
+
+/// Builds (if needed) and returns the release binary. `cargo` comes from PATH
+/// (the rustup proxy) so the workspace's toolchain is used.
+fn binary() -> anyhow::Result<PathBuf> {
+    let status = Command::new("cargo")
+        .args(["build", "--release", "--bin", "bida"])
+        .status()
+        .context("cargo build --release --bin bida")?;
+    if !status.success() {
+        bail!("building bida failed");
+    }
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    Ok(root.join("target/release/bida"))
+}
+
+impl BidaProcess {
+    pub async fn start(extra_config: &str) -> anyhow::Result<Self> {
+        let binary = binary()?;
+        let db = TestDatabase::reserve();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let config = std::env::temp_dir().join(format!("{}.toml", db.name()));
+        std::fs::write(&config, extra_config)?;
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{}.log", db.name())))?;
+        let child = Command::new(binary)
+            .args(["serve", "--config"])
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", db.url()])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()?;
+        let process = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            db,
+        };
+        let http = reqwest::Client::new();
+        for _ in 0..300 {
+            if let Ok(r) = http.get(format!("{}/readyz", process.url)).send().await {
+                if r.status().is_success() {
+                    return Ok(process);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        bail!("bida did not become ready")
+    }
+
+    /// User + system CPU time of the process so far.
+    pub fn cpu_seconds(&self) -> f64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        // Fields after the command name (which may hold spaces) start after ')'.
+        let fields: Vec<&str> = stat.rsplit_once(')').map_or("", |(_, rest)| rest).split_whitespace().collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+        (ticks(11) + ticks(12)) / clock_ticks_per_second()
+    }
+
+    /// Peak resident set size (VmHWM), in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    pub async fn count_events(&self) -> anyhow::Result<i64> {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(self.db.url()).await?;
+        Ok(sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(&mut connection).await?)
+    }
+}
+
+fn clock_ticks_per_second() -> f64 {
+    Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(100.0)
+}
+
+impl Drop for BidaProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,41 @@
+use hdrhistogram::Histogram;
+
+/// A two-column table printed at the end of a run.
+pub struct Report {
+    title: String,
+    rows: Vec<(String, String)>,
+}
+
+impl Report {
+    pub fn new(title: &str) -> Self {
+        Self {
+            title: title.into(),
+            rows: Vec::new(),
+        }
+    }
+
+    pub fn row(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.rows.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn print(&self) {
+        let width = self.rows.iter().map(|(n, _)| n.len()).max().unwrap_or(0);
+        println!("\n{}", self.title);
+        println!("{}", "-".repeat(self.title.len()));
+        for (name, value) in &self.rows {
+            println!("{name:<width$}  {value}");
+        }
+    }
+}
+
+/// p50 / p99 / max of a histogram of microseconds, in milliseconds.
+pub fn millis(h: &Histogram<u64>) -> String {
+    let ms = |us: u64| us as f64 / 1000.0;
+    format!(
+        "{:.1} / {:.1} / {:.1} ms",
+        ms(h.value_at_quantile(0.5)),
+        ms(h.value_at_quantile(0.99)),
+        ms(h.max())
+    )
+}
