@@ -7,17 +7,19 @@ use std::collections::HashMap;
 use std::time::Duration;
 use support::{eventually, Bida, Receiver, Reply};
 
-/// Attempts per message id that reached the endpoint and were answered 200.
+/// For an endpoint that fails each message's first request and accepts the
+/// rest: requests per message id that were accepted. (Not `bida-attempt`: an
+/// attempt whose outcome died with the node is made again with its number.)
 fn delivered(endpoint: &Receiver) -> HashMap<String, usize> {
-    let mut per_id = HashMap::new();
+    let mut requests: HashMap<String, usize> = HashMap::new();
     for hit in endpoint.hits() {
-        if hit.header("bida-attempt") != Some("1") {
-            *per_id
-                .entry(hit.message_id().unwrap_or_default().to_string())
-                .or_insert(0) += 1;
-        }
+        *requests
+            .entry(hit.message_id().unwrap_or_default().to_string())
+            .or_insert(0) += 1;
     }
-    per_id
+    requests.retain(|_, n| *n >= 2);
+    requests.values_mut().for_each(|n| *n -= 1);
+    requests
 }
 
 #[tokio::test]
@@ -145,5 +147,56 @@ async fn every_accepted_task_is_delivered_when_killed_mid_stream() {
         accepted.len(),
         endpoint.hit_count(),
         endpoint.distinct_messages()
+    );
+}
+
+#[tokio::test]
+async fn a_surviving_node_takes_over_the_tasks_of_a_dead_one() {
+    let endpoint = Receiver::start(|_, nth| {
+        if nth == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let mut a = Bida::start("").await;
+    let b = a.join("").await;
+    let mut ids = Vec::new();
+    for n in 0..100 {
+        ids.push(
+            a.submit(json!({"url": endpoint.url("/a"), "params": {"n": n}, "backoff": {"initial_ms": 2000, "jitter": 0.0}}))
+                .await,
+        );
+    }
+    ids.push(
+        a.submit(json!({"url": endpoint.url("/later"), "delay_ms": 3000}))
+            .await,
+    );
+    assert!(
+        endpoint
+            .wait_until(Duration::from_secs(20), |hits| hits.len() >= 100)
+            .await
+    );
+    a.kill9();
+
+    // Only b is left: it must deliver a's waiting retries and its delayed task.
+    let all = ids.len();
+    assert!(
+        eventually(Duration::from_secs(40), || delivered(&endpoint).len()
+            == all)
+        .await,
+        "{} of {all} delivered by the surviving node\n{}",
+        delivered(&endpoint).len(),
+        b.log()
+    );
+    for id in &ids {
+        b.wait_status(id, "delivered", Duration::from_secs(10))
+            .await;
+    }
+    assert!(
+        b.log().contains("took back tasks held by dead nodes"),
+        "{}",
+        b.log()
     );
 }

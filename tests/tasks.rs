@@ -422,7 +422,7 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     assert_eq!(problem["errors"][0]["field"], "limit");
 
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(&mut sqlx_connect(bida.db.url()).await)
+        .fetch_one(&mut sqlx_connect(&bida.db_url).await)
         .await
         .unwrap();
     assert_eq!(events, 0, "bad requests recorded nothing");

@@ -134,9 +134,12 @@ impl TaskService {
         let append = task_append(&id, 0, &events, hold.then_some(self.node.node_id))?;
         match self.node.store.append(append).await {
             Ok(()) => {
-                let summary = TaskSummary::start(&id, &events[0]).ok_or_else(|| {
-                    TaskServiceError::Internal("submission produced no TaskSubmitted".into())
-                })?;
+                let summary = events
+                    .first()
+                    .and_then(|first| TaskSummary::start(&id, first))
+                    .ok_or_else(|| {
+                        TaskServiceError::Internal("submission produced no TaskSubmitted".into())
+                    })?;
                 if hold {
                     self.supervisor.do_send(Adopt(LoadedTask {
                         id,

@@ -62,7 +62,9 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let receiver = BenchReceiver::start().await?;
     let bida = BidaProcess::start(config).await?;
     let epoch = receiver.epoch();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()?;
     let padding = "x".repeat(size.saturating_sub(60));
     let next = Arc::new(AtomicUsize::new(0));
     let submit_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
@@ -110,17 +112,53 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let submit = submit_latency.lock().unwrap().clone();
     let e2e = receiver.latency();
     Report::new("API tasks → HTTP endpoint")
-        .row("tasks submitted / accepted", format!("{tasks} / {accepted}"))
-        .row("payload bytes, concurrency", format!("{size}, {concurrency}"))
-        .row("submit throughput", format!("{:.0} tasks/s", accepted as f64 / submitted_in.as_secs_f64()))
+        .row(
+            "tasks submitted / accepted",
+            format!("{tasks} / {accepted}"),
+        )
+        .row(
+            "payload bytes, concurrency",
+            format!("{size}, {concurrency}"),
+        )
+        .row(
+            "submit throughput",
+            format!(
+                "{:.0} tasks/s",
+                accepted as f64 / submitted_in.as_secs_f64()
+            ),
+        )
         .row("submit latency p50 / p99 / max", report::millis(&submit))
-        .row("delivered (distinct ids)", format!("{delivered} ({} requests)", receiver.requests()))
-        .row("end-to-end throughput", format!("{:.0} tasks/s", delivered as f64 / delivered_in.as_secs_f64()))
+        .row(
+            "delivered (distinct ids)",
+            format!("{delivered} ({} requests)", receiver.requests()),
+        )
+        .row(
+            "end-to-end throughput",
+            format!(
+                "{:.0} tasks/s",
+                delivered as f64 / delivered_in.as_secs_f64()
+            ),
+        )
         .row("submit→delivery p50 / p99 / max", report::millis(&e2e))
-        .row("events appended", format!("{events} ({:.0}/s)", events as f64 / delivered_in.as_secs_f64()))
-        .row("bida CPU per 10k tasks", format!("{:.2} s", cpu * 10_000.0 / delivered.max(1) as f64))
-        .row("bida peak RSS", format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0))
+        .row(
+            "events appended",
+            format!(
+                "{events} ({:.0}/s)",
+                events as f64 / delivered_in.as_secs_f64()
+            ),
+        )
+        .row(
+            "bida CPU per 10k tasks",
+            format!("{:.2} s", cpu * 10_000.0 / delivered.max(1) as f64),
+        )
+        .row(
+            "bida peak RSS",
+            format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0),
+        )
         .print();
-    anyhow::ensure!(delivered == accepted, "only {delivered} of {accepted} tasks were delivered");
+    anyhow::ensure!(
+        delivered == accepted,
+        "only {delivered} of {accepted} tasks were delivered"
+    );
     Ok(())
 }

@@ -71,12 +71,19 @@ impl BenchReceiver {
     }
 }
 
-async fn receive(State((tally, epoch)): State<(Arc<Mutex<Tally>>, Instant)>, headers: HeaderMap, body: Bytes) -> &'static str {
+async fn receive(
+    State((tally, epoch)): State<(Arc<Mutex<Tally>>, Instant)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> &'static str {
     let now = epoch.elapsed().as_micros() as u64;
     let sent = serde_json::from_slice::<serde_json::Value>(&body)
         .ok()
         .and_then(|v| v.get("sent_at_us").and_then(|s| s.as_u64()));
-    let id = headers.get("webhook-id").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let id = headers
+        .get("webhook-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
     let mut tally = tally.lock().unwrap();
     tally.requests += 1;
     if tally.ids.insert(id.to_string()) {

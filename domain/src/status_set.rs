@@ -35,12 +35,23 @@ impl StatusSet {
 
     /// `2xx`: what counts as success unless a task says otherwise.
     pub fn success() -> Self {
-        Self::parse(["2xx"]).expect("static pattern")
+        Self::from_static(&[("2xx", (200, 299))])
     }
 
     /// Retried by default: server errors, request timeout, too many requests.
     pub fn default_retry_on() -> Self {
-        Self::parse(["5xx", "408", "429"]).expect("static pattern")
+        Self::from_static(&[
+            ("5xx", (500, 599)),
+            ("408", (408, 408)),
+            ("429", (429, 429)),
+        ])
+    }
+
+    fn from_static(patterns: &[(&str, (u16, u16))]) -> Self {
+        Self {
+            ranges: patterns.iter().map(|(_, range)| *range).collect(),
+            spelled: patterns.iter().map(|(text, _)| text.to_string()).collect(),
+        }
     }
 
     pub fn contains(&self, status: u16) -> bool {
@@ -153,6 +164,15 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"["5xx","408"]"#);
         assert!(serde_json::from_str::<StatusSet>(r#"["7xx"]"#).is_err());
+    }
+
+    #[test]
+    fn defaults_equal_their_spelling() {
+        assert_eq!(StatusSet::success(), StatusSet::parse(["2xx"]).unwrap());
+        assert_eq!(
+            StatusSet::default_retry_on(),
+            StatusSet::parse(["5xx", "408", "429"]).unwrap()
+        );
     }
 
     #[test]

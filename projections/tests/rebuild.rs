@@ -8,9 +8,18 @@ use bida_testkit::TestDatabase;
 use chrono::Utc;
 use std::sync::Arc;
 
-async fn record(store: &Store, id: &str, task: &mut CallbackTask, version: &mut i64, command: TaskCommand) {
+async fn record(
+    store: &Store,
+    id: &str,
+    task: &mut CallbackTask,
+    version: &mut i64,
+    command: TaskCommand,
+) {
     let events: Vec<TaskEvent> = task.decide(command).unwrap();
-    store.append(task_append(id, *version, &events, None).unwrap()).await.unwrap();
+    store
+        .append(task_append(id, *version, &events, None).unwrap())
+        .await
+        .unwrap();
     for event in &events {
         task.apply_event(event);
     }
@@ -27,8 +36,13 @@ async fn rows(store: &Store) -> Vec<(String, String, String)> {
 #[tokio::test]
 async fn rebuild_reproduces_the_incremental_read_model() {
     let db = TestDatabase::create().await;
-    let store = Store::open(db.url(), &StoreConfig::default()).await.unwrap();
-    let small_pages = RunnerConfig { page: 7, idle_ms: 1 };
+    let store = Store::open(db.url(), &StoreConfig::default())
+        .await
+        .unwrap();
+    let small_pages = RunnerConfig {
+        page: 7,
+        idle_ms: 1,
+    };
     for n in 0..30 {
         let id = format!("task-{n:02}");
         let spec = Submission {
@@ -37,10 +51,26 @@ async fn rebuild_reproduces_the_incremental_read_model() {
             source_app: Some(if n % 2 == 0 { "even" } else { "odd" }.into()),
             ..Submission::default()
         }
-        .into_spec(id.clone(), None, &Default::default(), &Default::default(), Utc::now())
+        .into_spec(
+            id.clone(),
+            None,
+            &Default::default(),
+            &Default::default(),
+            Utc::now(),
+        )
         .unwrap();
         let (mut task, mut version) = (CallbackTask::default(), 0);
-        record(&store, &id, &mut task, &mut version, TaskCommand::Submit { spec: Arc::new(spec), at: Utc::now() }).await;
+        record(
+            &store,
+            &id,
+            &mut task,
+            &mut version,
+            TaskCommand::Submit {
+                spec: Arc::new(spec),
+                at: Utc::now(),
+            },
+        )
+        .await;
         // Fold part of the stream between writes, so pages split tasks.
         if n % 4 == 0 {
             catch_up(&store, &TaskList, &small_pages).await.unwrap();
@@ -62,21 +92,43 @@ async fn rebuild_reproduces_the_incremental_read_model() {
             if task.status().is_final() {
                 break;
             }
-            record(&store, &id, &mut task, &mut version, TaskCommand::RecordAttempt(report)).await;
+            record(
+                &store,
+                &id,
+                &mut task,
+                &mut version,
+                TaskCommand::RecordAttempt(report),
+            )
+            .await;
         }
     }
     catch_up(&store, &TaskList, &small_pages).await.unwrap();
     assert_eq!(lag(&store, "task_list").await.unwrap(), 0);
     let incremental = rows(&store).await;
     assert_eq!(incremental.len(), 30);
-    let dead = TaskList::ids(&store, &TaskFilter { status: Some(bida_domain::task::TaskStatus::Dead), ..Default::default() }, 100)
-        .await
-        .unwrap();
+    let dead = TaskList::ids(
+        &store,
+        &TaskFilter {
+            status: Some(bida_domain::task::TaskStatus::Dead),
+            ..Default::default()
+        },
+        100,
+    )
+    .await
+    .unwrap();
     assert!(!dead.is_empty(), "the workload dead-letters some tasks");
 
-    sqlx::query("UPDATE task_view SET status = 'corrupted'").execute(store.pool()).await.unwrap();
-    let folded = rebuild(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
-    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events").fetch_one(store.pool()).await.unwrap();
+    sqlx::query("UPDATE task_view SET status = 'corrupted'")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let folded = rebuild(&store, &TaskList, &RunnerConfig::default())
+        .await
+        .unwrap();
+    let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
     assert_eq!(folded as i64, events);
     assert_eq!(rows(&store).await, incremental);
 }

@@ -61,13 +61,13 @@ pub fn task_append(
     })
 }
 
-fn load(stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
+fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
     let events = stored
         .iter()
         .map(StoredEvent::decode)
         .collect::<Result<Vec<TaskEvent>, _>>()?;
     Ok(LoadedTask {
-        id: stored[0].aggregate_id.clone(),
+        id: id.to_string(),
         task: CallbackTask::from_events(&events),
         events,
         version: stored.last().map_or(0, |e| e.sequence),
@@ -80,7 +80,7 @@ impl Store {
         if stored.is_empty() {
             return Ok(None);
         }
-        load(&stored).map(Some)
+        load(id, &stored).map(Some)
     }
 
     /// Loads many tasks in one query; unknown ids are left out.
@@ -88,7 +88,7 @@ impl Store {
         let stored = self.events_of_many(CallbackTask::TYPE, ids).await?;
         stored
             .chunk_by(|a, b| a.aggregate_id == b.aggregate_id)
-            .map(load)
+            .filter_map(|group| group.first().map(|first| load(&first.aggregate_id, group)))
             .collect()
     }
 }

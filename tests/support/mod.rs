@@ -26,7 +26,9 @@ idle_ms = 20
 pub struct Bida {
     child: Option<Child>,
     pub url: String,
-    pub db: TestDatabase,
+    /// The database, owned by the first node started on it.
+    db: Option<TestDatabase>,
+    pub db_url: String,
     config: PathBuf,
     log: PathBuf,
     port: u16,
@@ -44,15 +46,26 @@ impl Bida {
     /// Starts bida with `FAST` plus `extra` TOML, on a new database.
     pub async fn start(extra: &str) -> Self {
         let db = TestDatabase::reserve();
-        let dir = std::env::temp_dir().join(format!("bida-test-{}", db.name()));
+        let url = db.url().to_string();
+        Self::launch_new(Some(db), url, extra).await
+    }
+
+    /// Another node on the same database.
+    pub async fn join(&self, extra: &str) -> Self {
+        Self::launch_new(None, self.db_url.clone(), extra).await
+    }
+
+    async fn launch_new(db: Option<TestDatabase>, db_url: String, extra: &str) -> Self {
+        let port = free_port();
+        let dir = std::env::temp_dir().join(format!("bida-test-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("bida.toml");
         std::fs::write(&config, format!("{FAST}\n{extra}")).expect("write config");
-        let port = free_port();
         let mut bida = Self {
             child: None,
             url: format!("http://127.0.0.1:{port}"),
             db,
+            db_url,
             config,
             log: dir.join("bida.log"),
             port,
@@ -75,7 +88,7 @@ impl Bida {
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--database-url")
-            .arg(self.db.url())
+            .arg(&self.db_url)
             .env("RUST_LOG", "info,bida_actors=debug,sqlx=warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -193,6 +206,7 @@ async fn read(response: reqwest::Response) -> (u16, Value) {
 impl Drop for Bida {
     fn drop(&mut self) {
         self.kill9();
+        let _ = std::fs::remove_file(&self.config);
         if std::thread::panicking() {
             eprintln!("---- bida log ----\n{}", self.log());
         }

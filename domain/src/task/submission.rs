@@ -407,14 +407,21 @@ fn check_deliver_at(
     now: DateTime<Utc>,
     errors: &mut ValidationErrors,
 ) -> Option<DateTime<Utc>> {
-    let latest = now + ChronoDuration::from_std(limits.delay).unwrap_or(ChronoDuration::MAX);
+    let latest = ChronoDuration::from_std(limits.delay)
+        .ok()
+        .and_then(|delay| now.checked_add_signed(delay))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let when = match (deliver_at, delay_ms) {
         (Some(_), Some(_)) => {
             errors.add("delay_ms", "give deliver_at or delay_ms, not both");
             return None;
         }
         (Some(at), None) => at,
-        (None, Some(ms)) => now + ChronoDuration::milliseconds(ms.min(i64::MAX as u64) as i64),
+        (None, Some(ms)) => i64::try_from(ms)
+            .ok()
+            .and_then(ChronoDuration::try_milliseconds)
+            .and_then(|delay| now.checked_add_signed(delay))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC),
         (None, None) => return None,
     };
     if when > latest {
@@ -603,6 +610,11 @@ mod tests {
             ..submission("http://h/")
         });
         assert_eq!(fields(too_far.unwrap_err()), ["deliver_at"]);
+        let huge = spec(Submission {
+            delay_ms: Some(u64::MAX),
+            ..submission("http://h/")
+        });
+        assert_eq!(fields(huge.unwrap_err()), ["delay_ms"]);
         let both = spec(Submission {
             deliver_at: Some(now),
             delay_ms: Some(1),
