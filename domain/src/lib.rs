@@ -5,6 +5,8 @@
 //! `now` and jitter samples in, so every rule is deterministic and unit-tested.
 
 pub mod body;
+pub mod broker;
+pub mod consumer;
 pub mod matcher;
 pub mod retry;
 pub mod status_set;

@@ -53,27 +53,106 @@ impl Projection for TaskList {
                 summaries.insert(id, summary);
             }
         }
+        let mut counters: HashMap<String, ConsumerCounters> = HashMap::new();
         for (id, event) in &decoded {
-            match summaries.get_mut(*id) {
-                Some(summary) => summary.apply(event),
+            let summary = match summaries.get_mut(*id) {
+                Some(summary) => {
+                    summary.apply(event);
+                    summary
+                }
                 None => match TaskSummary::start(id, event) {
-                    Some(summary) => {
-                        summaries.insert(id.to_string(), summary);
+                    Some(summary) => summaries.entry(id.to_string()).or_insert(summary),
+                    None => {
+                        tracing::warn!(
+                            task = id,
+                            "event for a task the list has never seen; skipped"
+                        );
+                        continue;
                     }
-                    None => tracing::warn!(
-                        task = id,
-                        "event for a task the list has never seen; skipped"
-                    ),
                 },
+            };
+            if let Some(consumer) = &summary.consumer_id {
+                counters.entry(consumer.clone()).or_default().count(event);
             }
         }
-        upsert(tx, summaries.into_values()).await
+        upsert(tx, summaries.into_values()).await?;
+        add_counters(tx, counters).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'static, Postgres>) -> Result<(), ProjectionError> {
-        sqlx::query("TRUNCATE task_view").execute(&mut **tx).await?;
+        sqlx::query("TRUNCATE task_view, consumer_counters")
+            .execute(&mut **tx)
+            .await?;
         Ok(())
     }
+}
+
+/// What a page of task events adds to one consumer's totals.
+#[derive(Debug, Default)]
+struct ConsumerCounters {
+    consumed: i64,
+    delivered: i64,
+    failed_attempts: i64,
+    timeouts: i64,
+    dead_lettered: i64,
+}
+
+impl ConsumerCounters {
+    fn count(&mut self, event: &TaskEvent) {
+        match event {
+            TaskEvent::TaskSubmitted { .. } => self.consumed += 1,
+            TaskEvent::AttemptSucceeded { .. } => self.delivered += 1,
+            TaskEvent::AttemptFailed { attempt, .. } => {
+                self.failed_attempts += 1;
+                self.timeouts += i64::from(attempt.timed_out);
+            }
+            TaskEvent::TaskDeadLettered { .. } => self.dead_lettered += 1,
+            TaskEvent::TaskCancelled { .. } | TaskEvent::RetryRequested { .. } => {}
+        }
+    }
+}
+
+async fn add_counters(
+    tx: &mut Transaction<'static, Postgres>,
+    counters: HashMap<String, ConsumerCounters>,
+) -> Result<(), ProjectionError> {
+    if counters.is_empty() {
+        return Ok(());
+    }
+    let mut ids = Vec::new();
+    let mut columns: [Vec<i64>; 5] = Default::default();
+    for (id, c) in counters {
+        ids.push(id);
+        for (column, value) in columns.iter_mut().zip([
+            c.consumed,
+            c.delivered,
+            c.failed_attempts,
+            c.timeouts,
+            c.dead_lettered,
+        ]) {
+            column.push(value);
+        }
+    }
+    let [consumed, delivered, failed, timeouts, dead] = columns;
+    sqlx::query(
+        "INSERT INTO consumer_counters AS c (consumer_id, consumed, delivered, failed_attempts, timeouts, dead_lettered)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+         ON CONFLICT (consumer_id) DO UPDATE SET
+             consumed = c.consumed + EXCLUDED.consumed,
+             delivered = c.delivered + EXCLUDED.delivered,
+             failed_attempts = c.failed_attempts + EXCLUDED.failed_attempts,
+             timeouts = c.timeouts + EXCLUDED.timeouts,
+             dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered",
+    )
+    .bind(&ids)
+    .bind(&consumed)
+    .bind(&delivered)
+    .bind(&failed)
+    .bind(&timeouts)
+    .bind(&dead)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 async fn upsert(
@@ -82,6 +161,7 @@ async fn upsert(
 ) -> Result<(), ProjectionError> {
     let mut ids = Vec::new();
     let mut statuses = Vec::new();
+    let mut consumers = Vec::new();
     let mut sources = Vec::new();
     let mut targets = Vec::new();
     let mut created = Vec::new();
@@ -97,16 +177,18 @@ async fn upsert(
         );
         ids.push(summary.id);
         statuses.push(summary.status.as_str());
+        consumers.push(summary.consumer_id);
         sources.push(summary.source_app);
         targets.push(summary.target_app);
         created.push(summary.created_at);
         updated.push(summary.updated_at);
     }
     sqlx::query(
-        "INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc)
-         SELECT t.id, t.status, t.source_app, t.target_app, t.created_at, t.updated_at, t.doc::jsonb
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[])
-              AS t(id, status, source_app, target_app, created_at, updated_at, doc)
+        "INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id)
+         SELECT t.id, t.status, t.source_app, t.target_app, t.created_at, t.updated_at, t.doc::jsonb, t.consumer_id
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[],
+                     $8::text[])
+              AS t(id, status, source_app, target_app, created_at, updated_at, doc, consumer_id)
          ON CONFLICT (id) DO UPDATE
              SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, doc = EXCLUDED.doc",
     )
@@ -117,6 +199,7 @@ async fn upsert(
     .bind(&created)
     .bind(&updated)
     .bind(&docs)
+    .bind(&consumers)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -130,6 +213,7 @@ pub struct TaskFilter {
     pub target_app: Option<String>,
     /// Either the source or the target app.
     pub app: Option<String>,
+    pub consumer_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
 }
@@ -197,6 +281,9 @@ impl TaskList {
         if let Some(app) = &filter.app {
             query.push(" AND (v.source_app = ").push_bind(app);
             query.push(" OR v.target_app = ").push_bind(app).push(")");
+        }
+        if let Some(consumer) = &filter.consumer_id {
+            query.push(" AND v.consumer_id = ").push_bind(consumer);
         }
         if let Some(after) = filter.created_after {
             query.push(" AND v.created_at >= ").push_bind(after);

@@ -119,6 +119,7 @@ impl CallbackTask {
             },
             error: None,
             response_excerpt: report.response_excerpt,
+            timed_out: matches!(report.observation, Observation::Timeout { .. }),
         };
         let (reason, next_attempt_at) = match judge(
             &policy.expect,
@@ -262,6 +263,7 @@ mod tests {
             target_app: None,
             deliver_at: None,
             idempotency_key: None,
+            origin: None,
         })
     }
 
@@ -297,6 +299,7 @@ mod tests {
             status_code: Some(status),
             error: error.map(String::from),
             response_excerpt: None,
+            timed_out: false,
         }
     }
 

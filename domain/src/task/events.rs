@@ -57,6 +57,9 @@ pub struct AttemptRecord {
     /// The start of the response body.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_excerpt: Option<String>,
+    /// The attempt was cut at the task's timeout.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
 }
 
 impl TaskEvent {

@@ -14,9 +14,9 @@ pub use aggregate::CallbackTask;
 pub use commands::{AttemptReport, TaskCommand};
 pub use errors::TaskError;
 pub use events::{AttemptRecord, TaskEvent};
-pub use spec::{DeliveryPolicy, DeliveryRequest, Method, TaskSpec};
+pub use spec::{DeliveryPolicy, DeliveryRequest, Method, Origin, TaskSpec};
 pub use status::TaskStatus;
-pub use submission::{BackoffInput, Limits, Submission, TaskDefaults};
+pub use submission::{BackoffInput, Limits, Submission, TaskDefaults, RESERVED_HEADERS};
 pub use view::{TaskDetail, TaskSummary};
 
 mod schedule;

@@ -232,6 +232,7 @@ impl Submission {
             target_app,
             deliver_at,
             idempotency_key,
+            origin: None,
         })
     }
 }

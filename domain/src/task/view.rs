@@ -19,6 +19,9 @@ pub struct TaskSummary {
     pub source_app: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_app: Option<String>,
+    /// The consumer the task came from (none for API tasks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_id: Option<String>,
     pub attempt_count: u32,
     pub max_attempts: u32,
     pub created_at: DateTime<Utc>,
@@ -56,6 +59,7 @@ impl TaskSummary {
             url: spec.request.url.clone(),
             source_app: spec.source_app.clone(),
             target_app: spec.target_app.clone(),
+            consumer_id: spec.origin.as_ref().map(|o| o.consumer_id.clone()),
             attempt_count: 0,
             max_attempts: spec.policy.max_attempts,
             created_at: *submitted_at,
@@ -181,6 +185,7 @@ mod tests {
             target_app: Some("billing".into()),
             deliver_at: None,
             idempotency_key: None,
+            origin: None,
         };
         let mut task = CallbackTask::default();
         let mut events = Vec::new();

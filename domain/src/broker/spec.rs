@@ -1,0 +1,231 @@
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use crate::ValidationErrors;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum BrokerKind {
+    Kafka,
+    Rabbitmq,
+}
+
+impl BrokerKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Kafka => "kafka",
+            Self::Rabbitmq => "rabbitmq",
+        }
+    }
+}
+
+/// How to reach the broker, by kind.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Connection {
+    Kafka {
+        /// `host:port[,host:port...]`
+        bootstrap_servers: String,
+        /// Extra librdkafka client properties (`security.protocol`, `sasl.*`...).
+        #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+        options: BTreeMap<String, String>,
+    },
+    Rabbitmq {
+        /// `amqp://user:password@host:5672/vhost`
+        url: String,
+        /// The management API (`http://user:password@host:15672`), for queue listings and node figures.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        management_url: Option<String>,
+    },
+}
+
+/// Client properties Bida sets itself on Kafka consumers (at-least-once depends on them).
+pub const KAFKA_RESERVED_OPTIONS: [&str; 5] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "enable.partition.eof",
+];
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BrokerSpec {
+    pub name: String,
+    #[serde(flatten)]
+    pub connection: Connection,
+}
+
+impl BrokerSpec {
+    pub fn kind(&self) -> BrokerKind {
+        match self.connection {
+            Connection::Kafka { .. } => BrokerKind::Kafka,
+            Connection::Rabbitmq { .. } => BrokerKind::Rabbitmq,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let name = self.name.trim();
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            errors.add("name", "must be 1 to 128 printable characters");
+        }
+        match &self.connection {
+            Connection::Kafka {
+                bootstrap_servers,
+                options,
+            } => {
+                let servers: Vec<&str> = bootstrap_servers.split(',').map(str::trim).collect();
+                if servers.iter().any(|s| !is_host_port(s)) {
+                    errors.add(
+                        "bootstrap_servers",
+                        "must be host:port, or several separated by commas (127.0.0.1:9092)",
+                    );
+                }
+                for key in options.keys() {
+                    if KAFKA_RESERVED_OPTIONS.contains(&key.as_str()) {
+                        errors.add(format!("options.{key}"), "is set by Bida itself");
+                    } else if key.trim().is_empty() {
+                        errors.add("options", "option names must not be empty");
+                    }
+                }
+            }
+            Connection::Rabbitmq {
+                url,
+                management_url,
+            } => {
+                match url::Url::parse(url) {
+                    Ok(u) if matches!(u.scheme(), "amqp" | "amqps") && u.host_str().is_some() => {}
+                    _ => errors.add(
+                        "url",
+                        "must be an AMQP URL: amqp://user:password@host:5672/%2f",
+                    ),
+                }
+                if let Some(management) = management_url {
+                    match url::Url::parse(management) {
+                        Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                        _ => errors.add(
+                            "management_url",
+                            "must be an http(s) URL: http://user:password@host:15672",
+                        ),
+                    }
+                }
+            }
+        }
+        errors.finish(())
+    }
+
+    /// The spec with passwords hidden, for views and logs.
+    pub fn redacted(&self) -> Self {
+        let mut copy = self.clone();
+        match &mut copy.connection {
+            Connection::Rabbitmq {
+                url,
+                management_url,
+            } => {
+                *url = redact_url(url);
+                if let Some(m) = management_url {
+                    *m = redact_url(m);
+                }
+            }
+            Connection::Kafka { options, .. } => {
+                for (key, value) in options.iter_mut() {
+                    if key.contains("password") || key.contains("secret") {
+                        *value = "***".into();
+                    }
+                }
+            }
+        }
+        copy
+    }
+}
+
+fn is_host_port(text: &str) -> bool {
+    match text.rsplit_once(':') {
+        Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
+        None => false,
+    }
+}
+
+fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_api_shapes_deserialize() {
+        let rabbit: BrokerSpec =
+            serde_json::from_value(json!({"name": "mq", "kind": "rabbitmq", "url": "amqp://guest:guest@127.0.0.1:5672/%2f"}))
+                .unwrap();
+        assert_eq!(rabbit.kind(), BrokerKind::Rabbitmq);
+        rabbit.validate().unwrap();
+        let kafka: BrokerSpec = serde_json::from_value(
+            json!({"name": "k", "kind": "kafka", "bootstrap_servers": "127.0.0.1:9092"}),
+        )
+        .unwrap();
+        assert_eq!(kafka.kind(), BrokerKind::Kafka);
+        kafka.validate().unwrap();
+        assert!(serde_json::from_value::<BrokerSpec>(
+            json!({"name": "x", "kind": "pulsar", "url": "x"})
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn bad_connections_name_their_field() {
+        let fields = |spec: BrokerSpec| -> Vec<String> {
+            spec.validate()
+                .unwrap_err()
+                .0
+                .into_iter()
+                .map(|e| e.field)
+                .collect()
+        };
+        let kafka = |servers: &str, option: &str| BrokerSpec {
+            name: "k".into(),
+            connection: Connection::Kafka {
+                bootstrap_servers: servers.into(),
+                options: BTreeMap::from([(option.to_string(), "x".to_string())]),
+            },
+        };
+        assert_eq!(
+            fields(kafka("localhost", "client.id")),
+            ["bootstrap_servers"]
+        );
+        assert_eq!(fields(kafka("a:1,b:2", "group.id")), ["options.group.id"]);
+        let rabbit = BrokerSpec {
+            name: " ".into(),
+            connection: Connection::Rabbitmq {
+                url: "http://x".into(),
+                management_url: Some("amqp://x".into()),
+            },
+        };
+        assert_eq!(fields(rabbit), ["name", "url", "management_url"]);
+    }
+
+    #[test]
+    fn views_hide_passwords() {
+        let spec = BrokerSpec {
+            name: "mq".into(),
+            connection: Connection::Rabbitmq {
+                url: "amqp://guest:secret@h:5672/%2f".into(),
+                management_url: Some("http://guest:secret@h:15672".into()),
+            },
+        };
+        let shown = serde_json::to_string(&spec.redacted()).unwrap();
+        assert!(!shown.contains("secret"), "{shown}");
+        assert!(shown.contains("guest:***@h"), "{shown}");
+    }
+}

@@ -1,0 +1,522 @@
+use chrono::{DateTime, Utc};
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+use super::{ConsumerPolicy, ConsumerSpec, Endpoint, Source};
+
+/// What the operator wants the consumer to do; nodes make it so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum DesiredState {
+    #[default]
+    Running,
+    Paused,
+    Stopped,
+}
+
+impl DesiredState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// Where a Kafka consumer group starts again.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "to", rename_all = "lowercase", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum OffsetReset {
+    Earliest,
+    Latest,
+    /// The first offset at or after this time, per partition.
+    Timestamp {
+        timestamp: DateTime<Utc>,
+    },
+    /// Explicit offsets.
+    Offsets {
+        offsets: Vec<PartitionOffset>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartitionOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConsumerCommand {
+    Create {
+        spec: ConsumerSpec,
+        at: DateTime<Utc>,
+    },
+    ChangeEndpoint {
+        endpoint: Endpoint,
+        at: DateTime<Utc>,
+    },
+    ChangePolicy {
+        policy: ConsumerPolicy,
+        at: DateTime<Utc>,
+    },
+    Pause {
+        at: DateTime<Utc>,
+    },
+    Resume {
+        at: DateTime<Utc>,
+    },
+    Stop {
+        at: DateTime<Utc>,
+    },
+    Start {
+        at: DateTime<Utc>,
+    },
+    Delete {
+        at: DateTime<Utc>,
+    },
+    RecordCrash {
+        node: String,
+        error: String,
+        at: DateTime<Utc>,
+    },
+    /// Record offsets a node has already committed for the (stopped) group.
+    RecordOffsetReset {
+        reset: OffsetReset,
+        committed: Vec<PartitionOffset>,
+        at: DateTime<Utc>,
+    },
+    ParkLane {
+        key: String,
+        task_id: String,
+        at: DateTime<Utc>,
+    },
+    ReleaseLane {
+        key: String,
+        at: DateTime<Utc>,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum ConsumerEvent {
+    ConsumerCreated {
+        spec: ConsumerSpec,
+        at: DateTime<Utc>,
+    },
+    EndpointChanged {
+        endpoint: Endpoint,
+        at: DateTime<Utc>,
+    },
+    PolicyChanged {
+        policy: ConsumerPolicy,
+        at: DateTime<Utc>,
+    },
+    ConsumerPaused {
+        at: DateTime<Utc>,
+    },
+    ConsumerResumed {
+        at: DateTime<Utc>,
+    },
+    ConsumerStopped {
+        at: DateTime<Utc>,
+    },
+    ConsumerStarted {
+        at: DateTime<Utc>,
+    },
+    ConsumerDeleted {
+        at: DateTime<Utc>,
+    },
+    ConsumerCrashed {
+        node: String,
+        error: String,
+        at: DateTime<Utc>,
+    },
+    OffsetsReset {
+        reset: OffsetReset,
+        committed: Vec<PartitionOffset>,
+        at: DateTime<Utc>,
+    },
+    /// A key's lane stopped after `task_id` used up its attempts; later
+    /// messages with the key wait until an operator replays the lane.
+    LaneParked {
+        key: String,
+        task_id: String,
+        at: DateTime<Utc>,
+    },
+    LaneReleased {
+        key: String,
+        at: DateTime<Utc>,
+    },
+}
+
+impl ConsumerEvent {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::ConsumerCreated { .. } => "ConsumerCreated",
+            Self::EndpointChanged { .. } => "EndpointChanged",
+            Self::PolicyChanged { .. } => "PolicyChanged",
+            Self::ConsumerPaused { .. } => "ConsumerPaused",
+            Self::ConsumerResumed { .. } => "ConsumerResumed",
+            Self::ConsumerStopped { .. } => "ConsumerStopped",
+            Self::ConsumerStarted { .. } => "ConsumerStarted",
+            Self::ConsumerDeleted { .. } => "ConsumerDeleted",
+            Self::ConsumerCrashed { .. } => "ConsumerCrashed",
+            Self::OffsetsReset { .. } => "OffsetsReset",
+            Self::LaneParked { .. } => "LaneParked",
+            Self::LaneReleased { .. } => "LaneReleased",
+        }
+    }
+}
+
+impl DomainEvent for ConsumerEvent {
+    fn event_type(&self) -> String {
+        self.name().to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1".to_string()
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ConsumerError {
+    #[error("the consumer already exists")]
+    AlreadyCreated,
+    #[error("no such consumer")]
+    NotFound,
+    #[error("the consumer was deleted")]
+    Deleted,
+    #[error("cannot {action} a consumer that is {state}")]
+    InvalidState {
+        action: &'static str,
+        state: &'static str,
+    },
+    #[error("offsets can be reset only for Kafka consumers")]
+    NotKafka,
+    #[error("the lane of key {0:?} is not parked")]
+    LaneNotParked(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Consumer {
+    spec: Option<ConsumerSpec>,
+    state: DesiredState,
+    deleted: bool,
+    /// Parked key lanes: key → the task that used up its attempts.
+    parked: BTreeMap<String, String>,
+    crashes: u64,
+}
+
+impl Consumer {
+    pub fn spec(&self) -> Option<&ConsumerSpec> {
+        self.spec.as_ref()
+    }
+
+    pub fn state(&self) -> DesiredState {
+        self.state
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted
+    }
+
+    pub fn parked_lanes(&self) -> &BTreeMap<String, String> {
+        &self.parked
+    }
+
+    pub fn crashes(&self) -> u64 {
+        self.crashes
+    }
+
+    fn live(&self) -> Result<&ConsumerSpec, ConsumerError> {
+        match (&self.spec, self.deleted) {
+            (None, _) => Err(ConsumerError::NotFound),
+            (Some(_), true) => Err(ConsumerError::Deleted),
+            (Some(spec), false) => Ok(spec),
+        }
+    }
+
+    fn transition(
+        &self,
+        action: &'static str,
+        from: &[DesiredState],
+        event: ConsumerEvent,
+    ) -> Result<Vec<ConsumerEvent>, ConsumerError> {
+        self.live()?;
+        if from.contains(&self.state) {
+            Ok(vec![event])
+        } else {
+            Err(ConsumerError::InvalidState {
+                action,
+                state: self.state.as_str(),
+            })
+        }
+    }
+
+    pub fn decide(&self, command: ConsumerCommand) -> Result<Vec<ConsumerEvent>, ConsumerError> {
+        use DesiredState::{Paused, Running, Stopped};
+        match command {
+            ConsumerCommand::Create { spec, at } => match self.spec {
+                Some(_) => Err(ConsumerError::AlreadyCreated),
+                None => Ok(vec![ConsumerEvent::ConsumerCreated { spec, at }]),
+            },
+            ConsumerCommand::ChangeEndpoint { endpoint, at } => {
+                self.live()?;
+                Ok(vec![ConsumerEvent::EndpointChanged { endpoint, at }])
+            }
+            ConsumerCommand::ChangePolicy { policy, at } => {
+                self.live()?;
+                Ok(vec![ConsumerEvent::PolicyChanged { policy, at }])
+            }
+            ConsumerCommand::Pause { at } => {
+                self.transition("pause", &[Running], ConsumerEvent::ConsumerPaused { at })
+            }
+            ConsumerCommand::Resume { at } => {
+                self.transition("resume", &[Paused], ConsumerEvent::ConsumerResumed { at })
+            }
+            ConsumerCommand::Stop { at } => self.transition(
+                "stop",
+                &[Running, Paused],
+                ConsumerEvent::ConsumerStopped { at },
+            ),
+            ConsumerCommand::Start { at } => {
+                self.transition("start", &[Stopped], ConsumerEvent::ConsumerStarted { at })
+            }
+            ConsumerCommand::Delete { at } => {
+                self.live()?;
+                Ok(vec![ConsumerEvent::ConsumerDeleted { at }])
+            }
+            ConsumerCommand::RecordCrash { node, error, at } => {
+                self.live()?;
+                Ok(vec![ConsumerEvent::ConsumerCrashed { node, error, at }])
+            }
+            ConsumerCommand::RecordOffsetReset {
+                reset,
+                committed,
+                at,
+            } => {
+                let spec = self.live()?;
+                if !matches!(spec.source, Source::Kafka(_)) {
+                    return Err(ConsumerError::NotKafka);
+                }
+                self.transition(
+                    "reset the offsets of",
+                    &[Stopped],
+                    ConsumerEvent::OffsetsReset {
+                        reset,
+                        committed,
+                        at,
+                    },
+                )
+            }
+            ConsumerCommand::ParkLane { key, task_id, at } => {
+                self.live()?;
+                Ok(vec![ConsumerEvent::LaneParked { key, task_id, at }])
+            }
+            ConsumerCommand::ReleaseLane { key, at } => {
+                self.live()?;
+                if !self.parked.contains_key(&key) {
+                    return Err(ConsumerError::LaneNotParked(key));
+                }
+                Ok(vec![ConsumerEvent::LaneReleased { key, at }])
+            }
+        }
+    }
+
+    pub fn apply_event(&mut self, event: &ConsumerEvent) {
+        match event {
+            ConsumerEvent::ConsumerCreated { spec, .. } => {
+                self.spec = Some(spec.clone());
+                self.state = DesiredState::Running;
+            }
+            ConsumerEvent::EndpointChanged { endpoint, .. } => {
+                if let Some(spec) = &mut self.spec {
+                    spec.endpoint = endpoint.clone();
+                }
+            }
+            ConsumerEvent::PolicyChanged { policy, .. } => {
+                if let Some(spec) = &mut self.spec {
+                    spec.policy = policy.clone();
+                }
+            }
+            ConsumerEvent::ConsumerPaused { .. } => self.state = DesiredState::Paused,
+            ConsumerEvent::ConsumerResumed { .. } | ConsumerEvent::ConsumerStarted { .. } => {
+                self.state = DesiredState::Running
+            }
+            ConsumerEvent::ConsumerStopped { .. } => self.state = DesiredState::Stopped,
+            ConsumerEvent::ConsumerDeleted { .. } => self.deleted = true,
+            ConsumerEvent::ConsumerCrashed { .. } => self.crashes += 1,
+            ConsumerEvent::OffsetsReset { .. } => {}
+            ConsumerEvent::LaneParked { key, task_id, .. } => {
+                self.parked.insert(key.clone(), task_id.clone());
+            }
+            ConsumerEvent::LaneReleased { key, .. } => {
+                self.parked.remove(key);
+            }
+        }
+    }
+}
+
+impl Aggregate for Consumer {
+    const TYPE: &'static str = "consumer";
+    type Command = ConsumerCommand;
+    type Event = ConsumerEvent;
+    type Error = ConsumerError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        for event in self.decide(command)? {
+            sink.write(event, self).await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        self.apply_event(&event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::BrokerKind;
+    use crate::consumer::{ConsumerInput, PolicyDefaults};
+    use cqrs_es::test::TestFramework;
+
+    fn spec(kind: BrokerKind) -> ConsumerSpec {
+        let source = match kind {
+            BrokerKind::Kafka => serde_json::json!({"topics": ["t"], "group": "g"}),
+            BrokerKind::Rabbitmq => serde_json::json!({"queue": "q"}),
+        };
+        serde_json::from_value::<ConsumerInput>(serde_json::json!({
+            "name": "c", "broker_id": "b", "source": source, "endpoint": {"url": "http://h/"}
+        }))
+        .unwrap()
+        .into_spec(kind, &PolicyDefaults::default())
+        .unwrap()
+    }
+
+    fn created(kind: BrokerKind) -> ConsumerEvent {
+        ConsumerEvent::ConsumerCreated {
+            spec: spec(kind),
+            at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn pause_resume_stop_start() {
+        let at = Utc::now();
+        TestFramework::<Consumer>::with(())
+            .given(vec![created(BrokerKind::Rabbitmq)])
+            .when(ConsumerCommand::Pause { at })
+            .then_expect_events(vec![ConsumerEvent::ConsumerPaused { at }]);
+        TestFramework::<Consumer>::with(())
+            .given(vec![created(BrokerKind::Rabbitmq)])
+            .when(ConsumerCommand::Resume { at })
+            .then_expect_error(ConsumerError::InvalidState {
+                action: "resume",
+                state: "running",
+            });
+        TestFramework::<Consumer>::with(())
+            .given(vec![
+                created(BrokerKind::Rabbitmq),
+                ConsumerEvent::ConsumerPaused { at },
+            ])
+            .when(ConsumerCommand::Stop { at })
+            .then_expect_events(vec![ConsumerEvent::ConsumerStopped { at }]);
+        TestFramework::<Consumer>::with(())
+            .given(vec![
+                created(BrokerKind::Rabbitmq),
+                ConsumerEvent::ConsumerStopped { at },
+            ])
+            .when(ConsumerCommand::Start { at })
+            .then_expect_events(vec![ConsumerEvent::ConsumerStarted { at }]);
+    }
+
+    #[test]
+    fn offsets_are_reset_only_on_a_stopped_kafka_consumer() {
+        let at = Utc::now();
+        let reset = || ConsumerCommand::RecordOffsetReset {
+            reset: OffsetReset::Earliest,
+            committed: vec![],
+            at,
+        };
+        TestFramework::<Consumer>::with(())
+            .given(vec![created(BrokerKind::Kafka)])
+            .when(reset())
+            .then_expect_error(ConsumerError::InvalidState {
+                action: "reset the offsets of",
+                state: "running",
+            });
+        TestFramework::<Consumer>::with(())
+            .given(vec![
+                created(BrokerKind::Rabbitmq),
+                ConsumerEvent::ConsumerStopped { at },
+            ])
+            .when(reset())
+            .then_expect_error(ConsumerError::NotKafka);
+        TestFramework::<Consumer>::with(())
+            .given(vec![
+                created(BrokerKind::Kafka),
+                ConsumerEvent::ConsumerStopped { at },
+            ])
+            .when(reset())
+            .then_expect_events(vec![ConsumerEvent::OffsetsReset {
+                reset: OffsetReset::Earliest,
+                committed: vec![],
+                at,
+            }]);
+    }
+
+    #[test]
+    fn lanes_park_and_release() {
+        let at = Utc::now();
+        let mut consumer = Consumer::default();
+        consumer.apply_event(&created(BrokerKind::Kafka));
+        consumer.apply_event(&ConsumerEvent::LaneParked {
+            key: "k".into(),
+            task_id: "t".into(),
+            at,
+        });
+        assert_eq!(consumer.parked_lanes()["k"], "t");
+        assert_eq!(
+            consumer.decide(ConsumerCommand::ReleaseLane {
+                key: "other".into(),
+                at
+            }),
+            Err(ConsumerError::LaneNotParked("other".into()))
+        );
+        let events = consumer
+            .decide(ConsumerCommand::ReleaseLane {
+                key: "k".into(),
+                at,
+            })
+            .unwrap();
+        consumer.apply_event(&events[0]);
+        assert!(consumer.parked_lanes().is_empty());
+    }
+
+    #[test]
+    fn a_deleted_consumer_takes_no_commands() {
+        let at = Utc::now();
+        TestFramework::<Consumer>::with(())
+            .given(vec![
+                created(BrokerKind::Kafka),
+                ConsumerEvent::ConsumerDeleted { at },
+            ])
+            .when(ConsumerCommand::Start { at })
+            .then_expect_error(ConsumerError::Deleted);
+    }
+}

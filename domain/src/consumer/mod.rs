@@ -1,0 +1,16 @@
+//! A consumer: one broker source bound to one HTTP endpoint with a delivery
+//! policy. Its configuration is live: every change is an event that running
+//! consumer actors apply without a restart.
+
+mod aggregate;
+mod spec;
+
+pub use aggregate::{
+    Consumer, ConsumerCommand, ConsumerError, ConsumerEvent, DesiredState, OffsetReset,
+    PartitionOffset,
+};
+pub use spec::{
+    BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec,
+    Endpoint, EndpointInput, KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource,
+    Source, SourceInput, SourceMessage, StartAt,
+};

@@ -1,0 +1,579 @@
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::broker::BrokerKind;
+use crate::task::{BackoffInput, DeliveryPolicy, DeliveryRequest, Method, Origin, TaskSpec};
+use crate::{Backoff, Body, Expect, StatusSet, ValidationErrors};
+
+/// Where a consumer reads from.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Source {
+    Rabbitmq(RabbitmqSource),
+    Kafka(KafkaSource),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RabbitmqSource {
+    pub queue: String,
+    /// Declare the queue (durable) if it does not exist.
+    #[serde(default)]
+    pub declare: bool,
+    /// Bind the queue to this exchange (declared as a durable topic exchange if missing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exchange: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub routing_key: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KafkaSource {
+    pub topics: Vec<String>,
+    /// The consumer group: nodes sharing it split the partitions.
+    pub group: String,
+    /// Where a group without committed offsets starts.
+    #[serde(default)]
+    pub start: StartAt,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum StartAt {
+    #[default]
+    Earliest,
+    Latest,
+}
+
+/// The source as a client writes it: `{"queue": "q"}` or `{"topics": ["t"], "group": "g"}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SourceInput {
+    /// RabbitMQ: the queue to consume.
+    pub queue: Option<String>,
+    /// RabbitMQ: declare the queue if missing.
+    pub declare: Option<bool>,
+    /// RabbitMQ: bind the queue to this exchange.
+    pub exchange: Option<String>,
+    /// RabbitMQ: the binding's routing key.
+    pub routing_key: Option<String>,
+    /// Kafka: topics to consume.
+    pub topics: Option<Vec<String>>,
+    /// Kafka: the consumer group.
+    pub group: Option<String>,
+    /// Kafka: earliest (default) or latest, for a new group.
+    pub start: Option<StartAt>,
+}
+
+impl SourceInput {
+    pub fn validate(self, kind: BrokerKind, errors: &mut ValidationErrors) -> Option<Source> {
+        let name_ok = |text: &str| {
+            !text.trim().is_empty() && text.len() <= 249 && !text.chars().any(char::is_control)
+        };
+        match kind {
+            BrokerKind::Rabbitmq => {
+                if self.topics.is_some() || self.group.is_some() || self.start.is_some() {
+                    errors.add("source", "topics, group and start are for Kafka; a RabbitMQ source takes queue (and declare, exchange, routing_key)");
+                }
+                let queue = self.queue.unwrap_or_default();
+                if !name_ok(&queue) {
+                    errors.add("source.queue", "is required: the queue to consume");
+                }
+                if self.routing_key.is_some() && self.exchange.is_none() {
+                    errors.add("source.routing_key", "needs source.exchange to bind to");
+                }
+                Some(Source::Rabbitmq(RabbitmqSource {
+                    queue,
+                    declare: self.declare.unwrap_or(false) || self.exchange.is_some(),
+                    exchange: self.exchange,
+                    routing_key: self.routing_key,
+                }))
+            }
+            BrokerKind::Kafka => {
+                if self.queue.is_some()
+                    || self.exchange.is_some()
+                    || self.routing_key.is_some()
+                    || self.declare.is_some()
+                {
+                    errors.add("source", "queue, declare, exchange and routing_key are for RabbitMQ; a Kafka source takes topics and group");
+                }
+                let topics = self.topics.unwrap_or_default();
+                if topics.is_empty() || topics.iter().any(|t| !name_ok(t) || t.contains(',')) {
+                    errors.add("source.topics", "is required: one or more topic names");
+                }
+                let group = self.group.unwrap_or_default();
+                if !name_ok(&group) {
+                    errors.add("source.group", "is required: the consumer group id");
+                }
+                Some(Source::Kafka(KafkaSource {
+                    topics,
+                    group,
+                    start: self.start.unwrap_or_default(),
+                }))
+            }
+        }
+    }
+}
+
+/// Where a consumer delivers.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Endpoint {
+    pub url: String,
+    pub method: Method,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct EndpointInput {
+    pub url: Option<String>,
+    /// POST (default), PUT or PATCH: the message body is sent as produced.
+    pub method: Option<String>,
+    pub headers: Option<BTreeMap<String, String>>,
+    pub timeout_ms: Option<u64>,
+}
+
+impl EndpointInput {
+    /// The endpoint after applying this input over `current` (or the defaults).
+    pub fn over(
+        self,
+        current: Option<&Endpoint>,
+        default_timeout_ms: u64,
+        errors: &mut ValidationErrors,
+    ) -> Endpoint {
+        let url = match (self.url, current) {
+            (Some(url), _) => url,
+            (None, Some(current)) => current.url.clone(),
+            (None, None) => {
+                errors.add("endpoint.url", "is required: where to deliver");
+                String::new()
+            }
+        };
+        if !url.is_empty() {
+            match url::Url::parse(&url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
+                _ => errors.add(
+                    "endpoint.url",
+                    format!("`{url}` is not an absolute http(s) URL"),
+                ),
+            }
+        }
+        let method = match self.method {
+            Some(text) => match Method::parse(&text) {
+                Some(m @ (Method::Post | Method::Put | Method::Patch)) => m,
+                _ => {
+                    errors.add(
+                        "endpoint.method",
+                        format!("`{text}` cannot carry the message; use POST, PUT or PATCH"),
+                    );
+                    Method::Post
+                }
+            },
+            None => current.map_or(Method::Post, |c| c.method),
+        };
+        let headers = match self.headers {
+            Some(headers) => {
+                let mut checked = BTreeMap::new();
+                for (name, value) in headers {
+                    let lower = name.to_ascii_lowercase();
+                    if http::HeaderName::from_bytes(lower.as_bytes()).is_err()
+                        || http::HeaderValue::from_str(&value).is_err()
+                    {
+                        errors.add(format!("endpoint.headers.{name}"), "is not a valid header");
+                    } else if crate::task::RESERVED_HEADERS.contains(&lower.as_str()) {
+                        errors.add(format!("endpoint.headers.{name}"), "is set by Bida itself");
+                    } else {
+                        checked.insert(lower, value);
+                    }
+                }
+                checked
+            }
+            None => current.map(|c| c.headers.clone()).unwrap_or_default(),
+        };
+        let timeout_ms = self
+            .timeout_ms
+            .unwrap_or_else(|| current.map_or(default_timeout_ms, |c| c.timeout_ms));
+        if timeout_ms == 0 || timeout_ms > 300_000 {
+            errors.add("endpoint.timeout_ms", "must be between 1 and 300000");
+        }
+        Endpoint {
+            url,
+            method,
+            headers,
+            timeout_ms,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Ordering {
+    /// Messages are delivered concurrently; a failing one is retried on its own.
+    #[default]
+    None,
+    /// Messages with the same key are delivered in order; a failing one holds
+    /// back only its key, and after its attempts the key's lane is parked.
+    Key,
+}
+
+/// When the endpoint keeps failing, stop fetching and probe instead.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BreakerPolicy {
+    /// Consecutive failed deliveries that open the breaker; 0 turns it off.
+    pub failures: u32,
+    /// How long the breaker stays open before a probe.
+    pub open_ms: u64,
+}
+
+impl Default for BreakerPolicy {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_ms: 5_000,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BreakerInput {
+    pub failures: Option<u32>,
+    pub open_ms: Option<u64>,
+}
+
+/// How a consumer delivers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsumerPolicy {
+    /// Deliveries in flight at once on each node (also the RabbitMQ prefetch).
+    pub concurrency: u32,
+    /// Messages per second on each node; 0 means unlimited.
+    pub rate_per_sec: u32,
+    pub max_attempts: u32,
+    pub backoff: Backoff,
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    pub retry_on: StatusSet,
+    #[serde(default)]
+    pub expect: Expect,
+    #[serde(default)]
+    pub ordering: Ordering,
+    #[serde(default)]
+    pub breaker: BreakerPolicy,
+}
+
+/// Policy values a consumer gets when it does not choose its own.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PolicyDefaults {
+    pub policy: ConsumerPolicy,
+    pub timeout_ms: u64,
+}
+
+impl Default for PolicyDefaults {
+    fn default() -> Self {
+        Self {
+            policy: ConsumerPolicy {
+                concurrency: 16,
+                rate_per_sec: 0,
+                max_attempts: 10,
+                backoff: Backoff::default(),
+                retry_on: StatusSet::default_retry_on(),
+                expect: Expect::default(),
+                ordering: Ordering::None,
+                breaker: BreakerPolicy::default(),
+            },
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PolicyInput {
+    pub concurrency: Option<u32>,
+    /// 0 removes the limit.
+    pub rate_per_sec: Option<u32>,
+    pub max_attempts: Option<u32>,
+    pub backoff: Option<BackoffInput>,
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
+    pub retry_on: Option<StatusSet>,
+    pub expect: Option<Expect>,
+    pub ordering: Option<Ordering>,
+    pub breaker: Option<BreakerInput>,
+}
+
+/// Most deliveries in flight one consumer may ask for on one node.
+pub const MAX_CONCURRENCY: u32 = 1_024;
+
+impl PolicyInput {
+    pub fn over(self, current: &ConsumerPolicy, errors: &mut ValidationErrors) -> ConsumerPolicy {
+        let policy = ConsumerPolicy {
+            concurrency: self.concurrency.unwrap_or(current.concurrency),
+            rate_per_sec: self.rate_per_sec.unwrap_or(current.rate_per_sec),
+            max_attempts: self.max_attempts.unwrap_or(current.max_attempts),
+            backoff: self.backoff.unwrap_or_default().over(current.backoff),
+            retry_on: self.retry_on.unwrap_or_else(|| current.retry_on.clone()),
+            expect: match self.expect {
+                Some(expect) => expect.validate(errors),
+                None => current.expect.clone(),
+            },
+            ordering: self.ordering.unwrap_or(current.ordering),
+            breaker: BreakerPolicy {
+                failures: self
+                    .breaker
+                    .and_then(|b| b.failures)
+                    .unwrap_or(current.breaker.failures),
+                open_ms: self
+                    .breaker
+                    .and_then(|b| b.open_ms)
+                    .unwrap_or(current.breaker.open_ms),
+            },
+        };
+        if policy.concurrency == 0 || policy.concurrency > MAX_CONCURRENCY {
+            errors.add(
+                "policy.concurrency",
+                format!("must be between 1 and {MAX_CONCURRENCY}"),
+            );
+        }
+        if policy.max_attempts == 0 || policy.max_attempts > 100 {
+            errors.add("policy.max_attempts", "must be between 1 and 100");
+        }
+        policy.backoff.validate("policy.backoff", errors);
+        if policy.breaker.open_ms == 0 || policy.breaker.open_ms > 3_600_000 {
+            errors.add("policy.breaker.open_ms", "must be between 1 and 3600000");
+        }
+        policy
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsumerSpec {
+    pub name: String,
+    pub broker_id: String,
+    pub source: Source,
+    pub endpoint: Endpoint,
+    pub policy: ConsumerPolicy,
+}
+
+/// A consumer as a client creates it (`POST /v1/consumers`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsumerInput {
+    pub name: String,
+    pub broker_id: String,
+    pub source: SourceInput,
+    pub endpoint: EndpointInput,
+    #[serde(default)]
+    pub policy: PolicyInput,
+}
+
+impl ConsumerInput {
+    /// Validates against the broker's kind; every default is fixed into the spec.
+    pub fn into_spec(
+        self,
+        kind: BrokerKind,
+        defaults: &PolicyDefaults,
+    ) -> Result<ConsumerSpec, ValidationErrors> {
+        let mut errors = ValidationErrors::default();
+        let name = self.name.trim().to_string();
+        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+            errors.add("name", "must be 1 to 128 printable characters");
+        }
+        let source = self.source.validate(kind, &mut errors);
+        let endpoint = self.endpoint.over(None, defaults.timeout_ms, &mut errors);
+        let policy = self.policy.over(&defaults.policy, &mut errors);
+        errors.finish(())?;
+        Ok(ConsumerSpec {
+            name,
+            broker_id: self.broker_id,
+            source: source.ok_or_else(|| ValidationErrors::single("source", "is required"))?,
+            endpoint,
+            policy,
+        })
+    }
+}
+
+/// A live change (`PATCH /v1/consumers/{id}`): any of endpoint and policy.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsumerPatch {
+    pub endpoint: Option<EndpointInput>,
+    pub policy: Option<PolicyInput>,
+}
+
+/// One message read from a source, as the consumer hands it to delivery.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SourceMessage {
+    /// Stable and unique per source message (Kafka: topic, partition and offset).
+    pub message_id: String,
+    /// Where it was read: `topic/partition@offset`, or the queue.
+    pub position: String,
+    pub key: Option<String>,
+    pub body: Bytes,
+    pub content_type: Option<String>,
+}
+
+impl ConsumerSpec {
+    /// The callback task delivering one message, with the policy of the moment.
+    pub fn task_for(&self, consumer_id: &str, message: &SourceMessage) -> Arc<TaskSpec> {
+        let mut headers = self.endpoint.headers.clone();
+        if let Some(content_type) = &message.content_type {
+            headers
+                .entry("content-type".into())
+                .or_insert_with(|| content_type.clone());
+        }
+        Arc::new(TaskSpec {
+            message_id: message.message_id.clone(),
+            request: DeliveryRequest {
+                url: self.endpoint.url.clone(),
+                method: self.endpoint.method,
+                headers,
+                body: Some(Body(message.body.clone())),
+            },
+            policy: DeliveryPolicy {
+                max_attempts: self.policy.max_attempts,
+                timeout_ms: self.endpoint.timeout_ms,
+                backoff: self.policy.backoff,
+                retry_on: self.policy.retry_on.clone(),
+                expect: self.policy.expect.clone(),
+            },
+            source_app: None,
+            target_app: None,
+            deliver_at: None,
+            idempotency_key: None,
+            origin: Some(Origin {
+                consumer_id: consumer_id.to_string(),
+                position: message.position.clone(),
+                key: message.key.clone(),
+            }),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn fields(errors: ValidationErrors) -> Vec<String> {
+        errors.0.into_iter().map(|e| e.field).collect()
+    }
+
+    fn input(value: serde_json::Value) -> ConsumerInput {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn the_api_shapes_validate_against_the_broker_kind() {
+        let rabbit = input(json!({
+            "name": "orders", "broker_id": "b1", "source": {"queue": "q"},
+            "endpoint": {"url": "http://h/cb", "timeout_ms": 3000},
+            "policy": {"concurrency": 8, "rate_per_sec": 100, "ordering": "key"}
+        }))
+        .into_spec(BrokerKind::Rabbitmq, &PolicyDefaults::default())
+        .unwrap();
+        assert_eq!(rabbit.policy.concurrency, 8);
+        assert_eq!(rabbit.policy.ordering, Ordering::Key);
+        assert_eq!(rabbit.policy.max_attempts, 10, "defaults fixed in");
+        assert!(matches!(rabbit.source, Source::Rabbitmq(ref s) if s.queue == "q" && !s.declare));
+        let kafka = input(json!({
+            "name": "k", "broker_id": "b2", "source": {"topics": ["t"], "group": "g"},
+            "endpoint": {"url": "http://h/cb"}
+        }))
+        .into_spec(BrokerKind::Kafka, &PolicyDefaults::default())
+        .unwrap();
+        assert!(
+            matches!(kafka.source, Source::Kafka(ref s) if s.group == "g" && s.start == StartAt::Earliest)
+        );
+        assert_eq!(kafka.endpoint.timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn mismatches_and_bad_values_name_their_fields() {
+        let errors = input(json!({
+            "name": "", "broker_id": "b", "source": {"queue": "q"},
+            "endpoint": {"url": "ftp://h", "method": "GET"},
+            "policy": {"concurrency": 0, "max_attempts": 0}
+        }))
+        .into_spec(BrokerKind::Kafka, &PolicyDefaults::default())
+        .unwrap_err();
+        assert_eq!(
+            fields(errors),
+            [
+                "name",
+                "source",
+                "source.topics",
+                "source.group",
+                "endpoint.url",
+                "endpoint.method",
+                "policy.concurrency",
+                "policy.max_attempts"
+            ]
+        );
+    }
+
+    #[test]
+    fn patches_change_only_what_they_name() {
+        let defaults = PolicyDefaults::default();
+        let mut errors = ValidationErrors::default();
+        let changed = PolicyInput {
+            concurrency: Some(64),
+            breaker: Some(BreakerInput {
+                failures: Some(0),
+                open_ms: None,
+            }),
+            ..PolicyInput::default()
+        }
+        .over(&defaults.policy, &mut errors);
+        assert!(errors.is_empty());
+        assert_eq!(changed.concurrency, 64);
+        assert_eq!(changed.breaker.failures, 0);
+        assert_eq!(changed.breaker.open_ms, defaults.policy.breaker.open_ms);
+        assert_eq!(changed.backoff, defaults.policy.backoff);
+    }
+
+    #[test]
+    fn a_message_becomes_a_task_with_its_bytes_unchanged() {
+        let spec = input(json!({
+            "name": "k", "broker_id": "b", "source": {"topics": ["t"], "group": "g"},
+            "endpoint": {"url": "http://h/cb", "headers": {"X-Team": "pay"}}
+        }))
+        .into_spec(BrokerKind::Kafka, &PolicyDefaults::default())
+        .unwrap();
+        let message = SourceMessage {
+            message_id: "kafka:t:0:42".into(),
+            position: "t/0@42".into(),
+            key: Some("order-1".into()),
+            body: Bytes::from_static(&[0, 1, 2, 255]),
+            content_type: Some("application/octet-stream".into()),
+        };
+        let task = spec.task_for("c1", &message);
+        assert_eq!(task.message_id, "kafka:t:0:42");
+        assert_eq!(
+            task.request.body.as_ref().unwrap().as_bytes(),
+            [0, 1, 2, 255]
+        );
+        assert_eq!(task.request.headers["x-team"], "pay");
+        assert_eq!(
+            task.request.headers["content-type"],
+            "application/octet-stream"
+        );
+        assert_eq!(task.origin.as_ref().unwrap().consumer_id, "c1");
+    }
+}
