@@ -27,14 +27,17 @@ CREATE TABLE consumer_runtime (
 
 -- Tasks remember the consumer they came from.
 ALTER TABLE task_view ADD COLUMN consumer_id TEXT;
-CREATE INDEX task_view_consumer ON task_view (consumer_id, status) WHERE consumer_id IS NOT NULL;
+CREATE INDEX task_view_consumer ON task_view (consumer_id, created_at DESC, id DESC) WHERE consumer_id IS NOT NULL;
 
--- Running totals per consumer, folded from task events by the task_list projection.
+-- Per consumer, folded from task events by the task_list projection: running
+-- totals, and how many of its tasks are retrying or dead right now.
 CREATE TABLE consumer_counters (
     consumer_id      TEXT PRIMARY KEY,
     consumed         BIGINT NOT NULL DEFAULT 0,
     delivered        BIGINT NOT NULL DEFAULT 0,
     failed_attempts  BIGINT NOT NULL DEFAULT 0,
     timeouts         BIGINT NOT NULL DEFAULT 0,
-    dead_lettered    BIGINT NOT NULL DEFAULT 0
+    dead_lettered    BIGINT NOT NULL DEFAULT 0,
+    retrying         BIGINT NOT NULL DEFAULT 0,
+    dead             BIGINT NOT NULL DEFAULT 0
 );

@@ -152,31 +152,19 @@ impl Config {
 
     pub fn validate(&self) -> Result<(), String> {
         let mut errors = bida_domain::ValidationErrors::default();
-        self.tasks
-            .defaults()
-            .backoff
-            .validate("tasks.backoff", &mut errors);
+        self.tasks.defaults().backoff.validate("tasks.backoff", &mut errors);
         if self.tasks.max_attempts == 0 || self.tasks.max_attempts > self.tasks.max_attempts_limit {
-            errors.add(
-                "tasks.max_attempts",
-                "must be between 1 and tasks.max_attempts_limit",
-            );
+            errors.add("tasks.max_attempts", "must be between 1 and tasks.max_attempts_limit");
         }
         if self.tasks.timeout_ms == 0 || self.tasks.timeout_ms > self.tasks.timeout_ms_limit {
-            errors.add(
-                "tasks.timeout_ms",
-                "must be between 1 and tasks.timeout_ms_limit",
-            );
+            errors.add("tasks.timeout_ms", "must be between 1 and tasks.timeout_ms_limit");
         }
         if self.store.pool_size < 2 {
             errors.add("store.pool_size", "must be at least 2");
         }
         for (i, hook) in self.notify.webhooks.iter().enumerate() {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
-                errors.add(
-                    format!("notify.webhooks[{i}].url"),
-                    "must be an http(s) URL",
-                );
+                errors.add(format!("notify.webhooks[{i}].url"), "must be an http(s) URL");
             }
         }
         errors.finish(()).map_err(|e| e.to_string())
@@ -186,54 +174,135 @@ impl Config {
 /// Every configuration key with what it means, for `--help` and the README.
 pub const KEYS: &[(&str, &str)] = &[
     ("listen", "Address the HTTP API listens on."),
-    ("database_url", "Postgres URL; the database is created and migrated at start if missing."),
-    ("node_name", "This node's name in the node list (default: the host name)."),
+    (
+        "database_url",
+        "Postgres URL; the database is created and migrated at start if missing.",
+    ),
+    (
+        "node_name",
+        "This node's name in the node list (default: the host name).",
+    ),
     ("log", "Log filter (tracing EnvFilter syntax); RUST_LOG wins if set."),
     ("http_workers", "HTTP worker threads; 0 means one per CPU."),
     ("api.max_body_bytes", "Largest request body accepted (413 above)."),
     ("api.max_page", "Largest page a list returns."),
     ("api.max_replay", "Most tasks one bulk replay may take."),
-    ("store.pool_size", "Postgres connections shared by the writer, API and schedulers."),
-    ("store.acquire_timeout_ms", "How long a caller waits for a free connection."),
-    ("store.writer.max_batch_events", "Most events group-committed in one statement."),
+    (
+        "store.pool_size",
+        "Postgres connections shared by the writer, API and schedulers.",
+    ),
+    (
+        "store.acquire_timeout_ms",
+        "How long a caller waits for a free connection.",
+    ),
+    (
+        "store.statement_timeout_ms",
+        "Longest a statement may run before Postgres cancels it.",
+    ),
+    (
+        "store.writer.max_batch_events",
+        "Most events group-committed in one statement.",
+    ),
+    (
+        "store.writer.max_batch_bytes",
+        "Most payload bytes group-committed in one statement.",
+    ),
     ("store.writer.concurrency", "Batches committing at once."),
-    ("store.writer.queue", "Appends waiting for a batch before callers are held back."),
+    (
+        "store.writer.queue",
+        "Appends waiting for a batch before callers are held back.",
+    ),
     ("tasks.max_attempts", "Attempts per round when a task does not say."),
     ("tasks.timeout_ms", "Per-attempt timeout when a task does not say."),
-    ("tasks.retry_on", "Status codes retried when a task does not say; network errors and timeouts always are."),
+    (
+        "tasks.retry_on",
+        "Status codes retried when a task does not say; network errors and timeouts always are.",
+    ),
     ("tasks.backoff.initial_ms", "Delay after the first failure."),
     ("tasks.backoff.max_ms", "Longest delay (also bounds Retry-After)."),
     ("tasks.backoff.multiplier", "Growth factor between delays."),
-    ("tasks.backoff.jitter", "Random spread, a fraction of the delay (0.2 = ±20%)."),
+    (
+        "tasks.backoff.jitter",
+        "Random spread, a fraction of the delay (0.2 = ±20%).",
+    ),
     ("tasks.max_attempts_limit", "Most attempts a task may ask for."),
     ("tasks.timeout_ms_limit", "Longest timeout a task may ask for."),
-    ("tasks.max_delay_days", "Furthest ahead a delayed task may be scheduled."),
+    (
+        "tasks.max_delay_days",
+        "Furthest ahead a delayed task may be scheduled.",
+    ),
     ("tasks.max_headers", "Most extra headers a task may carry."),
-    ("delivery.max_response_bytes", "Bytes of a response read to check `expect`."),
-    ("delivery.excerpt_bytes", "Bytes of each response kept with the attempt."),
+    (
+        "delivery.max_response_bytes",
+        "Bytes of a response read to check `expect`.",
+    ),
+    (
+        "delivery.excerpt_bytes",
+        "Bytes of each response kept with the attempt.",
+    ),
     ("delivery.connect_timeout_ms", "TCP/TLS connect timeout to endpoints."),
-    ("delivery.idle_connections_per_host", "Kept-alive connections per endpoint host."),
+    (
+        "delivery.idle_connections_per_host",
+        "Kept-alive connections per endpoint host.",
+    ),
     ("delivery.user_agent", "User-Agent of deliveries."),
-    ("delivery.threads", "Threads running delivery actors; 0 means one per CPU."),
-    ("delivery.max_in_memory", "Tasks a node holds in memory at once; more wait in the durable schedule."),
-    ("scheduler.poll_interval_ms", "How often the durable schedule is polled for due tasks."),
-    ("scheduler.lookahead_ms", "Tasks due within this are claimed early and fired on time."),
-    ("scheduler.hold_max_ms", "Retries due within this wait in the node's memory (still durable)."),
+    (
+        "delivery.threads",
+        "Threads running delivery actors; 0 means one per CPU.",
+    ),
+    (
+        "delivery.max_in_memory",
+        "Tasks a node holds in memory at once; more wait in the durable schedule.",
+    ),
+    (
+        "delivery.max_in_memory_bytes",
+        "Body bytes of the tasks a node holds in memory at once.",
+    ),
+    (
+        "scheduler.poll_interval_ms",
+        "How often the durable schedule is polled for due tasks.",
+    ),
+    (
+        "scheduler.lookahead_ms",
+        "Tasks due within this are claimed early and fired on time.",
+    ),
+    (
+        "scheduler.hold_max_ms",
+        "Retries due within this wait in the node's memory (still durable).",
+    ),
     ("scheduler.claim_batch", "Most tasks claimed per poll."),
-    ("scheduler.heartbeat_interval_ms", "How often the node records that it is alive."),
-    ("scheduler.node_ttl_ms", "A node silent this long is dead; others take its tasks."),
-    ("scheduler.shutdown_grace_ms", "At shutdown, how long in-flight attempts may take."),
-    ("notify.webhooks", "Failure notification webhooks: [{url = \"...\", format = \"generic\"|\"dingtalk\"|\"wecom\"}]."),
+    (
+        "scheduler.heartbeat_interval_ms",
+        "How often the node records that it is alive.",
+    ),
+    (
+        "scheduler.node_ttl_ms",
+        "A node silent this long is dead; others take its tasks.",
+    ),
+    (
+        "scheduler.shutdown_grace_ms",
+        "At shutdown, how long in-flight attempts may take.",
+    ),
+    (
+        "scheduler.orphan_grace_ms",
+        "A task claimed by this node but held by no actor is given back after this long.",
+    ),
+    (
+        "notify.webhooks",
+        "Failure notification webhooks: [{url = \"...\", format = \"generic\"|\"dingtalk\"|\"wecom\"}].",
+    ),
     ("notify.attempts", "Tries per notification and webhook."),
     ("notify.timeout_ms", "Timeout of one notification request."),
     ("projections.page", "Events folded per projection transaction."),
-    ("projections.idle_ms", "How long a caught-up projection sleeps before looking again."),
+    (
+        "projections.idle_ms",
+        "How long a caught-up projection sleeps before looking again.",
+    ),
 ];
 
 /// Every leaf key of the configuration with its default value.
 pub fn default_values() -> Vec<(String, String)> {
-    let value =
-        toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(Default::default()));
+    let value = toml::Value::try_from(Config::default()).unwrap_or(toml::Value::Table(Default::default()));
     let mut leaves = Vec::new();
     flatten("", &value, &mut leaves);
     leaves
@@ -271,9 +340,7 @@ pub fn reference() -> String {
             .map(|(_, v)| v.as_str())
             .unwrap_or("(none)");
         let env = format!("BIDA_{}", key.replace('.', "__").to_uppercase());
-        text.push_str(&format!(
-            "  {key} = {default}\n      {meaning}\n      env: {env}\n"
-        ));
+        text.push_str(&format!("  {key} = {default}\n      {meaning}\n      env: {env}\n"));
     }
     text
 }
@@ -289,10 +356,7 @@ mod tests {
         let keys: Vec<String> = default_values().into_iter().map(|(k, _)| k).collect();
         let documented: Vec<&str> = KEYS.iter().map(|(k, _)| *k).collect();
         for key in &keys {
-            assert!(
-                documented.contains(&key.as_str()),
-                "{key} is missing from KEYS"
-            );
+            assert!(documented.contains(&key.as_str()), "{key} is missing from KEYS");
         }
         for key in documented {
             assert!(
@@ -340,10 +404,7 @@ mod tests {
             assert_eq!(config.store.pool_size, 9);
             assert_eq!(config.tasks.defaults().backoff.initial_ms, 100);
             assert_eq!(config.tasks.defaults().backoff.max_ms, 3_600_000);
-            assert_eq!(
-                config.notify.webhooks[0].format,
-                bida_actors::NotifyFormat::Dingtalk
-            );
+            assert_eq!(config.notify.webhooks[0].format, bida_actors::NotifyFormat::Dingtalk);
             Ok(())
         });
     }
@@ -352,11 +413,9 @@ mod tests {
     fn unknown_keys_and_missing_files_are_errors() {
         figment::Jail::expect_with(|jail| {
             jail.create_file("bida.toml", "lisen = \"x\"")?;
-            let err =
-                Config::load(Some(Path::new("bida.toml")), &Overrides::default()).unwrap_err();
+            let err = Config::load(Some(Path::new("bida.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("lisen"), "{err}");
-            let err =
-                Config::load(Some(Path::new("nope.toml")), &Overrides::default()).unwrap_err();
+            let err = Config::load(Some(Path::new("nope.toml")), &Overrides::default()).unwrap_err();
             assert!(err.to_string().contains("does not exist"), "{err}");
             Ok(())
         });

@@ -38,9 +38,7 @@ fn main() -> ExitCode {
         Command::Serve(_) => actix_rt::System::new().block_on(serve::serve(config)),
         Command::Config(_) => print_config(&config),
         Command::Migrate(_) => run_async(migrate(config)),
-        Command::Projections(ProjectionsCommand::Rebuild { name, .. }) => {
-            run_async(rebuild(config, name))
-        }
+        Command::Projections(ProjectionsCommand::Rebuild { name, .. }) => run_async(rebuild(config, name)),
         Command::Projections(ProjectionsCommand::Status { .. }) => run_async(status(config)),
     };
     match outcome {

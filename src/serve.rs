@@ -12,12 +12,7 @@ use crate::config::Config;
 pub async fn serve(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url, &config.store)
         .await
-        .with_context(|| {
-            format!(
-                "cannot open the database at {}",
-                redact(&config.database_url)
-            )
-        })?;
+        .with_context(|| format!("cannot open the database at {}", redact(&config.database_url)))?;
     let node = Node::start(
         store.clone(),
         NodeConfig {
@@ -67,10 +62,7 @@ fn redact(url: &str) -> String {
     match url.split_once('@') {
         Some((credentials, host)) if credentials.contains(':') => {
             let scheme_end = credentials.find("://").map_or(0, |i| i + 3);
-            let user = credentials[scheme_end..]
-                .split(':')
-                .next()
-                .unwrap_or_default();
+            let user = credentials[scheme_end..].split(':').next().unwrap_or_default();
             format!("{}{user}:***@{host}", &credentials[..scheme_end])
         }
         _ => url.to_string(),

@@ -25,14 +25,7 @@ fn delivered(endpoint: &Receiver) -> HashMap<String, usize> {
 #[tokio::test]
 async fn waiting_retries_and_delayed_tasks_survive_kill_9() {
     // Every first attempt fails, so each task waits for its retry when we kill.
-    let endpoint = Receiver::start(|_, nth| {
-        if nth == 1 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let endpoint = Receiver::start(|_, nth| if nth == 1 { Reply::status(503) } else { Reply::ok() }).await;
     let mut bida = Bida::start("").await;
     let mut ids = Vec::new();
     for n in 0..200 {
@@ -47,10 +40,8 @@ async fn waiting_retries_and_delayed_tasks_survive_kill_9() {
     }
     for n in 0..20 {
         ids.push(
-            bida.submit(
-                json!({"url": endpoint.url("/delayed"), "params": {"n": n}, "delay_ms": 4000}),
-            )
-            .await,
+            bida.submit(json!({"url": endpoint.url("/delayed"), "params": {"n": n}, "delay_ms": 4000}))
+                .await,
         );
     }
     assert!(
@@ -59,19 +50,14 @@ async fn waiting_retries_and_delayed_tasks_survive_kill_9() {
             .await,
         "first attempts did not happen"
     );
-    assert!(
-        delivered(&endpoint).is_empty(),
-        "nothing delivered before the kill"
-    );
+    assert!(delivered(&endpoint).is_empty(), "nothing delivered before the kill");
 
     bida.kill9();
     bida.restart().await;
 
     let all = ids.len();
     assert!(
-        eventually(Duration::from_secs(40), || delivered(&endpoint).len()
-            == all)
-        .await,
+        eventually(Duration::from_secs(40), || delivered(&endpoint).len() == all).await,
         "only {} of {all} delivered after the restart\n{}",
         delivered(&endpoint).len(),
         bida.log()
@@ -80,8 +66,7 @@ async fn waiting_retries_and_delayed_tasks_survive_kill_9() {
     let duplicates: usize = per_id.values().map(|n| n - 1).sum();
     println!("delivered {all} of {all} after kill -9; duplicate deliveries: {duplicates}");
     for id in &ids {
-        bida.wait_status(id, "delivered", Duration::from_secs(10))
-            .await;
+        bida.wait_status(id, "delivered", Duration::from_secs(10)).await;
     }
 }
 
@@ -92,8 +77,7 @@ async fn every_accepted_task_is_delivered_when_killed_mid_stream() {
     // Eight clients submit at once, so appends and attempts are in flight at the kill.
     let producers: Vec<_> = (0..8)
         .map(|client| {
-            let (url, http, target) =
-                (bida.url.clone(), bida.http.clone(), endpoint.url("/stream"));
+            let (url, http, target) = (bida.url.clone(), bida.http.clone(), endpoint.url("/stream"));
             tokio::spawn(async move {
                 let mut accepted = Vec::new();
                 for n in 0..1_000 {
@@ -135,9 +119,7 @@ async fn every_accepted_task_is_delivered_when_killed_mid_stream() {
         accepted.iter().filter(|id| ids.contains(*id)).count()
     };
     assert!(
-        eventually(Duration::from_secs(40), || received(&endpoint)
-            == accepted.len())
-        .await,
+        eventually(Duration::from_secs(40), || received(&endpoint) == accepted.len()).await,
         "{} of {} accepted tasks delivered",
         received(&endpoint),
         accepted.len()
@@ -152,27 +134,19 @@ async fn every_accepted_task_is_delivered_when_killed_mid_stream() {
 
 #[tokio::test]
 async fn a_surviving_node_takes_over_the_tasks_of_a_dead_one() {
-    let endpoint = Receiver::start(|_, nth| {
-        if nth == 1 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let endpoint = Receiver::start(|_, nth| if nth == 1 { Reply::status(503) } else { Reply::ok() }).await;
     let mut a = Bida::start("").await;
     let b = a.join("").await;
     let mut ids = Vec::new();
     for n in 0..100 {
         ids.push(
-            a.submit(json!({"url": endpoint.url("/a"), "params": {"n": n}, "backoff": {"initial_ms": 2000, "jitter": 0.0}}))
-                .await,
+            a.submit(
+                json!({"url": endpoint.url("/a"), "params": {"n": n}, "backoff": {"initial_ms": 2000, "jitter": 0.0}}),
+            )
+            .await,
         );
     }
-    ids.push(
-        a.submit(json!({"url": endpoint.url("/later"), "delay_ms": 3000}))
-            .await,
-    );
+    ids.push(a.submit(json!({"url": endpoint.url("/later"), "delay_ms": 3000})).await);
     assert!(
         endpoint
             .wait_until(Duration::from_secs(20), |hits| hits.len() >= 100)
@@ -183,20 +157,42 @@ async fn a_surviving_node_takes_over_the_tasks_of_a_dead_one() {
     // Only b is left: it must deliver a's waiting retries and its delayed task.
     let all = ids.len();
     assert!(
-        eventually(Duration::from_secs(40), || delivered(&endpoint).len()
-            == all)
-        .await,
+        eventually(Duration::from_secs(40), || delivered(&endpoint).len() == all).await,
         "{} of {all} delivered by the surviving node\n{}",
         delivered(&endpoint).len(),
         b.log()
     );
     for id in &ids {
-        b.wait_status(id, "delivered", Duration::from_secs(10))
-            .await;
+        b.wait_status(id, "delivered", Duration::from_secs(10)).await;
+    }
+    assert!(b.log().contains("took back tasks held by dead nodes"), "{}", b.log());
+}
+
+#[tokio::test]
+async fn two_live_nodes_deliver_each_task_once() {
+    let endpoint = Receiver::start(|_, nth| if nth == 1 { Reply::status(503) } else { Reply::ok() }).await;
+    let a = Bida::start("").await;
+    let b = a.join("").await;
+    let mut ids = Vec::new();
+    for n in 0..300 {
+        let node = if n % 2 == 0 { &a } else { &b };
+        ids.push(
+            node.submit(json!({"url": endpoint.url("/both"), "params": {"n": n}, "backoff": {"initial_ms": 200, "jitter": 0.5}}))
+                .await,
+        );
     }
     assert!(
-        b.log().contains("took back tasks held by dead nodes"),
-        "{}",
-        b.log()
+        eventually(Duration::from_secs(40), || delivered(&endpoint).len() == ids.len()).await,
+        "{} of {} delivered",
+        delivered(&endpoint).len(),
+        ids.len()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let duplicates: usize = delivered(&endpoint).values().map(|n| n - 1).sum();
+    assert_eq!(duplicates, 0, "no node took a task the other held");
+    assert_eq!(
+        endpoint.hit_count(),
+        2 * ids.len(),
+        "one failed and one good attempt each"
     );
 }

@@ -43,22 +43,9 @@ async fn delivered_after_retries_with_stable_headers_and_the_exact_body() {
     for (n, hit) in hits.iter().enumerate() {
         assert_eq!(hit.method, "PUT");
         assert_eq!(hit.path, "/hooks/paid");
-        assert_eq!(
-            hit.header("webhook-id"),
-            Some(id.as_str()),
-            "stable message id"
-        );
-        assert_eq!(
-            hit.header("bida-attempt"),
-            Some((n + 1).to_string().as_str())
-        );
-        assert!(
-            hit.header("webhook-timestamp")
-                .unwrap()
-                .parse::<i64>()
-                .unwrap()
-                > 1_700_000_000
-        );
+        assert_eq!(hit.header("webhook-id"), Some(id.as_str()), "stable message id");
+        assert_eq!(hit.header("bida-attempt"), Some((n + 1).to_string().as_str()));
+        assert!(hit.header("webhook-timestamp").unwrap().parse::<i64>().unwrap() > 1_700_000_000);
         assert_eq!(hit.header("x-shop"), Some("north"));
         assert_eq!(hit.header("content-type"), Some("application/json"));
         let body: Value = serde_json::from_slice(&hit.body).unwrap();
@@ -77,10 +64,7 @@ async fn delivered_after_retries_with_stable_headers_and_the_exact_body() {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (_, page) = bida.get("/v1/tasks?status=delivered&app=billing").await;
-        if page["items"]
-            .as_array()
-            .is_some_and(|items| items.len() == 1)
-        {
+        if page["items"].as_array().is_some_and(|items| items.len() == 1) {
             assert_eq!(page["items"][0]["id"], id.as_str());
             break;
         }
@@ -101,12 +85,7 @@ async fn delivered_after_retries_with_stable_headers_and_the_exact_body() {
         .collect();
     assert_eq!(
         types,
-        [
-            "TaskSubmitted",
-            "AttemptFailed",
-            "AttemptFailed",
-            "AttemptSucceeded"
-        ]
+        ["TaskSubmitted", "AttemptFailed", "AttemptFailed", "AttemptSucceeded"]
     );
 }
 
@@ -155,19 +134,12 @@ async fn dead_lettered_after_max_attempts_notifies_then_manual_retry_delivers() 
 
     // The endpoint is fixed; an operator compensates by hand.
     endpoint.set_behavior(|_, _| Reply::ok());
-    let (status, retried) = bida
-        .post(&format!("/v1/tasks/{id}/retry"), json!(null))
-        .await;
+    let (status, retried) = bida.post(&format!("/v1/tasks/{id}/retry"), json!(null)).await;
     assert_eq!(status, 200, "{retried}");
     let task = bida.wait_status(&id, "delivered", WAIT).await;
     assert_eq!(task["attempt_count"], 4);
-    assert_eq!(
-        endpoint.hits().last().unwrap().header("bida-attempt"),
-        Some("4")
-    );
-    let (status, again) = bida
-        .post(&format!("/v1/tasks/{id}/retry"), json!(null))
-        .await;
+    assert_eq!(endpoint.hits().last().unwrap().header("bida-attempt"), Some("4"));
+    let (status, again) = bida.post(&format!("/v1/tasks/{id}/retry"), json!(null)).await;
     assert_eq!(status, 409, "{again}");
     assert_eq!(again["type"], "urn:bida:problem:invalid-state");
 }
@@ -211,15 +183,9 @@ async fn the_expected_response_decides_success() {
         .submit(json!({"url": endpoint.url("/json"), "expect": {"json": {"pointer": "code", "equals": 0}}, "backoff": fast_backoff()}))
         .await;
     let task = bida.wait_status(&text, "delivered", WAIT).await;
-    assert_eq!(
-        task["attempts"][0]["error"],
-        "response body does not contain \"成功\""
-    );
+    assert_eq!(task["attempts"][0]["error"], "response body does not contain \"成功\"");
     let task = bida.wait_status(&json_id, "delivered", WAIT).await;
-    assert_eq!(
-        task["attempts"][0]["error"],
-        "response JSON /code is 1, expected 0"
-    );
+    assert_eq!(task["attempts"][0]["error"], "response JSON /code is 1, expected 0");
 }
 
 #[tokio::test]
@@ -245,17 +211,11 @@ async fn the_endpoint_stays_in_control() {
 
     let task = bida.wait_status(&gone, "dead", WAIT).await;
     assert_eq!(task["attempt_count"], 1);
-    assert_eq!(
-        task["reason"],
-        "HTTP 404 is not retried (retry_on: 5xx, 408, 429)"
-    );
+    assert_eq!(task["reason"], "HTTP 404 is not retried (retry_on: 5xx, 408, 429)");
     let task = bida.wait_status(&stop, "dead", WAIT).await;
     assert_eq!(task["attempt_count"], 1);
     assert!(
-        task["reason"]
-            .as_str()
-            .unwrap()
-            .contains("asked to stop retrying"),
+        task["reason"].as_str().unwrap().contains("asked to stop retrying"),
         "{task}"
     );
 
@@ -289,19 +249,14 @@ async fn cancel_stops_retries() {
         .await;
     bida.wait_status(&id, "retrying", WAIT).await;
     let (status, task) = bida
-        .post(
-            &format!("/v1/tasks/{id}/cancel"),
-            json!({"reason": "order voided"}),
-        )
+        .post(&format!("/v1/tasks/{id}/cancel"), json!({"reason": "order voided"}))
         .await;
     assert_eq!(status, 200, "{task}");
     assert_eq!(task["status"], "cancelled");
     assert_eq!(task["reason"], "order voided");
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(endpoint.hit_count(), 1, "no attempt after the cancel");
-    let (status, problem) = bida
-        .post(&format!("/v1/tasks/{id}/cancel"), json!(null))
-        .await;
+    let (status, problem) = bida.post(&format!("/v1/tasks/{id}/cancel"), json!(null)).await;
     assert_eq!(status, 409, "{problem}");
     assert_eq!(problem["detail"], "cannot cancel a task that is cancelled");
 }
@@ -328,10 +283,9 @@ async fn an_idempotency_key_returns_the_same_task() {
     let second: Value = second.json().await.unwrap();
     assert_eq!(first["id"], second["id"]);
 
-    let changed =
-        send(json!({"url": endpoint.url("/once"), "params": {"n": 2}, "source_app": "shop"}))
-            .await
-            .unwrap();
+    let changed = send(json!({"url": endpoint.url("/once"), "params": {"n": 2}, "source_app": "shop"}))
+        .await
+        .unwrap();
     assert_eq!(changed.status(), 422);
     let problem: Value = changed.json().await.unwrap();
     assert_eq!(problem["type"], "urn:bida:problem:idempotency-key-reused");
@@ -343,10 +297,8 @@ async fn an_idempotency_key_returns_the_same_task() {
     let other: Value = other.json().await.unwrap();
     assert_ne!(other["id"], first["id"]);
 
-    bida.wait_status(first["id"].as_str().unwrap(), "delivered", WAIT)
-        .await;
-    bida.wait_status(other["id"].as_str().unwrap(), "delivered", WAIT)
-        .await;
+    bida.wait_status(first["id"].as_str().unwrap(), "delivered", WAIT).await;
+    bida.wait_status(other["id"].as_str().unwrap(), "delivered", WAIT).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(endpoint.hit_count(), 2, "one delivery per task");
 }
@@ -362,12 +314,7 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
             .send()
     };
     let cases: Vec<(String, u16, &str, Option<&str>)> = vec![
-        (
-            r#"{"url": "not a url"}"#.into(),
-            422,
-            "validation-failed",
-            Some("url"),
-        ),
+        (r#"{"url": "not a url"}"#.into(), 422, "validation-failed", Some("url")),
         (
             r#"{"url": "http://h/", "method": "BREW"}"#.into(),
             422,
@@ -392,16 +339,9 @@ async fn bad_input_gets_a_problem_and_changes_nothing() {
     for (body, status, kind, field) in cases {
         let response = post_raw(body.clone()).await.unwrap();
         assert_eq!(response.status().as_u16(), status, "{body:.80}");
-        assert_eq!(
-            response.headers()["content-type"],
-            "application/problem+json"
-        );
+        assert_eq!(response.headers()["content-type"], "application/problem+json");
         let problem: Value = response.json().await.unwrap();
-        assert_eq!(
-            problem["type"],
-            format!("urn:bida:problem:{kind}"),
-            "{problem}"
-        );
+        assert_eq!(problem["type"], format!("urn:bida:problem:{kind}"), "{problem}");
         assert!(!problem["detail"].as_str().unwrap().is_empty());
         if let Some(field) = field {
             assert_eq!(problem["errors"][0]["field"], field, "{problem}");
@@ -443,10 +383,7 @@ async fn get_params_become_the_query_string_and_delays_are_kept() {
     bida.wait_status(&get, "delivered", WAIT).await;
     let hit = &endpoint.hits()[0];
     assert_eq!(hit.method, "GET");
-    assert_eq!(
-        hit.query.as_deref(),
-        Some("v=1&city=%E4%B8%8A%E6%B5%B7&days=3")
-    );
+    assert_eq!(hit.query.as_deref(), Some("v=1&city=%E4%B8%8A%E6%B5%B7&days=3"));
     assert!(hit.body.is_empty());
 
     let submitted = tokio::time::Instant::now();
@@ -458,16 +395,11 @@ async fn get_params_become_the_query_string_and_delays_are_kept() {
     assert!(task["deliver_at"].is_string());
     assert!(
         endpoint
-            .wait_until(Duration::from_secs(10), |hits| hits
-                .iter()
-                .any(|h| h.path == "/later"))
+            .wait_until(Duration::from_secs(10), |hits| hits.iter().any(|h| h.path == "/later"))
             .await
     );
     let waited = submitted.elapsed();
-    assert!(
-        waited >= Duration::from_millis(1400),
-        "delivered after {waited:?}"
-    );
+    assert!(waited >= Duration::from_millis(1400), "delivered after {waited:?}");
 }
 
 #[tokio::test]
@@ -495,9 +427,7 @@ async fn bulk_replay_delivers_the_dead_letters_matching_a_filter() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     endpoint.set_behavior(|_, _| Reply::ok());
-    let (status, outcome) = bida
-        .post("/v1/tasks/replay", json!({"source_app": "a"}))
-        .await;
+    let (status, outcome) = bida.post("/v1/tasks/replay", json!({"source_app": "a"})).await;
     assert_eq!(status, 200, "{outcome}");
     assert_eq!(outcome["matched"], 3);
     assert_eq!(outcome["retried"], 3);
@@ -507,9 +437,7 @@ async fn bulk_replay_delivers_the_dead_letters_matching_a_filter() {
     let (_, b) = bida.get(&format!("/v1/tasks/{}", ids[3])).await;
     assert_eq!(b["status"], "dead", "other apps' dead letters untouched");
 
-    let (status, problem) = bida
-        .post("/v1/tasks/replay", json!({"status": "delivered"}))
-        .await;
+    let (status, problem) = bida.post("/v1/tasks/replay", json!({"status": "delivered"})).await;
     assert_eq!(status, 400, "{problem}");
 }
 
@@ -571,19 +499,134 @@ async fn serves_openapi_and_probes_and_stops_cleanly() {
         "/healthz",
         "/readyz",
     ] {
-        assert!(
-            doc["paths"].get(path).is_some(),
-            "{path} missing from OpenAPI"
-        );
+        assert!(doc["paths"].get(path).is_some(), "{path} missing from OpenAPI");
     }
     assert!(doc["components"]["schemas"].get("Submission").is_some());
     let (status, health) = bida.get("/healthz").await;
     assert_eq!((status, health["status"].as_str()), (200, Some("ok")));
     let status = bida.terminate().await.expect("exit status");
     assert!(status.success(), "SIGTERM exits cleanly: {status}");
-    assert!(
-        bida.log().contains("gave held tasks back"),
-        "{}",
-        bida.log()
+    assert!(bida.log().contains("gave held tasks back"), "{}", bida.log());
+}
+
+#[tokio::test]
+async fn concurrent_resubmissions_with_one_key_are_one_task() {
+    let endpoint = Receiver::ok().await;
+    let bida = Bida::start("").await;
+    for round in 0..20 {
+        let key = format!("double-click-{round}");
+        let body = json!({"url": endpoint.url("/once"), "params": {"round": round}, "source_app": "shop"});
+        let sends = (0..4).map(|_| {
+            bida.http
+                .post(format!("{}/v1/tasks", bida.url))
+                .header("Idempotency-Key", &key)
+                .json(&body)
+                .send()
+        });
+        let mut ids = std::collections::HashSet::new();
+        for response in futures::future::join_all(sends).await {
+            let response = response.unwrap();
+            assert_eq!(response.status(), 202, "round {round}");
+            let task: Value = response.json().await.unwrap();
+            ids.insert(task["id"].as_str().unwrap().to_string());
+        }
+        assert_eq!(ids.len(), 1, "round {round}: one task for one key");
+    }
+    assert!(endpoint.wait_for_hits(20, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(endpoint.hit_count(), 20, "each task delivered once");
+}
+
+#[tokio::test]
+async fn concurrent_replays_deliver_each_dead_letter_once() {
+    let endpoint = Receiver::start(|_, _| Reply::status(500)).await;
+    let bida = Bida::start("").await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        ids.push(
+            bida.submit(json!({"url": endpoint.url("/cb"), "max_attempts": 1, "source_app": "rp"}))
+                .await,
+        );
+    }
+    for id in &ids {
+        bida.wait_status(id, "dead", WAIT).await;
+    }
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while bida.get("/v1/tasks?status=dead&app=rp").await.1["items"]
+        .as_array()
+        .map_or(0, Vec::len)
+        < 3
+    {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    endpoint.set_behavior(|_, _| Reply::ok());
+    let (a, b) = tokio::join!(
+        bida.post("/v1/tasks/replay", json!({"source_app": "rp"})),
+        bida.post("/v1/tasks/replay", json!({"source_app": "rp"})),
     );
+    let retried = a.1["retried"].as_u64().unwrap() + b.1["retried"].as_u64().unwrap();
+    assert_eq!(retried, 3, "{} / {}", a.1, b.1);
+    for id in &ids {
+        let task = bida.wait_status(id, "delivered", WAIT).await;
+        let (_, history) = bida.get(&format!("/v1/tasks/{id}/events")).await;
+        let replays = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["event_type"] == "RetryRequested")
+            .count();
+        assert_eq!(replays, 1, "{task}");
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(endpoint.hit_count(), 6, "3 failed first attempts, then 3 deliveries");
+}
+
+#[tokio::test]
+async fn an_attempt_in_flight_is_neither_retried_nor_recorded_after_a_cancel() {
+    let endpoint = Receiver::start(|_, _| Reply::status(503).after(Duration::from_millis(1500))).await;
+    let bida = Bida::start("").await;
+    let id = bida
+        .submit(json!({"url": endpoint.url("/slow"), "backoff": {"initial_ms": 100, "jitter": 0.0}}))
+        .await;
+    bida.wait_status(&id, "delivering", WAIT).await;
+    let (status, problem) = bida.post(&format!("/v1/tasks/{id}/retry"), json!(null)).await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["type"], "urn:bida:problem:attempt-in-flight");
+    let (status, task) = bida.post(&format!("/v1/tasks/{id}/cancel"), json!(null)).await;
+    assert_eq!((status, task["status"].as_str()), (200, Some("cancelled")), "{task}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(endpoint.hit_count(), 1, "no attempt after the cancel");
+    let (_, task) = bida.get(&format!("/v1/tasks/{id}")).await;
+    assert_eq!(task["status"], "cancelled");
+    assert_eq!(
+        task["attempt_count"], 0,
+        "the superseded attempt is not recorded: {task}"
+    );
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_or_made_harmless() {
+    let endpoint = Receiver::start(|_, _| Reply::status(200).body("ok\u{0}binary")).await;
+    let bida = Bida::start("").await;
+    let (status, problem) = bida
+        .post(
+            "/v1/tasks",
+            json!({"url": endpoint.url("/x"), "expect": {"body_contains": "a\u{0}b"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "expect.body_contains");
+    // A response body with NUL is recorded (its excerpt cleaned), not retried forever.
+    let id = bida.submit(json!({"url": endpoint.url("/x")})).await;
+    let task = bida.wait_status(&id, "delivered", WAIT).await;
+    assert_eq!(task["attempts"][0]["response_excerpt"], "ok\u{FFFD}binary");
+    let waiting = bida
+        .submit(json!({"url": endpoint.url("/later"), "delay_ms": 60000}))
+        .await;
+    let (status, problem) = bida
+        .post(&format!("/v1/tasks/{waiting}/cancel"), json!({"reason": "x\u{0}y"}))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "reason");
 }

@@ -18,6 +18,8 @@ pub struct DeliveryConfig {
     /// Tasks a node keeps in memory at once; beyond this, new work waits in
     /// the durable schedule.
     pub max_in_memory: usize,
+    /// Body bytes of the tasks a node keeps in memory at once.
+    pub max_in_memory_bytes: usize,
 }
 
 impl Default for DeliveryConfig {
@@ -30,6 +32,7 @@ impl Default for DeliveryConfig {
             user_agent: concat!("Bida/", env!("CARGO_PKG_VERSION")).to_string(),
             threads: 0,
             max_in_memory: 20_000,
+            max_in_memory_bytes: 512 * 1024 * 1024,
         }
     }
 }
@@ -52,6 +55,9 @@ pub struct SchedulerConfig {
     pub node_ttl_ms: u64,
     /// At shutdown, how long in-flight attempts may take to finish.
     pub shutdown_grace_ms: u64,
+    /// A task this node claimed but no actor holds is given back after this
+    /// long (covers the gap between an append and the actor's start).
+    pub orphan_grace_ms: u64,
 }
 
 impl Default for SchedulerConfig {
@@ -64,6 +70,7 @@ impl Default for SchedulerConfig {
             heartbeat_interval_ms: 2_000,
             node_ttl_ms: 10_000,
             shutdown_grace_ms: 10_000,
+            orphan_grace_ms: 30_000,
         }
     }
 }
@@ -83,6 +90,10 @@ impl SchedulerConfig {
 
     pub fn heartbeat_interval(&self) -> Duration {
         Duration::from_millis(self.heartbeat_interval_ms.max(100))
+    }
+
+    pub fn orphan_grace(&self) -> Duration {
+        Duration::from_millis(self.orphan_grace_ms.max(1_000))
     }
 
     pub fn node_ttl(&self) -> Duration {

@@ -56,9 +56,7 @@ impl Delivery {
             },
         };
         let response_excerpt = match &observation {
-            Observation::Response { body, .. } if !body.is_empty() => {
-                Some(excerpt(body, self.config.excerpt_bytes))
-            }
+            Observation::Response { body, .. } if !body.is_empty() => Some(excerpt(body, self.config.excerpt_bytes)),
             _ => None,
         };
         Attempted {
@@ -69,19 +67,12 @@ impl Delivery {
         }
     }
 
-    fn request(
-        &self,
-        spec: &TaskSpec,
-        attempt: u32,
-        now: DateTime<Utc>,
-    ) -> Result<reqwest::Request, String> {
+    fn request(&self, spec: &TaskSpec, attempt: u32, now: DateTime<Utc>) -> Result<reqwest::Request, String> {
         let target = &spec.request;
-        let method = reqwest::Method::from_bytes(target.method.as_str().as_bytes())
-            .map_err(|e| e.to_string())?;
+        let method = reqwest::Method::from_bytes(target.method.as_str().as_bytes()).map_err(|e| e.to_string())?;
         let mut headers = HeaderMap::with_capacity(target.headers.len() + 3);
         for (name, value) in &target.headers {
-            let name = HeaderName::from_bytes(name.as_bytes())
-                .map_err(|e| format!("header {name}: {e}"))?;
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
             let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
             headers.insert(name, value);
         }
@@ -112,9 +103,7 @@ impl Delivery {
         let limit = self.config.max_response_bytes;
         while body.len() < limit {
             match response.chunk().await {
-                Ok(Some(chunk)) => {
-                    body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())])
-                }
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
                 Ok(None) => break,
                 Err(e) => {
                     return Observation::Failed {
@@ -147,10 +136,11 @@ fn describe(e: reqwest::Error) -> String {
     text
 }
 
-/// The start of a body as text, cut on a character boundary.
+/// The start of a body as text, cut on a character boundary. NUL becomes
+/// U+FFFD, like invalid UTF-8: the excerpt goes into a `jsonb` event.
 fn excerpt(body: &Bytes, limit: usize) -> String {
     let cut = &body[..body.len().min(limit)];
-    let mut text = String::from_utf8_lossy(cut).into_owned();
+    let mut text = String::from_utf8_lossy(cut).replace('\0', "\u{FFFD}");
     if body.len() > limit && text.ends_with('\u{FFFD}') {
         text.pop();
     }
@@ -167,5 +157,6 @@ mod tests {
         assert_eq!(excerpt(&body, 4), "上");
         assert_eq!(excerpt(&body, 100), "上海上海");
         assert_eq!(excerpt(&Bytes::from_static(&[0xff, b'a']), 10), "\u{FFFD}a");
+        assert_eq!(excerpt(&Bytes::from_static(b"a\0b"), 10), "a\u{FFFD}b");
     }
 }

@@ -25,7 +25,7 @@ pub use tasks::{Accepted, TaskService, TaskServiceError};
 use actix::prelude::*;
 use bida_domain::task::{Limits, TaskDefaults};
 use bida_store::{Store, StoreError};
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use uuid::Uuid;
@@ -34,12 +34,24 @@ use uuid::Uuid;
 pub struct NodeContext {
     /// This process's identity in the `nodes` table; new at every start.
     pub node_id: Uuid,
+    pub name: String,
+    pub listen: String,
     pub store: Store,
     pub delivery: Delivery,
     pub scheduler: SchedulerConfig,
-    /// Task actors alive now (kept by the supervisor).
+    /// Task actors alive now, and the bytes of their bodies (kept by the supervisor).
     pub in_memory: AtomicUsize,
+    pub in_memory_bytes: AtomicUsize,
     pub max_in_memory: usize,
+    pub max_in_memory_bytes: usize,
+}
+
+impl NodeContext {
+    /// Whether one more task of `bytes` may be held in memory.
+    pub fn has_room_for(&self, bytes: usize) -> bool {
+        self.in_memory.load(Ordering::Relaxed) < self.max_in_memory
+            && self.in_memory_bytes.load(Ordering::Relaxed) + bytes <= self.max_in_memory_bytes
+    }
 }
 
 #[derive(Clone, Debug, Default)]
@@ -88,12 +100,7 @@ impl Node {
     pub async fn start(store: Store, config: NodeConfig) -> Result<Self, NodeError> {
         let node_id = Uuid::new_v4();
         store
-            .register_node(
-                node_id,
-                &config.name,
-                env!("CARGO_PKG_VERSION"),
-                &config.listen,
-            )
+            .register_node(node_id, &config.name, env!("CARGO_PKG_VERSION"), &config.listen)
             .await?;
         if let Err(e) = store.prune_nodes(Duration::from_secs(7 * 24 * 3600)).await {
             tracing::warn!(error = %e, "cannot prune old nodes");
@@ -104,10 +111,14 @@ impl Node {
         };
         let context = Arc::new(NodeContext {
             node_id,
+            name: config.name.clone(),
+            listen: config.listen.clone(),
             delivery: Delivery::new(config.delivery.clone())?,
             scheduler: config.scheduler.clone(),
             in_memory: AtomicUsize::new(0),
+            in_memory_bytes: AtomicUsize::new(0),
             max_in_memory: config.delivery.max_in_memory.max(1),
+            max_in_memory_bytes: config.delivery.max_in_memory_bytes.max(1 << 20),
             store: store.clone(),
         });
         let supervisor = Supervisor::new(context.clone(), threads).start();
@@ -152,15 +163,9 @@ impl Node {
             notifier.abort();
         }
         let graceful = self.supervisor.send(supervisor::Drain { graceful: true });
-        if tokio::time::timeout(self.shutdown_grace, graceful)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(self.shutdown_grace, graceful).await.is_err() {
             tracing::warn!("attempts still running after the grace period; abandoning them");
-            let _ = self
-                .supervisor
-                .send(supervisor::Drain { graceful: false })
-                .await;
+            let _ = self.supervisor.send(supervisor::Drain { graceful: false }).await;
         }
         let store = &self.context.store;
         match store.release_all_tasks(self.context.node_id).await {

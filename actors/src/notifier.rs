@@ -6,10 +6,11 @@
 //! node at a time sends them (advisory-lock leadership). Dead letters read
 //! together go out as one digest, so a burst does not flood a chat group.
 
-use bida_domain::task::{TaskDetail, TaskEvent};
-use bida_store::{Store, StoreError, TASK_TYPE};
+use bida_domain::task::TaskDetail;
+use bida_store::{FeedRead, LoadedTask, Store, StoreError, TASK_TYPE};
 use serde::Serialize;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::time::Duration;
 
 use crate::{NotifyConfig, NotifyFormat, NotifyWebhook};
@@ -52,15 +53,16 @@ pub fn spawn(store: Store, config: NotifyConfig, node_name: String) -> tokio::ta
             client,
             node_name,
         };
+        let mut singleton = notifier.store.singleton(CHECKPOINT);
         loop {
-            match notifier.store.try_lead(CHECKPOINT).await {
-                Ok(Some(mut leadership)) => {
+            match singleton.lead().await {
+                Ok(true) => {
                     tracing::info!("this node sends failure notifications");
-                    if let Err(e) = notifier.lead(&mut leadership).await {
+                    if let Err(e) = notifier.lead(&mut singleton).await {
                         tracing::warn!(error = %e, "notifier interrupted");
                     }
                 }
-                Ok(None) => {}
+                Ok(false) => {}
                 Err(e) => tracing::warn!(error = %e, "notifier cannot reach the store"),
             }
             tokio::time::sleep(Duration::from_secs(5)).await;
@@ -76,7 +78,7 @@ struct Notifier {
 }
 
 impl Notifier {
-    async fn lead(&self, leadership: &mut bida_store::Leadership) -> Result<(), StoreError> {
+    async fn lead(&self, leadership: &mut bida_store::Singleton) -> Result<(), StoreError> {
         // Enabling notifications later must not replay the whole history.
         let mut at = match self.store.saved_checkpoint(CHECKPOINT).await? {
             Some(at) => at,
@@ -86,26 +88,26 @@ impl Notifier {
                 head
             }
         };
-        while leadership.still_leading().await {
-            let page = self
-                .store
-                .read_feed(at, PAGE, Some(&["TaskDeadLettered"]))
-                .await?;
+        let read = FeedRead {
+            payload_types: Some(&["TaskDeadLettered"]),
+            without: &[],
+        };
+        while leadership.lead().await? {
+            let page = self.store.read_feed(at, PAGE, read).await?;
             let Some(last) = page.last().map(|e| e.feed_position()) else {
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 continue;
             };
-            let mut dead = Vec::new();
-            for event in page
+            let dead_letters: Vec<(&str, i64)> = page
                 .iter()
                 .filter(|e| e.aggregate_type == TASK_TYPE && e.event_type == "TaskDeadLettered")
-            {
-                if let Some(letter) = self.describe(&event.aggregate_id, event.sequence).await? {
-                    dead.push(letter);
+                .map(|e| (e.aggregate_id.as_str(), e.sequence))
+                .collect();
+            if !dead_letters.is_empty() {
+                let dead = self.describe(&dead_letters).await?;
+                if !dead.is_empty() {
+                    self.notify(&dead).await;
                 }
-            }
-            if !dead.is_empty() {
-                self.notify(&dead).await;
             }
             self.store.save_checkpoint(CHECKPOINT, last).await?;
             at = last;
@@ -113,30 +115,34 @@ impl Notifier {
         Ok(())
     }
 
-    /// The task as it stood when it was dead-lettered.
-    async fn describe(
-        &self,
-        task_id: &str,
-        sequence: i64,
-    ) -> Result<Option<DeadLetter>, StoreError> {
-        let Some(loaded) = self.store.load_task(task_id).await? else {
-            return Ok(None);
-        };
-        let upto: Vec<TaskEvent> = loaded.events.into_iter().take(sequence as usize).collect();
-        Ok(TaskDetail::fold(task_id, &upto).map(|detail| {
-            let summary = detail.summary;
-            DeadLetter {
-                task_id: summary.id,
-                message_id: summary.message_id,
-                method: summary.method.to_string(),
-                url: summary.url,
-                source_app: summary.source_app,
-                target_app: summary.target_app,
-                attempts: summary.attempt_count,
-                reason: summary.reason.unwrap_or_default(),
-                dead_at: summary.finished_at.unwrap_or(summary.updated_at),
+    /// Each task as it stood when it was dead-lettered.
+    async fn describe(&self, dead_letters: &[(&str, i64)]) -> Result<Vec<DeadLetter>, StoreError> {
+        let ids: Vec<String> = dead_letters.iter().map(|(id, _)| id.to_string()).collect();
+        let batch = self.store.load_tasks(&ids).await?;
+        for (id, e) in &batch.unreadable {
+            tracing::error!(task = %id, error = %e, "cannot describe a dead letter; it is left out of the notification");
+        }
+        let tasks: HashMap<&str, &LoadedTask> = batch.loaded.iter().map(|t| (t.id.as_str(), t)).collect();
+        let mut dead = Vec::with_capacity(dead_letters.len());
+        for (id, sequence) in dead_letters {
+            let Some(task) = tasks.get(id) else { continue };
+            let upto = &task.events[..(*sequence as usize).min(task.events.len())];
+            if let Some(detail) = TaskDetail::fold(id, upto) {
+                let summary = detail.summary;
+                dead.push(DeadLetter {
+                    task_id: summary.id,
+                    message_id: summary.message_id,
+                    method: summary.method.to_string(),
+                    url: summary.url,
+                    source_app: summary.source_app,
+                    target_app: summary.target_app,
+                    attempts: summary.attempt_count,
+                    reason: summary.reason.unwrap_or_default(),
+                    dead_at: summary.finished_at.unwrap_or(summary.updated_at),
+                });
             }
-        }))
+        }
+        Ok(dead)
     }
 
     async fn notify(&self, dead: &[DeadLetter]) {
@@ -155,9 +161,7 @@ impl Notifier {
                 Ok(response) if response.status().is_success() => match webhook.format {
                     NotifyFormat::Generic => Ok(()),
                     // Chat robots answer 200 with an error code in the body.
-                    NotifyFormat::Dingtalk | NotifyFormat::Wecom => {
-                        robot_verdict(response.json::<Value>().await.ok())
-                    }
+                    NotifyFormat::Dingtalk | NotifyFormat::Wecom => robot_verdict(response.json::<Value>().await.ok()),
                 },
                 Ok(response) => Err(format!("HTTP {}", response.status())),
                 Err(e) => Err(e.to_string()),
@@ -177,11 +181,7 @@ impl Notifier {
 }
 
 fn robot_verdict(body: Option<Value>) -> Result<(), String> {
-    match body
-        .as_ref()
-        .and_then(|b| b.get("errcode"))
-        .and_then(Value::as_i64)
-    {
+    match body.as_ref().and_then(|b| b.get("errcode")).and_then(Value::as_i64) {
         None | Some(0) => Ok(()),
         Some(code) => Err(format!(
             "robot answered errcode {code}: {}",
@@ -275,10 +275,7 @@ mod tests {
     fn robots_report_errors_in_the_body() {
         assert!(robot_verdict(Some(json!({"errcode": 0, "errmsg": "ok"}))).is_ok());
         assert!(robot_verdict(None).is_ok());
-        let err = robot_verdict(Some(
-            json!({"errcode": 310000, "errmsg": "keywords not in content"}),
-        ))
-        .unwrap_err();
+        let err = robot_verdict(Some(json!({"errcode": 310000, "errmsg": "keywords not in content"}))).unwrap_err();
         assert!(err.contains("310000") && err.contains("keywords"), "{err}");
     }
 }

@@ -22,9 +22,8 @@ pub struct Scheduler {
     claiming: bool,
 }
 
-/// How long a task may sit claimed by this node without an actor before it is
-/// given back (covers the gap between an append and the actor's start).
-const ORPHAN_GRACE: Duration = Duration::from_secs(30);
+/// Longest wait for one claim round.
+const STEP_DEADLINE: Duration = Duration::from_secs(30);
 
 impl Scheduler {
     pub fn new(node: Arc<NodeContext>, supervisor: Addr<Supervisor>) -> Self {
@@ -40,7 +39,7 @@ impl Scheduler {
             .node
             .max_in_memory
             .saturating_sub(self.node.in_memory.load(Ordering::Relaxed));
-        if self.claiming || free == 0 {
+        if self.claiming || free == 0 || !self.node.has_room_for(0) {
             return;
         }
         self.claiming = true;
@@ -55,18 +54,24 @@ impl Scheduler {
                 return Ok((0, Vec::new()));
             }
             let ids: Vec<String> = claimed.into_iter().map(|c| c.task_id).collect();
-            let loaded = node.store.load_tasks(&ids).await?;
-            if loaded.len() < ids.len() {
-                let found: HashSet<&str> = loaded.iter().map(|t| t.id.as_str()).collect();
-                let missing: Vec<String> = ids
-                    .iter()
-                    .filter(|id| !found.contains(id.as_str()))
-                    .cloned()
-                    .collect();
-                tracing::error!(?missing, "schedule entries without events; releasing them");
+            let batch = node.store.load_tasks(&ids).await?;
+            let found: HashSet<&str> = batch.loaded.iter().map(|t| t.id.as_str()).collect();
+            let missing: Vec<String> = ids.iter().filter(|id| !found.contains(id.as_str())).cloned().collect();
+            if !missing.is_empty() {
+                for (id, e) in &batch.unreadable {
+                    tracing::error!(task = %id, error = %e, "cannot read the task's events; leaving it to other nodes");
+                }
                 node.store.release_tasks(node.node_id, &missing).await?;
             }
+            let loaded = batch.loaded;
             Ok::<_, bida_store::StoreError>((ids.len() as i64, loaded))
+        };
+        // A claim stuck on a dead connection must not stop this node claiming.
+        let work = async move {
+            match tokio::time::timeout(STEP_DEADLINE, work).await {
+                Ok(result) => result,
+                Err(_) => Err(bida_store::StoreError::WriterStopped),
+            }
         };
         ctx.spawn(work.into_actor(self).map(move |result, scheduler, ctx| {
             scheduler.claiming = false;
@@ -107,11 +112,7 @@ impl Scheduler {
         let node = self.node.clone();
         ctx.spawn(
             async move {
-                match node
-                    .store
-                    .free_tasks_of_dead_nodes(node.scheduler.node_ttl())
-                    .await
-                {
+                match node.store.free_tasks_of_dead_nodes(node.scheduler.node_ttl()).await {
                     Ok(0) => {}
                     Ok(freed) => tracing::info!(freed, "took back tasks held by dead nodes"),
                     Err(e) => tracing::warn!(error = %e, "cannot free tasks of dead nodes"),
@@ -125,7 +126,11 @@ impl Scheduler {
         let (node, supervisor) = (self.node.clone(), self.supervisor.clone());
         ctx.spawn(
             async move {
-                let owned = match node.store.tasks_owned_by(node.node_id, ORPHAN_GRACE).await {
+                let owned = match node
+                    .store
+                    .tasks_owned_by(node.node_id, node.scheduler.orphan_grace())
+                    .await
+                {
                     Ok(owned) if owned.is_empty() => return,
                     Ok(owned) => owned,
                     Err(e) => return tracing::warn!(error = %e, "cannot list held tasks"),
@@ -134,8 +139,7 @@ impl Scheduler {
                     return;
                 };
                 let held: HashSet<String> = held.into_iter().collect();
-                let orphans: Vec<String> =
-                    owned.into_iter().filter(|id| !held.contains(id)).collect();
+                let orphans: Vec<String> = owned.into_iter().filter(|id| !held.contains(id)).collect();
                 if orphans.is_empty() {
                     return;
                 }
@@ -157,7 +161,7 @@ impl Actor for Scheduler {
         ctx.run_interval(config.poll_interval(), |s, ctx| s.claim(ctx));
         ctx.run_interval(config.heartbeat_interval(), |s, ctx| s.heartbeat(ctx));
         ctx.run_interval(config.node_ttl() / 2, |s, ctx| s.free_dead_nodes(ctx));
-        ctx.run_interval(ORPHAN_GRACE, |s, ctx| s.sweep_orphans(ctx));
+        ctx.run_interval(config.orphan_grace(), |s, ctx| s.sweep_orphans(ctx));
         self.free_dead_nodes(ctx);
         self.claim(ctx);
     }

@@ -40,6 +40,7 @@ pub struct Drain {
 struct Held {
     token: u64,
     addr: Addr<TaskActor>,
+    bytes: usize,
 }
 
 pub struct Supervisor {
@@ -66,9 +67,9 @@ impl Supervisor {
     }
 
     fn count_changed(&mut self) {
-        self.node
-            .in_memory
-            .store(self.held.len(), Ordering::Relaxed);
+        self.node.in_memory.store(self.held.len(), Ordering::Relaxed);
+        let bytes = self.held.values().map(|h| h.bytes).sum();
+        self.node.in_memory_bytes.store(bytes, Ordering::Relaxed);
         if self.held.is_empty() {
             for waiter in self.drained.drain(..) {
                 let _ = waiter.send(());
@@ -95,6 +96,11 @@ impl Handler<Adopt> for Supervisor {
             return;
         }
         let id = loaded.id.clone();
+        let bytes = loaded
+            .task
+            .spec()
+            .and_then(|spec| spec.request.body.as_ref())
+            .map_or(0, |body| body.len());
         if let Some(previous) = self.held.remove(&id) {
             // A newer copy supersedes the one in memory (a command moved it on).
             previous.addr.do_send(Stop { graceful: false });
@@ -108,7 +114,7 @@ impl Handler<Adopt> for Supervisor {
         let thread = &self.threads[self.next_thread % self.threads.len()];
         self.next_thread = self.next_thread.wrapping_add(1);
         let addr = TaskActor::start_in_arbiter(&thread.handle(), move |_| actor);
-        self.held.insert(id, Held { token, addr });
+        self.held.insert(id, Held { token, addr, bytes });
         self.count_changed();
     }
 }
@@ -117,11 +123,7 @@ impl Handler<Finished> for Supervisor {
     type Result = ();
 
     fn handle(&mut self, finished: Finished, _ctx: &mut Self::Context) {
-        if self
-            .held
-            .get(&finished.id)
-            .is_some_and(|h| h.token == finished.token)
-        {
+        if self.held.get(&finished.id).is_some_and(|h| h.token == finished.token) {
             self.held.remove(&finished.id);
             self.count_changed();
         }

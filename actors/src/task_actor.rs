@@ -7,9 +7,7 @@
 //! and another node fires them.
 
 use actix::prelude::*;
-use bida_domain::task::{
-    AttemptReport, CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskSpec,
-};
+use bida_domain::task::{AttemptReport, CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskSpec};
 use bida_store::{task_append, LoadedTask, StoreError};
 use chrono::Utc;
 use cqrs_es::Aggregate;
@@ -58,12 +56,7 @@ pub struct TaskActor {
 
 impl TaskActor {
     /// `None` when the events hold no submitted task.
-    pub fn new(
-        loaded: LoadedTask,
-        node: Arc<NodeContext>,
-        supervisor: Addr<Supervisor>,
-        token: u64,
-    ) -> Option<Self> {
+    pub fn new(loaded: LoadedTask, node: Arc<NodeContext>, supervisor: Addr<Supervisor>, token: u64) -> Option<Self> {
         let spec = loaded.task.spec()?.clone();
         Some(Self {
             id: loaded.id,
@@ -101,13 +94,11 @@ impl TaskActor {
     /// Makes the next attempt. After waiting in memory, it first checks that no
     /// other node or command has moved the task on meanwhile.
     fn attempt(&mut self, ctx: &mut Context<Self>, verify: bool) {
+        if self.stopping {
+            return ctx.stop();
+        }
         let number = self.task.attempts() + 1;
-        let (node, spec, id, version) = (
-            self.node.clone(),
-            self.spec.clone(),
-            self.id.clone(),
-            self.version,
-        );
+        let (node, spec, id, version) = (self.node.clone(), self.spec.clone(), self.id.clone(), self.version);
         let work = async move {
             if verify {
                 match node.store.last_sequence(CallbackTask::TYPE, &id).await {

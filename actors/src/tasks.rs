@@ -9,7 +9,6 @@ use bida_store::{task_append, EventRepository, LoadedTask, StoreError, StoredEve
 use chrono::Utc;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use uuid::Uuid;
 
@@ -18,6 +17,9 @@ use crate::supervisor::{Adopt, Supervisor};
 use crate::NodeContext;
 
 type TaskCqrs = CqrsFramework<CallbackTask, PersistedEventStore<EventRepository, CallbackTask>>;
+
+/// Longest cancel reason kept.
+const MAX_REASON: usize = 1_000;
 
 /// Task ids derived from an idempotency key live in this namespace.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_a0c3_5f2e_4c8a_9d47_0b1d_a000_0001);
@@ -32,9 +34,11 @@ pub enum TaskServiceError {
     Rejected(TaskError),
     #[error("the task changed while the command ran; send it again")]
     Conflict,
+    #[error("an attempt of task {0} is in flight; retry once it has finished")]
+    InFlight(String),
     #[error("Idempotency-Key {key:?} was already used for a different request (task {task_id})")]
     IdempotencyMismatch { key: String, task_id: String },
-    #[error("the event store is unavailable: {0}")]
+    #[error("the event store is unavailable ({0}); the request may or may not have taken effect")]
     Unavailable(String),
     #[error("internal error: {0}")]
     Internal(String),
@@ -43,7 +47,8 @@ pub enum TaskServiceError {
 impl From<StoreError> for TaskServiceError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::Database(_) | StoreError::WriterStopped => Self::Unavailable(e.to_string()),
+            _ if e.is_transient() => Self::Unavailable(e.to_string()),
+            StoreError::Database(_) | StoreError::WriterStopped => Self::Internal(e.to_string()),
             StoreError::Conflict { .. } => Self::Conflict,
             StoreError::Decode { .. } | StoreError::Migration(_) => Self::Internal(e.to_string()),
         }
@@ -101,23 +106,14 @@ impl TaskService {
         let now = Utc::now();
         let id = match &idempotency_key {
             Some(key) => {
-                let scope = format!(
-                    "{}\n{key}",
-                    submission.source_app.as_deref().unwrap_or_default()
-                );
-                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, scope.as_bytes())
+                let app = submission.source_app.as_deref().unwrap_or_default().trim();
+                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{app}\n{key}").as_bytes())
             }
             None => Uuid::now_v7(),
         }
         .to_string();
         let spec = submission
-            .into_spec(
-                id.clone(),
-                idempotency_key.clone(),
-                &self.defaults,
-                &self.limits,
-                now,
-            )
+            .into_spec(id.clone(), idempotency_key.clone(), &self.defaults, &self.limits, now)
             .map_err(TaskServiceError::Invalid)?;
         let events = CallbackTask::default()
             .decide(TaskCommand::Submit {
@@ -129,17 +125,17 @@ impl TaskService {
         let due_in = task
             .next_attempt_at()
             .map(|due| (due - now).to_std().unwrap_or_default());
-        let hold = due_in.is_some_and(|wait| wait <= self.node.scheduler.hold_max())
-            && self.node.in_memory.load(Ordering::Relaxed) < self.node.max_in_memory;
+        let bytes = task
+            .spec()
+            .map_or(0, |spec| spec.request.body.as_ref().map_or(0, |b| b.len()));
+        let hold = due_in.is_some_and(|wait| wait <= self.node.scheduler.hold_max()) && self.node.has_room_for(bytes);
         let append = task_append(&id, 0, &events, hold.then_some(self.node.node_id))?;
         match self.node.store.append(append).await {
             Ok(()) => {
                 let summary = events
                     .first()
                     .and_then(|first| TaskSummary::start(&id, first))
-                    .ok_or_else(|| {
-                        TaskServiceError::Internal("submission produced no TaskSubmitted".into())
-                    })?;
+                    .ok_or_else(|| TaskServiceError::Internal("submission produced no TaskSubmitted".into()))?;
                 if hold {
                     self.supervisor.do_send(Adopt(LoadedTask {
                         id,
@@ -162,17 +158,20 @@ impl TaskService {
     }
 
     /// The same Idempotency-Key again: the earlier task if the request is the same.
-    async fn replay_submission(
-        &self,
-        id: &str,
-        key: String,
-        new: &CallbackTask,
-    ) -> Result<Accepted, TaskServiceError> {
-        let existing = self.node.store.load_task(id).await?.ok_or_else(|| {
-            TaskServiceError::Internal(format!("task {id} conflicted but has no events"))
-        })?;
+    async fn replay_submission(&self, id: &str, key: String, new: &CallbackTask) -> Result<Accepted, TaskServiceError> {
+        let existing = self
+            .node
+            .store
+            .load_task(id)
+            .await?
+            .ok_or_else(|| TaskServiceError::Internal(format!("task {id} conflicted but has no events")))?;
         let same = match (existing.task.spec(), new.spec()) {
-            (Some(a), Some(b)) => a.request == b.request && a.target_app == b.target_app,
+            (Some(a), Some(b)) => {
+                a.request == b.request
+                    && a.policy == b.policy
+                    && a.source_app == b.source_app
+                    && a.target_app == b.target_app
+            }
             _ => false,
         };
         if !same {
@@ -197,14 +196,9 @@ impl TaskService {
     }
 
     async fn observe(&self, loaded: LoadedTask) -> Result<TaskDetail, TaskServiceError> {
-        let mut detail = TaskDetail::fold(&loaded.id, &loaded.events).ok_or_else(|| {
-            TaskServiceError::Internal(format!("task {} has no submission event", loaded.id))
-        })?;
-        let entry = self
-            .node
-            .store
-            .schedule_of(std::slice::from_ref(&loaded.id))
-            .await?;
+        let mut detail = TaskDetail::fold(&loaded.id, &loaded.events)
+            .ok_or_else(|| TaskServiceError::Internal(format!("task {} has no submission event", loaded.id)))?;
+        let entry = self.node.store.schedule_of(std::slice::from_ref(&loaded.id)).await?;
         let entry = entry.get(&loaded.id).map(|e| (e.due_at, e.owner.is_some()));
         detail.summary.status = detail.summary.status.observed(entry, Utc::now());
         Ok(detail)
@@ -214,41 +208,42 @@ impl TaskService {
         Ok(self.node.store.events_of(bida_store::TASK_TYPE, id).await?)
     }
 
-    pub async fn cancel(
-        &self,
-        id: &str,
-        reason: Option<String>,
-    ) -> Result<TaskDetail, TaskServiceError> {
-        self.command(
-            id,
-            TaskCommand::Cancel {
-                reason,
-                at: Utc::now(),
-            },
-        )
-        .await
+    pub async fn cancel(&self, id: &str, reason: Option<String>) -> Result<TaskDetail, TaskServiceError> {
+        let reason = reason.map(|r| r.trim().to_string()).filter(|r| !r.is_empty());
+        if let Some(text) = &reason {
+            if text.len() > MAX_REASON || text.contains('\0') {
+                return Err(TaskServiceError::Invalid(ValidationErrors::single(
+                    "reason",
+                    format!("must be at most {MAX_REASON} bytes, without the NUL character"),
+                )));
+            }
+        }
+        self.command(id, TaskCommand::Cancel { reason, at: Utc::now() }).await
     }
 
-    /// Manual compensation: deliver the task again, with a fresh round of attempts.
+    /// Manual compensation: deliver the task again, with a fresh round of
+    /// attempts. Refused while an attempt is in flight, which would otherwise
+    /// be superseded and repeated at once.
     pub async fn retry(&self, id: &str) -> Result<TaskDetail, TaskServiceError> {
-        let detail = self
-            .command(id, TaskCommand::Retry { at: Utc::now() })
-            .await?;
+        let entry = self.node.store.schedule_of(&[id.to_string()]).await?;
+        if entry
+            .get(id)
+            .is_some_and(|e| e.owner.is_some() && e.due_at <= Utc::now())
+        {
+            return Err(TaskServiceError::InFlight(id.to_string()));
+        }
+        let detail = self.command(id, TaskCommand::Retry { at: Utc::now() }).await?;
         self.scheduler.do_send(ClaimNow);
         Ok(detail)
     }
 
-    /// Retries many tasks; each result says what happened to that task.
-    pub async fn retry_many(
-        &self,
-        ids: Vec<String>,
-    ) -> Vec<(String, Result<(), TaskServiceError>)> {
+    /// Replays many dead or cancelled tasks; each result says what happened to
+    /// that task (tasks no longer dead or cancelled are refused).
+    pub async fn replay_many(&self, ids: Vec<String>) -> Vec<(String, Result<(), TaskServiceError>)> {
         use futures_util::StreamExt;
         let results = futures_util::stream::iter(ids)
             .map(|id| async move {
-                let result = self
-                    .execute(&id, TaskCommand::Retry { at: Utc::now() })
-                    .await;
+                let result = self.execute(&id, TaskCommand::Replay { at: Utc::now() }).await;
                 (id, result)
             })
             .buffer_unordered(16)
@@ -258,11 +253,7 @@ impl TaskService {
         results
     }
 
-    async fn command(
-        &self,
-        id: &str,
-        command: TaskCommand,
-    ) -> Result<TaskDetail, TaskServiceError> {
+    async fn command(&self, id: &str, command: TaskCommand) -> Result<TaskDetail, TaskServiceError> {
         self.execute(id, command).await?;
         self.detail(id)
             .await?
@@ -273,14 +264,10 @@ impl TaskService {
     /// still holds an older copy of the task notices and steps aside.
     async fn execute(&self, id: &str, command: TaskCommand) -> Result<(), TaskServiceError> {
         self.cqrs.execute(id, command).await.map_err(|e| match e {
-            AggregateError::UserError(TaskError::NotFound) => {
-                TaskServiceError::NotFound(id.to_string())
-            }
+            AggregateError::UserError(TaskError::NotFound) => TaskServiceError::NotFound(id.to_string()),
             AggregateError::UserError(e) => TaskServiceError::Rejected(e),
             AggregateError::AggregateConflict => TaskServiceError::Conflict,
-            AggregateError::DatabaseConnectionError(e) => {
-                TaskServiceError::Unavailable(e.to_string())
-            }
+            AggregateError::DatabaseConnectionError(e) => TaskServiceError::Unavailable(e.to_string()),
             AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
                 TaskServiceError::Internal(e.to_string())
             }

@@ -47,9 +47,5 @@ pub async fn readyz(state: web::Data<ApiState>) -> Result<HttpResponse, Problem>
         (None, true) => "database migrations are not applied yet".to_string(),
         (None, false) => "the database is unreachable".to_string(),
     };
-    Err(Problem::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not-ready",
-        detail,
-    ))
+    Err(Problem::new(StatusCode::SERVICE_UNAVAILABLE, "not-ready", detail))
 }

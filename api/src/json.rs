@@ -46,10 +46,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             let mut body = BytesMut::new();
             while let Some(chunk) = payload.next().await {
                 let chunk = chunk.map_err(|e| {
-                    Problem::bad_request(
-                        "unreadable-body",
-                        format!("cannot read the request body: {e}"),
-                    )
+                    Problem::bad_request("unreadable-body", format!("cannot read the request body: {e}"))
                 })?;
                 if body.len() + chunk.len() > limit {
                     return Err(too_large(limit));
@@ -63,17 +60,20 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
             };
             let mut json = serde_json::Deserializer::from_slice(text);
             match serde_path_to_error::deserialize(&mut json) {
-                Ok(value) => Ok(JsonBody(value)),
+                Ok(value) => match json.end() {
+                    Ok(()) => Ok(JsonBody(value)),
+                    Err(e) => Err(Problem::bad_request(
+                        "invalid-json",
+                        format!("the body has more after the JSON value: {e}"),
+                    )),
+                },
                 Err(_) if body.is_empty() => Err(Problem::bad_request(
                     "invalid-json",
                     "the request needs a JSON body; see /openapi.json",
                 )),
                 Err(e) => {
                     let field = e.path().to_string();
-                    let mut problem = Problem::bad_request(
-                        "invalid-json",
-                        format!("the body is not valid here: {e}"),
-                    );
+                    let mut problem = Problem::bad_request("invalid-json", format!("the body is not valid here: {e}"));
                     if field != "." && field != "?" {
                         problem.errors.push(bida_domain::FieldError {
                             field,
@@ -96,21 +96,18 @@ impl<T: DeserializeOwned + 'static> FromRequest for QueryParams<T> {
 
     fn from_request(request: &HttpRequest, _payload: &mut Payload) -> Self::Future {
         let query = request.query_string().as_bytes();
-        let parsed = serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(
-            form_urlencoded::parse(query),
-        ))
-        .map(QueryParams)
-        .map_err(|e| {
-            let mut problem = Problem::bad_request(
-                "invalid-query",
-                format!("the query string is not valid here: {e}"),
-            );
-            problem.errors.push(bida_domain::FieldError {
-                field: e.path().to_string(),
-                message: e.inner().to_string(),
-            });
-            problem
-        });
+        let parsed =
+            serde_path_to_error::deserialize(serde_urlencoded::Deserializer::new(form_urlencoded::parse(query)))
+                .map(QueryParams)
+                .map_err(|e| {
+                    let mut problem =
+                        Problem::bad_request("invalid-query", format!("the query string is not valid here: {e}"));
+                    problem.errors.push(bida_domain::FieldError {
+                        field: e.path().to_string(),
+                        message: e.inner().to_string(),
+                    });
+                    problem
+                });
         std::future::ready(parsed)
     }
 }

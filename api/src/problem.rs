@@ -53,10 +53,7 @@ impl Problem {
         let mut problem = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "validation-failed",
-            format!(
-                "the request has {} invalid field(s): {errors}",
-                errors.0.len()
-            ),
+            format!("the request has {} invalid field(s): {errors}", errors.0.len()),
         );
         problem.errors = errors.0;
         problem
@@ -89,17 +86,12 @@ impl From<TaskServiceError> for Problem {
             TaskServiceError::NotFound(_) => Self::not_found(text),
             TaskServiceError::Rejected(TaskError::NotFound) => Self::not_found(text),
             TaskServiceError::Rejected(_) => Self::new(StatusCode::CONFLICT, "invalid-state", text),
-            TaskServiceError::Conflict => {
-                Self::new(StatusCode::CONFLICT, "concurrent-change", text)
+            TaskServiceError::Conflict => Self::new(StatusCode::CONFLICT, "concurrent-change", text),
+            TaskServiceError::InFlight(_) => Self::new(StatusCode::CONFLICT, "attempt-in-flight", text),
+            TaskServiceError::IdempotencyMismatch { .. } => {
+                Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", text)
             }
-            TaskServiceError::IdempotencyMismatch { .. } => Self::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "idempotency-key-reused",
-                text,
-            ),
-            TaskServiceError::Unavailable(_) => {
-                Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", text)
-            }
+            TaskServiceError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", text),
             TaskServiceError::Internal(_) => {
                 tracing::error!(error = %text, "internal error");
                 Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", text)
@@ -110,11 +102,14 @@ impl From<TaskServiceError> for Problem {
 
 impl From<bida_projections::ProjectionError> for Problem {
     fn from(e: bida_projections::ProjectionError) -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            e.to_string(),
-        )
+        use bida_projections::ProjectionError;
+        if let ProjectionError::Store(store) = &e {
+            if !store.is_transient() {
+                tracing::error!(error = %e, "read model error");
+                return Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string());
+            }
+        }
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
     }
 }
 
@@ -127,18 +122,13 @@ pub fn problem_responses<B: MessageBody + 'static>() -> ErrorHandlers<B> {
             .get(CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
         if already {
-            return Ok(ErrorHandlerResponse::Response(
-                response.map_into_left_body(),
-            ));
+            return Ok(ErrorHandlerResponse::Response(response.map_into_left_body()));
         }
         let status = response.status();
         let (kind, detail) = match status {
             StatusCode::NOT_FOUND => (
                 "not-found",
-                format!(
-                    "no route for {}; see /openapi.json",
-                    response.request().path()
-                ),
+                format!("no route for {}; see /openapi.json", response.request().path()),
             ),
             StatusCode::METHOD_NOT_ALLOWED => (
                 "method-not-allowed",
@@ -148,10 +138,7 @@ pub fn problem_responses<B: MessageBody + 'static>() -> ErrorHandlers<B> {
                     response.request().path()
                 ),
             ),
-            _ => (
-                "http-error",
-                status.canonical_reason().unwrap_or("error").to_string(),
-            ),
+            _ => ("http-error", status.canonical_reason().unwrap_or("error").to_string()),
         };
         let problem = Problem::new(status, kind, detail);
         let (request, mut plain) = response.into_parts();

@@ -9,6 +9,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
+use bida_actors::TaskServiceError;
+
 use crate::json::{JsonBody, QueryParams};
 use crate::problem::Problem;
 use crate::ApiState;
@@ -54,9 +56,7 @@ pub async fn submit(
         Some(value) => Some(
             value
                 .to_str()
-                .map_err(|_| {
-                    Problem::bad_request("invalid-header", "Idempotency-Key must be visible ASCII")
-                })?
+                .map_err(|_| Problem::bad_request("invalid-header", "Idempotency-Key must be visible ASCII"))?
                 .to_string(),
         ),
     };
@@ -78,10 +78,7 @@ pub async fn submit(
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn detail(
-    state: web::Data<ApiState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+pub async fn detail(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     match state.tasks.detail(&id).await? {
         Some(detail) => Ok(HttpResponse::Ok().json(detail)),
         None => Err(Problem::not_found(format!("no task with id {id}"))),
@@ -97,6 +94,8 @@ pub struct ListQuery {
     target_app: Option<String>,
     /// Either the source or the target app.
     app: Option<String>,
+    /// Tasks of one consumer.
+    consumer_id: Option<String>,
     /// RFC 3339; tasks created at or after.
     created_after: Option<DateTime<Utc>>,
     /// RFC 3339; tasks created before.
@@ -120,10 +119,7 @@ fn parse_status(text: &str) -> Result<TaskStatus, Problem> {
         let known: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
         Problem::bad_request(
             "invalid-query",
-            format!(
-                "status `{text}` is unknown; use one of {}",
-                known.join(", ")
-            ),
+            format!("status `{text}` is unknown; use one of {}", known.join(", ")),
         )
     })
 }
@@ -137,10 +133,7 @@ fn parse_status(text: &str) -> Result<TaskStatus, Problem> {
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(
-    state: web::Data<ApiState>,
-    query: QueryParams<ListQuery>,
-) -> Result<HttpResponse, Problem> {
+pub async fn list(state: web::Data<ApiState>, query: QueryParams<ListQuery>) -> Result<HttpResponse, Problem> {
     let query = query.0;
     let limit = query.limit.unwrap_or(50);
     if !(1..=state.config.max_page).contains(&limit) {
@@ -163,6 +156,7 @@ pub async fn list(
         source_app: query.source_app,
         target_app: query.target_app,
         app: query.app,
+        consumer_id: query.consumer_id,
         created_after: query.created_after,
         created_before: query.created_before,
     };
@@ -198,10 +192,7 @@ pub struct EventHistory {
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn events(
-    state: web::Data<ApiState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+pub async fn events(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     let stored = state.tasks.events(&id).await?;
     if stored.is_empty() {
         return Err(Problem::not_found(format!("no task with id {id}")));
@@ -226,20 +217,18 @@ pub async fn events(
 }
 
 /// Deliver a task again now (manual compensation): a dead, cancelled or
-/// waiting task gets a fresh round of attempts.
+/// waiting task gets a fresh round of attempts. Refused (409) while an
+/// attempt is in flight.
 #[utoipa::path(
     post, path = "/v1/tasks/{id}/retry", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
     responses(
         (status = 200, description = "The task, due now", body = TaskDetail),
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task was already delivered", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task was already delivered, or an attempt is in flight", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn retry(
-    state: web::Data<ApiState>,
-    id: web::Path<String>,
-) -> Result<HttpResponse, Problem> {
+pub async fn retry(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json(state.tasks.retry(&id).await?))
 }
 
@@ -278,6 +267,7 @@ pub struct ReplayRequest {
     pub source_app: Option<String>,
     pub target_app: Option<String>,
     pub app: Option<String>,
+    pub consumer_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// Most tasks to replay, oldest first; 1000 by default.
@@ -292,9 +282,14 @@ pub struct ReplayFailure {
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ReplayOutcome {
+    /// Tasks the filter matched in the task list.
     pub matched: usize,
+    /// Tasks put back in delivery.
     pub retried: usize,
     pub task_ids: Vec<String>,
+    /// Tasks no longer dead or cancelled when their turn came (replayed by a
+    /// concurrent request, say): left as they are.
+    pub skipped: Vec<ReplayFailure>,
     pub failed: Vec<ReplayFailure>,
 }
 
@@ -336,6 +331,7 @@ pub async fn replay(
         source_app: request.source_app,
         target_app: request.target_app,
         app: request.app,
+        consumer_id: request.consumer_id,
         created_after: request.created_after,
         created_before: request.created_before,
     };
@@ -345,14 +341,19 @@ pub async fn replay(
         matched,
         retried: 0,
         task_ids: Vec::with_capacity(matched),
+        skipped: Vec::new(),
         failed: Vec::new(),
     };
-    for (id, result) in state.tasks.retry_many(ids).await {
+    for (id, result) in state.tasks.replay_many(ids).await {
         match result {
             Ok(()) => {
                 outcome.retried += 1;
                 outcome.task_ids.push(id);
             }
+            Err(e @ TaskServiceError::Rejected(_)) => outcome.skipped.push(ReplayFailure {
+                id,
+                detail: e.to_string(),
+            }),
             Err(e) => outcome.failed.push(ReplayFailure {
                 id,
                 detail: e.to_string(),

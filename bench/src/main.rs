@@ -62,9 +62,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let receiver = BenchReceiver::start().await?;
     let bida = BidaProcess::start(config).await?;
     let epoch = receiver.epoch();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(concurrency)
-        .build()?;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
     let padding = "x".repeat(size.saturating_sub(60));
     let next = Arc::new(AtomicUsize::new(0));
     let submit_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
@@ -74,7 +72,8 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
 
     let clients: Vec<_> = (0..concurrency)
         .map(|_| {
-            let (http, next, latency, failures) = (http.clone(), next.clone(), submit_latency.clone(), failures.clone());
+            let (http, next, latency, failures) =
+                (http.clone(), next.clone(), submit_latency.clone(), failures.clone());
             let (url, target, padding) = (format!("{}/v1/tasks", bida.url), receiver.url(), padding.clone());
             tokio::spawn(async move {
                 loop {
@@ -112,20 +111,11 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let submit = submit_latency.lock().unwrap().clone();
     let e2e = receiver.latency();
     Report::new("API tasks → HTTP endpoint")
-        .row(
-            "tasks submitted / accepted",
-            format!("{tasks} / {accepted}"),
-        )
-        .row(
-            "payload bytes, concurrency",
-            format!("{size}, {concurrency}"),
-        )
+        .row("tasks submitted / accepted", format!("{tasks} / {accepted}"))
+        .row("payload bytes, concurrency", format!("{size}, {concurrency}"))
         .row(
             "submit throughput",
-            format!(
-                "{:.0} tasks/s",
-                accepted as f64 / submitted_in.as_secs_f64()
-            ),
+            format!("{:.0} tasks/s", accepted as f64 / submitted_in.as_secs_f64()),
         )
         .row("submit latency p50 / p99 / max", report::millis(&submit))
         .row(
@@ -134,18 +124,12 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
         )
         .row(
             "end-to-end throughput",
-            format!(
-                "{:.0} tasks/s",
-                delivered as f64 / delivered_in.as_secs_f64()
-            ),
+            format!("{:.0} tasks/s", delivered as f64 / delivered_in.as_secs_f64()),
         )
         .row("submit→delivery p50 / p99 / max", report::millis(&e2e))
         .row(
             "events appended",
-            format!(
-                "{events} ({:.0}/s)",
-                events as f64 / delivered_in.as_secs_f64()
-            ),
+            format!("{events} ({:.0}/s)", events as f64 / delivered_in.as_secs_f64()),
         )
         .row(
             "bida CPU per 10k tasks",

@@ -30,21 +30,14 @@ impl BidaProcess {
     pub async fn start(extra_config: &str) -> anyhow::Result<Self> {
         let binary = binary()?;
         let db = TestDatabase::reserve();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = std::env::temp_dir().join(format!("{}.toml", db.name()));
         std::fs::write(&config, extra_config)?;
         let log = std::fs::File::create(std::env::temp_dir().join(format!("{}.log", db.name())))?;
         let child = Command::new(binary)
             .args(["serve", "--config"])
             .arg(&config)
-            .args([
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--database-url",
-                db.url(),
-            ])
+            .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", db.url()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)
@@ -68,28 +61,21 @@ impl BidaProcess {
 
     /// User + system CPU time of the process so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // Fields after the command name (which may hold spaces) start after ')'.
         let fields: Vec<&str> = stat
             .rsplit_once(')')
             .map_or("", |(_, rest)| rest)
             .split_whitespace()
             .collect();
-        let ticks = |i: usize| {
-            fields
-                .get(i)
-                .and_then(|f| f.parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
         // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
         (ticks(11) + ticks(12)) / clock_ticks_per_second()
     }
 
     /// Peak resident set size (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))

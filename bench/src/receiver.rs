@@ -29,9 +29,7 @@ impl BenchReceiver {
             latency: Histogram::new(3)?,
             requests: 0,
         }));
-        let app = axum::Router::new()
-            .fallback(receive)
-            .with_state((tally.clone(), epoch));
+        let app = axum::Router::new().fallback(receive).with_state((tally.clone(), epoch));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let url = format!("http://{}/receive", listener.local_addr()?);
         tokio::spawn(async move {

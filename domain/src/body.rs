@@ -27,9 +27,7 @@ impl Body {
 
     /// The body as text when it is printable as such (for views and excerpts).
     pub fn as_text(&self) -> Option<&str> {
-        std::str::from_utf8(&self.0)
-            .ok()
-            .filter(|text| !text.contains('\0'))
+        std::str::from_utf8(&self.0).ok().filter(|text| !text.contains('\0'))
     }
 }
 
@@ -74,10 +72,7 @@ impl<'de> Deserialize<'de> for Body {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         match Repr::<String>::deserialize(deserializer)? {
             Repr::Text(text) => Ok(Self(Bytes::from(text))),
-            Repr::Base64(encoded) => BASE64
-                .decode(encoded)
-                .map(Self::from)
-                .map_err(serde::de::Error::custom),
+            Repr::Base64(encoded) => BASE64.decode(encoded).map(Self::from).map_err(serde::de::Error::custom),
         }
     }
 }

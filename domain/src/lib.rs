@@ -17,4 +17,4 @@ pub use body::Body;
 pub use matcher::{Expect, JsonExpectation, Observation, Verdict};
 pub use retry::Backoff;
 pub use status_set::StatusSet;
-pub use validation::{FieldError, ValidationErrors};
+pub use validation::{has_nul, FieldError, ValidationErrors};

@@ -49,18 +49,17 @@ impl Expect {
     pub fn validate(mut self, errors: &mut ValidationErrors) -> Self {
         if let Some(text) = &self.body_contains {
             if text.is_empty() {
-                errors.add(
-                    "expect.body_contains",
-                    "must not be empty; omit it to accept any body",
-                );
+                errors.add("expect.body_contains", "must not be empty; omit it to accept any body");
+            } else if text.contains('\0') {
+                errors.add("expect.body_contains", "must not contain the NUL character");
             }
         }
         if let Some(json) = &mut self.json {
+            if json.pointer.contains('\0') || crate::has_nul(&json.equals) {
+                errors.add("expect.json", "must not contain the NUL character");
+            }
             if json.pointer.trim().is_empty() {
-                errors.add(
-                    "expect.json.pointer",
-                    "must name a field, e.g. `/code` or `data.code`",
-                );
+                errors.add("expect.json.pointer", "must name a field, e.g. `/code` or `data.code`");
             } else if !json.pointer.starts_with('/') {
                 json.pointer = dotted_to_pointer(&json.pointer);
             }
@@ -110,10 +109,7 @@ fn dotted_to_pointer(path: &str) -> String {
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty()
-        || haystack
-            .windows(needle.len())
-            .any(|window| window == needle)
+    needle.is_empty() || haystack.windows(needle.len()).any(|window| window == needle)
 }
 
 fn json_equal(actual: &Value, expected: &Value) -> bool {
@@ -155,12 +151,7 @@ pub enum Verdict {
 }
 
 /// Decides the fate of one attempt from what it observed.
-pub fn judge(
-    expect: &Expect,
-    retry_on: &StatusSet,
-    observed: &Observation,
-    now: DateTime<Utc>,
-) -> Verdict {
+pub fn judge(expect: &Expect, retry_on: &StatusSet, observed: &Observation, now: DateTime<Utc>) -> Verdict {
     let (status, body, retry_after, stop_requested) = match observed {
         Observation::Timeout { after_ms } => {
             return Verdict::Retry {
@@ -202,9 +193,7 @@ pub fn judge(
         (reason, true) => Verdict::Retry {
             reason,
             retry_after: match status {
-                429 | 503 => retry_after
-                    .as_deref()
-                    .and_then(|v| parse_retry_after(v, now)),
+                429 | 503 => retry_after.as_deref().and_then(|v| parse_retry_after(v, now)),
                 _ => None,
             },
         },
@@ -232,10 +221,7 @@ mod tests {
 
     #[test]
     fn any_2xx_succeeds_by_default() {
-        assert_eq!(
-            verdict(&Expect::default(), &response(204, "")),
-            Verdict::Success
-        );
+        assert_eq!(verdict(&Expect::default(), &response(204, "")), Verdict::Success);
     }
 
     #[test]
@@ -250,10 +236,7 @@ mod tests {
             },
         ] {
             assert!(
-                matches!(
-                    verdict(&Expect::default(), &observed),
-                    Verdict::Retry { .. }
-                ),
+                matches!(verdict(&Expect::default(), &observed), Verdict::Retry { .. }),
                 "{observed:?}"
             );
         }
@@ -273,10 +256,7 @@ mod tests {
             body_contains: Some("成功".into()),
             ..Expect::default()
         };
-        assert_eq!(
-            verdict(&expect, &response(200, "{\"msg\":\"成功\"}")),
-            Verdict::Success
-        );
+        assert_eq!(verdict(&expect, &response(200, "{\"msg\":\"成功\"}")), Verdict::Success);
         let Verdict::Retry { reason, .. } = verdict(&expect, &response(200, "失败")) else {
             panic!("wrong body must be retried");
         };
@@ -313,16 +293,29 @@ mod tests {
     }
 
     #[test]
+    fn nul_cannot_enter_a_matcher() {
+        let mut errors = ValidationErrors::default();
+        Expect {
+            body_contains: Some("a\0b".into()),
+            json: Some(JsonExpectation {
+                pointer: "/code".into(),
+                equals: json!({"k": ["x\0"]}),
+            }),
+            ..Expect::default()
+        }
+        .validate(&mut errors);
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["expect.body_contains", "expect.json"]);
+    }
+
+    #[test]
     fn custom_success_statuses() {
         let expect = Expect {
             status: Some(StatusSet::parse(["200"]).unwrap()),
             ..Expect::default()
         };
         assert_eq!(verdict(&expect, &response(200, "")), Verdict::Success);
-        assert!(matches!(
-            verdict(&expect, &response(202, "")),
-            Verdict::GiveUp { .. }
-        ));
+        assert!(matches!(verdict(&expect, &response(202, "")), Verdict::GiveUp { .. }));
     }
 
     #[test]
@@ -339,8 +332,7 @@ mod tests {
             (503, Some(Duration::from_secs(7))),
             (500, None),
         ] {
-            let Verdict::Retry { retry_after, .. } = verdict(&expect, &with_retry_after(status))
-            else {
+            let Verdict::Retry { retry_after, .. } = verdict(&expect, &with_retry_after(status)) else {
                 panic!("{status} must be retried");
             };
             assert_eq!(retry_after, expected, "{status}");

@@ -72,8 +72,7 @@ impl Backoff {
     /// attempts (1 after the first failure). `jitter_sample` is uniform in [0, 1).
     pub fn delay_after(&self, failures: u32, jitter_sample: f64) -> Duration {
         let exponent = failures.saturating_sub(1).min(1_000) as i32;
-        let base =
-            (self.initial_ms as f64 * self.multiplier.powi(exponent)).min(self.max_ms as f64);
+        let base = (self.initial_ms as f64 * self.multiplier.powi(exponent)).min(self.max_ms as f64);
         let spread = base * self.jitter;
         let jittered = base - spread + 2.0 * spread * jitter_sample.clamp(0.0, 1.0);
         Duration::from_millis(jittered.clamp(0.0, self.max_ms as f64).round() as u64)
@@ -81,8 +80,7 @@ impl Backoff {
 
     /// An endpoint-requested delay, held inside `[initial_ms, max_ms]`.
     pub fn clamp(&self, requested: Duration) -> Duration {
-        let ms = (requested.as_millis().min(u64::MAX as u128) as u64)
-            .clamp(self.initial_ms, self.max_ms);
+        let ms = (requested.as_millis().min(u64::MAX as u128) as u64).clamp(self.initial_ms, self.max_ms);
         Duration::from_millis(ms)
     }
 }
@@ -93,9 +91,7 @@ pub fn parse_retry_after(value: &str, now: DateTime<Utc>) -> Option<Duration> {
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));
     }
-    let when = DateTime::parse_from_rfc2822(value)
-        .ok()?
-        .with_timezone(&Utc);
+    let when = DateTime::parse_from_rfc2822(value).ok()?.with_timezone(&Utc);
     Some((when - now).to_std().unwrap_or(Duration::ZERO))
 }
 
@@ -116,9 +112,7 @@ mod tests {
     #[test]
     fn grows_exponentially_up_to_the_cap() {
         let b = no_jitter();
-        let delays: Vec<u64> = (1..=7)
-            .map(|n| b.delay_after(n, 0.5).as_millis() as u64)
-            .collect();
+        let delays: Vec<u64> = (1..=7).map(|n| b.delay_after(n, 0.5).as_millis() as u64).collect();
         assert_eq!(delays, [500, 1_000, 2_000, 4_000, 8_000, 10_000, 10_000]);
         assert_eq!(b.delay_after(u32::MAX, 0.5), Duration::from_millis(10_000));
     }
@@ -138,10 +132,7 @@ mod tests {
     #[test]
     fn clamp_holds_retry_after_inside_bounds() {
         let b = no_jitter();
-        assert_eq!(
-            b.clamp(Duration::from_millis(1)),
-            Duration::from_millis(500)
-        );
+        assert_eq!(b.clamp(Duration::from_millis(1)), Duration::from_millis(500));
         assert_eq!(b.clamp(Duration::from_secs(3)), Duration::from_secs(3));
         assert_eq!(b.clamp(Duration::from_secs(3600)), Duration::from_secs(10));
     }
@@ -157,10 +148,7 @@ mod tests {
         let mut errors = ValidationErrors::default();
         bad.validate("backoff", &mut errors);
         let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            ["backoff.initial_ms", "backoff.multiplier", "backoff.jitter"]
-        );
+        assert_eq!(fields, ["backoff.initial_ms", "backoff.multiplier", "backoff.jitter"]);
         let mut errors = ValidationErrors::default();
         Backoff::default().validate("backoff", &mut errors);
         assert!(errors.is_empty());
@@ -169,10 +157,7 @@ mod tests {
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = Utc.with_ymd_and_hms(2015, 10, 21, 7, 28, 0).unwrap();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
+        assert_eq!(parse_retry_after("120", now), Some(Duration::from_secs(120)));
         assert_eq!(
             parse_retry_after("Wed, 21 Oct 2015 07:30:00 GMT", now),
             Some(Duration::from_secs(120))

@@ -15,9 +15,7 @@ pub struct StatusSet {
 pub struct StatusPatternError(pub String);
 
 impl StatusSet {
-    pub fn parse<'a>(
-        patterns: impl IntoIterator<Item = &'a str>,
-    ) -> Result<Self, StatusPatternError> {
+    pub fn parse<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, StatusPatternError> {
         let mut set = Self {
             ranges: Vec::new(),
             spelled: Vec::new(),
@@ -40,11 +38,7 @@ impl StatusSet {
 
     /// Retried by default: server errors, request timeout, too many requests.
     pub fn default_retry_on() -> Self {
-        Self::from_static(&[
-            ("5xx", (500, 599)),
-            ("408", (408, 408)),
-            ("429", (429, 429)),
-        ])
+        Self::from_static(&[("5xx", (500, 599)), ("408", (408, 408)), ("429", (429, 429))])
     }
 
     fn from_static(patterns: &[(&str, (u16, u16))]) -> Self {
@@ -55,9 +49,7 @@ impl StatusSet {
     }
 
     pub fn contains(&self, status: u16) -> bool {
-        self.ranges
-            .iter()
-            .any(|&(low, high)| (low..=high).contains(&status))
+        self.ranges.iter().any(|&(low, high)| (low..=high).contains(&status))
     }
 
     pub fn patterns(&self) -> &[String] {
@@ -80,11 +72,7 @@ fn parse_pattern(pattern: &str) -> Result<(u16, u16), StatusPatternError> {
     }
     if let Some((low, high)) = lower.split_once('-') {
         let (low, high) = (code(low.trim())?, code(high.trim())?);
-        return if low <= high {
-            Ok((low, high))
-        } else {
-            Err(bad())
-        };
+        return if low <= high { Ok((low, high)) } else { Err(bad()) };
     }
     code(&lower).map(|c| (c, c))
 }

@@ -26,6 +26,10 @@ pub trait Projection: Send + Sync + 'static {
         events: &[StoredEvent],
     ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 
+    /// A JSON path of event payloads this projection never reads, dropped
+    /// before the payload leaves the database.
+    const WITHOUT: &'static [&'static str] = &[];
+
     /// Empties the read model, for a rebuild.
     fn reset(
         &self,
@@ -52,13 +56,13 @@ impl Default for RunnerConfig {
 }
 
 /// Folds one page after the checkpoint; returns how many events it folded.
-async fn fold_page<P: Projection>(
-    store: &Store,
-    projection: &P,
-    page: i64,
-) -> Result<usize, ProjectionError> {
+async fn fold_page<P: Projection>(store: &Store, projection: &P, page: i64) -> Result<usize, ProjectionError> {
     let at = store.checkpoint(P::NAME).await?;
-    let events = store.read_feed(at, page, None).await?;
+    let read = bida_store::FeedRead {
+        payload_types: None,
+        without: P::WITHOUT,
+    };
+    let events = store.read_feed(at, page, read).await?;
     let Some(last) = events.last().map(StoredEvent::feed_position) else {
         return Ok(0);
     };
@@ -128,30 +132,33 @@ pub async fn lag(store: &Store, name: &str) -> Result<i64, ProjectionError> {
 
 /// Keeps the projection up to date for as long as the process runs; only the
 /// node holding the projection's leadership folds.
-pub fn run<P: Projection>(
-    store: Store,
-    projection: P,
-    config: RunnerConfig,
-) -> tokio::task::JoinHandle<()> {
+pub fn run<P: Projection>(store: Store, projection: P, config: RunnerConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let idle = Duration::from_millis(config.idle_ms.max(1));
+        let mut singleton = store.singleton(P::NAME);
+        let mut was_leading = false;
         loop {
-            match store.try_lead(P::NAME).await {
-                Ok(Some(mut leadership)) => {
-                    tracing::info!(projection = P::NAME, "this node runs the projection");
-                    while leadership.still_leading().await {
-                        match fold_page(&store, &projection, config.page).await {
-                            Ok(0) => tokio::time::sleep(idle).await,
-                            Ok(_) => {}
-                            Err(e) => {
-                                tracing::warn!(projection = P::NAME, error = %e, "projection step failed");
-                                tokio::time::sleep(Duration::from_secs(1)).await;
-                            }
+            match singleton.lead().await {
+                Ok(true) => {
+                    if !was_leading {
+                        tracing::info!(projection = P::NAME, "this node runs the projection");
+                        was_leading = true;
+                    }
+                    match fold_page(&store, &projection, config.page).await {
+                        Ok(0) => tokio::time::sleep(idle).await,
+                        Ok(_) => {}
+                        Err(e) => {
+                            tracing::warn!(projection = P::NAME, error = %e, "projection step failed");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
                         }
                     }
                 }
-                Ok(None) => tokio::time::sleep(Duration::from_secs(2)).await,
+                Ok(false) => {
+                    was_leading = false;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
                 Err(e) => {
+                    was_leading = false;
                     tracing::warn!(projection = P::NAME, error = %e, "cannot reach the store");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }

@@ -5,7 +5,7 @@ use bida_domain::task::{TaskEvent, TaskStatus, TaskSummary};
 use bida_store::{StoredEvent, TASK_TYPE};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Transaction};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use crate::{Projection, ProjectionError};
 
@@ -13,6 +13,8 @@ pub struct TaskList;
 
 impl Projection for TaskList {
     const NAME: &'static str = "task_list";
+    // Message bodies can be large and the list never shows them.
+    const WITHOUT: &'static [&'static str] = &["TaskSubmitted", "spec", "request", "body"];
 
     async fn apply(
         &self,
@@ -21,58 +23,65 @@ impl Projection for TaskList {
     ) -> Result<(), ProjectionError> {
         let mut decoded = Vec::new();
         for stored in events.iter().filter(|e| e.aggregate_type == TASK_TYPE) {
-            decoded.push((stored.aggregate_id.as_str(), stored.decode::<TaskEvent>()?));
+            match stored.decode::<TaskEvent>() {
+                Ok(event) => decoded.push((stored.aggregate_id.as_str(), event)),
+                // One event this version cannot read (written by a newer one,
+                // say) must not stop the whole list; it is reported and skipped.
+                Err(e) => {
+                    tracing::error!(error = %e, position = stored.position, "task event skipped by the task list")
+                }
+            }
         }
         if decoded.is_empty() {
             return Ok(());
         }
         // Tasks whose first event is not in this page are folded on top of their stored summary.
-        let mut to_load: Vec<&str> = Vec::new();
-        let mut started: std::collections::HashSet<&str> = Default::default();
+        let mut started: HashSet<&str> = HashSet::new();
+        let mut to_load: HashSet<&str> = HashSet::new();
         for (id, event) in &decoded {
             if matches!(event, TaskEvent::TaskSubmitted { .. }) {
                 started.insert(id);
-            } else if !started.contains(id) && !to_load.contains(id) {
-                to_load.push(id);
+            } else if !started.contains(id) {
+                to_load.insert(id);
             }
         }
+        let to_load: Vec<&str> = to_load.into_iter().collect();
         let mut summaries: HashMap<String, TaskSummary> = HashMap::new();
         if !to_load.is_empty() {
-            let rows: Vec<(String, String)> =
-                sqlx::query_as("SELECT id, doc::text FROM task_view WHERE id = ANY($1)")
-                    .bind(&to_load)
-                    .fetch_all(&mut **tx)
-                    .await?;
+            let rows: Vec<(String, String)> = sqlx::query_as("SELECT id, doc::text FROM task_view WHERE id = ANY($1)")
+                .bind(&to_load)
+                .fetch_all(&mut **tx)
+                .await?;
             for (id, doc) in rows {
-                let summary =
-                    serde_json::from_str(&doc).map_err(|e| bida_store::StoreError::Decode {
-                        aggregate_id: id.clone(),
-                        sequence: 0,
-                        message: format!("task_view document: {e}"),
-                    })?;
+                let summary = serde_json::from_str(&doc).map_err(|e| bida_store::StoreError::Decode {
+                    aggregate_id: id.clone(),
+                    sequence: 0,
+                    message: format!("task_view document: {e}"),
+                })?;
                 summaries.insert(id, summary);
             }
         }
         let mut counters: HashMap<String, ConsumerCounters> = HashMap::new();
         for (id, event) in &decoded {
-            let summary = match summaries.get_mut(*id) {
+            let (before, summary) = match summaries.get_mut(*id) {
                 Some(summary) => {
+                    let before = summary.status;
                     summary.apply(event);
-                    summary
+                    (Some(before), summary)
                 }
                 None => match TaskSummary::start(id, event) {
-                    Some(summary) => summaries.entry(id.to_string()).or_insert(summary),
+                    Some(summary) => (None, summaries.entry(id.to_string()).or_insert(summary)),
                     None => {
-                        tracing::warn!(
-                            task = id,
-                            "event for a task the list has never seen; skipped"
-                        );
+                        tracing::warn!(task = id, "event for a task the list has never seen; skipped");
                         continue;
                     }
                 },
             };
             if let Some(consumer) = &summary.consumer_id {
-                counters.entry(consumer.clone()).or_default().count(event);
+                counters
+                    .entry(consumer.clone())
+                    .or_default()
+                    .count(event, before, summary.status);
             }
         }
         upsert(tx, summaries.into_values()).await?;
@@ -95,10 +104,16 @@ struct ConsumerCounters {
     failed_attempts: i64,
     timeouts: i64,
     dead_lettered: i64,
+    /// Changes of how many tasks are retrying / dead now.
+    retrying: i64,
+    dead: i64,
 }
 
 impl ConsumerCounters {
-    fn count(&mut self, event: &TaskEvent) {
+    fn count(&mut self, event: &TaskEvent, before: Option<TaskStatus>, after: TaskStatus) {
+        let moved = |status: TaskStatus| i64::from(after == status) - i64::from(before == Some(status));
+        self.retrying += moved(TaskStatus::Retrying);
+        self.dead += moved(TaskStatus::Dead);
         match event {
             TaskEvent::TaskSubmitted { .. } => self.consumed += 1,
             TaskEvent::AttemptSucceeded { .. } => self.delivered += 1,
@@ -120,35 +135,44 @@ async fn add_counters(
         return Ok(());
     }
     let mut ids = Vec::new();
-    let mut columns: [Vec<i64>; 5] = Default::default();
+    let mut columns: [Vec<i64>; 7] = Default::default();
     for (id, c) in counters {
         ids.push(id);
-        for (column, value) in columns.iter_mut().zip([
+        let values = [
             c.consumed,
             c.delivered,
             c.failed_attempts,
             c.timeouts,
             c.dead_lettered,
-        ]) {
+            c.retrying,
+            c.dead,
+        ];
+        for (column, value) in columns.iter_mut().zip(values) {
             column.push(value);
         }
     }
-    let [consumed, delivered, failed, timeouts, dead] = columns;
+    let [consumed, delivered, failed, timeouts, dead_lettered, retrying, dead] = columns;
     sqlx::query(
-        "INSERT INTO consumer_counters AS c (consumer_id, consumed, delivered, failed_attempts, timeouts, dead_lettered)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[])
+        "INSERT INTO consumer_counters AS c
+             (consumer_id, consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[],
+                              $7::bigint[], $8::bigint[])
          ON CONFLICT (consumer_id) DO UPDATE SET
              consumed = c.consumed + EXCLUDED.consumed,
              delivered = c.delivered + EXCLUDED.delivered,
              failed_attempts = c.failed_attempts + EXCLUDED.failed_attempts,
              timeouts = c.timeouts + EXCLUDED.timeouts,
-             dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered",
+             dead_lettered = c.dead_lettered + EXCLUDED.dead_lettered,
+             retrying = c.retrying + EXCLUDED.retrying,
+             dead = c.dead + EXCLUDED.dead",
     )
     .bind(&ids)
     .bind(&consumed)
     .bind(&delivered)
     .bind(&failed)
     .bind(&timeouts)
+    .bind(&dead_lettered)
+    .bind(&retrying)
     .bind(&dead)
     .execute(&mut **tx)
     .await?;
@@ -246,57 +270,118 @@ pub struct TaskPage {
 }
 
 /// Statuses as readers see them: a due task claimed by a node is delivering.
-const OBSERVED_STATUS: &str =
-    "CASE WHEN v.status IN ('pending', 'retrying') AND s.owner IS NOT NULL
+const OBSERVED_STATUS: &str = "CASE WHEN v.status IN ('pending', 'retrying') AND s.owner IS NOT NULL
                                      AND s.due_at <= now() THEN 'delivering' ELSE v.status END";
 
+/// An attempt is due and a node holds the task.
+const IN_FLIGHT: &str = "(s.owner IS NOT NULL AND s.due_at <= now())";
+
+/// Newest first (pages) or oldest first (replay).
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+impl Order {
+    /// The ORDER BY clause over columns of `table` (`v.` or none).
+    fn sql(self, table: &str) -> String {
+        match self {
+            Self::NewestFirst => format!(" ORDER BY {table}created_at DESC, {table}id DESC"),
+            Self::OldestFirst => format!(" ORDER BY {table}created_at, {table}id"),
+        }
+    }
+}
+
+/// What a query returns per task.
+#[derive(Clone, Copy, PartialEq)]
+enum Columns {
+    /// id, summary document, observed status, created_at
+    Summaries,
+    /// id, created_at
+    Ids,
+}
+
 impl TaskList {
+    /// Each branch walks one index in list order and stops at the limit; an
+    /// `app` filter is two branches (source, then target app), merged after.
     fn select<'a>(
-        head: &str,
         filter: &'a TaskFilter,
         after: Option<&'a TaskCursor>,
+        columns: Columns,
+        order: Order,
+        limit: i64,
     ) -> QueryBuilder<'a, Postgres> {
-        let mut query = QueryBuilder::new(head);
-        query.push(" FROM task_view v LEFT JOIN task_schedule s ON s.task_id = v.id WHERE true");
-        if let Some(status) = filter.status {
-            match status {
-                TaskStatus::Pending | TaskStatus::Retrying | TaskStatus::Delivering => {
-                    query.push(" AND v.status IN ('pending', 'retrying') AND ");
-                    query
-                        .push(OBSERVED_STATUS)
-                        .push(" = ")
-                        .push_bind(status.as_str());
-                }
-                _ => {
-                    query.push(" AND v.status = ").push_bind(status.as_str());
+        let mut query = QueryBuilder::new(match columns {
+            Columns::Summaries => "SELECT id, doc, observed, created_at FROM (",
+            Columns::Ids => "SELECT id, created_at FROM (",
+        });
+        let branches: Vec<Option<(&str, &String)>> = match &filter.app {
+            Some(app) => vec![Some(("source_app", app)), Some(("target_app", app))],
+            None => vec![None],
+        };
+        for (n, branch) in branches.iter().enumerate() {
+            if n > 0 {
+                query.push(" UNION ALL ");
+            }
+            query.push("(SELECT v.id, v.created_at");
+            if columns == Columns::Summaries {
+                query
+                    .push(", v.doc::text AS doc, ")
+                    .push(OBSERVED_STATUS)
+                    .push(" AS observed");
+            }
+            if filter.status == Some(TaskStatus::Delivering) {
+                // Few tasks are in flight: start from the schedule.
+                query.push(" FROM task_schedule s JOIN task_view v ON v.id = s.task_id WHERE ");
+                query.push(IN_FLIGHT).push(" AND v.status IN ('pending', 'retrying')");
+            } else {
+                query.push(" FROM task_view v LEFT JOIN task_schedule s ON s.task_id = v.id WHERE true");
+                match filter.status {
+                    Some(status @ (TaskStatus::Pending | TaskStatus::Retrying)) => {
+                        query.push(" AND v.status = ").push_bind(status.as_str());
+                        query.push(" AND NOT ").push(IN_FLIGHT);
+                    }
+                    Some(status) => {
+                        query.push(" AND v.status = ").push_bind(status.as_str());
+                    }
+                    None => {}
                 }
             }
+            if let Some((column, app)) = branch {
+                query.push(format!(" AND v.{column} = ")).push_bind(*app);
+                if n > 0 {
+                    // Counted once when it is both the source and the target.
+                    query.push(" AND v.source_app IS DISTINCT FROM ").push_bind(*app);
+                }
+            }
+            if let Some(app) = &filter.source_app {
+                query.push(" AND v.source_app = ").push_bind(app);
+            }
+            if let Some(app) = &filter.target_app {
+                query.push(" AND v.target_app = ").push_bind(app);
+            }
+            if let Some(consumer) = &filter.consumer_id {
+                query.push(" AND v.consumer_id = ").push_bind(consumer);
+            }
+            if let Some(after) = filter.created_after {
+                query.push(" AND v.created_at >= ").push_bind(after);
+            }
+            if let Some(before) = filter.created_before {
+                query.push(" AND v.created_at < ").push_bind(before);
+            }
+            if let Some(cursor) = after {
+                query.push(" AND (v.created_at, v.id) < (").push_bind(cursor.created_at);
+                query.push(", ").push_bind(&cursor.id).push(")");
+            }
+            query.push(order.sql("v."));
+            query.push(" LIMIT ").push_bind(limit).push(")");
         }
-        if let Some(app) = &filter.source_app {
-            query.push(" AND v.source_app = ").push_bind(app);
-        }
-        if let Some(app) = &filter.target_app {
-            query.push(" AND v.target_app = ").push_bind(app);
-        }
-        if let Some(app) = &filter.app {
-            query.push(" AND (v.source_app = ").push_bind(app);
-            query.push(" OR v.target_app = ").push_bind(app).push(")");
-        }
-        if let Some(consumer) = &filter.consumer_id {
-            query.push(" AND v.consumer_id = ").push_bind(consumer);
-        }
-        if let Some(after) = filter.created_after {
-            query.push(" AND v.created_at >= ").push_bind(after);
-        }
-        if let Some(before) = filter.created_before {
-            query.push(" AND v.created_at < ").push_bind(before);
-        }
-        if let Some(cursor) = after {
-            query
-                .push(" AND (v.created_at, v.id) < (")
-                .push_bind(cursor.created_at);
-            query.push(", ").push_bind(&cursor.id).push(")");
-        }
+        query
+            .push(") page")
+            .push(order.sql(""))
+            .push(" LIMIT ")
+            .push_bind(limit);
         query
     }
 
@@ -307,20 +392,18 @@ impl TaskList {
         after: Option<&TaskCursor>,
         limit: i64,
     ) -> Result<TaskPage, ProjectionError> {
-        let head = format!("SELECT v.doc::text, {OBSERVED_STATUS}");
-        let mut query = Self::select(&head, filter, after);
-        query
-            .push(" ORDER BY v.created_at DESC, v.id DESC LIMIT ")
-            .push_bind(limit + 1);
-        let rows: Vec<(String, String)> = query.build_query_as().fetch_all(store.pool()).await?;
+        let rows: Vec<(String, String, String, DateTime<Utc>)> =
+            Self::select(filter, after, Columns::Summaries, Order::NewestFirst, limit + 1)
+                .build_query_as()
+                .fetch_all(store.pool())
+                .await?;
         let mut items = Vec::with_capacity(rows.len());
-        for (doc, status) in rows {
-            let mut summary: TaskSummary =
-                serde_json::from_str(&doc).map_err(|e| bida_store::StoreError::Decode {
-                    aggregate_id: String::new(),
-                    sequence: 0,
-                    message: format!("task_view document: {e}"),
-                })?;
+        for (id, doc, status, _) in rows {
+            let mut summary: TaskSummary = serde_json::from_str(&doc).map_err(|e| bida_store::StoreError::Decode {
+                aggregate_id: id,
+                sequence: 0,
+                message: format!("task_view document: {e}"),
+            })?;
             summary.status = TaskStatus::parse(&status).unwrap_or(summary.status);
             items.push(summary);
         }
@@ -342,10 +425,10 @@ impl TaskList {
         filter: &TaskFilter,
         limit: i64,
     ) -> Result<Vec<String>, ProjectionError> {
-        let mut query = Self::select("SELECT v.id", filter, None);
-        query
-            .push(" ORDER BY v.created_at, v.id LIMIT ")
-            .push_bind(limit);
-        Ok(query.build_query_scalar().fetch_all(store.pool()).await?)
+        let rows: Vec<(String, DateTime<Utc>)> = Self::select(filter, None, Columns::Ids, Order::OldestFirst, limit)
+            .build_query_as()
+            .fetch_all(store.pool())
+            .await?;
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
 }

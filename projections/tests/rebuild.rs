@@ -1,6 +1,6 @@
 //! A rebuild from position 0 reproduces the read model folded incrementally.
 
-use bida_domain::task::{CallbackTask, Submission, TaskCommand, TaskEvent};
+use bida_domain::task::{CallbackTask, Origin, Submission, TaskCommand, TaskEvent};
 use bida_domain::Observation;
 use bida_projections::{catch_up, lag, rebuild, RunnerConfig, TaskFilter, TaskList};
 use bida_store::{task_append, Store, StoreConfig};
@@ -8,13 +8,7 @@ use bida_testkit::TestDatabase;
 use chrono::Utc;
 use std::sync::Arc;
 
-async fn record(
-    store: &Store,
-    id: &str,
-    task: &mut CallbackTask,
-    version: &mut i64,
-    command: TaskCommand,
-) {
+async fn record(store: &Store, id: &str, task: &mut CallbackTask, version: &mut i64, command: TaskCommand) {
     let events: Vec<TaskEvent> = task.decide(command).unwrap();
     store
         .append(task_append(id, *version, &events, None).unwrap())
@@ -27,22 +21,28 @@ async fn record(
 }
 
 async fn rows(store: &Store) -> Vec<(String, String, String)> {
-    sqlx::query_as("SELECT id, status, doc::text FROM task_view ORDER BY id")
-        .fetch_all(store.pool())
-        .await
-        .unwrap()
+    let mut rows: Vec<(String, String, String)> =
+        sqlx::query_as("SELECT id, status, doc::text FROM task_view ORDER BY id")
+            .fetch_all(store.pool())
+            .await
+            .unwrap();
+    let counters: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT consumer_id, 'counters',
+                concat_ws(',', consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead)
+         FROM consumer_counters ORDER BY consumer_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    rows.extend(counters);
+    rows
 }
 
 #[tokio::test]
 async fn rebuild_reproduces_the_incremental_read_model() {
     let db = TestDatabase::create().await;
-    let store = Store::open(db.url(), &StoreConfig::default())
-        .await
-        .unwrap();
-    let small_pages = RunnerConfig {
-        page: 7,
-        idle_ms: 1,
-    };
+    let store = Store::open(db.url(), &StoreConfig::default()).await.unwrap();
+    let small_pages = RunnerConfig { page: 7, idle_ms: 1 };
     for n in 0..30 {
         let id = format!("task-{n:02}");
         let spec = Submission {
@@ -51,14 +51,16 @@ async fn rebuild_reproduces_the_incremental_read_model() {
             source_app: Some(if n % 2 == 0 { "even" } else { "odd" }.into()),
             ..Submission::default()
         }
-        .into_spec(
-            id.clone(),
-            None,
-            &Default::default(),
-            &Default::default(),
-            Utc::now(),
-        )
+        .into_spec(id.clone(), None, &Default::default(), &Default::default(), Utc::now())
         .unwrap();
+        let mut spec = spec;
+        if n % 3 == 0 {
+            spec.origin = Some(Origin {
+                consumer_id: format!("consumer-{}", n % 2),
+                position: format!("t/0@{n}"),
+                key: None,
+            });
+        }
         let (mut task, mut version) = (CallbackTask::default(), 0);
         record(
             &store,
@@ -75,7 +77,7 @@ async fn rebuild_reproduces_the_incremental_read_model() {
         if n % 4 == 0 {
             catch_up(&store, &TaskList, &small_pages).await.unwrap();
         }
-        for attempt in 1..=(n % 3) {
+        for attempt in 1..=(n % 4) {
             let report = bida_domain::task::AttemptReport {
                 number: attempt as u32,
                 started_at: Utc::now(),
@@ -92,20 +94,28 @@ async fn rebuild_reproduces_the_incremental_read_model() {
             if task.status().is_final() {
                 break;
             }
-            record(
-                &store,
-                &id,
-                &mut task,
-                &mut version,
-                TaskCommand::RecordAttempt(report),
-            )
-            .await;
+            record(&store, &id, &mut task, &mut version, TaskCommand::RecordAttempt(report)).await;
         }
     }
     catch_up(&store, &TaskList, &small_pages).await.unwrap();
     assert_eq!(lag(&store, "task_list").await.unwrap(), 0);
     let incremental = rows(&store).await;
-    assert_eq!(incremental.len(), 30);
+    assert_eq!(incremental.len(), 32, "30 tasks and 2 consumers");
+    // The gauges agree with the task statuses they summarise.
+    let (retrying, dead): (i64, i64) =
+        sqlx::query_as("SELECT sum(retrying)::bigint, sum(dead)::bigint FROM consumer_counters")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    let (retrying_tasks, dead_tasks): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status = 'retrying'), count(*) FILTER (WHERE status = 'dead')
+         FROM task_view WHERE consumer_id IS NOT NULL",
+    )
+    .fetch_one(store.pool())
+    .await
+    .unwrap();
+    assert_eq!((retrying, dead), (retrying_tasks, dead_tasks));
+    assert!(retrying > 0 && dead > 0, "the workload leaves consumer tasks retrying and dead");
     let dead = TaskList::ids(
         &store,
         &TaskFilter {
@@ -122,9 +132,7 @@ async fn rebuild_reproduces_the_incremental_read_model() {
         .execute(store.pool())
         .await
         .unwrap();
-    let folded = rebuild(&store, &TaskList, &RunnerConfig::default())
-        .await
-        .unwrap();
+    let folded = rebuild(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
         .fetch_one(store.pool())
         .await

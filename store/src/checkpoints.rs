@@ -11,12 +11,11 @@ impl Store {
     }
 
     pub async fn saved_checkpoint(&self, name: &str) -> Result<Option<FeedPosition>, StoreError> {
-        let row: Option<(i64, i64)> = sqlx::query_as(
-            "SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE name = $1",
-        )
-        .bind(name)
-        .fetch_optional(self.pool())
-        .await?;
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE name = $1")
+                .bind(name)
+                .fetch_optional(self.pool())
+                .await?;
         Ok(row.map(|(transaction_id, position)| FeedPosition {
             transaction_id,
             position,

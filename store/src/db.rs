@@ -17,6 +17,8 @@ pub struct StoreConfig {
     pub pool_size: u32,
     /// How long a caller waits for a free connection before failing.
     pub acquire_timeout_ms: u64,
+    /// Longest a statement may run before Postgres cancels it.
+    pub statement_timeout_ms: u64,
     pub writer: WriterConfig,
 }
 
@@ -25,6 +27,7 @@ impl Default for StoreConfig {
         Self {
             pool_size: 16,
             acquire_timeout_ms: 5_000,
+            statement_timeout_ms: 30_000,
             writer: WriterConfig::default(),
         }
     }
@@ -51,17 +54,27 @@ impl Store {
         create_database_if_missing(database_url).await?;
         let options = PgConnectOptions::from_str(database_url)?
             .application_name("bida")
+            .options([("statement_timeout", config.statement_timeout_ms.to_string())])
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let acquire = Duration::from_millis(config.acquire_timeout_ms);
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size.max(2))
-            .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+            .acquire_timeout(acquire)
+            .connect_with(options.clone())
+            .await?;
+        // Heartbeats and schedule claims get connections of their own: a node
+        // whose main pool is saturated must still prove it is alive.
+        let control = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(acquire)
             .connect_with(options.clone())
             .await?;
         MIGRATOR.run(&pool).await?;
         let writer = Writer::spawn(pool.clone(), config.writer.clone());
         Ok(Self {
             pool,
+            control,
             options,
             writer,
         })

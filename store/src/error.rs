@@ -26,12 +26,32 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// True for failures that may pass when tried again (connection lost, pool timeout...).
+    /// True for failures that may pass when tried again (connection lost, pool
+    /// timeout, deadlock, failover...).
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Database(e) => !matches!(**e, sqlx::Error::Database(_)),
+            Self::Database(e) => is_transient(e),
+            Self::WriterStopped => true,
             _ => false,
         }
+    }
+}
+
+/// SQLSTATE classes and codes worth retrying: connection exceptions (08),
+/// serialization failure, deadlock, admin or crash shutdown, cannot connect
+/// now, too many connections, statement timeout.
+const TRANSIENT_STATES: [&str; 9] = [
+    "40001", "40P01", "57P01", "57P02", "57P03", "53300", "53400", "57014", "55P03",
+];
+
+pub(crate) fn is_transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("08") || TRANSIENT_STATES.contains(&code.as_ref())),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Protocol(_) | sqlx::Error::Tls(_) => true,
+        _ => false,
     }
 }
 

@@ -42,6 +42,16 @@ impl StoredEvent {
     }
 }
 
+/// Which payloads a feed read returns.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FeedRead<'a> {
+    /// Payloads only for these event types (the others still advance the reader).
+    pub payload_types: Option<&'a [&'a str]>,
+    /// A JSON path removed from payloads before they leave the database (a
+    /// message body the reader does not need, say).
+    pub without: &'a [&'a str],
+}
+
 /// Where a catch-up reader stands in the event stream: events are read in
 /// `(transaction_id, position)` order, see `migrations/0001_event_store.up.sql`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -56,14 +66,9 @@ const COLUMNS: &str = "position, transaction_id::text::bigint AS transaction_id,
 
 impl Store {
     /// One aggregate's events, in order.
-    pub async fn events_of(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-    ) -> Result<Vec<StoredEvent>, StoreError> {
-        let sql = format!(
-            "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
-        );
+    pub async fn events_of(&self, aggregate_type: &str, aggregate_id: &str) -> Result<Vec<StoredEvent>, StoreError> {
+        let sql =
+            format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence");
         Ok(sqlx::query_as(&sql)
             .bind(aggregate_type)
             .bind(aggregate_id)
@@ -91,11 +96,7 @@ impl Store {
     }
 
     /// The events of many aggregates of one type, ordered by aggregate then sequence.
-    pub async fn events_of_many(
-        &self,
-        aggregate_type: &str,
-        ids: &[String],
-    ) -> Result<Vec<StoredEvent>, StoreError> {
+    pub async fn events_of_many(&self, aggregate_type: &str, ids: &[String]) -> Result<Vec<StoredEvent>, StoreError> {
         let sql = format!(
             "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = ANY($2)
              ORDER BY aggregate_id, sequence"
@@ -108,33 +109,29 @@ impl Store {
     }
 
     /// The aggregate's current version: its last sequence number, 0 if it has none.
-    pub async fn last_sequence(
-        &self,
-        aggregate_type: &str,
-        aggregate_id: &str,
-    ) -> Result<i64, StoreError> {
-        let last: Option<i64> = sqlx::query_scalar(
-            "SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2",
-        )
-        .bind(aggregate_type)
-        .bind(aggregate_id)
-        .fetch_one(self.pool())
-        .await?;
+    pub async fn last_sequence(&self, aggregate_type: &str, aggregate_id: &str) -> Result<i64, StoreError> {
+        let last: Option<i64> =
+            sqlx::query_scalar("SELECT max(sequence) FROM events WHERE aggregate_type = $1 AND aggregate_id = $2")
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .fetch_one(self.pool())
+                .await?;
         Ok(last.unwrap_or(0))
     }
 
     /// Up to `limit` events after `after`, from transactions that can no longer
-    /// be overtaken by a running one. With `payload_types`, payloads are read
-    /// only for those event types (the rest still advance the reader).
+    /// be overtaken by a running one.
     pub async fn read_feed(
         &self,
         after: FeedPosition,
         limit: i64,
-        payload_types: Option<&[&str]>,
+        read: FeedRead<'_>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        const SQL: &str = "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
+        const SQL: &str =
+            "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
                     sequence, event_type, event_version,
-                    CASE WHEN $4::text[] IS NULL OR event_type = ANY($4) THEN payload::text END AS payload,
+                    CASE WHEN $4::text[] IS NULL OR event_type = ANY($4) THEN (payload #- $5::text[])::text END
+                        AS payload,
                     metadata::text AS metadata, recorded_at
              FROM events
              WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
@@ -145,7 +142,8 @@ impl Store {
             .bind(after.transaction_id)
             .bind(after.position)
             .bind(limit)
-            .bind(payload_types)
+            .bind(read.payload_types)
+            .bind(read.without)
             .fetch_all(self.pool())
             .await?)
     }

@@ -2,7 +2,8 @@
 //!
 //! Leadership is a session-level advisory lock on a connection of its own: it
 //! holds no transaction open (which would hold back every catch-up reader, see
-//! `read_feed`) and is released by Postgres the moment the node dies.
+//! `read_feed`) and is released by Postgres the moment the node dies. The
+//! connection is kept between tries, so waiting nodes do not churn connections.
 
 use sqlx::{Connection, PgConnection};
 
@@ -11,39 +12,58 @@ use crate::{Store, StoreError};
 /// Advisory lock class of Bida's singletons ("BIDA").
 const LOCK_CLASS: i32 = 0x4249_4441;
 
-pub struct Leadership {
-    connection: PgConnection,
+pub struct Singleton {
+    store: Store,
     name: String,
+    connection: Option<PgConnection>,
+    leading: bool,
 }
 
 impl Store {
-    /// Becomes the leader of `name` if no other node is.
-    pub async fn try_lead(&self, name: &str) -> Result<Option<Leadership>, StoreError> {
-        let mut connection = PgConnection::connect_with(self.connect_options()).await?;
-        let acquired: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
-            .bind(LOCK_CLASS)
-            .bind(name)
-            .fetch_one(&mut connection)
-            .await?;
-        if acquired {
-            Ok(Some(Leadership {
-                connection,
-                name: name.to_string(),
-            }))
-        } else {
-            let _ = connection.close().await;
-            Ok(None)
+    /// A contender for leadership of `name`.
+    pub fn singleton(&self, name: &str) -> Singleton {
+        Singleton {
+            store: self.clone(),
+            name: name.to_string(),
+            connection: None,
+            leading: false,
         }
     }
 }
 
-impl Leadership {
+impl Singleton {
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Whether the lock is still ours: the connection that holds it is alive.
-    pub async fn still_leading(&mut self) -> bool {
-        self.connection.ping().await.is_ok()
+    /// Whether this node leads now, taking the lead if it is free. A lost
+    /// connection loses the lead (Postgres released the lock with it).
+    pub async fn lead(&mut self) -> Result<bool, StoreError> {
+        let connection = match &mut self.connection {
+            Some(connection) => connection,
+            None => self
+                .connection
+                .insert(PgConnection::connect_with(self.store.connect_options()).await?),
+        };
+        let checked = if self.leading {
+            connection.ping().await.map(|()| true)
+        } else {
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                .bind(LOCK_CLASS)
+                .bind(&self.name)
+                .fetch_one(&mut *connection)
+                .await
+        };
+        match checked {
+            Ok(leading) => {
+                self.leading = leading;
+                Ok(leading)
+            }
+            Err(e) => {
+                self.connection = None;
+                self.leading = false;
+                Err(e.into())
+            }
+        }
     }
 }

@@ -22,12 +22,12 @@ mod writer;
 pub use checkpoints::save_checkpoint_in;
 pub use db::{Readiness, StoreConfig, MIGRATOR};
 pub use error::StoreError;
-pub use events::{FeedPosition, StoredEvent};
-pub use leader::Leadership;
+pub use events::{FeedPosition, FeedRead, StoredEvent};
+pub use leader::Singleton;
 pub use nodes::NodeInfo;
 pub use repository::EventRepository;
 pub use schedule::{ClaimedTask, ScheduleEntry};
-pub use tasks::{task_append, LoadedTask, TASK_TYPE};
+pub use tasks::{task_append, LoadedTask, LoadedTasks, TASK_TYPE};
 pub use writer::{Append, NewEvent, ScheduleWrite, Writer, WriterConfig, WriterStats};
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -36,6 +36,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool};
 #[derive(Clone)]
 pub struct Store {
     pool: PgPool,
+    /// A small pool for liveness and scheduling, apart from the busy one.
+    control: PgPool,
     options: PgConnectOptions,
     writer: Writer,
 }
@@ -43,6 +45,10 @@ pub struct Store {
 impl Store {
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    pub(crate) fn control(&self) -> &PgPool {
+        &self.control
     }
 
     pub fn writer(&self) -> &Writer {

@@ -19,35 +19,25 @@ pub struct NodeInfo {
 }
 
 impl Store {
-    pub async fn register_node(
-        &self,
-        id: Uuid,
-        name: &str,
-        version: &str,
-        listen: &str,
-    ) -> Result<(), StoreError> {
-        sqlx::query(
-            "INSERT INTO nodes (id, name, version, listen, pid) VALUES ($1, $2, $3, $4, $5)",
-        )
-        .bind(id)
-        .bind(name)
-        .bind(version)
-        .bind(listen)
-        .bind(std::process::id() as i32)
-        .execute(self.pool())
-        .await?;
+    pub async fn register_node(&self, id: Uuid, name: &str, version: &str, listen: &str) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO nodes (id, name, version, listen, pid) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(name)
+            .bind(version)
+            .bind(listen)
+            .bind(std::process::id() as i32)
+            .execute(self.pool())
+            .await?;
         Ok(())
     }
 
     /// Records that the node is alive. `false` when the node was declared
     /// stopped meanwhile (then its tasks may already belong to others).
     pub async fn heartbeat(&self, id: Uuid) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE nodes SET heartbeat_at = now() WHERE id = $1 AND stopped_at IS NULL",
-        )
-        .bind(id)
-        .execute(self.pool())
-        .await?;
+        let result = sqlx::query("UPDATE nodes SET heartbeat_at = now() WHERE id = $1 AND stopped_at IS NULL")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
         Ok(result.rows_affected() == 1)
     }
 

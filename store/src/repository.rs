@@ -3,9 +3,7 @@
 //! same group-commit writer and keep the task schedule in step.
 
 use bida_domain::task::{CallbackTask, ScheduleChange, TaskEvent};
-use cqrs_es::persist::{
-    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
-};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot};
 use cqrs_es::Aggregate;
 use futures_core::Stream;
 use serde_json::Value;
@@ -27,9 +25,7 @@ impl EventRepository {
 fn persistence(e: StoreError) -> PersistenceError {
     match e {
         StoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
-        StoreError::Database(_) | StoreError::WriterStopped => {
-            PersistenceError::ConnectionError(Box::new(e))
-        }
+        StoreError::Database(_) | StoreError::WriterStopped => PersistenceError::ConnectionError(Box::new(e)),
         StoreError::Decode { .. } => PersistenceError::DeserializationError(Box::new(e)),
         StoreError::Migration(_) => PersistenceError::UnknownError(Box::new(e)),
     }
@@ -69,15 +65,8 @@ fn task_schedule(events: &[SerializedEvent]) -> Result<Option<ScheduleWrite>, Pe
 }
 
 impl PersistedEventRepository for EventRepository {
-    async fn get_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
-        let events = self
-            .store
-            .events_of(A::TYPE, aggregate_id)
-            .await
-            .map_err(persistence)?;
+    async fn get_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        let events = self.store.events_of(A::TYPE, aggregate_id).await.map_err(persistence)?;
         events.into_iter().map(serialized).collect()
     }
 
@@ -133,18 +122,9 @@ impl PersistedEventRepository for EventRepository {
             .map_err(persistence)
     }
 
-    async fn stream_events<A: Aggregate>(
-        &self,
-        aggregate_id: &str,
-    ) -> Result<ReplayStream, PersistenceError> {
-        let events = self
-            .store
-            .events_of(A::TYPE, aggregate_id)
-            .await
-            .map_err(persistence)?;
-        Ok(replay(futures_util::stream::iter(
-            events.into_iter().map(Ok),
-        )))
+    async fn stream_events<A: Aggregate>(&self, aggregate_id: &str) -> Result<ReplayStream, PersistenceError> {
+        let events = self.store.events_of(A::TYPE, aggregate_id).await.map_err(persistence)?;
+        Ok(replay(futures_util::stream::iter(events.into_iter().map(Ok))))
     }
 
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
@@ -171,9 +151,7 @@ impl PersistedEventRepository for EventRepository {
     }
 }
 
-fn replay(
-    events: impl Stream<Item = Result<StoredEvent, StoreError>> + Send + 'static,
-) -> ReplayStream {
+fn replay(events: impl Stream<Item = Result<StoredEvent, StoreError>> + Send + 'static) -> ReplayStream {
     let (mut feed, stream) = ReplayStream::new(100);
     tokio::spawn(async move {
         use futures_util::StreamExt;

@@ -24,12 +24,7 @@ pub struct ScheduleEntry {
 impl Store {
     /// Claims up to `limit` free tasks due within `lookahead`, earliest first.
     /// `SKIP LOCKED` lets several nodes claim at once without taking the same task.
-    pub async fn claim_due(
-        &self,
-        node: Uuid,
-        lookahead: Duration,
-        limit: i64,
-    ) -> Result<Vec<ClaimedTask>, StoreError> {
+    pub async fn claim_due(&self, node: Uuid, lookahead: Duration, limit: i64) -> Result<Vec<ClaimedTask>, StoreError> {
         Ok(sqlx::query_as(
             "WITH due AS (
                  SELECT task_id FROM task_schedule
@@ -45,33 +40,34 @@ impl Store {
         .bind(node)
         .bind(lookahead.as_secs_f64())
         .bind(limit)
-        .fetch_all(self.pool())
+        .fetch_all(self.control())
         .await?)
     }
 
     /// Frees the tasks held by nodes that stopped or whose heartbeat is older
     /// than `ttl`, so any live node can claim them.
     pub async fn free_tasks_of_dead_nodes(&self, ttl: Duration) -> Result<u64, StoreError> {
+        // Owners are few; look each up once rather than per held task.
         let result = sqlx::query(
-            "UPDATE task_schedule s SET owner = NULL, updated_at = now()
-             WHERE s.owner IS NOT NULL AND NOT EXISTS (
-                 SELECT 1 FROM nodes n
-                 WHERE n.id = s.owner AND n.stopped_at IS NULL
-                   AND n.heartbeat_at > now() - make_interval(secs => $1))",
+            "WITH owners AS (SELECT DISTINCT owner FROM task_schedule WHERE owner IS NOT NULL),
+                  dead AS (
+                      SELECT o.owner FROM owners o
+                      WHERE NOT EXISTS (
+                          SELECT 1 FROM nodes n
+                          WHERE n.id = o.owner AND n.stopped_at IS NULL
+                            AND n.heartbeat_at > now() - make_interval(secs => $1)))
+             UPDATE task_schedule SET owner = NULL, updated_at = now()
+             WHERE owner IN (SELECT owner FROM dead)",
         )
         .bind(ttl.as_secs_f64())
-        .execute(self.pool())
+        .execute(self.control())
         .await?;
         Ok(result.rows_affected())
     }
 
     /// Tasks this node has held for longer than `older_than` (to find ones no
     /// actor holds any more).
-    pub async fn tasks_owned_by(
-        &self,
-        node: Uuid,
-        older_than: Duration,
-    ) -> Result<Vec<String>, StoreError> {
+    pub async fn tasks_owned_by(&self, node: Uuid, older_than: Duration) -> Result<Vec<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT task_id FROM task_schedule
              WHERE owner = $1 AND updated_at < now() - make_interval(secs => $2)",
@@ -96,25 +92,19 @@ impl Store {
 
     /// Gives back every task the node holds (at shutdown).
     pub async fn release_all_tasks(&self, node: Uuid) -> Result<u64, StoreError> {
-        let result = sqlx::query(
-            "UPDATE task_schedule SET owner = NULL, updated_at = now() WHERE owner = $1",
-        )
-        .bind(node)
-        .execute(self.pool())
-        .await?;
+        let result = sqlx::query("UPDATE task_schedule SET owner = NULL, updated_at = now() WHERE owner = $1")
+            .bind(node)
+            .execute(self.pool())
+            .await?;
         Ok(result.rows_affected())
     }
 
-    pub async fn schedule_of(
-        &self,
-        task_ids: &[String],
-    ) -> Result<HashMap<String, ScheduleEntry>, StoreError> {
-        let rows: Vec<(String, DateTime<Utc>, Option<Uuid>)> = sqlx::query_as(
-            "SELECT task_id, due_at, owner FROM task_schedule WHERE task_id = ANY($1)",
-        )
-        .bind(task_ids)
-        .fetch_all(self.pool())
-        .await?;
+    pub async fn schedule_of(&self, task_ids: &[String]) -> Result<HashMap<String, ScheduleEntry>, StoreError> {
+        let rows: Vec<(String, DateTime<Utc>, Option<Uuid>)> =
+            sqlx::query_as("SELECT task_id, due_at, owner FROM task_schedule WHERE task_id = ANY($1)")
+                .bind(task_ids)
+                .fetch_all(self.pool())
+                .await?;
         Ok(rows
             .into_iter()
             .map(|(id, due_at, owner)| (id, ScheduleEntry { due_at, owner }))

@@ -21,14 +21,15 @@ pub struct LoadedTask {
     pub version: i64,
 }
 
+#[derive(Debug, Default)]
+pub struct LoadedTasks {
+    pub loaded: Vec<LoadedTask>,
+    pub unreadable: Vec<(String, StoreError)>,
+}
+
 /// The append recording `events` on task `id` at `version`, with the schedule
 /// change they imply. `owner` is the node that keeps the task in memory.
-pub fn task_append(
-    id: &str,
-    version: i64,
-    events: &[TaskEvent],
-    owner: Option<Uuid>,
-) -> Result<Append, StoreError> {
+pub fn task_append(id: &str, version: i64, events: &[TaskEvent], owner: Option<Uuid>) -> Result<Append, StoreError> {
     let mut rows = Vec::with_capacity(events.len());
     for (offset, event) in events.iter().enumerate() {
         let sequence = version + 1 + offset as i64;
@@ -55,10 +56,7 @@ pub fn task_append(
             ScheduleChange::Clear => None,
         },
     });
-    Ok(Append {
-        events: rows,
-        schedule,
-    })
+    Ok(Append { events: rows, schedule })
 }
 
 fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
@@ -83,12 +81,18 @@ impl Store {
         load(id, &stored).map(Some)
     }
 
-    /// Loads many tasks in one query; unknown ids are left out.
-    pub async fn load_tasks(&self, ids: &[String]) -> Result<Vec<LoadedTask>, StoreError> {
+    /// Loads many tasks in one query. Unknown ids are left out; tasks whose
+    /// events this version cannot decode come back apart, with the reason.
+    pub async fn load_tasks(&self, ids: &[String]) -> Result<LoadedTasks, StoreError> {
         let stored = self.events_of_many(CallbackTask::TYPE, ids).await?;
-        stored
-            .chunk_by(|a, b| a.aggregate_id == b.aggregate_id)
-            .filter_map(|group| group.first().map(|first| load(&first.aggregate_id, group)))
-            .collect()
+        let mut batch = LoadedTasks::default();
+        for group in stored.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
+            let Some(first) = group.first() else { continue };
+            match load(&first.aggregate_id, group) {
+                Ok(task) => batch.loaded.push(task),
+                Err(e) => batch.unreadable.push((first.aggregate_id.clone(), e)),
+            }
+        }
+        Ok(batch)
     }
 }

@@ -6,9 +6,17 @@
 //! bottleneck and stay small (low latency) when it is not.
 //!
 //! A batch is one statement, hence one implicit transaction: its events and
-//! schedule changes commit together or not at all. A taken sequence number
-//! fails the statement; the batch is then split into the appends that
-//! conflicted (answered with [`StoreError::Conflict`]) and the rest (retried).
+//! schedule changes commit together or not at all. When it fails, the failure
+//! is confined to the appends that caused it:
+//! - a taken sequence number: the appends that conflicted are answered with
+//!   [`StoreError::Conflict`], the rest are retried;
+//! - a transient error (connection lost, deadlock, failover): the batch is
+//!   retried a few times before the error is reported;
+//! - any other error (data the database refuses): the batch is split in
+//!   halves until the append at fault fails alone.
+//!
+//! Rows are written in a fixed order (aggregate, sequence; task id) so that
+//! concurrent batches lock in the same order and cannot deadlock each other.
 
 use bida_domain::task::ScheduleChange;
 use chrono::{DateTime, Utc};
@@ -18,10 +26,11 @@ use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
+use crate::error::is_transient;
 use crate::StoreError;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -29,6 +38,8 @@ use crate::StoreError;
 pub struct WriterConfig {
     /// Most events in one batch statement.
     pub max_batch_events: usize,
+    /// Most payload bytes in one batch statement.
+    pub max_batch_bytes: usize,
     /// Batches committing at once (each holds a pool connection meanwhile).
     pub concurrency: usize,
     /// Appends waiting for a batch before callers are held back.
@@ -39,6 +50,7 @@ impl Default for WriterConfig {
     fn default() -> Self {
         Self {
             max_batch_events: 2_000,
+            max_batch_bytes: 16 * 1024 * 1024,
             concurrency: 4,
             queue: 50_000,
         }
@@ -73,6 +85,15 @@ pub struct ScheduleWrite {
 pub struct Append {
     pub events: Vec<NewEvent>,
     pub schedule: Option<ScheduleWrite>,
+}
+
+impl Append {
+    fn bytes(&self) -> usize {
+        self.events
+            .iter()
+            .map(|e| e.payload.len() + e.metadata.as_ref().map_or(0, String::len))
+            .sum()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -123,12 +144,7 @@ impl Writer {
     }
 }
 
-async fn collect(
-    pool: PgPool,
-    config: WriterConfig,
-    mut jobs: mpsc::Receiver<Job>,
-    stats: Arc<WriterStats>,
-) {
+async fn collect(pool: PgPool, config: WriterConfig, mut jobs: mpsc::Receiver<Job>, stats: Arc<WriterStats>) {
     let committers = Arc::new(Semaphore::new(config.concurrency.max(1)));
     loop {
         let Ok(permit) = committers.clone().acquire_owned().await else {
@@ -137,12 +153,13 @@ async fn collect(
         let Some(first) = jobs.recv().await else {
             return;
         };
-        let mut size = first.append.events.len();
+        let (mut events, mut bytes) = (first.append.events.len(), first.append.bytes());
         let mut batch = vec![first];
-        while size < config.max_batch_events {
+        while events < config.max_batch_events && bytes < config.max_batch_bytes {
             match jobs.try_recv() {
                 Ok(job) => {
-                    size += job.append.events.len();
+                    events += job.append.events.len();
+                    bytes += job.append.bytes();
                     batch.push(job);
                 }
                 Err(_) => break,
@@ -156,44 +173,73 @@ async fn collect(
     }
 }
 
-/// How often a batch is split and retried after conflicts before giving up.
+/// Rounds of conflict splitting before the remaining appends are failed.
 const CONFLICT_ROUNDS: usize = 4;
+/// Tries of a batch that failed for a transient reason.
+const TRANSIENT_TRIES: u32 = 3;
+/// Longest wait for one batch statement.
+const STATEMENT_DEADLINE: Duration = Duration::from_secs(60);
 
 async fn commit(pool: &PgPool, batch: Vec<Job>, stats: &WriterStats) {
-    let mut pending = reject_duplicates_within(batch, stats);
-    for _ in 0..CONFLICT_ROUNDS {
-        if pending.is_empty() {
-            return;
-        }
+    let (winners, deferred) = split_duplicates(batch);
+    settle(pool, winners, stats).await;
+    // Appends that claimed a sequence another append of the batch also claimed
+    // learn their fate only now: a conflict if the other committed, a fresh
+    // try if it failed.
+    if !deferred.is_empty() {
+        Box::pin(commit(pool, deferred, stats)).await;
+    }
+}
+
+/// Commits `jobs` and answers every one of them.
+async fn settle(pool: &PgPool, mut jobs: Vec<Job>, stats: &WriterStats) {
+    let mut conflict_rounds = 0;
+    let mut transient_tries = 0;
+    // After a transient failure the batch may have committed after all: then
+    // a retry meets its own events, which is success, not a conflict.
+    let mut outcome_unknown = false;
+    while !jobs.is_empty() {
         let started = Instant::now();
-        match execute(pool, &pending).await {
-            Ok(()) => {
-                let events: usize = pending.iter().map(|j| j.append.events.len()).sum();
-                stats.events.fetch_add(events as u64, Ordering::Relaxed);
-                stats.batches.fetch_add(1, Ordering::Relaxed);
-                stats
-                    .commit_micros
-                    .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
-                for job in pending {
-                    let _ = job.reply.send(Ok(()));
-                }
-                return;
+        let error = match execute(pool, &jobs).await {
+            Ok(()) => return succeed(jobs, started, stats),
+            Err(e) => e,
+        };
+        if is_sequence_conflict(&error) && conflict_rounds < CONFLICT_ROUNDS {
+            conflict_rounds += 1;
+            match taken_sequences(pool, &jobs).await {
+                Ok(taken) => jobs = reject_taken(jobs, &taken, outcome_unknown, stats),
+                Err(e) => return fail_all(jobs, e.into(), stats),
             }
-            Err(e) if is_sequence_conflict(&e) => match taken_sequences(pool, &pending).await {
-                Ok(taken) => pending = reject_taken(pending, &taken, stats),
-                Err(e) => return fail_all(pending, e.into(), stats),
-            },
-            Err(e) => return fail_all(pending, e.into(), stats),
+        } else if is_transient(&error) && transient_tries < TRANSIENT_TRIES {
+            transient_tries += 1;
+            outcome_unknown = true;
+            tokio::time::sleep(Duration::from_millis(100 << transient_tries)).await;
+        } else if jobs.len() > 1 && !is_transient(&error) {
+            // Find the append at fault: the others must not fail with it.
+            let right = jobs.split_off(jobs.len() / 2);
+            Box::pin(settle(pool, jobs, stats)).await;
+            Box::pin(settle(pool, right, stats)).await;
+            return;
+        } else {
+            return fail_all(jobs, error.into(), stats);
         }
     }
-    let still = StoreError::Database(Arc::new(sqlx::Error::Protocol(
-        "appends kept conflicting with concurrent writers".into(),
-    )));
-    fail_all(pending, still, stats);
+}
+
+fn succeed(jobs: Vec<Job>, started: Instant, stats: &WriterStats) {
+    let events: usize = jobs.iter().map(|j| j.append.events.len()).sum();
+    stats.events.fetch_add(events as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .commit_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    for job in jobs {
+        let _ = job.reply.send(Ok(()));
+    }
 }
 
 fn fail_all(jobs: Vec<Job>, error: StoreError, stats: &WriterStats) {
-    tracing::warn!(appends = jobs.len(), %error, "batch append failed");
+    tracing::warn!(appends = jobs.len(), %error, "append failed");
     stats.failures.fetch_add(1, Ordering::Relaxed);
     for job in jobs {
         let _ = job.reply.send(Err(error.clone()));
@@ -214,65 +260,79 @@ fn key(event: &NewEvent) -> EventKey<'_> {
     (&event.aggregate_type, &event.aggregate_id, event.sequence)
 }
 
-/// Two appends of one batch claiming the same sequence: the first one wins.
-fn reject_duplicates_within(batch: Vec<Job>, stats: &WriterStats) -> Vec<Job> {
-    let mut seen: HashSet<(String, String, i64)> = HashSet::new();
-    let mut kept = Vec::with_capacity(batch.len());
+/// Splits off the appends that claim a sequence an earlier append of the same
+/// batch claims too.
+fn split_duplicates(batch: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
+    let mut claimed: HashSet<(String, String, i64)> = HashSet::new();
+    let (mut winners, mut deferred) = (Vec::with_capacity(batch.len()), Vec::new());
     for job in batch {
-        let clash = job.append.events.iter().find(|e| {
+        let clash = job.append.events.iter().any(|e| {
             let (t, id, seq) = key(e);
-            seen.contains(&(t.to_string(), id.to_string(), seq))
+            claimed.contains(&(t.to_string(), id.to_string(), seq))
         });
-        if let Some(event) = clash {
-            stats.conflicts.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(Err(conflict(event)));
+        if clash {
+            deferred.push(job);
             continue;
         }
-        for e in &job.append.events {
-            seen.insert((
-                e.aggregate_type.to_string(),
-                e.aggregate_id.clone(),
-                e.sequence,
-            ));
-        }
-        kept.push(job);
+        claimed.extend(
+            job.append
+                .events
+                .iter()
+                .map(|e| (e.aggregate_type.to_string(), e.aggregate_id.clone(), e.sequence)),
+        );
+        winners.push(job);
     }
-    kept
+    (winners, deferred)
 }
 
+/// Answers the appends whose sequences are taken: `Ok` when the stored events
+/// are theirs (committed by an earlier try whose outcome was unknown),
+/// `Conflict` otherwise. Returns the appends still to commit.
 fn reject_taken(
     jobs: Vec<Job>,
-    taken: &HashSet<(String, String, i64)>,
+    taken: &HashMap<(String, String, i64), String>,
+    outcome_unknown: bool,
     stats: &WriterStats,
 ) -> Vec<Job> {
     let mut kept = Vec::with_capacity(jobs.len());
     for job in jobs {
-        let clash = job.append.events.iter().find(|e| {
-            taken.contains(&(
-                e.aggregate_type.to_string(),
-                e.aggregate_id.clone(),
-                e.sequence,
-            ))
-        });
-        match clash {
-            Some(event) => {
-                stats.conflicts.fetch_add(1, Ordering::Relaxed);
-                let _ = job.reply.send(Err(conflict(event)));
-            }
-            None => kept.push(job),
+        let stored = |e: &NewEvent| taken.get(&(e.aggregate_type.to_string(), e.aggregate_id.clone(), e.sequence));
+        let Some(clash) = job.append.events.iter().find(|e| stored(e).is_some()) else {
+            kept.push(job);
+            continue;
+        };
+        let ours = outcome_unknown
+            && job
+                .append
+                .events
+                .iter()
+                .all(|e| stored(e).is_some_and(|payload| same_json(payload, &e.payload)));
+        if ours {
+            let _ = job.reply.send(Ok(()));
+        } else {
+            stats.conflicts.fetch_add(1, Ordering::Relaxed);
+            let _ = job.reply.send(Err(conflict(clash)));
         }
     }
     kept
+}
+
+/// `jsonb` reorders keys and whitespace: compare as JSON values.
+fn same_json(stored: &str, ours: &str) -> bool {
+    match (
+        serde_json::from_str::<serde_json::Value>(stored),
+        serde_json::from_str::<serde_json::Value>(ours),
+    ) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
 }
 
 fn is_sequence_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("events_aggregate_sequence"))
 }
 
-async fn taken_sequences(
-    pool: &PgPool,
-    jobs: &[Job],
-) -> Result<HashSet<(String, String, i64)>, sqlx::Error> {
+async fn taken_sequences(pool: &PgPool, jobs: &[Job]) -> Result<HashMap<(String, String, i64), String>, sqlx::Error> {
     let mut types = Vec::new();
     let mut ids = Vec::new();
     let mut sequences = Vec::new();
@@ -281,8 +341,8 @@ async fn taken_sequences(
         ids.push(event.aggregate_id.as_str());
         sequences.push(event.sequence);
     }
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT aggregate_type, aggregate_id, sequence FROM events
+    let rows: Vec<(String, String, i64, String)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence, payload::text FROM events
          WHERE (aggregate_type, aggregate_id, sequence) IN
                (SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[]))",
     )
@@ -291,7 +351,10 @@ async fn taken_sequences(
     .bind(&sequences)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().collect())
+    Ok(rows
+        .into_iter()
+        .map(|(t, id, seq, payload)| ((t, id, seq), payload))
+        .collect())
 }
 
 const APPEND_SQL: &str = "
@@ -315,8 +378,9 @@ WITH appended AS (
 SELECT (SELECT count(*) FROM appended)";
 
 async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
-    let capacity: usize = jobs.iter().map(|j| j.append.events.len()).sum();
-    let events = jobs.iter().flat_map(|j| &j.append.events);
+    let mut events: Vec<&NewEvent> = jobs.iter().flat_map(|j| &j.append.events).collect();
+    events.sort_unstable_by(|a, b| key(a).cmp(&key(b)));
+    let capacity = events.len();
     let mut types = Vec::with_capacity(capacity);
     let mut ids = Vec::with_capacity(capacity);
     let mut sequences = Vec::with_capacity(capacity);
@@ -339,6 +403,8 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
     for write in jobs.iter().filter_map(|j| j.append.schedule.as_ref()) {
         schedule.insert(&write.task_id, write);
     }
+    let mut schedule: Vec<(&str, &ScheduleWrite)> = schedule.into_iter().collect();
+    schedule.sort_unstable_by_key(|(task_id, _)| *task_id);
     let mut due_ids: Vec<&str> = Vec::new();
     let mut due_at: Vec<DateTime<Utc>> = Vec::new();
     let mut owners: Vec<Option<Uuid>> = Vec::new();
@@ -354,7 +420,7 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
         }
     }
 
-    sqlx::query(APPEND_SQL)
+    let statement = sqlx::query(APPEND_SQL)
         .bind(&types)
         .bind(&ids)
         .bind(&sequences)
@@ -366,7 +432,14 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
         .bind(&due_at)
         .bind(&owners)
         .bind(&cleared)
-        .execute(pool)
-        .await?;
-    Ok(())
+        .execute(pool);
+    // A connection that went silent must not hold the batch (and its callers)
+    // until TCP gives up; the server's statement_timeout cannot reach it.
+    match tokio::time::timeout(STATEMENT_DEADLINE, statement).await {
+        Ok(result) => result.map(drop),
+        Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            format!("no answer from Postgres within {} s", STATEMENT_DEADLINE.as_secs()),
+        ))),
+    }
 }

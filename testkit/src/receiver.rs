@@ -97,9 +97,7 @@ impl Receiver {
             per_message: Mutex::new(HashMap::new()),
             arrived: Notify::new(),
         });
-        let app = axum::Router::new()
-            .fallback(handle)
-            .with_state(shared.clone());
+        let app = axum::Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind receiver");
@@ -107,11 +105,7 @@ impl Receiver {
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            addr,
-            shared,
-            server,
-        }
+        Self { addr, shared, server }
     }
 
     /// Always answers 200.

@@ -101,11 +101,7 @@ impl Bida {
                     return;
                 }
             }
-            if let Some(status) = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten())
-            {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
                 panic!("bida exited with {status}; log:\n{}", self.log());
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -133,10 +129,7 @@ impl Bida {
     /// SIGTERM and wait for a clean exit.
     pub async fn terminate(&mut self) -> Option<std::process::ExitStatus> {
         let mut child = self.child.take()?;
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
         for _ in 0..200 {
             if let Ok(Some(status)) = child.try_wait() {
                 return Some(status);
@@ -159,12 +152,7 @@ impl Bida {
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let response = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .send()
-            .await
-            .expect("GET");
+        let response = self.http.get(format!("{}{path}", self.url)).send().await.expect("GET");
         read(response).await
     }
 
@@ -197,10 +185,7 @@ impl Bida {
 async fn read(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
 }
 
 impl Drop for Bida {

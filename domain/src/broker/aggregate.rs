@@ -149,12 +149,7 @@ impl Aggregate for Broker {
     type Error = BrokerError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
         for event in self.decide(command)? {
             sink.write(event, self).await;
         }
@@ -202,10 +197,7 @@ mod tests {
             .then_expect_error(BrokerError::Unchanged("offline"));
         TestFramework::<Broker>::with(())
             .given(vec![registered(), BrokerEvent::BrokerDeleted { at }])
-            .when(BrokerCommand::Update {
-                spec: spec("x"),
-                at,
-            })
+            .when(BrokerCommand::Update { spec: spec("x"), at })
             .then_expect_error(BrokerError::Deleted);
     }
 

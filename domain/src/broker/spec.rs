@@ -92,16 +92,10 @@ impl BrokerSpec {
                     }
                 }
             }
-            Connection::Rabbitmq {
-                url,
-                management_url,
-            } => {
+            Connection::Rabbitmq { url, management_url } => {
                 match url::Url::parse(url) {
                     Ok(u) if matches!(u.scheme(), "amqp" | "amqps") && u.host_str().is_some() => {}
-                    _ => errors.add(
-                        "url",
-                        "must be an AMQP URL: amqp://user:password@host:5672/%2f",
-                    ),
+                    _ => errors.add("url", "must be an AMQP URL: amqp://user:password@host:5672/%2f"),
                 }
                 if let Some(management) = management_url {
                     match url::Url::parse(management) {
@@ -121,10 +115,7 @@ impl BrokerSpec {
     pub fn redacted(&self) -> Self {
         let mut copy = self.clone();
         match &mut copy.connection {
-            Connection::Rabbitmq {
-                url,
-                management_url,
-            } => {
+            Connection::Rabbitmq { url, management_url } => {
                 *url = redact_url(url);
                 if let Some(m) = management_url {
                     *m = redact_url(m);
@@ -166,33 +157,24 @@ mod tests {
 
     #[test]
     fn the_api_shapes_deserialize() {
-        let rabbit: BrokerSpec =
-            serde_json::from_value(json!({"name": "mq", "kind": "rabbitmq", "url": "amqp://guest:guest@127.0.0.1:5672/%2f"}))
-                .unwrap();
-        assert_eq!(rabbit.kind(), BrokerKind::Rabbitmq);
-        rabbit.validate().unwrap();
-        let kafka: BrokerSpec = serde_json::from_value(
-            json!({"name": "k", "kind": "kafka", "bootstrap_servers": "127.0.0.1:9092"}),
+        let rabbit: BrokerSpec = serde_json::from_value(
+            json!({"name": "mq", "kind": "rabbitmq", "url": "amqp://guest:guest@127.0.0.1:5672/%2f"}),
         )
         .unwrap();
+        assert_eq!(rabbit.kind(), BrokerKind::Rabbitmq);
+        rabbit.validate().unwrap();
+        let kafka: BrokerSpec =
+            serde_json::from_value(json!({"name": "k", "kind": "kafka", "bootstrap_servers": "127.0.0.1:9092"}))
+                .unwrap();
         assert_eq!(kafka.kind(), BrokerKind::Kafka);
         kafka.validate().unwrap();
-        assert!(serde_json::from_value::<BrokerSpec>(
-            json!({"name": "x", "kind": "pulsar", "url": "x"})
-        )
-        .is_err());
+        assert!(serde_json::from_value::<BrokerSpec>(json!({"name": "x", "kind": "pulsar", "url": "x"})).is_err());
     }
 
     #[test]
     fn bad_connections_name_their_field() {
-        let fields = |spec: BrokerSpec| -> Vec<String> {
-            spec.validate()
-                .unwrap_err()
-                .0
-                .into_iter()
-                .map(|e| e.field)
-                .collect()
-        };
+        let fields =
+            |spec: BrokerSpec| -> Vec<String> { spec.validate().unwrap_err().0.into_iter().map(|e| e.field).collect() };
         let kafka = |servers: &str, option: &str| BrokerSpec {
             name: "k".into(),
             connection: Connection::Kafka {
@@ -200,10 +182,7 @@ mod tests {
                 options: BTreeMap::from([(option.to_string(), "x".to_string())]),
             },
         };
-        assert_eq!(
-            fields(kafka("localhost", "client.id")),
-            ["bootstrap_servers"]
-        );
+        assert_eq!(fields(kafka("localhost", "client.id")), ["bootstrap_servers"]);
         assert_eq!(fields(kafka("a:1,b:2", "group.id")), ["options.group.id"]);
         let rabbit = BrokerSpec {
             name: " ".into(),

@@ -194,10 +194,7 @@ pub enum ConsumerError {
     #[error("the consumer was deleted")]
     Deleted,
     #[error("cannot {action} a consumer that is {state}")]
-    InvalidState {
-        action: &'static str,
-        state: &'static str,
-    },
+    InvalidState { action: &'static str, state: &'static str },
     #[error("offsets can be reset only for Kafka consumers")]
     NotKafka,
     #[error("the lane of key {0:?} is not parked")]
@@ -275,17 +272,13 @@ impl Consumer {
                 self.live()?;
                 Ok(vec![ConsumerEvent::PolicyChanged { policy, at }])
             }
-            ConsumerCommand::Pause { at } => {
-                self.transition("pause", &[Running], ConsumerEvent::ConsumerPaused { at })
-            }
+            ConsumerCommand::Pause { at } => self.transition("pause", &[Running], ConsumerEvent::ConsumerPaused { at }),
             ConsumerCommand::Resume { at } => {
                 self.transition("resume", &[Paused], ConsumerEvent::ConsumerResumed { at })
             }
-            ConsumerCommand::Stop { at } => self.transition(
-                "stop",
-                &[Running, Paused],
-                ConsumerEvent::ConsumerStopped { at },
-            ),
+            ConsumerCommand::Stop { at } => {
+                self.transition("stop", &[Running, Paused], ConsumerEvent::ConsumerStopped { at })
+            }
             ConsumerCommand::Start { at } => {
                 self.transition("start", &[Stopped], ConsumerEvent::ConsumerStarted { at })
             }
@@ -297,11 +290,7 @@ impl Consumer {
                 self.live()?;
                 Ok(vec![ConsumerEvent::ConsumerCrashed { node, error, at }])
             }
-            ConsumerCommand::RecordOffsetReset {
-                reset,
-                committed,
-                at,
-            } => {
+            ConsumerCommand::RecordOffsetReset { reset, committed, at } => {
                 let spec = self.live()?;
                 if !matches!(spec.source, Source::Kafka(_)) {
                     return Err(ConsumerError::NotKafka);
@@ -309,11 +298,7 @@ impl Consumer {
                 self.transition(
                     "reset the offsets of",
                     &[Stopped],
-                    ConsumerEvent::OffsetsReset {
-                        reset,
-                        committed,
-                        at,
-                    },
+                    ConsumerEvent::OffsetsReset { reset, committed, at },
                 )
             }
             ConsumerCommand::ParkLane { key, task_id, at } => {
@@ -371,12 +356,7 @@ impl Aggregate for Consumer {
     type Error = ConsumerError;
     type Services = ();
 
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _: &(),
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
+    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
         for event in self.decide(command)? {
             sink.write(event, self).await;
         }
@@ -468,10 +448,7 @@ mod tests {
             .when(reset())
             .then_expect_error(ConsumerError::NotKafka);
         TestFramework::<Consumer>::with(())
-            .given(vec![
-                created(BrokerKind::Kafka),
-                ConsumerEvent::ConsumerStopped { at },
-            ])
+            .given(vec![created(BrokerKind::Kafka), ConsumerEvent::ConsumerStopped { at }])
             .when(reset())
             .then_expect_events(vec![ConsumerEvent::OffsetsReset {
                 reset: OffsetReset::Earliest,
@@ -499,10 +476,7 @@ mod tests {
             Err(ConsumerError::LaneNotParked("other".into()))
         );
         let events = consumer
-            .decide(ConsumerCommand::ReleaseLane {
-                key: "k".into(),
-                at,
-            })
+            .decide(ConsumerCommand::ReleaseLane { key: "k".into(), at })
             .unwrap();
         consumer.apply_event(&events[0]);
         assert!(consumer.parked_lanes().is_empty());
@@ -512,10 +486,7 @@ mod tests {
     fn a_deleted_consumer_takes_no_commands() {
         let at = Utc::now();
         TestFramework::<Consumer>::with(())
-            .given(vec![
-                created(BrokerKind::Kafka),
-                ConsumerEvent::ConsumerDeleted { at },
-            ])
+            .given(vec![created(BrokerKind::Kafka), ConsumerEvent::ConsumerDeleted { at }])
             .when(ConsumerCommand::Start { at })
             .then_expect_error(ConsumerError::Deleted);
     }

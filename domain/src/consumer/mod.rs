@@ -6,11 +6,9 @@ mod aggregate;
 mod spec;
 
 pub use aggregate::{
-    Consumer, ConsumerCommand, ConsumerError, ConsumerEvent, DesiredState, OffsetReset,
-    PartitionOffset,
+    Consumer, ConsumerCommand, ConsumerError, ConsumerEvent, DesiredState, OffsetReset, PartitionOffset,
 };
 pub use spec::{
-    BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec,
-    Endpoint, EndpointInput, KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource,
-    Source, SourceInput, SourceMessage, StartAt,
+    BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec, Endpoint, EndpointInput,
+    KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource, Source, SourceInput, SourceMessage, StartAt,
 };

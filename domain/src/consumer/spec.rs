@@ -73,9 +73,7 @@ pub struct SourceInput {
 
 impl SourceInput {
     pub fn validate(self, kind: BrokerKind, errors: &mut ValidationErrors) -> Option<Source> {
-        let name_ok = |text: &str| {
-            !text.trim().is_empty() && text.len() <= 249 && !text.chars().any(char::is_control)
-        };
+        let name_ok = |text: &str| !text.trim().is_empty() && text.len() <= 249 && !text.chars().any(char::is_control);
         match kind {
             BrokerKind::Rabbitmq => {
                 if self.topics.is_some() || self.group.is_some() || self.start.is_some() {
@@ -145,12 +143,7 @@ pub struct EndpointInput {
 
 impl EndpointInput {
     /// The endpoint after applying this input over `current` (or the defaults).
-    pub fn over(
-        self,
-        current: Option<&Endpoint>,
-        default_timeout_ms: u64,
-        errors: &mut ValidationErrors,
-    ) -> Endpoint {
+    pub fn over(self, current: Option<&Endpoint>, default_timeout_ms: u64, errors: &mut ValidationErrors) -> Endpoint {
         let url = match (self.url, current) {
             (Some(url), _) => url,
             (None, Some(current)) => current.url.clone(),
@@ -162,10 +155,7 @@ impl EndpointInput {
         if !url.is_empty() {
             match url::Url::parse(&url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-                _ => errors.add(
-                    "endpoint.url",
-                    format!("`{url}` is not an absolute http(s) URL"),
-                ),
+                _ => errors.add("endpoint.url", format!("`{url}` is not an absolute http(s) URL")),
             }
         }
         let method = match self.method {
@@ -336,17 +326,11 @@ impl PolicyInput {
                     .breaker
                     .and_then(|b| b.failures)
                     .unwrap_or(current.breaker.failures),
-                open_ms: self
-                    .breaker
-                    .and_then(|b| b.open_ms)
-                    .unwrap_or(current.breaker.open_ms),
+                open_ms: self.breaker.and_then(|b| b.open_ms).unwrap_or(current.breaker.open_ms),
             },
         };
         if policy.concurrency == 0 || policy.concurrency > MAX_CONCURRENCY {
-            errors.add(
-                "policy.concurrency",
-                format!("must be between 1 and {MAX_CONCURRENCY}"),
-            );
+            errors.add("policy.concurrency", format!("must be between 1 and {MAX_CONCURRENCY}"));
         }
         if policy.max_attempts == 0 || policy.max_attempts > 100 {
             errors.add("policy.max_attempts", "must be between 1 and 100");
@@ -384,11 +368,7 @@ pub struct ConsumerInput {
 
 impl ConsumerInput {
     /// Validates against the broker's kind; every default is fixed into the spec.
-    pub fn into_spec(
-        self,
-        kind: BrokerKind,
-        defaults: &PolicyDefaults,
-    ) -> Result<ConsumerSpec, ValidationErrors> {
+    pub fn into_spec(self, kind: BrokerKind, defaults: &PolicyDefaults) -> Result<ConsumerSpec, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim().to_string();
         if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
@@ -498,9 +478,7 @@ mod tests {
         }))
         .into_spec(BrokerKind::Kafka, &PolicyDefaults::default())
         .unwrap();
-        assert!(
-            matches!(kafka.source, Source::Kafka(ref s) if s.group == "g" && s.start == StartAt::Earliest)
-        );
+        assert!(matches!(kafka.source, Source::Kafka(ref s) if s.group == "g" && s.start == StartAt::Earliest));
         assert_eq!(kafka.endpoint.timeout_ms, 10_000);
     }
 
@@ -565,15 +543,9 @@ mod tests {
         };
         let task = spec.task_for("c1", &message);
         assert_eq!(task.message_id, "kafka:t:0:42");
-        assert_eq!(
-            task.request.body.as_ref().unwrap().as_bytes(),
-            [0, 1, 2, 255]
-        );
+        assert_eq!(task.request.body.as_ref().unwrap().as_bytes(), [0, 1, 2, 255]);
         assert_eq!(task.request.headers["x-team"], "pay");
-        assert_eq!(
-            task.request.headers["content-type"],
-            "application/octet-stream"
-        );
+        assert_eq!(task.request.headers["content-type"], "application/octet-stream");
         assert_eq!(task.origin.as_ref().unwrap().consumer_id, "c1");
     }
 }

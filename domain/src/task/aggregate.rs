@@ -4,9 +4,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use super::{
-    AttemptRecord, AttemptReport, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskStatus,
-};
+use super::{AttemptRecord, AttemptReport, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskStatus};
 use crate::matcher::{judge, Verdict};
 use crate::Observation;
 
@@ -69,9 +67,7 @@ impl CallbackTask {
             TaskCommand::Cancel { reason, at } => {
                 self.spec.as_ref().ok_or(TaskError::NotFound)?;
                 match self.status {
-                    TaskStatus::Pending | TaskStatus::Retrying => {
-                        Ok(vec![TaskEvent::TaskCancelled { reason, at }])
-                    }
+                    TaskStatus::Pending | TaskStatus::Retrying => Ok(vec![TaskEvent::TaskCancelled { reason, at }]),
                     status => Err(TaskError::InvalidState {
                         action: "cancel",
                         status,
@@ -86,6 +82,16 @@ impl CallbackTask {
                         status: self.status,
                     }),
                     _ => Ok(vec![TaskEvent::RetryRequested { at }]),
+                }
+            }
+            TaskCommand::Replay { at } => {
+                self.spec.as_ref().ok_or(TaskError::NotFound)?;
+                match self.status {
+                    TaskStatus::Dead | TaskStatus::Cancelled => Ok(vec![TaskEvent::RetryRequested { at }]),
+                    status => Err(TaskError::InvalidState {
+                        action: "replay",
+                        status,
+                    }),
                 }
             }
         }
@@ -106,8 +112,7 @@ impl CallbackTask {
                 got: report.number,
             });
         }
-        let finished_at =
-            report.started_at + ChronoDuration::milliseconds(report.latency_ms as i64);
+        let finished_at = report.started_at + ChronoDuration::milliseconds(report.latency_ms as i64);
         let policy = &spec.policy;
         let mut attempt = AttemptRecord {
             number: report.number,
@@ -121,12 +126,8 @@ impl CallbackTask {
             response_excerpt: report.response_excerpt,
             timed_out: matches!(report.observation, Observation::Timeout { .. }),
         };
-        let (reason, next_attempt_at) = match judge(
-            &policy.expect,
-            &policy.retry_on,
-            &report.observation,
-            finished_at,
-        ) {
+        let (reason, next_attempt_at) = match judge(&policy.expect, &policy.retry_on, &report.observation, finished_at)
+        {
             Verdict::Success => return Ok(vec![TaskEvent::AttemptSucceeded { attempt }]),
             Verdict::GiveUp { reason } => (reason, None),
             Verdict::Retry { reason, .. } if self.round_failures + 1 >= policy.max_attempts => {
@@ -134,10 +135,7 @@ impl CallbackTask {
                 let reason = format!("gave up after {failures} attempt(s); last: {reason}");
                 (reason, None)
             }
-            Verdict::Retry {
-                reason,
-                retry_after,
-            } => {
+            Verdict::Retry { reason, retry_after } => {
                 let delay = match retry_after {
                     Some(requested) => policy.backoff.clamp(requested),
                     None => policy
@@ -174,9 +172,7 @@ impl CallbackTask {
                 self.status = TaskStatus::Delivered;
                 self.next_attempt_at = None;
             }
-            TaskEvent::AttemptFailed {
-                next_attempt_at, ..
-            } => {
+            TaskEvent::AttemptFailed { next_attempt_at, .. } => {
                 self.attempts += 1;
                 self.round_failures += 1;
                 self.status = TaskStatus::Retrying;
@@ -428,10 +424,7 @@ mod tests {
         Framework::with(())
             .given(vec![submitted(3)])
             .when(TaskCommand::RecordAttempt(report(2, 200)))
-            .then_expect_error(TaskError::AttemptOutOfOrder {
-                expected: 1,
-                got: 2,
-            });
+            .then_expect_error(TaskError::AttemptOutOfOrder { expected: 1, got: 2 });
     }
 
     #[test]
@@ -451,10 +444,7 @@ mod tests {
             });
         Framework::with(())
             .given(delivered.clone())
-            .when(TaskCommand::Cancel {
-                reason: None,
-                at: t0(),
-            })
+            .when(TaskCommand::Cancel { reason: None, at: t0() })
             .then_expect_error(TaskError::InvalidState {
                 action: "cancel",
                 status: TaskStatus::Delivered,
@@ -505,20 +495,44 @@ mod tests {
         task.apply_event(&TaskEvent::RetryRequested { at: t0() });
         assert_eq!(task.status(), TaskStatus::Retrying);
         assert_eq!(task.next_attempt_at(), Some(t0()));
-        let events = task
-            .decide(TaskCommand::RecordAttempt(report(2, 200)))
-            .unwrap();
+        let events = task.decide(TaskCommand::RecordAttempt(report(2, 200))).unwrap();
         assert!(matches!(events[..], [TaskEvent::AttemptSucceeded { .. }]));
+    }
+
+    #[test]
+    fn replay_takes_only_dead_or_cancelled_tasks() {
+        let dead = vec![
+            submitted(1),
+            TaskEvent::AttemptFailed {
+                attempt: record(1, 500, Some("x")),
+                next_attempt_at: None,
+            },
+            TaskEvent::TaskDeadLettered {
+                reason: "x".into(),
+                at: t0(),
+            },
+        ];
+        Framework::with(())
+            .given(dead.clone())
+            .when(TaskCommand::Replay { at: t0() })
+            .then_expect_events(vec![TaskEvent::RetryRequested { at: t0() }]);
+        // A second replay racing the first finds the task retrying already.
+        let mut replayed = dead;
+        replayed.push(TaskEvent::RetryRequested { at: t0() });
+        Framework::with(())
+            .given(replayed)
+            .when(TaskCommand::Replay { at: t0() })
+            .then_expect_error(TaskError::InvalidState {
+                action: "replay",
+                status: TaskStatus::Retrying,
+            });
     }
 
     #[test]
     fn commands_on_an_unknown_task_fail() {
         Framework::with(())
             .given_no_previous_events()
-            .when(TaskCommand::Cancel {
-                reason: None,
-                at: t0(),
-            })
+            .when(TaskCommand::Cancel { reason: None, at: t0() })
             .then_expect_error(TaskError::NotFound);
     }
 

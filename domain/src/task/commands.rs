@@ -15,7 +15,13 @@ pub enum TaskCommand {
         reason: Option<String>,
         at: DateTime<Utc>,
     },
+    /// Deliver again now, with a fresh round of attempts (any task not delivered).
     Retry {
+        at: DateTime<Utc>,
+    },
+    /// Deliver a dead or cancelled task again (bulk replay): unlike `Retry`,
+    /// refused for tasks still pending or retrying, so replays cannot stack.
+    Replay {
         at: DateTime<Utc>,
     },
 }

@@ -91,9 +91,7 @@ impl TaskEvent {
             Self::AttemptSucceeded { attempt } | Self::AttemptFailed { attempt, .. } => {
                 attempt.started_at + chrono::Duration::milliseconds(attempt.latency_ms as i64)
             }
-            Self::TaskDeadLettered { at, .. }
-            | Self::TaskCancelled { at, .. }
-            | Self::RetryRequested { at } => *at,
+            Self::TaskDeadLettered { at, .. } | Self::TaskCancelled { at, .. } | Self::RetryRequested { at } => *at,
         }
     }
 }

@@ -30,8 +30,7 @@ impl ScheduleChange {
             }
             | TaskEvent::RetryRequested { at } => Self::Due(*at),
             TaskEvent::AttemptFailed {
-                next_attempt_at: None,
-                ..
+                next_attempt_at: None, ..
             }
             | TaskEvent::AttemptSucceeded { .. }
             | TaskEvent::TaskDeadLettered { .. }
@@ -55,10 +54,7 @@ mod tests {
         assert_eq!(
             ScheduleChange::after(&[
                 TaskEvent::RetryRequested { at: now },
-                TaskEvent::TaskCancelled {
-                    reason: None,
-                    at: now
-                },
+                TaskEvent::TaskCancelled { reason: None, at: now },
             ]),
             Some(ScheduleChange::Clear)
         );

@@ -90,9 +90,7 @@ impl Method {
     }
 
     pub fn parse(text: &str) -> Option<Self> {
-        Self::ALL
-            .into_iter()
-            .find(|m| m.as_str().eq_ignore_ascii_case(text))
+        Self::ALL.into_iter().find(|m| m.as_str().eq_ignore_ascii_case(text))
     }
 }
 

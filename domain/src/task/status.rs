@@ -54,9 +54,7 @@ impl TaskStatus {
     /// (`due_at`, and whether a node has claimed it).
     pub fn observed(self, schedule: Option<(DateTime<Utc>, bool)>, now: DateTime<Utc>) -> Self {
         match (self, schedule) {
-            (Self::Pending | Self::Retrying, Some((due_at, true))) if due_at <= now => {
-                Self::Delivering
-            }
+            (Self::Pending | Self::Retrying, Some((due_at, true))) if due_at <= now => Self::Delivering,
             _ => self,
         }
     }
@@ -94,10 +92,7 @@ mod tests {
             TaskStatus::Retrying.observed(Some((past, false)), now),
             TaskStatus::Retrying
         );
-        assert_eq!(
-            TaskStatus::Dead.observed(Some((past, true)), now),
-            TaskStatus::Dead
-        );
+        assert_eq!(TaskStatus::Dead.observed(Some((past, true)), now), TaskStatus::Dead);
         assert_eq!(TaskStatus::Pending.observed(None, now), TaskStatus::Pending);
     }
 

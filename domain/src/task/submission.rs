@@ -33,10 +33,7 @@ pub const RESERVED_HEADERS: [&str; 9] = [
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submission {
     /// Where to deliver: an absolute http(s) URL.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(example = "https://orders.example.com/callbacks/paid")
-    )]
+    #[cfg_attr(feature = "openapi", schema(example = "https://orders.example.com/callbacks/paid"))]
     pub url: String,
     /// GET, POST, PUT, PATCH or DELETE; POST when absent.
     #[serde(default)]
@@ -184,17 +181,11 @@ impl Submission {
 
         let max_attempts = self.max_attempts.unwrap_or(defaults.max_attempts);
         if max_attempts == 0 || max_attempts > limits.max_attempts {
-            errors.add(
-                "max_attempts",
-                format!("must be between 1 and {}", limits.max_attempts),
-            );
+            errors.add("max_attempts", format!("must be between 1 and {}", limits.max_attempts));
         }
         let timeout_ms = self.timeout_ms.unwrap_or(defaults.timeout_ms);
         if timeout_ms == 0 || timeout_ms > limits.timeout_ms {
-            errors.add(
-                "timeout_ms",
-                format!("must be between 1 and {} ms", limits.timeout_ms),
-            );
+            errors.add("timeout_ms", format!("must be between 1 and {} ms", limits.timeout_ms));
         }
         let backoff = self.backoff.unwrap_or_default().over(defaults.backoff);
         backoff.validate("backoff", &mut errors);
@@ -239,10 +230,7 @@ impl Submission {
 
 fn check_url(raw: &str, limits: &Limits, errors: &mut ValidationErrors) -> Option<url::Url> {
     if raw.len() > limits.url_len {
-        errors.add(
-            "url",
-            format!("is longer than {} characters", limits.url_len),
-        );
+        errors.add("url", format!("is longer than {} characters", limits.url_len));
         return None;
     }
     match url::Url::parse(raw) {
@@ -256,10 +244,7 @@ fn check_url(raw: &str, limits: &Limits, errors: &mut ValidationErrors) -> Optio
         Ok(url) if !matches!(url.scheme(), "http" | "https") => {
             errors.add(
                 "url",
-                format!(
-                    "scheme `{}` is not supported; use http or https",
-                    url.scheme()
-                ),
+                format!("scheme `{}` is not supported; use http or https", url.scheme()),
             );
             None
         }
@@ -277,10 +262,7 @@ fn check_headers(
     errors: &mut ValidationErrors,
 ) -> BTreeMap<String, String> {
     if headers.len() > limits.headers {
-        errors.add(
-            "headers",
-            format!("at most {} headers are allowed", limits.headers),
-        );
+        errors.add("headers", format!("at most {} headers are allowed", limits.headers));
     }
     let mut checked = BTreeMap::new();
     for (name, value) in headers {
@@ -384,12 +366,7 @@ fn scalar_text(value: &Value) -> String {
     }
 }
 
-fn check_app_name(
-    field: &str,
-    name: Option<String>,
-    limits: &Limits,
-    errors: &mut ValidationErrors,
-) -> Option<String> {
+fn check_app_name(field: &str, name: Option<String>, limits: &Limits, errors: &mut ValidationErrors) -> Option<String> {
     let name = name?.trim().to_string();
     if name.is_empty() || name.len() > limits.app_name_len || name.chars().any(char::is_control) {
         errors.add(
@@ -426,17 +403,10 @@ fn check_deliver_at(
         (None, None) => return None,
     };
     if when > latest {
-        let field = if deliver_at.is_some() {
-            "deliver_at"
-        } else {
-            "delay_ms"
-        };
+        let field = if deliver_at.is_some() { "deliver_at" } else { "delay_ms" };
         errors.add(
             field,
-            format!(
-                "is more than {} days ahead",
-                limits.delay.as_secs() / 86_400
-            ),
+            format!("is more than {} days ahead", limits.delay.as_secs() / 86_400),
         );
         return None;
     }
@@ -515,10 +485,7 @@ mod tests {
         })
         .unwrap();
         assert_eq!(spec.request.body.unwrap().as_bytes(), [0u8, 159, 146, 150]);
-        assert_eq!(
-            spec.request.headers["content-type"],
-            "application/octet-stream"
-        );
+        assert_eq!(spec.request.headers["content-type"], "application/octet-stream");
     }
 
     #[test]
@@ -532,10 +499,7 @@ mod tests {
                 multiplier: Some(0.1),
                 ..BackoffInput::default()
             }),
-            headers: BTreeMap::from([
-                ("webhook-id".into(), "x".into()),
-                ("bad header".into(), "x".into()),
-            ]),
+            headers: BTreeMap::from([("webhook-id".into(), "x".into()), ("bad header".into(), "x".into())]),
             source_app: Some("   ".into()),
             ..Submission::default()
         })
@@ -557,12 +521,7 @@ mod tests {
 
     #[test]
     fn urls_must_be_absolute_http() {
-        for bad in [
-            "not a url",
-            "/relative",
-            "mailto:a@b.c",
-            "file:///etc/passwd",
-        ] {
+        for bad in ["not a url", "/relative", "mailto:a@b.c", "file:///etc/passwd"] {
             let errors = spec(submission(bad)).unwrap_err();
             assert_eq!(fields(errors), ["url"], "{bad}");
         }
@@ -597,13 +556,7 @@ mod tests {
             delay_ms: Some(60_000),
             ..submission("http://h/")
         }
-        .into_spec(
-            "m".into(),
-            None,
-            &TaskDefaults::default(),
-            &Limits::default(),
-            now,
-        )
+        .into_spec("m".into(), None, &TaskDefaults::default(), &Limits::default(), now)
         .unwrap();
         assert_eq!(delayed.deliver_at, Some(now + ChronoDuration::seconds(60)));
         let too_far = spec(Submission {

@@ -88,12 +88,8 @@ impl TaskSummary {
                 self.status = TaskStatus::Retrying;
                 self.next_attempt_at = *next_attempt_at;
             }
-            TaskEvent::TaskDeadLettered { reason, .. } => {
-                self.finish(TaskStatus::Dead, Some(reason))
-            }
-            TaskEvent::TaskCancelled { reason, .. } => {
-                self.finish(TaskStatus::Cancelled, reason.as_ref())
-            }
+            TaskEvent::TaskDeadLettered { reason, .. } => self.finish(TaskStatus::Dead, Some(reason)),
+            TaskEvent::TaskCancelled { reason, .. } => self.finish(TaskStatus::Cancelled, reason.as_ref()),
             TaskEvent::RetryRequested { at } => {
                 self.status = TaskStatus::Retrying;
                 self.next_attempt_at = Some(*at);
@@ -146,9 +142,7 @@ impl TaskDetail {
         for event in events {
             detail.summary.apply(event);
             detail.version += 1;
-            if let TaskEvent::AttemptSucceeded { attempt }
-            | TaskEvent::AttemptFailed { attempt, .. } = event
-            {
+            if let TaskEvent::AttemptSucceeded { attempt } | TaskEvent::AttemptFailed { attempt, .. } = event {
                 detail.attempts.push(attempt.clone());
             }
         }
@@ -221,12 +215,7 @@ mod tests {
         assert_eq!(detail.summary.attempt_count, 1);
         assert_eq!(detail.attempts.len(), 1);
         assert_eq!(detail.version, 3);
-        assert!(detail
-            .summary
-            .reason
-            .as_deref()
-            .unwrap()
-            .contains("timed out"));
+        assert!(detail.summary.reason.as_deref().unwrap().contains("timed out"));
         assert!(detail.summary.finished_at.is_some());
 
         run(&mut task, &mut events, TaskCommand::Retry { at: now });
