@@ -4,6 +4,7 @@
 
 use bida_actors::{DeliveryConfig, NotifyConfig, SchedulerConfig};
 use bida_api::ApiConfig;
+use bida_domain::consumer::{BreakerPolicy, ConsumerPolicy, PolicyDefaults};
 use bida_domain::task::{BackoffInput, Limits, TaskDefaults};
 use bida_domain::{Backoff, StatusSet};
 use bida_projections::RunnerConfig;
@@ -29,6 +30,7 @@ pub struct Config {
     pub scheduler: SchedulerConfig,
     pub notify: NotifyConfig,
     pub projections: RunnerConfig,
+    pub consumers: ConsumersConfig,
 }
 
 impl Default for Config {
@@ -46,6 +48,7 @@ impl Default for Config {
             scheduler: SchedulerConfig::default(),
             notify: NotifyConfig::default(),
             projections: RunnerConfig::default(),
+            consumers: ConsumersConfig::default(),
         }
     }
 }
@@ -112,6 +115,47 @@ impl TasksConfig {
             delay: Duration::from_secs(self.max_delay_days.saturating_mul(86_400)),
             headers: self.max_headers,
             ..Limits::default()
+        }
+    }
+}
+
+/// Defaults of new consumers (attempts, backoff, retry_on and timeout come from `tasks`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsumersConfig {
+    pub concurrency: u32,
+    pub breaker_failures: u32,
+    pub breaker_open_ms: u64,
+}
+
+impl Default for ConsumersConfig {
+    fn default() -> Self {
+        let policy = PolicyDefaults::default().policy;
+        Self {
+            concurrency: policy.concurrency,
+            breaker_failures: policy.breaker.failures,
+            breaker_open_ms: policy.breaker.open_ms,
+        }
+    }
+}
+
+impl Config {
+    pub fn consumer_defaults(&self) -> PolicyDefaults {
+        let tasks = self.tasks.defaults();
+        let base = PolicyDefaults::default().policy;
+        PolicyDefaults {
+            timeout_ms: tasks.timeout_ms,
+            policy: ConsumerPolicy {
+                concurrency: self.consumers.concurrency,
+                max_attempts: tasks.max_attempts,
+                backoff: tasks.backoff,
+                retry_on: tasks.retry_on,
+                breaker: BreakerPolicy {
+                    failures: self.consumers.breaker_failures,
+                    open_ms: self.consumers.breaker_open_ms,
+                },
+                ..base
+            },
         }
     }
 }
@@ -297,6 +341,18 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "projections.idle_ms",
         "How long a caught-up projection sleeps before looking again.",
+    ),
+    (
+        "consumers.concurrency",
+        "Deliveries in flight per consumer and node when a consumer does not say.",
+    ),
+    (
+        "consumers.breaker_failures",
+        "Consecutive failed deliveries that open a consumer's breaker (0: never).",
+    ),
+    (
+        "consumers.breaker_open_ms",
+        "How long an open breaker waits before a probe delivery.",
     ),
 ];
 

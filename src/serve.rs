@@ -2,6 +2,8 @@
 
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use bida_actors::brokers::BrokerService;
+use bida_actors::consumer::ConsumerService;
 use bida_actors::{Node, NodeConfig};
 use bida_api::{problem_responses, routes, ApiState};
 use bida_projections::TaskList;
@@ -31,6 +33,8 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
 
     let state = web::Data::new(ApiState {
         tasks: node.tasks(),
+        brokers: BrokerService::new(store.clone()),
+        consumers: ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults()),
         store,
         config: config.api.clone(),
         node_id: node.id().to_string(),

@@ -8,10 +8,14 @@
 //! - the notifier: failure notifications for dead letters.
 //! - [`TaskService`]: what the HTTP API asks of the node.
 
+pub mod brokers;
+pub mod commands;
 mod config;
+pub mod consumer;
 pub mod delivery;
 pub mod notifier;
 pub mod scheduler;
+pub mod sources;
 pub mod supervisor;
 pub mod task_actor;
 mod tasks;
@@ -38,6 +42,8 @@ pub struct NodeContext {
     pub listen: String,
     pub store: Store,
     pub delivery: Delivery,
+    /// Where consumer deliveries run: a work-stealing pool over every core.
+    pub work: tokio::runtime::Handle,
     pub scheduler: SchedulerConfig,
     /// Task actors alive now, and the bytes of their bodies (kept by the supervisor).
     pub in_memory: AtomicUsize,
@@ -71,6 +77,8 @@ pub enum NodeError {
     Store(#[from] StoreError),
     #[error("cannot build the HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    #[error("cannot start the delivery threads: {0}")]
+    Runtime(std::io::Error),
 }
 
 /// Stop the scheduler.
@@ -91,6 +99,8 @@ pub struct Node {
     context: Arc<NodeContext>,
     supervisor: Addr<Supervisor>,
     scheduler: Addr<Scheduler>,
+    consumers: Addr<consumer::ConsumerSupervisor>,
+    work: Option<tokio::runtime::Runtime>,
     notifier: Option<tokio::task::JoinHandle<()>>,
     tasks: TaskService,
     shutdown_grace: Duration,
@@ -109,8 +119,17 @@ impl Node {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         };
+        // Built outside any runtime's context would be simpler, but dropping a
+        // runtime inside async code panics: it is shut down in the background.
+        let work = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("bida-work")
+            .enable_all()
+            .build()
+            .map_err(NodeError::Runtime)?;
         let context = Arc::new(NodeContext {
             node_id,
+            work: work.handle().clone(),
             name: config.name.clone(),
             listen: config.listen.clone(),
             delivery: Delivery::new(config.delivery.clone())?,
@@ -123,6 +142,9 @@ impl Node {
         });
         let supervisor = Supervisor::new(context.clone(), threads).start();
         let scheduler = Scheduler::new(context.clone(), supervisor.clone()).start();
+        let consumer_commands = commands::Commands::new(&store);
+        let consumers =
+            consumer::ConsumerSupervisor::new(context.clone(), supervisor.clone(), consumer_commands).start();
         let notifier = (!config.notify.webhooks.is_empty())
             .then(|| notifier::spawn(store, config.notify.clone(), config.name.clone()));
         let tasks = TaskService::new(
@@ -137,6 +159,8 @@ impl Node {
             context,
             supervisor,
             scheduler,
+            consumers,
+            work: Some(work),
             notifier,
             tasks,
             shutdown_grace: Duration::from_millis(config.scheduler.shutdown_grace_ms),
@@ -157,7 +181,10 @@ impl Node {
 
     /// Finishes the attempts in flight (up to the grace period), gives every
     /// held task back to the shared schedule and leaves the cluster.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
+        // Consumers first: their deliveries finish and are recorded, and
+        // RabbitMQ/Kafka get their unfinished messages back.
+        let _ = self.consumers.send(consumer::supervisor::DrainConsumers).await;
         let _ = self.scheduler.send(Halt).await;
         if let Some(notifier) = &self.notifier {
             notifier.abort();
@@ -176,6 +203,18 @@ impl Node {
         }
         if let Err(e) = store.mark_node_stopped(self.context.node_id).await {
             tracing::warn!(error = %e, "cannot mark the node stopped");
+        }
+        if let Some(work) = self.work.take() {
+            work.shutdown_background();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        // A runtime dropped inside async code panics; hand it off instead.
+        if let Some(work) = self.work.take() {
+            work.shutdown_background();
         }
     }
 }

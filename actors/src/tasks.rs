@@ -2,7 +2,7 @@
 
 use actix::Addr;
 use bida_domain::task::{
-    CallbackTask, Limits, Submission, TaskCommand, TaskDefaults, TaskDetail, TaskError, TaskSummary,
+    CallbackTask, Limits, Submission, TaskCommand, TaskDefaults, TaskDetail, TaskError, TaskSpec, TaskSummary,
 };
 use bida_domain::ValidationErrors;
 use bida_store::{task_append, EventRepository, LoadedTask, StoreError, StoredEvent};
@@ -185,6 +185,20 @@ impl TaskService {
             task: detail.summary,
             replayed: true,
         })
+    }
+
+    /// Records a task built elsewhere (a consumer's resend); the scheduler of
+    /// some node delivers it.
+    pub async fn submit_spec(&self, id: &str, spec: Arc<TaskSpec>) -> Result<TaskSummary, TaskServiceError> {
+        let events = CallbackTask::default()
+            .decide(TaskCommand::Submit { spec, at: Utc::now() })
+            .map_err(TaskServiceError::Rejected)?;
+        self.node.store.append(task_append(id, 0, &events, None)?).await?;
+        self.scheduler.do_send(ClaimNow);
+        events
+            .first()
+            .and_then(|first| TaskSummary::start(id, first))
+            .ok_or_else(|| TaskServiceError::Internal("submission produced no TaskSubmitted".into()))
     }
 
     /// A task's full view, folded from its own events (never stale).

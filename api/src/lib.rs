@@ -1,6 +1,8 @@
 //! Bida's HTTP API (actix-web): task commands and queries, probes, and the
 //! OpenAPI document. Every error is `application/problem+json`.
 
+mod brokers;
+mod consumers;
 mod health;
 mod json;
 mod openapi;
@@ -38,6 +40,8 @@ impl Default for ApiConfig {
 
 pub struct ApiState {
     pub tasks: TaskService,
+    pub brokers: bida_actors::brokers::BrokerService,
+    pub consumers: bida_actors::consumer::ConsumerService,
     pub store: Store,
     pub config: ApiConfig,
     pub node_id: String,
@@ -50,6 +54,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
             Problem::bad_request("invalid-path", format!("the path is not valid here: {e}")).into()
         }))
         .configure(tasks::routes)
+        .configure(brokers::routes)
+        .configure(consumers::routes)
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/openapi.json", web::get().to(openapi::document));

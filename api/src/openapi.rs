@@ -1,7 +1,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use crate::{health, problem, tasks};
+use crate::{brokers, consumers, health, problem, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -17,12 +17,30 @@ use crate::{health, problem, tasks};
         tasks::retry,
         tasks::cancel,
         tasks::replay,
+        brokers::register,
+        brokers::list,
+        brokers::view,
+        brokers::update,
+        brokers::delete,
+        brokers::offline,
+        brokers::online,
+        consumers::create,
+        consumers::list,
+        consumers::view,
+        consumers::patch,
+        consumers::delete,
+        consumers::lifecycle,
+        consumers::reset_offsets,
+        consumers::resend,
+        consumers::replay_lane,
         health::healthz,
         health::readyz,
     ),
     components(schemas(problem::Problem)),
     tags(
         (name = "tasks", description = "Callback tasks"),
+        (name = "brokers", description = "MQ clusters consumers read from"),
+        (name = "consumers", description = "Broker sources bound to endpoints"),
         (name = "health", description = "Probes"),
     )
 )]

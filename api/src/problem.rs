@@ -152,3 +152,21 @@ pub fn problem_responses<B: MessageBody + 'static>() -> ErrorHandlers<B> {
         ))
     })
 }
+
+impl From<bida_actors::brokers::AdminError> for Problem {
+    fn from(e: bida_actors::brokers::AdminError) -> Self {
+        use bida_actors::brokers::AdminError;
+        let text = e.to_string();
+        match e {
+            AdminError::Invalid(errors) => Self::validation(errors),
+            AdminError::NotFound(_) => Self::not_found(text),
+            AdminError::Rejected(_) => Self::new(StatusCode::CONFLICT, "invalid-state", text),
+            AdminError::Unavailable(_) => Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", text),
+            AdminError::Broker(_) => Self::new(StatusCode::BAD_GATEWAY, "broker-error", text),
+            AdminError::Internal(_) => {
+                tracing::error!(error = %text, "internal error");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", text)
+            }
+        }
+    }
+}

@@ -115,7 +115,10 @@ async fn rebuild_reproduces_the_incremental_read_model() {
     .await
     .unwrap();
     assert_eq!((retrying, dead), (retrying_tasks, dead_tasks));
-    assert!(retrying > 0 && dead > 0, "the workload leaves consumer tasks retrying and dead");
+    assert!(
+        retrying > 0 && dead > 0,
+        "the workload leaves consumer tasks retrying and dead"
+    );
     let dead = TaskList::ids(
         &store,
         &TaskFilter {

@@ -8,6 +8,7 @@
 //! - Catch-up readers follow `(transaction_id, position)`, see `migrations/`.
 //! - [`EventRepository`] implements cqrs-es's `PersistedEventRepository`.
 
+mod aggregates;
 mod checkpoints;
 mod db;
 mod error;
@@ -19,6 +20,7 @@ mod schedule;
 mod tasks;
 mod writer;
 
+pub use aggregates::RuntimeRow;
 pub use checkpoints::save_checkpoint_in;
 pub use db::{Readiness, StoreConfig, MIGRATOR};
 pub use error::StoreError;

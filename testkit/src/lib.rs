@@ -5,8 +5,12 @@
 //! - [`Receiver`]: a real HTTP endpoint whose answers a test scripts (fail the
 //!   first N calls, time out, answer the wrong body...) and which records every
 //!   request it gets.
+//! - [`rabbit::TestQueue`] and [`kafka::KafkaBroker`]: the machine's RabbitMQ
+//!   with a queue of the test's own, and a Kafka-protocol broker per test.
 
 mod database;
+pub mod kafka;
+pub mod rabbit;
 mod receiver;
 
 pub use database::TestDatabase;

@@ -89,7 +89,10 @@ impl Bida {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--database-url")
             .arg(&self.db_url)
-            .env("RUST_LOG", "info,bida_actors=debug,sqlx=warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("BIDA_TEST_LOG").unwrap_or_else(|_| "info,bida_actors=debug,sqlx=warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

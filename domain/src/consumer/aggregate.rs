@@ -85,6 +85,8 @@ pub enum ConsumerCommand {
     RecordCrash {
         node: String,
         error: String,
+        /// Crashes in a row on that node, this one included.
+        consecutive: u32,
         at: DateTime<Utc>,
     },
     /// Record offsets a node has already committed for the (stopped) group.
@@ -136,6 +138,8 @@ pub enum ConsumerEvent {
     ConsumerCrashed {
         node: String,
         error: String,
+        #[serde(default)]
+        consecutive: u32,
         at: DateTime<Utc>,
     },
     OffsetsReset {
@@ -286,9 +290,19 @@ impl Consumer {
                 self.live()?;
                 Ok(vec![ConsumerEvent::ConsumerDeleted { at }])
             }
-            ConsumerCommand::RecordCrash { node, error, at } => {
+            ConsumerCommand::RecordCrash {
+                node,
+                error,
+                consecutive,
+                at,
+            } => {
                 self.live()?;
-                Ok(vec![ConsumerEvent::ConsumerCrashed { node, error, at }])
+                Ok(vec![ConsumerEvent::ConsumerCrashed {
+                    node,
+                    error,
+                    consecutive,
+                    at,
+                }])
             }
             ConsumerCommand::RecordOffsetReset { reset, committed, at } => {
                 let spec = self.live()?;

@@ -1,0 +1,236 @@
+//! One `ConsumerActor` per consumer on each node: it owns the source
+//! connection and the pump, applies configuration changes live, and reports
+//! its state. A crash (connection lost, broker refusal, a failed recording)
+//! ends the actor and is reported to the consumer supervisor, which records it
+//! and starts a new actor after a backoff.
+
+use actix::prelude::*;
+use bida_domain::broker::{BrokerSpec, Connection};
+use bida_domain::consumer::Source as SourceSpec;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+use super::pipeline::{LiveConfig, Pipeline};
+use super::pump::{Pump, PumpError, PumpStatus, RunState};
+use super::supervisor::{ConsumerSupervisor, Crashed};
+use crate::sources::{Backlog, KafkaSource, RabbitSource, SourceError};
+use crate::NodeContext;
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reconfigure(pub Arc<LiveConfig>);
+
+/// Finish the deliveries in flight, then leave.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StopConsumer;
+
+#[derive(Message)]
+#[rtype(result = "ConsumerReport")]
+pub struct Report;
+
+/// What one node says about its part of a consumer.
+#[derive(Clone, Debug, Serialize)]
+pub struct ConsumerReport {
+    pub state: RunState,
+    pub in_flight: usize,
+    /// Messages waiting in key lanes.
+    pub held: usize,
+    pub fetched: u64,
+    pub delivered: u64,
+    pub handed_over: u64,
+    pub dead: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error_at: Option<DateTime<Utc>>,
+    pub backlog: Vec<Backlog>,
+    pub running_since: DateTime<Utc>,
+}
+
+pub struct ConsumerActor {
+    id: String,
+    broker: BrokerSpec,
+    node: Arc<NodeContext>,
+    config: watch::Sender<Arc<LiveConfig>>,
+    stop: watch::Sender<bool>,
+    status: Arc<PumpStatus>,
+    pipeline: Arc<Pipeline>,
+    supervisor: Addr<ConsumerSupervisor>,
+    started: Instant,
+    started_at: DateTime<Utc>,
+}
+
+impl ConsumerActor {
+    pub fn new(
+        config: Arc<LiveConfig>,
+        broker: BrokerSpec,
+        node: Arc<NodeContext>,
+        pipeline_parts: (
+            actix::Addr<crate::Supervisor>,
+            crate::commands::Commands<bida_domain::consumer::Consumer>,
+        ),
+        supervisor: Addr<ConsumerSupervisor>,
+    ) -> Self {
+        let (stop, stopping) = watch::channel(false);
+        let pipeline = Arc::new(Pipeline {
+            node: node.clone(),
+            tasks: pipeline_parts.0,
+            consumers: pipeline_parts.1,
+            stats: Default::default(),
+            stopping,
+        });
+        Self {
+            id: config.consumer_id.clone(),
+            broker,
+            node,
+            config: watch::channel(config).0,
+            stop,
+            status: Arc::new(PumpStatus::default()),
+            pipeline,
+            supervisor,
+            started: Instant::now(),
+            started_at: Utc::now(),
+        }
+    }
+
+    /// Connects the source named by the broker and the consumer's spec and runs the pump.
+    async fn consume(
+        broker: BrokerSpec,
+        config: watch::Receiver<Arc<LiveConfig>>,
+        pump: impl FnOnce(crate::sources::AnySource) -> Pump<crate::sources::AnySource>,
+        client_id: String,
+    ) -> Result<(), PumpError> {
+        let live = config.borrow().clone();
+        let source = match (&broker.connection, &live.spec.source) {
+            (
+                Connection::Kafka {
+                    bootstrap_servers,
+                    options,
+                },
+                SourceSpec::Kafka(spec),
+            ) => crate::sources::AnySource::Kafka(
+                KafkaSource::connect(
+                    bootstrap_servers,
+                    options,
+                    spec,
+                    &client_id,
+                    live.spec.policy.concurrency as usize,
+                )
+                .await?,
+            ),
+            (Connection::Rabbitmq { url, .. }, SourceSpec::Rabbitmq(spec)) => crate::sources::AnySource::Rabbitmq(
+                RabbitSource::connect(url, spec, &client_id, live.spec.policy.concurrency).await?,
+            ),
+            _ => {
+                return Err(SourceError::Broker(format!(
+                    "the consumer's source does not fit a {} broker",
+                    broker.kind().as_str()
+                ))
+                .into())
+            }
+        };
+        pump(source).run().await
+    }
+}
+
+impl Actor for ConsumerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let client_id = format!("bida-{}-{}", self.node.name, self.id);
+        let (pipeline, status, work) = (self.pipeline.clone(), self.status.clone(), self.node.work.clone());
+        let (config, stop) = (self.config.subscribe(), self.stop.subscribe());
+        let grace = Duration::from_millis(self.node.scheduler.shutdown_grace_ms);
+        let config_for_pump = config.clone();
+        let pump = move |source| Pump {
+            source,
+            pipeline,
+            config: config_for_pump,
+            stop,
+            status,
+            work,
+            grace,
+        };
+        let work = Self::consume(self.broker.clone(), config, pump, client_id);
+        ctx.spawn(work.into_actor(self).map(|result, actor, ctx| {
+            if let Err(e) = result {
+                tracing::warn!(consumer = %actor.id, error = %e, "consumer crashed");
+                actor.supervisor.do_send(Crashed {
+                    consumer_id: actor.id.clone(),
+                    error: e.to_string(),
+                    ran_for: actor.started.elapsed(),
+                });
+            }
+            ctx.stop();
+        }));
+    }
+}
+
+impl Handler<Reconfigure> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, Reconfigure(config): Reconfigure, _ctx: &mut Self::Context) {
+        self.config.send_if_modified(|current| {
+            let changed = **current != *config;
+            *current = config;
+            changed
+        });
+    }
+}
+
+impl Handler<StopConsumer> for ConsumerActor {
+    type Result = ();
+
+    fn handle(&mut self, _: StopConsumer, _ctx: &mut Self::Context) {
+        self.stop.send_replace(true);
+    }
+}
+
+impl Handler<Report> for ConsumerActor {
+    type Result = ResponseFuture<ConsumerReport>;
+
+    fn handle(&mut self, _: Report, _ctx: &mut Self::Context) -> Self::Result {
+        let status = self.status.clone();
+        let stats = &self.pipeline.stats;
+        let (fetched, delivered, handed_over, dead) = (
+            stats.fetched.load(Ordering::Relaxed),
+            stats.delivered.load(Ordering::Relaxed),
+            stats.handed_over.load(Ordering::Relaxed),
+            stats.dead.load(Ordering::Relaxed),
+        );
+        let running_since = self.started_at;
+        Box::pin(async move {
+            let probe = status.probe.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let backlog = match probe {
+                Some(probe) => match tokio::time::timeout(Duration::from_secs(3), probe.backlog()).await {
+                    Ok(Ok(backlog)) => backlog,
+                    Ok(Err(e)) => {
+                        tracing::debug!(error = %e, "backlog unavailable");
+                        Vec::new()
+                    }
+                    Err(_) => Vec::new(),
+                },
+                None => Vec::new(),
+            };
+            let last_error = status.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            ConsumerReport {
+                state: *status.state.lock().unwrap_or_else(|p| p.into_inner()),
+                in_flight: status.in_flight.load(Ordering::Relaxed),
+                held: status.held.load(Ordering::Relaxed),
+                fetched,
+                delivered,
+                handed_over,
+                dead,
+                last_error_at: last_error.as_ref().map(|(at, _)| *at),
+                last_error: last_error.map(|(_, e)| e),
+                backlog,
+                running_since,
+            }
+        })
+    }
+}

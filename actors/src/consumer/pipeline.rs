@@ -1,0 +1,304 @@
+//! What happens to one consumed message.
+//!
+//! Deliver first, while the broker still holds the message; then record the
+//! outcome together with the task's events in one group-committed append;
+//! only then acknowledge. A crash at any point repeats the delivery, never
+//! loses it. A failed first attempt hands the message to a callback task that
+//! owns its retries (the event store is the retry queue), so one failing
+//! endpoint does not stall the partition. With ordering by key, the lane keeps
+//! the message until it is delivered or its attempts are used up.
+
+use actix::Addr;
+use bida_domain::consumer::{Consumer, ConsumerCommand, ConsumerSpec};
+use bida_domain::matcher::{judge, Verdict};
+use bida_domain::task::{AttemptReport, CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskSpec, TaskStatus};
+use bida_store::{task_append, LoadedTask, StoreError};
+use chrono::Utc;
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::commands::Commands;
+use crate::delivery::Attempted;
+use crate::sources::Incoming;
+use crate::supervisor::{Adopt, Supervisor};
+use crate::NodeContext;
+
+/// Task ids of consumed messages live in this namespace.
+const MESSAGE_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_a0c3_5f2e_4c8a_9d47_0b1d_a000_0002);
+
+/// The consumer's configuration of the moment, as the pump and its
+/// deliveries see it. A change applies to messages dispatched after it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LiveConfig {
+    pub consumer_id: String,
+    pub spec: ConsumerSpec,
+    pub paused: bool,
+    /// Keys whose lane is parked (ordering by key).
+    pub parked: BTreeSet<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    /// Handed to a callback task that owns the retries.
+    Retrying,
+    Dead,
+    /// Recorded before (a redelivery after a crash): acknowledged again.
+    AlreadyRecorded,
+    /// The consumer stopped first: neither recorded nor acknowledged; the
+    /// broker delivers the message again.
+    Abandoned,
+}
+
+/// One delivery's end, reported to the pump.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub key: Option<String>,
+    pub outcome: Outcome,
+    /// `Some(true)`: the endpoint answered as expected; `Some(false)`: it
+    /// failed (5xx, timeout, network...); `None`: neither (a client error).
+    pub healthy: Option<bool>,
+    pub probe: bool,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error("cannot record a delivery: {0}")]
+    Store(#[from] StoreError),
+}
+
+#[derive(Debug, Default)]
+pub struct PipelineStats {
+    pub fetched: AtomicU64,
+    pub delivered: AtomicU64,
+    pub handed_over: AtomicU64,
+    pub dead: AtomicU64,
+}
+
+pub struct Pipeline {
+    pub node: Arc<NodeContext>,
+    pub tasks: Addr<Supervisor>,
+    pub consumers: Commands<Consumer>,
+    pub stats: PipelineStats,
+    /// True once the consumer is stopping.
+    pub stopping: watch::Receiver<bool>,
+}
+
+impl Pipeline {
+    /// The same for every redelivery of a message, so that a message whose
+    /// outcome was recorded before a crash is recognised.
+    pub fn task_id(consumer_id: &str, message_id: &str) -> String {
+        Uuid::new_v5(&MESSAGE_NAMESPACE, format!("{consumer_id}\n{message_id}").as_bytes()).to_string()
+    }
+
+    fn report(attempted: Attempted, number: u32) -> AttemptReport {
+        AttemptReport {
+            number,
+            started_at: attempted.started_at,
+            latency_ms: attempted.latency_ms,
+            observation: attempted.observation,
+            response_excerpt: attempted.response_excerpt,
+            jitter_sample: rand::random::<f64>(),
+        }
+    }
+
+    /// What the attempt says of the endpoint's health, and why it failed.
+    fn health(spec: &TaskSpec, attempted: &Attempted) -> (Option<bool>, Option<String>) {
+        let policy = &spec.policy;
+        match judge(&policy.expect, &policy.retry_on, &attempted.observation, Utc::now()) {
+            Verdict::Success => (Some(true), None),
+            Verdict::Retry { reason, .. } => (Some(false), Some(reason)),
+            Verdict::GiveUp { reason } => (None, Some(reason)),
+        }
+    }
+
+    /// Runs a command on the task and keeps its events.
+    fn decide(task: &mut CallbackTask, events: &mut Vec<TaskEvent>, command: TaskCommand) {
+        match task.decide(command) {
+            Ok(new) => {
+                for event in &new {
+                    task.apply_event(event);
+                }
+                events.extend(new);
+            }
+            // A brand-new task accepts its submission and attempts in order.
+            Err(e) => tracing::error!(error = %e, "consumed message rejected by its task"),
+        }
+    }
+
+    /// Records the task's events, trying again while the store is unreachable.
+    /// `Ok(false)`: they were recorded before (a redelivered message).
+    async fn record(&self, id: &str, events: &[TaskEvent], owner: Option<Uuid>) -> Result<bool, PipelineError> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.node.store.append(task_append(id, 0, events, owner)?).await {
+                Ok(()) => return Ok(true),
+                Err(StoreError::Conflict { .. }) => return Ok(false),
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(task = id, error = %e, ?delay, "cannot record a delivery yet; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    async fn acknowledge(incoming_ack: Box<dyn crate::sources::Acknowledge>, task_id: &str) {
+        if let Err(e) = incoming_ack.ack().await {
+            // The broker will deliver it again; its task id makes that a repeat.
+            tracing::warn!(task = task_id, error = %e, "cannot acknowledge a recorded message");
+        }
+    }
+
+    /// Delivers once, records, acknowledges; a failure becomes a retrying task.
+    pub async fn deliver(
+        self: Arc<Self>,
+        config: Arc<LiveConfig>,
+        incoming: Incoming,
+        probe: bool,
+    ) -> Result<Done, PipelineError> {
+        let Incoming { message, ack } = incoming;
+        let key = message.key.clone();
+        let spec = config.spec.task_for(&config.consumer_id, &message);
+        let task_id = Self::task_id(&config.consumer_id, &message.message_id);
+        let attempted = self.node.delivery.attempt(&spec, 1).await;
+        let (healthy, error) = Self::health(&spec, &attempted);
+        let mut task = CallbackTask::default();
+        let mut events = Vec::with_capacity(2);
+        let bytes = message.body.len();
+        Self::decide(
+            &mut task,
+            &mut events,
+            TaskCommand::Submit {
+                spec,
+                at: attempted.started_at,
+            },
+        );
+        Self::decide(
+            &mut task,
+            &mut events,
+            TaskCommand::RecordAttempt(Self::report(attempted, 1)),
+        );
+        let hold = matches!(ScheduleChange::after(&events), Some(ScheduleChange::Due(at))
+                if (at - Utc::now()).to_std().unwrap_or_default() <= self.node.scheduler.hold_max())
+            && self.node.has_room_for(bytes);
+        let owner = hold.then_some(self.node.node_id);
+        let outcome = if self.record(&task_id, &events, owner).await? {
+            match task.status() {
+                TaskStatus::Delivered => Outcome::Delivered,
+                TaskStatus::Dead => Outcome::Dead,
+                _ => Outcome::Retrying,
+            }
+        } else {
+            Outcome::AlreadyRecorded
+        };
+        if hold && outcome == Outcome::Retrying {
+            self.tasks.do_send(Adopt(LoadedTask {
+                id: task_id.clone(),
+                version: events.len() as i64,
+                task,
+                events,
+            }));
+        }
+        Self::acknowledge(ack, &task_id).await;
+        self.count(outcome);
+        Ok(Done {
+            key,
+            outcome,
+            healthy,
+            probe,
+            error,
+        })
+    }
+
+    /// Ordering by key: the lane keeps the message, retrying it in place until
+    /// it is delivered or its attempts are used up (then the lane is parked),
+    /// and records its whole history at once.
+    pub async fn deliver_in_order(
+        self: Arc<Self>,
+        config: Arc<LiveConfig>,
+        incoming: Incoming,
+    ) -> Result<Done, PipelineError> {
+        let Incoming { message, ack } = incoming;
+        let key = message.key.clone();
+        let spec = config.spec.task_for(&config.consumer_id, &message);
+        let task_id = Self::task_id(&config.consumer_id, &message.message_id);
+        let mut task = CallbackTask::default();
+        let mut events = Vec::new();
+        let mut stopping = self.stopping.clone();
+        let mut healthy = None;
+        let mut error = None;
+        Self::decide(
+            &mut task,
+            &mut events,
+            TaskCommand::Submit {
+                spec: spec.clone(),
+                at: Utc::now(),
+            },
+        );
+        while let Some(due) = task.next_attempt_at() {
+            let wait = (due - Utc::now()).to_std().unwrap_or_default();
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = stopping.wait_for(|stop| *stop) => {
+                    return Ok(Done { key, outcome: Outcome::Abandoned, healthy, probe: false, error });
+                }
+            }
+            let attempted = self.node.delivery.attempt(&spec, task.attempts() + 1).await;
+            (healthy, error) = Self::health(&spec, &attempted);
+            let number = task.attempts() + 1;
+            Self::decide(
+                &mut task,
+                &mut events,
+                TaskCommand::RecordAttempt(Self::report(attempted, number)),
+            );
+        }
+        let recorded = self.record(&task_id, &events, None).await?;
+        let outcome = match (recorded, task.status()) {
+            (false, _) => Outcome::AlreadyRecorded,
+            (true, TaskStatus::Dead) => Outcome::Dead,
+            _ => Outcome::Delivered,
+        };
+        if outcome == Outcome::Dead {
+            if let Some(key) = &key {
+                self.park(&config.consumer_id, key, &task_id).await;
+            }
+        }
+        Self::acknowledge(ack, &task_id).await;
+        self.count(outcome);
+        Ok(Done {
+            key,
+            outcome,
+            healthy,
+            probe: false,
+            error,
+        })
+    }
+
+    async fn park(&self, consumer_id: &str, key: &str, task_id: &str) {
+        let command = ConsumerCommand::ParkLane {
+            key: key.to_string(),
+            task_id: task_id.to_string(),
+            at: Utc::now(),
+        };
+        if let Err(e) = self.consumers.execute(consumer_id, command).await {
+            tracing::error!(consumer = consumer_id, key, error = %e, "cannot record the parked lane");
+        }
+    }
+
+    fn count(&self, outcome: Outcome) {
+        let counter = match outcome {
+            Outcome::Delivered => &self.stats.delivered,
+            Outcome::Retrying => &self.stats.handed_over,
+            Outcome::Dead => &self.stats.dead,
+            Outcome::AlreadyRecorded | Outcome::Abandoned => return,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,298 @@
+//! The pump: fetches a message only when the consumer may take one (not
+//! paused, breaker closed or probing, under its concurrency and rate) and hands
+//! it to a delivery on the node's work runtime. When it may not, the source is
+//! told to pause (Kafka pauses its partitions), so the backlog stays in the MQ.
+
+use bida_domain::consumer::Ordering as Ordered;
+use chrono::{DateTime, Utc};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde::Serialize;
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::breaker::{Admission, Breaker, BreakerState};
+use super::pipeline::{Done, LiveConfig, Outcome, Pipeline, PipelineError};
+use crate::sources::{BacklogProbe, Incoming, Source, SourceError};
+
+/// Messages a consumer holds back in parked or busy key lanes (ordering by key).
+const LANE_BUFFER: usize = 1_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PumpError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunState {
+    #[default]
+    Connecting,
+    Running,
+    Paused,
+    /// The endpoint kept failing: fetching stops until a probe succeeds.
+    BreakerOpen,
+    Stopping,
+}
+
+/// What the pump shows of itself, read by the consumer actor's reports.
+#[derive(Default)]
+pub struct PumpStatus {
+    pub state: Mutex<RunState>,
+    pub in_flight: AtomicUsize,
+    pub held: AtomicUsize,
+    pub last_error: Mutex<Option<(DateTime<Utc>, String)>>,
+    pub probe: Mutex<Option<Arc<dyn BacklogProbe>>>,
+}
+
+impl PumpStatus {
+    fn set_state(&self, state: RunState) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = state;
+    }
+
+    fn set_error(&self, error: String) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some((Utc::now(), error));
+    }
+}
+
+/// Key lanes: one message in delivery per key; the rest wait in order.
+#[derive(Default)]
+struct Lanes {
+    lanes: HashMap<String, Lane>,
+    held: usize,
+}
+
+#[derive(Default)]
+struct Lane {
+    busy: bool,
+    waiting: VecDeque<Incoming>,
+}
+
+impl Lanes {
+    /// The message, if its lane is free to deliver it now; otherwise it waits.
+    fn offer(&mut self, key: String, incoming: Incoming, parked: &BTreeSet<String>) -> Option<Incoming> {
+        let lane = self.lanes.entry(key.clone()).or_default();
+        if lane.busy || parked.contains(&key) || !lane.waiting.is_empty() {
+            lane.waiting.push_back(incoming);
+            self.held += 1;
+            return None;
+        }
+        lane.busy = true;
+        Some(incoming)
+    }
+
+    /// A lane's delivery ended: its next message, unless the lane is parked.
+    fn finished(&mut self, key: &str, parked: &BTreeSet<String>) -> Option<Incoming> {
+        let lane = self.lanes.get_mut(key)?;
+        lane.busy = false;
+        if parked.contains(key) {
+            return None;
+        }
+        let next = lane.waiting.pop_front();
+        match next {
+            Some(_) => {
+                lane.busy = true;
+                self.held -= 1;
+            }
+            None => {
+                self.lanes.remove(key);
+            }
+        }
+        next
+    }
+
+    /// Lanes that may move again (their key was released): their next messages.
+    fn released(&mut self, parked: &BTreeSet<String>) -> Vec<Incoming> {
+        let mut ready = Vec::new();
+        for (key, lane) in self.lanes.iter_mut() {
+            if !lane.busy && !parked.contains(key) {
+                if let Some(next) = lane.waiting.pop_front() {
+                    lane.busy = true;
+                    self.held -= 1;
+                    ready.push(next);
+                }
+            }
+        }
+        ready
+    }
+}
+
+fn rate_gate(per_second: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
+    NonZeroU32::new(per_second).map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))))
+}
+
+fn prefetch(config: &LiveConfig) -> u32 {
+    let concurrency = config.spec.policy.concurrency;
+    match config.spec.policy.ordering {
+        Ordered::None => concurrency,
+        // Waiting lane messages stay unacknowledged in the broker too.
+        Ordered::Key => concurrency + LANE_BUFFER as u32,
+    }
+}
+
+async fn fetch<S: Source>(
+    source: &mut S,
+    rate: Option<Arc<DefaultDirectRateLimiter>>,
+) -> Result<Incoming, SourceError> {
+    if let Some(rate) = rate {
+        rate.until_ready().await;
+    }
+    source.next().await
+}
+
+pub struct Pump<S: Source> {
+    pub source: S,
+    pub pipeline: Arc<Pipeline>,
+    pub config: watch::Receiver<Arc<LiveConfig>>,
+    pub stop: watch::Receiver<bool>,
+    pub status: Arc<PumpStatus>,
+    pub work: Handle,
+    /// How long deliveries in flight may take to finish once stopping.
+    pub grace: Duration,
+}
+
+impl<S: Source> Pump<S> {
+    pub async fn run(mut self) -> Result<(), PumpError> {
+        let mut live = self.config.borrow_and_update().clone();
+        let mut breaker = Breaker::new(live.spec.policy.breaker);
+        let mut rate = rate_gate(live.spec.policy.rate_per_sec);
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, PipelineError>>();
+        let mut in_flight = 0usize;
+        let mut lanes = Lanes::default();
+        let mut held = false;
+        let mut stop_deadline: Option<Instant> = None;
+        self.source.set_prefetch(prefetch(&live)).await?;
+        *self.status.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.source.backlog_probe());
+
+        let dispatch =
+            |incoming: Incoming, probe: bool, ordered: bool, config: &Arc<LiveConfig>, in_flight: &mut usize| {
+                *in_flight += 1;
+                let (pipeline, config, done) = (self.pipeline.clone(), config.clone(), done_tx.clone());
+                self.work.spawn(async move {
+                    let outcome = if ordered {
+                        pipeline.deliver_in_order(config, incoming).await
+                    } else {
+                        pipeline.deliver(config, incoming, probe).await
+                    };
+                    let _ = done.send(outcome);
+                });
+            };
+
+        loop {
+            let stopping = *self.stop.borrow();
+            if stopping {
+                let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + self.grace);
+                if in_flight == 0 || Instant::now() >= deadline {
+                    break;
+                }
+            }
+            let policy = &live.spec.policy;
+            let ordered = policy.ordering == Ordered::Key;
+            let room = in_flight < policy.concurrency as usize && lanes.held < LANE_BUFFER;
+            let admission = if stopping || live.paused || !room {
+                Admission::Wait(None)
+            } else if ordered {
+                // Lanes retry in place: a failing endpoint fills them and
+                // fetching stops by itself, so the breaker stays out of it.
+                Admission::Deliver
+            } else {
+                breaker.admission(Instant::now().into_std())
+            };
+            let fetch_now = matches!(admission, Admission::Deliver | Admission::Probe);
+            // The source pauses only for long holds (a paused consumer, an open
+            // breaker); a full pipeline simply stops pulling for a moment.
+            let hold_source = live.paused || (!ordered && matches!(breaker.state(), BreakerState::Open { .. }));
+            if hold_source != held {
+                self.source.set_paused(hold_source).await?;
+                held = hold_source;
+            }
+            self.status.set_state(match (stopping, live.paused, breaker.state()) {
+                (true, _, _) => RunState::Stopping,
+                (_, true, _) => RunState::Paused,
+                (_, _, BreakerState::Open { .. } | BreakerState::Probing) => RunState::BreakerOpen,
+                _ => RunState::Running,
+            });
+            self.status.in_flight.store(in_flight, Ordering::Relaxed);
+            self.status.held.store(lanes.held, Ordering::Relaxed);
+            let wake = match admission {
+                Admission::Wait(Some(until)) => Some(Instant::from_std(until)),
+                _ => None,
+            };
+            let grace_end = stop_deadline;
+
+            tokio::select! {
+                biased;
+                changed = self.stop.changed() => {
+                    if changed.is_err() && !*self.stop.borrow() {
+                        // The actor is gone: stop as if asked.
+                        break;
+                    }
+                }
+                changed = self.config.changed() => {
+                    if changed.is_ok() {
+                        let new = self.config.borrow_and_update().clone();
+                        breaker.set_policy(new.spec.policy.breaker);
+                        if new.spec.policy.rate_per_sec != live.spec.policy.rate_per_sec {
+                            rate = rate_gate(new.spec.policy.rate_per_sec);
+                        }
+                        if prefetch(&new) != prefetch(&live) {
+                            self.source.set_prefetch(prefetch(&new)).await?;
+                        }
+                        live = new;
+                        for next in lanes.released(&live.parked) {
+                            dispatch(next, false, true, &live, &mut in_flight);
+                        }
+                    }
+                }
+                Some(done) = done_rx.recv() => {
+                    in_flight -= 1;
+                    let done = done?;
+                    breaker.record(done.healthy, done.probe, std::time::Instant::now());
+                    if let Some(error) = &done.error {
+                        self.status.set_error(error.clone());
+                    }
+                    if let (true, Some(key)) = (ordered, &done.key) {
+                        let mut parked = live.parked.clone();
+                        if done.outcome == Outcome::Dead {
+                            // Parked now, before the event comes back as configuration.
+                            parked.insert(key.clone());
+                        }
+                        if let Some(next) = lanes.finished(key, &parked) {
+                            dispatch(next, false, true, &live, &mut in_flight);
+                        }
+                    }
+                }
+                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
+                _ = tokio::time::sleep_until(grace_end.unwrap_or_else(Instant::now)), if grace_end.is_some() => {}
+                incoming = fetch(&mut self.source, rate.clone()), if fetch_now => {
+                    let incoming = incoming?;
+                    self.pipeline.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                    let probe = admission == Admission::Probe;
+                    if probe {
+                        breaker.probe_started();
+                    }
+                    match (ordered, incoming.message.key.clone()) {
+                        (true, Some(key)) => {
+                            if let Some(go) = lanes.offer(key, incoming, &live.parked) {
+                                dispatch(go, false, true, &live, &mut in_flight);
+                            }
+                        }
+                        // Without a key there is no order to keep.
+                        _ => dispatch(incoming, probe, false, &live, &mut in_flight),
+                    }
+                }
+            }
+        }
+        self.status.set_state(RunState::Stopping);
+        self.source.close().await;
+        Ok(())
+    }
+}

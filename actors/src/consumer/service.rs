@@ -1,0 +1,518 @@
+//! Consumer operations for the API: create, edit live, pause, resume, stop,
+//! start, delete, reset Kafka offsets, resend, replay a parked lane; and the
+//! consumer's view from its events, its counters and its nodes' reports.
+
+use bida_domain::broker::{Broker, Connection};
+use bida_domain::consumer::{
+    Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, DesiredState, OffsetReset,
+    PartitionOffset, PolicyDefaults, Source, SourceMessage,
+};
+use bida_domain::task::{TaskDetail, TaskStatus};
+use bida_domain::ValidationErrors;
+use bida_store::Store;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+use super::pipeline::Pipeline;
+use crate::brokers::{admin_error, AdminError, BrokerService};
+use crate::commands::Commands;
+use crate::sources::{Backlog, KafkaAdmin, RabbitAdmin};
+use crate::tasks::{TaskService, TaskServiceError};
+
+/// Reports older than this come from nodes that stopped reporting.
+const FRESH_REPORT_SECS: f64 = 10.0;
+const LAG_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone, Debug, Default, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Counters {
+    /// Messages taken from the broker and recorded as tasks.
+    pub consumed: i64,
+    pub delivered: i64,
+    pub failed_attempts: i64,
+    /// Tasks waiting for their next attempt now.
+    pub retrying: i64,
+    /// Tasks dead-lettered and not replayed.
+    pub dead: i64,
+    pub timeouts: i64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NodeReport {
+    pub node_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_name: Option<String>,
+    pub state: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub report: serde_json::Value,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ConsumerView {
+    pub id: String,
+    #[serde(flatten)]
+    pub spec: ConsumerSpec,
+    /// What the operator asked for: running, paused or stopped.
+    pub desired_state: DesiredState,
+    /// What the nodes are doing: running, paused, breaker_open, restarting,
+    /// starting, stopped or deleted.
+    pub state: String,
+    pub counters: Counters,
+    /// Backlog per partition or queue, read from the broker now.
+    pub lag: Vec<Backlog>,
+    pub lag_total: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lag_error: Option<String>,
+    /// The nodes running the consumer.
+    pub nodes: Vec<NodeReport>,
+    /// Parked key lanes: key → the task that used up its attempts.
+    pub parked_lanes: BTreeMap<String, String>,
+    pub crashes: u64,
+    pub deleted: bool,
+}
+
+/// Resend one recorded message (by task id) or a range of a Kafka partition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResendRequest {
+    pub task_id: Option<String>,
+    pub topic: Option<String>,
+    pub partition: Option<i32>,
+    /// First offset (inclusive).
+    pub from: Option<i64>,
+    /// Last offset (inclusive).
+    pub to: Option<i64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ResendOutcome {
+    pub task_ids: Vec<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LaneReplay {
+    pub key: String,
+    pub task_id: String,
+    /// delivered: the lane moves again; dead: it failed again and stays parked.
+    pub task_status: TaskStatus,
+    pub released: bool,
+}
+
+/// Most messages one range resend may take.
+const MAX_RESEND: i64 = 10_000;
+
+#[derive(Clone)]
+pub struct ConsumerService {
+    store: Store,
+    commands: Commands<Consumer>,
+    brokers: BrokerService,
+    tasks: TaskService,
+    defaults: PolicyDefaults,
+}
+
+impl From<TaskServiceError> for AdminError {
+    fn from(e: TaskServiceError) -> Self {
+        match e {
+            TaskServiceError::NotFound(_) => Self::NotFound(e.to_string()),
+            TaskServiceError::Invalid(errors) => Self::Invalid(errors),
+            TaskServiceError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            TaskServiceError::Internal(_) => Self::Internal(e.to_string()),
+            _ => Self::Rejected(e.to_string()),
+        }
+    }
+}
+
+impl ConsumerService {
+    pub fn new(store: Store, tasks: TaskService, defaults: PolicyDefaults) -> Self {
+        Self {
+            commands: Commands::new(&store),
+            brokers: BrokerService::new(store.clone()),
+            store,
+            tasks,
+            defaults,
+        }
+    }
+
+    async fn execute(&self, id: &str, command: ConsumerCommand) -> Result<(), AdminError> {
+        self.commands
+            .execute(id, command)
+            .await
+            .map_err(|e| admin_error(e, |e| matches!(e, ConsumerError::NotFound)))
+    }
+
+    async fn load(&self, id: &str) -> Result<Consumer, AdminError> {
+        match self.store.load_aggregate::<Consumer>(id).await? {
+            Some((consumer, _)) if consumer.spec().is_some() => Ok(consumer),
+            _ => Err(AdminError::NotFound(format!("no consumer with id {id}"))),
+        }
+    }
+
+    async fn live_broker(&self, id: &str) -> Result<Broker, AdminError> {
+        let broker = self.brokers.load(id).await.map_err(|_| {
+            AdminError::Invalid(ValidationErrors::single("broker_id", format!("no broker with id {id}")))
+        })?;
+        if broker.is_deleted() {
+            return Err(AdminError::Invalid(ValidationErrors::single(
+                "broker_id",
+                "the broker was deleted",
+            )));
+        }
+        Ok(broker)
+    }
+
+    pub async fn create(&self, input: ConsumerInput) -> Result<ConsumerView, AdminError> {
+        let broker = self.live_broker(&input.broker_id).await?;
+        let kind = broker
+            .spec()
+            .map(|s| s.kind())
+            .ok_or_else(|| AdminError::Internal("broker without spec".into()))?;
+        let spec = input.into_spec(kind, &self.defaults).map_err(AdminError::Invalid)?;
+        let id = Uuid::now_v7().to_string();
+        self.execute(&id, ConsumerCommand::Create { spec, at: Utc::now() })
+            .await?;
+        self.view(&id).await
+    }
+
+    /// A live change: running actors on every node apply it without a restart.
+    pub async fn patch(&self, id: &str, patch: ConsumerPatch) -> Result<ConsumerView, AdminError> {
+        let consumer = self.load(id).await?;
+        let spec = consumer.spec().ok_or_else(|| AdminError::NotFound(id.into()))?;
+        let mut errors = ValidationErrors::default();
+        let endpoint = patch
+            .endpoint
+            .map(|input| input.over(Some(&spec.endpoint), self.defaults.timeout_ms, &mut errors));
+        let policy = patch.policy.map(|input| input.over(&spec.policy, &mut errors));
+        errors.finish(()).map_err(AdminError::Invalid)?;
+        let at = Utc::now();
+        if let Some(endpoint) = endpoint.filter(|e| *e != spec.endpoint) {
+            self.execute(id, ConsumerCommand::ChangeEndpoint { endpoint, at })
+                .await?;
+        }
+        if let Some(policy) = policy.filter(|p| *p != spec.policy) {
+            self.execute(id, ConsumerCommand::ChangePolicy { policy, at }).await?;
+        }
+        self.view(id).await
+    }
+
+    pub async fn lifecycle(&self, id: &str, action: &str) -> Result<ConsumerView, AdminError> {
+        let at = Utc::now();
+        let command = match action {
+            "pause" => ConsumerCommand::Pause { at },
+            "resume" => ConsumerCommand::Resume { at },
+            "stop" => ConsumerCommand::Stop { at },
+            "start" => ConsumerCommand::Start { at },
+            other => return Err(AdminError::NotFound(format!("no consumer action {other}"))),
+        };
+        self.execute(id, command).await?;
+        self.view(id).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(), AdminError> {
+        self.execute(id, ConsumerCommand::Delete { at: Utc::now() }).await
+    }
+
+    pub async fn list(&self) -> Result<Vec<ConsumerView>, AdminError> {
+        let mut views = Vec::new();
+        for (id, consumer) in self.store.load_all::<Consumer>().await? {
+            if consumer.spec().is_some() && !consumer.is_deleted() {
+                views.push(self.describe(&id, &consumer, false).await?);
+            }
+        }
+        Ok(views)
+    }
+
+    pub async fn view(&self, id: &str) -> Result<ConsumerView, AdminError> {
+        let consumer = self.load(id).await?;
+        self.describe(id, &consumer, true).await
+    }
+
+    async fn describe(&self, id: &str, consumer: &Consumer, with_lag: bool) -> Result<ConsumerView, AdminError> {
+        let spec = consumer
+            .spec()
+            .cloned()
+            .ok_or_else(|| AdminError::NotFound(id.into()))?;
+        let nodes: Vec<NodeReport> = self
+            .store
+            .consumer_runtime(id, FRESH_REPORT_SECS)
+            .await?
+            .into_iter()
+            .map(|row| NodeReport {
+                node_id: row.node_id.to_string(),
+                node_name: row.node_name,
+                state: row.state,
+                report: row.report,
+                updated_at: row.updated_at,
+            })
+            .collect();
+        let counters = match self.store.consumer_counters(id).await? {
+            Some([consumed, delivered, failed_attempts, timeouts, _dead_lettered, retrying, dead]) => Counters {
+                consumed,
+                delivered,
+                failed_attempts,
+                retrying,
+                dead,
+                timeouts,
+            },
+            None => Counters::default(),
+        };
+        let (lag, lag_error) = if with_lag {
+            match self.lag(&spec).await {
+                Ok(lag) => (lag, None),
+                Err(e) => (Vec::new(), Some(e.to_string())),
+            }
+        } else {
+            (Vec::new(), None)
+        };
+        let state = observed_state(consumer, &nodes);
+        Ok(ConsumerView {
+            id: id.to_string(),
+            lag_total: lag.iter().map(|b| b.lag).sum(),
+            desired_state: consumer.state(),
+            state,
+            counters,
+            lag,
+            lag_error,
+            nodes,
+            parked_lanes: consumer.parked_lanes().clone(),
+            crashes: consumer.crashes(),
+            deleted: consumer.is_deleted(),
+            spec,
+        })
+    }
+
+    /// The whole group's lag (Kafka) or the queue's depth (RabbitMQ), now.
+    async fn lag(&self, spec: &ConsumerSpec) -> Result<Vec<Backlog>, AdminError> {
+        let broker = self.brokers.load(&spec.broker_id).await?;
+        let connection = broker.spec().map(|s| s.connection.clone());
+        let read = async {
+            match (connection, &spec.source) {
+                (
+                    Some(Connection::Kafka {
+                        bootstrap_servers,
+                        options,
+                    }),
+                    Source::Kafka(source),
+                ) => {
+                    KafkaAdmin::new(&bootstrap_servers, &options)
+                        .group_backlog(&source.group, &source.topics)
+                        .await
+                }
+                (Some(Connection::Rabbitmq { url, management_url }), Source::Rabbitmq(source)) => {
+                    let queues = RabbitAdmin::new(&url, management_url.as_deref())
+                        .queues(std::slice::from_ref(&source.queue))
+                        .await?;
+                    Ok(queues
+                        .into_iter()
+                        .filter(|q| q.name == source.queue)
+                        .map(|q| Backlog {
+                            source: q.name,
+                            lag: q.messages,
+                            committed: None,
+                            end: None,
+                        })
+                        .collect())
+                }
+                _ => Ok(Vec::new()),
+            }
+        };
+        match tokio::time::timeout(LAG_TIMEOUT, read).await {
+            Ok(result) => result.map_err(|e| AdminError::Broker(e.to_string())),
+            Err(_) => Err(AdminError::Broker(format!(
+                "no answer within {} s",
+                LAG_TIMEOUT.as_secs()
+            ))),
+        }
+    }
+
+    fn kafka_of(consumer: &Consumer) -> Result<(&ConsumerSpec, &bida_domain::consumer::KafkaSource), AdminError> {
+        let spec = consumer.spec().ok_or_else(|| AdminError::NotFound("consumer".into()))?;
+        match &spec.source {
+            Source::Kafka(source) => Ok((spec, source)),
+            Source::Rabbitmq(_) => Err(AdminError::Rejected(
+                "this is a RabbitMQ consumer; offsets are a Kafka notion".into(),
+            )),
+        }
+    }
+
+    async fn kafka_admin(&self, broker_id: &str) -> Result<KafkaAdmin, AdminError> {
+        match self.brokers.load(broker_id).await?.spec().map(|s| &s.connection) {
+            Some(Connection::Kafka {
+                bootstrap_servers,
+                options,
+            }) => Ok(KafkaAdmin::new(bootstrap_servers, options)),
+            _ => Err(AdminError::Rejected("the consumer's broker is not Kafka".into())),
+        }
+    }
+
+    /// Commits new offsets for the consumer's group. The consumer must be
+    /// stopped: Kafka accepts the commit once no node is in the group.
+    pub async fn reset_offsets(&self, id: &str, reset: OffsetReset) -> Result<Vec<PartitionOffset>, AdminError> {
+        let consumer = self.load(id).await?;
+        let (spec, source) = Self::kafka_of(&consumer)?;
+        if consumer.state() != DesiredState::Stopped {
+            return Err(AdminError::Rejected(format!(
+                "stop the consumer before resetting its offsets (it is {})",
+                consumer.state().as_str()
+            )));
+        }
+        let admin = self.kafka_admin(&spec.broker_id).await?;
+        // Nodes leave the group within moments of the stop; until then Kafka refuses.
+        let mut tries = 0;
+        let committed = loop {
+            tries += 1;
+            match admin.reset_offsets(&source.group, &source.topics, &reset).await {
+                Ok(committed) => break committed,
+                Err(_) if tries < 20 => tokio::time::sleep(Duration::from_millis(500)).await,
+                Err(e) => return Err(AdminError::Broker(e.to_string())),
+            }
+        };
+        self.execute(
+            id,
+            ConsumerCommand::RecordOffsetReset {
+                reset,
+                committed: committed.clone(),
+                at: Utc::now(),
+            },
+        )
+        .await?;
+        Ok(committed)
+    }
+
+    /// Delivers again one recorded message, or every message of a range of a
+    /// Kafka partition (as new tasks, carrying the same `webhook-id`).
+    pub async fn resend(&self, id: &str, request: ResendRequest) -> Result<ResendOutcome, AdminError> {
+        let consumer = self.load(id).await?;
+        if let Some(task_id) = request.task_id {
+            let detail = self
+                .tasks
+                .detail(&task_id)
+                .await?
+                .ok_or_else(|| AdminError::NotFound(format!("no task with id {task_id}")))?;
+            if detail.summary.consumer_id.as_deref() != Some(id) {
+                return Err(AdminError::Invalid(ValidationErrors::single(
+                    "task_id",
+                    "is not a task of this consumer",
+                )));
+            }
+            self.tasks.retry(&task_id).await?;
+            return Ok(ResendOutcome {
+                task_ids: vec![task_id],
+            });
+        }
+        let (spec, _) = Self::kafka_of(&consumer)?;
+        let (Some(topic), Some(partition), Some(from), Some(to)) =
+            (request.topic, request.partition, request.from, request.to)
+        else {
+            return Err(AdminError::Invalid(ValidationErrors::single(
+                "task_id",
+                "give task_id, or topic, partition, from and to",
+            )));
+        };
+        if from < 0 || to < from || to - from >= MAX_RESEND {
+            return Err(AdminError::Invalid(ValidationErrors::single(
+                "to",
+                format!("the range must be from <= to, at most {MAX_RESEND} offsets"),
+            )));
+        }
+        let admin = self.kafka_admin(&spec.broker_id).await?;
+        let messages = admin
+            .read_range(&topic, partition, from, to)
+            .await
+            .map_err(|e| AdminError::Broker(e.to_string()))?;
+        let round = Utc::now().timestamp_millis();
+        let mut task_ids = Vec::with_capacity(messages.len());
+        for message in messages {
+            let task_id = resend_task_id(id, &message, round);
+            let task = spec.task_for(id, &message);
+            self.tasks.submit_spec(&task_id, task).await?;
+            task_ids.push(task_id);
+        }
+        Ok(ResendOutcome { task_ids })
+    }
+
+    /// Delivers the parked lane's dead task again; once it is delivered the
+    /// lane moves on (its held messages follow in order). Waits up to `wait`.
+    pub async fn replay_lane(&self, id: &str, key: &str, wait: Duration) -> Result<LaneReplay, AdminError> {
+        let consumer = self.load(id).await?;
+        let task_id = consumer
+            .parked_lanes()
+            .get(key)
+            .cloned()
+            .ok_or_else(|| AdminError::NotFound(format!("the lane of key {key:?} is not parked")))?;
+        let current = self.tasks.detail(&task_id).await?;
+        if current.as_ref().map(|t| t.summary.status) != Some(TaskStatus::Delivered) {
+            self.tasks.retry(&task_id).await?;
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let status = loop {
+            let detail: Option<TaskDetail> = self.tasks.detail(&task_id).await?;
+            let status = detail.map(|d| d.summary.status).unwrap_or(TaskStatus::Pending);
+            if status.is_final() || tokio::time::Instant::now() >= deadline {
+                break status;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let released = status == TaskStatus::Delivered;
+        if released {
+            self.execute(
+                id,
+                ConsumerCommand::ReleaseLane {
+                    key: key.to_string(),
+                    at: Utc::now(),
+                },
+            )
+            .await?;
+        }
+        Ok(LaneReplay {
+            key: key.to_string(),
+            task_id,
+            task_status: status,
+            released,
+        })
+    }
+}
+
+/// A resent message is a new task (its id unique to this resend), with the
+/// message's own id as `webhook-id`.
+fn resend_task_id(consumer_id: &str, message: &SourceMessage, round: i64) -> String {
+    let base = Pipeline::task_id(consumer_id, &message.message_id);
+    Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{base}\nresend {round}").as_bytes()).to_string()
+}
+
+/// One word for what the nodes are doing.
+fn observed_state(consumer: &Consumer, nodes: &[NodeReport]) -> String {
+    if consumer.is_deleted() {
+        return "deleted".into();
+    }
+    if consumer.state() == DesiredState::Stopped {
+        return "stopped".into();
+    }
+    for state in [
+        "running",
+        "breaker_open",
+        "paused",
+        "restarting",
+        "connecting",
+        "stopping",
+    ] {
+        if nodes.iter().any(|n| n.state == state) {
+            return match state {
+                "connecting" => "starting".into(),
+                other => other.into(),
+            };
+        }
+    }
+    match consumer.state() {
+        DesiredState::Paused => "paused".into(),
+        _ => "starting".into(),
+    }
+}

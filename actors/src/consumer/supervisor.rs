@@ -1,0 +1,378 @@
+//! The consumer supervisor of a node. Every node runs every running consumer:
+//! Kafka consumer groups and RabbitMQ competing consumers split the messages
+//! between nodes, and a node that leaves hands its share to the others.
+//!
+//! It follows consumer and broker events (a Postgres notification at each
+//! commit, and a full reload every 30 s in case one was missed), starts,
+//! reconfigures and stops consumer actors, restarts crashed ones with backoff,
+//! records each crash as an event, and publishes what every actor reports.
+
+use actix::prelude::*;
+use bida_domain::broker::{Broker, BrokerSpec};
+use bida_domain::consumer::{Consumer, ConsumerCommand, DesiredState, Source};
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::actor::{ConsumerActor, Reconfigure, Report, StopConsumer};
+use super::pipeline::LiveConfig;
+use crate::commands::Commands;
+use crate::supervisor::Supervisor;
+use crate::NodeContext;
+
+/// A consumer actor ended with an error.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Crashed {
+    pub consumer_id: String,
+    pub error: String,
+    pub ran_for: Duration,
+}
+
+/// A broker or consumer changed (from a notification).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Reload {
+    pub aggregate_type: String,
+    pub id: String,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+struct ReloadAll;
+
+/// Stop every consumer actor of this node and wait for them (shutdown).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DrainConsumers;
+
+/// A run that lasted this long resets the count of crashes in a row.
+const HEALTHY_RUN: Duration = Duration::from_secs(60);
+const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
+
+struct Running {
+    addr: Addr<ConsumerActor>,
+    broker: BrokerSpec,
+    source: Source,
+}
+
+#[derive(Default)]
+struct Managed {
+    consumer: Consumer,
+    running: Option<Running>,
+    /// Crashes in a row.
+    crashes: u32,
+    restart_at: Option<Instant>,
+    last_error: Option<(DateTime<Utc>, String)>,
+}
+
+pub struct ConsumerSupervisor {
+    node: Arc<NodeContext>,
+    tasks: Addr<Supervisor>,
+    consumers: Commands<Consumer>,
+    brokers: HashMap<String, Broker>,
+    managed: HashMap<String, Managed>,
+    draining: bool,
+}
+
+impl ConsumerSupervisor {
+    pub fn new(node: Arc<NodeContext>, tasks: Addr<Supervisor>, consumers: Commands<Consumer>) -> Self {
+        Self {
+            node,
+            tasks,
+            consumers,
+            brokers: HashMap::new(),
+            managed: HashMap::new(),
+            draining: false,
+        }
+    }
+
+    /// Makes this node's actor for `id` match what the events ask for.
+    fn reconcile(&mut self, id: &str, ctx: &mut Context<Self>) {
+        let Some(managed) = self.managed.get_mut(id) else {
+            return;
+        };
+        let wanted = managed.consumer.spec().filter(|_| {
+            !self.draining && !managed.consumer.is_deleted() && managed.consumer.state() != DesiredState::Stopped
+        });
+        let broker = wanted.and_then(|spec| {
+            self.brokers
+                .get(&spec.broker_id)
+                .filter(|b| b.is_online())
+                .and_then(|b| b.spec().cloned())
+        });
+        let (Some(spec), Some(broker)) = (wanted, broker) else {
+            if let Some(running) = managed.running.take() {
+                running.addr.do_send(StopConsumer);
+            }
+            managed.restart_at = None;
+            managed.crashes = 0;
+            return;
+        };
+        let live = Arc::new(LiveConfig {
+            consumer_id: id.to_string(),
+            spec: spec.clone(),
+            paused: managed.consumer.state() == DesiredState::Paused,
+            parked: managed.consumer.parked_lanes().keys().cloned().collect(),
+        });
+        if let Some(running) = &managed.running {
+            if running.addr.connected() && running.broker == broker && running.source == spec.source {
+                running.addr.do_send(Reconfigure(live));
+                return;
+            }
+            // A new connection or source needs a new actor.
+            running.addr.do_send(StopConsumer);
+            managed.running = None;
+        }
+        if managed.restart_at.is_some_and(|at| Instant::now() < at) {
+            return;
+        }
+        managed.restart_at = None;
+        let source = spec.source.clone();
+        let addr = ConsumerActor::new(
+            live,
+            broker.clone(),
+            self.node.clone(),
+            (self.tasks.clone(), self.consumers.clone()),
+            ctx.address(),
+        )
+        .start();
+        tracing::info!(consumer = id, "consumer started on this node");
+        managed.running = Some(Running { addr, broker, source });
+    }
+
+    fn reconcile_all(&mut self, ctx: &mut Context<Self>) {
+        let ids: Vec<String> = self.managed.keys().cloned().collect();
+        for id in ids {
+            self.reconcile(&id, ctx);
+        }
+    }
+
+    fn crashed(&mut self, id: &str, error: String, ran_for: Duration, ctx: &mut Context<Self>) {
+        let Some(managed) = self.managed.get_mut(id) else {
+            return;
+        };
+        managed.running = None;
+        managed.crashes = if ran_for >= HEALTHY_RUN { 1 } else { managed.crashes + 1 };
+        let backoff = Duration::from_secs(1 << managed.crashes.saturating_sub(1).min(6)).min(LONGEST_BACKOFF);
+        managed.restart_at = Some(Instant::now() + backoff);
+        managed.last_error = Some((Utc::now(), error.clone()));
+        let command = ConsumerCommand::RecordCrash {
+            node: self.node.name.clone(),
+            error,
+            consecutive: managed.crashes,
+            at: Utc::now(),
+        };
+        let (consumers, id) = (self.consumers.clone(), id.to_string());
+        ctx.spawn(
+            async move {
+                if let Err(e) = consumers.execute(&id, command).await {
+                    tracing::warn!(consumer = %id, error = %e, "cannot record the crash");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Restarts what is due, and notices actors that died without a word (a panic).
+    fn tick(&mut self, ctx: &mut Context<Self>) {
+        let silent: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(_, m)| m.running.as_ref().is_some_and(|r| !r.addr.connected()))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in silent {
+            self.crashed(
+                &id,
+                "the consumer actor stopped unexpectedly".into(),
+                Duration::ZERO,
+                ctx,
+            );
+        }
+        let due: Vec<String> = self
+            .managed
+            .iter()
+            .filter(|(_, m)| m.running.is_none() && m.restart_at.is_some_and(|at| Instant::now() >= at))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in due {
+            self.reconcile(&id, ctx);
+        }
+    }
+
+    /// Publishes what each consumer actor of this node says about itself.
+    fn publish_reports(&mut self, ctx: &mut Context<Self>) {
+        let mut asks = Vec::new();
+        let mut rows = Vec::new();
+        for (id, managed) in &self.managed {
+            match &managed.running {
+                Some(running) => asks.push((id.clone(), running.addr.clone())),
+                None if managed.restart_at.is_some() => {
+                    let restart_in = managed
+                        .restart_at
+                        .map(|at| at.saturating_duration_since(Instant::now()).as_millis() as u64);
+                    let (at, error) = managed.last_error.clone().unzip();
+                    rows.push((
+                        id.clone(),
+                        "restarting".to_string(),
+                        json!({"crashes_in_a_row": managed.crashes, "restart_in_ms": restart_in,
+                               "last_error": error, "last_error_at": at}),
+                    ));
+                }
+                None => {}
+            }
+        }
+        let node = self.node.clone();
+        ctx.spawn(
+            async move {
+                for (id, addr) in asks {
+                    if let Ok(Ok(report)) = tokio::time::timeout(Duration::from_secs(5), addr.send(Report)).await {
+                        let state = serde_json::to_value(report.state).unwrap_or_default();
+                        let state = state.as_str().unwrap_or("running").to_string();
+                        rows.push((id, state, serde_json::to_value(&report).unwrap_or_default()));
+                    }
+                }
+                if let Err(e) = node.store.replace_consumer_runtime(node.node_id, &rows).await {
+                    tracing::warn!(error = %e, "cannot publish consumer reports");
+                }
+            }
+            .into_actor(self),
+        );
+    }
+
+    /// Follows notifications of broker and consumer changes; a lost listener
+    /// reconnects and asks for a full reload.
+    fn listen(&self, ctx: &mut Context<Self>) {
+        let (pool, me) = (self.node.store.pool().clone(), ctx.address());
+        ctx.spawn(
+            async move {
+                loop {
+                    match sqlx::postgres::PgListener::connect_with(&pool).await {
+                        Ok(mut listener) => {
+                            if listener.listen("bida_config").await.is_ok() {
+                                me.do_send(ReloadAll);
+                                while let Ok(notification) = listener.recv().await {
+                                    if let Some((kind, id)) = notification.payload().split_once(':') {
+                                        me.do_send(Reload {
+                                            aggregate_type: kind.to_string(),
+                                            id: id.to_string(),
+                                        });
+                                    }
+                                }
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot listen for configuration changes"),
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+            .into_actor(self),
+        );
+    }
+}
+
+impl Actor for ConsumerSupervisor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.listen(ctx);
+        ctx.notify(ReloadAll);
+        ctx.run_interval(Duration::from_secs(30), |_, ctx| ctx.notify(ReloadAll));
+        ctx.run_interval(Duration::from_secs(1), |s, ctx| s.tick(ctx));
+        ctx.run_interval(Duration::from_secs(2), |s, ctx| s.publish_reports(ctx));
+    }
+}
+
+impl Handler<ReloadAll> for ConsumerSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, _: ReloadAll, ctx: &mut Self::Context) {
+        let store = self.node.store.clone();
+        let load = async move {
+            let brokers = store.load_all::<Broker>().await?;
+            let consumers = store.load_all::<Consumer>().await?;
+            Ok::<_, bida_store::StoreError>((brokers, consumers))
+        };
+        ctx.spawn(load.into_actor(self).map(|loaded, this, ctx| match loaded {
+            Ok((brokers, consumers)) => {
+                this.brokers = brokers.into_iter().collect();
+                for (id, consumer) in consumers {
+                    this.managed.entry(id).or_default().consumer = consumer;
+                }
+                this.reconcile_all(ctx);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot load consumers"),
+        }));
+    }
+}
+
+impl Handler<Reload> for ConsumerSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, reload: Reload, ctx: &mut Self::Context) {
+        let store = self.node.store.clone();
+        let Reload { aggregate_type, id } = reload;
+        if aggregate_type == "broker" {
+            let load = async move { store.load_aggregate::<Broker>(&id).await.map(|b| (id, b)) };
+            ctx.spawn(load.into_actor(self).map(|loaded, this, ctx| match loaded {
+                Ok((id, Some((broker, _)))) => {
+                    this.brokers.insert(id, broker);
+                    this.reconcile_all(ctx);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot load a broker"),
+            }));
+        } else if aggregate_type == "consumer" {
+            let load = async move { store.load_aggregate::<Consumer>(&id).await.map(|c| (id, c)) };
+            ctx.spawn(load.into_actor(self).map(|loaded, this, ctx| match loaded {
+                Ok((id, Some((consumer, _)))) => {
+                    this.managed.entry(id.clone()).or_default().consumer = consumer;
+                    this.reconcile(&id, ctx);
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot load a consumer"),
+            }));
+        }
+    }
+}
+
+impl Handler<Crashed> for ConsumerSupervisor {
+    type Result = ();
+
+    fn handle(&mut self, crash: Crashed, ctx: &mut Self::Context) {
+        self.crashed(&crash.consumer_id, crash.error, crash.ran_for, ctx);
+    }
+}
+
+impl Handler<DrainConsumers> for ConsumerSupervisor {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: DrainConsumers, _ctx: &mut Self::Context) -> Self::Result {
+        self.draining = true;
+        let addrs: Vec<Addr<ConsumerActor>> = self
+            .managed
+            .values_mut()
+            .filter_map(|m| m.running.take().map(|r| r.addr))
+            .collect();
+        for addr in &addrs {
+            addr.do_send(StopConsumer);
+        }
+        let (node, grace) = (
+            self.node.clone(),
+            Duration::from_millis(self.node.scheduler.shutdown_grace_ms),
+        );
+        Box::pin(
+            async move {
+                let deadline = Instant::now() + grace;
+                while addrs.iter().any(|a| a.connected()) && Instant::now() < deadline {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                let _ = node.store.replace_consumer_runtime(node.node_id, &[]).await;
+            }
+            .into_actor(self),
+        )
+    }
+}

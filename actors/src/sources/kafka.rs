@@ -1,0 +1,615 @@
+//! Kafka through rdkafka (librdkafka built from source).
+//!
+//! A poller task serves the consumer group (rebalances, heartbeats) and hands
+//! messages to the pipeline over a bounded channel. When the pipeline is full
+//! or the consumer is paused, the poller pauses the assigned partitions and
+//! keeps polling, so the group keeps this member and the backlog stays in
+//! Kafka, visible as lag. Offsets are stored only once a message's outcome is
+//! recorded, contiguously per partition, and committed by librdkafka.
+
+use bida_domain::consumer::{KafkaSource as KafkaSpec, OffsetReset, PartitionOffset, SourceMessage, StartAt};
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+
+use super::{Acknowledge, Backlog, BacklogProbe, Incoming, OffsetTracker, Source, SourceError};
+
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Client settings shared by consumers and admin calls.
+fn client_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    for (key, value) in options {
+        config.set(key, value);
+    }
+    config.set("bootstrap.servers", bootstrap);
+    config
+}
+
+fn broker_error(e: rdkafka::error::KafkaError) -> SourceError {
+    SourceError::Broker(e.to_string())
+}
+
+struct GroupContext {
+    tracker: Arc<Mutex<OffsetTracker>>,
+    paused: Arc<AtomicBool>,
+}
+
+impl ClientContext for GroupContext {}
+
+impl ConsumerContext for GroupContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(partitions) = rebalance {
+            // Commit what is done before the partitions go: fewer repeats for their next owner.
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "commit before revoke");
+            }
+            let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+            for element in partitions.elements() {
+                tracker.revoke(element.topic(), element.partition());
+            }
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(partitions) = rebalance {
+            if self.paused.load(Ordering::Relaxed) {
+                let _ = consumer.pause(partitions);
+            }
+        }
+    }
+}
+
+type GroupConsumer = StreamConsumer<GroupContext>;
+
+pub struct KafkaSource {
+    consumer: Arc<GroupConsumer>,
+    incoming: mpsc::Receiver<Result<Incoming, SourceError>>,
+    pause: watch::Sender<bool>,
+    poller: tokio::task::JoinHandle<()>,
+    probe: Arc<KafkaProbe>,
+}
+
+impl KafkaSource {
+    pub async fn connect(
+        bootstrap: &str,
+        options: &BTreeMap<String, String>,
+        spec: &KafkaSpec,
+        client_id: &str,
+        capacity: usize,
+    ) -> Result<Self, SourceError> {
+        let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+        let paused = Arc::new(AtomicBool::new(false));
+        let mut config = client_config(bootstrap, options);
+        config
+            .set("group.id", &spec.group)
+            .set("client.id", client_id)
+            .set("enable.auto.commit", "true")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.partition.eof", "false")
+            .set(
+                "auto.offset.reset",
+                match spec.start {
+                    StartAt::Earliest => "earliest",
+                    StartAt::Latest => "latest",
+                },
+            );
+        if !options.contains_key("partition.assignment.strategy") {
+            config.set("partition.assignment.strategy", "cooperative-sticky");
+        }
+        let consumer: GroupConsumer = config
+            .create_with_context(GroupContext {
+                tracker: tracker.clone(),
+                paused: paused.clone(),
+            })
+            .map_err(|e| SourceError::Connect(e.to_string()))?;
+        // Fail fast on an unreachable cluster rather than polling into the void.
+        let consumer = Arc::new(consumer);
+        let checked = consumer.clone();
+        tokio::task::spawn_blocking(move || checked.fetch_metadata(None, METADATA_TIMEOUT))
+            .await
+            .map_err(|e| SourceError::Connect(e.to_string()))?
+            .map_err(|e| SourceError::Connect(e.to_string()))?;
+        let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(broker_error)?;
+
+        let (sender, incoming) = mpsc::channel(capacity.max(1));
+        let (pause, pause_rx) = watch::channel(false);
+        let poller = tokio::spawn(poll(consumer.clone(), tracker.clone(), paused, pause_rx, sender));
+        let probe = Arc::new(KafkaProbe {
+            consumer: consumer.clone(),
+        });
+        Ok(Self {
+            consumer,
+            incoming,
+            pause,
+            poller,
+            probe,
+        })
+    }
+}
+
+/// A pipeline full for this long gets its partitions paused, so that polling
+/// can go on (keeping this member in its group) without taking more messages.
+const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(30);
+
+/// Serves the group and forwards messages. When the pipeline is full, it stops
+/// taking messages (librdkafka's own queue bounds what is fetched ahead) and,
+/// if that lasts, pauses the partitions and keeps polling. When the consumer is
+/// paused (an operator, an open breaker) it pauses the partitions at once.
+async fn poll(
+    consumer: Arc<GroupConsumer>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    paused: Arc<AtomicBool>,
+    mut pause: watch::Receiver<bool>,
+    sender: mpsc::Sender<Result<Incoming, SourceError>>,
+) {
+    let mut pending: VecDeque<Incoming> = VecDeque::new();
+    let mut fetching_paused = false;
+    let mut stalled_since: Option<tokio::time::Instant> = None;
+    loop {
+        while let Some(item) = pending.pop_front() {
+            match sender.try_send(Ok(item)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(Ok(item))) => {
+                    pending.push_front(item);
+                    break;
+                }
+                Err(_) => return,
+            }
+        }
+        let stalled = !pending.is_empty();
+        if !stalled {
+            stalled_since = None;
+        } else if stalled_since.is_none() {
+            stalled_since = Some(tokio::time::Instant::now());
+        }
+        let long_stall = stalled_since.is_some_and(|since| since.elapsed() >= STALL_BEFORE_PAUSE);
+        let want_paused = *pause.borrow() || long_stall;
+        if want_paused != fetching_paused {
+            paused.store(want_paused, Ordering::Relaxed);
+            if let Ok(assignment) = consumer.assignment() {
+                let changed = if want_paused {
+                    consumer.pause(&assignment)
+                } else {
+                    consumer.resume(&assignment)
+                };
+                if let Err(e) = changed {
+                    tracing::warn!(error = %e, "cannot pause or resume partitions");
+                }
+            }
+            fetching_paused = want_paused;
+            tracing::debug!(paused = want_paused, "kafka fetching");
+        }
+        // Poll when messages can be taken, or when paused (to serve the group).
+        let poll_now = !stalled || fetching_paused;
+        tokio::select! {
+            changed = pause.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+            permit = sender.reserve(), if stalled => {
+                if permit.is_err() {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)), if stalled && !fetching_paused => {}
+            received = tokio::time::timeout(Duration::from_millis(500), consumer.recv()), if poll_now => match received {
+                Err(_) => {}
+                Ok(Ok(message)) => {
+                    let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
+                    tracker.lock().unwrap_or_else(|p| p.into_inner()).begin(&topic, partition, offset);
+                    let content_type = message.headers().and_then(|headers| {
+                        headers
+                            .iter()
+                            .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+                            .and_then(|h| h.value)
+                            .and_then(|v| std::str::from_utf8(v).ok())
+                            .map(String::from)
+                    });
+                    pending.push_back(Incoming {
+                        message: SourceMessage {
+                            message_id: format!("kafka:{topic}:{partition}:{offset}"),
+                            position: format!("{topic}/{partition}@{offset}"),
+                            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                            body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                            content_type,
+                        },
+                        ack: Box::new(KafkaAck {
+                            consumer: consumer.clone(),
+                            tracker: tracker.clone(),
+                            topic,
+                            partition,
+                            offset,
+                        }),
+                    });
+                }
+                Ok(Err(e)) => {
+                    // librdkafka reconnects by itself; only fatal errors end the source.
+                    if matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
+                        let _ = sender.send(Err(SourceError::Lost(e.to_string()))).await;
+                        return;
+                    }
+                    tracing::warn!(error = %e, "kafka consumer error");
+                }
+            },
+        }
+    }
+}
+
+struct KafkaAck {
+    consumer: Arc<GroupConsumer>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    topic: String,
+    partition: i32,
+    offset: i64,
+}
+
+impl Acknowledge for KafkaAck {
+    fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
+        let next =
+            self.tracker
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .done(&self.topic, self.partition, self.offset);
+        let stored = match next {
+            // librdkafka commits the stored offset + 1, the next one to read.
+            Some(next) => self.consumer.store_offset(&self.topic, self.partition, next - 1),
+            None => Ok(()),
+        };
+        Box::pin(async move {
+            match stored {
+                Ok(()) => Ok(()),
+                // The partition moved to another member meanwhile: it reads from
+                // the committed offset again (a repeat, never a loss).
+                Err(e) => {
+                    tracing::debug!(error = %e, "offset not stored");
+                    Ok(())
+                }
+            }
+        })
+    }
+}
+
+impl Source for KafkaSource {
+    async fn next(&mut self) -> Result<Incoming, SourceError> {
+        match self.incoming.recv().await {
+            Some(item) => item,
+            None => Err(SourceError::Lost("the Kafka poller stopped".into())),
+        }
+    }
+
+    async fn set_paused(&mut self, paused: bool) -> Result<(), SourceError> {
+        self.pause.send_replace(paused);
+        Ok(())
+    }
+
+    async fn set_prefetch(&mut self, _messages: u32) -> Result<(), SourceError> {
+        // The hand-over channel bounds what is fetched ahead; librdkafka's own
+        // prefetch is per partition and is left to its defaults.
+        Ok(())
+    }
+
+    fn backlog_probe(&self) -> Arc<dyn BacklogProbe> {
+        self.probe.clone()
+    }
+
+    async fn close(self) {
+        self.poller.abort();
+        let consumer = self.consumer;
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+                tracing::debug!(error = %e, "final commit");
+            }
+            consumer.unsubscribe();
+        })
+        .await;
+    }
+}
+
+struct KafkaProbe {
+    consumer: Arc<GroupConsumer>,
+}
+
+impl BacklogProbe for KafkaProbe {
+    fn backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, SourceError>> {
+        let consumer = self.consumer.clone();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                let assignment = consumer.assignment().map_err(broker_error)?;
+                let committed = consumer
+                    .committed_offsets(assignment, METADATA_TIMEOUT)
+                    .map_err(broker_error)?;
+                partition_backlog(&*consumer, &committed)
+            })
+            .await
+            .map_err(|e| SourceError::Broker(e.to_string()))?
+        })
+    }
+}
+
+/// End offset minus committed offset, per partition of `committed`.
+fn partition_backlog<C: ConsumerContext, K: Consumer<C>>(
+    consumer: &K,
+    committed: &TopicPartitionList,
+) -> Result<Vec<Backlog>, SourceError> {
+    let mut backlog = Vec::new();
+    for element in committed.elements() {
+        let (low, high) = consumer
+            .fetch_watermarks(element.topic(), element.partition(), METADATA_TIMEOUT)
+            .map_err(broker_error)?;
+        let done = match element.offset() {
+            Offset::Offset(offset) => offset,
+            _ => low,
+        };
+        backlog.push(Backlog {
+            source: format!("{}/{}", element.topic(), element.partition()),
+            lag: (high - done).max(0),
+            committed: Some(done),
+            end: Some(high),
+        });
+    }
+    Ok(backlog)
+}
+
+/// A topic as the broker view shows it.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TopicInfo {
+    pub name: String,
+    pub partitions: Vec<PartitionInfo>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct PartitionInfo {
+    pub partition: i32,
+    pub start_offset: i64,
+    pub end_offset: i64,
+}
+
+/// Operations on a Kafka cluster outside any consumer: health, topics, group
+/// offsets, resets, reading a range. All blocking calls run off the runtime.
+#[derive(Clone)]
+pub struct KafkaAdmin {
+    bootstrap: String,
+    options: BTreeMap<String, String>,
+}
+
+impl KafkaAdmin {
+    pub fn new(bootstrap: &str, options: &BTreeMap<String, String>) -> Self {
+        Self {
+            bootstrap: bootstrap.to_string(),
+            options: options.clone(),
+        }
+    }
+
+    fn consumer(&self, group: Option<&str>) -> Result<BaseConsumer, SourceError> {
+        let mut config = client_config(&self.bootstrap, &self.options);
+        config.set("enable.auto.commit", "false");
+        config.set("group.id", group.unwrap_or("bida-admin"));
+        config.create().map_err(|e| SourceError::Connect(e.to_string()))
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(Self) -> Result<T, SourceError> + Send + 'static,
+    ) -> Result<T, SourceError> {
+        let admin = self.clone();
+        tokio::task::spawn_blocking(move || work(admin))
+            .await
+            .map_err(|e| SourceError::Broker(e.to_string()))?
+    }
+
+    /// Topics (internal ones left out) with their partitions and offsets.
+    pub async fn topics(&self) -> Result<Vec<TopicInfo>, SourceError> {
+        self.blocking(|admin| {
+            let consumer = admin.consumer(None)?;
+            let metadata = consumer
+                .fetch_metadata(None, METADATA_TIMEOUT)
+                .map_err(|e| SourceError::Connect(e.to_string()))?;
+            let mut topics = Vec::new();
+            for topic in metadata.topics().iter().filter(|t| !t.name().starts_with("__")) {
+                let mut partitions = Vec::new();
+                for partition in topic.partitions() {
+                    let (low, high) = consumer
+                        .fetch_watermarks(topic.name(), partition.id(), METADATA_TIMEOUT)
+                        .map_err(broker_error)?;
+                    partitions.push(PartitionInfo {
+                        partition: partition.id(),
+                        start_offset: low,
+                        end_offset: high,
+                    });
+                }
+                partitions.sort_by_key(|p| p.partition);
+                topics.push(TopicInfo {
+                    name: topic.name().to_string(),
+                    partitions,
+                });
+            }
+            topics.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(topics)
+        })
+        .await
+    }
+
+    /// The partitions of `topics`.
+    fn partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i32)>, SourceError> {
+        let mut found = Vec::new();
+        for topic in topics {
+            let metadata = consumer
+                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
+                .map_err(|e| SourceError::Connect(e.to_string()))?;
+            for t in metadata.topics() {
+                if t.error().is_some() {
+                    return Err(SourceError::Broker(format!("topic {topic}: {:?}", t.error())));
+                }
+                found.extend(t.partitions().iter().map(|p| (t.name().to_string(), p.id())));
+            }
+        }
+        Ok(found)
+    }
+
+    /// Lag of a consumer group over all partitions of its topics.
+    pub async fn group_backlog(&self, group: &str, topics: &[String]) -> Result<Vec<Backlog>, SourceError> {
+        let (group, topics) = (group.to_string(), topics.to_vec());
+        self.blocking(move |admin| {
+            let consumer = admin.consumer(Some(&group))?;
+            let mut list = TopicPartitionList::new();
+            for (topic, partition) in Self::partitions(&consumer, &topics)? {
+                list.add_partition(&topic, partition);
+            }
+            let committed = consumer
+                .committed_offsets(list, METADATA_TIMEOUT)
+                .map_err(broker_error)?;
+            partition_backlog(&consumer, &committed)
+        })
+        .await
+    }
+
+    /// Commits new offsets for the group (which must have no active members)
+    /// and returns them.
+    pub async fn reset_offsets(
+        &self,
+        group: &str,
+        topics: &[String],
+        reset: &OffsetReset,
+    ) -> Result<Vec<PartitionOffset>, SourceError> {
+        let (group, topics, reset) = (group.to_string(), topics.to_vec(), reset.clone());
+        self.blocking(move |admin| {
+            let consumer = admin.consumer(Some(&group))?;
+            let partitions = Self::partitions(&consumer, &topics)?;
+            let mut targets: Vec<PartitionOffset> = Vec::new();
+            match &reset {
+                OffsetReset::Earliest | OffsetReset::Latest => {
+                    for (topic, partition) in &partitions {
+                        let (low, high) = consumer
+                            .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
+                            .map_err(broker_error)?;
+                        let offset = if matches!(reset, OffsetReset::Earliest) {
+                            low
+                        } else {
+                            high
+                        };
+                        targets.push(PartitionOffset {
+                            topic: topic.clone(),
+                            partition: *partition,
+                            offset,
+                        });
+                    }
+                }
+                OffsetReset::Timestamp { timestamp } => {
+                    let mut query = TopicPartitionList::new();
+                    for (topic, partition) in &partitions {
+                        query
+                            .add_partition_offset(topic, *partition, Offset::Offset(timestamp.timestamp_millis()))
+                            .map_err(broker_error)?;
+                    }
+                    let found = consumer
+                        .offsets_for_times(query, METADATA_TIMEOUT)
+                        .map_err(broker_error)?;
+                    for element in found.elements() {
+                        let offset = match element.offset() {
+                            Offset::Offset(offset) => offset,
+                            // No message at or after the time: start at the end.
+                            _ => {
+                                consumer
+                                    .fetch_watermarks(element.topic(), element.partition(), METADATA_TIMEOUT)
+                                    .map_err(broker_error)?
+                                    .1
+                            }
+                        };
+                        targets.push(PartitionOffset {
+                            topic: element.topic().to_string(),
+                            partition: element.partition(),
+                            offset,
+                        });
+                    }
+                }
+                OffsetReset::Offsets { offsets } => {
+                    for wanted in offsets {
+                        if !partitions.contains(&(wanted.topic.clone(), wanted.partition)) {
+                            return Err(SourceError::Broker(format!(
+                                "{}/{} is not a partition of the consumer's topics",
+                                wanted.topic, wanted.partition
+                            )));
+                        }
+                    }
+                    targets = offsets.clone();
+                }
+            }
+            let mut commit = TopicPartitionList::new();
+            for target in &targets {
+                commit
+                    .add_partition_offset(&target.topic, target.partition, Offset::Offset(target.offset))
+                    .map_err(broker_error)?;
+            }
+            consumer.commit(&commit, CommitMode::Sync).map_err(broker_error)?;
+            targets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
+            Ok(targets)
+        })
+        .await
+    }
+
+    /// The messages of one partition from `from` to `to` (inclusive).
+    pub async fn read_range(
+        &self,
+        topic: &str,
+        partition: i32,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<SourceMessage>, SourceError> {
+        let topic = topic.to_string();
+        self.blocking(move |admin| {
+            let consumer = admin.consumer(None)?;
+            let (_, high) = consumer
+                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
+                .map_err(broker_error)?;
+            let last = to.min(high - 1);
+            let mut list = TopicPartitionList::new();
+            list.add_partition_offset(&topic, partition, Offset::Offset(from))
+                .map_err(broker_error)?;
+            consumer.assign(&list).map_err(broker_error)?;
+            let mut messages = Vec::new();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while messages.last().is_none_or(|m: &(i64, SourceMessage)| m.0 < last) && last >= from {
+                if std::time::Instant::now() > deadline {
+                    return Err(SourceError::Broker(format!(
+                        "timed out reading {topic}/{partition} at {from}..={to}"
+                    )));
+                }
+                match consumer.poll(Duration::from_millis(500)) {
+                    Some(Ok(message)) if message.offset() <= last => {
+                        let offset = message.offset();
+                        messages.push((
+                            offset,
+                            SourceMessage {
+                                message_id: format!("kafka:{topic}:{partition}:{offset}"),
+                                position: format!("{topic}/{partition}@{offset}"),
+                                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                                body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                                content_type: None,
+                            },
+                        ));
+                    }
+                    Some(Ok(_)) => break,
+                    Some(Err(e)) => return Err(broker_error(e)),
+                    None => {}
+                }
+            }
+            Ok(messages.into_iter().map(|(_, m)| m).collect())
+        })
+        .await
+    }
+}

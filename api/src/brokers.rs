@@ -1,0 +1,97 @@
+//! `/v1/brokers`: register the MQ clusters consumers read from, look inside them.
+
+use actix_web::{web, HttpResponse};
+use bida_actors::brokers::{BrokerPatch, BrokerView};
+use bida_domain::broker::BrokerSpec;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+use crate::json::JsonBody;
+use crate::problem::Problem;
+use crate::ApiState;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .service(
+            web::resource("/v1/brokers")
+                .route(web::post().to(register))
+                .route(web::get().to(list)),
+        )
+        .service(
+            web::resource("/v1/brokers/{id}")
+                .route(web::get().to(view))
+                .route(web::patch().to(update))
+                .route(web::delete().to(delete)),
+        )
+        .service(web::resource("/v1/brokers/{id}/offline").route(web::post().to(offline)))
+        .service(web::resource("/v1/brokers/{id}/online").route(web::post().to(online)));
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct BrokerList {
+    pub items: Vec<BrokerView>,
+}
+
+/// Register a broker: `{"name", "kind": "rabbitmq", "url"}` or `{"name", "kind": "kafka", "bootstrap_servers"}`.
+#[utoipa::path(post, path = "/v1/brokers", tag = "brokers", request_body = BrokerSpec,
+    responses(
+        (status = 201, body = BrokerView),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn register(state: web::Data<ApiState>, body: JsonBody<BrokerSpec>) -> Result<HttpResponse, Problem> {
+    let view = state.brokers.register(body.0).await?;
+    Ok(HttpResponse::Created()
+        .insert_header(("location", format!("/v1/brokers/{}", view.id)))
+        .json(view))
+}
+
+/// Every broker (without looking inside them).
+#[utoipa::path(get, path = "/v1/brokers", tag = "brokers", responses((status = 200, body = BrokerList)))]
+pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+    let items = state.brokers.list().await?.into_iter().filter(|b| !b.deleted).collect();
+    Ok(HttpResponse::Ok().json(BrokerList { items }))
+}
+
+/// A broker, its health (reachable now?) and what is inside it: Kafka topics
+/// with partitions and offsets, RabbitMQ queues with message and consumer counts.
+#[utoipa::path(get, path = "/v1/brokers/{id}", tag = "brokers", params(("id" = String, Path)),
+    responses((status = 200, body = BrokerView), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn view(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(state.brokers.view(&id, true).await?))
+}
+
+/// Edit a broker's name or connection; consumers on it reconnect.
+#[utoipa::path(patch, path = "/v1/brokers/{id}", tag = "brokers", params(("id" = String, Path)), request_body = BrokerPatch,
+    responses((status = 200, body = BrokerView), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn update(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    body: JsonBody<BrokerPatch>,
+) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(state.brokers.update(&id, body.0).await?))
+}
+
+/// Delete a broker no consumer uses.
+#[utoipa::path(delete, path = "/v1/brokers/{id}", tag = "brokers", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Consumers still use it", body = Problem, content_type = "application/problem+json")))]
+pub async fn delete(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+    state.brokers.delete(&id).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+/// Take a broker offline: its consumers stop cleanly on every node.
+#[utoipa::path(post, path = "/v1/brokers/{id}/offline", tag = "brokers", params(("id" = String, Path)),
+    responses((status = 200, body = BrokerView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn offline(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(state.brokers.set_online(&id, false).await?))
+}
+
+/// Bring a broker back online: its running consumers start again.
+#[utoipa::path(post, path = "/v1/brokers/{id}/online", tag = "brokers", params(("id" = String, Path)),
+    responses((status = 200, body = BrokerView), (status = 409, body = Problem, content_type = "application/problem+json")))]
+pub async fn online(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(state.brokers.set_online(&id, true).await?))
+}

@@ -1,0 +1,117 @@
+//! Kafka for tests: a real Kafka-protocol broker (tansu) of each test's own,
+//! on a free port, with topics and producers.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// A tansu broker, killed when dropped. `BIDA_TEST_TANSU` names the binary
+/// (`tansu` on the PATH by default); `.ci/run` installs it.
+pub struct KafkaBroker {
+    child: Child,
+    pub bootstrap: String,
+    port: u16,
+}
+
+fn tansu() -> String {
+    std::env::var("BIDA_TEST_TANSU").unwrap_or_else(|_| "tansu".to_string())
+}
+
+impl KafkaBroker {
+    pub async fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu())
+            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+            .args(["--storage-engine", "memory://tansu/"])
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start the Kafka broker `{}` ({e}); install it with \
+                     `cargo install tansu --locked --features dynostore` or set BIDA_TEST_TANSU",
+                    tansu()
+                )
+            });
+        let broker = Self {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            port,
+        };
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", broker.port)).await.is_ok() {
+                return broker;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the Kafka broker did not start on port {port}");
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .create()
+            .expect("admin client");
+        let created = admin
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("create topic");
+        for result in created {
+            result.unwrap_or_else(|(topic, e)| panic!("create topic {topic}: {e}"));
+        }
+    }
+
+    /// One record per batch: tansu 0.6 returns nothing for a fetch that starts
+    /// inside a record batch (Kafka serves it), so a consumer that resumes
+    /// mid-batch (after a pause, a restart, a rebalance) would stall on it.
+    pub fn producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("acks", "all")
+            .set("batch.num.messages", "1")
+            .create()
+            .expect("producer")
+    }
+
+    /// Produces `(key, payload)` records, waiting for every acknowledgement.
+    pub async fn produce(&self, topic: &str, records: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+        let producer = self.producer();
+        let records: Vec<(Option<String>, Vec<u8>)> = records.into_iter().collect();
+        for chunk in records.chunks(1_000) {
+            let sends = chunk.iter().map(|(key, payload)| {
+                let mut record = FutureRecord::to(topic)
+                    .payload(payload)
+                    .headers(OwnedHeaders::new().insert(Header {
+                        key: "content-type",
+                        value: Some("application/json"),
+                    }));
+                if let Some(key) = key {
+                    record = record.key(key);
+                }
+                producer.send(record, Duration::from_secs(30))
+            });
+            for sent in futures::future::join_all(sends).await {
+                sent.unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+            }
+        }
+    }
+}
+
+impl Drop for KafkaBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,145 @@
+//! RabbitMQ for tests: the machine's broker, a queue name of each test's own.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+pub fn url() -> String {
+    std::env::var("BIDA_TEST_AMQP").unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_string())
+}
+
+/// A durable queue named for one test, deleted when dropped.
+pub struct TestQueue {
+    pub name: String,
+    channel: Channel,
+    _connection: Connection,
+}
+
+/// Makes sure the queue is gone (after a test that declared it through Bida).
+pub fn delete_queue_later(name: &str) -> impl Drop {
+    struct Deleter(String);
+    impl Drop for Deleter {
+        fn drop(&mut self) {
+            let name = self.0.clone();
+            let _ = std::thread::spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("runtime");
+                runtime.block_on(async {
+                    if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
+                        if let Ok(channel) = connection.create_channel().await {
+                            let _ = channel
+                                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                                .await;
+                        }
+                    }
+                });
+            })
+            .join();
+        }
+    }
+    Deleter(name.to_string())
+}
+
+impl TestQueue {
+    pub async fn declare() -> Self {
+        let name = format!("bida-test-{}", uuid::Uuid::new_v4().simple());
+        let connection = Connection::connect(&url(), ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ (set BIDA_TEST_AMQP if it is not at 127.0.0.1:5672)");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .queue_declare(
+                name.as_str().into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare queue");
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .expect("confirms");
+        Self {
+            name,
+            channel,
+            _connection: connection,
+        }
+    }
+
+    /// Publishes with publisher confirms, each with its `message_id` when given.
+    pub async fn publish(&self, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+        let mut confirms = Vec::new();
+        for (id, body) in messages {
+            let mut properties = BasicProperties::default().with_delivery_mode(2);
+            if let Some(id) = id {
+                properties = properties.with_message_id(id.as_str().into());
+            }
+            let confirm = self
+                .channel
+                .basic_publish(
+                    "".into(),
+                    self.name.as_str().into(),
+                    BasicPublishOptions::default(),
+                    &body,
+                    properties,
+                )
+                .await
+                .expect("publish");
+            confirms.push(confirm);
+            if confirms.len() >= 1_000 {
+                for confirm in confirms.drain(..) {
+                    confirm.await.expect("confirm");
+                }
+            }
+        }
+        for confirm in confirms {
+            confirm.await.expect("confirm");
+        }
+    }
+
+    /// Messages ready in the queue.
+    pub async fn depth(&self) -> u32 {
+        self.channel
+            .queue_declare(
+                self.name.as_str().into(),
+                QueueDeclareOptions {
+                    passive: true,
+                    ..QueueDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .map(|q| q.message_count())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for TestQueue {
+    fn drop(&mut self) {
+        // The test's runtime may be blocked here (a panic unwinding): use a
+        // connection of this thread's own rather than the test's.
+        let name = self.name.clone();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            runtime.block_on(async {
+                if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
+                    if let Ok(channel) = connection.create_channel().await {
+                        let _ = channel
+                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                            .await;
+                    }
+                    let _ = connection.close(200, "done".into()).await;
+                }
+            });
+        })
+        .join();
+    }
+}
