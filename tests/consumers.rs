@@ -1,62 +1,137 @@
-//! Consumers end to end: real RabbitMQ and Kafka brokers, the real binary, a
-//! real HTTP receiver.
+//! Consumers end to end, each scenario against the machine's RabbitMQ and a
+//! real Kafka-protocol broker (tansu): the real binary, a real HTTP receiver,
+//! messages counted by their `webhook-id`.
 
 mod support;
 
 use bida_testkit::kafka::KafkaBroker;
 use bida_testkit::rabbit::{self, TestQueue};
 use serde_json::{json, Value};
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{eventually, Bida, Receiver, Reply};
+use support::{eventually, Bida, Hit, Receiver, Reply};
 
-#[allow(dead_code)]
-fn _uses(_: Reply) {}
+const WAIT: Duration = Duration::from_secs(180);
 
-const WAIT: Duration = Duration::from_secs(60);
-
-async fn rabbit_consumer(bida: &Bida, queue: &str, endpoint: &str, policy: Value) -> String {
-    let (status, broker) = bida
-        .post(
-            "/v1/brokers",
-            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-        )
-        .await;
-    assert_eq!(status, 201, "{broker}");
-    let (status, consumer) = bida
-        .post(
-            "/v1/consumers",
-            json!({"name": "c", "broker_id": broker["id"], "source": {"queue": queue},
-                   "endpoint": {"url": endpoint, "timeout_ms": 2000}, "policy": policy}),
-        )
-        .await;
-    assert_eq!(status, 201, "{consumer}");
-    consumer["id"].as_str().unwrap().to_string()
+/// The MQ a scenario runs against.
+enum Mq {
+    Rabbit(TestQueue),
+    Kafka(KafkaBroker, String),
 }
 
-async fn kafka_consumer(bida: &Bida, kafka: &KafkaBroker, topic: &str, endpoint: &str, policy: Value) -> String {
-    let (status, broker) = bida
-        .post(
-            "/v1/brokers",
-            json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
-        )
-        .await;
-    assert_eq!(status, 201, "{broker}");
-    let (status, consumer) = bida
-        .post(
-            "/v1/consumers",
-            json!({"name": "c", "broker_id": broker["id"], "source": {"topics": [topic], "group": format!("g-{topic}")},
-                   "endpoint": {"url": endpoint, "timeout_ms": 2000}, "policy": policy}),
-        )
-        .await;
-    assert_eq!(status, 201, "{consumer}");
-    consumer["id"].as_str().unwrap().to_string()
+/// One message: its id (RabbitMQ `message_id`), ordering key, body.
+struct Record {
+    id: String,
+    key: Option<String>,
+    body: Vec<u8>,
 }
 
-/// Waits until the consumer's view satisfies `done`, returning it.
+impl Mq {
+    async fn rabbit() -> Self {
+        Self::Rabbit(TestQueue::declare().await)
+    }
+
+    async fn kafka() -> Self {
+        let broker = KafkaBroker::start().await;
+        broker.create_topic("events", 4).await;
+        Self::Kafka(broker, "events".into())
+    }
+
+    async fn publish(&self, records: Vec<Record>) {
+        match self {
+            Self::Rabbit(queue) => {
+                queue
+                    .publish_keyed(records.into_iter().map(|r| (Some(r.id), r.key, r.body)))
+                    .await
+            }
+            Self::Kafka(broker, topic) => {
+                broker
+                    .produce(topic, records.into_iter().map(|r| (r.key, r.body)))
+                    .await
+            }
+        }
+    }
+
+    async fn broker(&self, bida: &Bida) -> String {
+        let body = match self {
+            Self::Rabbit(_) => json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+            Self::Kafka(broker, _) => json!({"name": "k", "kind": "kafka", "bootstrap_servers": broker.bootstrap}),
+        };
+        let (status, broker) = bida.post("/v1/brokers", body).await;
+        assert_eq!(status, 201, "{broker}");
+        broker["id"].as_str().unwrap().to_string()
+    }
+
+    fn source(&self) -> Value {
+        match self {
+            Self::Rabbit(queue) => json!({"queue": queue.name}),
+            Self::Kafka(_, topic) => json!({"topics": [topic], "group": "bida-tests"}),
+        }
+    }
+
+    /// Registers the broker (unless given) and creates a consumer.
+    async fn consumer(&self, bida: &Bida, broker: Option<&str>, endpoint: &str, policy: Value) -> String {
+        let broker = match broker {
+            Some(id) => id.to_string(),
+            None => self.broker(bida).await,
+        };
+        let (status, consumer) = bida
+            .post(
+                "/v1/consumers",
+                json!({"name": "c", "broker_id": broker, "source": self.source(),
+                       "endpoint": {"url": endpoint, "timeout_ms": 2000}, "policy": policy}),
+            )
+            .await;
+        assert_eq!(status, 201, "{consumer}");
+        consumer["id"].as_str().unwrap().to_string()
+    }
+}
+
+fn numbered(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            id: format!("m{i}"),
+            key: Some(format!("k{}", i % 16)),
+            body: format!(r#"{{"n":{i}}}"#).into_bytes(),
+        })
+        .collect()
+}
+
+/// Deterministic "random": fails about one call in `one_in` per message and try.
+fn unlucky(hit: &Hit, nth: u32, one_in: u64) -> bool {
+    let mut hasher = DefaultHasher::new();
+    (hit.message_id(), nth).hash(&mut hasher);
+    hasher.finish() % one_in == 0
+}
+
+/// Message ids the endpoint accepted (answered 200).
+#[derive(Clone, Default)]
+struct Accepted(Arc<Mutex<HashSet<String>>>);
+
+impl Accepted {
+    fn note(&self, hit: &Hit) {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(hit.message_id().unwrap_or_default().to_string());
+    }
+
+    fn count(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+async fn consumer_view(bida: &Bida, id: &str) -> Value {
+    bida.get(&format!("/v1/consumers/{id}")).await.1
+}
+
 async fn wait_consumer(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        let (_, consumer) = bida.get(&format!("/v1/consumers/{id}")).await;
+        let consumer = consumer_view(bida, id).await;
         if done(&consumer) {
             return consumer;
         }
@@ -65,60 +140,313 @@ async fn wait_consumer(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> 
             "consumer never got there: {consumer}\n{}",
             bida.log()
         );
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
 
-fn numbered(n: usize) -> impl Iterator<Item = (Option<String>, Vec<u8>)> {
-    (0..n).map(|i| (Some(format!("m{i}")), format!(r#"{{"n":{i}}}"#).into_bytes()))
+fn duplicates(endpoint: &Receiver) -> usize {
+    endpoint.hit_count() - endpoint.distinct_messages()
 }
 
-#[tokio::test]
-async fn rabbitmq_messages_reach_the_endpoint_with_their_bytes() {
+macro_rules! on_both_mqs {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test]
+                async fn rabbitmq() {
+                    super::$scenario(super::Mq::rabbit().await).await
+                }
+
+                #[tokio::test]
+                async fn kafka() {
+                    super::$scenario(super::Mq::kafka().await).await
+                }
+            }
+        )*
+    };
+}
+
+on_both_mqs!(
+    ten_thousand_messages_arrive,
+    a_flaky_endpoint_loses_nothing,
+    a_dead_endpoint_opens_the_breaker_and_the_backlog_waits_in_the_mq,
+    live_changes_apply_without_a_restart,
+    kill_9_mid_stream_loses_nothing,
+    ordering_by_key_survives_failures,
+    two_nodes_share_the_work_and_one_takes_over,
+);
+
+async fn ten_thousand_messages_arrive(mq: Mq) {
     let endpoint = Receiver::ok().await;
-    let queue = TestQueue::declare().await;
     let bida = Bida::start("").await;
-    let id = rabbit_consumer(&bida, &queue.name, &endpoint.url("/mq"), json!({"concurrency": 8})).await;
-    queue.publish(numbered(300)).await;
+    let id = mq
+        .consumer(&bida, None, &endpoint.url("/in"), json!({"concurrency": 32}))
+        .await;
+    mq.publish(numbered(10_000)).await;
     assert!(
-        eventually(WAIT, || endpoint.distinct_messages() == 300).await,
-        "{} of 300\n{}",
-        endpoint.distinct_messages(),
-        bida.log()
+        eventually(WAIT, || endpoint.distinct_messages() == 10_000).await,
+        "{} of 10000 arrived",
+        endpoint.distinct_messages()
     );
-    let hit = endpoint
-        .hits()
-        .into_iter()
-        .find(|h| h.message_id() == Some(&format!("rabbitmq:{}:m7", queue.name)))
-        .unwrap();
-    assert_eq!(&hit.body[..], br#"{"n":7}"#);
     let consumer = wait_consumer(&bida, &id, |c| {
-        c["state"] == "running" && c["counters"]["delivered"] == 300
+        c["counters"]["delivered"] == 10_000 && c["lag_total"] == 0
     })
     .await;
-    assert_eq!(consumer["nodes"].as_array().unwrap().len(), 1, "{consumer}");
-    assert_eq!(queue.depth().await, 0);
+    assert_eq!(consumer["counters"]["dead"], 0);
+    println!("10000 of 10000 arrived; duplicates: {}", duplicates(&endpoint));
 }
 
-#[tokio::test]
-async fn kafka_messages_reach_the_endpoint_with_stable_ids() {
-    let endpoint = Receiver::ok().await;
-    let kafka = KafkaBroker::start().await;
-    kafka.create_topic("orders", 3).await;
+async fn a_flaky_endpoint_loses_nothing(mq: Mq) {
+    let accepted = Accepted::default();
+    let tally = accepted.clone();
+    let endpoint = Receiver::start(move |hit, nth| {
+        if unlucky(hit, nth, 5) {
+            Reply::status(503)
+        } else {
+            tally.note(hit);
+            Reply::ok()
+        }
+    })
+    .await;
     let bida = Bida::start("").await;
-    let id = kafka_consumer(&bida, &kafka, "orders", &endpoint.url("/k"), json!({"concurrency": 8})).await;
-    kafka.produce("orders", numbered(300)).await;
+    let policy = json!({"concurrency": 32, "max_attempts": 10,
+                        "backoff": {"initial_ms": 50, "max_ms": 400, "jitter": 0.5},
+                        "breaker": {"failures": 10, "open_ms": 500}});
+    let id = mq.consumer(&bida, None, &endpoint.url("/flaky"), policy).await;
+    mq.publish(numbered(10_000)).await;
     assert!(
-        eventually(WAIT, || endpoint.distinct_messages() == 300).await,
-        "{} of 300\n{}",
+        eventually(WAIT, || accepted.count() == 10_000).await,
+        "{} of 10000 accepted",
+        accepted.count()
+    );
+    let consumer = wait_consumer(&bida, &id, |c| c["counters"]["delivered"] == 10_000).await;
+    assert_eq!(consumer["counters"]["dead"], 0, "{consumer}");
+    assert!(
+        consumer["counters"]["failed_attempts"].as_i64().unwrap() > 1_000,
+        "{consumer}"
+    );
+    println!(
+        "10000 accepted through a 20% failing endpoint; {} failed attempts, dead 0",
+        consumer["counters"]["failed_attempts"]
+    );
+}
+
+async fn a_dead_endpoint_opens_the_breaker_and_the_backlog_waits_in_the_mq(mq: Mq) {
+    let accepted = Accepted::default();
+    let endpoint = Receiver::start(|_, _| Reply::status(503)).await;
+    let bida = Bida::start("").await;
+    let policy = json!({"concurrency": 8, "max_attempts": 3,
+                        "backoff": {"initial_ms": 100, "max_ms": 200, "jitter": 0.0},
+                        "breaker": {"failures": 5, "open_ms": 2000}});
+    let id = mq.consumer(&bida, None, &endpoint.url("/down"), policy).await;
+    mq.publish(numbered(10_000)).await;
+
+    let open = wait_consumer(&bida, &id, |c| c["state"] == "breaker_open").await;
+    println!("breaker open: {}", open["counters"]);
+    // Taken messages end dead-lettered after their attempts; the rest stays in the MQ.
+    let settled = wait_consumer(&bida, &id, |c| {
+        let counters = &c["counters"];
+        counters["retrying"] == 0 && counters["dead"].as_i64() > Some(0) && counters["dead"] == counters["consumed"]
+    })
+    .await;
+    let taken = settled["counters"]["consumed"].as_i64().unwrap();
+    assert!(taken < 1_000, "fetching paused early: {taken} taken");
+    let backlog = wait_consumer(&bida, &id, |c| c["lag_total"].as_i64() > Some(9_000)).await;
+    println!(
+        "{taken} taken and dead-lettered; backlog in the MQ: {}",
+        backlog["lag_total"]
+    );
+
+    // The endpoint recovers: a probe succeeds, fetching resumes.
+    let tally = accepted.clone();
+    endpoint.set_behavior(move |hit, _| {
+        tally.note(hit);
+        Reply::ok()
+    });
+    let remaining = 10_000 - taken as usize;
+    assert!(
+        eventually(WAIT, || accepted.count() >= remaining).await,
+        "{} of {remaining} delivered after recovery\n{}",
+        accepted.count(),
+        bida.log()
+    );
+    wait_consumer(&bida, &id, |c| c["state"] == "running" && c["lag_total"] == 0).await;
+
+    // The dead letters are tasks like any other: replay them.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut replayed = 0;
+    while replayed < taken {
+        let (status, outcome) = bida
+            .post("/v1/tasks/replay", json!({"consumer_id": id, "limit": 10_000}))
+            .await;
+        assert_eq!(status, 200, "{outcome}");
+        replayed += outcome["retried"].as_i64().unwrap();
+        assert!(tokio::time::Instant::now() < deadline, "replayed {replayed} of {taken}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        eventually(WAIT, || accepted.count() == 10_000).await,
+        "{} of 10000 after the replay",
+        accepted.count()
+    );
+    println!("all 10000 arrived after recovery and a replay of {taken} dead letters");
+}
+
+async fn live_changes_apply_without_a_restart(mq: Mq) {
+    let endpoint = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(40))).await;
+    let bida = Bida::start("").await;
+    let id = mq
+        .consumer(&bida, None, &endpoint.url("/slow"), json!({"concurrency": 1}))
+        .await;
+    mq.publish(numbered(1_500)).await;
+    wait_consumer(&bida, &id, |c| c["state"] == "running").await;
+    assert!(endpoint.wait_for_hits(5, WAIT).await);
+
+    let slow = rate(&endpoint, 2).await;
+    let (status, patched) = bida
+        .patch(&format!("/v1/consumers/{id}"), json!({"policy": {"concurrency": 16}}))
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fast = rate(&endpoint, 2).await;
+    println!("concurrency 1: {slow:.0} msgs/s; 16: {fast:.0} msgs/s");
+    assert!(
+        fast > 3.0 * slow,
+        "raising concurrency 1 -> 16 took {slow:.0} -> {fast:.0} msgs/s"
+    );
+
+    let (status, paused) = bida.post(&format!("/v1/consumers/{id}/pause"), json!(null)).await;
+    assert_eq!(status, 200, "{paused}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after_a_second = endpoint.hit_count();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        endpoint.hit_count(),
+        after_a_second,
+        "deliveries stopped within a second of the pause"
+    );
+    wait_consumer(&bida, &id, |c| c["state"] == "paused").await;
+
+    let (status, _) = bida.post(&format!("/v1/consumers/{id}/resume"), json!(null)).await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(WAIT, || endpoint.distinct_messages() == 1_500).await,
+        "{} of 1500 after resuming",
+        endpoint.distinct_messages()
+    );
+    let (_, history) = bida.get(&format!("/v1/consumers/{id}")).await;
+    assert_eq!(history["policy"]["concurrency"], 16);
+}
+
+/// Requests per second the endpoint gets over the next `seconds`.
+async fn rate(endpoint: &Receiver, seconds: u64) -> f64 {
+    let before = endpoint.hit_count();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    (endpoint.hit_count() - before) as f64 / seconds as f64
+}
+
+async fn kill_9_mid_stream_loses_nothing(mq: Mq) {
+    let endpoint = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(5))).await;
+    let mut bida = Bida::start("").await;
+    mq.consumer(&bida, None, &endpoint.url("/k9"), json!({"concurrency": 16}))
+        .await;
+    mq.publish(numbered(5_000)).await;
+    assert!(endpoint.wait_for_hits(1_000, WAIT).await);
+    bida.kill9();
+    let at_kill = endpoint.distinct_messages();
+    bida.restart().await;
+    assert!(
+        eventually(WAIT, || endpoint.distinct_messages() == 5_000).await,
+        "{} of 5000 after kill -9 at {at_kill}\n{}",
         endpoint.distinct_messages(),
         bida.log()
     );
-    let hit = &endpoint.hits()[0];
-    let id_header = hit.message_id().unwrap();
-    assert!(id_header.starts_with("kafka:orders:"), "{id_header}");
-    let body: Value = serde_json::from_slice(&hit.body).unwrap();
-    assert!(body["n"].is_u64());
-    assert_eq!(hit.header("content-type"), Some("application/json"));
-    wait_consumer(&bida, &id, |c| c["lag_total"] == 0 && c["counters"]["delivered"] == 300).await;
+    println!(
+        "killed at {at_kill} of 5000; all 5000 delivered; duplicates: {}",
+        duplicates(&endpoint)
+    );
+}
+
+async fn ordering_by_key_survives_failures(mq: Mq) {
+    let order: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+    let seen = order.clone();
+    let endpoint = Receiver::start(move |hit, nth| {
+        if unlucky(hit, nth, 5) {
+            return Reply::status(500);
+        }
+        let body: Value = serde_json::from_slice(&hit.body).unwrap_or_default();
+        let key = body["key"].as_str().unwrap_or_default().to_string();
+        seen.lock()
+            .unwrap()
+            .entry(key)
+            .or_default()
+            .push(body["seq"].as_u64().unwrap_or(u64::MAX));
+        Reply::ok()
+    })
+    .await;
+    let bida = Bida::start("").await;
+    let policy = json!({"concurrency": 16, "ordering": "key", "max_attempts": 20,
+                        "backoff": {"initial_ms": 20, "max_ms": 100, "jitter": 0.3}});
+    mq.consumer(&bida, None, &endpoint.url("/ordered"), policy).await;
+    let records = (0..100)
+        .flat_map(|seq| {
+            (0..10).map(move |k| Record {
+                id: format!("k{k}-{seq}"),
+                key: Some(format!("k{k}")),
+                body: json!({"key": format!("k{k}"), "seq": seq}).to_string().into_bytes(),
+            })
+        })
+        .collect();
+    mq.publish(records).await;
+    let total = || order.lock().unwrap().values().map(Vec::len).sum::<usize>();
+    assert!(
+        eventually(WAIT, || total() >= 1_000).await,
+        "{} of 1000 in order",
+        total()
+    );
+    for (key, seqs) in order.lock().unwrap().iter() {
+        let expected: Vec<u64> = (0..100).collect();
+        assert_eq!(seqs, &expected, "key {key} out of order");
+    }
+    println!(
+        "10 keys x 100 in order through {} failed attempts",
+        endpoint.hit_count() - 1_000
+    );
+}
+
+async fn two_nodes_share_the_work_and_one_takes_over(mq: Mq) {
+    let endpoint = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(10))).await;
+    let mut a = Bida::start("").await;
+    let b = a.join("").await;
+    let id = mq
+        .consumer(&a, None, &endpoint.url("/shared"), json!({"concurrency": 8}))
+        .await;
+    wait_consumer(&a, &id, |c| c["nodes"].as_array().map(Vec::len) == Some(2)).await;
+    mq.publish(numbered(4_000)).await;
+    let shared = wait_consumer(&a, &id, |c| {
+        c["nodes"]
+            .as_array()
+            .is_some_and(|nodes| nodes.len() == 2 && nodes.iter().all(|n| n["report"]["delivered"].as_u64() > Some(0)))
+    })
+    .await;
+    let split: Vec<u64> = shared["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["report"]["delivered"].as_u64().unwrap())
+        .collect();
+    let status = a.terminate().await.expect("exit");
+    assert!(status.success());
+    assert!(
+        eventually(WAIT, || endpoint.distinct_messages() == 4_000).await,
+        "{} of 4000 after node A left\n{}",
+        endpoint.distinct_messages(),
+        b.log()
+    );
+    let after = wait_consumer(&b, &id, |c| c["nodes"].as_array().map(Vec::len) == Some(1)).await;
+    assert_eq!(after["state"], "running");
+    println!(
+        "split while both ran: {split:?}; node B finished; duplicates: {}",
+        duplicates(&endpoint)
+    );
 }

@@ -1,11 +1,13 @@
-//! Failure notifications: when tasks are dead-lettered, POST a digest to every
-//! configured webhook (generic JSON, DingTalk or WeCom robots).
+//! Failure notifications: when tasks are dead-lettered, when a consumer keeps
+//! crashing, when a key lane is parked, POST to every configured webhook
+//! (generic JSON, DingTalk or WeCom robots).
 //!
 //! The notifier follows the event feed from a checkpoint, so a notification is
 //! sent at least once even if the node dies right after the dead letter; one
 //! node at a time sends them (advisory-lock leadership). Dead letters read
 //! together go out as one digest, so a burst does not flood a chat group.
 
+use bida_domain::consumer::{Consumer, ConsumerEvent};
 use bida_domain::task::TaskDetail;
 use bida_store::{FeedRead, LoadedTask, Store, StoreError, TASK_TYPE};
 use serde::Serialize;
@@ -35,6 +37,34 @@ pub struct DeadLetter {
     pub reason: String,
     pub dead_at: chrono::DateTime<chrono::Utc>,
 }
+
+/// Something an operator should hear about.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Alert {
+    DeadLetters(Vec<DeadLetter>),
+    /// A consumer crashed several times in a row on a node.
+    ConsumerCrashing {
+        consumer_id: String,
+        name: String,
+        node: String,
+        error: String,
+        consecutive: u32,
+    },
+    /// Ordering by key: a key's lane stopped after a message used up its attempts.
+    LaneParked {
+        consumer_id: String,
+        name: String,
+        key: String,
+        task_id: String,
+    },
+}
+
+/// Crashes in a row worth telling: the third, then every tenth.
+fn worth_telling(consecutive: u32) -> bool {
+    consecutive == 3 || (consecutive > 3 && consecutive % 10 == 0)
+}
+
+const WATCHED: [&str; 3] = ["TaskDeadLettered", "ConsumerCrashed", "LaneParked"];
 
 /// Runs until the process ends: waits for leadership, then notifies.
 pub fn spawn(store: Store, config: NotifyConfig, node_name: String) -> tokio::task::JoinHandle<()> {
@@ -89,7 +119,7 @@ impl Notifier {
             }
         };
         let read = FeedRead {
-            payload_types: Some(&["TaskDeadLettered"]),
+            payload_types: Some(&WATCHED),
             without: &[],
         };
         while leadership.lead().await? {
@@ -103,16 +133,63 @@ impl Notifier {
                 .filter(|e| e.aggregate_type == TASK_TYPE && e.event_type == "TaskDeadLettered")
                 .map(|e| (e.aggregate_id.as_str(), e.sequence))
                 .collect();
+            let mut alerts = Vec::new();
             if !dead_letters.is_empty() {
                 let dead = self.describe(&dead_letters).await?;
                 if !dead.is_empty() {
-                    self.notify(&dead).await;
+                    alerts.push(Alert::DeadLetters(dead));
                 }
+            }
+            for event in page.iter().filter(|e| e.aggregate_type == "consumer") {
+                match event.decode::<ConsumerEvent>() {
+                    Ok(consumer_event) => {
+                        if let Some(alert) = self.consumer_alert(&event.aggregate_id, consumer_event).await? {
+                            alerts.push(alert);
+                        }
+                    }
+                    Err(e) if WATCHED.contains(&event.event_type.as_str()) => {
+                        tracing::error!(error = %e, "cannot read a consumer event for notifications")
+                    }
+                    Err(_) => {}
+                }
+            }
+            for alert in &alerts {
+                self.notify(alert).await;
             }
             self.store.save_checkpoint(CHECKPOINT, last).await?;
             at = last;
         }
         Ok(())
+    }
+
+    async fn consumer_alert(&self, consumer_id: &str, event: ConsumerEvent) -> Result<Option<Alert>, StoreError> {
+        let name = || async {
+            self.store.load_aggregate::<Consumer>(consumer_id).await.map(|c| {
+                c.and_then(|(c, _)| c.spec().map(|s| s.name.clone()))
+                    .unwrap_or_default()
+            })
+        };
+        Ok(match event {
+            ConsumerEvent::ConsumerCrashed {
+                node,
+                error,
+                consecutive,
+                ..
+            } if worth_telling(consecutive) => Some(Alert::ConsumerCrashing {
+                consumer_id: consumer_id.to_string(),
+                name: name().await?,
+                node,
+                error,
+                consecutive,
+            }),
+            ConsumerEvent::LaneParked { key, task_id, .. } => Some(Alert::LaneParked {
+                consumer_id: consumer_id.to_string(),
+                name: name().await?,
+                key,
+                task_id,
+            }),
+            _ => None,
+        })
     }
 
     /// Each task as it stood when it was dead-lettered.
@@ -145,9 +222,9 @@ impl Notifier {
         Ok(dead)
     }
 
-    async fn notify(&self, dead: &[DeadLetter]) {
+    async fn notify(&self, alert: &Alert) {
         for webhook in &self.config.webhooks {
-            let message = render(webhook.format, dead, &self.node_name);
+            let message = render(webhook.format, alert, &self.node_name);
             self.post(webhook, &message).await;
         }
     }
@@ -194,44 +271,90 @@ fn robot_verdict(body: Option<Value>) -> Result<(), String> {
 }
 
 /// The message body for one webhook format.
-pub fn render(format: NotifyFormat, dead: &[DeadLetter], node: &str) -> Value {
-    let title = format!("Bida: {} task(s) dead-lettered", dead.len());
+pub fn render(format: NotifyFormat, alert: &Alert, node: &str) -> Value {
+    let (title, generic) = match alert {
+        Alert::DeadLetters(dead) => (
+            format!("Bida: {} task(s) dead-lettered", dead.len()),
+            json!({"type": "bida.tasks.dead_lettered", "node": node, "count": dead.len(), "tasks": dead}),
+        ),
+        Alert::ConsumerCrashing {
+            consumer_id,
+            name,
+            node: where_,
+            error,
+            consecutive,
+        } => (
+            format!("Bida: consumer {name} crashed {consecutive} times in a row"),
+            json!({"type": "bida.consumer.crashing", "node": node, "consumer_id": consumer_id, "consumer": name,
+                   "crashed_on": where_, "consecutive": consecutive, "error": error}),
+        ),
+        Alert::LaneParked {
+            consumer_id,
+            name,
+            key,
+            task_id,
+        } => (
+            format!("Bida: consumer {name} parked the lane of key {key}"),
+            json!({"type": "bida.consumer.lane_parked", "node": node, "consumer_id": consumer_id, "consumer": name,
+                   "key": key, "task_id": task_id}),
+        ),
+    };
     match format {
-        NotifyFormat::Generic => json!({
-            "type": "bida.tasks.dead_lettered",
-            "node": node,
-            "count": dead.len(),
-            "tasks": dead,
-        }),
+        NotifyFormat::Generic => generic,
         NotifyFormat::Dingtalk => json!({
             "msgtype": "markdown",
-            "markdown": { "title": title, "text": markdown(&title, dead) },
+            "markdown": { "title": title, "text": markdown(&title, alert) },
         }),
         NotifyFormat::Wecom => json!({
             "msgtype": "markdown",
-            "markdown": { "content": markdown(&title, dead) },
+            "markdown": { "content": markdown(&title, alert) },
         }),
     }
 }
 
-fn markdown(title: &str, dead: &[DeadLetter]) -> String {
+fn markdown(title: &str, alert: &Alert) -> String {
     let mut text = format!("### {title}\n");
-    for letter in dead.iter().take(CHAT_LINES) {
-        let apps = match (&letter.source_app, &letter.target_app) {
-            (None, None) => String::new(),
-            (source, target) => format!(
-                " ({} → {})",
-                source.as_deref().unwrap_or("?"),
-                target.as_deref().unwrap_or("?")
-            ),
-        };
-        text.push_str(&format!(
-            "- `{}` {} {}{apps}: {} after {} attempt(s)\n",
-            letter.task_id, letter.method, letter.url, letter.reason, letter.attempts
-        ));
-    }
-    if dead.len() > CHAT_LINES {
-        text.push_str(&format!("- … and {} more\n", dead.len() - CHAT_LINES));
+    match alert {
+        Alert::DeadLetters(dead) => {
+            for letter in dead.iter().take(CHAT_LINES) {
+                let apps = match (&letter.source_app, &letter.target_app) {
+                    (None, None) => String::new(),
+                    (source, target) => format!(
+                        " ({} → {})",
+                        source.as_deref().unwrap_or("?"),
+                        target.as_deref().unwrap_or("?")
+                    ),
+                };
+                text.push_str(&format!(
+                    "- `{}` {} {}{apps}: {} after {} attempt(s)\n",
+                    letter.task_id, letter.method, letter.url, letter.reason, letter.attempts
+                ));
+            }
+            if dead.len() > CHAT_LINES {
+                text.push_str(&format!("- … and {} more\n", dead.len() - CHAT_LINES));
+            }
+        }
+        Alert::ConsumerCrashing {
+            consumer_id,
+            node,
+            error,
+            ..
+        } => {
+            text.push_str(&format!(
+                "- consumer `{consumer_id}` on node {node}\n- last error: {error}\n"
+            ));
+        }
+        Alert::LaneParked {
+            consumer_id,
+            key,
+            task_id,
+            ..
+        } => {
+            text.push_str(&format!(
+                "- consumer `{consumer_id}`, key `{key}`: task `{task_id}` used up its attempts\n\
+                 - later messages with this key wait; replay the lane once the endpoint is fixed\n"
+            ));
+        }
     }
     text
 }
@@ -256,7 +379,7 @@ mod tests {
 
     #[test]
     fn chat_digests_list_ten_and_count_the_rest() {
-        let dead: Vec<DeadLetter> = (0..12).map(letter).collect();
+        let dead = Alert::DeadLetters((0..12).map(letter).collect());
         let ding = render(NotifyFormat::Dingtalk, &dead, "n1");
         let text = ding["markdown"]["text"].as_str().unwrap();
         assert_eq!(ding["msgtype"], "markdown");
@@ -269,6 +392,23 @@ mod tests {
         let generic = render(NotifyFormat::Generic, &dead, "n1");
         assert_eq!(generic["count"], 12);
         assert_eq!(generic["tasks"].as_array().unwrap().len(), 12);
+    }
+
+    #[test]
+    fn consumer_alerts_say_what_and_where() {
+        let crash = Alert::ConsumerCrashing {
+            consumer_id: "c1".into(),
+            name: "orders".into(),
+            node: "n2".into(),
+            error: "NOT_FOUND - no queue 'x'".into(),
+            consecutive: 3,
+        };
+        let generic = render(NotifyFormat::Generic, &crash, "n1");
+        assert_eq!(generic["type"], "bida.consumer.crashing");
+        assert_eq!(generic["consecutive"], 3);
+        let wecom = render(NotifyFormat::Wecom, &crash, "n1");
+        assert!(wecom["markdown"]["content"].as_str().unwrap().contains("NOT_FOUND"));
+        assert!(worth_telling(3) && worth_telling(20) && !worth_telling(4) && !worth_telling(1));
     }
 
     #[test]

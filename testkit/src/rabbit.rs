@@ -73,11 +73,25 @@ impl TestQueue {
 
     /// Publishes with publisher confirms, each with its `message_id` when given.
     pub async fn publish(&self, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+        self.publish_keyed(messages.into_iter().map(|(id, body)| (id, None, body)))
+            .await
+    }
+
+    /// Publishes `(message_id, ordering key, body)`; the key goes in the `bida-key` header.
+    pub async fn publish_keyed(&self, messages: impl IntoIterator<Item = (Option<String>, Option<String>, Vec<u8>)>) {
         let mut confirms = Vec::new();
-        for (id, body) in messages {
+        for (id, key, body) in messages {
             let mut properties = BasicProperties::default().with_delivery_mode(2);
             if let Some(id) = id {
                 properties = properties.with_message_id(id.as_str().into());
+            }
+            if let Some(key) = key {
+                let mut headers = FieldTable::default();
+                headers.insert(
+                    "bida-key".into(),
+                    lapin::types::AMQPValue::LongString(key.as_str().into()),
+                );
+                properties = properties.with_headers(headers);
             }
             let confirm = self
                 .channel

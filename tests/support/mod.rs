@@ -9,7 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-pub use bida_testkit::{Receiver, Reply};
+#[allow(unused_imports)]
+pub use bida_testkit::{Hit, Receiver, Reply};
 
 /// Fast timings so tests do not wait on production defaults.
 pub const FAST: &str = r#"
@@ -151,6 +152,17 @@ impl Bida {
             .send()
             .await
             .expect("POST");
+        read(response).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .http
+            .patch(format!("{}{path}", self.url))
+            .json(&body)
+            .send()
+            .await
+            .expect("PATCH");
         read(response).await
     }
 

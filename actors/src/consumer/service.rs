@@ -61,7 +61,7 @@ pub struct ConsumerView {
     /// What the operator asked for: running, paused or stopped.
     pub desired_state: DesiredState,
     /// What the nodes are doing: running, paused, breaker_open, restarting,
-    /// starting, stopped or deleted.
+    /// starting, stopped, broker_offline or deleted.
     pub state: String,
     pub counters: Counters,
     /// Backlog per partition or queue, read from the broker now.
@@ -272,7 +272,12 @@ impl ConsumerService {
         } else {
             (Vec::new(), None)
         };
-        let state = observed_state(consumer, &nodes);
+        let broker_online = self.brokers.load(&spec.broker_id).await.is_ok_and(|b| b.is_online());
+        let state = if broker_online || consumer.is_deleted() {
+            observed_state(consumer, &nodes)
+        } else {
+            "broker_offline".to_string()
+        };
         Ok(ConsumerView {
             id: id.to_string(),
             lag_total: lag.iter().map(|b| b.lag).sum(),

@@ -75,6 +75,7 @@ pub struct ConsumerSupervisor {
     brokers: HashMap<String, Broker>,
     managed: HashMap<String, Managed>,
     draining: bool,
+    listener: Option<SpawnHandle>,
 }
 
 impl ConsumerSupervisor {
@@ -86,6 +87,7 @@ impl ConsumerSupervisor {
             brokers: HashMap::new(),
             managed: HashMap::new(),
             draining: false,
+            listener: None,
         }
     }
 
@@ -245,31 +247,33 @@ impl ConsumerSupervisor {
 
     /// Follows notifications of broker and consumer changes; a lost listener
     /// reconnects and asks for a full reload.
-    fn listen(&self, ctx: &mut Context<Self>) {
+    fn listen(&mut self, ctx: &mut Context<Self>) {
         let (pool, me) = (self.node.store.pool().clone(), ctx.address());
-        ctx.spawn(
-            async move {
-                loop {
-                    match sqlx::postgres::PgListener::connect_with(&pool).await {
-                        Ok(mut listener) => {
-                            if listener.listen("bida_config").await.is_ok() {
-                                me.do_send(ReloadAll);
-                                while let Ok(notification) = listener.recv().await {
-                                    if let Some((kind, id)) = notification.payload().split_once(':') {
-                                        me.do_send(Reload {
-                                            aggregate_type: kind.to_string(),
-                                            id: id.to_string(),
-                                        });
+        self.listener = Some(
+            ctx.spawn(
+                async move {
+                    loop {
+                        match sqlx::postgres::PgListener::connect_with(&pool).await {
+                            Ok(mut listener) => {
+                                if listener.listen("bida_config").await.is_ok() {
+                                    me.do_send(ReloadAll);
+                                    while let Ok(notification) = listener.recv().await {
+                                        if let Some((kind, id)) = notification.payload().split_once(':') {
+                                            me.do_send(Reload {
+                                                aggregate_type: kind.to_string(),
+                                                id: id.to_string(),
+                                            });
+                                        }
                                     }
                                 }
                             }
+                            Err(e) => tracing::warn!(error = %e, "cannot listen for configuration changes"),
                         }
-                        Err(e) => tracing::warn!(error = %e, "cannot listen for configuration changes"),
+                        tokio::time::sleep(Duration::from_secs(1)).await;
                     }
-                    tokio::time::sleep(Duration::from_secs(1)).await;
                 }
-            }
-            .into_actor(self),
+                .into_actor(self),
+            ),
         );
     }
 }
@@ -350,8 +354,13 @@ impl Handler<Crashed> for ConsumerSupervisor {
 impl Handler<DrainConsumers> for ConsumerSupervisor {
     type Result = ResponseActFuture<Self, ()>;
 
-    fn handle(&mut self, _: DrainConsumers, _ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: DrainConsumers, ctx: &mut Self::Context) -> Self::Result {
         self.draining = true;
+        // The listener holds a pooled connection, which must be dropped while
+        // the runtime still runs (sqlx returns it with a spawned task).
+        if let Some(listener) = self.listener.take() {
+            ctx.cancel_future(listener);
+        }
         let addrs: Vec<Addr<ConsumerActor>> = self
             .managed
             .values_mut()
@@ -372,7 +381,8 @@ impl Handler<DrainConsumers> for ConsumerSupervisor {
                 }
                 let _ = node.store.replace_consumer_runtime(node.node_id, &[]).await;
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|(), _, ctx| ctx.stop()),
         )
     }
 }

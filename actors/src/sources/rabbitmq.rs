@@ -136,6 +136,26 @@ fn message_id(queue: &str, delivery: &lapin::message::Delivery) -> String {
     format!("rabbitmq:{queue}:sha256:{hex}")
 }
 
+/// The header naming a message's ordering key; without it, the routing key.
+pub const KEY_HEADER: &str = "bida-key";
+
+fn ordering_key(delivery: &lapin::message::Delivery) -> Option<String> {
+    use lapin::types::AMQPValue;
+    let header = delivery.properties.headers().as_ref().and_then(|headers| {
+        headers.inner().iter().find_map(|(name, value)| {
+            if name.as_str() != KEY_HEADER {
+                return None;
+            }
+            match value {
+                AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
+                AMQPValue::ShortString(text) => Some(text.as_str().to_string()),
+                other => Some(format!("{other:?}")),
+            }
+        })
+    });
+    header.or_else(|| Some(delivery.routing_key.as_str().to_string()).filter(|k| !k.is_empty()))
+}
+
 struct RabbitAck(lapin::Acker);
 
 impl Acknowledge for RabbitAck {
@@ -160,7 +180,7 @@ impl Source for RabbitSource {
         let message = SourceMessage {
             message_id: message_id(&self.queue, &delivery),
             position: self.queue.clone(),
-            key: Some(delivery.routing_key.as_str().to_string()).filter(|k| !k.is_empty()),
+            key: ordering_key(&delivery),
             body: Bytes::from(delivery.data),
             content_type: delivery
                 .properties
