@@ -16,7 +16,8 @@ use support::{eventually, Bida, Hit, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(180);
 
-/// The MQ a scenario runs against.
+/// The MQ a scenario runs against (one per test: its size does not matter).
+#[allow(clippy::large_enum_variant)]
 enum Mq {
     Rabbit(TestQueue),
     Kafka(KafkaBroker, String),
