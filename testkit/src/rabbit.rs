@@ -44,7 +44,12 @@ pub fn delete_queue_later(name: &str) -> impl Drop {
 
 impl TestQueue {
     pub async fn declare() -> Self {
-        let name = format!("bida-test-{}", uuid::Uuid::new_v4().simple());
+        Self::declare_named(&format!("bida-test-{}", uuid::Uuid::new_v4().simple())).await
+    }
+
+    /// A queue with a name chosen by the test (one it used before, say).
+    pub async fn declare_named(name: &str) -> Self {
+        let name = name.to_string();
         let connection = Connection::connect(&url(), ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ (set BIDA_TEST_AMQP if it is not at 127.0.0.1:5672)");

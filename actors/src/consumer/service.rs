@@ -77,7 +77,9 @@ pub struct ConsumerView {
     pub deleted: bool,
 }
 
-/// Resend one recorded message (by task id) or a range of a Kafka partition.
+/// Resend one recorded message (by task id, whatever became of it) or a range
+/// of a Kafka partition. Each resend is a new task carrying the message's own
+/// `webhook-id`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -396,22 +398,25 @@ impl ConsumerService {
     /// Kafka partition (as new tasks, carrying the same `webhook-id`).
     pub async fn resend(&self, id: &str, request: ResendRequest) -> Result<ResendOutcome, AdminError> {
         let consumer = self.load(id).await?;
+        let round = Utc::now().timestamp_millis();
         if let Some(task_id) = request.task_id {
-            let detail = self
-                .tasks
-                .detail(&task_id)
+            let loaded = self
+                .store
+                .load_task(&task_id)
                 .await?
                 .ok_or_else(|| AdminError::NotFound(format!("no task with id {task_id}")))?;
-            if detail.summary.consumer_id.as_deref() != Some(id) {
-                return Err(AdminError::Invalid(ValidationErrors::single(
-                    "task_id",
-                    "is not a task of this consumer",
-                )));
-            }
-            self.tasks.retry(&task_id).await?;
-            return Ok(ResendOutcome {
-                task_ids: vec![task_id],
-            });
+            let spec = loaded
+                .task
+                .spec()
+                .filter(|spec| spec.origin.as_ref().is_some_and(|o| o.consumer_id == id))
+                .cloned()
+                .ok_or_else(|| {
+                    AdminError::Invalid(ValidationErrors::single("task_id", "is not a task of this consumer"))
+                })?;
+            let resent =
+                Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{task_id}\nresend {round}").as_bytes()).to_string();
+            self.tasks.submit_spec(&resent, spec).await?;
+            return Ok(ResendOutcome { task_ids: vec![resent] });
         }
         let (spec, _) = Self::kafka_of(&consumer)?;
         let (Some(topic), Some(partition), Some(from), Some(to)) =
@@ -433,7 +438,6 @@ impl ConsumerService {
             .read_range(&topic, partition, from, to)
             .await
             .map_err(|e| AdminError::Broker(e.to_string()))?;
-        let round = Utc::now().timestamp_millis();
         let mut task_ids = Vec::with_capacity(messages.len());
         for message in messages {
             let task_id = resend_task_id(id, &message, round);

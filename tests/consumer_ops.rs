@@ -1,0 +1,480 @@
+//! Operating consumers and brokers: inventory, offline brokers, crashes and
+//! their alerts, parked lanes, Kafka offset resets, resends, bad input.
+
+mod support;
+
+use bida_testkit::kafka::KafkaBroker;
+use bida_testkit::rabbit::{self, TestQueue};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::{eventually, Bida, Receiver, Reply};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+async fn wait_consumer(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, consumer) = bida.get(&format!("/v1/consumers/{id}")).await;
+        if done(&consumer) {
+            return consumer;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "consumer never got there: {consumer}\n{}",
+            bida.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn created(bida: &Bida, path: &str, body: Value) -> String {
+    let (status, created) = bida.post(path, body).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+fn rabbit_consumer(broker: &str, queue: &str, endpoint: &str) -> Value {
+    json!({"name": "c", "broker_id": broker, "source": {"queue": queue}, "endpoint": {"url": endpoint}})
+}
+
+#[tokio::test]
+async fn brokers_show_what_is_inside_and_going_offline_stops_their_consumers() {
+    let endpoint = Receiver::ok().await;
+    let queue = TestQueue::declare().await;
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("inventory", 3).await;
+    let bida = Bida::start("").await;
+
+    let rabbit = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+    )
+    .await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        rabbit_consumer(&rabbit, &queue.name, &endpoint.url("/in")),
+    )
+    .await;
+    wait_consumer(&bida, &consumer, |c| c["state"] == "running").await;
+    let (status, view) = bida.get(&format!("/v1/brokers/{rabbit}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["health"]["reachable"], true, "{view}");
+    assert!(
+        !view["connection"]["url"].as_str().unwrap().contains(":guest@"),
+        "password hidden: {view}"
+    );
+    let queues = view["queues"].as_array().unwrap();
+    let listed = queues
+        .iter()
+        .find(|q| q["name"] == queue.name.as_str())
+        .expect("the consumer's queue is listed");
+    assert_eq!(listed["consumers"], 1, "{view}");
+
+    let k = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
+    )
+    .await;
+    kafka
+        .produce("inventory", (0..30).map(|i| (Some(format!("k{i}")), b"x".to_vec())))
+        .await;
+    let (_, view) = bida.get(&format!("/v1/brokers/{k}")).await;
+    let topic = view["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == "inventory")
+        .expect("topic listed");
+    assert_eq!(topic["partitions"].as_array().unwrap().len(), 3, "{view}");
+
+    let dead = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "gone", "kind": "rabbitmq", "url": "amqp://guest:guest@127.0.0.1:1/%2f"}),
+    )
+    .await;
+    let (_, view) = bida.get(&format!("/v1/brokers/{dead}")).await;
+    assert_eq!(view["health"]["reachable"], false, "{view}");
+    assert!(!view["health"]["error"].as_str().unwrap().is_empty());
+
+    // Offline: the consumer stops; messages wait in the queue; online: they flow.
+    let (status, _) = bida.post(&format!("/v1/brokers/{rabbit}/offline"), json!(null)).await;
+    assert_eq!(status, 200);
+    wait_consumer(&bida, &consumer, |c| {
+        c["state"] == "broker_offline" && c["nodes"].as_array().is_some_and(|n| n.is_empty())
+    })
+    .await;
+    queue
+        .publish((0..100).map(|i| (Some(format!("m{i}")), b"{}".to_vec())))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(endpoint.hit_count(), 0);
+    assert_eq!(queue.depth().await, 100);
+    let (status, _) = bida.post(&format!("/v1/brokers/{rabbit}/online"), json!(null)).await;
+    assert_eq!(status, 200);
+    assert!(eventually(WAIT, || endpoint.distinct_messages() == 100).await);
+
+    let in_use = bida
+        .http
+        .delete(format!("{}/v1/brokers/{rabbit}", bida.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_use.status(), 409, "a broker in use is not deleted");
+    let (status, renamed) = bida
+        .patch(&format!("/v1/brokers/{rabbit}"), json!({"name": "main mq"}))
+        .await;
+    assert_eq!((status, renamed["name"].as_str()), (200, Some("main mq")), "{renamed}");
+    let deleted = bida
+        .http
+        .delete(format!("{}/v1/consumers/{consumer}", bida.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let deleted = bida
+        .http
+        .delete(format!("{}/v1/brokers/{rabbit}", bida.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deleted.status(), 204);
+    let (_, list) = bida.get("/v1/brokers").await;
+    assert!(list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|b| b["id"] != rabbit.as_str()));
+}
+
+#[tokio::test]
+async fn bad_consumer_and_broker_input_gets_problems() {
+    let bida = Bida::start("").await;
+    let cases = [
+        (
+            "/v1/brokers",
+            json!({"name": "x", "kind": "pulsar", "url": "x"}),
+            400,
+            None,
+        ),
+        (
+            "/v1/brokers",
+            json!({"name": "x", "kind": "rabbitmq", "url": "http://x"}),
+            422,
+            Some("url"),
+        ),
+        (
+            "/v1/brokers",
+            json!({"name": "x", "kind": "kafka", "bootstrap_servers": "nohost"}),
+            422,
+            Some("bootstrap_servers"),
+        ),
+        (
+            "/v1/brokers",
+            json!({"name": "x", "kind": "kafka", "bootstrap_servers": "h:1", "options": {"group.id": "g"}}),
+            422,
+            Some("options.group.id"),
+        ),
+    ];
+    for (path, body, status, field) in cases {
+        let (got, problem) = bida.post(path, body.clone()).await;
+        assert_eq!(got, status, "{body} -> {problem}");
+        if let Some(field) = field {
+            assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+        }
+    }
+    let kafka = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": "127.0.0.1:1"}),
+    )
+    .await;
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "c", "broker_id": kafka, "source": {"queue": "q"}, "endpoint": {"url": "http://h/"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"source") && fields.contains(&"source.topics"),
+        "{problem}"
+    );
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "c", "broker_id": "nope", "source": {"queue": "q"}, "endpoint": {"url": "http://h/"}}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("broker_id")),
+        "{problem}"
+    );
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "c", "broker_id": kafka, "source": {"topics": ["t"], "group": "g"}, "endpoint": {"url": "http://h/"}}),
+    )
+    .await;
+    let (status, problem) = bida
+        .patch(
+            &format!("/v1/consumers/{consumer}"),
+            json!({"policy": {"concurrency": 0}}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("policy.concurrency")),
+        "{problem}"
+    );
+    let (status, problem) = bida
+        .post(&format!("/v1/consumers/{consumer}/resume"), json!(null))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert_eq!(problem["detail"], "cannot resume a consumer that is running");
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/dance"), json!(null)).await;
+    assert_eq!(status, 404);
+    let (status, _) = bida.get("/v1/consumers/unknown").await;
+    assert_eq!(status, 404);
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 409, "a running consumer's offsets are not reset: {problem}");
+}
+
+#[tokio::test]
+async fn a_crashing_consumer_is_restarted_recorded_and_alerted() {
+    let endpoint = Receiver::ok().await;
+    let alerts = Receiver::ok().await;
+    let bida = Bida::start(&format!("[[notify.webhooks]]\nurl = \"{}\"", alerts.url("/alerts"))).await;
+    let queue_name = format!("bida-test-missing-{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = rabbit::delete_queue_later(&queue_name);
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+    )
+    .await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        rabbit_consumer(&broker, &queue_name, &endpoint.url("/in")),
+    )
+    .await;
+
+    // The queue does not exist: every start fails, is recorded, and waits longer.
+    let crashing = wait_consumer(&bida, &consumer, |c| c["crashes"].as_u64() >= Some(3)).await;
+    let report = &crashing["nodes"][0];
+    assert_eq!(report["state"], "restarting", "{crashing}");
+    assert!(
+        report["report"]["last_error"].as_str().unwrap().contains("NOT_FOUND"),
+        "{crashing}"
+    );
+    assert!(
+        alerts
+            .wait_until(WAIT, |hits| hits
+                .iter()
+                .any(|h| String::from_utf8_lossy(&h.body).contains("bida.consumer.crashing")))
+            .await,
+        "crash alert"
+    );
+    let alert: Value = alerts
+        .hits()
+        .iter()
+        .map(|h| serde_json::from_slice::<Value>(&h.body).unwrap())
+        .find(|a| a["type"] == "bida.consumer.crashing")
+        .unwrap();
+    assert_eq!(alert["consumer_id"], consumer.as_str());
+    assert_eq!(alert["consecutive"], 3);
+
+    // The queue appears: the next restart succeeds.
+    let queue = TestQueue::declare_named(&queue_name).await;
+    queue.publish([(Some("after".to_string()), b"{}".to_vec())]).await;
+    assert!(
+        endpoint.wait_for_hits(1, Duration::from_secs(90)).await,
+        "{}",
+        bida.log()
+    );
+    wait_consumer(&bida, &consumer, |c| c["state"] == "running").await;
+}
+
+#[tokio::test]
+async fn a_parked_lane_waits_for_its_replay() {
+    let fixed = Arc::new(Mutex::new(false));
+    let order: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
+    let (broken, seen) = (fixed.clone(), order.clone());
+    let endpoint = Receiver::start(move |hit, _| {
+        let body: Value = serde_json::from_slice(&hit.body).unwrap_or_default();
+        let (key, seq) = (
+            body["key"].as_str().unwrap_or_default().to_string(),
+            body["seq"].as_u64().unwrap_or(0),
+        );
+        if key == "k1" && seq == 5 && !*broken.lock().unwrap() {
+            return Reply::status(500);
+        }
+        seen.lock().unwrap().entry(key).or_default().push(seq);
+        Reply::ok()
+    })
+    .await;
+    let alerts = Receiver::ok().await;
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("lanes", 2).await;
+    let bida = Bida::start(&format!("[[notify.webhooks]]\nurl = \"{}\"", alerts.url("/alerts"))).await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
+    )
+    .await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "ordered", "broker_id": broker, "source": {"topics": ["lanes"], "group": "lanes"},
+               "endpoint": {"url": endpoint.url("/in")},
+               "policy": {"ordering": "key", "max_attempts": 3, "backoff": {"initial_ms": 50, "max_ms": 100}}}),
+    )
+    .await;
+    kafka
+        .produce(
+            "lanes",
+            (0..20).flat_map(|seq| {
+                (0..3).map(move |k| {
+                    (
+                        Some(format!("k{k}")),
+                        json!({"key": format!("k{k}"), "seq": seq}).to_string().into_bytes(),
+                    )
+                })
+            }),
+        )
+        .await;
+    let lane = |key: &str| order.lock().unwrap().get(key).cloned().unwrap_or_default();
+    assert!(
+        eventually(WAIT, || lane("k0").len() == 20 && lane("k2").len() == 20).await,
+        "other keys flow"
+    );
+    let parked = wait_consumer(&bida, &consumer, |c| c["parked_lanes"].get("k1").is_some()).await;
+    assert_eq!(
+        lane("k1"),
+        (0..5).collect::<Vec<u64>>(),
+        "k1 stops before its failing message"
+    );
+    assert!(
+        alerts
+            .wait_until(WAIT, |hits| hits
+                .iter()
+                .any(|h| String::from_utf8_lossy(&h.body).contains("lane_parked")))
+            .await
+    );
+    let dead_task = parked["parked_lanes"]["k1"].as_str().unwrap().to_string();
+    let (_, task) = bida.get(&format!("/v1/tasks/{dead_task}")).await;
+    assert_eq!(task["status"], "dead", "{task}");
+
+    *fixed.lock().unwrap() = true;
+    let (status, replay) = bida
+        .post(&format!("/v1/consumers/{consumer}/lanes/k1/replay"), json!(null))
+        .await;
+    assert_eq!(status, 200, "{replay}");
+    assert_eq!(replay["released"], true, "{replay}");
+    assert!(eventually(WAIT, || lane("k1").len() == 20).await, "{:?}", lane("k1"));
+    assert_eq!(lane("k1"), (0..20).collect::<Vec<u64>>(), "the lane resumed in order");
+    wait_consumer(&bida, &consumer, |c| {
+        c["parked_lanes"].as_object().is_some_and(|p| p.is_empty())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn kafka_offsets_are_reset_and_messages_resent() {
+    let endpoint = Receiver::ok().await;
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("replayable", 2).await;
+    let bida = Bida::start("").await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
+    )
+    .await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "c", "broker_id": broker, "source": {"topics": ["replayable"], "group": "replay"},
+               "endpoint": {"url": endpoint.url("/in")}}),
+    )
+    .await;
+    kafka
+        .produce(
+            "replayable",
+            (0..50).map(|i| (Some(format!("k{i}")), format!("{{\"n\":{i}}}").into_bytes())),
+        )
+        .await;
+    assert!(eventually(WAIT, || endpoint.distinct_messages() == 50).await);
+    wait_consumer(&bida, &consumer, |c| c["lag_total"] == 0).await;
+
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, reset) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reset}");
+    let committed = reset["committed"].as_array().unwrap();
+    assert_eq!(committed.len(), 2);
+    assert!(committed.iter().all(|p| p["offset"] == 0), "{reset}");
+    let (_, stopped) = bida.get(&format!("/v1/consumers/{consumer}")).await;
+    assert_eq!(stopped["lag_total"], 50, "{stopped}");
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/start"), json!(null)).await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(WAIT, || endpoint.hit_count() == 100).await,
+        "all 50 again: {}",
+        endpoint.hit_count()
+    );
+    assert_eq!(endpoint.distinct_messages(), 50, "the same message ids");
+
+    let (status, resent) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": "replayable", "partition": 0, "from": 0, "to": 2}),
+        )
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    let resent_ids = resent["task_ids"].as_array().unwrap().len();
+    assert!((1..=3).contains(&resent_ids), "{resent}");
+    assert!(eventually(WAIT, || endpoint.hit_count() == 100 + resent_ids).await);
+    let again: Vec<_> = endpoint
+        .hits()
+        .iter()
+        .skip(100)
+        .map(|h| h.message_id().unwrap().to_string())
+        .collect();
+    assert!(
+        again.iter().all(|id| id.starts_with("kafka:replayable:0:")),
+        "{again:?}"
+    );
+
+    let (_, tasks) = bida.get(&format!("/v1/tasks?consumer_id={consumer}&limit=1")).await;
+    let task_id = tasks["items"][0]["id"].as_str().unwrap().to_string();
+    let (status, resent) = bida
+        .post(&format!("/v1/consumers/{consumer}/resend"), json!({"task_id": task_id}))
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    assert!(eventually(WAIT, || endpoint.hit_count() == 101 + resent_ids).await);
+}
