@@ -478,3 +478,71 @@ async fn kafka_offsets_are_reset_and_messages_resent() {
     assert_eq!(status, 200, "{resent}");
     assert!(eventually(WAIT, || endpoint.hit_count() == 101 + resent_ids).await);
 }
+
+#[tokio::test]
+async fn rate_limits_hold_and_exchanges_are_bound() {
+    let endpoint = Receiver::ok().await;
+    let queue = TestQueue::declare().await;
+    let bida = Bida::start("").await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+    )
+    .await;
+    let bound = format!("bida-test-bound-{}", uuid::Uuid::new_v4().simple());
+    let _cleanup = rabbit::delete_queue_later(&bound);
+    let exchange = format!("bida-test-ex-{}", uuid::Uuid::new_v4().simple());
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "bound", "broker_id": broker,
+               "source": {"queue": bound, "exchange": exchange, "routing_key": "orders.#"},
+               "endpoint": {"url": endpoint.url("/bound")}, "policy": {"rate_per_sec": 20}}),
+    )
+    .await;
+    let running = wait_consumer(&bida, &consumer, |c| c["state"] == "running").await;
+    assert_eq!(
+        running["source"]["declare"], true,
+        "binding declares the queue: {running}"
+    );
+    queue.publish_to(&exchange, "orders.created", br#"{"order":1}"#).await;
+    queue
+        .publish_to(&exchange, "invoices.created", br#"{"invoice":1}"#)
+        .await;
+    assert!(endpoint.wait_for_hits(1, WAIT).await);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(endpoint.hit_count(), 1, "only the bound routing key arrives");
+    assert_eq!(&endpoint.hits()[0].body[..], br#"{"order":1}"#);
+
+    // 20 messages a second: at most a burst of 20 plus 20 a second.
+    let limited = created(&bida, "/v1/consumers", {
+        let mut body = rabbit_consumer(&broker, &queue.name, &endpoint.url("/limited"));
+        body["policy"] = json!({"rate_per_sec": 20, "concurrency": 32});
+        body
+    })
+    .await;
+    wait_consumer(&bida, &limited, |c| c["state"] == "running").await;
+    queue
+        .publish((0..300).map(|i| (Some(format!("r{i}")), b"{}".to_vec())))
+        .await;
+    let limited_hits = || endpoint.hits().iter().filter(|h| h.path == "/limited").count();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let in_three_seconds = limited_hits();
+    assert!(
+        (20..=90).contains(&in_three_seconds),
+        "{in_three_seconds} deliveries in 3 s at 20/s"
+    );
+    let (status, _) = bida
+        .patch(
+            &format!("/v1/consumers/{limited}"),
+            json!({"policy": {"rate_per_sec": 0}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(WAIT, || limited_hits() == 300).await,
+        "the limit lifted live: {}",
+        limited_hits()
+    );
+}

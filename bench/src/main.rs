@@ -4,6 +4,7 @@
 //! Each payload carries the time it was sent, so the receiver measures
 //! submit-to-delivery latency without sharing state with the submitters.
 
+mod mq;
 mod process;
 mod receiver;
 mod report;
@@ -44,6 +45,29 @@ enum Command {
         #[arg(long, default_value = "")]
         config: String,
     },
+    /// Consume from RabbitMQ or Kafka: drain a preloaded backlog (throughput),
+    /// then produce at half that rate (end-to-end latency).
+    Mq {
+        #[arg(long, value_enum)]
+        broker: mq::MqKind,
+        /// Messages preloaded for the throughput phase.
+        #[arg(long, default_value_t = 20_000)]
+        messages: usize,
+        /// Approximate payload size in bytes.
+        #[arg(long, default_value_t = 512)]
+        size: usize,
+        /// The consumer's concurrency.
+        #[arg(long, default_value_t = 64)]
+        concurrency: u32,
+        /// Kafka partitions.
+        #[arg(long, default_value_t = 8)]
+        partitions: i32,
+        /// Seconds of the paced latency phase.
+        #[arg(long, default_value_t = 10)]
+        paced_seconds: u64,
+        #[arg(long, default_value = "")]
+        config: String,
+    },
 }
 
 #[tokio::main]
@@ -55,7 +79,114 @@ async fn main() -> anyhow::Result<()> {
             size,
             config,
         } => api(tasks, concurrency, size, &config).await,
+        Command::Mq {
+            broker,
+            messages,
+            size,
+            concurrency,
+            partitions,
+            paced_seconds,
+            config,
+        } => consume(broker, messages, size, concurrency, partitions, paced_seconds, &config).await,
     }
+}
+
+async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
+    let response = http.post(url).json(&body).send().await?;
+    let status = response.status();
+    let body: serde_json::Value = response.json().await?;
+    anyhow::ensure!(status.is_success(), "{status}: {body}");
+    Ok(body)
+}
+
+async fn consume(
+    kind: mq::MqKind,
+    messages: usize,
+    size: usize,
+    concurrency: u32,
+    partitions: i32,
+    paced_seconds: u64,
+    config: &str,
+) -> anyhow::Result<()> {
+    let receiver = BenchReceiver::start().await?;
+    let epoch = receiver.epoch();
+    let mq = mq::Mq::start(kind, partitions).await;
+    let bida = BidaProcess::start(config).await?;
+    let http = reqwest::Client::new();
+
+    // Throughput: a backlog of `messages`, drained by a fresh consumer.
+    mq.produce(0, messages, size, epoch).await;
+    let broker = post(&http, format!("{}/v1/brokers", bida.url), mq.broker()).await?;
+    let cpu_before = bida.cpu_seconds();
+    let started = Instant::now();
+    post(
+        &http,
+        format!("{}/v1/consumers", bida.url),
+        json!({"name": "bench", "broker_id": broker["id"], "source": mq.source(),
+               "endpoint": {"url": receiver.url()}, "policy": {"concurrency": concurrency}}),
+    )
+    .await?;
+    let drained = receiver.wait_for(messages, Duration::from_secs(900)).await;
+    let drain = started.elapsed();
+    let cpu = bida.cpu_seconds() - cpu_before;
+    let throughput = drained as f64 / drain.as_secs_f64();
+    let events = bida.count_events().await.context("count events")?;
+
+    // Latency: produce at half the drained rate, measure send to delivery.
+    receiver.reset_latency();
+    let rate = (throughput / 2.0).max(1.0);
+    let paced = (rate * paced_seconds as f64) as usize;
+    let tick = Duration::from_millis(100);
+    let per_tick = ((rate * tick.as_secs_f64()).ceil() as usize).max(1);
+    let mut sent = 0;
+    let mut next = tokio::time::Instant::now();
+    while sent < paced {
+        let count = per_tick.min(paced - sent);
+        mq.produce(messages + sent, count, size, epoch).await;
+        sent += count;
+        next += tick;
+        tokio::time::sleep_until(next).await;
+    }
+    let delivered = receiver.wait_for(messages + paced, Duration::from_secs(300)).await;
+
+    let label = match kind {
+        mq::MqKind::Rabbitmq => "RabbitMQ",
+        mq::MqKind::Kafka => "Kafka",
+    };
+    Report::new(&format!("{label} consumer → HTTP endpoint"))
+        .row(
+            "messages, payload bytes, concurrency",
+            format!("{messages}, {size}, {concurrency}"),
+        )
+        .row(
+            "drain throughput",
+            format!("{throughput:.0} msgs/s ({drained} in {:.1} s)", drain.as_secs_f64()),
+        )
+        .row(
+            "bida CPU per 10k messages",
+            format!("{:.2} s", cpu * 10_000.0 / drained.max(1) as f64),
+        )
+        .row(
+            "events appended",
+            format!("{events} ({:.2} per message)", events as f64 / drained.max(1) as f64),
+        )
+        .row("paced phase", format!("{paced} messages at {rate:.0} msgs/s"))
+        .row("produce→delivery p50 / p99 / max", report::millis(&receiver.latency()))
+        .row(
+            "delivered (distinct ids)",
+            format!("{delivered} ({} requests)", receiver.requests()),
+        )
+        .row(
+            "bida peak RSS",
+            format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0),
+        )
+        .print();
+    anyhow::ensure!(
+        delivered == messages + paced,
+        "only {delivered} of {} delivered",
+        messages + paced
+    );
+    Ok(())
 }
 
 async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> anyhow::Result<()> {

@@ -55,6 +55,11 @@ impl BenchReceiver {
         self.tally.lock().unwrap().requests
     }
 
+    /// Forgets the latencies measured so far (ids stay counted).
+    pub fn reset_latency(&self) {
+        self.tally.lock().unwrap().latency.reset();
+    }
+
     pub fn latency(&self) -> Histogram<u64> {
         self.tally.lock().unwrap().latency.clone()
     }

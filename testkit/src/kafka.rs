@@ -87,7 +87,25 @@ impl KafkaBroker {
 
     /// Produces `(key, payload)` records, waiting for every acknowledgement.
     pub async fn produce(&self, topic: &str, records: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
-        let producer = self.producer();
+        Self::send_all(&self.producer(), topic, records).await
+    }
+
+    /// A batching producer: fast, for consumers that read straight through
+    /// (no pause, restart or rebalance mid-stream, see [`KafkaBroker::producer`]).
+    pub fn batching_producer(&self) -> FutureProducer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer")
+    }
+
+    pub async fn send_all(
+        producer: &FutureProducer,
+        topic: &str,
+        records: impl IntoIterator<Item = (Option<String>, Vec<u8>)>,
+    ) {
         let records: Vec<(Option<String>, Vec<u8>)> = records.into_iter().collect();
         for chunk in records.chunks(1_000) {
             let sends = chunk.iter().map(|(key, payload)| {

@@ -121,6 +121,22 @@ impl TestQueue {
         }
     }
 
+    /// Publishes to an exchange with a routing key (the exchange must exist).
+    pub async fn publish_to(&self, exchange: &str, routing_key: &str, body: &[u8]) {
+        self.channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                BasicPublishOptions::default(),
+                body,
+                BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
     /// Messages ready in the queue.
     pub async fn depth(&self) -> u32 {
         self.channel

@@ -74,6 +74,9 @@ pub struct ConsumerView {
     /// Parked key lanes: key → the task that used up its attempts.
     pub parked_lanes: BTreeMap<String, String>,
     pub crashes: u64,
+    /// The latest error any node reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
     pub deleted: bool,
 }
 
@@ -280,8 +283,19 @@ impl ConsumerService {
         } else {
             "broker_offline".to_string()
         };
+        let last_error = nodes
+            .iter()
+            .filter_map(|n| {
+                Some((
+                    n.report.get("last_error_at")?.as_str()?,
+                    n.report.get("last_error")?.as_str()?,
+                ))
+            })
+            .max()
+            .map(|(_, error)| error.to_string());
         Ok(ConsumerView {
             id: id.to_string(),
+            last_error,
             lag_total: lag.iter().map(|b| b.lag).sum(),
             desired_state: consumer.state(),
             state,

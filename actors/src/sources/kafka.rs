@@ -104,8 +104,18 @@ impl KafkaSource {
                     StartAt::Latest => "latest",
                 },
             );
-        if !options.contains_key("partition.assignment.strategy") {
-            config.set("partition.assignment.strategy", "cooperative-sticky");
+        // Bida's defaults, unless the broker's options say otherwise: sticky
+        // rebalances, and fetches that wait at most 25 ms for data (some
+        // brokers, tansu among them, hold a fetch for the whole wait, which
+        // then becomes the delivery latency; idle, it costs ~40 small
+        // requests a second per broker connection).
+        for (key, value) in [
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("fetch.wait.max.ms", "25"),
+        ] {
+            if !options.contains_key(key) {
+                config.set(key, value);
+            }
         }
         let consumer: GroupConsumer = config
             .create_with_context(GroupContext {

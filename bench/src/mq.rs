@@ -1,0 +1,70 @@
+//! The MQ side of a benchmark: a RabbitMQ queue on the machine's broker or a
+//! Kafka topic on a tansu broker of the run's own, and a producer that stamps
+//! each payload with its send time.
+
+use bida_testkit::kafka::KafkaBroker;
+use bida_testkit::rabbit::{self, TestQueue};
+use serde_json::{json, Value};
+use std::time::Instant;
+
+pub enum Mq {
+    Rabbit(TestQueue),
+    Kafka(KafkaBroker, String),
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum MqKind {
+    Rabbitmq,
+    Kafka,
+}
+
+impl Mq {
+    pub async fn start(kind: MqKind, partitions: i32) -> Self {
+        match kind {
+            MqKind::Rabbitmq => Self::Rabbit(TestQueue::declare().await),
+            MqKind::Kafka => {
+                let broker = KafkaBroker::start().await;
+                broker.create_topic("bench", partitions).await;
+                Self::Kafka(broker, "bench".into())
+            }
+        }
+    }
+
+    pub fn broker(&self) -> Value {
+        match self {
+            Self::Rabbit(_) => json!({"name": "bench", "kind": "rabbitmq", "url": rabbit::url()}),
+            Self::Kafka(broker, _) => json!({"name": "bench", "kind": "kafka", "bootstrap_servers": broker.bootstrap}),
+        }
+    }
+
+    pub fn source(&self) -> Value {
+        match self {
+            Self::Rabbit(queue) => json!({"queue": queue.name}),
+            Self::Kafka(_, topic) => json!({"topics": [topic], "group": "bench"}),
+        }
+    }
+
+    /// Produces messages `first..first + count` of about `size` bytes, each
+    /// stamped with its send time on `epoch`'s clock.
+    pub async fn produce(&self, first: usize, count: usize, size: usize, epoch: Instant) {
+        let padding = "x".repeat(size.saturating_sub(60));
+        let payload = |seq: usize| {
+            json!({"seq": seq, "sent_at_us": epoch.elapsed().as_micros() as u64, "pad": padding})
+                .to_string()
+                .into_bytes()
+        };
+        match self {
+            Self::Rabbit(queue) => {
+                queue
+                    .publish((first..first + count).map(|seq| (Some(format!("b{seq}")), payload(seq))))
+                    .await
+            }
+            Self::Kafka(broker, topic) => {
+                let records: Vec<(Option<String>, Vec<u8>)> = (first..first + count)
+                    .map(|seq| (Some(format!("k{}", seq % 64)), payload(seq)))
+                    .collect();
+                KafkaBroker::send_all(&broker.batching_producer(), topic, records).await
+            }
+        }
+    }
+}
