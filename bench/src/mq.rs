@@ -7,6 +7,8 @@ use bida_testkit::rabbit::{self, TestQueue};
 use serde_json::{json, Value};
 use std::time::Instant;
 
+/// One per run: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Mq {
     Rabbit(TestQueue),
     Kafka(KafkaBroker, String),
