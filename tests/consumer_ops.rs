@@ -470,6 +470,26 @@ async fn kafka_offsets_are_reset_and_messages_resent() {
         "{again:?}"
     );
 
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": "other", "partition": 0, "from": 0, "to": 2}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("topic")),
+        "{problem}"
+    );
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "twin", "broker_id": broker, "source": {"topics": ["replayable"], "group": "replay"},
+                   "endpoint": {"url": endpoint.url("/twin")}}),
+        )
+        .await;
+    assert_eq!(status, 409, "one group, one consumer: {problem}");
+
     let (_, tasks) = bida.get(&format!("/v1/tasks?consumer_id={consumer}&limit=1")).await;
     let task_id = tasks["items"][0]["id"].as_str().unwrap().to_string();
     let (status, resent) = bida
@@ -545,4 +565,74 @@ async fn rate_limits_hold_and_exchanges_are_bound() {
         "the limit lifted live: {}",
         limited_hits()
     );
+}
+
+#[tokio::test]
+async fn odd_messages_are_delivered_not_crashed_on() {
+    let endpoint = Receiver::ok().await;
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("odd", 1).await;
+    let queue = TestQueue::declare_quorum().await;
+    let bida = Bida::start("").await;
+    let k = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
+    )
+    .await;
+    let kc = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "odd", "broker_id": k, "source": {"topics": ["odd"], "group": "odd"},
+               "endpoint": {"url": endpoint.url("/kafka")}, "policy": {"ordering": "key"}}),
+    )
+    .await;
+    // A Confluent-framed key starts with a zero byte; jsonb refuses NUL.
+    kafka
+        .produce_raw(
+            "odd",
+            vec![
+                (vec![0, 0, 0, 1, 42], b"{\"framed\":true}".to_vec()),
+                (vec![0xff, 0xfe], b"{}".to_vec()),
+            ],
+        )
+        .await;
+    assert!(endpoint.wait_for_hits(2, WAIT).await, "{}", bida.log());
+    let consumer = wait_consumer(&bida, &kc, |c| c["counters"]["delivered"] == 2).await;
+    assert_eq!(consumer["crashes"], 0, "{consumer}");
+    let (_, tasks) = bida.get(&format!("/v1/tasks?consumer_id={kc}")).await;
+    let task = tasks["items"][0]["id"].as_str().unwrap().to_string();
+    let (_, detail) = bida.get(&format!("/v1/tasks/{task}")).await;
+    assert!(detail["request"]["body"].is_object(), "{detail}");
+
+    // A producer reusing message ids: different bodies are different messages.
+    let mq = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+    )
+    .await;
+    let rc = created(
+        &bida,
+        "/v1/consumers",
+        rabbit_consumer(&mq, &queue.name, &endpoint.url("/quorum")),
+    )
+    .await;
+    queue
+        .publish([
+            (Some("order-7".to_string()), br#"{"v":1}"#.to_vec()),
+            (Some("order-7".to_string()), br#"{"v":2}"#.to_vec()),
+        ])
+        .await;
+    assert!(
+        endpoint
+            .wait_until(WAIT, |hits| hits.iter().filter(|h| h.path == "/quorum").count() == 2)
+            .await
+    );
+    // Running, on a quorum queue (per-consumer prefetch), both recorded.
+    let consumer = wait_consumer(&bida, &rc, |c| {
+        c["counters"]["consumed"] == 2 && c["state"] == "running"
+    })
+    .await;
+    assert_eq!(consumer["counters"]["delivered"], 2, "both recorded: {consumer}");
 }

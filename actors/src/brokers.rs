@@ -191,8 +191,8 @@ impl BrokerService {
             .load_all::<Consumer>()
             .await?
             .into_iter()
-            .filter(|(_, c)| !c.is_deleted() && c.spec().is_some_and(|s| s.broker_id == id))
-            .map(|(consumer_id, _)| consumer_id)
+            .filter(|(_, c, _)| !c.is_deleted() && c.spec().is_some_and(|s| s.broker_id == id))
+            .map(|(consumer_id, _, _)| consumer_id)
             .collect();
         if !users.is_empty() {
             return Err(AdminError::Rejected(format!(
@@ -209,7 +209,7 @@ impl BrokerService {
             .load_all::<Broker>()
             .await?
             .into_iter()
-            .filter_map(|(id, broker)| Self::describe(&id, &broker))
+            .filter_map(|(id, broker, _)| Self::describe(&id, &broker))
             .collect())
     }
 
@@ -276,7 +276,7 @@ impl BrokerService {
             .load_all::<Consumer>()
             .await?
             .into_iter()
-            .filter_map(|(_, c)| match c.spec() {
+            .filter_map(|(_, c, _)| match c.spec() {
                 Some(spec) if spec.broker_id == broker_id && !c.is_deleted() => match &spec.source {
                     Source::Rabbitmq(source) => Some(source.queue.clone()),
                     Source::Kafka(_) => None,

@@ -47,7 +47,7 @@ impl Delivery {
         let clock = Instant::now();
         let timeout = Duration::from_millis(spec.policy.timeout_ms);
         let observation = match self.request(spec, attempt, started_at) {
-            Err(error) => Observation::Failed { error },
+            Err(error) => Observation::Unsendable { error },
             Ok(request) => match tokio::time::timeout(timeout, self.exchange(request)).await {
                 Ok(observation) => observation,
                 Err(_) => Observation::Timeout {

@@ -144,7 +144,7 @@ impl Node {
         let scheduler = Scheduler::new(context.clone(), supervisor.clone()).start();
         let consumer_commands = commands::Commands::new(&store);
         let consumers =
-            consumer::ConsumerSupervisor::new(context.clone(), supervisor.clone(), consumer_commands).start();
+            consumer::ConsumerSupervisor::new(context.clone(), supervisor.clone(), consumer_commands, threads).start();
         let notifier = (!config.notify.webhooks.is_empty())
             .then(|| notifier::spawn(store, config.notify.clone(), config.name.clone()));
         let tasks = TaskService::new(

@@ -136,6 +136,11 @@ pub enum Observation {
     Failed {
         error: String,
     },
+    /// The request could not be built from the task (a header the message
+    /// brought cannot be sent): no endpoint is at fault and retrying is useless.
+    Unsendable {
+        error: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -163,6 +168,11 @@ pub fn judge(expect: &Expect, retry_on: &StatusSet, observed: &Observation, now:
             return Verdict::Retry {
                 reason: error.clone(),
                 retry_after: None,
+            }
+        }
+        Observation::Unsendable { error } => {
+            return Verdict::GiveUp {
+                reason: format!("the request cannot be sent: {error}"),
             }
         }
         Observation::Response {
@@ -240,6 +250,17 @@ mod tests {
                 "{observed:?}"
             );
         }
+    }
+
+    #[test]
+    fn an_unsendable_request_gives_up_at_once() {
+        let observed = Observation::Unsendable {
+            error: "header content-type: invalid value".into(),
+        };
+        let Verdict::GiveUp { reason } = verdict(&Expect::default(), &observed) else {
+            panic!("retrying cannot help");
+        };
+        assert!(reason.contains("cannot be sent"), "{reason}");
     }
 
     #[test]

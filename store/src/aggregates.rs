@@ -37,9 +37,10 @@ impl Store {
         }
     }
 
-    /// Every aggregate of a type, by id. One that cannot be decoded is left
-    /// out with an error in the log rather than hiding all the others.
-    pub async fn load_all<A: Aggregate>(&self) -> Result<Vec<(String, A)>, StoreError> {
+    /// Every aggregate of a type, by id, with its version. One that cannot be
+    /// decoded is left out with an error in the log rather than hiding all
+    /// the others.
+    pub async fn load_all<A: Aggregate>(&self) -> Result<Vec<(String, A, i64)>, StoreError> {
         let sql = "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
                           sequence, event_type, event_version, payload::text AS payload, metadata::text AS metadata,
                           recorded_at
@@ -48,8 +49,9 @@ impl Store {
         let mut all = Vec::new();
         for group in stored.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
             let Some(first) = group.first() else { continue };
+            let version = group.last().map_or(0, |e| e.sequence);
             match fold::<A>(group) {
-                Ok(aggregate) => all.push((first.aggregate_id.clone(), aggregate)),
+                Ok(aggregate) => all.push((first.aggregate_id.clone(), aggregate, version)),
                 Err(e) => tracing::error!(aggregate = A::TYPE, id = %first.aggregate_id, error = %e, "cannot load"),
             }
         }

@@ -85,6 +85,20 @@ impl KafkaBroker {
             .expect("producer")
     }
 
+    /// Produces records with binary keys, waiting for every acknowledgement.
+    pub async fn produce_raw(&self, topic: &str, records: Vec<(Vec<u8>, Vec<u8>)>) {
+        let producer = self.producer();
+        for (key, payload) in &records {
+            producer
+                .send(
+                    FutureRecord::to(topic).key(key).payload(payload),
+                    Duration::from_secs(30),
+                )
+                .await
+                .unwrap_or_else(|(e, _)| panic!("produce: {e}"));
+        }
+    }
+
     /// Produces `(key, payload)` records, waiting for every acknowledgement.
     pub async fn produce(&self, topic: &str, records: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
         Self::send_all(&self.producer(), topic, records).await

@@ -47,8 +47,22 @@ impl TestQueue {
         Self::declare_named(&format!("bida-test-{}", uuid::Uuid::new_v4().simple())).await
     }
 
+    /// A quorum queue (replicated; it only supports per-consumer prefetch).
+    pub async fn declare_quorum() -> Self {
+        let mut arguments = FieldTable::default();
+        arguments.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString("quorum".into()),
+        );
+        Self::declare_with(&format!("bida-test-q-{}", uuid::Uuid::new_v4().simple()), arguments).await
+    }
+
     /// A queue with a name chosen by the test (one it used before, say).
     pub async fn declare_named(name: &str) -> Self {
+        Self::declare_with(name, FieldTable::default()).await
+    }
+
+    async fn declare_with(name: &str, arguments: FieldTable) -> Self {
         let name = name.to_string();
         let connection = Connection::connect(&url(), ConnectionProperties::default())
             .await
@@ -61,7 +75,7 @@ impl TestQueue {
                     durable: true,
                     ..QueueDeclareOptions::default()
                 },
-                FieldTable::default(),
+                arguments,
             )
             .await
             .expect("declare queue");

@@ -52,8 +52,13 @@ pub struct ConsumerReport {
     pub running_since: DateTime<Utc>,
 }
 
+/// How often a consumer reads its backlog from the broker.
+const BACKLOG_EVERY: Duration = Duration::from_secs(10);
+
 pub struct ConsumerActor {
     id: String,
+    /// The backlog last read from the broker (refreshed in the background).
+    backlog: Arc<std::sync::Mutex<Vec<Backlog>>>,
     broker: BrokerSpec,
     node: Arc<NodeContext>,
     config: watch::Sender<Arc<LiveConfig>>,
@@ -61,6 +66,7 @@ pub struct ConsumerActor {
     status: Arc<PumpStatus>,
     pipeline: Arc<Pipeline>,
     supervisor: Addr<ConsumerSupervisor>,
+    generation: u64,
     started: Instant,
     started_at: DateTime<Utc>,
 }
@@ -75,6 +81,7 @@ impl ConsumerActor {
             crate::commands::Commands<bida_domain::consumer::Consumer>,
         ),
         supervisor: Addr<ConsumerSupervisor>,
+        generation: u64,
     ) -> Self {
         let (stop, stopping) = watch::channel(false);
         let pipeline = Arc::new(Pipeline {
@@ -85,6 +92,7 @@ impl ConsumerActor {
             stopping,
         });
         Self {
+            backlog: Arc::default(),
             id: config.consumer_id.clone(),
             broker,
             node,
@@ -93,6 +101,7 @@ impl ConsumerActor {
             status: Arc::new(PumpStatus::default()),
             pipeline,
             supervisor,
+            generation,
             started: Instant::now(),
             started_at: Utc::now(),
         }
@@ -157,11 +166,32 @@ impl Actor for ConsumerActor {
             grace,
         };
         let work = Self::consume(self.broker.clone(), config, pump, client_id);
+        let (backlog, status_for_backlog) = (self.backlog.clone(), self.status.clone());
+        ctx.run_interval(BACKLOG_EVERY, move |actor, ctx| {
+            let probe = status_for_backlog
+                .probe
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let Some(probe) = probe else { return };
+            let backlog = backlog.clone();
+            ctx.spawn(
+                async move {
+                    match tokio::time::timeout(BACKLOG_EVERY, probe.backlog()).await {
+                        Ok(Ok(read)) => *backlog.lock().unwrap_or_else(|p| p.into_inner()) = read,
+                        Ok(Err(e)) => tracing::debug!(error = %e, "backlog unavailable"),
+                        Err(_) => tracing::debug!("backlog read timed out"),
+                    }
+                }
+                .into_actor(actor),
+            );
+        });
         ctx.spawn(work.into_actor(self).map(|result, actor, ctx| {
             if let Err(e) = result {
                 tracing::warn!(consumer = %actor.id, error = %e, "consumer crashed");
                 actor.supervisor.do_send(Crashed {
                     consumer_id: actor.id.clone(),
+                    generation: actor.generation,
                     error: e.to_string(),
                     ran_for: actor.started.elapsed(),
                 });
@@ -204,19 +234,8 @@ impl Handler<Report> for ConsumerActor {
             stats.dead.load(Ordering::Relaxed),
         );
         let running_since = self.started_at;
+        let backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner()).clone();
         Box::pin(async move {
-            let probe = status.probe.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            let backlog = match probe {
-                Some(probe) => match tokio::time::timeout(Duration::from_secs(3), probe.backlog()).await {
-                    Ok(Ok(backlog)) => backlog,
-                    Ok(Err(e)) => {
-                        tracing::debug!(error = %e, "backlog unavailable");
-                        Vec::new()
-                    }
-                    Err(_) => Vec::new(),
-                },
-                None => Vec::new(),
-            };
             let last_error = status.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone();
             ConsumerReport {
                 state: *status.state.lock().unwrap_or_else(|p| p.into_inner()),

@@ -14,6 +14,8 @@ use bida_domain::matcher::{judge, Verdict};
 use bida_domain::task::{AttemptReport, CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskSpec, TaskStatus};
 use bida_store::{task_append, LoadedTask, StoreError};
 use chrono::Utc;
+use cqrs_es::Aggregate;
+use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -39,6 +41,10 @@ pub struct LiveConfig {
     pub paused: bool,
     /// Keys whose lane is parked (ordering by key).
     pub parked: BTreeSet<String>,
+    /// The consumer aggregate's version this configuration comes from.
+    pub version: i64,
+    /// Offset resets so far: messages read again after a reset are new tasks.
+    pub epoch: u64,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -64,12 +70,23 @@ pub struct Done {
     pub healthy: Option<bool>,
     pub probe: bool,
     pub error: Option<String>,
+    /// Ordering by key: the consumer version at which this message's lane was parked.
+    pub parked_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
     #[error("cannot record a delivery: {0}")]
     Store(#[from] StoreError),
+    #[error("a delivery panicked")]
+    Panicked,
+}
+
+/// How a task's events met the store.
+enum Recorded {
+    New(String),
+    /// The message was recorded before (a redelivery): the existing task.
+    Before(LoadedTask),
 }
 
 #[derive(Debug, Default)]
@@ -92,8 +109,12 @@ pub struct Pipeline {
 impl Pipeline {
     /// The same for every redelivery of a message, so that a message whose
     /// outcome was recorded before a crash is recognised.
-    pub fn task_id(consumer_id: &str, message_id: &str) -> String {
-        Uuid::new_v5(&MESSAGE_NAMESPACE, format!("{consumer_id}\n{message_id}").as_bytes()).to_string()
+    pub fn task_id(consumer_id: &str, epoch: u64, message_id: &str) -> String {
+        Uuid::new_v5(
+            &MESSAGE_NAMESPACE,
+            format!("{consumer_id}\n{epoch}\n{message_id}").as_bytes(),
+        )
+        .to_string()
     }
 
     fn report(attempted: Attempted, number: u32) -> AttemptReport {
@@ -132,15 +153,30 @@ impl Pipeline {
     }
 
     /// Records the task's events, trying again while the store is unreachable.
-    /// `Ok(false)`: they were recorded before (a redelivered message).
-    async fn record(&self, id: &str, events: &[TaskEvent], owner: Option<Uuid>) -> Result<bool, PipelineError> {
+    /// A taken id with the same body is a redelivery; with another body it is
+    /// a different message that reused the id (a recreated topic, a producer
+    /// reusing message ids): that one is recorded under an id of its own.
+    async fn record(&self, id: &str, events: &[TaskEvent], owner: Option<Uuid>) -> Result<Recorded, PipelineError> {
+        let mut id = id.to_string();
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.node.store.append(task_append(id, 0, events, owner)?).await {
-                Ok(()) => return Ok(true),
-                Err(StoreError::Conflict { .. }) => return Ok(false),
+            match self.node.store.append(task_append(&id, 0, events, owner)?).await {
+                Ok(()) => return Ok(Recorded::New(id)),
+                Err(StoreError::Conflict { .. }) => {
+                    let existing = self.node.store.load_task(&id).await?;
+                    let body = |task: &CallbackTask| task.spec().and_then(|s| s.request.body.clone());
+                    let ours = CallbackTask::from_events(events);
+                    match existing {
+                        Some(existing) if body(&existing.task) == body(&ours) => return Ok(Recorded::Before(existing)),
+                        _ => {
+                            let digest = Sha256::digest(body(&ours).unwrap_or_default().as_bytes());
+                            id = Uuid::new_v5(&MESSAGE_NAMESPACE, [id.as_bytes(), &digest[..]].concat().as_slice())
+                                .to_string();
+                        }
+                    }
+                }
                 Err(e) if e.is_transient() => {
-                    tracing::warn!(task = id, error = %e, ?delay, "cannot record a delivery yet; trying again");
+                    tracing::warn!(task = %id, error = %e, ?delay, "cannot record a delivery yet; trying again");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -166,7 +202,7 @@ impl Pipeline {
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
         let spec = config.spec.task_for(&config.consumer_id, &message);
-        let task_id = Self::task_id(&config.consumer_id, &message.message_id);
+        let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let attempted = self.node.delivery.attempt(&spec, 1).await;
         let (healthy, error) = Self::health(&spec, &attempted);
         let mut task = CallbackTask::default();
@@ -189,14 +225,16 @@ impl Pipeline {
                 if (at - Utc::now()).to_std().unwrap_or_default() <= self.node.scheduler.hold_max())
             && self.node.has_room_for(bytes);
         let owner = hold.then_some(self.node.node_id);
-        let outcome = if self.record(&task_id, &events, owner).await? {
-            match task.status() {
-                TaskStatus::Delivered => Outcome::Delivered,
-                TaskStatus::Dead => Outcome::Dead,
-                _ => Outcome::Retrying,
+        let (task_id, outcome) = match self.record(&task_id, &events, owner).await? {
+            Recorded::New(id) => {
+                let outcome = match task.status() {
+                    TaskStatus::Delivered => Outcome::Delivered,
+                    TaskStatus::Dead => Outcome::Dead,
+                    _ => Outcome::Retrying,
+                };
+                (id, outcome)
             }
-        } else {
-            Outcome::AlreadyRecorded
+            Recorded::Before(existing) => (existing.id, Outcome::AlreadyRecorded),
         };
         if hold && outcome == Outcome::Retrying {
             self.tasks.do_send(Adopt(LoadedTask {
@@ -214,6 +252,7 @@ impl Pipeline {
             healthy,
             probe,
             error,
+            parked_at: None,
         })
     }
 
@@ -228,7 +267,7 @@ impl Pipeline {
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
         let spec = config.spec.task_for(&config.consumer_id, &message);
-        let task_id = Self::task_id(&config.consumer_id, &message.message_id);
+        let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let mut task = CallbackTask::default();
         let mut events = Vec::new();
         let mut stopping = self.stopping.clone();
@@ -245,10 +284,11 @@ impl Pipeline {
         while let Some(due) = task.next_attempt_at() {
             let wait = (due - Utc::now()).to_std().unwrap_or_default();
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                biased;
                 _ = stopping.wait_for(|stop| *stop) => {
-                    return Ok(Done { key, outcome: Outcome::Abandoned, healthy, probe: false, error });
+                    return Ok(Done { key, outcome: Outcome::Abandoned, healthy, probe: false, error, parked_at: None });
                 }
+                _ = tokio::time::sleep(wait) => {}
             }
             let attempted = self.node.delivery.attempt(&spec, task.attempts() + 1).await;
             (healthy, error) = Self::health(&spec, &attempted);
@@ -259,15 +299,33 @@ impl Pipeline {
                 TaskCommand::RecordAttempt(Self::report(attempted, number)),
             );
         }
-        let recorded = self.record(&task_id, &events, None).await?;
-        let outcome = match (recorded, task.status()) {
-            (false, _) => Outcome::AlreadyRecorded,
-            (true, TaskStatus::Dead) => Outcome::Dead,
-            _ => Outcome::Delivered,
+        let (task_id, dead, outcome) = match self.record(&task_id, &events, None).await? {
+            Recorded::New(id) => {
+                let dead = task.status() == TaskStatus::Dead;
+                (id, dead, if dead { Outcome::Dead } else { Outcome::Delivered })
+            }
+            // A redelivered message whose task died before: its lane is parked still.
+            Recorded::Before(existing) => {
+                let dead = existing.task.status() == TaskStatus::Dead;
+                (existing.id, dead, Outcome::AlreadyRecorded)
+            }
         };
-        if outcome == Outcome::Dead {
-            if let Some(key) = &key {
-                self.park(&config.consumer_id, key, &task_id).await;
+        let mut parked_at = None;
+        if let (true, Some(key)) = (dead, &key) {
+            match self.park(&config.consumer_id, key, &task_id).await {
+                Some(version) => parked_at = Some(version),
+                // Stopping before the park was recorded: not acknowledged, the
+                // message comes back and parks its lane then.
+                None => {
+                    return Ok(Done {
+                        key: Some(key.clone()),
+                        outcome: Outcome::Abandoned,
+                        healthy,
+                        probe: false,
+                        error,
+                        parked_at,
+                    });
+                }
             }
         }
         Self::acknowledge(ack, &task_id).await;
@@ -278,17 +336,32 @@ impl Pipeline {
             healthy,
             probe: false,
             error,
+            parked_at,
         })
     }
 
-    async fn park(&self, consumer_id: &str, key: &str, task_id: &str) {
-        let command = ConsumerCommand::ParkLane {
-            key: key.to_string(),
-            task_id: task_id.to_string(),
-            at: Utc::now(),
-        };
-        if let Err(e) = self.consumers.execute(consumer_id, command).await {
-            tracing::error!(consumer = consumer_id, key, error = %e, "cannot record the parked lane");
+    /// Records the parked lane, trying until it is recorded (or the consumer
+    /// stops); returns the consumer's version that shows it.
+    async fn park(&self, consumer_id: &str, key: &str, task_id: &str) -> Option<i64> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let command = ConsumerCommand::ParkLane {
+                key: key.to_string(),
+                task_id: task_id.to_string(),
+                at: Utc::now(),
+            };
+            let parked = match self.consumers.execute(consumer_id, command).await {
+                Ok(()) => self.node.store.last_sequence(Consumer::TYPE, consumer_id).await.ok(),
+                Err(e) => {
+                    tracing::warn!(consumer = consumer_id, key, error = %e, "cannot record the parked lane yet");
+                    None
+                }
+            };
+            if parked.is_some() || *self.stopping.borrow() {
+                return parked;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
 

@@ -1,14 +1,16 @@
 //! The pump: fetches a message only when the consumer may take one (not
 //! paused, breaker closed or probing, under its concurrency and rate) and hands
-//! it to a delivery on the node's work runtime. When it may not, the source is
-//! told to pause (Kafka pauses its partitions), so the backlog stays in the MQ.
+//! it to a delivery on the node's work runtime. Long holds (a paused consumer,
+//! an open breaker) pause the source itself, so the backlog stays in the MQ.
 
 use bida_domain::consumer::Ordering as Ordered;
 use chrono::{DateTime, Utc};
+use futures_util::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::Serialize;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
+use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,7 +23,7 @@ use super::pipeline::{Done, LiveConfig, Outcome, Pipeline, PipelineError};
 use crate::sources::{BacklogProbe, Incoming, Source, SourceError};
 
 /// Messages a consumer holds back in parked or busy key lanes (ordering by key).
-const LANE_BUFFER: usize = 1_000;
+pub const LANE_BUFFER: usize = 1_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
@@ -77,10 +79,10 @@ struct Lane {
 }
 
 impl Lanes {
-    /// The message, if its lane is free to deliver it now; otherwise it waits.
-    fn offer(&mut self, key: String, incoming: Incoming, parked: &BTreeSet<String>) -> Option<Incoming> {
-        let lane = self.lanes.entry(key.clone()).or_default();
-        if lane.busy || parked.contains(&key) || !lane.waiting.is_empty() {
+    /// The message, if its lane may deliver it now; otherwise it waits.
+    fn offer(&mut self, key: String, incoming: Incoming, blocked: bool) -> Option<Incoming> {
+        let lane = self.lanes.entry(key).or_default();
+        if lane.busy || blocked || !lane.waiting.is_empty() {
             lane.waiting.push_back(incoming);
             self.held += 1;
             return None;
@@ -89,31 +91,31 @@ impl Lanes {
         Some(incoming)
     }
 
-    /// A lane's delivery ended: its next message, unless the lane is parked.
-    fn finished(&mut self, key: &str, parked: &BTreeSet<String>) -> Option<Incoming> {
+    /// A lane's delivery ended: its next message, unless the lane is blocked.
+    fn finished(&mut self, key: &str, blocked: bool) -> Option<Incoming> {
         let lane = self.lanes.get_mut(key)?;
         lane.busy = false;
-        if parked.contains(key) {
+        if blocked {
             return None;
         }
-        let next = lane.waiting.pop_front();
-        match next {
-            Some(_) => {
+        match lane.waiting.pop_front() {
+            Some(next) => {
                 lane.busy = true;
                 self.held -= 1;
+                Some(next)
             }
             None => {
                 self.lanes.remove(key);
+                None
             }
         }
-        next
     }
 
-    /// Lanes that may move again (their key was released): their next messages.
-    fn released(&mut self, parked: &BTreeSet<String>) -> Vec<Incoming> {
+    /// Idle lanes that may move again: their next messages.
+    fn released(&mut self, blocked: impl Fn(&str) -> bool) -> Vec<Incoming> {
         let mut ready = Vec::new();
         for (key, lane) in self.lanes.iter_mut() {
-            if !lane.busy && !parked.contains(key) {
+            if !lane.busy && !blocked(key) {
                 if let Some(next) = lane.waiting.pop_front() {
                     lane.busy = true;
                     self.held -= 1;
@@ -123,13 +125,24 @@ impl Lanes {
         }
         ready
     }
+
+    /// Drops waiting messages read from partitions this consumer lost: their
+    /// new owner reads them again from the committed offset, in order.
+    fn forget(&mut self, positions: &[String]) {
+        for lane in self.lanes.values_mut() {
+            let before = lane.waiting.len();
+            lane.waiting
+                .retain(|held| !positions.iter().any(|p| held.message.position.starts_with(p.as_str())));
+            self.held -= before - lane.waiting.len();
+        }
+    }
 }
 
 fn rate_gate(per_second: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
     NonZeroU32::new(per_second).map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))))
 }
 
-fn prefetch(config: &LiveConfig) -> u32 {
+pub fn prefetch(config: &LiveConfig) -> u32 {
     let concurrency = config.spec.policy.concurrency;
     match config.spec.policy.ordering {
         Ordered::None => concurrency,
@@ -148,6 +161,25 @@ async fn fetch<S: Source>(
     source.next().await
 }
 
+/// Keys this pump parked itself, until the configuration shows the park.
+#[derive(Default)]
+struct Parking {
+    /// key → the consumer version at which its park was recorded.
+    pending: HashMap<String, i64>,
+}
+
+impl Parking {
+    fn parked(&self, config: &LiveConfig, key: &str) -> bool {
+        config.parked.contains(key) || self.pending.contains_key(key)
+    }
+
+    /// A configuration at least as new as a park is authoritative for its key
+    /// (still parked, or released since).
+    fn settle(&mut self, config: &LiveConfig) {
+        self.pending.retain(|_, version| *version > config.version);
+    }
+}
+
 pub struct Pump<S: Source> {
     pub source: S,
     pub pipeline: Arc<Pipeline>,
@@ -160,42 +192,68 @@ pub struct Pump<S: Source> {
 }
 
 impl<S: Source> Pump<S> {
+    /// Runs until stopped or failed; the source is closed either way.
     pub async fn run(mut self) -> Result<(), PumpError> {
+        let result = self.pump().await;
+        self.status.set_state(RunState::Stopping);
+        self.source.close().await;
+        result
+    }
+
+    fn dispatch(
+        &self,
+        incoming: Incoming,
+        probe: bool,
+        ordered: bool,
+        config: &Arc<LiveConfig>,
+        done: &mpsc::UnboundedSender<Result<Done, PipelineError>>,
+    ) {
+        let (pipeline, config, done) = (self.pipeline.clone(), config.clone(), done.clone());
+        self.work.spawn(async move {
+            let delivery = async {
+                if ordered {
+                    pipeline.deliver_in_order(config, incoming).await
+                } else {
+                    pipeline.deliver(config, incoming, probe).await
+                }
+            };
+            // A panic is a bug: it must surface as a crash, not leak a slot.
+            let outcome = match AssertUnwindSafe(delivery).catch_unwind().await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(PipelineError::Panicked),
+            };
+            let _ = done.send(outcome);
+        });
+    }
+
+    async fn pump(&mut self) -> Result<(), PumpError> {
         let mut live = self.config.borrow_and_update().clone();
         let mut breaker = Breaker::new(live.spec.policy.breaker);
         let mut rate = rate_gate(live.spec.policy.rate_per_sec);
         let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, PipelineError>>();
         let mut in_flight = 0usize;
         let mut lanes = Lanes::default();
-        let mut held = false;
+        let mut parking = Parking::default();
+        let mut source_held = false;
         let mut stop_deadline: Option<Instant> = None;
         self.source.set_prefetch(prefetch(&live)).await?;
         *self.status.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.source.backlog_probe());
-
-        let dispatch =
-            |incoming: Incoming, probe: bool, ordered: bool, config: &Arc<LiveConfig>, in_flight: &mut usize| {
-                *in_flight += 1;
-                let (pipeline, config, done) = (self.pipeline.clone(), config.clone(), done_tx.clone());
-                self.work.spawn(async move {
-                    let outcome = if ordered {
-                        pipeline.deliver_in_order(config, incoming).await
-                    } else {
-                        pipeline.deliver(config, incoming, probe).await
-                    };
-                    let _ = done.send(outcome);
-                });
-            };
 
         loop {
             let stopping = *self.stop.borrow();
             if stopping {
                 let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + self.grace);
                 if in_flight == 0 || Instant::now() >= deadline {
-                    break;
+                    return Ok(());
                 }
+            }
+            let revoked = self.source.take_revoked();
+            if !revoked.is_empty() {
+                lanes.forget(&revoked);
             }
             let policy = &live.spec.policy;
             let ordered = policy.ordering == Ordered::Key;
+            let now = Instant::now();
             let room = in_flight < policy.concurrency as usize && lanes.held < LANE_BUFFER;
             let admission = if stopping || live.paused || !room {
                 Admission::Wait(None)
@@ -204,20 +262,21 @@ impl<S: Source> Pump<S> {
                 // fetching stops by itself, so the breaker stays out of it.
                 Admission::Deliver
             } else {
-                breaker.admission(Instant::now().into_std())
+                breaker.admission(now.into_std())
             };
             let fetch_now = matches!(admission, Admission::Deliver | Admission::Probe);
-            // The source pauses only for long holds (a paused consumer, an open
-            // breaker); a full pipeline simply stops pulling for a moment.
-            let hold_source = live.paused || (!ordered && matches!(breaker.state(), BreakerState::Open { .. }));
-            if hold_source != held {
+            // The source pauses only for long holds; a full pipeline simply
+            // stops pulling for a moment, and a due probe needs the source.
+            let breaker_holding = matches!(breaker.state(), BreakerState::Open { until } if now.into_std() < until);
+            let hold_source = stopping || live.paused || (!ordered && breaker_holding);
+            if hold_source != source_held {
                 self.source.set_paused(hold_source).await?;
-                held = hold_source;
+                source_held = hold_source;
             }
             self.status.set_state(match (stopping, live.paused, breaker.state()) {
                 (true, _, _) => RunState::Stopping,
                 (_, true, _) => RunState::Paused,
-                (_, _, BreakerState::Open { .. } | BreakerState::Probing) => RunState::BreakerOpen,
+                (_, _, BreakerState::Open { .. } | BreakerState::Probing) if !ordered => RunState::BreakerOpen,
                 _ => RunState::Running,
             });
             self.status.in_flight.store(in_flight, Ordering::Relaxed);
@@ -226,14 +285,12 @@ impl<S: Source> Pump<S> {
                 Admission::Wait(Some(until)) => Some(Instant::from_std(until)),
                 _ => None,
             };
-            let grace_end = stop_deadline;
 
             tokio::select! {
                 biased;
                 changed = self.stop.changed() => {
                     if changed.is_err() && !*self.stop.borrow() {
-                        // The actor is gone: stop as if asked.
-                        break;
+                        return Ok(()); // the actor is gone
                     }
                 }
                 changed = self.config.changed() => {
@@ -247,8 +304,12 @@ impl<S: Source> Pump<S> {
                             self.source.set_prefetch(prefetch(&new)).await?;
                         }
                         live = new;
-                        for next in lanes.released(&live.parked) {
-                            dispatch(next, false, true, &live, &mut in_flight);
+                        parking.settle(&live);
+                        if !live.paused {
+                            for next in lanes.released(|key| parking.parked(&live, key)) {
+                                in_flight += 1;
+                                self.dispatch(next, false, true, &live, &done_tx);
+                            }
                         }
                     }
                 }
@@ -260,18 +321,20 @@ impl<S: Source> Pump<S> {
                         self.status.set_error(error.clone());
                     }
                     if let (true, Some(key)) = (ordered, &done.key) {
-                        let mut parked = live.parked.clone();
-                        if done.outcome == Outcome::Dead {
-                            // Parked now, before the event comes back as configuration.
-                            parked.insert(key.clone());
+                        if let Some(version) = done.parked_at {
+                            parking.pending.insert(key.clone(), version);
                         }
-                        if let Some(next) = lanes.finished(key, &parked) {
-                            dispatch(next, false, true, &live, &mut in_flight);
+                        // An abandoned message comes back first after a restart:
+                        // the lane must not move past it.
+                        let hold = done.outcome == Outcome::Abandoned || live.paused || parking.parked(&live, key);
+                        if let Some(next) = lanes.finished(key, hold) {
+                            in_flight += 1;
+                            self.dispatch(next, false, true, &live, &done_tx);
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(wake.unwrap_or_else(Instant::now)), if wake.is_some() => {}
-                _ = tokio::time::sleep_until(grace_end.unwrap_or_else(Instant::now)), if grace_end.is_some() => {}
+                _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
+                _ = tokio::time::sleep_until(stop_deadline.unwrap_or(now)), if stop_deadline.is_some() => {}
                 incoming = fetch(&mut self.source, rate.clone()), if fetch_now => {
                     let incoming = incoming?;
                     self.pipeline.stats.fetched.fetch_add(1, Ordering::Relaxed);
@@ -281,18 +344,20 @@ impl<S: Source> Pump<S> {
                     }
                     match (ordered, incoming.message.key.clone()) {
                         (true, Some(key)) => {
-                            if let Some(go) = lanes.offer(key, incoming, &live.parked) {
-                                dispatch(go, false, true, &live, &mut in_flight);
+                            let blocked = parking.parked(&live, &key);
+                            if let Some(go) = lanes.offer(key, incoming, blocked) {
+                                in_flight += 1;
+                                self.dispatch(go, false, true, &live, &done_tx);
                             }
                         }
                         // Without a key there is no order to keep.
-                        _ => dispatch(incoming, probe, false, &live, &mut in_flight),
+                        _ => {
+                            in_flight += 1;
+                            self.dispatch(incoming, probe, false, &live, &done_tx);
+                        }
                     }
                 }
             }
         }
-        self.status.set_state(RunState::Stopping);
-        self.source.close().await;
-        Ok(())
     }
 }

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::pipeline::Pipeline;
 use crate::brokers::{admin_error, AdminError, BrokerService};
 use crate::commands::Commands;
-use crate::sources::{Backlog, KafkaAdmin, RabbitAdmin};
+use crate::sources::{Backlog, KafkaAdmin, RabbitAdmin, SourceError};
 use crate::tasks::{TaskService, TaskServiceError};
 
 /// Reports older than this come from nodes that stopped reporting.
@@ -112,8 +112,8 @@ pub struct LaneReplay {
     pub released: bool,
 }
 
-/// Most messages one range resend may take.
-const MAX_RESEND: i64 = 10_000;
+/// Most messages one range resend may take (they are held in memory).
+const MAX_RESEND: i64 = 1_000;
 
 #[derive(Clone)]
 pub struct ConsumerService {
@@ -181,6 +181,22 @@ impl ConsumerService {
             .map(|s| s.kind())
             .ok_or_else(|| AdminError::Internal("broker without spec".into()))?;
         let spec = input.into_spec(kind, &self.defaults).map_err(AdminError::Invalid)?;
+        // Two consumers in one Kafka group would each see only part of the messages.
+        if let Source::Kafka(source) = &spec.source {
+            let clash = self.store.load_all::<Consumer>().await?.into_iter().find(|(_, c, _)| {
+                !c.is_deleted()
+                    && c.spec().is_some_and(|other| {
+                        other.broker_id == spec.broker_id
+                            && matches!(&other.source, Source::Kafka(o) if o.group == source.group)
+                    })
+            });
+            if let Some((other, _, _)) = clash {
+                return Err(AdminError::Rejected(format!(
+                    "consumer {other} already uses group {} on this broker; give this one its own group",
+                    source.group
+                )));
+            }
+        }
         let id = Uuid::now_v7().to_string();
         self.execute(&id, ConsumerCommand::Create { spec, at: Utc::now() })
             .await?;
@@ -227,7 +243,7 @@ impl ConsumerService {
 
     pub async fn list(&self) -> Result<Vec<ConsumerView>, AdminError> {
         let mut views = Vec::new();
-        for (id, consumer) in self.store.load_all::<Consumer>().await? {
+        for (id, consumer, _) in self.store.load_all::<Consumer>().await? {
             if consumer.spec().is_some() && !consumer.is_deleted() {
                 views.push(self.describe(&id, &consumer, false).await?);
             }
@@ -377,6 +393,21 @@ impl ConsumerService {
     /// Commits new offsets for the consumer's group. The consumer must be
     /// stopped: Kafka accepts the commit once no node is in the group.
     pub async fn reset_offsets(&self, id: &str, reset: OffsetReset) -> Result<Vec<PartitionOffset>, AdminError> {
+        match &reset {
+            OffsetReset::Offsets { offsets } if offsets.iter().any(|o| o.offset < 0 || o.partition < 0) => {
+                return Err(AdminError::Invalid(ValidationErrors::single(
+                    "offsets",
+                    "offsets and partitions are 0 or more",
+                )))
+            }
+            OffsetReset::Timestamp { timestamp } if timestamp.timestamp_millis() < 0 => {
+                return Err(AdminError::Invalid(ValidationErrors::single(
+                    "timestamp",
+                    "must be after 1970",
+                )))
+            }
+            _ => {}
+        }
         let consumer = self.load(id).await?;
         let (spec, source) = Self::kafka_of(&consumer)?;
         if consumer.state() != DesiredState::Stopped {
@@ -392,6 +423,9 @@ impl ConsumerService {
             tries += 1;
             match admin.reset_offsets(&source.group, &source.topics, &reset).await {
                 Ok(committed) => break committed,
+                Err(SourceError::Invalid(message)) => {
+                    return Err(AdminError::Invalid(ValidationErrors::single("offsets", message)))
+                }
                 Err(_) if tries < 20 => tokio::time::sleep(Duration::from_millis(500)).await,
                 Err(e) => return Err(AdminError::Broker(e.to_string())),
             }
@@ -432,7 +466,7 @@ impl ConsumerService {
             self.tasks.submit_spec(&resent, spec).await?;
             return Ok(ResendOutcome { task_ids: vec![resent] });
         }
-        let (spec, _) = Self::kafka_of(&consumer)?;
+        let (spec, source) = Self::kafka_of(&consumer)?;
         let (Some(topic), Some(partition), Some(from), Some(to)) =
             (request.topic, request.partition, request.from, request.to)
         else {
@@ -441,6 +475,15 @@ impl ConsumerService {
                 "give task_id, or topic, partition, from and to",
             )));
         };
+        if !source.topics.contains(&topic) {
+            return Err(AdminError::Invalid(ValidationErrors::single(
+                "topic",
+                format!(
+                    "the consumer reads {}; `{topic}` is not one of its topics",
+                    source.topics.join(", ")
+                ),
+            )));
+        }
         if from < 0 || to < from || to - from >= MAX_RESEND {
             return Err(AdminError::Invalid(ValidationErrors::single(
                 "to",
@@ -507,7 +550,7 @@ impl ConsumerService {
 /// A resent message is a new task (its id unique to this resend), with the
 /// message's own id as `webhook-id`.
 fn resend_task_id(consumer_id: &str, message: &SourceMessage, round: i64) -> String {
-    let base = Pipeline::task_id(consumer_id, &message.message_id);
+    let base = Pipeline::task_id(consumer_id, 0, &message.message_id);
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{base}\nresend {round}").as_bytes()).to_string()
 }
 

@@ -9,7 +9,7 @@
 
 use actix::prelude::*;
 use bida_domain::broker::{Broker, BrokerSpec};
-use bida_domain::consumer::{Consumer, ConsumerCommand, DesiredState, Source};
+use bida_domain::consumer::{Consumer, ConsumerCommand, DesiredState, Ordering, Source};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::HashMap;
@@ -27,6 +27,8 @@ use crate::NodeContext;
 #[rtype(result = "()")]
 pub struct Crashed {
     pub consumer_id: String,
+    /// Which actor: a report from one replaced meanwhile is ignored.
+    pub generation: u64,
     pub error: String,
     pub ran_for: Duration,
 }
@@ -52,15 +54,19 @@ pub struct DrainConsumers;
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
 
+/// What an actor was started with: a change of any of it needs a new actor.
 struct Running {
     addr: Addr<ConsumerActor>,
+    generation: u64,
     broker: BrokerSpec,
     source: Source,
+    ordering: Ordering,
 }
 
 #[derive(Default)]
 struct Managed {
     consumer: Consumer,
+    version: i64,
     running: Option<Running>,
     /// Crashes in a row.
     crashes: u32,
@@ -72,19 +78,27 @@ pub struct ConsumerSupervisor {
     node: Arc<NodeContext>,
     tasks: Addr<Supervisor>,
     consumers: Commands<Consumer>,
-    brokers: HashMap<String, Broker>,
+    /// Broker states with their versions.
+    brokers: HashMap<String, (Broker, i64)>,
+    /// Consumer actors run here, away from the thread of the node's other actors.
+    threads: Vec<Arbiter>,
+    next_thread: usize,
+    generations: u64,
     managed: HashMap<String, Managed>,
     draining: bool,
     listener: Option<SpawnHandle>,
 }
 
 impl ConsumerSupervisor {
-    pub fn new(node: Arc<NodeContext>, tasks: Addr<Supervisor>, consumers: Commands<Consumer>) -> Self {
+    pub fn new(node: Arc<NodeContext>, tasks: Addr<Supervisor>, consumers: Commands<Consumer>, threads: usize) -> Self {
         Self {
             node,
             tasks,
             consumers,
             brokers: HashMap::new(),
+            threads: (0..threads.max(1)).map(|_| Arbiter::new()).collect(),
+            next_thread: 0,
+            generations: 0,
             managed: HashMap::new(),
             draining: false,
             listener: None,
@@ -102,8 +116,8 @@ impl ConsumerSupervisor {
         let broker = wanted.and_then(|spec| {
             self.brokers
                 .get(&spec.broker_id)
-                .filter(|b| b.is_online())
-                .and_then(|b| b.spec().cloned())
+                .filter(|(b, _)| b.is_online())
+                .and_then(|(b, _)| b.spec().cloned())
         });
         let (Some(spec), Some(broker)) = (wanted, broker) else {
             if let Some(running) = managed.running.take() {
@@ -118,9 +132,13 @@ impl ConsumerSupervisor {
             spec: spec.clone(),
             paused: managed.consumer.state() == DesiredState::Paused,
             parked: managed.consumer.parked_lanes().keys().cloned().collect(),
+            version: managed.version,
+            epoch: managed.consumer.resets(),
         });
         if let Some(running) = &managed.running {
-            if running.addr.connected() && running.broker == broker && running.source == spec.source {
+            let same =
+                running.broker == broker && running.source == spec.source && running.ordering == spec.policy.ordering;
+            if running.addr.connected() && same {
                 running.addr.do_send(Reconfigure(live));
                 return;
             }
@@ -132,17 +150,46 @@ impl ConsumerSupervisor {
             return;
         }
         managed.restart_at = None;
-        let source = spec.source.clone();
-        let addr = ConsumerActor::new(
+        self.generations += 1;
+        let generation = self.generations;
+        let (source, ordering) = (spec.source.clone(), spec.policy.ordering);
+        let actor = ConsumerActor::new(
             live,
             broker.clone(),
             self.node.clone(),
             (self.tasks.clone(), self.consumers.clone()),
             ctx.address(),
-        )
-        .start();
+            generation,
+        );
+        let thread = &self.threads[self.next_thread % self.threads.len()];
+        self.next_thread = self.next_thread.wrapping_add(1);
+        let addr = ConsumerActor::start_in_arbiter(&thread.handle(), move |_| actor);
         tracing::info!(consumer = id, "consumer started on this node");
-        managed.running = Some(Running { addr, broker, source });
+        managed.running = Some(Running {
+            addr,
+            generation,
+            broker,
+            source,
+            ordering,
+        });
+    }
+
+    /// Loads may finish out of order: only a newer version replaces the state.
+    fn update_consumer(&mut self, id: String, consumer: Consumer, version: i64) {
+        let managed = self.managed.entry(id).or_default();
+        if version > managed.version {
+            managed.consumer = consumer;
+            managed.version = version;
+        }
+    }
+
+    fn update_broker(&mut self, id: String, broker: Broker, version: i64) {
+        match self.brokers.get(&id) {
+            Some((_, known)) if *known >= version => {}
+            _ => {
+                self.brokers.insert(id, (broker, version));
+            }
+        }
     }
 
     fn reconcile_all(&mut self, ctx: &mut Context<Self>) {
@@ -152,10 +199,14 @@ impl ConsumerSupervisor {
         }
     }
 
-    fn crashed(&mut self, id: &str, error: String, ran_for: Duration, ctx: &mut Context<Self>) {
+    fn crashed(&mut self, id: &str, generation: u64, error: String, ran_for: Duration, ctx: &mut Context<Self>) {
         let Some(managed) = self.managed.get_mut(id) else {
             return;
         };
+        if managed.running.as_ref().map(|r| r.generation) != Some(generation) {
+            // An actor replaced meanwhile; the current one is fine.
+            return;
+        }
         managed.running = None;
         managed.crashes = if ran_for >= HEALTHY_RUN { 1 } else { managed.crashes + 1 };
         let backoff = Duration::from_secs(1 << managed.crashes.saturating_sub(1).min(6)).min(LONGEST_BACKOFF);
@@ -180,15 +231,20 @@ impl ConsumerSupervisor {
 
     /// Restarts what is due, and notices actors that died without a word (a panic).
     fn tick(&mut self, ctx: &mut Context<Self>) {
-        let silent: Vec<String> = self
+        let silent: Vec<(String, u64)> = self
             .managed
             .iter()
-            .filter(|(_, m)| m.running.as_ref().is_some_and(|r| !r.addr.connected()))
-            .map(|(id, _)| id.clone())
+            .filter_map(|(id, m)| {
+                m.running
+                    .as_ref()
+                    .filter(|r| !r.addr.connected())
+                    .map(|r| (id.clone(), r.generation))
+            })
             .collect();
-        for id in silent {
+        for (id, generation) in silent {
             self.crashed(
                 &id,
+                generation,
                 "the consumer actor stopped unexpectedly".into(),
                 Duration::ZERO,
                 ctx,
@@ -302,9 +358,11 @@ impl Handler<ReloadAll> for ConsumerSupervisor {
         };
         ctx.spawn(load.into_actor(self).map(|loaded, this, ctx| match loaded {
             Ok((brokers, consumers)) => {
-                this.brokers = brokers.into_iter().collect();
-                for (id, consumer) in consumers {
-                    this.managed.entry(id).or_default().consumer = consumer;
+                for (id, broker, version) in brokers {
+                    this.update_broker(id, broker, version);
+                }
+                for (id, consumer, version) in consumers {
+                    this.update_consumer(id, consumer, version);
                 }
                 this.reconcile_all(ctx);
             }
@@ -322,8 +380,8 @@ impl Handler<Reload> for ConsumerSupervisor {
         if aggregate_type == "broker" {
             let load = async move { store.load_aggregate::<Broker>(&id).await.map(|b| (id, b)) };
             ctx.spawn(load.into_actor(self).map(|loaded, this, ctx| match loaded {
-                Ok((id, Some((broker, _)))) => {
-                    this.brokers.insert(id, broker);
+                Ok((id, Some((broker, version)))) => {
+                    this.update_broker(id, broker, version);
                     this.reconcile_all(ctx);
                 }
                 Ok(_) => {}
@@ -332,8 +390,8 @@ impl Handler<Reload> for ConsumerSupervisor {
         } else if aggregate_type == "consumer" {
             let load = async move { store.load_aggregate::<Consumer>(&id).await.map(|c| (id, c)) };
             ctx.spawn(load.into_actor(self).map(|loaded, this, ctx| match loaded {
-                Ok((id, Some((consumer, _)))) => {
-                    this.managed.entry(id.clone()).or_default().consumer = consumer;
+                Ok((id, Some((consumer, version)))) => {
+                    this.update_consumer(id.clone(), consumer, version);
                     this.reconcile(&id, ctx);
                 }
                 Ok(_) => {}
@@ -347,7 +405,7 @@ impl Handler<Crashed> for ConsumerSupervisor {
     type Result = ();
 
     fn handle(&mut self, crash: Crashed, ctx: &mut Self::Context) {
-        self.crashed(&crash.consumer_id, crash.error, crash.ran_for, ctx);
+        self.crashed(&crash.consumer_id, crash.generation, crash.error, crash.ran_for, ctx);
     }
 }
 
@@ -382,7 +440,12 @@ impl Handler<DrainConsumers> for ConsumerSupervisor {
                 let _ = node.store.replace_consumer_runtime(node.node_id, &[]).await;
             }
             .into_actor(self)
-            .map(|(), _, ctx| ctx.stop()),
+            .map(|(), this, ctx| {
+                for thread in &this.threads {
+                    thread.stop();
+                }
+                ctx.stop()
+            }),
         )
     }
 }

@@ -21,7 +21,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
-use super::{Acknowledge, Backlog, BacklogProbe, Incoming, OffsetTracker, Source, SourceError};
+use super::{
+    clean_text, header_text, Acknowledge, Backlog, BacklogProbe, Incoming, OffsetTracker, Source, SourceError,
+};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,6 +44,7 @@ fn broker_error(e: rdkafka::error::KafkaError) -> SourceError {
 struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     paused: Arc<AtomicBool>,
+    revoked: Arc<Mutex<Vec<String>>>,
 }
 
 impl ClientContext for GroupContext {}
@@ -54,8 +57,10 @@ impl ConsumerContext for GroupContext {
                 tracing::debug!(error = %e, "commit before revoke");
             }
             let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+            let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
             for element in partitions.elements() {
                 tracker.revoke(element.topic(), element.partition());
+                revoked.push(format!("{}/{}@", element.topic(), element.partition()));
             }
         }
     }
@@ -73,6 +78,7 @@ type GroupConsumer = StreamConsumer<GroupContext>;
 
 pub struct KafkaSource {
     consumer: Arc<GroupConsumer>,
+    revoked: Arc<Mutex<Vec<String>>>,
     incoming: mpsc::Receiver<Result<Incoming, SourceError>>,
     pause: watch::Sender<bool>,
     poller: tokio::task::JoinHandle<()>,
@@ -89,6 +95,7 @@ impl KafkaSource {
     ) -> Result<Self, SourceError> {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         let paused = Arc::new(AtomicBool::new(false));
+        let revoked = Arc::new(Mutex::new(Vec::new()));
         let mut config = client_config(bootstrap, options);
         config
             .set("group.id", &spec.group)
@@ -121,6 +128,7 @@ impl KafkaSource {
             .create_with_context(GroupContext {
                 tracker: tracker.clone(),
                 paused: paused.clone(),
+                revoked: revoked.clone(),
             })
             .map_err(|e| SourceError::Connect(e.to_string()))?;
         // Fail fast on an unreachable cluster rather than polling into the void.
@@ -141,6 +149,7 @@ impl KafkaSource {
         });
         Ok(Self {
             consumer,
+            revoked,
             incoming,
             pause,
             poller,
@@ -220,19 +229,12 @@ async fn poll(
                 Ok(Ok(message)) => {
                     let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
                     tracker.lock().unwrap_or_else(|p| p.into_inner()).begin(&topic, partition, offset);
-                    let content_type = message.headers().and_then(|headers| {
-                        headers
-                            .iter()
-                            .find(|h| h.key.eq_ignore_ascii_case("content-type"))
-                            .and_then(|h| h.value)
-                            .and_then(|v| std::str::from_utf8(v).ok())
-                            .map(String::from)
-                    });
+                    let content_type = content_type(&message);
                     pending.push_back(Incoming {
                         message: SourceMessage {
                             message_id: format!("kafka:{topic}:{partition}:{offset}"),
                             position: format!("{topic}/{partition}@{offset}"),
-                            key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                            key: message.key().map(clean_text),
                             body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                             content_type,
                         },
@@ -256,6 +258,16 @@ async fn poll(
             },
         }
     }
+}
+
+/// The record's `content-type` header, if it can be sent as one.
+fn content_type<M: Message>(message: &M) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+        .and_then(|h| h.value)
+        .and_then(header_text)
 }
 
 struct KafkaAck {
@@ -313,6 +325,10 @@ impl Source for KafkaSource {
 
     fn backlog_probe(&self) -> Arc<dyn BacklogProbe> {
         self.probe.clone()
+    }
+
+    fn take_revoked(&mut self) -> Vec<String> {
+        std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     async fn close(self) {
@@ -550,7 +566,7 @@ impl KafkaAdmin {
                 OffsetReset::Offsets { offsets } => {
                     for wanted in offsets {
                         if !partitions.contains(&(wanted.topic.clone(), wanted.partition)) {
-                            return Err(SourceError::Broker(format!(
+                            return Err(SourceError::Invalid(format!(
                                 "{}/{} is not a partition of the consumer's topics",
                                 wanted.topic, wanted.partition
                             )));
@@ -607,9 +623,9 @@ impl KafkaAdmin {
                             SourceMessage {
                                 message_id: format!("kafka:{topic}:{partition}:{offset}"),
                                 position: format!("{topic}/{partition}@{offset}"),
-                                key: message.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+                                key: message.key().map(clean_text),
                                 body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-                                content_type: None,
+                                content_type: content_type(&message),
                             },
                         ));
                     }

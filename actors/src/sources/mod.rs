@@ -15,6 +15,27 @@ use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::future::Future;
 
+/// Text from a message that will travel in events and headers: kept when it is
+/// clean UTF-8 without control characters, otherwise base64 with a `base64:`
+/// prefix (so that distinct binary keys stay distinct and no NUL reaches
+/// Postgres).
+pub fn clean_text(bytes: &[u8]) -> String {
+    use base64::Engine;
+    match std::str::from_utf8(bytes) {
+        Ok(text) if !text.chars().any(char::is_control) => text.to_string(),
+        _ => format!("base64:{}", base64::engine::general_purpose::STANDARD.encode(bytes)),
+    }
+}
+
+/// A header value from a message (a content type), if it can be one.
+pub fn header_text(bytes: &[u8]) -> Option<String> {
+    http::HeaderValue::from_bytes(bytes)
+        .ok()?
+        .to_str()
+        .ok()
+        .map(String::from)
+}
+
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("cannot connect to the broker: {0}")]
@@ -23,6 +44,9 @@ pub enum SourceError {
     Broker(String),
     #[error("the connection to the broker was lost: {0}")]
     Lost(String),
+    /// The request does not fit the broker's data (a partition that does not exist...).
+    #[error("{0}")]
+    Invalid(String),
 }
 
 /// Confirms a message to its broker once its outcome is recorded.
@@ -71,6 +95,12 @@ pub trait Source: Send + 'static {
 
     fn backlog_probe(&self) -> std::sync::Arc<dyn BacklogProbe>;
 
+    /// Positions (`topic/partition@` prefixes) this consumer lost to another
+    /// since the last call: messages held from them must be let go.
+    fn take_revoked(&mut self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Leaves cleanly: Kafka commits what is done and leaves the group;
     /// RabbitMQ returns unacknowledged messages to the queue.
     fn close(self) -> impl Future<Output = ()> + Send;
@@ -110,6 +140,13 @@ impl Source for AnySource {
         match self {
             Self::Kafka(source) => source.backlog_probe(),
             Self::Rabbitmq(source) => source.backlog_probe(),
+        }
+    }
+
+    fn take_revoked(&mut self) -> Vec<String> {
+        match self {
+            Self::Kafka(source) => source.take_revoked(),
+            Self::Rabbitmq(source) => source.take_revoked(),
         }
     }
 

@@ -1,5 +1,9 @@
 //! RabbitMQ through lapin: manual acknowledgement, prefetch tied to the
-//! consumer's concurrency and changed live (per-channel QoS).
+//! consumer's concurrency. QoS is per consumer (quorum queues support nothing
+//! else), so a new prefetch takes a new subscription: the old one is cancelled
+//! and its buffered messages drain through the pipeline as usual. A paused
+//! source cancels its subscription and returns what it had buffered to the
+//! queue, for other nodes to take.
 //!
 //! A message's id is the producer's `message-id` property when it has one;
 //! otherwise a hash of where it came from and what it carries, so that a
@@ -8,10 +12,11 @@
 use bida_domain::consumer::{RabbitmqSource as RabbitSpec, SourceMessage};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
+use futures_util::stream::SelectAll;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicQosOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -19,7 +24,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
-use super::{Acknowledge, Backlog, BacklogProbe, Incoming, Source, SourceError};
+use super::{clean_text, header_text, Acknowledge, Backlog, BacklogProbe, Incoming, Source, SourceError};
 
 fn connect_error(e: lapin::Error) -> SourceError {
     SourceError::Connect(e.to_string())
@@ -37,8 +42,14 @@ async fn connect(url: &str, name: &str) -> Result<Connection, SourceError> {
 pub struct RabbitSource {
     connection: Connection,
     channel: Channel,
-    consumer: lapin::Consumer,
+    /// The current subscription, and cancelled ones still draining.
+    streams: SelectAll<lapin::Consumer>,
+    current_tag: Option<String>,
     queue: String,
+    tag_base: String,
+    generation: u32,
+    prefetch: u32,
+    paused: bool,
     probe: Arc<RabbitProbe>,
 }
 
@@ -80,43 +91,85 @@ impl RabbitSource {
                 .await
                 .map_err(broker_error)?;
         }
-        set_qos(&channel, prefetch).await?;
-        let consumer = channel
+        let probe = Arc::new(RabbitProbe {
+            channel: channel.clone(),
+            queue: spec.queue.clone(),
+        });
+        let mut source = Self {
+            connection,
+            channel,
+            streams: SelectAll::new(),
+            current_tag: None,
+            queue: spec.queue.clone(),
+            tag_base: consumer_tag.to_string(),
+            generation: 0,
+            prefetch: prefetch.max(1),
+            paused: false,
+            probe,
+        };
+        source.subscribe().await?;
+        Ok(source)
+    }
+
+    /// Starts a subscription with the current prefetch.
+    async fn subscribe(&mut self) -> Result<(), SourceError> {
+        let prefetch = self.prefetch.clamp(1, u16::MAX as u32) as u16;
+        self.channel
+            .basic_qos(prefetch, BasicQosOptions { global: false })
+            .await
+            .map_err(broker_error)?;
+        self.generation += 1;
+        let tag = format!("{}-{}", self.tag_base, self.generation);
+        let consumer = self
+            .channel
             .basic_consume(
-                spec.queue.as_str().into(),
-                consumer_tag.into(),
+                self.queue.as_str().into(),
+                tag.as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await
             .map_err(broker_error)?;
-        let probe = Arc::new(RabbitProbe {
-            channel: channel.clone(),
-            queue: spec.queue.clone(),
-        });
-        Ok(Self {
-            connection,
-            channel,
-            consumer,
-            queue: spec.queue.clone(),
-            probe,
-        })
+        self.streams.push(consumer);
+        self.current_tag = Some(tag);
+        Ok(())
     }
-}
 
-/// Per-channel (global) QoS: unlike per-consumer QoS it applies to the running
-/// consumer at once, which is what makes concurrency changes live.
-async fn set_qos(channel: &Channel, prefetch: u32) -> Result<(), SourceError> {
-    let prefetch = prefetch.clamp(1, u16::MAX as u32) as u16;
-    channel
-        .basic_qos(prefetch, BasicQosOptions { global: true })
-        .await
-        .map_err(broker_error)
+    /// Cancels the current subscription; its stream ends once drained.
+    async fn unsubscribe(&mut self) -> Result<(), SourceError> {
+        if let Some(tag) = self.current_tag.take() {
+            self.channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await
+                .map_err(|e| SourceError::Lost(e.to_string()))?;
+        }
+        Ok(())
+    }
+
+    fn incoming(&self, delivery: lapin::message::Delivery) -> Incoming {
+        let message = SourceMessage {
+            message_id: message_id(&self.queue, &delivery),
+            position: self.queue.clone(),
+            key: ordering_key(&delivery),
+            body: Bytes::from(delivery.data),
+            content_type: delivery
+                .properties
+                .content_type()
+                .as_ref()
+                .and_then(|c| header_text(c.as_str().as_bytes())),
+        };
+        Incoming {
+            message,
+            ack: Box::new(RabbitAck(delivery.acker)),
+        }
+    }
 }
 
 fn message_id(queue: &str, delivery: &lapin::message::Delivery) -> String {
     if let Some(id) = delivery.properties.message_id() {
-        return format!("rabbitmq:{queue}:{id}");
+        if header_text(id.as_str().as_bytes()).is_some() {
+            return format!("rabbitmq:{queue}:{id}");
+        }
     }
     let mut hash = Sha256::new();
     hash.update(delivery.exchange.as_str().as_bytes());
@@ -147,13 +200,13 @@ fn ordering_key(delivery: &lapin::message::Delivery) -> Option<String> {
                 return None;
             }
             match value {
-                AMQPValue::LongString(text) => Some(String::from_utf8_lossy(text.as_bytes()).into_owned()),
-                AMQPValue::ShortString(text) => Some(text.as_str().to_string()),
-                other => Some(format!("{other:?}")),
+                AMQPValue::LongString(text) => Some(clean_text(text.as_bytes())),
+                AMQPValue::ShortString(text) => Some(clean_text(text.as_str().as_bytes())),
+                other => Some(clean_text(format!("{other:?}").as_bytes())),
             }
         })
     });
-    header.or_else(|| Some(delivery.routing_key.as_str().to_string()).filter(|k| !k.is_empty()))
+    header.or_else(|| Some(clean_text(delivery.routing_key.as_str().as_bytes())).filter(|k| !k.is_empty()))
 }
 
 struct RabbitAck(lapin::Acker);
@@ -172,35 +225,72 @@ impl Acknowledge for RabbitAck {
 
 impl Source for RabbitSource {
     async fn next(&mut self) -> Result<Incoming, SourceError> {
-        let delivery = match self.consumer.next().await {
-            Some(Ok(delivery)) => delivery,
-            Some(Err(e)) => return Err(SourceError::Lost(e.to_string())),
-            None => return Err(SourceError::Lost("the broker cancelled the consumer".into())),
-        };
-        let message = SourceMessage {
-            message_id: message_id(&self.queue, &delivery),
-            position: self.queue.clone(),
-            key: ordering_key(&delivery),
-            body: Bytes::from(delivery.data),
-            content_type: delivery
-                .properties
-                .content_type()
-                .as_ref()
-                .map(|c| c.as_str().to_string()),
-        };
-        Ok(Incoming {
-            message,
-            ack: Box::new(RabbitAck(delivery.acker)),
-        })
+        loop {
+            if self.streams.is_empty() {
+                // Paused: nothing is subscribed (the pump does not ask then).
+                std::future::pending::<()>().await;
+            }
+            match self.streams.next().await {
+                Some(Ok(delivery)) => {
+                    return Ok(self.incoming(delivery));
+                }
+                Some(Err(e)) => return Err(SourceError::Lost(e.to_string())),
+                None if self.paused => continue,
+                None => return Err(SourceError::Lost("the broker cancelled the consumer".into())),
+            }
+        }
     }
 
-    /// Not pulling is enough: the broker hands out no more than the prefetch.
-    async fn set_paused(&mut self, _paused: bool) -> Result<(), SourceError> {
+    async fn set_paused(&mut self, paused: bool) -> Result<(), SourceError> {
+        if paused == self.paused {
+            return Ok(());
+        }
+        self.paused = paused;
+        if !paused {
+            return self.subscribe().await;
+        }
+        self.unsubscribe().await?;
+        // Hand back what was buffered and not yet taken by the pipeline.
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), self.streams.next()).await {
+                Ok(Some(Ok(delivery))) => {
+                    let requeue = BasicNackOptions {
+                        requeue: true,
+                        ..BasicNackOptions::default()
+                    };
+                    delivery
+                        .acker
+                        .nack(requeue)
+                        .await
+                        .map_err(|e| SourceError::Lost(e.to_string()))?;
+                }
+                Ok(Some(Err(e))) => return Err(SourceError::Lost(e.to_string())),
+                Ok(None) | Err(_) => break,
+            }
+        }
+        self.streams = SelectAll::new();
         Ok(())
     }
 
     async fn set_prefetch(&mut self, messages: u32) -> Result<(), SourceError> {
-        set_qos(&self.channel, messages).await
+        let messages = messages.max(1);
+        if messages == self.prefetch {
+            return Ok(());
+        }
+        self.prefetch = messages;
+        if self.paused {
+            return Ok(());
+        }
+        // The new subscription first, so that delivery does not pause.
+        let old = self.current_tag.take();
+        self.subscribe().await?;
+        if let Some(tag) = old {
+            self.channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await
+                .map_err(|e| SourceError::Lost(e.to_string()))?;
+        }
+        Ok(())
     }
 
     fn backlog_probe(&self) -> Arc<dyn BacklogProbe> {

@@ -213,6 +213,8 @@ pub struct Consumer {
     /// Parked key lanes: key → the task that used up its attempts.
     parked: BTreeMap<String, String>,
     crashes: u64,
+    /// Offset resets so far: a message read again after one is a new task.
+    resets: u64,
 }
 
 impl Consumer {
@@ -234,6 +236,10 @@ impl Consumer {
 
     pub fn crashes(&self) -> u64 {
         self.crashes
+    }
+
+    pub fn resets(&self) -> u64 {
+        self.resets
     }
 
     fn live(&self) -> Result<&ConsumerSpec, ConsumerError> {
@@ -352,7 +358,7 @@ impl Consumer {
             ConsumerEvent::ConsumerStopped { .. } => self.state = DesiredState::Stopped,
             ConsumerEvent::ConsumerDeleted { .. } => self.deleted = true,
             ConsumerEvent::ConsumerCrashed { .. } => self.crashes += 1,
-            ConsumerEvent::OffsetsReset { .. } => {}
+            ConsumerEvent::OffsetsReset { .. } => self.resets += 1,
             ConsumerEvent::LaneParked { key, task_id, .. } => {
                 self.parked.insert(key.clone(), task_id.clone());
             }

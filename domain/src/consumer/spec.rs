@@ -102,8 +102,18 @@ impl SourceInput {
                     errors.add("source", "queue, declare, exchange and routing_key are for RabbitMQ; a Kafka source takes topics and group");
                 }
                 let topics = self.topics.unwrap_or_default();
-                if topics.is_empty() || topics.iter().any(|t| !name_ok(t) || t.contains(',')) {
+                if topics.is_empty() {
                     errors.add("source.topics", "is required: one or more topic names");
+                }
+                for topic in &topics {
+                    // Kafka's legal characters; a leading `^` would be a regex subscription.
+                    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+                    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
+                        errors.add(
+                            "source.topics",
+                            format!("`{topic}` is not a Kafka topic name (letters, digits, . _ -)"),
+                        );
+                    }
                 }
                 let group = self.group.unwrap_or_default();
                 if !name_ok(&group) {
