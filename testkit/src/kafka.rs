@@ -141,6 +141,28 @@ impl KafkaBroker {
     }
 }
 
+impl KafkaBroker {
+    /// Writes a group's committed offset from outside the group, as a lost
+    /// commit leaves it (tansu accepts commits from non-members).
+    pub async fn overwrite_group_offset(&self, group: &str, topic: &str, partition: i32, offset: i64) {
+        let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.bootstrap)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer");
+        let mut list = rdkafka::TopicPartitionList::new();
+        list.add_partition_offset(topic, partition, rdkafka::Offset::Offset(offset))
+            .expect("partition");
+        tokio::task::spawn_blocking(move || {
+            rdkafka::consumer::Consumer::commit(&consumer, &list, rdkafka::consumer::CommitMode::Sync)
+                .expect("commit from outside the group")
+        })
+        .await
+        .expect("commit task");
+    }
+}
+
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -41,6 +41,14 @@ fn broker_error(e: rdkafka::error::KafkaError) -> SourceError {
     SourceError::Broker(e.to_string())
 }
 
+fn partition_names(partitions: &TopicPartitionList) -> Vec<String> {
+    partitions
+        .elements()
+        .iter()
+        .map(|e| format!("{}/{}", e.topic(), e.partition()))
+        .collect()
+}
+
 struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     paused: Arc<AtomicBool>,
@@ -52,6 +60,7 @@ impl ClientContext for GroupContext {}
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
+            tracing::info!(partitions = ?partition_names(partitions), "Kafka partitions revoked");
             // Commit what is done before the partitions go: fewer repeats for their next owner.
             if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
                 tracing::debug!(error = %e, "commit before revoke");
@@ -67,6 +76,7 @@ impl ConsumerContext for GroupContext {
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(partitions) = rebalance {
+            tracing::info!(partitions = ?partition_names(partitions), "Kafka partitions assigned");
             if self.paused.load(Ordering::Relaxed) {
                 let _ = consumer.pause(partitions);
             }
@@ -146,6 +156,7 @@ impl KafkaSource {
         let poller = tokio::spawn(poll(consumer.clone(), tracker.clone(), paused, pause_rx, sender));
         let probe = Arc::new(KafkaProbe {
             consumer: consumer.clone(),
+            tracker,
         });
         Ok(Self {
             consumer,
@@ -296,7 +307,7 @@ impl Acknowledge for KafkaAck {
                 // The partition moved to another member meanwhile: it reads from
                 // the committed offset again (a repeat, never a loss).
                 Err(e) => {
-                    tracing::debug!(error = %e, "offset not stored");
+                    tracing::info!(error = %e, "offset not stored");
                     Ok(())
                 }
             }
@@ -346,17 +357,50 @@ impl Source for KafkaSource {
 
 struct KafkaProbe {
     consumer: Arc<GroupConsumer>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+}
+
+impl KafkaProbe {
+    /// Commits again what the broker shows behind this consumer's progress.
+    /// librdkafka auto-commits only offsets it has not seen committed, so a
+    /// commit the broker acknowledged but lost (seen with tansu) would leave
+    /// the group's offset, and its lag, stuck until the next message.
+    fn commit_behind(consumer: &GroupConsumer, tracker: &Mutex<OffsetTracker>, committed: &TopicPartitionList) {
+        let mut behind = TopicPartitionList::new();
+        {
+            let tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
+            for element in committed.elements() {
+                let Some(ours) = tracker.committable(element.topic(), element.partition()) else {
+                    continue;
+                };
+                let theirs = match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                };
+                if theirs.is_none_or(|theirs| theirs < ours) {
+                    let _ = behind.add_partition_offset(element.topic(), element.partition(), Offset::Offset(ours));
+                }
+            }
+        }
+        if behind.count() > 0 {
+            tracing::debug!(partitions = ?partition_names(&behind), "group offsets behind; committing them again");
+            if let Err(e) = consumer.commit(&behind, CommitMode::Async) {
+                tracing::debug!(error = %e, "commit of offsets behind");
+            }
+        }
+    }
 }
 
 impl BacklogProbe for KafkaProbe {
     fn backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, SourceError>> {
-        let consumer = self.consumer.clone();
+        let (consumer, tracker) = (self.consumer.clone(), self.tracker.clone());
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
                 let assignment = consumer.assignment().map_err(broker_error)?;
                 let committed = consumer
                     .committed_offsets(assignment, METADATA_TIMEOUT)
                     .map_err(broker_error)?;
+                Self::commit_behind(&consumer, &tracker, &committed);
                 partition_backlog(&*consumer, &committed)
             })
             .await

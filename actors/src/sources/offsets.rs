@@ -52,6 +52,11 @@ impl OffsetTracker {
         self.partitions.remove(&(topic.to_string(), partition));
     }
 
+    /// The offset this consumer made committable for a partition it owns.
+    pub fn committable(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.partitions.get(&(topic.to_string(), partition))?.committable
+    }
+
     pub fn in_flight(&self) -> usize {
         self.partitions.values().map(|p| p.pending.len()).sum()
     }
@@ -94,5 +99,16 @@ mod tests {
         t.revoke("t", 0);
         assert_eq!(t.done("t", 0, 1), None);
         assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.committable("t", 0), None, "nothing to commit for a partition gone");
+    }
+
+    #[test]
+    fn committable_is_where_reading_resumes() {
+        let mut t = OffsetTracker::default();
+        t.begin("t", 0, 7);
+        assert_eq!(t.committable("t", 0), Some(7), "where this consumer started");
+        t.begin("t", 0, 8);
+        t.done("t", 0, 7);
+        assert_eq!(t.committable("t", 0), Some(8));
     }
 }
