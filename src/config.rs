@@ -9,6 +9,7 @@ use bida_domain::task::{BackoffInput, Limits, TaskDefaults};
 use bida_domain::{Backoff, StatusSet};
 use bida_projections::RunnerConfig;
 use bida_store::StoreConfig;
+use bida_telemetry::TelemetryConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
 use serde::{Deserialize, Serialize};
@@ -31,6 +32,7 @@ pub struct Config {
     pub notify: NotifyConfig,
     pub projections: RunnerConfig,
     pub consumers: ConsumersConfig,
+    pub telemetry: TelemetryConfig,
 }
 
 impl Default for Config {
@@ -49,6 +51,7 @@ impl Default for Config {
             notify: NotifyConfig::default(),
             projections: RunnerConfig::default(),
             consumers: ConsumersConfig::default(),
+            telemetry: TelemetryConfig::default(),
         }
     }
 }
@@ -171,8 +174,9 @@ pub struct Overrides {
     pub node_name: Option<String>,
 }
 
-/// Environment variables starting with `BIDA_` that are not configuration.
-const NOT_CONFIG: [&str; 2] = ["config", "test_"];
+/// Environment variables starting with `BIDA_` that are not configuration
+/// keys (`BIDA_OTLP_ENDPOINT` is read as `telemetry.otlp_endpoint`).
+const NOT_CONFIG: [&str; 3] = ["config", "test_", "otlp_endpoint"];
 
 impl Config {
     pub fn load(file: Option<&Path>, overrides: &Overrides) -> Result<Self, Box<figment::Error>> {
@@ -189,6 +193,12 @@ impl Config {
                 let key = key.as_str().to_ascii_lowercase();
                 !NOT_CONFIG.iter().any(|skip| key.starts_with(skip))
             }))
+            // The short name operators know from the OpenTelemetry world.
+            .merge(
+                Env::raw()
+                    .only(&["BIDA_OTLP_ENDPOINT"])
+                    .map(|_| "telemetry.otlp_endpoint".into()),
+            )
             .merge(Serialized::globals(overrides))
             .extract()
             .map_err(Box::new)
@@ -218,6 +228,19 @@ impl Config {
 /// Every configuration key with what it means, for `--help` and the README.
 pub const KEYS: &[(&str, &str)] = &[
     ("listen", "Address the HTTP API listens on."),
+    (
+        "telemetry.otlp_endpoint",
+        "OTLP/HTTP collector URL (http://host:4318) for metrics and traces; empty: none. Also BIDA_OTLP_ENDPOINT.",
+    ),
+    (
+        "telemetry.export_interval_ms",
+        "How often metrics are pushed over OTLP.",
+    ),
+    ("telemetry.service_name", "service.name of exported telemetry."),
+    (
+        "telemetry.sample_interval_ms",
+        "How often gauges read from the database (tasks, lag, states) are refreshed.",
+    ),
     (
         "database_url",
         "Postgres URL; the database is created and migrated at start if missing.",

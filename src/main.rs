@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod gauges;
 mod serve;
 
 use anyhow::Context;
@@ -35,7 +36,15 @@ fn main() -> ExitCode {
     }
     init_logging(&config.log);
     let outcome = match cli.command {
-        Command::Serve(_) => actix_rt::System::new().block_on(serve::serve(config)),
+        Command::Serve(_) => match bida_telemetry::install(&config.telemetry, &config.node_name) {
+            Ok(telemetry) => {
+                let outcome = actix_rt::System::new().block_on(serve::serve(config, telemetry.metrics_text()));
+                // Flushes pending spans and metrics (blocking: outside the runtime).
+                telemetry.shutdown();
+                outcome
+            }
+            Err(e) => Err(anyhow::anyhow!(e)),
+        },
         Command::Config(_) => print_config(&config),
         Command::Migrate(_) => run_async(migrate(config)),
         Command::Projections(ProjectionsCommand::Rebuild { name, .. }) => run_async(rebuild(config, name)),

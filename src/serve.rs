@@ -8,10 +8,13 @@ use bida_actors::{Node, NodeConfig};
 use bida_api::{problem_responses, routes, ApiState};
 use bida_projections::TaskList;
 use bida_store::Store;
+use bida_telemetry::MetricsText;
+use std::time::Duration;
 
 use crate::config::Config;
+use crate::gauges::Sampler;
 
-pub async fn serve(config: Config) -> anyhow::Result<()> {
+pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url, &config.store)
         .await
         .with_context(|| format!("cannot open the database at {}", redact(&config.database_url)))?;
@@ -31,13 +34,24 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     .context("cannot start the node")?;
     let projection = bida_projections::run(store.clone(), TaskList, config.projections.clone());
 
+    let consumers = ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults());
+    let sampler = Sampler {
+        store: store.clone(),
+        consumers: consumers.clone(),
+        brokers: BrokerService::new(store.clone()),
+        node: node.view(),
+        interval: Duration::from_millis(config.telemetry.sample_interval_ms.max(100)),
+    }
+    .spawn();
     let state = web::Data::new(ApiState {
         tasks: node.tasks(),
         brokers: BrokerService::new(store.clone()),
-        consumers: ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults()),
+        consumers,
         store,
         config: config.api.clone(),
         node_id: node.id().to_string(),
+        node_ttl: config.scheduler.node_ttl(),
+        metrics: Some(metrics),
     });
     let mut server = HttpServer::new(move || {
         App::new()
@@ -58,6 +72,7 @@ pub async fn serve(config: Config) -> anyhow::Result<()> {
     let result = server.run().await;
     tracing::info!("stopping");
     projection.abort();
+    sampler.abort();
     node.shutdown().await;
     result.context("HTTP server failed")
 }

@@ -1,9 +1,10 @@
 //! One delivery attempt over HTTP: build the request, send it, observe the
 //! response. Judging what was observed is the domain's job.
 
-use bida_domain::matcher::STOP_RETRY_HEADER;
+use bida_domain::matcher::{judge, Verdict, STOP_RETRY_HEADER};
 use bida_domain::task::TaskSpec;
 use bida_domain::Observation;
+use bida_telemetry::{instruments, AttemptSpan, KeyValue};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
@@ -41,12 +42,18 @@ impl Delivery {
         Ok(Self { client, config })
     }
 
-    /// Makes attempt number `attempt` of a task.
+    /// Makes attempt number `attempt` of a task, as a span of the message's
+    /// trace, and counts it.
     pub async fn attempt(&self, spec: &TaskSpec, attempt: u32) -> Attempted {
         let started_at = Utc::now();
         let clock = Instant::now();
+        let target = Target::of(spec);
+        let span = AttemptSpan::start(
+            spec.request.headers.get(TRACEPARENT).map(String::as_str),
+            target.span_attributes(spec, attempt),
+        );
         let timeout = Duration::from_millis(spec.policy.timeout_ms);
-        let observation = match self.request(spec, attempt, started_at) {
+        let observation = match self.request(spec, attempt, started_at, span.traceparent()) {
             Err(error) => Observation::Unsendable { error },
             Ok(request) => match tokio::time::timeout(timeout, self.exchange(request)).await {
                 Ok(observation) => observation,
@@ -59,15 +66,23 @@ impl Delivery {
             Observation::Response { body, .. } if !body.is_empty() => Some(excerpt(body, self.config.excerpt_bytes)),
             _ => None,
         };
+        let elapsed = clock.elapsed();
+        target.record(spec, &observation, elapsed, span);
         Attempted {
             started_at,
-            latency_ms: clock.elapsed().as_millis() as u64,
+            latency_ms: elapsed.as_millis() as u64,
             observation,
             response_excerpt,
         }
     }
 
-    fn request(&self, spec: &TaskSpec, attempt: u32, now: DateTime<Utc>) -> Result<reqwest::Request, String> {
+    fn request(
+        &self,
+        spec: &TaskSpec,
+        attempt: u32,
+        now: DateTime<Utc>,
+        traceparent: Option<String>,
+    ) -> Result<reqwest::Request, String> {
         let target = &spec.request;
         let method = reqwest::Method::from_bytes(target.method.as_str().as_bytes()).map_err(|e| e.to_string())?;
         let mut headers = HeaderMap::with_capacity(target.headers.len() + 3);
@@ -80,6 +95,9 @@ impl Delivery {
         headers.insert("webhook-id", stable(&spec.message_id)?);
         headers.insert("webhook-timestamp", HeaderValue::from(now.timestamp()));
         headers.insert("bida-attempt", HeaderValue::from(attempt));
+        if let Some(traceparent) = traceparent {
+            headers.insert(TRACEPARENT, stable(&traceparent)?);
+        }
         let mut builder = self.client.request(method, &target.url).headers(headers);
         if let Some(body) = &target.body {
             builder = builder.body(body.0.clone());
@@ -118,6 +136,99 @@ impl Delivery {
             retry_after,
             stop_requested,
         }
+    }
+}
+
+/// The W3C trace-context header: taken from the message, sent onwards as the attempt's span.
+const TRACEPARENT: &str = "traceparent";
+
+/// The endpoint of an attempt, as telemetry names it.
+struct Target {
+    host: String,
+    port: i64,
+}
+
+impl Target {
+    fn of(spec: &TaskSpec) -> Self {
+        let url = url::Url::parse(&spec.request.url).ok();
+        Self {
+            host: url
+                .as_ref()
+                .and_then(|u| u.host_str().map(String::from))
+                .unwrap_or_default(),
+            port: url
+                .as_ref()
+                .and_then(url::Url::port_or_known_default)
+                .map_or(0, i64::from),
+        }
+    }
+
+    fn span_attributes(&self, spec: &TaskSpec, attempt: u32) -> Vec<KeyValue> {
+        let mut attributes = vec![
+            KeyValue::new("bida.message.id", spec.message_id.clone()),
+            KeyValue::new("bida.attempt", i64::from(attempt)),
+            KeyValue::new("http.request.method", spec.request.method.as_str()),
+            KeyValue::new("url.full", spec.request.url.clone()),
+            KeyValue::new("server.address", self.host.clone()),
+            KeyValue::new("server.port", self.port),
+        ];
+        if let Some(origin) = &spec.origin {
+            attributes.push(KeyValue::new("bida.consumer", origin.consumer_id.clone()));
+        }
+        attributes
+    }
+
+    /// Counts the attempt and ends its span.
+    fn record(&self, spec: &TaskSpec, observation: &Observation, elapsed: Duration, span: AttemptSpan) {
+        let verdict = judge(&spec.policy.expect, &spec.policy.retry_on, observation, Utc::now());
+        let outcome = match (&verdict, observation) {
+            (Verdict::Success, _) => "success",
+            (_, Observation::Timeout { .. }) => "timeout",
+            _ => "failure",
+        };
+        let mut labels = vec![
+            KeyValue::new("server.address", self.host.clone()),
+            KeyValue::new("server.port", self.port),
+            KeyValue::new("bida.outcome", outcome),
+        ];
+        let optional = [
+            ("bida.consumer", spec.origin.as_ref().map(|o| &o.consumer_id)),
+            ("bida.source_app", spec.source_app.as_ref()),
+            ("bida.target_app", spec.target_app.as_ref()),
+        ];
+        for (name, value) in optional {
+            if let Some(value) = value {
+                labels.push(KeyValue::new(name, value.clone()));
+            }
+        }
+        let metrics = instruments();
+        metrics.delivery_attempts.add(1, &labels);
+        let mut http = vec![
+            KeyValue::new("http.request.method", spec.request.method.as_str()),
+            KeyValue::new("server.address", self.host.clone()),
+            KeyValue::new("server.port", self.port),
+        ];
+        let error = match observation {
+            Observation::Response { status, .. } => {
+                http.push(KeyValue::new("http.response.status_code", i64::from(*status)));
+                (*status >= 400).then(|| status.to_string())
+            }
+            Observation::Timeout { .. } => Some("timeout".to_string()),
+            Observation::Failed { .. } | Observation::Unsendable { .. } => Some("connection".to_string()),
+        };
+        if let Some(error) = &error {
+            http.push(KeyValue::new("error.type", error.clone()));
+        }
+        metrics.http_duration.record(elapsed.as_secs_f64(), &http);
+        let mut finished = vec![KeyValue::new("bida.outcome", outcome)];
+        if let Observation::Response { status, .. } = observation {
+            finished.push(KeyValue::new("http.response.status_code", i64::from(*status)));
+        }
+        let reason = match verdict {
+            Verdict::Success => None,
+            Verdict::Retry { reason, .. } | Verdict::GiveUp { reason } => Some(reason),
+        };
+        span.finish(finished, reason);
     }
 }
 

@@ -94,6 +94,20 @@ impl Handler<Halt> for Scheduler {
     }
 }
 
+/// What monitoring reads of a running node.
+#[derive(Clone)]
+pub struct NodeContextView {
+    pub id: Uuid,
+    context: Arc<NodeContext>,
+}
+
+impl NodeContextView {
+    /// Task actors alive on this node now.
+    pub fn task_actors(&self) -> usize {
+        self.context.in_memory.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
 /// A running node. Must be started inside an actix system.
 pub struct Node {
     context: Arc<NodeContext>,
@@ -169,6 +183,13 @@ impl Node {
 
     pub fn id(&self) -> Uuid {
         self.context.node_id
+    }
+
+    pub fn view(&self) -> NodeContextView {
+        NodeContextView {
+            id: self.context.node_id,
+            context: self.context.clone(),
+        }
     }
 
     pub fn tasks(&self) -> TaskService {

@@ -5,6 +5,7 @@ mod brokers;
 mod consumers;
 mod health;
 mod json;
+mod monitoring;
 mod openapi;
 mod problem;
 mod tasks;
@@ -45,6 +46,10 @@ pub struct ApiState {
     pub store: Store,
     pub config: ApiConfig,
     pub node_id: String,
+    /// A node whose heartbeat is older is shown as not alive.
+    pub node_ttl: std::time::Duration,
+    /// This node's instruments as Prometheus text (`None`: `/metrics` is 404).
+    pub metrics: Option<bida_telemetry::MetricsText>,
 }
 
 /// Registers every route; the app must also carry `web::Data<ApiState>`.
@@ -56,6 +61,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(tasks::routes)
         .configure(brokers::routes)
         .configure(consumers::routes)
+        .configure(monitoring::routes)
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/openapi.json", web::get().to(openapi::document));

@@ -1,7 +1,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use crate::{brokers, consumers, health, problem, tasks};
+use crate::{brokers, consumers, health, monitoring, problem, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -33,6 +33,10 @@ use crate::{brokers, consumers, health, problem, tasks};
         consumers::reset_offsets,
         consumers::resend,
         consumers::replay_lane,
+        monitoring::series,
+        monitoring::overview,
+        monitoring::nodes,
+        monitoring::metrics,
         health::healthz,
         health::readyz,
     ),
@@ -41,6 +45,7 @@ use crate::{brokers, consumers, health, problem, tasks};
         (name = "tasks", description = "Callback tasks"),
         (name = "brokers", description = "MQ clusters consumers read from"),
         (name = "consumers", description = "Broker sources bound to endpoints"),
+        (name = "monitoring", description = "Statistics, nodes and metrics"),
         (name = "health", description = "Probes"),
     )
 )]

@@ -5,9 +5,13 @@
 //! is folded exactly once and a rebuild from position 0 gives the same result.
 
 mod runner;
+mod stats;
 mod task_list;
 
 pub use runner::{catch_up, lag, rebuild, run, Projection, ProjectionError, RunnerConfig};
+pub use stats::{
+    endpoint_of, AppCounts, Counts, Dimension, Overview, Stats, StatsPoint, StatsQuery, StatsSeries, Step, TaskCounts,
+};
 pub use task_list::{TaskCursor, TaskFilter, TaskList, TaskPage};
 
 /// Names of every projection, for `bida projections rebuild`.

@@ -19,12 +19,19 @@ pub trait Projection: Send + Sync + 'static {
     /// Also the checkpoint's name.
     const NAME: &'static str;
 
+    /// What a fold does once its page is committed (telemetry, say), so that
+    /// a page folded again after a failed commit is not counted twice.
+    type Committed: Send;
+
     /// Folds a page of events (in feed order) into the read model.
     fn apply(
         &self,
         tx: &mut Transaction<'static, Postgres>,
         events: &[StoredEvent],
-    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+    ) -> impl Future<Output = Result<Self::Committed, ProjectionError>> + Send;
+
+    /// Called with what `apply` returned, after its page committed.
+    fn committed(&self, _effects: Self::Committed) {}
 
     /// A JSON path of event payloads this projection never reads, dropped
     /// before the payload leaves the database.
@@ -81,9 +88,10 @@ async fn fold_page<P: Projection>(store: &Store, projection: &P, page: i64) -> R
     if current != (at.transaction_id, at.position) {
         return Err(ProjectionError::Overtaken(P::NAME));
     }
-    projection.apply(&mut tx, &events).await?;
+    let effects = projection.apply(&mut tx, &events).await?;
     save_checkpoint_in(&mut tx, P::NAME, last).await?;
     tx.commit().await?;
+    projection.committed(effects);
     Ok(events.len())
 }
 

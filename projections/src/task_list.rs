@@ -7,20 +7,77 @@ use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 use std::collections::{HashMap, HashSet};
 
+use crate::stats::StatsTally;
 use crate::{Projection, ProjectionError};
 
+/// The task list, the consumers' counters and the per-minute statistics:
+/// all need each task's consumer, apps and URL, which only its first event holds.
 pub struct TaskList;
+
+/// Tasks started and finished in a page, counted in telemetry once it commits.
+#[derive(Debug, Default)]
+pub struct Milestones(Vec<(Milestone, Vec<bida_telemetry::KeyValue>)>);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Milestone {
+    Submitted,
+    Delivered,
+    Dead,
+}
+
+impl Milestones {
+    fn note(&mut self, summary: &TaskSummary, event: &TaskEvent) {
+        use bida_telemetry::KeyValue;
+        let milestone = match event {
+            TaskEvent::TaskSubmitted { .. } => Milestone::Submitted,
+            TaskEvent::AttemptSucceeded { .. } => Milestone::Delivered,
+            TaskEvent::TaskDeadLettered { .. } => Milestone::Dead,
+            _ => return,
+        };
+        let mut labels = Vec::with_capacity(4);
+        if let Some(consumer) = &summary.consumer_id {
+            labels.push(KeyValue::new("bida.consumer", consumer.clone()));
+        }
+        if let Some(app) = &summary.source_app {
+            labels.push(KeyValue::new("bida.source_app", app.clone()));
+        }
+        if milestone != Milestone::Submitted {
+            if let Some(app) = &summary.target_app {
+                labels.push(KeyValue::new("bida.target_app", app.clone()));
+            }
+            let outcome = if milestone == Milestone::Delivered {
+                "delivered"
+            } else {
+                "dead"
+            };
+            labels.push(KeyValue::new("bida.outcome", outcome));
+        }
+        self.0.push((milestone, labels));
+    }
+}
 
 impl Projection for TaskList {
     const NAME: &'static str = "task_list";
     // Message bodies can be large and the list never shows them.
     const WITHOUT: &'static [&'static str] = &["TaskSubmitted", "spec", "request", "body"];
 
+    type Committed = Milestones;
+
+    fn committed(&self, milestones: Milestones) {
+        let metrics = bida_telemetry::instruments();
+        for (milestone, labels) in milestones.0 {
+            match milestone {
+                Milestone::Submitted => metrics.tasks_submitted.add(1, &labels),
+                Milestone::Delivered | Milestone::Dead => metrics.tasks_finished.add(1, &labels),
+            }
+        }
+    }
+
     async fn apply(
         &self,
         tx: &mut Transaction<'static, Postgres>,
         events: &[StoredEvent],
-    ) -> Result<(), ProjectionError> {
+    ) -> Result<Milestones, ProjectionError> {
         let mut decoded = Vec::new();
         for stored in events.iter().filter(|e| e.aggregate_type == TASK_TYPE) {
             match stored.decode::<TaskEvent>() {
@@ -33,7 +90,7 @@ impl Projection for TaskList {
             }
         }
         if decoded.is_empty() {
-            return Ok(());
+            return Ok(Milestones::default());
         }
         // Tasks whose first event is not in this page are folded on top of their stored summary.
         let mut started: HashSet<&str> = HashSet::new();
@@ -62,6 +119,8 @@ impl Projection for TaskList {
             }
         }
         let mut counters: HashMap<String, ConsumerCounters> = HashMap::new();
+        let mut stats = StatsTally::default();
+        let mut milestones = Milestones::default();
         for (id, event) in &decoded {
             let (before, summary) = match summaries.get_mut(*id) {
                 Some(summary) => {
@@ -83,13 +142,17 @@ impl Projection for TaskList {
                     .or_default()
                     .count(event, before, summary.status);
             }
+            stats.count(summary, event);
+            milestones.note(summary, event);
         }
         upsert(tx, summaries.into_values()).await?;
-        add_counters(tx, counters).await
+        add_counters(tx, counters).await?;
+        stats.save(tx).await?;
+        Ok(milestones)
     }
 
     async fn reset(&self, tx: &mut Transaction<'static, Postgres>) -> Result<(), ProjectionError> {
-        sqlx::query("TRUNCATE task_view, consumer_counters")
+        sqlx::query("TRUNCATE task_view, consumer_counters, stats_minute")
             .execute(&mut **tx)
             .await?;
         Ok(())

@@ -6,7 +6,7 @@ use uuid::Uuid;
 use crate::{Store, StoreError};
 
 /// A running Bida process, as the other nodes see it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Clone, Debug, PartialEq, Serialize, sqlx::FromRow)]
 pub struct NodeInfo {
     pub id: Uuid,
     pub name: String,
@@ -16,6 +16,8 @@ pub struct NodeInfo {
     pub started_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
     pub stopped_at: Option<DateTime<Utc>>,
+    /// What the node last said about itself (memory, CPU, actors).
+    pub report: serde_json::Value,
 }
 
 impl Store {
@@ -41,6 +43,27 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    /// Stores what the node says about itself, shown in the node list.
+    pub async fn set_node_report(&self, id: Uuid, report: &serde_json::Value) -> Result<(), StoreError> {
+        sqlx::query("UPDATE nodes SET report = $2 WHERE id = $1")
+            .bind(id)
+            .bind(report)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Consumer actors that reported from a node in the last `fresh_secs`.
+    pub async fn consumer_actors_on(&self, node: Uuid, fresh_secs: f64) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM consumer_runtime WHERE node_id = $1 AND updated_at > now() - make_interval(secs => $2)",
+        )
+        .bind(node)
+        .bind(fresh_secs)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     pub async fn mark_node_stopped(&self, id: Uuid) -> Result<(), StoreError> {
         sqlx::query("UPDATE nodes SET stopped_at = now() WHERE id = $1")
             .bind(id)
@@ -62,7 +85,7 @@ impl Store {
 
     pub async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT id, name, version, listen, pid, started_at, heartbeat_at, stopped_at
+            "SELECT id, name, version, listen, pid, started_at, heartbeat_at, stopped_at, report
              FROM nodes ORDER BY started_at DESC",
         )
         .fetch_all(self.pool())

@@ -4,6 +4,7 @@
 //! an open breaker) pause the source itself, so the backlog stays in the MQ.
 
 use bida_domain::consumer::Ordering as Ordered;
+use bida_domain::consumer::SourceMessage;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -149,6 +150,27 @@ pub fn prefetch(config: &LiveConfig) -> u32 {
         // Waiting lane messages stay unacknowledged in the broker too.
         Ordered::Key => concurrency + LANE_BUFFER as u32,
     }
+}
+
+/// `messaging.client.consumed.messages`, with the conventions' attributes.
+fn count_consumed(config: &LiveConfig, message: &SourceMessage) {
+    use bida_domain::consumer::Source as Spec;
+    use bida_telemetry::KeyValue;
+    let mut labels = vec![KeyValue::new("bida.consumer", config.consumer_id.clone())];
+    match &config.spec.source {
+        Spec::Kafka(kafka) => {
+            // The position is `topic/partition@offset`.
+            let topic = message.position.rsplit_once('/').map_or("", |(topic, _)| topic);
+            labels.push(KeyValue::new("messaging.system", "kafka"));
+            labels.push(KeyValue::new("messaging.destination.name", topic.to_string()));
+            labels.push(KeyValue::new("messaging.consumer.group.name", kafka.group.clone()));
+        }
+        Spec::Rabbitmq(rabbit) => {
+            labels.push(KeyValue::new("messaging.system", "rabbitmq"));
+            labels.push(KeyValue::new("messaging.destination.name", rabbit.queue.clone()));
+        }
+    }
+    bida_telemetry::instruments().messages_consumed.add(1, &labels);
 }
 
 async fn fetch<S: Source>(
@@ -338,6 +360,7 @@ impl<S: Source> Pump<S> {
                 incoming = fetch(&mut self.source, rate.clone()), if fetch_now => {
                     let incoming = incoming?;
                     self.pipeline.stats.fetched.fetch_add(1, Ordering::Relaxed);
+                    count_consumed(&live, &incoming.message);
                     let probe = admission == Admission::Probe;
                     if probe {
                         breaker.probe_started();

@@ -248,6 +248,7 @@ async fn poll(
                             key: message.key().map(clean_text),
                             body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                             content_type,
+                            traceparent: kafka_header(&message, "traceparent"),
                         },
                         ack: Box::new(KafkaAck {
                             consumer: consumer.clone(),
@@ -273,10 +274,15 @@ async fn poll(
 
 /// The record's `content-type` header, if it can be sent as one.
 fn content_type<M: Message>(message: &M) -> Option<String> {
+    kafka_header(message, "content-type")
+}
+
+/// A record header, if it can be sent as an HTTP header value.
+fn kafka_header<M: Message>(message: &M, name: &str) -> Option<String> {
     let headers = message.headers()?;
     headers
         .iter()
-        .find(|h| h.key.eq_ignore_ascii_case("content-type"))
+        .find(|h| h.key.eq_ignore_ascii_case(name))
         .and_then(|h| h.value)
         .and_then(header_text)
 }
@@ -670,6 +676,7 @@ impl KafkaAdmin {
                                 key: message.key().map(clean_text),
                                 body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
                                 content_type: content_type(&message),
+                                traceparent: kafka_header(&message, "traceparent"),
                             },
                         ));
                     }

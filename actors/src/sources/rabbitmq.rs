@@ -147,6 +147,7 @@ impl RabbitSource {
     }
 
     fn incoming(&self, delivery: lapin::message::Delivery) -> Incoming {
+        let traceparent = amqp_header(&delivery, "traceparent").and_then(|v| header_text(v.as_bytes()));
         let message = SourceMessage {
             message_id: message_id(&self.queue, &delivery),
             position: self.queue.clone(),
@@ -157,6 +158,7 @@ impl RabbitSource {
                 .content_type()
                 .as_ref()
                 .and_then(|c| header_text(c.as_str().as_bytes())),
+            traceparent,
         };
         Incoming {
             message,
@@ -192,11 +194,12 @@ fn message_id(queue: &str, delivery: &lapin::message::Delivery) -> String {
 /// The header naming a message's ordering key; without it, the routing key.
 pub const KEY_HEADER: &str = "bida-key";
 
-fn ordering_key(delivery: &lapin::message::Delivery) -> Option<String> {
+/// A message header's value as clean text.
+fn amqp_header(delivery: &lapin::message::Delivery, wanted: &str) -> Option<String> {
     use lapin::types::AMQPValue;
-    let header = delivery.properties.headers().as_ref().and_then(|headers| {
+    delivery.properties.headers().as_ref().and_then(|headers| {
         headers.inner().iter().find_map(|(name, value)| {
-            if name.as_str() != KEY_HEADER {
+            if name.as_str() != wanted {
                 return None;
             }
             match value {
@@ -205,7 +208,11 @@ fn ordering_key(delivery: &lapin::message::Delivery) -> Option<String> {
                 other => Some(clean_text(format!("{other:?}").as_bytes())),
             }
         })
-    });
+    })
+}
+
+fn ordering_key(delivery: &lapin::message::Delivery) -> Option<String> {
+    let header = amqp_header(delivery, KEY_HEADER);
     header.or_else(|| Some(clean_text(delivery.routing_key.as_str().as_bytes())).filter(|k| !k.is_empty()))
 }
 

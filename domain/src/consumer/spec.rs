@@ -417,6 +417,8 @@ pub struct SourceMessage {
     pub key: Option<String>,
     pub body: Bytes,
     pub content_type: Option<String>,
+    /// The W3C `traceparent` the message carried: its delivery joins that trace.
+    pub traceparent: Option<String>,
 }
 
 impl ConsumerSpec {
@@ -427,6 +429,9 @@ impl ConsumerSpec {
             headers
                 .entry("content-type".into())
                 .or_insert_with(|| content_type.clone());
+        }
+        if let Some(traceparent) = &message.traceparent {
+            headers.insert("traceparent".into(), traceparent.clone());
         }
         Arc::new(TaskSpec {
             message_id: message.message_id.clone(),
@@ -550,8 +555,13 @@ mod tests {
             key: Some("order-1".into()),
             body: Bytes::from_static(&[0, 1, 2, 255]),
             content_type: Some("application/octet-stream".into()),
+            traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         let task = spec.task_for("c1", &message);
+        assert_eq!(
+            task.request.headers.get("traceparent").map(String::as_str),
+            Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        );
         assert_eq!(task.message_id, "kafka:t:0:42");
         assert_eq!(task.request.body.as_ref().unwrap().as_bytes(), [0, 1, 2, 255]);
         assert_eq!(task.request.headers["x-team"], "pay");

@@ -1,0 +1,174 @@
+//! Monitoring reads: statistics series, task overview, the node list, and the
+//! Prometheus text of this node's instruments.
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use bida_projections::{Dimension, Overview, Stats, StatsQuery, StatsSeries, Step};
+use bida_store::NodeInfo;
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use crate::json::QueryParams;
+use crate::problem::Problem;
+use crate::ApiState;
+
+/// Longest range a series may cover (the statistics are kept 7 days).
+const MAX_RANGE: TimeDelta = TimeDelta::days(8);
+/// Most points one answer holds, over all its series.
+const MAX_POINTS: i64 = 20_000;
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/v1/stats", web::get().to(series))
+        .route("/v1/stats/overview", web::get().to(overview))
+        .route("/v1/nodes", web::get().to(nodes))
+        .route("/metrics", web::get().to(metrics));
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct StatsParams {
+    /// all (default), consumer, source_app, target_app or endpoint
+    dimension: Option<String>,
+    /// One consumer id, app or endpoint (`scheme://host:port`); without it, a series per value.
+    key: Option<String>,
+    /// 1m, 10m (default) or 1h
+    step: Option<String>,
+    /// RFC 3339; default: 24 hours before `to`.
+    from: Option<DateTime<Utc>>,
+    /// RFC 3339; default: now.
+    to: Option<DateTime<Utc>>,
+    /// Most series (the busiest first), 1 to 100; 20 by default.
+    limit: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsAnswer {
+    pub dimension: String,
+    pub step: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub series: Vec<StatsSeries>,
+}
+
+fn invalid(detail: impl Into<String>) -> Problem {
+    Problem::bad_request("invalid-query", detail)
+}
+
+/// Per-minute statistics as series: submitted, attempts, delivered, failed,
+/// retried, timeouts, dead, latency; by consumer, app or endpoint.
+#[utoipa::path(
+    get, path = "/v1/stats", tag = "monitoring",
+    params(StatsParams),
+    responses(
+        (status = 200, description = "Series, oldest point first", body = StatsAnswer),
+        (status = 400, description = "Bad query", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn series(state: web::Data<ApiState>, params: QueryParams<StatsParams>) -> Result<HttpResponse, Problem> {
+    let params = params.0;
+    let dimension_text = params.dimension.as_deref().unwrap_or("all");
+    let dimension = Dimension::parse(dimension_text).ok_or_else(|| {
+        invalid(format!(
+            "dimension `{dimension_text}` is unknown; use all, consumer, source_app, target_app or endpoint"
+        ))
+    })?;
+    let step_text = params.step.as_deref().unwrap_or("10m");
+    let step =
+        Step::parse(step_text).ok_or_else(|| invalid(format!("step `{step_text}` is unknown; use 1m, 10m or 1h")))?;
+    let to = params.to.unwrap_or_else(Utc::now);
+    let from = params.from.unwrap_or(to - TimeDelta::hours(24));
+    if from >= to {
+        return Err(invalid("from must be before to"));
+    }
+    if to - from > MAX_RANGE {
+        return Err(invalid("the range may cover at most 8 days (statistics are kept 7)"));
+    }
+    let limit = params.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(invalid("limit must be between 1 and 100"));
+    }
+    let points_per_series = (to - from).num_seconds() / step.seconds() + 1;
+    if points_per_series * limit > MAX_POINTS {
+        return Err(invalid(format!(
+            "{points_per_series} steps × {limit} series is too many points; use a larger step, a shorter range or a lower limit"
+        )));
+    }
+    let query = StatsQuery {
+        dimension,
+        key: params.key.filter(|k| dimension != Dimension::All || !k.is_empty()),
+        step,
+        from,
+        to,
+    };
+    let series = Stats::series(&state.store, &query, limit).await?;
+    Ok(HttpResponse::Ok().json(StatsAnswer {
+        dimension: dimension.as_str().to_string(),
+        step: step_text.to_string(),
+        from,
+        to,
+        series,
+    }))
+}
+
+/// Tasks by status, and per app (sent and received), from the task list.
+#[utoipa::path(
+    get, path = "/v1/stats/overview", tag = "monitoring",
+    responses((status = 200, body = Overview))
+)]
+pub async fn overview(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(Stats::overview(&state.store).await?))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeView {
+    #[serde(flatten)]
+    #[schema(value_type = Object)]
+    pub info: NodeInfo,
+    /// Heartbeat within the node timeout and not stopped.
+    pub alive: bool,
+    pub uptime_secs: i64,
+}
+
+/// Every Bida node sharing the database: heartbeat, version, uptime, memory,
+/// CPU and actors (as it last reported them).
+#[utoipa::path(
+    get, path = "/v1/nodes", tag = "monitoring",
+    responses((status = 200, body = [NodeView]))
+)]
+pub async fn nodes(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+    let nodes = state.store.nodes().await.map_err(|e| {
+        let status = if e.is_transient() {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        Problem::new(status, "unavailable", e.to_string())
+    })?;
+    let now = Utc::now();
+    let views: Vec<NodeView> = nodes
+        .into_iter()
+        .map(|info| NodeView {
+            alive: info.stopped_at.is_none()
+                && (now - info.heartbeat_at).to_std().is_ok_and(|age| age < state.node_ttl),
+            uptime_secs: (info.stopped_at.unwrap_or(now) - info.started_at).num_seconds(),
+            info,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(views))
+}
+
+/// This node's metrics as Prometheus text (see docs/metrics.md).
+#[utoipa::path(
+    get, path = "/metrics", tag = "monitoring",
+    responses((status = 200, description = "Prometheus text exposition format", content_type = "text/plain"))
+)]
+pub async fn metrics(state: web::Data<ApiState>) -> HttpResponse {
+    match &state.metrics {
+        Some(metrics) => HttpResponse::Ok()
+            .content_type(bida_telemetry::MetricsText::CONTENT_TYPE)
+            .body(metrics.render()),
+        None => HttpResponse::NotFound().finish(),
+    }
+}

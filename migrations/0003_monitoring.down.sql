@@ -1,0 +1,2 @@
+ALTER TABLE nodes DROP COLUMN IF EXISTS report;
+DROP TABLE IF EXISTS stats_minute;

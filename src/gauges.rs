@@ -1,0 +1,178 @@
+//! Refreshes the gauges that come from shared state (read models, consumer
+//! reports, broker probes) and this node's report in the node list.
+
+use bida_actors::brokers::BrokerService;
+use bida_actors::consumer::ConsumerService;
+use bida_actors::NodeContextView;
+use bida_projections::{lag, Stats, TaskList};
+use bida_store::Store;
+use bida_telemetry::{set_gauge, Gauge, KeyValue, Point};
+use chrono::TimeDelta;
+use std::time::{Duration, Instant};
+
+use bida_projections::Projection as _;
+
+/// Brokers are probed less often than the database is read: a probe opens connections.
+const BROKER_EVERY: Duration = Duration::from_secs(30);
+/// Statistics older than this are dropped.
+const STATS_KEPT: TimeDelta = TimeDelta::days(7);
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct Sampler {
+    pub store: Store,
+    pub consumers: ConsumerService,
+    pub brokers: BrokerService,
+    pub node: NodeContextView,
+    pub interval: Duration,
+}
+
+impl Sampler {
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let mut brokers_at: Option<Instant> = None;
+            let mut pruned_at: Option<Instant> = None;
+            loop {
+                if let Err(e) = self.sample(started).await {
+                    tracing::debug!(error = %e, "gauges not refreshed");
+                }
+                if brokers_at.is_none_or(|at| at.elapsed() >= BROKER_EVERY) {
+                    brokers_at = Some(Instant::now());
+                    self.probe_brokers().await;
+                }
+                if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
+                    pruned_at = Some(Instant::now());
+                    match Stats::prune(&self.store, STATS_KEPT).await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(buckets = n, "old statistics dropped"),
+                        Err(e) => tracing::warn!(error = %e, "cannot drop old statistics"),
+                    }
+                }
+                tokio::time::sleep(self.interval).await;
+            }
+        })
+    }
+
+    async fn sample(&self, started: Instant) -> Result<(), String> {
+        let overview = Stats::overview(&self.store).await.map_err(|e| e.to_string())?;
+        set_gauge(
+            Gauge::Tasks,
+            overview
+                .tasks
+                .by_status
+                .iter()
+                .map(|(status, n)| (vec![KeyValue::new("bida.status", status.clone())], *n as f64))
+                .collect(),
+        );
+        let behind = lag(&self.store, TaskList::NAME).await.map_err(|e| e.to_string())?;
+        set_gauge(
+            Gauge::ProjectionLag,
+            vec![(vec![KeyValue::new("bida.projection", TaskList::NAME)], behind as f64)],
+        );
+        self.sample_consumers().await?;
+        let consumer_actors = self
+            .store
+            .consumer_actors_on(self.node.id, 10.0)
+            .await
+            .map_err(|e| e.to_string())?;
+        let task_actors = self.node.task_actors();
+        set_gauge(
+            Gauge::NodeActors,
+            vec![
+                (vec![KeyValue::new("bida.actor", "task")], task_actors as f64),
+                (vec![KeyValue::new("bida.actor", "consumer")], consumer_actors as f64),
+            ],
+        );
+        let report = serde_json::json!({
+            "uptime_secs": started.elapsed().as_secs(),
+            "rss_bytes": bida_telemetry::resident_bytes(),
+            "cpu_seconds": bida_telemetry::cpu_seconds(),
+            "cpus": std::thread::available_parallelism().map_or(1, |n| n.get()),
+            "task_actors": task_actors,
+            "consumer_actors": consumer_actors,
+        });
+        self.store
+            .set_node_report(self.node.id, &report)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    async fn sample_consumers(&self) -> Result<(), String> {
+        let consumers = self.consumers.list().await.map_err(|e| e.to_string())?;
+        let mut states: Vec<Point> = Vec::new();
+        let mut lags: Vec<Point> = Vec::new();
+        for consumer in consumers {
+            states.push((
+                vec![
+                    KeyValue::new("bida.consumer", consumer.id.clone()),
+                    KeyValue::new("bida.consumer.name", consumer.spec.name.clone()),
+                    KeyValue::new("bida.state", consumer.state.clone()),
+                ],
+                1.0,
+            ));
+            let system = match consumer.spec.source {
+                bida_domain::consumer::Source::Kafka(_) => "kafka",
+                bida_domain::consumer::Source::Rabbitmq(_) => "rabbitmq",
+            };
+            // Every node reads the whole group's backlog: the freshest report says it.
+            let freshest = consumer.nodes.iter().max_by_key(|n| n.updated_at);
+            let backlog = freshest
+                .and_then(|n| n.report.get("backlog"))
+                .and_then(|b| b.as_array());
+            for entry in backlog.into_iter().flatten() {
+                let (Some(source), Some(lag)) = (
+                    entry.get("source").and_then(|s| s.as_str()),
+                    entry.get("lag").and_then(|l| l.as_i64()),
+                ) else {
+                    continue;
+                };
+                // Kafka backlogs name `topic/partition`; RabbitMQ ones the queue.
+                let (destination, partition) = match (system, source.rsplit_once('/')) {
+                    ("kafka", Some((topic, partition))) => (topic, Some(partition)),
+                    _ => (source, None),
+                };
+                let mut labels = vec![
+                    KeyValue::new("bida.consumer", consumer.id.clone()),
+                    KeyValue::new("messaging.system", system),
+                    KeyValue::new("messaging.destination.name", destination.to_string()),
+                ];
+                if let Some(partition) = partition {
+                    labels.push(KeyValue::new(
+                        "messaging.destination.partition.id",
+                        partition.to_string(),
+                    ));
+                }
+                lags.push((labels, lag as f64));
+            }
+        }
+        set_gauge(Gauge::ConsumerState, states);
+        set_gauge(Gauge::ConsumerLag, lags);
+        Ok(())
+    }
+
+    async fn probe_brokers(&self) {
+        let Ok(brokers) = self.brokers.list().await else {
+            return;
+        };
+        let mut points = Vec::new();
+        for broker in brokers.into_iter().filter(|b| !b.deleted) {
+            let up = match self.brokers.view(&broker.id, broker.online).await {
+                Ok(view) => view.health.is_some_and(|h| h.reachable),
+                Err(_) => false,
+            };
+            let system = match broker.kind {
+                bida_domain::broker::BrokerKind::Kafka => "kafka",
+                bida_domain::broker::BrokerKind::Rabbitmq => "rabbitmq",
+            };
+            points.push((
+                vec![
+                    KeyValue::new("bida.broker", broker.id.clone()),
+                    KeyValue::new("bida.broker.name", broker.name.clone()),
+                    KeyValue::new("messaging.system", system),
+                ],
+                f64::from(u8::from(up)),
+            ));
+        }
+        set_gauge(Gauge::BrokerUp, points);
+    }
+}

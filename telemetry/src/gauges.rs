@@ -1,0 +1,132 @@
+//! Gauges read from shared state (read models, broker probes): a sampler
+//! refreshes their points now and then, the exporters observe the last ones.
+
+use opentelemetry::metrics::Meter;
+use opentelemetry::KeyValue;
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Gauge {
+    /// `bida.consumer.lag`: Kafka lag per partition, RabbitMQ queue depth.
+    ConsumerLag,
+    /// `bida.consumer.state`: 1 for each consumer's current state.
+    ConsumerState,
+    /// `bida.tasks`: tasks by status in the read model.
+    Tasks,
+    /// `bida.projection.lag`: events a projection has not folded.
+    ProjectionLag,
+    /// `bida.broker.up`: 1 when the broker answered its last probe.
+    BrokerUp,
+    /// `bida.node.actors`: actors alive on this node.
+    NodeActors,
+}
+
+impl Gauge {
+    const ALL: [Gauge; 6] = [
+        Self::ConsumerLag,
+        Self::ConsumerState,
+        Self::Tasks,
+        Self::ProjectionLag,
+        Self::BrokerUp,
+        Self::NodeActors,
+    ];
+
+    fn describe(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Self::ConsumerLag => (
+                "bida.consumer.lag",
+                "{message}",
+                "Messages not yet consumed: Kafka lag per partition, RabbitMQ messages ready",
+            ),
+            Self::ConsumerState => ("bida.consumer.state", "1", "1 for the consumer's current state"),
+            Self::Tasks => ("bida.tasks", "{task}", "Tasks by status in the read model"),
+            Self::ProjectionLag => (
+                "bida.projection.lag",
+                "{event}",
+                "Readable events a projection has not folded",
+            ),
+            Self::BrokerUp => ("bida.broker.up", "1", "1 when the broker answered its last probe"),
+            Self::NodeActors => ("bida.node.actors", "{actor}", "Actors alive on this node"),
+        }
+    }
+}
+
+/// One observation: attributes and value.
+pub type Point = (Vec<KeyValue>, f64);
+
+fn points() -> &'static Mutex<HashMap<Gauge, Vec<Point>>> {
+    static POINTS: OnceLock<Mutex<HashMap<Gauge, Vec<Point>>>> = OnceLock::new();
+    POINTS.get_or_init(Default::default)
+}
+
+/// Replaces every point of a gauge (series that vanished stop being reported).
+pub fn set_gauge(gauge: Gauge, values: Vec<Point>) {
+    points().lock().unwrap_or_else(|p| p.into_inner()).insert(gauge, values);
+}
+
+/// Registers the observable gauges on `meter`, and the process's own figures.
+pub(crate) fn register(meter: &Meter) {
+    for gauge in Gauge::ALL {
+        let (name, unit, description) = gauge.describe();
+        // The gauge lives as long as the meter provider holds its callback.
+        let _ = meter
+            .f64_observable_gauge(name)
+            .with_unit(unit)
+            .with_description(description)
+            .with_callback(move |observer| {
+                let points = points().lock().unwrap_or_else(|p| p.into_inner());
+                for (attributes, value) in points.get(&gauge).into_iter().flatten() {
+                    observer.observe(*value, attributes);
+                }
+            })
+            .build();
+    }
+    let _ = meter
+        .u64_observable_gauge("process.memory.usage")
+        .with_unit("By")
+        .with_description("Resident memory of this process")
+        .with_callback(|observer| {
+            if let Some(bytes) = resident_bytes() {
+                observer.observe(bytes, &[]);
+            }
+        })
+        .build();
+    let _ = meter
+        .f64_observable_counter("process.cpu.time")
+        .with_unit("s")
+        .with_description("CPU time of this process (user and system)")
+        .with_callback(|observer| {
+            if let Some(seconds) = cpu_seconds() {
+                observer.observe(seconds, &[]);
+            }
+        })
+        .build();
+}
+
+/// From /proc/self/statm (pages) on Linux.
+pub fn resident_bytes() -> Option<u64> {
+    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * 4096)
+}
+
+/// From /proc/self/stat (utime + stime, in clock ticks of 1/100 s) on Linux.
+pub fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: f64 = fields.get(11)?.parse().ok()?;
+    let stime: f64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn process_figures_read() {
+        assert!(super::resident_bytes().unwrap() > 0);
+        assert!(super::cpu_seconds().unwrap() >= 0.0);
+    }
+}
