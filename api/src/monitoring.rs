@@ -89,15 +89,21 @@ pub async fn series(state: web::Data<ApiState>, params: QueryParams<StatsParams>
     if !(1..=100).contains(&limit) {
         return Err(invalid("limit must be between 1 and 100"));
     }
+    let key = params.key.filter(|k| dimension != Dimension::All || !k.is_empty());
+    let series_count = if key.is_some() || dimension == Dimension::All {
+        1
+    } else {
+        limit
+    };
     let points_per_series = (to - from).num_seconds() / step.seconds() + 1;
-    if points_per_series * limit > MAX_POINTS {
+    if points_per_series * series_count > MAX_POINTS {
         return Err(invalid(format!(
-            "{points_per_series} steps × {limit} series is too many points; use a larger step, a shorter range or a lower limit"
+            "{points_per_series} steps × {series_count} series is too many points; use a larger step, a shorter range or a lower limit"
         )));
     }
     let query = StatsQuery {
         dimension,
-        key: params.key.filter(|k| dimension != Dimension::All || !k.is_empty()),
+        key,
         step,
         from,
         to,

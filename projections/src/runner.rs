@@ -103,9 +103,13 @@ pub async fn catch_up<P: Projection>(
 ) -> Result<usize, ProjectionError> {
     let mut folded = 0;
     loop {
-        match fold_page(store, projection, config.page).await? {
-            0 => return Ok(folded),
-            n => folded += n,
+        match fold_page(store, projection, config.page).await {
+            Ok(0) => return Ok(folded),
+            Ok(n) => folded += n,
+            // A running node folded that page meanwhile (a rebuild while
+            // nodes run): each page is still folded once; go on from there.
+            Err(ProjectionError::Overtaken(_)) => {}
+            Err(e) => return Err(e),
         }
     }
 }
@@ -155,6 +159,9 @@ pub fn run<P: Projection>(store: Store, projection: P, config: RunnerConfig) -> 
                     match fold_page(&store, &projection, config.page).await {
                         Ok(0) => tokio::time::sleep(idle).await,
                         Ok(_) => {}
+                        Err(ProjectionError::Overtaken(_)) => {
+                            tracing::debug!(projection = P::NAME, "page folded by another runner (a rebuild?)");
+                        }
                         Err(e) => {
                             tracing::warn!(projection = P::NAME, error = %e, "projection step failed");
                             tokio::time::sleep(Duration::from_secs(1)).await;

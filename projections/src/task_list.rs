@@ -2,10 +2,11 @@
 //! task's summary as a JSON document.
 
 use bida_domain::task::{TaskEvent, TaskStatus, TaskSummary};
-use bida_store::{StoredEvent, TASK_TYPE};
+use bida_store::{FeedPosition, StoredEvent, TASK_TYPE};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
 
 use crate::stats::StatsTally;
 use crate::{Projection, ProjectionError};
@@ -16,7 +17,11 @@ pub struct TaskList;
 
 /// Tasks started and finished in a page, counted in telemetry once it commits.
 #[derive(Debug, Default)]
-pub struct Milestones(Vec<(Milestone, Vec<bida_telemetry::KeyValue>)>);
+pub struct Milestones(Vec<(FeedPosition, Milestone, Vec<bida_telemetry::KeyValue>)>);
+
+/// The furthest event this process has counted: a rebuild while the node
+/// runs folds old events again, and they must not be counted twice.
+static COUNTED_UP_TO: Mutex<Option<FeedPosition>> = Mutex::new(None);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Milestone {
@@ -26,7 +31,7 @@ pub enum Milestone {
 }
 
 impl Milestones {
-    fn note(&mut self, summary: &TaskSummary, event: &TaskEvent) {
+    fn note(&mut self, at: FeedPosition, summary: &TaskSummary, event: &TaskEvent) {
         use bida_telemetry::KeyValue;
         let milestone = match event {
             TaskEvent::TaskSubmitted { .. } => Milestone::Submitted,
@@ -52,7 +57,7 @@ impl Milestones {
             };
             labels.push(KeyValue::new("bida.outcome", outcome));
         }
-        self.0.push((milestone, labels));
+        self.0.push((at, milestone, labels));
     }
 }
 
@@ -65,7 +70,12 @@ impl Projection for TaskList {
 
     fn committed(&self, milestones: Milestones) {
         let metrics = bida_telemetry::instruments();
-        for (milestone, labels) in milestones.0 {
+        let mut counted = COUNTED_UP_TO.lock().unwrap_or_else(|p| p.into_inner());
+        for (at, milestone, labels) in milestones.0 {
+            if counted.is_some_and(|counted| at <= counted) {
+                continue;
+            }
+            *counted = Some(at);
             match milestone {
                 Milestone::Submitted => metrics.tasks_submitted.add(1, &labels),
                 Milestone::Delivered | Milestone::Dead => metrics.tasks_finished.add(1, &labels),
@@ -81,7 +91,7 @@ impl Projection for TaskList {
         let mut decoded = Vec::new();
         for stored in events.iter().filter(|e| e.aggregate_type == TASK_TYPE) {
             match stored.decode::<TaskEvent>() {
-                Ok(event) => decoded.push((stored.aggregate_id.as_str(), event)),
+                Ok(event) => decoded.push((stored.aggregate_id.as_str(), event, stored.feed_position())),
                 // One event this version cannot read (written by a newer one,
                 // say) must not stop the whole list; it is reported and skipped.
                 Err(e) => {
@@ -95,7 +105,7 @@ impl Projection for TaskList {
         // Tasks whose first event is not in this page are folded on top of their stored summary.
         let mut started: HashSet<&str> = HashSet::new();
         let mut to_load: HashSet<&str> = HashSet::new();
-        for (id, event) in &decoded {
+        for (id, event, _) in &decoded {
             if matches!(event, TaskEvent::TaskSubmitted { .. }) {
                 started.insert(id);
             } else if !started.contains(id) {
@@ -121,7 +131,7 @@ impl Projection for TaskList {
         let mut counters: HashMap<String, ConsumerCounters> = HashMap::new();
         let mut stats = StatsTally::default();
         let mut milestones = Milestones::default();
-        for (id, event) in &decoded {
+        for (id, event, at) in &decoded {
             let (before, summary) = match summaries.get_mut(*id) {
                 Some(summary) => {
                     let before = summary.status;
@@ -143,7 +153,7 @@ impl Projection for TaskList {
                     .count(event, before, summary.status);
             }
             stats.count(summary, event);
-            milestones.note(summary, event);
+            milestones.note(*at, summary, event);
         }
         upsert(tx, summaries.into_values()).await?;
         add_counters(tx, counters).await?;

@@ -7,9 +7,11 @@
 //!   request it gets.
 //! - [`rabbit::TestQueue`] and [`kafka::KafkaBroker`]: the machine's RabbitMQ
 //!   with a queue of the test's own, and a Kafka-protocol broker per test.
+//! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
 mod database;
 pub mod kafka;
+pub mod otlp;
 pub mod rabbit;
 mod receiver;
 

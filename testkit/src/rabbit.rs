@@ -135,6 +135,30 @@ impl TestQueue {
         }
     }
 
+    /// Publishes one message with string headers (a `traceparent`, say).
+    pub async fn publish_with_headers(&self, message_id: &str, body: &[u8], headers: &[(&str, &str)]) {
+        let mut table = FieldTable::default();
+        for (name, value) in headers {
+            table.insert((*name).into(), lapin::types::AMQPValue::LongString((*value).into()));
+        }
+        let properties = BasicProperties::default()
+            .with_delivery_mode(2)
+            .with_message_id(message_id.into())
+            .with_headers(table);
+        self.channel
+            .basic_publish(
+                "".into(),
+                self.name.as_str().into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .expect("publish")
+            .await
+            .expect("confirm");
+    }
+
     /// Publishes to an exchange with a routing key (the exchange must exist).
     pub async fn publish_to(&self, exchange: &str, routing_key: &str, body: &[u8]) {
         self.channel
