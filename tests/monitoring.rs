@@ -403,3 +403,35 @@ async fn otlp_carries_each_delivery_span_in_the_trace_the_endpoint_saw() {
         "{consumed:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rabbitmq_broker_status_shows_its_nodes_figures() {
+    let management = std::env::var("BIDA_TEST_RABBIT_MANAGEMENT")
+        .unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672/".to_string());
+    let queue = TestQueue::declare().await;
+    queue.publish([(Some("a".to_string()), b"1".to_vec())]).await;
+    let bida = Bida::start("").await;
+    let (status, broker) = bida
+        .post(
+            "/v1/brokers",
+            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url(), "management_url": management}),
+        )
+        .await;
+    assert_eq!(status, 201, "{broker}");
+    let (status, view) = bida
+        .get(&format!("/v1/brokers/{}", broker["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["health"]["reachable"], true, "{view}");
+    let queues = view["queues"].as_array().expect("queues");
+    let ours = queues.iter().find(|q| q["name"] == queue.name.as_str());
+    assert!(ours.is_some(), "the management API lists every queue: {view}");
+    let cluster = &view["rabbitmq"];
+    assert!(cluster["version"].as_str().is_some_and(|v| !v.is_empty()), "{view}");
+    assert!(cluster["queues"].as_i64().unwrap_or(0) >= 1, "{view}");
+    let node = &cluster["nodes"][0];
+    assert_eq!(node["running"], true, "{view}");
+    for figure in ["mem_used", "mem_limit", "disk_free", "fd_total"] {
+        assert!(node[figure].as_i64().unwrap_or(0) > 0, "{figure}: {view}");
+    }
+}

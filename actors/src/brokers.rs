@@ -13,7 +13,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::commands::Commands;
-use crate::sources::{KafkaAdmin, QueueInfo, RabbitAdmin, TopicInfo};
+use crate::sources::{KafkaAdmin, QueueInfo, RabbitAdmin, RabbitOverview, TopicInfo};
 
 /// Longest a live look at a broker may take.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -100,6 +100,10 @@ pub struct BrokerView {
     pub topics: Option<Vec<TopicInfo>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub queues: Option<Vec<QueueInfo>>,
+    /// RabbitMQ with a management API: connections, rates, and each node's
+    /// memory, disk and file descriptors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rabbitmq: Option<RabbitOverview>,
 }
 
 #[derive(Clone)]
@@ -225,6 +229,7 @@ impl BrokerService {
             health: None,
             topics: None,
             queues: None,
+            rabbitmq: None,
         })
     }
 
@@ -251,10 +256,11 @@ impl BrokerService {
                 let known = self.queues_of_consumers(id).await?;
                 tokio::time::timeout(LOOK_TIMEOUT, async {
                     admin.check().await?;
-                    admin.queues(&known).await
+                    view.queues = Some(admin.queues(&known).await?);
+                    view.rabbitmq = admin.overview().await?;
+                    Ok(())
                 })
                 .await
-                .map(|r| r.map(|queues| view.queues = Some(queues)))
             }
         };
         let error = match looked {

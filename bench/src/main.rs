@@ -117,6 +117,7 @@ async fn consume(
     // Throughput: a backlog of `messages`, drained by a fresh consumer.
     mq.produce(0, messages, size, epoch).await;
     let broker = post(&http, format!("{}/v1/brokers", bida.url), mq.broker()).await?;
+    let lag_watch = bida.watch_projection_lag();
     let cpu_before = bida.cpu_seconds();
     let started = Instant::now();
     post(
@@ -148,6 +149,8 @@ async fn consume(
         tokio::time::sleep_until(next).await;
     }
     let delivered = receiver.wait_for(messages + paced, Duration::from_secs(300)).await;
+    let projection_lag = lag_watch.stop();
+    let rebuild = bida.rebuild_projection()?;
 
     let label = match kind {
         mq::MqKind::Rabbitmq => "RabbitMQ",
@@ -176,6 +179,8 @@ async fn consume(
             "delivered (distinct ids)",
             format!("{delivered} ({} requests)", receiver.requests()),
         )
+        .row("projection lag under load (max)", format!("{projection_lag} events"))
+        .row("projection rebuild", rebuild)
         .row(
             "bida peak RSS",
             format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0),
@@ -198,6 +203,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let next = Arc::new(AtomicUsize::new(0));
     let submit_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let failures = Arc::new(AtomicUsize::new(0));
+    let lag_watch = bida.watch_projection_lag();
     let cpu_before = bida.cpu_seconds();
     let started = Instant::now();
 
@@ -238,6 +244,8 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let delivered_in = started.elapsed();
     let cpu = bida.cpu_seconds() - cpu_before;
     let events = bida.count_events().await.context("count events")?;
+    let projection_lag = lag_watch.stop();
+    let rebuild = bida.rebuild_projection()?;
 
     let submit = submit_latency.lock().unwrap().clone();
     let e2e = receiver.latency();
@@ -266,6 +274,8 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
             "bida CPU per 10k tasks",
             format!("{:.2} s", cpu * 10_000.0 / delivered.max(1) as f64),
         )
+        .row("projection lag under load (max)", format!("{projection_lag} events"))
+        .row("projection rebuild", rebuild)
         .row(
             "bida peak RSS",
             format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0),

@@ -10,6 +10,20 @@ pub struct BidaProcess {
     child: Child,
     pub url: String,
     db: TestDatabase,
+    binary: PathBuf,
+}
+
+/// The largest projection lag `/metrics` showed while it was watched.
+pub struct LagWatch {
+    max: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LagWatch {
+    pub fn stop(self) -> i64 {
+        self.task.abort();
+        self.max.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// Builds (if needed) and returns the release binary. `cargo` comes from PATH
@@ -32,9 +46,13 @@ impl BidaProcess {
         let db = TestDatabase::reserve();
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = std::env::temp_dir().join(format!("{}.toml", db.name()));
-        std::fs::write(&config, extra_config)?;
+        // Gauges (projection lag) refreshed often enough to watch.
+        std::fs::write(
+            &config,
+            format!("[telemetry]\nsample_interval_ms = 250\n{extra_config}"),
+        )?;
         let log = std::fs::File::create(std::env::temp_dir().join(format!("{}.log", db.name())))?;
-        let child = Command::new(binary)
+        let child = Command::new(&binary)
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", db.url()])
@@ -46,6 +64,7 @@ impl BidaProcess {
             child,
             url: format!("http://127.0.0.1:{port}"),
             db,
+            binary,
         };
         let http = reqwest::Client::new();
         for _ in 0..300 {
@@ -81,6 +100,40 @@ impl BidaProcess {
             .find_map(|l| l.strip_prefix("VmHWM:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Follows `bida_projection_lag` until stopped.
+    pub fn watch_projection_lag(&self) -> LagWatch {
+        let max = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
+        let (url, seen) = (format!("{}/metrics", self.url), max.clone());
+        let task = tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            loop {
+                if let Ok(response) = http.get(&url).send().await {
+                    let text = response.text().await.unwrap_or_default();
+                    let lag = text
+                        .lines()
+                        .filter(|l| l.starts_with("bida_projection_lag"))
+                        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                        .fold(0.0, f64::max);
+                    seen.fetch_max(lag as i64, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        });
+        LagWatch { max, task }
+    }
+
+    /// Rebuilds the task list from position 0 with the CLI; returns what it printed.
+    pub fn rebuild_projection(&self) -> anyhow::Result<String> {
+        let output = Command::new(&self.binary)
+            .args(["projections", "rebuild", "task_list", "--database-url", self.db.url()])
+            .env("RUST_LOG", "warn")
+            .output()?;
+        if !output.status.success() {
+            bail!("rebuild failed: {}", String::from_utf8_lossy(&output.stderr));
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
     pub async fn count_events(&self) -> anyhow::Result<i64> {

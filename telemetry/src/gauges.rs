@@ -39,14 +39,14 @@ impl Gauge {
                 "{message}",
                 "Messages not yet consumed: Kafka lag per partition, RabbitMQ messages ready",
             ),
-            Self::ConsumerState => ("bida.consumer.state", "1", "1 for the consumer's current state"),
+            Self::ConsumerState => ("bida.consumer.state", "", "1 for the consumer's current state"),
             Self::Tasks => ("bida.tasks", "{task}", "Tasks by status in the read model"),
             Self::ProjectionLag => (
                 "bida.projection.lag",
                 "{event}",
                 "Readable events a projection has not folded",
             ),
-            Self::BrokerUp => ("bida.broker.up", "1", "1 when the broker answered its last probe"),
+            Self::BrokerUp => ("bida.broker.up", "", "1 when the broker answered its last probe"),
             Self::NodeActors => ("bida.node.actors", "{actor}", "Actors alive on this node"),
         }
     }

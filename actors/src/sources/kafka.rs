@@ -18,7 +18,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 use super::{
@@ -53,12 +53,15 @@ struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     paused: Arc<AtomicBool>,
     revoked: Arc<Mutex<Vec<String>>>,
+    /// When the assignment last changed.
+    rebalanced_at: Arc<Mutex<Instant>>,
 }
 
 impl ClientContext for GroupContext {}
 
 impl ConsumerContext for GroupContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        *self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if let Rebalance::Revoke(partitions) = rebalance {
             tracing::info!(partitions = ?partition_names(partitions), "Kafka partitions revoked");
             // Commit what is done before the partitions go: fewer repeats for their next owner.
@@ -75,6 +78,7 @@ impl ConsumerContext for GroupContext {
     }
 
     fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        *self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if let Rebalance::Assign(partitions) = rebalance {
             tracing::info!(partitions = ?partition_names(partitions), "Kafka partitions assigned");
             if self.paused.load(Ordering::Relaxed) {
@@ -106,6 +110,7 @@ impl KafkaSource {
         let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
         let paused = Arc::new(AtomicBool::new(false));
         let revoked = Arc::new(Mutex::new(Vec::new()));
+        let rebalanced_at = Arc::new(Mutex::new(Instant::now()));
         let mut config = client_config(bootstrap, options);
         config
             .set("group.id", &spec.group)
@@ -139,6 +144,7 @@ impl KafkaSource {
                 tracker: tracker.clone(),
                 paused: paused.clone(),
                 revoked: revoked.clone(),
+                rebalanced_at: rebalanced_at.clone(),
             })
             .map_err(|e| SourceError::Connect(e.to_string()))?;
         // Fail fast on an unreachable cluster rather than polling into the void.
@@ -157,6 +163,9 @@ impl KafkaSource {
         let probe = Arc::new(KafkaProbe {
             consumer: consumer.clone(),
             tracker,
+            group: spec.group.clone(),
+            topics: spec.topics.clone(),
+            rebalanced_at,
         });
         Ok(Self {
             consumer,
@@ -361,12 +370,59 @@ impl Source for KafkaSource {
     }
 }
 
+#[derive(Clone)]
 struct KafkaProbe {
     consumer: Arc<GroupConsumer>,
     tracker: Arc<Mutex<OffsetTracker>>,
+    group: String,
+    topics: Vec<String>,
+    rebalanced_at: Arc<Mutex<Instant>>,
 }
 
+/// An empty assignment this old, in a group with fewer members than
+/// partitions, is a rebalance that never finished.
+const STUCK_ASSIGNMENT: Duration = Duration::from_secs(60);
+
 impl KafkaProbe {
+    /// Joins the group again when it left this member without partitions it
+    /// should have. Seen with tansu after a member died: the survivor got an
+    /// empty assignment and no further rebalance came. Real Kafka clusters
+    /// do not need it, and there it costs one membership look-up a minute at most.
+    fn rejoin_if_stuck(&self, consumer: &GroupConsumer, assigned: usize) {
+        let since = self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
+        if assigned > 0 || since < STUCK_ASSIGNMENT {
+            return;
+        }
+        *self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+        let members = match consumer.fetch_group_list(Some(&self.group), METADATA_TIMEOUT) {
+            Ok(list) => list.groups().first().map_or(0, |g| g.members().len()),
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot describe the consumer group");
+                return;
+            }
+        };
+        let partitions: usize = match consumer.fetch_metadata(None, METADATA_TIMEOUT) {
+            Ok(metadata) => metadata
+                .topics()
+                .iter()
+                .filter(|t| self.topics.iter().any(|wanted| wanted == t.name()))
+                .map(|t| t.partitions().len())
+                .sum(),
+            Err(_) => return,
+        };
+        if members < partitions {
+            tracing::warn!(
+                group = %self.group, members, partitions,
+                "no partitions assigned to this member for a minute; joining the group again"
+            );
+            let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+            consumer.unsubscribe();
+            if let Err(e) = consumer.subscribe(&topics) {
+                tracing::warn!(error = %e, "cannot subscribe again");
+            }
+        }
+    }
+
     /// Commits again what the broker shows behind this consumer's progress.
     /// librdkafka auto-commits only offsets it has not seen committed, so a
     /// commit the broker acknowledged but lost (seen with tansu) would leave
@@ -399,14 +455,16 @@ impl KafkaProbe {
 
 impl BacklogProbe for KafkaProbe {
     fn backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, SourceError>> {
-        let (consumer, tracker) = (self.consumer.clone(), self.tracker.clone());
+        let probe = self.clone();
         Box::pin(async move {
             tokio::task::spawn_blocking(move || {
+                let consumer = probe.consumer.clone();
                 let assignment = consumer.assignment().map_err(broker_error)?;
+                probe.rejoin_if_stuck(&consumer, assignment.count());
                 let committed = consumer
                     .committed_offsets(assignment, METADATA_TIMEOUT)
                     .map_err(broker_error)?;
-                Self::commit_behind(&consumer, &tracker, &committed);
+                Self::commit_behind(&consumer, &probe.tracker, &committed);
                 partition_backlog(&*consumer, &committed)
             })
             .await

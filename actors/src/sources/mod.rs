@@ -8,7 +8,7 @@ mod rabbitmq;
 
 pub use kafka::{KafkaAdmin, KafkaSource, PartitionInfo, TopicInfo};
 pub use offsets::OffsetTracker;
-pub use rabbitmq::{QueueInfo, RabbitAdmin, RabbitSource};
+pub use rabbitmq::{QueueInfo, RabbitAdmin, RabbitNode, RabbitOverview, RabbitSource};
 
 use bida_domain::consumer::SourceMessage;
 use futures_util::future::BoxFuture;

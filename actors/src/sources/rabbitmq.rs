@@ -406,23 +406,17 @@ impl RabbitAdmin {
         }
     }
 
-    async fn queues_from_management(&self, management: &str) -> Result<Vec<QueueInfo>, SourceError> {
-        #[derive(serde::Deserialize)]
-        struct Queue {
-            name: String,
-            vhost: String,
-            #[serde(default)]
-            messages: i64,
-            #[serde(default)]
-            consumers: i64,
-        }
+    /// GETs a management API path (`api/...`) and decodes the JSON answer.
+    async fn management_get<T: serde::de::DeserializeOwned>(
+        &self,
+        management: &str,
+        path: &str,
+    ) -> Result<T, SourceError> {
         let url = url::Url::parse(management).map_err(|e| SourceError::Connect(e.to_string()))?;
         let mut endpoint = url.clone();
         endpoint.set_username("").ok();
         endpoint.set_password(None).ok();
-        let endpoint = endpoint
-            .join("api/queues?columns=name,vhost,messages,consumers")
-            .map_err(|e| SourceError::Connect(e.to_string()))?;
+        let endpoint = endpoint.join(path).map_err(|e| SourceError::Connect(e.to_string()))?;
         let response = self
             .http
             .get(endpoint)
@@ -436,7 +430,48 @@ impl RabbitAdmin {
                 response.status()
             )));
         }
-        let queues: Vec<Queue> = response.json().await.map_err(|e| SourceError::Broker(e.to_string()))?;
+        response.json().await.map_err(|e| SourceError::Broker(e.to_string()))
+    }
+
+    /// The cluster's figures from the management API (`None` without one).
+    pub async fn overview(&self) -> Result<Option<RabbitOverview>, SourceError> {
+        let Some(management) = &self.management_url else {
+            return Ok(None);
+        };
+        let overview: ManagementOverview = self.management_get(management, "api/overview").await?;
+        let nodes: Vec<RabbitNode> = self.management_get(management, "api/nodes").await?;
+        let rate = |details: &Option<RateDetails>| details.as_ref().map_or(0.0, |d| d.rate);
+        let stats = overview.message_stats.unwrap_or_default();
+        let totals = overview.queue_totals.unwrap_or_default();
+        Ok(Some(RabbitOverview {
+            version: overview.rabbitmq_version,
+            connections: overview.object_totals.connections,
+            channels: overview.object_totals.channels,
+            consumers: overview.object_totals.consumers,
+            queues: overview.object_totals.queues,
+            messages: totals.messages,
+            messages_ready: totals.messages_ready,
+            messages_unacknowledged: totals.messages_unacknowledged,
+            publish_rate: rate(&stats.publish_details),
+            deliver_rate: rate(&stats.deliver_get_details),
+            ack_rate: rate(&stats.ack_details),
+            nodes,
+        }))
+    }
+
+    async fn queues_from_management(&self, management: &str) -> Result<Vec<QueueInfo>, SourceError> {
+        #[derive(serde::Deserialize)]
+        struct Queue {
+            name: String,
+            vhost: String,
+            #[serde(default)]
+            messages: i64,
+            #[serde(default)]
+            consumers: i64,
+        }
+        let queues: Vec<Queue> = self
+            .management_get(management, "api/queues?columns=name,vhost,messages,consumers")
+            .await?;
         Ok(queues
             .into_iter()
             .map(|q| QueueInfo {
@@ -447,4 +482,101 @@ impl RabbitAdmin {
             })
             .collect())
     }
+}
+
+/// A RabbitMQ cluster as its management API describes it.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RabbitOverview {
+    pub version: String,
+    pub connections: i64,
+    pub channels: i64,
+    pub consumers: i64,
+    pub queues: i64,
+    pub messages: i64,
+    pub messages_ready: i64,
+    pub messages_unacknowledged: i64,
+    /// Messages per second, over the management API's last sample window.
+    pub publish_rate: f64,
+    pub deliver_rate: f64,
+    pub ack_rate: f64,
+    pub nodes: Vec<RabbitNode>,
+}
+
+/// One RabbitMQ node: memory, disk and file descriptors against their limits.
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RabbitNode {
+    pub name: String,
+    #[serde(default)]
+    pub running: bool,
+    #[serde(default)]
+    pub mem_used: i64,
+    #[serde(default)]
+    pub mem_limit: i64,
+    #[serde(default)]
+    pub mem_alarm: bool,
+    #[serde(default)]
+    pub disk_free: i64,
+    #[serde(default)]
+    pub disk_free_limit: i64,
+    #[serde(default)]
+    pub disk_free_alarm: bool,
+    #[serde(default)]
+    pub fd_used: i64,
+    #[serde(default)]
+    pub fd_total: i64,
+    #[serde(default)]
+    pub sockets_used: i64,
+    #[serde(default)]
+    pub sockets_total: i64,
+    #[serde(default)]
+    pub uptime: i64,
+}
+
+#[derive(serde::Deserialize)]
+struct ManagementOverview {
+    #[serde(default)]
+    rabbitmq_version: String,
+    #[serde(default)]
+    object_totals: ObjectTotals,
+    #[serde(default)]
+    queue_totals: Option<QueueTotals>,
+    #[serde(default)]
+    message_stats: Option<MessageStats>,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct ObjectTotals {
+    #[serde(default)]
+    connections: i64,
+    #[serde(default)]
+    channels: i64,
+    #[serde(default)]
+    consumers: i64,
+    #[serde(default)]
+    queues: i64,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct QueueTotals {
+    #[serde(default)]
+    messages: i64,
+    #[serde(default)]
+    messages_ready: i64,
+    #[serde(default)]
+    messages_unacknowledged: i64,
+}
+
+#[derive(Default, serde::Deserialize)]
+struct MessageStats {
+    publish_details: Option<RateDetails>,
+    deliver_get_details: Option<RateDetails>,
+    ack_details: Option<RateDetails>,
+}
+
+#[derive(serde::Deserialize)]
+struct RateDetails {
+    #[serde(default)]
+    rate: f64,
 }
