@@ -388,6 +388,14 @@ async fn otlp_carries_each_delivery_span_in_the_trace_the_endpoint_saw() {
     assert_eq!(attribute("bida.outcome"), "success");
     assert_eq!(attribute("http.response.status_code"), "200");
 
+    // The consumer's status shows its rate over the last minute.
+    let rated = until(Duration::from_secs(10), || async {
+        let view = bida.get(&format!("/v1/consumers/{consumer_id}")).await.1;
+        view["counters"]["delivered"] == 1 && view["counters"]["delivered_per_sec"].as_f64().unwrap_or(0.0) > 0.0
+    })
+    .await;
+    assert!(rated, "{}", bida.get(&format!("/v1/consumers/{consumer_id}")).await.1);
+
     // Metrics are exported too, with the conventions' attributes.
     let metrics = eventually(Duration::from_secs(30), || {
         !collector.metric_points("bida.delivery.attempts").is_empty()

@@ -100,6 +100,21 @@ impl Store {
         .await?)
     }
 
+    /// Tasks submitted and delivered per second over the last minute, from the
+    /// per-minute statistics (the current minute counts for what has passed of it).
+    pub async fn consumer_rates(&self, consumer_id: &str) -> Result<(f64, f64), StoreError> {
+        let (submitted, delivered, seconds): (i64, i64, f64) = sqlx::query_as(
+            "SELECT coalesce(sum(submitted), 0)::bigint, coalesce(sum(delivered), 0)::bigint,
+                    60 + extract(epoch FROM now() - date_trunc('minute', now()))::float8
+             FROM stats_minute
+             WHERE dimension = 'consumer' AND key = $1 AND minute >= date_trunc('minute', now()) - interval '1 minute'",
+        )
+        .bind(consumer_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((submitted as f64 / seconds, delivered as f64 / seconds))
+    }
+
     /// Running totals and gauges of a consumer's tasks (from the task list projection).
     pub async fn consumer_counters(&self, consumer_id: &str) -> Result<Option<[i64; 7]>, StoreError> {
         let row: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(

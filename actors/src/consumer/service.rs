@@ -38,6 +38,10 @@ pub struct Counters {
     /// Tasks dead-lettered and not replayed.
     pub dead: i64,
     pub timeouts: i64,
+    /// Messages consumed per second over the last minute.
+    pub consumed_per_sec: f64,
+    /// Messages delivered per second over the last minute.
+    pub delivered_per_sec: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -274,6 +278,7 @@ impl ConsumerService {
                 updated_at: row.updated_at,
             })
             .collect();
+        let (consumed_per_sec, delivered_per_sec) = self.store.consumer_rates(id).await?;
         let counters = match self.store.consumer_counters(id).await? {
             Some([consumed, delivered, failed_attempts, timeouts, _dead_lettered, retrying, dead]) => Counters {
                 consumed,
@@ -282,6 +287,8 @@ impl ConsumerService {
                 retrying,
                 dead,
                 timeouts,
+                consumed_per_sec,
+                delivered_per_sec,
             },
             None => Counters::default(),
         };
