@@ -27,18 +27,22 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(async move {
+    /// Samples until aborted; brokers are probed by a task of their own, so
+    /// that an unreachable one does not hold the other gauges back.
+    pub fn spawn(self) -> (tokio::task::JoinHandle<()>, tokio::task::JoinHandle<()>) {
+        let brokers = self.brokers.clone();
+        let probes = tokio::spawn(async move {
+            loop {
+                probe_brokers(&brokers).await;
+                tokio::time::sleep(BROKER_EVERY).await;
+            }
+        });
+        let sampler = tokio::spawn(async move {
             let started = Instant::now();
-            let mut brokers_at: Option<Instant> = None;
             let mut pruned_at: Option<Instant> = None;
             loop {
                 if let Err(e) = self.sample(started).await {
                     tracing::debug!(error = %e, "gauges not refreshed");
-                }
-                if brokers_at.is_none_or(|at| at.elapsed() >= BROKER_EVERY) {
-                    brokers_at = Some(Instant::now());
-                    self.probe_brokers().await;
                 }
                 if pruned_at.is_none_or(|at| at.elapsed() >= PRUNE_EVERY) {
                     pruned_at = Some(Instant::now());
@@ -50,18 +54,17 @@ impl Sampler {
                 }
                 tokio::time::sleep(self.interval).await;
             }
-        })
+        });
+        (sampler, probes)
     }
 
     async fn sample(&self, started: Instant) -> Result<(), String> {
-        let overview = Stats::overview(&self.store).await.map_err(|e| e.to_string())?;
+        let by_status = Stats::by_status(&self.store).await.map_err(|e| e.to_string())?;
         set_gauge(
             Gauge::Tasks,
-            overview
-                .tasks
-                .by_status
-                .iter()
-                .map(|(status, n)| (vec![KeyValue::new("bida.status", status.clone())], *n as f64))
+            by_status
+                .into_iter()
+                .map(|(status, n)| (vec![KeyValue::new("bida.status", status)], n as f64))
                 .collect(),
         );
         let behind = lag(&self.store, TaskList::NAME).await.map_err(|e| e.to_string())?;
@@ -114,12 +117,25 @@ impl Sampler {
                 bida_domain::consumer::Source::Kafka(_) => "kafka",
                 bida_domain::consumer::Source::Rabbitmq(_) => "rabbitmq",
             };
-            // Every node reads the whole group's backlog: the freshest report says it.
-            let freshest = consumer.nodes.iter().max_by_key(|n| n.updated_at);
-            let backlog = freshest
-                .and_then(|n| n.report.get("backlog"))
-                .and_then(|b| b.as_array());
-            for entry in backlog.into_iter().flatten() {
+            // Each node reports the partitions it holds (Kafka) or the queue's
+            // depth (RabbitMQ): the union, the freshest report winning.
+            let mut reports: Vec<_> = consumer.nodes.iter().collect();
+            reports.sort_by_key(|n| n.updated_at);
+            let mut latest: std::collections::BTreeMap<String, serde_json::Value> = Default::default();
+            for report in reports {
+                for entry in report
+                    .report
+                    .get("backlog")
+                    .and_then(|b| b.as_array())
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(source) = entry.get("source").and_then(|s| s.as_str()) {
+                        latest.insert(source.to_string(), entry.clone());
+                    }
+                }
+            }
+            for entry in latest.values() {
                 let (Some(source), Some(lag)) = (
                     entry.get("source").and_then(|s| s.as_str()),
                     entry.get("lag").and_then(|l| l.as_i64()),
@@ -149,30 +165,30 @@ impl Sampler {
         set_gauge(Gauge::ConsumerLag, lags);
         Ok(())
     }
+}
 
-    async fn probe_brokers(&self) {
-        let Ok(brokers) = self.brokers.list().await else {
-            return;
+async fn probe_brokers(service: &BrokerService) {
+    let Ok(brokers) = service.list().await else {
+        return;
+    };
+    let mut points = Vec::new();
+    for broker in brokers.into_iter().filter(|b| !b.deleted) {
+        let up = match service.view(&broker.id, broker.online).await {
+            Ok(view) => view.health.is_some_and(|h| h.reachable),
+            Err(_) => false,
         };
-        let mut points = Vec::new();
-        for broker in brokers.into_iter().filter(|b| !b.deleted) {
-            let up = match self.brokers.view(&broker.id, broker.online).await {
-                Ok(view) => view.health.is_some_and(|h| h.reachable),
-                Err(_) => false,
-            };
-            let system = match broker.kind {
-                bida_domain::broker::BrokerKind::Kafka => "kafka",
-                bida_domain::broker::BrokerKind::Rabbitmq => "rabbitmq",
-            };
-            points.push((
-                vec![
-                    KeyValue::new("bida.broker", broker.id.clone()),
-                    KeyValue::new("bida.broker.name", broker.name.clone()),
-                    KeyValue::new("messaging.system", system),
-                ],
-                f64::from(u8::from(up)),
-            ));
-        }
-        set_gauge(Gauge::BrokerUp, points);
+        let system = match broker.kind {
+            bida_domain::broker::BrokerKind::Kafka => "kafka",
+            bida_domain::broker::BrokerKind::Rabbitmq => "rabbitmq",
+        };
+        points.push((
+            vec![
+                KeyValue::new("bida.broker", broker.id.clone()),
+                KeyValue::new("bida.broker.name", broker.name.clone()),
+                KeyValue::new("messaging.system", system),
+            ],
+            f64::from(u8::from(up)),
+        ));
     }
+    set_gauge(Gauge::BrokerUp, points);
 }

@@ -35,7 +35,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     let projection = bida_projections::run(store.clone(), TaskList, config.projections.clone());
 
     let consumers = ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults());
-    let sampler = Sampler {
+    let (sampler, probes) = Sampler {
         store: store.clone(),
         consumers: consumers.clone(),
         brokers: BrokerService::new(store.clone()),
@@ -73,6 +73,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     tracing::info!("stopping");
     projection.abort();
     sampler.abort();
+    probes.abort();
     node.shutdown().await;
     result.context("HTTP server failed")
 }

@@ -257,7 +257,12 @@ impl BrokerService {
                 tokio::time::timeout(LOOK_TIMEOUT, async {
                     admin.check().await?;
                     view.queues = Some(admin.queues(&known).await?);
-                    view.rabbitmq = admin.overview().await?;
+                    // The cluster figures need the `monitoring` tag; without
+                    // them the broker is still reachable and its queues listed.
+                    match admin.overview().await {
+                        Ok(overview) => view.rabbitmq = overview,
+                        Err(e) => tracing::debug!(error = %e, "RabbitMQ cluster figures unavailable"),
+                    }
                     Ok(())
                 })
                 .await

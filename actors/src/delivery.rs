@@ -146,6 +146,8 @@ const TRACEPARENT: &str = "traceparent";
 struct Target {
     host: String,
     port: i64,
+    /// The URL without credentials or query (tokens often travel there).
+    redacted_url: String,
 }
 
 impl Target {
@@ -160,6 +162,17 @@ impl Target {
                 .as_ref()
                 .and_then(url::Url::port_or_known_default)
                 .map_or(0, i64::from),
+            redacted_url: url
+                .map(|mut u| {
+                    let _ = u.set_username("");
+                    let _ = u.set_password(None);
+                    if u.query().is_some() {
+                        u.set_query(Some("REDACTED"));
+                    }
+                    u.set_fragment(None);
+                    u.to_string()
+                })
+                .unwrap_or_default(),
         }
     }
 
@@ -168,7 +181,7 @@ impl Target {
             KeyValue::new("bida.message.id", spec.message_id.clone()),
             KeyValue::new("bida.attempt", i64::from(attempt)),
             KeyValue::new("http.request.method", spec.request.method.as_str()),
-            KeyValue::new("url.full", spec.request.url.clone()),
+            KeyValue::new("url.full", self.redacted_url.clone()),
             KeyValue::new("server.address", self.host.clone()),
             KeyValue::new("server.port", self.port),
         ];
@@ -214,7 +227,8 @@ impl Target {
                 (*status >= 400).then(|| status.to_string())
             }
             Observation::Timeout { .. } => Some("timeout".to_string()),
-            Observation::Failed { .. } | Observation::Unsendable { .. } => Some("connection".to_string()),
+            Observation::Failed { .. } => Some("connection".to_string()),
+            Observation::Unsendable { .. } => Some("invalid_request".to_string()),
         };
         if let Some(error) = &error {
             http.push(KeyValue::new("error.type", error.clone()));

@@ -69,7 +69,7 @@ pub fn endpoint_of(url: &str) -> Option<String> {
 }
 
 /// One bucket's counts.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, sqlx::FromRow)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Counts {
     /// Tasks submitted (from the API or a consumer).
@@ -315,7 +315,13 @@ impl Stats {
         query: &StatsQuery,
         max_series: i64,
     ) -> Result<Vec<StatsSeries>, ProjectionError> {
-        type Row = (String, DateTime<Utc>, i64, i64, i64, i64, i64, i64, i64, i64, i64);
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            key: String,
+            at: DateTime<Utc>,
+            #[sqlx(flatten)]
+            counts: Counts,
+        }
         let rows: Vec<Row> = sqlx::query_as(
             "WITH chosen AS (
                  SELECT key FROM stats_minute
@@ -323,9 +329,10 @@ impl Stats {
                  GROUP BY key ORDER BY sum(submitted + attempts) DESC, key LIMIT $6
              )
              SELECT s.key, to_timestamp(floor(extract(epoch FROM s.minute) / $3) * $3) AS at,
-                    sum(submitted)::bigint, sum(attempts)::bigint, sum(delivered)::bigint, sum(failed)::bigint,
-                    sum(retried)::bigint, sum(timeouts)::bigint, sum(dead)::bigint, sum(latency_sum_ms)::bigint,
-                    max(latency_max_ms)
+                    sum(submitted)::bigint AS submitted, sum(attempts)::bigint AS attempts,
+                    sum(delivered)::bigint AS delivered, sum(failed)::bigint AS failed,
+                    sum(retried)::bigint AS retried, sum(timeouts)::bigint AS timeouts, sum(dead)::bigint AS dead,
+                    sum(latency_sum_ms)::bigint AS latency_sum_ms, max(latency_max_ms) AS latency_max_ms
              FROM stats_minute s JOIN chosen USING (key)
              WHERE s.dimension = $1 AND s.minute >= $4 AND s.minute < $5
              GROUP BY s.key, at ORDER BY s.key, at",
@@ -339,31 +346,7 @@ impl Stats {
         .fetch_all(store.pool())
         .await?;
         let mut series: Vec<StatsSeries> = Vec::new();
-        for (
-            key,
-            at,
-            submitted,
-            attempts,
-            delivered,
-            failed,
-            retried,
-            timeouts,
-            dead,
-            latency_sum_ms,
-            latency_max_ms,
-        ) in rows
-        {
-            let counts = Counts {
-                submitted,
-                attempts,
-                delivered,
-                failed,
-                retried,
-                timeouts,
-                dead,
-                latency_sum_ms,
-                latency_max_ms,
-            };
+        for Row { key, at, counts } in rows {
             if series.last().is_none_or(|s| s.key != key) {
                 series.push(StatsSeries {
                     key,
@@ -381,6 +364,19 @@ impl Stats {
                 .then_with(|| a.key.cmp(&b.key))
         });
         Ok(series)
+    }
+
+    /// Tasks by status, from the task list (every status, zeros included).
+    pub async fn by_status(store: &Store) -> Result<HashMap<String, i64>, ProjectionError> {
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM task_view GROUP BY status")
+            .fetch_all(store.pool())
+            .await?;
+        let mut counts: HashMap<String, i64> = TaskStatus::ALL
+            .iter()
+            .map(|status| (status.as_str().to_string(), 0))
+            .collect();
+        counts.extend(rows);
+        Ok(counts)
     }
 
     /// Tasks by status, and per app, from the task list.

@@ -6,7 +6,6 @@ use bida_store::{FeedPosition, StoredEvent, TASK_TYPE};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Transaction};
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 
 use crate::stats::StatsTally;
 use crate::{Projection, ProjectionError};
@@ -19,9 +18,36 @@ pub struct TaskList;
 #[derive(Debug, Default)]
 pub struct Milestones(Vec<(FeedPosition, Milestone, Vec<bida_telemetry::KeyValue>)>);
 
-/// The furthest event this process has counted: a rebuild while the node
-/// runs folds old events again, and they must not be counted twice.
-static COUNTED_UP_TO: Mutex<Option<FeedPosition>> = Mutex::new(None);
+/// Where the furthest event counted in telemetry is kept. A rebuild folds old
+/// events again and must not count them twice, on this node or another; a
+/// rebuild resets the checkpoint, never this mark.
+const COUNTED_MARK: &str = "task_list.counted";
+
+impl Milestones {
+    /// Keeps only what no fold has counted yet, and moves the mark past it.
+    async fn uncounted(mut self, tx: &mut Transaction<'static, Postgres>) -> Result<Self, ProjectionError> {
+        let Some(last) = self.0.iter().map(|(at, _, _)| *at).max() else {
+            return Ok(self);
+        };
+        let mark: Option<(i64, i64)> =
+            sqlx::query_as("SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE name = $1")
+                .bind(COUNTED_MARK)
+                .fetch_optional(&mut **tx)
+                .await?;
+        if let Some((transaction_id, position)) = mark {
+            let mark = FeedPosition {
+                transaction_id,
+                position,
+            };
+            self.0.retain(|(at, _, _)| *at > mark);
+            if last <= mark {
+                return Ok(self);
+            }
+        }
+        bida_store::save_checkpoint_in(tx, COUNTED_MARK, last).await?;
+        Ok(self)
+    }
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Milestone {
@@ -70,12 +96,7 @@ impl Projection for TaskList {
 
     fn committed(&self, milestones: Milestones) {
         let metrics = bida_telemetry::instruments();
-        let mut counted = COUNTED_UP_TO.lock().unwrap_or_else(|p| p.into_inner());
-        for (at, milestone, labels) in milestones.0 {
-            if counted.is_some_and(|counted| at <= counted) {
-                continue;
-            }
-            *counted = Some(at);
+        for (_, milestone, labels) in milestones.0 {
             match milestone {
                 Milestone::Submitted => metrics.tasks_submitted.add(1, &labels),
                 Milestone::Delivered | Milestone::Dead => metrics.tasks_finished.add(1, &labels),
@@ -158,7 +179,7 @@ impl Projection for TaskList {
         upsert(tx, summaries.into_values()).await?;
         add_counters(tx, counters).await?;
         stats.save(tx).await?;
-        Ok(milestones)
+        milestones.uncounted(tx).await
     }
 
     async fn reset(&self, tx: &mut Transaction<'static, Postgres>) -> Result<(), ProjectionError> {

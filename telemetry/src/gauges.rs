@@ -104,14 +104,21 @@ pub(crate) fn register(meter: &Meter) {
         .build();
 }
 
-/// From /proc/self/statm (pages) on Linux.
+/// Resident memory (VmRSS of /proc/self/status) on Linux.
 pub fn resident_bytes() -> Option<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").ok()?;
-    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
-    Some(pages * 4096)
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }
 
-/// From /proc/self/stat (utime + stime, in clock ticks of 1/100 s) on Linux.
+/// User and system CPU time (/proc/self/stat, in clock ticks) on Linux.
 pub fn cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // Fields after the command name, which is in parentheses and may hold spaces.
@@ -119,7 +126,9 @@ pub fn cpu_seconds() -> Option<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     let utime: f64 = fields.get(11)?.parse().ok()?;
     let stime: f64 = fields.get(12)?.parse().ok()?;
-    Some((utime + stime) / 100.0)
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Some((utime + stime) / if ticks > 0 { ticks as f64 } else { 100.0 })
 }
 
 #[cfg(test)]

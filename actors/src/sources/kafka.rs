@@ -166,6 +166,7 @@ impl KafkaSource {
             group: spec.group.clone(),
             topics: spec.topics.clone(),
             rebalanced_at,
+            stuck_after: Arc::new(Mutex::new(STUCK_ASSIGNMENT)),
         });
         Ok(Self {
             consumer,
@@ -377,11 +378,16 @@ struct KafkaProbe {
     group: String,
     topics: Vec<String>,
     rebalanced_at: Arc<Mutex<Instant>>,
+    /// How long an empty assignment is waited out before rejoining; doubles
+    /// after each rejoin that changed nothing, so a group where an empty
+    /// assignment is normal is not rebalanced over and over.
+    stuck_after: Arc<Mutex<Duration>>,
 }
 
 /// An empty assignment this old, in a group with fewer members than
 /// partitions, is a rebalance that never finished.
 const STUCK_ASSIGNMENT: Duration = Duration::from_secs(60);
+const STUCK_ASSIGNMENT_MAX: Duration = Duration::from_secs(1800);
 
 impl KafkaProbe {
     /// Joins the group again when it left this member without partitions it
@@ -390,9 +396,16 @@ impl KafkaProbe {
     /// do not need it, and there it costs one membership look-up a minute at most.
     fn rejoin_if_stuck(&self, consumer: &GroupConsumer, assigned: usize) {
         let since = self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-        if assigned > 0 || since < STUCK_ASSIGNMENT {
+        let mut stuck_after = self.stuck_after.lock().unwrap_or_else(|p| p.into_inner());
+        if assigned > 0 {
+            *stuck_after = STUCK_ASSIGNMENT;
             return;
         }
+        if since < *stuck_after {
+            return;
+        }
+        *stuck_after = (*stuck_after * 2).min(STUCK_ASSIGNMENT_MAX);
+        drop(stuck_after);
         *self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let members = match consumer.fetch_group_list(Some(&self.group), METADATA_TIMEOUT) {
             Ok(list) => list.groups().first().map_or(0, |g| g.members().len()),
