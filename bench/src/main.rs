@@ -111,7 +111,7 @@ async fn consume(
     let receiver = BenchReceiver::start().await?;
     let epoch = receiver.epoch();
     let mq = mq::Mq::start(kind, partitions).await;
-    let bida = BidaProcess::start(config).await?;
+    let mut bida = BidaProcess::start(config).await?;
     let http = reqwest::Client::new();
 
     // Throughput: a backlog of `messages`, drained by a fresh consumer.
@@ -150,6 +150,7 @@ async fn consume(
     }
     let delivered = receiver.wait_for(messages + paced, Duration::from_secs(300)).await;
     let projection_lag = lag_watch.stop();
+    let peak_rss = bida.peak_rss_kib();
     let rebuild = bida.rebuild_projection()?;
 
     let label = match kind {
@@ -181,10 +182,7 @@ async fn consume(
         )
         .row("projection lag under load (max)", format!("{projection_lag} events"))
         .row("projection rebuild", rebuild)
-        .row(
-            "bida peak RSS",
-            format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0),
-        )
+        .row("bida peak RSS", format!("{:.1} MiB", peak_rss as f64 / 1024.0))
         .print();
     anyhow::ensure!(
         delivered == messages + paced,
@@ -196,7 +194,7 @@ async fn consume(
 
 async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> anyhow::Result<()> {
     let receiver = BenchReceiver::start().await?;
-    let bida = BidaProcess::start(config).await?;
+    let mut bida = BidaProcess::start(config).await?;
     let epoch = receiver.epoch();
     let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
     let padding = "x".repeat(size.saturating_sub(60));
@@ -245,6 +243,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let cpu = bida.cpu_seconds() - cpu_before;
     let events = bida.count_events().await.context("count events")?;
     let projection_lag = lag_watch.stop();
+    let peak_rss = bida.peak_rss_kib();
     let rebuild = bida.rebuild_projection()?;
 
     let submit = submit_latency.lock().unwrap().clone();
@@ -276,10 +275,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
         )
         .row("projection lag under load (max)", format!("{projection_lag} events"))
         .row("projection rebuild", rebuild)
-        .row(
-            "bida peak RSS",
-            format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0),
-        )
+        .row("bida peak RSS", format!("{:.1} MiB", peak_rss as f64 / 1024.0))
         .print();
     anyhow::ensure!(
         delivered == accepted,

@@ -124,8 +124,11 @@ impl BidaProcess {
         LagWatch { max, task }
     }
 
-    /// Rebuilds the task list from position 0 with the CLI; returns what it printed.
-    pub fn rebuild_projection(&self) -> anyhow::Result<String> {
+    /// Stops the node (so that a rebuild runs alone), then rebuilds the task
+    /// list from position 0 with the CLI; returns what it printed.
+    pub fn rebuild_projection(&mut self) -> anyhow::Result<String> {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
         let output = Command::new(&self.binary)
             .args(["projections", "rebuild", "task_list", "--database-url", self.db.url()])
             .env("RUST_LOG", "warn")
