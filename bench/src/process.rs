@@ -49,7 +49,7 @@ impl BidaProcess {
         // Gauges (projection lag) refreshed often enough to watch.
         std::fs::write(
             &config,
-            format!("[telemetry]\nsample_interval_ms = 250\n{extra_config}"),
+            format!("[telemetry]\nsample_interval_ms = 1000\n{extra_config}"),
         )?;
         let log = std::fs::File::create(std::env::temp_dir().join(format!("{}.log", db.name())))?;
         let child = Command::new(&binary)
@@ -118,7 +118,7 @@ impl BidaProcess {
                         .fold(0.0, f64::max);
                     seen.fetch_max(lag as i64, std::sync::atomic::Ordering::Relaxed);
                 }
-                tokio::time::sleep(Duration::from_millis(250)).await;
+                tokio::time::sleep(Duration::from_millis(1000)).await;
             }
         });
         LagWatch { max, task }
