@@ -18,24 +18,12 @@ use std::collections::HashSet;
 use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{eventually, Bida, Hit, Receiver, Reply};
+use support::{eventually, until, Bida, Hit, Receiver, Reply};
 
 /// Scenarios take turns: they restart shared services.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const CONVERGE: Duration = Duration::from_secs(240);
-
-/// Waits until the async check holds.
-async fn until<F: std::future::Future<Output = bool>>(timeout: Duration, mut check: impl FnMut() -> F) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    check().await
-}
 
 /// The payload id of a delivered request (every message carries `{"id": ...}`).
 fn payload_id(hit: &Hit) -> Option<String> {
@@ -89,7 +77,15 @@ const TOPIC: &str = "faults";
 
 impl Workload {
     async fn start() -> Self {
-        let kafka = KafkaBroker::start().await;
+        Self::with_kafka(KafkaBroker::start().await).await
+    }
+
+    /// With a Kafka broker whose log survives a restart.
+    async fn start_durable() -> Self {
+        Self::with_kafka(KafkaBroker::start_durable().await).await
+    }
+
+    async fn with_kafka(kafka: KafkaBroker) -> Self {
         kafka.create_topic(TOPIC, 4).await;
         Self {
             queue: TestQueue::declare().await,
@@ -228,6 +224,45 @@ fn counting_endpoint(accepted: &Accepted, delay: Duration) -> impl Fn(&Hit, u32)
     }
 }
 
+/// The standard mid-stream workload: 2,000 messages in each MQ, 1,000 API
+/// tasks fed at 100/s, a counting endpoint; ready once 1,000 have arrived.
+struct Flow {
+    accepted: Accepted,
+    _endpoint: Receiver,
+    bida: Bida,
+    workload: Workload,
+    feed: tokio::task::JoinHandle<Vec<String>>,
+}
+
+impl Flow {
+    async fn start(path: &str, workload: Workload) -> Self {
+        let accepted = Accepted::default();
+        let endpoint = Receiver::start(counting_endpoint(&accepted, Duration::from_millis(5))).await;
+        let url = endpoint.url(path);
+        let bida = Bida::start("").await;
+        let mut workload = workload;
+        workload.consumers(&bida, &url, json!({"concurrency": 4})).await;
+        workload.produce_mq(2_000, 0).await;
+        let feed = api_feed(&bida.url, &url, "a", 1_000, 100);
+        assert!(eventually(CONVERGE, || accepted.distinct() >= 1_000).await);
+        Self {
+            accepted,
+            _endpoint: endpoint,
+            bida,
+            workload,
+            feed,
+        }
+    }
+
+    /// After the fault: waits for everything and prints the verdict.
+    async fn finish(mut self, scenario: &str) -> Bida {
+        let since = Instant::now();
+        self.workload.produced.extend(self.feed.await.expect("API feed"));
+        verdict(scenario, &self.workload.produced, &self.accepted, 0, since, &self.bida).await;
+        self.bida
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn kill_9_three_times_mid_stream() {
     let _turn = TURN.lock().await;
@@ -305,22 +340,12 @@ fn run(command: &str, args: &[&str]) {
 #[tokio::test(flavor = "multi_thread")]
 async fn rabbitmq_restarted_mid_stream() {
     let _turn = TURN.lock().await;
-    let accepted = Accepted::default();
-    let endpoint = Receiver::start(counting_endpoint(&accepted, Duration::from_millis(5))).await;
-    let url = endpoint.url("/rabbit-restart");
-    let bida = Bida::start("").await;
-    let mut workload = Workload::start().await;
-    workload.consumers(&bida, &url, json!({"concurrency": 4})).await;
-    workload.produce_mq(2_000, 0).await;
-    let feed = api_feed(&bida.url, &url, "a", 1_000, 100);
-    assert!(eventually(CONVERGE, || accepted.distinct() >= 1_000).await);
+    let flow = Flow::start("/rabbit-restart", Workload::start().await).await;
     run("rabbitmqctl", &["stop_app"]);
     tokio::time::sleep(Duration::from_secs(3)).await;
     run("rabbitmqctl", &["start_app"]);
     run("rabbitmqctl", &["await_startup"]);
-    let since = Instant::now();
-    workload.produced.extend(feed.await.expect("API feed"));
-    verdict("RabbitMQ restarted", &workload.produced, &accepted, 0, since, &bida).await;
+    flow.finish("RabbitMQ restarted").await;
 }
 
 fn postgres_cluster(action: &str) {
@@ -338,20 +363,12 @@ fn postgres_cluster(action: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn postgres_restarted_mid_stream() {
     let _turn = TURN.lock().await;
-    let accepted = Accepted::default();
-    let endpoint = Receiver::start(counting_endpoint(&accepted, Duration::from_millis(5))).await;
-    let url = endpoint.url("/pg-restart");
-    let bida = Bida::start("").await;
-    let mut workload = Workload::start().await;
-    workload.consumers(&bida, &url, json!({"concurrency": 4})).await;
-    workload.produce_mq(2_000, 0).await;
-    let feed = api_feed(&bida.url, &url, "a", 1_000, 100);
-    assert!(eventually(CONVERGE, || accepted.distinct() >= 1_000).await);
+    let flow = Flow::start("/pg-restart", Workload::start().await).await;
     postgres_cluster("stop");
     // While the store is away Bida says it is not ready.
     let mut not_ready = false;
     for _ in 0..50 {
-        let (status, _) = bida.get("/readyz").await;
+        let (status, _) = flow.bida.get("/readyz").await;
         if status == 503 {
             not_ready = true;
             break;
@@ -361,9 +378,7 @@ async fn postgres_restarted_mid_stream() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     postgres_cluster("start");
     assert!(not_ready, "/readyz stayed ready without a database");
-    let since = Instant::now();
-    workload.produced.extend(feed.await.expect("API feed"));
-    verdict("Postgres restarted", &workload.produced, &accepted, 0, since, &bida).await;
+    let bida = flow.finish("Postgres restarted").await;
     let (status, _) = bida.get("/readyz").await;
     assert_eq!(status, 200, "ready again");
 }
@@ -588,4 +603,13 @@ async fn poison_messages_are_dead_lettered_and_do_not_block_the_rest() {
             "dead with a reason: {task}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kafka_broker_restarted_mid_stream() {
+    let _turn = TURN.lock().await;
+    let mut flow = Flow::start("/kafka-restart", Workload::start_durable().await).await;
+    // SIGKILL: the broker gets no chance to flush anything.
+    flow.workload.kafka.restart(Duration::from_secs(3)).await;
+    flow.finish("Kafka broker restarted").await;
 }

@@ -8,21 +8,8 @@ mod support;
 use bida_testkit::otlp::OtlpReceiver;
 use bida_testkit::rabbit::{self, TestQueue};
 use serde_json::{json, Value};
-use std::future::Future;
 use std::time::Duration;
-use support::{eventually, Bida, Receiver, Reply};
-
-/// Waits until the async check holds.
-async fn until<F: Future<Output = bool>>(timeout: Duration, mut check: impl FnMut() -> F) -> bool {
-    let deadline = tokio::time::Instant::now() + timeout;
-    while tokio::time::Instant::now() < deadline {
-        if check().await {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check().await
-}
+use support::{eventually, until, Bida, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(60);
 

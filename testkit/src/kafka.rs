@@ -15,45 +15,90 @@ pub struct KafkaBroker {
     child: Child,
     pub bootstrap: String,
     port: u16,
+    /// `memory://tansu/`, or a SQLite file that survives a restart.
+    storage: String,
+    /// Holds the SQLite file of a durable broker.
+    _dir: Option<TempDir>,
+}
+
+/// A directory removed when dropped.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn tansu() -> String {
     std::env::var("BIDA_TEST_TANSU").unwrap_or_else(|_| "tansu".to_string())
 }
 
+fn spawn(port: u16, storage: &str) -> Child {
+    let url = format!("tcp://127.0.0.1:{port}");
+    Command::new(tansu())
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", storage])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start the Kafka broker `{}` ({e}); install it with \
+                 `cargo install tansu --locked --features dynostore,libsql` or set BIDA_TEST_TANSU",
+                tansu()
+            )
+        })
+}
+
 impl KafkaBroker {
+    /// A broker keeping its log in memory.
     pub async fn start() -> Self {
+        Self::launch("memory://tansu/".to_string(), None).await
+    }
+
+    /// A broker keeping its log in a SQLite file, so that it survives [`Self::restart`].
+    pub async fn start_durable() -> Self {
+        let dir = std::env::temp_dir().join(format!("bida-tansu-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).expect("broker directory");
+        let storage = format!("sqlite://{}", dir.join("tansu.db").display());
+        Self::launch(storage, Some(TempDir(dir))).await
+    }
+
+    async fn launch(storage: String, dir: Option<TempDir>) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let url = format!("tcp://127.0.0.1:{port}");
-        let child = Command::new(tansu())
-            .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
-            .args(["--storage-engine", "memory://tansu/"])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start the Kafka broker `{}` ({e}); install it with \
-                     `cargo install tansu --locked --features dynostore` or set BIDA_TEST_TANSU",
-                    tansu()
-                )
-            });
         let broker = Self {
-            child,
+            child: spawn(port, &storage),
             bootstrap: format!("127.0.0.1:{port}"),
             port,
+            storage,
+            _dir: dir,
         };
+        broker.wait_listening().await;
+        broker
+    }
+
+    async fn wait_listening(&self) {
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", broker.port)).await.is_ok() {
-                return broker;
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("the Kafka broker did not start on port {port}");
+        panic!("the Kafka broker did not start on port {}", self.port);
+    }
+
+    /// Kills the broker (SIGKILL) and starts it again on the same port and storage.
+    pub async fn restart(&mut self, down_for: Duration) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        tokio::time::sleep(down_for).await;
+        self.child = spawn(self.port, &self.storage);
+        self.wait_listening().await;
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {

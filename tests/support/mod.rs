@@ -224,3 +224,15 @@ pub async fn eventually(timeout: Duration, mut done: impl FnMut() -> bool) -> bo
     }
     done()
 }
+
+/// Waits until the async check holds.
+pub async fn until<F: std::future::Future<Output = bool>>(timeout: Duration, mut check: impl FnMut() -> F) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while tokio::time::Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check().await
+}
