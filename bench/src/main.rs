@@ -4,6 +4,7 @@
 //! Each payload carries the time it was sent, so the receiver measures
 //! submit-to-delivery latency without sharing state with the submitters.
 
+mod bare;
 mod mq;
 mod process;
 mod receiver;
@@ -91,6 +92,18 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// User + system CPU time of this process so far.
+fn own_cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
     let response = http.post(url).json(&body).send().await?;
     let status = response.status();
@@ -108,6 +121,34 @@ async fn consume(
     paced_seconds: u64,
     config: &str,
 ) -> anyhow::Result<()> {
+    // The ceiling: the bare pipe drains the same backlog first, on an MQ and
+    // a receiver of its own.
+    let (bare_throughput, bare_cpu) = {
+        let receiver = BenchReceiver::start().await?;
+        let mq = mq::Mq::start(kind, partitions).await;
+        mq.produce(0, messages, size, receiver.epoch()).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let cpu_before = own_cpu_seconds();
+        let started = Instant::now();
+        let url = receiver.url();
+        let forwarding = async { bare::forward(&mq, url, concurrency as usize, stopped).await };
+        let (drained, forwarded) = tokio::join!(
+            async {
+                let drained = receiver.wait_for(messages, Duration::from_secs(900)).await;
+                let _ = stop.send(true);
+                drained
+            },
+            forwarding
+        );
+        forwarded?;
+        anyhow::ensure!(
+            drained == messages,
+            "the bare pipe delivered only {drained} of {messages}"
+        );
+        let cpu = own_cpu_seconds() - cpu_before;
+        (drained as f64 / started.elapsed().as_secs_f64(), cpu)
+    };
+
     let receiver = BenchReceiver::start().await?;
     let epoch = receiver.epoch();
     let mq = mq::Mq::start(kind, partitions).await;
@@ -165,6 +206,17 @@ async fn consume(
         .row(
             "drain throughput",
             format!("{throughput:.0} msgs/s ({drained} in {:.1} s)", drain.as_secs_f64()),
+        )
+        .row(
+            "bare pipe drain throughput",
+            format!(
+                "{bare_throughput:.0} msgs/s (CPU of the bench process, receiver included: {:.2} s per 10k)",
+                bare_cpu * 10_000.0 / messages.max(1) as f64
+            ),
+        )
+        .row(
+            "Bida / bare pipe",
+            format!("{:.0}%", 100.0 * throughput / bare_throughput),
         )
         .row(
             "bida CPU per 10k messages",

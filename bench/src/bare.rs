@@ -1,0 +1,112 @@
+//! The bare pipe: the smallest at-least-once forwarder from an MQ to an HTTP
+//! endpoint, with the crates Bida uses (lapin, rdkafka, reqwest) and the same
+//! concurrency, but no event store: consume → POST (retried until 2xx) →
+//! ack / store the offset (contiguously per partition). It is the ceiling
+//! Bida is measured against.
+
+use bida_actors::sources::OffsetTracker;
+use futures::StreamExt;
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::Message;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{watch, Semaphore};
+
+use crate::mq::Mq;
+
+/// POSTs until the endpoint answers 2xx.
+async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) {
+    loop {
+        match http
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await
+        {
+            Ok(response) if response.status().is_success() => return,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// Forwards from `mq` to `url` until `stop` turns true.
+pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::Receiver<bool>) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let slots = Arc::new(Semaphore::new(concurrency));
+    match mq {
+        Mq::Rabbit(queue) => {
+            let connection = Connection::connect(&bida_testkit::rabbit::url(), ConnectionProperties::default()).await?;
+            let channel = connection.create_channel().await?;
+            channel
+                .basic_qos(concurrency.min(u16::MAX as usize) as u16, BasicQosOptions::default())
+                .await?;
+            let mut deliveries = channel
+                .basic_consume(
+                    queue.name.as_str().into(),
+                    "bare".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            loop {
+                let delivery = tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    next = deliveries.next() => match next {
+                        Some(delivery) => delivery?,
+                        None => return Ok(()),
+                    },
+                };
+                let permit = slots.clone().acquire_owned().await?;
+                let (http, url) = (http.clone(), url.clone());
+                tokio::spawn(async move {
+                    post(&http, &url, delivery.data.clone()).await;
+                    let _ = delivery.acker.ack(BasicAckOptions::default()).await;
+                    drop(permit);
+                });
+            }
+        }
+        Mq::Kafka(broker, topic) => {
+            let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+                .set("bootstrap.servers", &broker.bootstrap)
+                .set("group.id", format!("bare-{}", uuid::Uuid::new_v4().simple()))
+                .set("enable.auto.commit", "true")
+                .set("enable.auto.offset.store", "false")
+                .set("auto.offset.reset", "earliest")
+                .set("fetch.wait.max.ms", "25")
+                .create()?;
+            consumer.subscribe(&[topic.as_str()])?;
+            let consumer = Arc::new(consumer);
+            let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+            loop {
+                let message = tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    message = consumer.recv() => message?,
+                };
+                let (partition, offset) = (message.partition(), message.offset());
+                let body = message.payload().unwrap_or_default().to_vec();
+                drop(message);
+                tracker.lock().unwrap().begin(topic, partition, offset);
+                let permit = slots.clone().acquire_owned().await?;
+                let (http, url, consumer, tracker, topic) = (
+                    http.clone(),
+                    url.clone(),
+                    consumer.clone(),
+                    tracker.clone(),
+                    topic.clone(),
+                );
+                tokio::spawn(async move {
+                    post(&http, &url, body).await;
+                    let next = tracker.lock().unwrap().done(&topic, partition, offset);
+                    if let Some(next) = next {
+                        let _ = consumer.store_offset(&topic, partition, next - 1);
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
