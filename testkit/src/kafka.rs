@@ -18,7 +18,7 @@ pub struct KafkaBroker {
     /// `memory://tansu/`, or a SQLite file that survives a restart.
     storage: String,
     /// Holds the SQLite file of a durable broker.
-    _dir: Option<TempDir>,
+    dir: Option<TempDir>,
 }
 
 /// A directory removed when dropped.
@@ -34,9 +34,14 @@ fn tansu() -> String {
     std::env::var("BIDA_TEST_TANSU").unwrap_or_else(|_| "tansu".to_string())
 }
 
-fn spawn(port: u16, storage: &str) -> Child {
+/// Starts tansu in `dir` (a SQLite storage URL names its file relative to it).
+fn spawn(port: u16, storage: &str, dir: Option<&TempDir>) -> Child {
     let url = format!("tcp://127.0.0.1:{port}");
-    Command::new(tansu())
+    let mut command = Command::new(tansu());
+    if let Some(dir) = dir {
+        command.current_dir(&dir.0);
+    }
+    command
         .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
         .args(["--storage-engine", storage])
         .env("RUST_LOG", "warn")
@@ -62,8 +67,7 @@ impl KafkaBroker {
     pub async fn start_durable() -> Self {
         let dir = std::env::temp_dir().join(format!("bida-tansu-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&dir).expect("broker directory");
-        let storage = format!("sqlite://{}", dir.join("tansu.db").display());
-        Self::launch(storage, Some(TempDir(dir))).await
+        Self::launch("sqlite://tansu.db".to_string(), Some(TempDir(dir))).await
     }
 
     async fn launch(storage: String, dir: Option<TempDir>) -> Self {
@@ -72,11 +76,11 @@ impl KafkaBroker {
             .map(|a| a.port())
             .expect("free port");
         let broker = Self {
-            child: spawn(port, &storage),
+            child: spawn(port, &storage, dir.as_ref()),
             bootstrap: format!("127.0.0.1:{port}"),
             port,
             storage,
-            _dir: dir,
+            dir,
         };
         broker.wait_listening().await;
         broker
@@ -97,7 +101,7 @@ impl KafkaBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         tokio::time::sleep(down_for).await;
-        self.child = spawn(self.port, &self.storage);
+        self.child = spawn(self.port, &self.storage, self.dir.as_ref());
         self.wait_listening().await;
     }
 
