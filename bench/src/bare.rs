@@ -17,12 +17,13 @@ use tokio::sync::{watch, Semaphore};
 
 use crate::mq::Mq;
 
-/// POSTs until the endpoint answers 2xx.
-async fn post(http: &reqwest::Client, url: &str, body: Vec<u8>) {
+/// POSTs until the endpoint answers 2xx, with a message id for de-duplication.
+async fn post(http: &reqwest::Client, url: &str, id: String, body: Vec<u8>) {
     loop {
         match http
             .post(url)
             .header("content-type", "application/json")
+            .header("webhook-id", &id)
             .body(body.clone())
             .send()
             .await
@@ -63,7 +64,11 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                 let permit = slots.clone().acquire_owned().await?;
                 let (http, url) = (http.clone(), url.clone());
                 tokio::spawn(async move {
-                    post(&http, &url, delivery.data.clone()).await;
+                    let id = match delivery.properties.message_id() {
+                        Some(id) => format!("bare:{}", id.as_str()),
+                        None => format!("bare:tag:{}", delivery.delivery_tag),
+                    };
+                    post(&http, &url, id, delivery.data.clone()).await;
                     let _ = delivery.acker.ack(BasicAckOptions::default()).await;
                     drop(permit);
                 });
@@ -99,7 +104,7 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                     topic.clone(),
                 );
                 tokio::spawn(async move {
-                    post(&http, &url, body).await;
+                    post(&http, &url, format!("kafka:{topic}:{partition}:{offset}"), body).await;
                     let next = tracker.lock().unwrap().done(&topic, partition, offset);
                     if let Some(next) = next {
                         let _ = consumer.store_offset(&topic, partition, next - 1);
