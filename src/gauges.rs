@@ -171,24 +171,34 @@ async fn probe_brokers(service: &BrokerService) {
     let Ok(brokers) = service.list().await else {
         return;
     };
-    let mut points = Vec::new();
+    let (mut points, mut produced, mut publish_rates) = (Vec::new(), Vec::new(), Vec::new());
     for broker in brokers.into_iter().filter(|b| !b.deleted) {
-        let up = match service.view(&broker.id, broker.online).await {
-            Ok(view) => view.health.is_some_and(|h| h.reachable),
-            Err(_) => false,
-        };
+        let view = service.view(&broker.id, broker.online).await.ok();
+        let up = view
+            .as_ref()
+            .and_then(|v| v.health.as_ref())
+            .is_some_and(|h| h.reachable);
         let system = match broker.kind {
             bida_domain::broker::BrokerKind::Kafka => "kafka",
             bida_domain::broker::BrokerKind::Rabbitmq => "rabbitmq",
         };
-        points.push((
-            vec![
-                KeyValue::new("bida.broker", broker.id.clone()),
-                KeyValue::new("bida.broker.name", broker.name.clone()),
-                KeyValue::new("messaging.system", system),
-            ],
-            f64::from(u8::from(up)),
-        ));
+        let labels = vec![
+            KeyValue::new("bida.broker", broker.id.clone()),
+            KeyValue::new("bida.broker.name", broker.name.clone()),
+            KeyValue::new("messaging.system", system),
+        ];
+        for topic in view.as_ref().and_then(|v| v.topics.as_ref()).into_iter().flatten() {
+            let mut topic_labels = labels.clone();
+            topic_labels.push(KeyValue::new("messaging.destination.name", topic.name.clone()));
+            let written: i64 = topic.partitions.iter().map(|p| p.end_offset.max(0)).sum();
+            produced.push((topic_labels, written as f64));
+        }
+        if let Some(cluster) = view.as_ref().and_then(|v| v.rabbitmq.as_ref()) {
+            publish_rates.push((labels.clone(), cluster.publish_rate));
+        }
+        points.push((labels, f64::from(u8::from(up))));
     }
     set_gauge(Gauge::BrokerUp, points);
+    set_gauge(Gauge::BrokerProduced, produced);
+    set_gauge(Gauge::BrokerPublishRate, publish_rates);
 }

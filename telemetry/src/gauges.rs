@@ -20,16 +20,24 @@ pub enum Gauge {
     BrokerUp,
     /// `bida.node.actors`: actors alive on this node.
     NodeActors,
+    /// `bida.broker.produced`: messages ever written to a Kafka topic (the
+    /// sum of its partitions' end offsets; its rate is the produce rate).
+    BrokerProduced,
+    /// `bida.broker.publish.rate`: messages/s published to a RabbitMQ cluster
+    /// (its management API's figure).
+    BrokerPublishRate,
 }
 
 impl Gauge {
-    const ALL: [Gauge; 6] = [
+    const ALL: [Gauge; 8] = [
         Self::ConsumerLag,
         Self::ConsumerState,
         Self::Tasks,
         Self::ProjectionLag,
         Self::BrokerUp,
         Self::NodeActors,
+        Self::BrokerProduced,
+        Self::BrokerPublishRate,
     ];
 
     fn describe(self) -> (&'static str, &'static str, &'static str) {
@@ -48,6 +56,16 @@ impl Gauge {
             ),
             Self::BrokerUp => ("bida.broker.up", "", "1 when the broker answered its last probe"),
             Self::NodeActors => ("bida.node.actors", "{actor}", "Actors alive on this node"),
+            Self::BrokerProduced => (
+                "bida.broker.produced",
+                "{message}",
+                "Messages ever written to a Kafka topic (sum of end offsets); rate() is the produce rate",
+            ),
+            Self::BrokerPublishRate => (
+                "bida.broker.publish.rate",
+                "{message}/s",
+                "Messages per second published to a RabbitMQ cluster (management API)",
+            ),
         }
     }
 }
