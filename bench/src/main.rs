@@ -92,18 +92,6 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// User + system CPU time of this process so far.
-fn own_cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
     let response = http.post(url).json(&body).send().await?;
     let status = response.status();
@@ -128,7 +116,7 @@ async fn consume(
         let mq = mq::Mq::start(kind, partitions).await;
         mq.produce(0, messages, size, receiver.epoch()).await;
         let (stop, stopped) = tokio::sync::watch::channel(false);
-        let cpu_before = own_cpu_seconds();
+        let cpu_before = process::cpu_seconds_of("self");
         let started = Instant::now();
         let url = receiver.url();
         let forwarding = async { bare::forward(&mq, url, concurrency as usize, stopped).await };
@@ -145,7 +133,7 @@ async fn consume(
             drained == messages,
             "the bare pipe delivered only {drained} of {messages}"
         );
-        let cpu = own_cpu_seconds() - cpu_before;
+        let cpu = process::cpu_seconds_of("self") - cpu_before;
         (drained as f64 / started.elapsed().as_secs_f64(), cpu)
     };
 

@@ -80,16 +80,7 @@ impl BidaProcess {
 
     /// User + system CPU time of the process so far.
     pub fn cpu_seconds(&self) -> f64 {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name (which may hold spaces) start after ')'.
-        let fields: Vec<&str> = stat
-            .rsplit_once(')')
-            .map_or("", |(_, rest)| rest)
-            .split_whitespace()
-            .collect();
-        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-        (ticks(11) + ticks(12)) / clock_ticks_per_second()
+        cpu_seconds_of(&self.child.id().to_string())
     }
 
     /// Peak resident set size (VmHWM), in KiB.
@@ -146,6 +137,20 @@ impl BidaProcess {
             .fetch_one(&mut connection)
             .await?)
     }
+}
+
+/// User + system CPU time of a process (`self` for this one) so far.
+pub fn cpu_seconds_of(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may hold spaces) start after ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / clock_ticks_per_second()
 }
 
 fn clock_ticks_per_second() -> f64 {
