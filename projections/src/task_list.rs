@@ -18,6 +18,14 @@ pub struct TaskList;
 #[derive(Debug, Default)]
 pub struct Milestones(Vec<(FeedPosition, Milestone, Vec<bida_telemetry::KeyValue>)>);
 
+/// What a task event means to telemetry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Milestone {
+    Submitted,
+    Delivered,
+    Dead,
+}
+
 /// Where the furthest event counted in telemetry is kept. A rebuild folds old
 /// events again and must not count them twice, on this node or another; a
 /// rebuild resets the checkpoint, never this mark.
@@ -47,16 +55,7 @@ impl Milestones {
         bida_store::save_checkpoint_in(tx, COUNTED_MARK, last).await?;
         Ok(self)
     }
-}
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Milestone {
-    Submitted,
-    Delivered,
-    Dead,
-}
-
-impl Milestones {
     fn note(&mut self, at: FeedPosition, summary: &TaskSummary, event: &TaskEvent) {
         use bida_telemetry::KeyValue;
         let milestone = match event {
