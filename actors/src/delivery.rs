@@ -2,7 +2,7 @@
 //! response. Judging what was observed is the domain's job.
 
 use bida_domain::matcher::{judge, Verdict, STOP_RETRY_HEADER};
-use bida_domain::task::TaskSpec;
+use bida_domain::task::{AttemptReport, TaskSpec};
 use bida_domain::Observation;
 use bida_telemetry::{instruments, AttemptSpan, KeyValue};
 use bytes::{Bytes, BytesMut};
@@ -20,6 +20,22 @@ pub struct Attempted {
     pub latency_ms: u64,
     pub observation: Observation,
     pub response_excerpt: Option<String>,
+    /// What the task's policy makes of the observation (judged once, here).
+    pub verdict: Verdict,
+}
+
+impl Attempted {
+    /// The attempt as the task records it.
+    pub fn into_report(self, number: u32) -> AttemptReport {
+        AttemptReport {
+            number,
+            started_at: self.started_at,
+            latency_ms: self.latency_ms,
+            observation: self.observation,
+            response_excerpt: self.response_excerpt,
+            jitter_sample: rand::random::<f64>(),
+        }
+    }
 }
 
 #[derive(Clone)]
@@ -67,12 +83,14 @@ impl Delivery {
             _ => None,
         };
         let elapsed = clock.elapsed();
-        target.record(spec, &observation, elapsed, span);
+        let verdict = judge(&spec.policy.expect, &spec.policy.retry_on, &observation, Utc::now());
+        target.record(spec, &observation, &verdict, elapsed, span);
         Attempted {
             started_at,
             latency_ms: elapsed.as_millis() as u64,
             observation,
             response_excerpt,
+            verdict,
         }
     }
 
@@ -192,9 +210,15 @@ impl Target {
     }
 
     /// Counts the attempt and ends its span.
-    fn record(&self, spec: &TaskSpec, observation: &Observation, elapsed: Duration, span: AttemptSpan) {
-        let verdict = judge(&spec.policy.expect, &spec.policy.retry_on, observation, Utc::now());
-        let outcome = match (&verdict, observation) {
+    fn record(
+        &self,
+        spec: &TaskSpec,
+        observation: &Observation,
+        verdict: &Verdict,
+        elapsed: Duration,
+        span: AttemptSpan,
+    ) {
+        let outcome = match (verdict, observation) {
             (Verdict::Success, _) => "success",
             (_, Observation::Timeout { .. }) => "timeout",
             _ => "failure",
@@ -240,7 +264,7 @@ impl Target {
         }
         let reason = match verdict {
             Verdict::Success => None,
-            Verdict::Retry { reason, .. } | Verdict::GiveUp { reason } => Some(reason),
+            Verdict::Retry { reason, .. } | Verdict::GiveUp { reason } => Some(reason.clone()),
         };
         span.finish(finished, reason);
     }

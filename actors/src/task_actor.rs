@@ -7,7 +7,7 @@
 //! and another node fires them.
 
 use actix::prelude::*;
-use bida_domain::task::{AttemptReport, CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskSpec};
+use bida_domain::task::{CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskSpec};
 use bida_store::{task_append, LoadedTask, StoreError};
 use chrono::Utc;
 use cqrs_es::Aggregate;
@@ -126,14 +126,7 @@ impl TaskActor {
     }
 
     fn judge(&mut self, number: u32, attempted: Attempted, ctx: &mut Context<Self>) {
-        let report = AttemptReport {
-            number,
-            started_at: attempted.started_at,
-            latency_ms: attempted.latency_ms,
-            observation: attempted.observation,
-            response_excerpt: attempted.response_excerpt,
-            jitter_sample: rand::random::<f64>(),
-        };
+        let report = attempted.into_report(number);
         match self.task.decide(TaskCommand::RecordAttempt(report)) {
             Ok(events) => self.record(events, ctx),
             Err(e) => {

@@ -15,28 +15,34 @@ pub struct TestQueue {
     _connection: Connection,
 }
 
+/// Deletes a queue on a connection and runtime of its own, on another thread:
+/// the caller's runtime may be blocked (a panic unwinding through a drop).
+fn delete_queue_now(name: String) {
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(async {
+            if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = channel
+                        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                        .await;
+                }
+                let _ = connection.close(200, "done".into()).await;
+            }
+        });
+    })
+    .join();
+}
+
 /// Makes sure the queue is gone (after a test that declared it through Bida).
 pub fn delete_queue_later(name: &str) -> impl Drop {
     struct Deleter(String);
     impl Drop for Deleter {
         fn drop(&mut self) {
-            let name = self.0.clone();
-            let _ = std::thread::spawn(move || {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("runtime");
-                runtime.block_on(async {
-                    if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
-                        if let Ok(channel) = connection.create_channel().await {
-                            let _ = channel
-                                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                                .await;
-                        }
-                    }
-                });
-            })
-            .join();
+            delete_queue_now(self.0.clone());
         }
     }
     Deleter(name.to_string())
@@ -194,25 +200,6 @@ impl TestQueue {
 
 impl Drop for TestQueue {
     fn drop(&mut self) {
-        // The test's runtime may be blocked here (a panic unwinding): use a
-        // connection of this thread's own rather than the test's.
-        let name = self.name.clone();
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
-                    if let Ok(channel) = connection.create_channel().await {
-                        let _ = channel
-                            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                            .await;
-                    }
-                    let _ = connection.close(200, "done".into()).await;
-                }
-            });
-        })
-        .join();
+        delete_queue_now(self.name.clone());
     }
 }

@@ -10,8 +10,8 @@
 
 use actix::Addr;
 use bida_domain::consumer::{Consumer, ConsumerCommand, ConsumerSpec};
-use bida_domain::matcher::{judge, Verdict};
-use bida_domain::task::{AttemptReport, CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskSpec, TaskStatus};
+use bida_domain::matcher::Verdict;
+use bida_domain::task::{CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskStatus};
 use bida_store::{task_append, LoadedTask, StoreError};
 use chrono::Utc;
 use cqrs_es::Aggregate;
@@ -117,24 +117,12 @@ impl Pipeline {
         .to_string()
     }
 
-    fn report(attempted: Attempted, number: u32) -> AttemptReport {
-        AttemptReport {
-            number,
-            started_at: attempted.started_at,
-            latency_ms: attempted.latency_ms,
-            observation: attempted.observation,
-            response_excerpt: attempted.response_excerpt,
-            jitter_sample: rand::random::<f64>(),
-        }
-    }
-
     /// What the attempt says of the endpoint's health, and why it failed.
-    fn health(spec: &TaskSpec, attempted: &Attempted) -> (Option<bool>, Option<String>) {
-        let policy = &spec.policy;
-        match judge(&policy.expect, &policy.retry_on, &attempted.observation, Utc::now()) {
+    fn health(attempted: &Attempted) -> (Option<bool>, Option<String>) {
+        match &attempted.verdict {
             Verdict::Success => (Some(true), None),
-            Verdict::Retry { reason, .. } => (Some(false), Some(reason)),
-            Verdict::GiveUp { reason } => (None, Some(reason)),
+            Verdict::Retry { reason, .. } => (Some(false), Some(reason.clone())),
+            Verdict::GiveUp { reason } => (None, Some(reason.clone())),
         }
     }
 
@@ -204,7 +192,7 @@ impl Pipeline {
         let spec = config.spec.task_for(&config.consumer_id, &message);
         let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let attempted = self.node.delivery.attempt(&spec, 1).await;
-        let (healthy, error) = Self::health(&spec, &attempted);
+        let (healthy, error) = Self::health(&attempted);
         let mut task = CallbackTask::default();
         let mut events = Vec::with_capacity(2);
         let bytes = message.body.len();
@@ -219,7 +207,7 @@ impl Pipeline {
         Self::decide(
             &mut task,
             &mut events,
-            TaskCommand::RecordAttempt(Self::report(attempted, 1)),
+            TaskCommand::RecordAttempt(attempted.into_report(1)),
         );
         let hold = matches!(ScheduleChange::after(&events), Some(ScheduleChange::Due(at))
                 if (at - Utc::now()).to_std().unwrap_or_default() <= self.node.scheduler.hold_max())
@@ -291,12 +279,12 @@ impl Pipeline {
                 _ = tokio::time::sleep(wait) => {}
             }
             let attempted = self.node.delivery.attempt(&spec, task.attempts() + 1).await;
-            (healthy, error) = Self::health(&spec, &attempted);
+            (healthy, error) = Self::health(&attempted);
             let number = task.attempts() + 1;
             Self::decide(
                 &mut task,
                 &mut events,
-                TaskCommand::RecordAttempt(Self::report(attempted, number)),
+                TaskCommand::RecordAttempt(attempted.into_report(number)),
             );
         }
         let (task_id, dead, outcome) = match self.record(&task_id, &events, None).await? {
