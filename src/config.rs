@@ -8,7 +8,7 @@ use bida_domain::consumer::{BreakerPolicy, ConsumerPolicy, PolicyDefaults};
 use bida_domain::task::{BackoffInput, Limits, TaskDefaults};
 use bida_domain::{Backoff, StatusSet};
 use bida_projections::RunnerConfig;
-use bida_store::StoreConfig;
+use bida_store::{RetentionConfig, StoreConfig};
 use bida_telemetry::TelemetryConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -33,6 +33,7 @@ pub struct Config {
     pub projections: RunnerConfig,
     pub consumers: ConsumersConfig,
     pub telemetry: TelemetryConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for Config {
@@ -52,6 +53,7 @@ impl Default for Config {
             projections: RunnerConfig::default(),
             consumers: ConsumersConfig::default(),
             telemetry: TelemetryConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -376,6 +378,26 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "consumers.breaker_open_ms",
         "How long an open breaker waits before a probe delivery.",
+    ),
+    (
+        "retention.enabled",
+        "Drop the events of finished tasks a day at a time once they are old enough.",
+    ),
+    (
+        "retention.completed_days",
+        "Delivered and cancelled tasks are kept this many days after their last event.",
+    ),
+    (
+        "retention.dead_days",
+        "Dead-lettered tasks wait this many days for a replay before they go too.",
+    ),
+    (
+        "retention.action",
+        "\"drop\" an expired day's partition, or \"detach\" it as table events_archive_<day>_<time> to archive.",
+    ),
+    (
+        "retention.every_minutes",
+        "How often the leading node looks for expired days.",
     ),
 ];
 

@@ -26,6 +26,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
             delivery: config.delivery.clone(),
             scheduler: config.scheduler.clone(),
             notify: config.notify.clone(),
+            retention: config.retention.clone(),
             task_defaults: config.tasks.defaults(),
             limits: config.tasks.limits(),
         },

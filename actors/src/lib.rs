@@ -14,6 +14,7 @@ mod config;
 pub mod consumer;
 pub mod delivery;
 pub mod notifier;
+mod retention;
 pub mod scheduler;
 pub mod sources;
 pub mod supervisor;
@@ -28,7 +29,7 @@ pub use tasks::{Accepted, TaskService, TaskServiceError};
 
 use actix::prelude::*;
 use bida_domain::task::{Limits, TaskDefaults};
-use bida_store::{Store, StoreError};
+use bida_store::{RetentionConfig, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -67,6 +68,7 @@ pub struct NodeConfig {
     pub delivery: DeliveryConfig,
     pub scheduler: SchedulerConfig,
     pub notify: NotifyConfig,
+    pub retention: RetentionConfig,
     pub task_defaults: TaskDefaults,
     pub limits: Limits,
 }
@@ -116,6 +118,7 @@ pub struct Node {
     consumers: Addr<consumer::ConsumerSupervisor>,
     work: Option<tokio::runtime::Runtime>,
     notifier: Option<tokio::task::JoinHandle<()>>,
+    retention: tokio::task::JoinHandle<()>,
     tasks: TaskService,
     shutdown_grace: Duration,
 }
@@ -160,7 +163,8 @@ impl Node {
         let consumers =
             consumer::ConsumerSupervisor::new(context.clone(), supervisor.clone(), consumer_commands, threads).start();
         let notifier = (!config.notify.webhooks.is_empty())
-            .then(|| notifier::spawn(store, config.notify.clone(), config.name.clone()));
+            .then(|| notifier::spawn(store.clone(), config.notify.clone(), config.name.clone()));
+        let retention = retention::spawn(store, config.retention.clone());
         let tasks = TaskService::new(
             context.clone(),
             supervisor.clone(),
@@ -176,6 +180,7 @@ impl Node {
             consumers,
             work: Some(work),
             notifier,
+            retention,
             tasks,
             shutdown_grace: Duration::from_millis(config.scheduler.shutdown_grace_ms),
         })
@@ -207,6 +212,7 @@ impl Node {
         // RabbitMQ/Kafka get their unfinished messages back.
         let _ = self.consumers.send(consumer::supervisor::DrainConsumers).await;
         let _ = self.scheduler.send(Halt).await;
+        self.retention.abort();
         if let Some(notifier) = &self.notifier {
             notifier.abort();
         }

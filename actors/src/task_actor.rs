@@ -45,6 +45,7 @@ pub struct TaskActor {
     id: String,
     task: CallbackTask,
     spec: Arc<TaskSpec>,
+    epoch: i32,
     version: i64,
     node: Arc<NodeContext>,
     supervisor: Addr<Supervisor>,
@@ -62,6 +63,7 @@ impl TaskActor {
             id: loaded.id,
             task: loaded.task,
             spec,
+            epoch: loaded.epoch,
             version: loaded.version,
             node,
             supervisor,
@@ -143,7 +145,7 @@ impl TaskActor {
             && matches!(ScheduleChange::after(&events),
                 Some(ScheduleChange::Due(at)) if (at - Utc::now()).to_std().unwrap_or_default() <= hold_max);
         let owner = hold.then_some(self.node.node_id);
-        let append = match task_append(&self.id, self.version, &events, owner) {
+        let append = match task_append(&self.id, self.epoch, self.version, &events, owner) {
             Ok(append) => append,
             Err(e) => {
                 tracing::error!(task = %self.id, error = %e, "cannot encode the task's events");

@@ -5,7 +5,7 @@ use bida_domain::task::{
     CallbackTask, Limits, Submission, TaskCommand, TaskDefaults, TaskDetail, TaskError, TaskSpec, TaskSummary,
 };
 use bida_domain::ValidationErrors;
-use bida_store::{task_append, EventRepository, LoadedTask, StoreError, StoredEvent};
+use bida_store::{new_task_append, task_epoch, EventRepository, LoadedTask, StoreError, StoredEvent};
 use chrono::Utc;
 use cqrs_es::persist::PersistedEventStore;
 use cqrs_es::{AggregateError, CqrsFramework};
@@ -129,7 +129,7 @@ impl TaskService {
             .spec()
             .map_or(0, |spec| spec.request.body.as_ref().map_or(0, |b| b.len()));
         let hold = due_in.is_some_and(|wait| wait <= self.node.scheduler.hold_max()) && self.node.has_room_for(bytes);
-        let append = task_append(&id, 0, &events, hold.then_some(self.node.node_id))?;
+        let append = new_task_append(&id, &events, hold.then_some(self.node.node_id))?;
         match self.node.store.append(append).await {
             Ok(()) => {
                 let summary = events
@@ -139,6 +139,7 @@ impl TaskService {
                 if hold {
                     self.supervisor.do_send(Adopt(LoadedTask {
                         id,
+                        epoch: task_epoch(now),
                         task,
                         events,
                         version: 1,
@@ -193,7 +194,7 @@ impl TaskService {
         let events = CallbackTask::default()
             .decide(TaskCommand::Submit { spec, at: Utc::now() })
             .map_err(TaskServiceError::Rejected)?;
-        self.node.store.append(task_append(id, 0, &events, None)?).await?;
+        self.node.store.append(new_task_append(id, &events, None)?).await?;
         self.scheduler.do_send(ClaimNow);
         events
             .first()

@@ -3,15 +3,19 @@
 use bida_domain::task::{CallbackTask, Origin, Submission, TaskCommand, TaskEvent};
 use bida_domain::Observation;
 use bida_projections::{catch_up, lag, rebuild, RunnerConfig, TaskFilter, TaskList};
-use bida_store::{task_append, Store, StoreConfig};
+use bida_store::{submission_epoch, task_append, Store, StoreConfig};
 use bida_testkit::TestDatabase;
 use chrono::Utc;
 use std::sync::Arc;
 
 async fn record(store: &Store, id: &str, task: &mut CallbackTask, version: &mut i64, command: TaskCommand) {
     let events: Vec<TaskEvent> = task.decide(command).unwrap();
+    let epoch = match submission_epoch(&events) {
+        Some(epoch) => epoch,
+        None => store.task_stream_epoch(id).await.unwrap().unwrap(),
+    };
     store
-        .append(task_append(id, *version, &events, None).unwrap())
+        .append(task_append(id, epoch, *version, &events, None).unwrap())
         .await
         .unwrap();
     for event in &events {

@@ -6,6 +6,7 @@ use cqrs_es::Aggregate;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::events::COLUMNS;
 use crate::{Store, StoreError, StoredEvent};
 
 fn fold<A: Aggregate>(stored: &[StoredEvent]) -> Result<A, StoreError> {
@@ -41,11 +42,8 @@ impl Store {
     /// decoded is left out with an error in the log rather than hiding all
     /// the others.
     pub async fn load_all<A: Aggregate>(&self) -> Result<Vec<(String, A, i64)>, StoreError> {
-        let sql = "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
-                          sequence, event_type, event_version, payload::text AS payload, metadata::text AS metadata,
-                          recorded_at
-                   FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence";
-        let stored: Vec<StoredEvent> = sqlx::query_as(sql).bind(A::TYPE).fetch_all(self.pool()).await?;
+        let sql = format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY aggregate_id, sequence");
+        let stored: Vec<StoredEvent> = sqlx::query_as(&sql).bind(A::TYPE).fetch_all(self.pool()).await?;
         let mut all = Vec::new();
         for group in stored.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
             let Some(first) = group.first() else { continue };

@@ -72,12 +72,15 @@ impl Store {
             .await?;
         MIGRATOR.run(&pool).await?;
         let writer = Writer::spawn(pool.clone(), config.writer.clone());
-        Ok(Self {
+        let store = Self {
             pool,
             control,
             options,
             writer,
-        })
+        };
+        // Today's tasks need today's partition (the default one would keep them forever).
+        store.ensure_partitions(chrono::Utc::now()).await?;
+        Ok(store)
     }
 
     pub(crate) fn connect_options(&self) -> &PgConnectOptions {

@@ -18,6 +18,8 @@ pub struct StoredEvent {
     pub payload: Option<String>,
     pub metadata: String,
     pub recorded_at: DateTime<Utc>,
+    /// The partition holding it: see [`crate::task_epoch`].
+    pub epoch: i32,
 }
 
 impl StoredEvent {
@@ -60,9 +62,11 @@ pub struct FeedPosition {
     pub position: i64,
 }
 
-const COLUMNS: &str = "position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
+/// The columns of a [`StoredEvent`], for queries on `events`.
+pub(crate) const COLUMNS: &str =
+    "position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
                        sequence, event_type, event_version, payload::text AS payload, metadata::text AS metadata,
-                       recorded_at";
+                       recorded_at, epoch";
 
 impl Store {
     /// One aggregate's events, in order.
@@ -132,7 +136,7 @@ impl Store {
                     sequence, event_type, event_version,
                     CASE WHEN $4::text[] IS NULL OR event_type = ANY($4) THEN (payload #- $5::text[])::text END
                         AS payload,
-                    metadata::text AS metadata, recorded_at
+                    metadata::text AS metadata, recorded_at, epoch
              FROM events
              WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())

@@ -16,6 +16,7 @@ mod events;
 mod leader;
 mod nodes;
 mod repository;
+mod retention;
 mod schedule;
 mod tasks;
 mod writer;
@@ -28,8 +29,9 @@ pub use events::{FeedPosition, FeedRead, StoredEvent};
 pub use leader::Singleton;
 pub use nodes::NodeInfo;
 pub use repository::EventRepository;
+pub use retention::{DayDeferred, DayRetained, RetentionAction, RetentionConfig, RetentionPolicy, RetentionReport};
 pub use schedule::{ClaimedTask, ScheduleEntry};
-pub use tasks::{task_append, LoadedTask, LoadedTasks, TASK_TYPE};
+pub use tasks::{new_task_append, submission_epoch, task_append, task_epoch, LoadedTask, LoadedTasks, TASK_TYPE};
 pub use writer::{Append, NewEvent, ScheduleWrite, Writer, WriterConfig, WriterStats};
 
 use sqlx::postgres::{PgConnectOptions, PgPool};

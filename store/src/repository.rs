@@ -9,7 +9,8 @@ use futures_core::Stream;
 use serde_json::Value;
 use std::borrow::Cow;
 
-use crate::{Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
+use crate::events::COLUMNS;
+use crate::{submission_epoch, Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
 
 #[derive(Clone)]
 pub struct EventRepository {
@@ -46,22 +47,38 @@ fn serialized(event: StoredEvent) -> Result<SerializedEvent, PersistenceError> {
 }
 
 /// Tasks appended through cqrs-es are left for any node's scheduler to claim.
-fn task_schedule(events: &[SerializedEvent]) -> Result<Option<ScheduleWrite>, PersistenceError> {
-    let Some(first) = events.first() else {
-        return Ok(None);
-    };
-    if first.aggregate_type != CallbackTask::TYPE {
-        return Ok(None);
-    }
-    let decoded = events
-        .iter()
-        .map(|e| serde_json::from_value::<TaskEvent>(e.payload.clone()))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok(ScheduleChange::after(&decoded).map(|change| ScheduleWrite {
-        task_id: first.aggregate_id.clone(),
+fn task_schedule(task_id: &str, events: &[TaskEvent]) -> Option<ScheduleWrite> {
+    ScheduleChange::after(events).map(|change| ScheduleWrite {
+        task_id: task_id.to_string(),
         change,
         owner: None,
-    }))
+    })
+}
+
+impl EventRepository {
+    /// The partition and schedule change of events about to be persisted.
+    async fn placement(&self, events: &[SerializedEvent]) -> Result<(i32, Option<ScheduleWrite>), PersistenceError> {
+        let Some(first) = events.first() else {
+            return Ok((0, None));
+        };
+        if first.aggregate_type != CallbackTask::TYPE {
+            return Ok((0, None));
+        }
+        let decoded = events
+            .iter()
+            .map(|e| serde_json::from_value::<TaskEvent>(e.payload.clone()))
+            .collect::<Result<Vec<_>, _>>()?;
+        let epoch = match submission_epoch(&decoded) {
+            Some(epoch) => epoch,
+            None => self
+                .store
+                .task_stream_epoch(&first.aggregate_id)
+                .await
+                .map_err(persistence)?
+                .ok_or(PersistenceError::OptimisticLockError)?,
+        };
+        Ok((epoch, task_schedule(&first.aggregate_id, &decoded)))
+    }
 }
 
 impl PersistedEventRepository for EventRepository {
@@ -101,7 +118,7 @@ impl PersistedEventRepository for EventRepository {
                 "Bida's event repository keeps no snapshots: use PersistedEventStore::new_event_store".into(),
             ));
         }
-        let schedule = task_schedule(events)?;
+        let (epoch, schedule) = self.placement(events).await?;
         let events = events
             .iter()
             .map(|e| {
@@ -113,6 +130,7 @@ impl PersistedEventRepository for EventRepository {
                     event_version: Cow::Owned(e.event_version.clone()),
                     payload: serde_json::to_string(&e.payload)?,
                     metadata: Some(serde_json::to_string(&e.metadata)?),
+                    epoch,
                 })
             })
             .collect::<Result<Vec<_>, PersistenceError>>()?;
@@ -132,14 +150,8 @@ impl PersistedEventRepository for EventRepository {
         let (mut feed, stream) = ReplayStream::new(1_000);
         tokio::spawn(async move {
             use futures_util::StreamExt;
-            let mut rows = sqlx::query_as::<_, StoredEvent>(
-                "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
-                        sequence, event_type, event_version, payload::text AS payload,
-                        metadata::text AS metadata, recorded_at
-                 FROM events WHERE aggregate_type = $1 ORDER BY position",
-            )
-            .bind(A::TYPE)
-            .fetch(&pool);
+            let sql = format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY position");
+            let mut rows = sqlx::query_as::<_, StoredEvent>(&sql).bind(A::TYPE).fetch(&pool);
             while let Some(row) = rows.next().await {
                 let item = row.map_err(|e| persistence(e.into())).and_then(serialized);
                 if feed.push(item).await.is_err() {

@@ -2,6 +2,7 @@
 //! and loading them back, one or many at a time.
 
 use bida_domain::task::{CallbackTask, ScheduleChange, TaskEvent};
+use chrono::{DateTime, Utc};
 use cqrs_es::Aggregate;
 use std::borrow::Cow;
 use uuid::Uuid;
@@ -11,10 +12,27 @@ use crate::{Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
 /// The aggregate type of callback tasks in the event store.
 pub const TASK_TYPE: &str = CallbackTask::TYPE;
 
+/// The partition of a task submitted at `submitted_at`: its UTC day, counted
+/// from 1970-01-01 (see migrations/0004_retention.up.sql). Every event of the
+/// task carries it.
+pub fn task_epoch(submitted_at: DateTime<Utc>) -> i32 {
+    submitted_at.timestamp().div_euclid(86_400) as i32
+}
+
+/// The epoch of a task whose `events` start with its submission.
+pub fn submission_epoch(events: &[TaskEvent]) -> Option<i32> {
+    match events.first() {
+        Some(TaskEvent::TaskSubmitted { submitted_at, .. }) => Some(task_epoch(*submitted_at)),
+        _ => None,
+    }
+}
+
 /// A task as loaded from its events.
 #[derive(Clone, Debug)]
 pub struct LoadedTask {
     pub id: String,
+    /// The partition its events live in.
+    pub epoch: i32,
     pub task: CallbackTask,
     pub events: Vec<TaskEvent>,
     /// The task's version: the sequence number of its last event.
@@ -27,9 +45,16 @@ pub struct LoadedTasks {
     pub unreadable: Vec<(String, StoreError)>,
 }
 
-/// The append recording `events` on task `id` at `version`, with the schedule
-/// change they imply. `owner` is the node that keeps the task in memory.
-pub fn task_append(id: &str, version: i64, events: &[TaskEvent], owner: Option<Uuid>) -> Result<Append, StoreError> {
+/// The append recording `events` on task `id` (in partition `epoch`) at
+/// `version`, with the schedule change they imply. `owner` is the node that
+/// keeps the task in memory.
+pub fn task_append(
+    id: &str,
+    epoch: i32,
+    version: i64,
+    events: &[TaskEvent],
+    owner: Option<Uuid>,
+) -> Result<Append, StoreError> {
     let mut rows = Vec::with_capacity(events.len());
     for (offset, event) in events.iter().enumerate() {
         let sequence = version + 1 + offset as i64;
@@ -46,6 +71,7 @@ pub fn task_append(id: &str, version: i64, events: &[TaskEvent], owner: Option<U
             event_version: Cow::Borrowed("1"),
             payload,
             metadata: None,
+            epoch,
         });
     }
     let schedule = ScheduleChange::after(events).map(|change| ScheduleWrite {
@@ -59,6 +85,16 @@ pub fn task_append(id: &str, version: i64, events: &[TaskEvent], owner: Option<U
     Ok(Append { events: rows, schedule })
 }
 
+/// The append recording a new task: `events` start with its submission.
+pub fn new_task_append(id: &str, events: &[TaskEvent], owner: Option<Uuid>) -> Result<Append, StoreError> {
+    let epoch = submission_epoch(events).ok_or_else(|| StoreError::Decode {
+        aggregate_id: id.to_string(),
+        sequence: 1,
+        message: "a new task's first event must be its submission".into(),
+    })?;
+    task_append(id, epoch, 0, events, owner)
+}
+
 fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
     let events = stored
         .iter()
@@ -66,6 +102,7 @@ fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
         .collect::<Result<Vec<TaskEvent>, _>>()?;
     Ok(LoadedTask {
         id: id.to_string(),
+        epoch: stored.first().map_or(0, |e| e.epoch),
         task: CallbackTask::from_events(&events),
         events,
         version: stored.last().map_or(0, |e| e.sequence),
@@ -73,6 +110,14 @@ fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
 }
 
 impl Store {
+    /// The partition of task `id`, if it exists.
+    pub async fn task_stream_epoch(&self, id: &str) -> Result<Option<i32>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT epoch FROM task_streams WHERE task_id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?)
+    }
+
     pub async fn load_task(&self, id: &str) -> Result<Option<LoadedTask>, StoreError> {
         let stored = self.events_of(CallbackTask::TYPE, id).await?;
         if stored.is_empty() {

@@ -31,7 +31,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use uuid::Uuid;
 
 use crate::error::is_transient;
-use crate::StoreError;
+use crate::{StoreError, TASK_TYPE};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -67,6 +67,9 @@ pub struct NewEvent {
     pub event_version: Cow<'static, str>,
     pub payload: String,
     pub metadata: Option<String>,
+    /// The partition the event goes to: a task's submission day
+    /// ([`crate::task_epoch`]), 0 for aggregates kept for good.
+    pub epoch: i32,
 }
 
 /// A task's schedule change, written with its events.
@@ -352,8 +355,11 @@ fn same_json(stored: &str, ours: &str) -> bool {
     }
 }
 
+/// A taken sequence number: in any day's partition (each names its constraint
+/// `<partition>_aggregate_sequence`), or a task id registered already.
 fn is_sequence_conflict(e: &sqlx::Error) -> bool {
-    matches!(e, sqlx::Error::Database(db) if db.constraint() == Some("events_aggregate_sequence"))
+    matches!(e, sqlx::Error::Database(db)
+        if db.constraint().is_some_and(|c| c.ends_with("aggregate_sequence") || c == "task_streams_pkey"))
 }
 
 async fn taken_sequences(pool: &PgPool, jobs: &[Job]) -> Result<HashMap<(String, String, i64), String>, sqlx::Error> {
@@ -383,11 +389,15 @@ async fn taken_sequences(pool: &PgPool, jobs: &[Job]) -> Result<HashMap<(String,
 
 const APPEND_SQL: &str = "
 WITH appended AS (
-    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+    INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
     SELECT t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version,
-           t.payload::jsonb, COALESCE(t.metadata::jsonb, '{}'::jsonb)
-    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[])
-         AS t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+           t.payload::jsonb, COALESCE(t.metadata::jsonb, '{}'::jsonb), t.epoch
+    FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $12::int[])
+         AS t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
+    RETURNING 1
+), registered AS (
+    INSERT INTO task_streams (task_id, epoch)
+    SELECT * FROM UNNEST($13::text[], $14::int[])
     RETURNING 1
 ), scheduled AS (
     INSERT INTO task_schedule (task_id, due_at, owner, updated_at)
@@ -412,7 +422,16 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
     let mut versions = Vec::with_capacity(capacity);
     let mut payloads = Vec::with_capacity(capacity);
     let mut metadata = Vec::with_capacity(capacity);
+    let mut epochs = Vec::with_capacity(capacity);
+    // A task's first event registers its id for every day at once (see
+    // migrations/0004_retention.up.sql).
+    let mut new_tasks = Vec::new();
+    let mut new_task_epochs = Vec::new();
     for event in events {
+        if event.sequence == 1 && event.aggregate_type == TASK_TYPE {
+            new_tasks.push(event.aggregate_id.as_str());
+            new_task_epochs.push(event.epoch);
+        }
         types.push(event.aggregate_type.as_ref());
         ids.push(event.aggregate_id.as_str());
         sequences.push(event.sequence);
@@ -420,6 +439,7 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
         versions.push(event.event_version.as_ref());
         payloads.push(event.payload.as_str());
         metadata.push(event.metadata.as_deref());
+        epochs.push(event.epoch);
     }
 
     // Later appends of a batch win: one row per task in each statement part.
@@ -456,6 +476,9 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
         .bind(&due_at)
         .bind(&owners)
         .bind(&cleared)
+        .bind(&epochs)
+        .bind(&new_tasks)
+        .bind(&new_task_epochs)
         .execute(pool);
     // A connection that went silent must not hold the batch (and its callers)
     // until TCP gives up; the server's statement_timeout cannot reach it.

@@ -34,6 +34,7 @@ fn event(aggregate_id: &str, sequence: i64) -> NewEvent {
         event_version: Cow::Borrowed("1"),
         payload: format!(r#"{{"n":{sequence}}}"#),
         metadata: None,
+        epoch: 0,
     }
 }
 

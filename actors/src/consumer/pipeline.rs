@@ -12,7 +12,7 @@ use actix::Addr;
 use bida_domain::consumer::{Consumer, ConsumerCommand, ConsumerSpec};
 use bida_domain::matcher::Verdict;
 use bida_domain::task::{CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskStatus};
-use bida_store::{task_append, LoadedTask, StoreError};
+use bida_store::{new_task_append, task_epoch, LoadedTask, StoreError};
 use chrono::Utc;
 use cqrs_es::Aggregate;
 use sha2::{Digest, Sha256};
@@ -148,7 +148,7 @@ impl Pipeline {
         let mut id = id.to_string();
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.node.store.append(task_append(&id, 0, events, owner)?).await {
+            match self.node.store.append(new_task_append(&id, events, owner)?).await {
                 Ok(()) => return Ok(Recorded::New(id)),
                 Err(StoreError::Conflict { .. }) => {
                     let existing = self.node.store.load_task(&id).await?;
@@ -196,14 +196,8 @@ impl Pipeline {
         let mut task = CallbackTask::default();
         let mut events = Vec::with_capacity(2);
         let bytes = message.body.len();
-        Self::decide(
-            &mut task,
-            &mut events,
-            TaskCommand::Submit {
-                spec,
-                at: attempted.started_at,
-            },
-        );
+        let submitted_at = attempted.started_at;
+        Self::decide(&mut task, &mut events, TaskCommand::Submit { spec, at: submitted_at });
         Self::decide(
             &mut task,
             &mut events,
@@ -227,6 +221,7 @@ impl Pipeline {
         if hold && outcome == Outcome::Retrying {
             self.tasks.do_send(Adopt(LoadedTask {
                 id: task_id.clone(),
+                epoch: task_epoch(submitted_at),
                 version: events.len() as i64,
                 task,
                 events,
