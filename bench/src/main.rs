@@ -162,25 +162,41 @@ async fn consume(
     let throughput = drained as f64 / drain.as_secs_f64();
     let events = bida.count_events().await.context("count events")?;
 
-    // Latency: produce at half the drained rate, measure send to delivery.
+    let storage = bida.storage().await.context("measure storage")?;
+
+    // Latency: produce at half the drained rate, measure send to delivery,
+    // following Bida's memory meanwhile.
     receiver.reset_latency();
     let rate = (throughput / 2.0).max(1.0);
-    let paced = (rate * paced_seconds as f64) as usize;
-    let tick = Duration::from_millis(100);
-    let per_tick = ((rate * tick.as_secs_f64()).ceil() as usize).max(1);
-    let mut sent = 0;
-    let mut next = tokio::time::Instant::now();
-    while sent < paced {
-        let count = per_tick.min(paced - sent);
-        mq.produce(messages + sent, count, size, epoch).await;
-        sent += count;
-        next += tick;
-        tokio::time::sleep_until(next).await;
-    }
+    let rss = bida.watch_rss(Duration::from_secs(5));
+    let paced = pace(&mq, messages, rate, paced_seconds, size, epoch).await;
     let delivered = receiver.wait_for(messages + paced, Duration::from_secs(300)).await;
+    let rss = rss.stop();
     let projection_lag = lag_watch.stop();
     let peak_rss = bida.peak_rss_kib();
     let rebuild = bida.rebuild_projection()?;
+
+    // The bare pipe's latency at the same rate: what Bida adds is the difference.
+    let bare_latency = {
+        let receiver = BenchReceiver::start().await?;
+        let mq = mq::Mq::start(kind, partitions).await;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let url = receiver.url();
+        let forwarding = bare::forward(&mq, url, concurrency as usize, stopped);
+        let (paced, forwarded) = tokio::join!(
+            async {
+                let paced = pace(&mq, 0, rate, paced_seconds, size, receiver.epoch()).await;
+                receiver.wait_for(paced, Duration::from_secs(300)).await;
+                let _ = stop.send(true);
+                paced
+            },
+            forwarding
+        );
+        forwarded?;
+        anyhow::ensure!(receiver.delivered() == paced, "the bare pipe lost paced messages");
+        receiver.latency()
+    };
+    let bida_latency = receiver.latency();
 
     let label = match kind {
         mq::MqKind::Rabbitmq => "RabbitMQ",
@@ -214,8 +230,25 @@ async fn consume(
             "events appended",
             format!("{events} ({:.2} per message)", events as f64 / drained.max(1) as f64),
         )
+        .row(
+            "event store per message",
+            format!(
+                "{:.0} bytes (with task list and ids: {:.0})",
+                storage.events as f64 / drained.max(1) as f64,
+                storage.total() as f64 / drained.max(1) as f64
+            ),
+        )
         .row("paced phase", format!("{paced} messages at {rate:.0} msgs/s"))
-        .row("produce→delivery p50 / p99 / max", report::millis(&receiver.latency()))
+        .row("produce→delivery p50 / p99 / max", report::millis(&bida_latency))
+        .row("bare pipe, same rate", report::millis(&bare_latency))
+        .row(
+            "p99 added by Bida",
+            format!(
+                "{:.1} ms",
+                (bida_latency.value_at_quantile(0.99) as f64 - bare_latency.value_at_quantile(0.99) as f64) / 1000.0
+            ),
+        )
+        .row("bida RSS in paced phase", process::rss_summary(&rss))
         .row(
             "delivered (distinct ids)",
             format!("{delivered} ({} requests)", receiver.requests()),
@@ -230,6 +263,24 @@ async fn consume(
         messages + paced
     );
     Ok(())
+}
+
+/// Produces `rate` messages a second for `seconds`, numbered from `first`;
+/// returns how many.
+async fn pace(mq: &mq::Mq, first: usize, rate: f64, seconds: u64, size: usize, epoch: Instant) -> usize {
+    let paced = (rate * seconds as f64) as usize;
+    let tick = Duration::from_millis(100);
+    let per_tick = ((rate * tick.as_secs_f64()).ceil() as usize).max(1);
+    let mut sent = 0;
+    let mut next = tokio::time::Instant::now();
+    while sent < paced {
+        let count = per_tick.min(paced - sent);
+        mq.produce(first + sent, count, size, epoch).await;
+        sent += count;
+        next += tick;
+        tokio::time::sleep_until(next).await;
+    }
+    paced
 }
 
 async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> anyhow::Result<()> {

@@ -13,6 +13,59 @@ pub struct BidaProcess {
     binary: PathBuf,
 }
 
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+pub struct Storage {
+    pub events: u64,
+    pub read_model: u64,
+}
+
+impl Storage {
+    pub fn total(&self) -> u64 {
+        self.events + self.read_model
+    }
+}
+
+/// Resident set size samples, to tell a steady footprint from a growing one.
+pub struct RssWatch {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<u64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssWatch {
+    pub fn stop(self) -> Vec<u64> {
+        self.task.abort();
+        let samples = self.samples.lock().unwrap().clone();
+        samples
+    }
+}
+
+/// How the resident set moved: after the first minute (warm) against the end.
+pub fn rss_summary(samples: &[u64]) -> String {
+    let mib = |kib: u64| kib as f64 / 1024.0;
+    let (Some(min), Some(max), Some(last)) = (samples.iter().min(), samples.iter().max(), samples.last()) else {
+        return "no samples".into();
+    };
+    // Samples are 5 s apart: the twelfth is one minute in.
+    let warm = samples.get(12).or(samples.first()).copied().unwrap_or(0);
+    format!(
+        "{:.1} MiB at 1 min, {:.1} MiB at the end ({:+.1}%), min {:.1} / max {:.1} over {} samples",
+        mib(warm),
+        mib(*last),
+        100.0 * (*last as f64 - warm as f64) / warm.max(1) as f64,
+        mib(*min),
+        mib(*max),
+        samples.len()
+    )
+}
+
 /// The largest projection lag `/metrics` showed while it was watched.
 pub struct LagWatch {
     max: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -85,12 +138,7 @@ impl BidaProcess {
 
     /// Peak resident set size (VmHWM), in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap_or(0)
+        status_kib(self.child.id(), "VmHWM:")
     }
 
     /// Follows `bida_projection_lag` until stopped.
@@ -128,6 +176,36 @@ impl BidaProcess {
             bail!("rebuild failed: {}", String::from_utf8_lossy(&output.stderr));
         }
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
+    }
+
+    /// Samples the resident set size every `every` until stopped.
+    pub fn watch_rss(&self, every: Duration) -> RssWatch {
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (pid, kept) = (self.child.id(), samples.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                kept.lock().unwrap().push(status_kib(pid, "VmRSS:"));
+                tokio::time::sleep(every).await;
+            }
+        });
+        RssWatch { samples, task }
+    }
+
+    /// Bytes on disk of the event store and of what goes with each task.
+    pub async fn storage(&self) -> anyhow::Result<Storage> {
+        use sqlx::Connection;
+        let mut connection = sqlx::PgConnection::connect(self.db.url()).await?;
+        let (events, read_model): (i64, i64) = sqlx::query_as(
+            "SELECT (SELECT COALESCE(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint
+                     FROM pg_inherits i WHERE i.inhparent = 'events'::regclass),
+                    pg_total_relation_size('task_view') + pg_total_relation_size('task_streams')",
+        )
+        .fetch_one(&mut connection)
+        .await?;
+        Ok(Storage {
+            events: events as u64,
+            read_model: read_model as u64,
+        })
     }
 
     pub async fn count_events(&self) -> anyhow::Result<i64> {

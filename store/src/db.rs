@@ -58,8 +58,11 @@ impl Store {
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
         let acquire = Duration::from_millis(config.acquire_timeout_ms);
+        // No ping before every acquire: it is a round trip per statement, and a
+        // dead connection fails its statement anyway, which callers retry.
         let pool = PgPoolOptions::new()
             .max_connections(config.pool_size.max(2))
+            .test_before_acquire(false)
             .acquire_timeout(acquire)
             .connect_with(options.clone())
             .await?;
@@ -67,6 +70,7 @@ impl Store {
         // whose main pool is saturated must still prove it is alive.
         let control = PgPoolOptions::new()
             .max_connections(2)
+            .test_before_acquire(false)
             .acquire_timeout(acquire)
             .connect_with(options.clone())
             .await?;

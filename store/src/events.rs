@@ -140,7 +140,8 @@ impl Store {
              FROM events
              WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
                AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-             ORDER BY transaction_id, position
+             -- The table's columns, not the bigint alias: only they follow the index.
+             ORDER BY events.transaction_id, events.position
              LIMIT $3";
         Ok(sqlx::query_as(SQL)
             .bind(after.transaction_id)
