@@ -70,7 +70,14 @@ impl Bida {
             config,
             log: dir.join("bida.log"),
             port,
-            http: reqwest::Client::new(),
+            // Idle connections are dropped before the server's keep-alive (5 s)
+            // would close them: reusing one the server is closing fails the
+            // request (hyper's IncompleteMessage), which is the client's race,
+            // not Bida's.
+            http: reqwest::Client::builder()
+                .pool_idle_timeout(Duration::from_secs(2))
+                .build()
+                .expect("HTTP client"),
         };
         bida.launch().await;
         bida
