@@ -119,10 +119,6 @@ fn day_date(day: i32) -> NaiveDate {
     DateTime::UNIX_EPOCH.date_naive() + ChronoDuration::days(i64::from(day))
 }
 
-fn day_start(day: i32) -> DateTime<Utc> {
-    DateTime::UNIX_EPOCH + ChronoDuration::days(i64::from(day))
-}
-
 enum Outcome {
     Retained(DayRetained),
     Deferred(String),
@@ -191,34 +187,26 @@ impl Store {
                      WHERE e.aggregate_type = '{TASK_TYPE}' AND e.aggregate_id = s.task_id AND e.sequence = 1)
                  LIMIT $2)"
         );
+        // task_view rows of the day: created_at is the submission time the day comes from.
         let views = "DELETE FROM task_view WHERE ctid IN (
                          SELECT v.ctid FROM task_view v
-                         WHERE v.created_at >= $1 AND v.created_at < $2
+                         WHERE v.created_at >= to_timestamp($1 * 86400.0)
+                           AND v.created_at < to_timestamp(($1 + 1) * 86400.0)
                            AND NOT EXISTS (SELECT 1 FROM task_streams s WHERE s.task_id = v.id)
-                         LIMIT $3)";
-        loop {
-            let done = sqlx::query(&streams)
-                .bind(day)
-                .bind(CLEANUP_BATCH)
-                .execute(self.pool())
-                .await?
-                .rows_affected();
-            cleaned += done;
-            if done < CLEANUP_BATCH as u64 {
-                break;
-            }
-        }
-        loop {
-            let done = sqlx::query(views)
-                .bind(day_start(day))
-                .bind(day_start(day + 1))
-                .bind(CLEANUP_BATCH)
-                .execute(self.pool())
-                .await?
-                .rows_affected();
-            cleaned += done;
-            if done < CLEANUP_BATCH as u64 {
-                break;
+                         LIMIT $2)";
+        // Streams first: the views go with the streams that are gone.
+        for statement in [streams.as_str(), views] {
+            loop {
+                let done = sqlx::query(statement)
+                    .bind(day)
+                    .bind(CLEANUP_BATCH)
+                    .execute(self.pool())
+                    .await?
+                    .rows_affected();
+                cleaned += done;
+                if done < CLEANUP_BATCH as u64 {
+                    break;
+                }
             }
         }
         Ok(cleaned)
