@@ -148,6 +148,7 @@ async fn consume(
     let broker = post(&http, format!("{}/v1/brokers", bida.url), mq.broker()).await?;
     let lag_watch = bida.watch_projection_lag();
     let cpu_before = bida.cpu_seconds();
+    let postgres_before = process::cpu_seconds_of_program("postgres");
     let started = Instant::now();
     post(
         &http,
@@ -159,6 +160,7 @@ async fn consume(
     let drained = receiver.wait_for(messages, Duration::from_secs(900)).await;
     let drain = started.elapsed();
     let cpu = bida.cpu_seconds() - cpu_before;
+    let postgres_cpu = process::cpu_seconds_of_program("postgres") - postgres_before;
     let throughput = drained as f64 / drain.as_secs_f64();
     let events = bida.count_events().await.context("count events")?;
 
@@ -194,9 +196,11 @@ async fn consume(
         );
         forwarded?;
         anyhow::ensure!(receiver.delivered() == paced, "the bare pipe lost paced messages");
-        receiver.latency()
+        (receiver.latency(), receiver.slowest_per_second())
     };
+    let (bare_latency, bare_slowest) = bare_latency;
     let bida_latency = receiver.latency();
+    let bida_slowest = receiver.slowest_per_second();
 
     let label = match kind {
         mq::MqKind::Rabbitmq => "RabbitMQ",
@@ -227,6 +231,10 @@ async fn consume(
             format!("{:.2} s", cpu * 10_000.0 / drained.max(1) as f64),
         )
         .row(
+            "postgres CPU per 10k messages",
+            format!("{:.2} s", postgres_cpu * 10_000.0 / drained.max(1) as f64),
+        )
+        .row(
             "events appended",
             format!("{events} ({:.2} per message)", events as f64 / drained.max(1) as f64),
         )
@@ -246,6 +254,14 @@ async fn consume(
             format!(
                 "{:.1} ms",
                 (bida_latency.value_at_quantile(0.99) as f64 - bare_latency.value_at_quantile(0.99) as f64) / 1000.0
+            ),
+        )
+        .row(
+            "seconds with a delivery > 100 ms",
+            format!(
+                "Bida {}, bare pipe {}",
+                report::slow_seconds(&bida_slowest, 100_000),
+                report::slow_seconds(&bare_slowest, 100_000)
             ),
         )
         .row("bida RSS in paced phase", process::rss_summary(&rss))
@@ -294,6 +310,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let failures = Arc::new(AtomicUsize::new(0));
     let lag_watch = bida.watch_projection_lag();
     let cpu_before = bida.cpu_seconds();
+    let postgres_before = process::cpu_seconds_of_program("postgres");
     let started = Instant::now();
 
     let clients: Vec<_> = (0..concurrency)
@@ -332,6 +349,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let delivered = receiver.wait_for(accepted, Duration::from_secs(600)).await;
     let delivered_in = started.elapsed();
     let cpu = bida.cpu_seconds() - cpu_before;
+    let postgres_cpu = process::cpu_seconds_of_program("postgres") - postgres_before;
     let events = bida.count_events().await.context("count events")?;
     let projection_lag = lag_watch.stop();
     let peak_rss = bida.peak_rss_kib();
@@ -363,6 +381,10 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
         .row(
             "bida CPU per 10k tasks",
             format!("{:.2} s", cpu * 10_000.0 / delivered.max(1) as f64),
+        )
+        .row(
+            "postgres CPU per 10k tasks",
+            format!("{:.2} s", postgres_cpu * 10_000.0 / delivered.max(1) as f64),
         )
         .row("projection lag under load (max)", format!("{projection_lag} events"))
         .row("projection rebuild", rebuild)

@@ -5,13 +5,15 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use hdrhistogram::Histogram;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 struct Tally {
     ids: HashSet<String>,
     latency: Histogram<u64>,
+    /// Per second of sending: the slowest delivery of a message sent then, in µs.
+    slowest: BTreeMap<u64, u64>,
     requests: usize,
 }
 
@@ -27,6 +29,7 @@ impl BenchReceiver {
         let tally = Arc::new(Mutex::new(Tally {
             ids: HashSet::new(),
             latency: Histogram::new(3)?,
+            slowest: BTreeMap::new(),
             requests: 0,
         }));
         let app = axum::Router::new().fallback(receive).with_state((tally.clone(), epoch));
@@ -57,7 +60,15 @@ impl BenchReceiver {
 
     /// Forgets the latencies measured so far (ids stay counted).
     pub fn reset_latency(&self) {
-        self.tally.lock().unwrap().latency.reset();
+        let mut tally = self.tally.lock().unwrap();
+        tally.latency.reset();
+        tally.slowest.clear();
+    }
+
+    /// The slowest delivery of each second's messages (µs), in sending order:
+    /// a few slow seconds mean stalls, many mean a steady queue.
+    pub fn slowest_per_second(&self) -> Vec<u64> {
+        self.tally.lock().unwrap().slowest.values().copied().collect()
     }
 
     pub fn latency(&self) -> Histogram<u64> {
@@ -91,7 +102,10 @@ async fn receive(
     tally.requests += 1;
     if tally.ids.insert(id.to_string()) {
         if let Some(sent) = sent {
-            let _ = tally.latency.record(now.saturating_sub(sent));
+            let took = now.saturating_sub(sent);
+            let _ = tally.latency.record(took);
+            let slowest = tally.slowest.entry(sent / 1_000_000).or_default();
+            *slowest = (*slowest).max(took);
         }
     }
     "ok"

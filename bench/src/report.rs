@@ -30,6 +30,13 @@ impl Report {
 }
 
 /// p50 / p99 / max of a histogram of microseconds, in milliseconds.
+/// How many seconds of sending saw a delivery slower than `limit_us`: a tail
+/// made of a few such seconds comes from stalls, not from a steady queue.
+pub fn slow_seconds(slowest_per_second: &[u64], limit_us: u64) -> String {
+    let slow = slowest_per_second.iter().filter(|&&us| us > limit_us).count();
+    format!("{slow} of {} s", slowest_per_second.len())
+}
+
 pub fn millis(h: &Histogram<u64>) -> String {
     let ms = |us: u64| us as f64 / 1000.0;
     format!(

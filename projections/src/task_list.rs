@@ -302,7 +302,7 @@ async fn upsert(
     }
     sqlx::query(
         "INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id)
-         SELECT t.id, t.status, t.source_app, t.target_app, t.created_at, t.updated_at, t.doc::jsonb, t.consumer_id
+         SELECT t.id, t.status, t.source_app, t.target_app, t.created_at, t.updated_at, t.doc::json, t.consumer_id
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[],
                      $8::text[])
               AS t(id, status, source_app, target_app, created_at, updated_at, doc, consumer_id)

@@ -49,10 +49,15 @@ impl StoredEvent {
 pub struct FeedRead<'a> {
     /// Payloads only for these event types (the others still advance the reader).
     pub payload_types: Option<&'a [&'a str]>,
-    /// A JSON path removed from payloads before they leave the database (a
-    /// message body the reader does not need, say).
+    /// A JSON path removed from large payloads before they leave the database
+    /// (a message body the reader does not need, say). Payloads up to
+    /// [`STRIP_ABOVE_BYTES`] come whole: stripping means parsing them there.
     pub without: &'a [&'a str],
 }
+
+/// Payloads longer than this lose [`FeedRead::without`] in the database;
+/// shorter ones cost less to send whole than to parse there.
+pub const STRIP_ABOVE_BYTES: i32 = 4096;
 
 /// Where a catch-up reader stands in the event stream: events are read in
 /// `(transaction_id, position)` order, see `migrations/0001_event_store.up.sql`.
@@ -134,8 +139,10 @@ impl Store {
         const SQL: &str =
             "SELECT position, transaction_id::text::bigint AS transaction_id, aggregate_type, aggregate_id,
                     sequence, event_type, event_version,
-                    CASE WHEN $4::text[] IS NULL OR event_type = ANY($4) THEN (payload #- $5::text[])::text END
-                        AS payload,
+                    CASE WHEN $4::text[] IS NULL OR event_type = ANY($4) THEN
+                        CASE WHEN cardinality($5::text[]) > 0 AND octet_length(payload::text) > $6
+                             THEN bida_payload_without(payload, $5::text[]) ELSE payload::text END
+                    END AS payload,
                     metadata::text AS metadata, recorded_at, epoch
              FROM events
              WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
@@ -149,6 +156,7 @@ impl Store {
             .bind(limit)
             .bind(read.payload_types)
             .bind(read.without)
+            .bind(STRIP_ABOVE_BYTES)
             .fetch_all(self.pool())
             .await?)
     }

@@ -25,7 +25,7 @@ pub use aggregates::RuntimeRow;
 pub use checkpoints::save_checkpoint_in;
 pub use db::{Readiness, StoreConfig, MIGRATOR};
 pub use error::StoreError;
-pub use events::{FeedPosition, FeedRead, StoredEvent};
+pub use events::{FeedPosition, FeedRead, StoredEvent, STRIP_ABOVE_BYTES};
 pub use leader::Singleton;
 pub use nodes::NodeInfo;
 pub use repository::EventRepository;

@@ -344,7 +344,8 @@ fn reject_taken(
     kept
 }
 
-/// `jsonb` reorders keys and whitespace: compare as JSON values.
+/// Compared as JSON values: rows written before `json` replaced `jsonb` come
+/// back with their keys reordered.
 fn same_json(stored: &str, ours: &str) -> bool {
     match (
         serde_json::from_str::<serde_json::Value>(stored),
@@ -391,7 +392,7 @@ const APPEND_SQL: &str = "
 WITH appended AS (
     INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
     SELECT t.aggregate_type, t.aggregate_id, t.sequence, t.event_type, t.event_version,
-           t.payload::jsonb, COALESCE(t.metadata::jsonb, '{}'::jsonb), t.epoch
+           t.payload::json, COALESCE(t.metadata::json, '{}'::json), t.epoch
     FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::text[], $12::int[])
          AS t(aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
     RETURNING 1
