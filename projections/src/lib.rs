@@ -6,6 +6,7 @@
 
 mod runner;
 mod stats;
+mod status_counts;
 mod task_list;
 
 pub use runner::{catch_up, lag, rebuild, run, Projection, ProjectionError, RunnerConfig};

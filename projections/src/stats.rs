@@ -368,7 +368,7 @@ impl Stats {
 
     /// Tasks by status, from the task list (every status, zeros included).
     pub async fn by_status(store: &Store) -> Result<HashMap<String, i64>, ProjectionError> {
-        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, count(*) FROM task_view GROUP BY status")
+        let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, sum(n)::bigint FROM task_counts GROUP BY status")
             .fetch_all(store.pool())
             .await?;
         let mut counts: HashMap<String, i64> = TaskStatus::ALL
@@ -381,10 +381,11 @@ impl Stats {
 
     /// Tasks by status, and per app, from the task list.
     pub async fn overview(store: &Store) -> Result<Overview, ProjectionError> {
-        let rows: Vec<(Option<String>, Option<String>, String, i64)> =
-            sqlx::query_as("SELECT source_app, target_app, status, count(*) FROM task_view GROUP BY 1, 2, 3")
-                .fetch_all(store.pool())
-                .await?;
+        let rows: Vec<(Option<String>, Option<String>, String, i64)> = sqlx::query_as(
+            "SELECT NULLIF(source_app, ''), NULLIF(target_app, ''), status, n FROM task_counts WHERE n <> 0",
+        )
+        .fetch_all(store.pool())
+        .await?;
         let mut tasks = TaskCounts::default();
         let mut apps: HashMap<String, (TaskCounts, TaskCounts)> = HashMap::new();
         let tally = |counts: &mut TaskCounts, status: &str, n: i64| {

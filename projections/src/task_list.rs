@@ -8,6 +8,7 @@ use sqlx::{Postgres, QueryBuilder, Transaction};
 use std::collections::{HashMap, HashSet};
 
 use crate::stats::StatsTally;
+use crate::status_counts::StatusMoves;
 use crate::{Projection, ProjectionError};
 
 /// The task list, the consumers' counters and the per-minute statistics:
@@ -148,6 +149,7 @@ impl Projection for TaskList {
                 summaries.insert(id, summary);
             }
         }
+        let initial: HashMap<String, TaskStatus> = summaries.iter().map(|(id, s)| (id.clone(), s.status)).collect();
         let mut counters: HashMap<String, ConsumerCounters> = HashMap::new();
         let mut stats = StatsTally::default();
         let mut milestones = Milestones::default();
@@ -175,6 +177,11 @@ impl Projection for TaskList {
             stats.count(summary, event);
             milestones.note(*at, summary, event);
         }
+        let mut moves = StatusMoves::default();
+        for (id, summary) in &summaries {
+            moves.moved(initial.get(id).copied(), summary);
+        }
+        moves.save(tx).await?;
         upsert(tx, summaries.into_values()).await?;
         add_counters(tx, counters).await?;
         stats.save(tx).await?;
@@ -182,7 +189,7 @@ impl Projection for TaskList {
     }
 
     async fn reset(&self, tx: &mut Transaction<'static, Postgres>) -> Result<(), ProjectionError> {
-        sqlx::query("TRUNCATE task_view, consumer_counters, stats_minute")
+        sqlx::query("TRUNCATE task_view, task_counts, consumer_counters, stats_minute")
             .execute(&mut **tx)
             .await?;
         Ok(())

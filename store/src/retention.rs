@@ -180,31 +180,43 @@ impl Store {
         let partition = partition_name(day);
         let mut cleaned = 0;
         let streams = format!(
-            "DELETE FROM task_streams WHERE ctid IN (
-                 SELECT s.ctid FROM task_streams s
-                 WHERE s.epoch = $1 AND NOT EXISTS (
-                     SELECT 1 FROM {partition} e
-                     WHERE e.aggregate_type = '{TASK_TYPE}' AND e.aggregate_id = s.task_id AND e.sequence = 1)
-                 LIMIT $2)"
+            "WITH gone AS (
+                 DELETE FROM task_streams WHERE ctid IN (
+                     SELECT s.ctid FROM task_streams s
+                     WHERE s.epoch = $1 AND NOT EXISTS (
+                         SELECT 1 FROM {partition} e
+                         WHERE e.aggregate_type = '{TASK_TYPE}' AND e.aggregate_id = s.task_id AND e.sequence = 1)
+                     LIMIT $2)
+                 RETURNING 1)
+             SELECT count(*) FROM gone"
         );
-        // task_view rows of the day: created_at is the submission time the day comes from.
-        let views = "DELETE FROM task_view WHERE ctid IN (
-                         SELECT v.ctid FROM task_view v
-                         WHERE v.created_at >= to_timestamp($1 * 86400.0)
-                           AND v.created_at < to_timestamp(($1 + 1) * 86400.0)
-                           AND NOT EXISTS (SELECT 1 FROM task_streams s WHERE s.task_id = v.id)
-                         LIMIT $2)";
+        // task_view rows of the day (created_at is the submission time the day
+        // comes from), taken off the task counts in the same statement.
+        let views = "WITH gone AS (
+                         DELETE FROM task_view WHERE ctid IN (
+                             SELECT v.ctid FROM task_view v
+                             WHERE v.created_at >= to_timestamp($1 * 86400.0)
+                               AND v.created_at < to_timestamp(($1 + 1) * 86400.0)
+                               AND NOT EXISTS (SELECT 1 FROM task_streams s WHERE s.task_id = v.id)
+                             LIMIT $2)
+                         RETURNING status, source_app, target_app
+                     ), counted AS (
+                         INSERT INTO task_counts AS c (status, source_app, target_app, n)
+                         SELECT status, COALESCE(source_app, ''), COALESCE(target_app, ''), -count(*)
+                         FROM gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                         ON CONFLICT (status, source_app, target_app) DO UPDATE SET n = c.n + EXCLUDED.n
+                     )
+                     SELECT count(*) FROM gone";
         // Streams first: the views go with the streams that are gone.
         for statement in [streams.as_str(), views] {
             loop {
-                let done = sqlx::query(statement)
+                let done: i64 = sqlx::query_scalar(statement)
                     .bind(day)
                     .bind(CLEANUP_BATCH)
-                    .execute(self.pool())
-                    .await?
-                    .rows_affected();
-                cleaned += done;
-                if done < CLEANUP_BATCH as u64 {
+                    .fetch_one(self.pool())
+                    .await?;
+                cleaned += done as u64;
+                if done < CLEANUP_BATCH {
                     break;
                 }
             }
