@@ -74,7 +74,7 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                 });
             }
         }
-        Mq::Kafka(broker, topic) => {
+        Mq::Kafka(broker, topic, _) => {
             let consumer: StreamConsumer = rdkafka::ClientConfig::new()
                 .set("bootstrap.servers", &broker.bootstrap)
                 .set("group.id", format!("bare-{}", uuid::Uuid::new_v4().simple()))

@@ -187,15 +187,20 @@ async fn consume(
         let forwarding = bare::forward(&mq, url, concurrency as usize, stopped);
         let (paced, forwarded) = tokio::join!(
             async {
-                let paced = pace(&mq, 0, rate, paced_seconds, size, receiver.epoch()).await;
-                receiver.wait_for(paced, Duration::from_secs(300)).await;
+                // Bida's consumer is running when its paced phase starts: so
+                // must the bare pipe's be (a Kafka group takes seconds to form).
+                mq.produce(0, 1, size, receiver.epoch()).await;
+                receiver.wait_for(1, Duration::from_secs(120)).await;
+                receiver.reset_latency();
+                let paced = pace(&mq, 1, rate, paced_seconds, size, receiver.epoch()).await;
+                receiver.wait_for(1 + paced, Duration::from_secs(300)).await;
                 let _ = stop.send(true);
                 paced
             },
             forwarding
         );
         forwarded?;
-        anyhow::ensure!(receiver.delivered() == paced, "the bare pipe lost paced messages");
+        anyhow::ensure!(receiver.delivered() == 1 + paced, "the bare pipe lost paced messages");
         (receiver.latency(), receiver.slowest_per_second())
     };
     let (bare_latency, bare_slowest) = bare_latency;

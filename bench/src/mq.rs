@@ -4,6 +4,7 @@
 
 use bida_testkit::kafka::KafkaBroker;
 use bida_testkit::rabbit::{self, TestQueue};
+use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 use std::time::Instant;
 
@@ -11,7 +12,9 @@ use std::time::Instant;
 #[allow(clippy::large_enum_variant)]
 pub enum Mq {
     Rabbit(TestQueue),
-    Kafka(KafkaBroker, String),
+    /// One producer for the whole run: a new one per paced tick cost a
+    /// connection and a metadata fetch every 100 ms, in the bare pipe's process.
+    Kafka(KafkaBroker, String, FutureProducer),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -27,7 +30,8 @@ impl Mq {
             MqKind::Kafka => {
                 let broker = KafkaBroker::start().await;
                 broker.create_topic("bench", partitions).await;
-                Self::Kafka(broker, "bench".into())
+                let producer = broker.batching_producer();
+                Self::Kafka(broker, "bench".into(), producer)
             }
         }
     }
@@ -35,14 +39,16 @@ impl Mq {
     pub fn broker(&self) -> Value {
         match self {
             Self::Rabbit(_) => json!({"name": "bench", "kind": "rabbitmq", "url": rabbit::url()}),
-            Self::Kafka(broker, _) => json!({"name": "bench", "kind": "kafka", "bootstrap_servers": broker.bootstrap}),
+            Self::Kafka(broker, _, _) => {
+                json!({"name": "bench", "kind": "kafka", "bootstrap_servers": broker.bootstrap})
+            }
         }
     }
 
     pub fn source(&self) -> Value {
         match self {
             Self::Rabbit(queue) => json!({"queue": queue.name}),
-            Self::Kafka(_, topic) => json!({"topics": [topic], "group": "bench"}),
+            Self::Kafka(_, topic, _) => json!({"topics": [topic], "group": "bench"}),
         }
     }
 
@@ -61,11 +67,11 @@ impl Mq {
                     .publish((first..first + count).map(|seq| (Some(format!("b{seq}")), payload(seq))))
                     .await
             }
-            Self::Kafka(broker, topic) => {
+            Self::Kafka(_, topic, producer) => {
                 let records: Vec<(Option<String>, Vec<u8>)> = (first..first + count)
                     .map(|seq| (Some(format!("k{}", seq % 64)), payload(seq)))
                     .collect();
-                KafkaBroker::send_all(&broker.batching_producer(), topic, records).await
+                KafkaBroker::send_all(producer, topic, records).await
             }
         }
     }
