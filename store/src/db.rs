@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{ConnectOptions, Postgres};
+use sqlx::{ConnectOptions, Connection, PgConnection, Postgres};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -52,11 +52,13 @@ impl Store {
     /// migrations, then starts the group-commit writer on the current runtime.
     pub async fn open(database_url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
         create_database_if_missing(database_url).await?;
-        let options = PgConnectOptions::from_str(database_url)?
+        let untimed = PgConnectOptions::from_str(database_url)?
             .application_name("bida")
-            .options([("statement_timeout", config.statement_timeout_ms.to_string())])
             .log_statements(tracing::log::LevelFilter::Trace)
             .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(2));
+        let options = untimed
+            .clone()
+            .options([("statement_timeout", config.statement_timeout_ms.to_string())]);
         let acquire = Duration::from_millis(config.acquire_timeout_ms);
         // No ping before every acquire: it is a round trip per statement, and a
         // dead connection fails its statement anyway, which callers retry.
@@ -74,7 +76,11 @@ impl Store {
             .acquire_timeout(acquire)
             .connect_with(options.clone())
             .await?;
-        MIGRATOR.run(&pool).await?;
+        // Without the statement deadline: a migration rewriting a large event
+        // store takes as long as it takes, and nothing runs before it is done.
+        let mut migrating = PgConnection::connect_with(&untimed).await?;
+        MIGRATOR.run(&mut migrating).await?;
+        migrating.close().await?;
         let writer = Writer::spawn(pool.clone(), config.writer.clone());
         let store = Self {
             pool,
