@@ -179,7 +179,7 @@ async fn consume(
     let rebuild = bida.rebuild_projection()?;
 
     // The bare pipe's latency at the same rate: what Bida adds is the difference.
-    let bare_latency = {
+    let (bare_latency, bare_slowest) = {
         let receiver = BenchReceiver::start().await?;
         let mq = mq::Mq::start(kind, partitions).await;
         let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -203,7 +203,6 @@ async fn consume(
         anyhow::ensure!(receiver.delivered() == 1 + paced, "the bare pipe lost paced messages");
         (receiver.latency(), receiver.slowest_per_second())
     };
-    let (bare_latency, bare_slowest) = bare_latency;
     let bida_latency = receiver.latency();
     let bida_slowest = receiver.slowest_per_second();
 

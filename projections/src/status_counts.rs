@@ -18,17 +18,14 @@ impl StatusMoves {
         if before == Some(summary.status) {
             return;
         }
-        let apps = || {
-            (
-                summary.source_app.clone().unwrap_or_default(),
-                summary.target_app.clone().unwrap_or_default(),
-            )
-        };
+        let source = summary.source_app.clone().unwrap_or_default();
+        let target = summary.target_app.clone().unwrap_or_default();
         if let Some(before) = before {
-            let (source, target) = apps();
-            *self.0.entry((before.as_str(), source, target)).or_default() -= 1;
+            *self
+                .0
+                .entry((before.as_str(), source.clone(), target.clone()))
+                .or_default() -= 1;
         }
-        let (source, target) = apps();
         *self.0.entry((summary.status.as_str(), source, target)).or_default() += 1;
     }
 
