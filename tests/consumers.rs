@@ -178,6 +178,7 @@ on_both_mqs!(
     kill_9_mid_stream_loses_nothing,
     ordering_by_key_survives_failures,
     two_nodes_share_the_work_and_one_takes_over,
+    deliveries_go_on_while_commits_are_held_up,
 );
 
 async fn ten_thousand_messages_arrive(mq: Mq) {
@@ -453,4 +454,45 @@ async fn two_nodes_share_the_work_and_one_takes_over(mq: Mq) {
         "split while both ran: {split:?}; node B finished; duplicates: {}",
         duplicates(&endpoint)
     );
+}
+
+/// The endpoint's concurrency does not wait on the event store: while appends
+/// of new tasks are held up, messages keep being delivered (up to the
+/// recording window) but none is acknowledged: killed then, Bida gets them
+/// all again from the broker and records every one.
+async fn deliveries_go_on_while_commits_are_held_up(mq: Mq) {
+    use sqlx::{Connection, Executor};
+    let endpoint = Receiver::ok().await;
+    let mut bida = Bida::start("").await;
+    let id = mq
+        .consumer(&bida, None, &endpoint.url("/in"), json!({"concurrency": 2}))
+        .await;
+    mq.publish(vec![Record {
+        id: "first".into(),
+        key: None,
+        body: b"{}".to_vec(),
+    }])
+    .await;
+    wait_consumer(&bida, &id, |c| c["counters"]["delivered"] == 1).await;
+
+    // Every new task registers its id in task_streams: a share lock stalls them all.
+    let mut blocker = sqlx::PgConnection::connect(&bida.db_url).await.unwrap();
+    let mut held = blocker.begin().await.unwrap();
+    held.execute("LOCK TABLE task_streams IN SHARE MODE").await.unwrap();
+    mq.publish(numbered(50)).await;
+    assert!(
+        eventually(WAIT, || endpoint.distinct_messages() == 51).await,
+        "{} of 51 delivered while commits were held up (concurrency 2)\n{}",
+        endpoint.distinct_messages(),
+        bida.log()
+    );
+    let waiting = wait_consumer(&bida, &id, |c| c["nodes"][0]["report"]["recording"] == 50).await;
+    assert_eq!(waiting["counters"]["delivered"], 1, "recorded while held up: {waiting}");
+
+    bida.kill9();
+    held.rollback().await.unwrap();
+    bida.restart().await;
+    wait_consumer(&bida, &id, |c| c["counters"]["delivered"] == 51 && c["lag_total"] == 0).await;
+    // Unacknowledged, they came back from the broker and went out again.
+    assert!(duplicates(&endpoint) >= 50, "{} delivered twice", duplicates(&endpoint));
 }

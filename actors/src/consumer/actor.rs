@@ -37,7 +37,10 @@ pub struct Report;
 #[derive(Clone, Debug, Serialize)]
 pub struct ConsumerReport {
     pub state: RunState,
+    /// Deliveries at the endpoint.
     pub in_flight: usize,
+    /// Delivered messages whose outcomes are being recorded, not yet acknowledged.
+    pub recording: usize,
     /// Messages waiting in key lanes.
     pub held: usize,
     pub fetched: u64,
@@ -240,6 +243,7 @@ impl Handler<Report> for ConsumerActor {
             ConsumerReport {
                 state: *status.state.lock().unwrap_or_else(|p| p.into_inner()),
                 in_flight: status.in_flight.load(Ordering::Relaxed),
+                recording: status.recording.load(Ordering::Relaxed),
                 held: status.held.load(Ordering::Relaxed),
                 fetched,
                 delivered,

@@ -3,7 +3,9 @@
 //! Deliver first, while the broker still holds the message; then record the
 //! outcome together with the task's events in one group-committed append;
 //! only then acknowledge. A crash at any point repeats the delivery, never
-//! loses it. A failed first attempt hands the message to a callback task that
+//! loses it. The delivery's slot is given back once the endpoint has
+//! answered ([`Slot::attempted`]), so the endpoint's concurrency does not
+//! wait on the event store's commits. A failed first attempt hands the message to a callback task that
 //! owns its retries (the event store is the retry queue), so one failing
 //! endpoint does not stall the partition. With ordering by key, the lane keeps
 //! the message until it is delivered or its attempts are used up.
@@ -23,6 +25,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::pump::Slot;
 use crate::commands::Commands;
 use crate::delivery::Attempted;
 use crate::sources::Incoming;
@@ -60,16 +63,21 @@ pub enum Outcome {
     Abandoned,
 }
 
-/// One delivery's end, reported to the pump.
-#[derive(Clone, Debug)]
-pub struct Done {
-    pub key: Option<String>,
-    pub outcome: Outcome,
+/// What a delivery's last attempt said of the endpoint, for the breaker.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
     /// `Some(true)`: the endpoint answered as expected; `Some(false)`: it
     /// failed (5xx, timeout, network...); `None`: neither (a client error).
     pub healthy: Option<bool>,
     pub probe: bool,
     pub error: Option<String>,
+}
+
+/// One delivery's end (recorded and acknowledged, or abandoned), reported to the pump.
+#[derive(Clone, Debug)]
+pub struct Done {
+    pub key: Option<String>,
+    pub outcome: Outcome,
     /// Ordering by key: the consumer version at which this message's lane was parked.
     pub parked_at: Option<i64>,
 }
@@ -118,12 +126,13 @@ impl Pipeline {
     }
 
     /// What the attempt says of the endpoint's health, and why it failed.
-    fn health(attempted: &Attempted) -> (Option<bool>, Option<String>) {
-        match &attempted.verdict {
+    fn health(attempted: &Attempted, probe: bool) -> Health {
+        let (healthy, error) = match &attempted.verdict {
             Verdict::Success => (Some(true), None),
             Verdict::Retry { reason, .. } => (Some(false), Some(reason.clone())),
             Verdict::GiveUp { reason } => (None, Some(reason.clone())),
-        }
+        };
+        Health { healthy, probe, error }
     }
 
     /// Runs a command on the task and keeps its events.
@@ -186,13 +195,14 @@ impl Pipeline {
         config: Arc<LiveConfig>,
         incoming: Incoming,
         probe: bool,
+        slot: &mut Slot,
     ) -> Result<Done, PipelineError> {
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
         let spec = config.spec.task_for(&config.consumer_id, &message);
         let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let attempted = self.node.delivery.attempt(&spec, 1).await;
-        let (healthy, error) = Self::health(&attempted);
+        slot.attempted(Self::health(&attempted, probe));
         let mut task = CallbackTask::default();
         let mut events = Vec::with_capacity(2);
         let bytes = message.body.len();
@@ -232,20 +242,19 @@ impl Pipeline {
         Ok(Done {
             key,
             outcome,
-            healthy,
-            probe,
-            error,
             parked_at: None,
         })
     }
 
     /// Ordering by key: the lane keeps the message, retrying it in place until
     /// it is delivered or its attempts are used up (then the lane is parked),
-    /// and records its whole history at once.
+    /// and records its whole history at once. The slot is given back after
+    /// the last attempt; the lane stays busy until the outcome is recorded.
     pub async fn deliver_in_order(
         self: Arc<Self>,
         config: Arc<LiveConfig>,
         incoming: Incoming,
+        slot: &mut Slot,
     ) -> Result<Done, PipelineError> {
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
@@ -254,8 +263,7 @@ impl Pipeline {
         let mut task = CallbackTask::default();
         let mut events = Vec::new();
         let mut stopping = self.stopping.clone();
-        let mut healthy = None;
-        let mut error = None;
+        let mut health = Health::default();
         Self::decide(
             &mut task,
             &mut events,
@@ -269,12 +277,12 @@ impl Pipeline {
             tokio::select! {
                 biased;
                 _ = stopping.wait_for(|stop| *stop) => {
-                    return Ok(Done { key, outcome: Outcome::Abandoned, healthy, probe: false, error, parked_at: None });
+                    return Ok(Done { key, outcome: Outcome::Abandoned, parked_at: None });
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
             let attempted = self.node.delivery.attempt(&spec, task.attempts() + 1).await;
-            (healthy, error) = Self::health(&attempted);
+            health = Self::health(&attempted, false);
             let number = task.attempts() + 1;
             Self::decide(
                 &mut task,
@@ -282,6 +290,7 @@ impl Pipeline {
                 TaskCommand::RecordAttempt(attempted.into_report(number)),
             );
         }
+        slot.attempted(health);
         let (task_id, dead, outcome) = match self.record(&task_id, &events, None).await? {
             Recorded::New(id) => {
                 let dead = task.status() == TaskStatus::Dead;
@@ -303,9 +312,6 @@ impl Pipeline {
                     return Ok(Done {
                         key: Some(key.clone()),
                         outcome: Outcome::Abandoned,
-                        healthy,
-                        probe: false,
-                        error,
                         parked_at,
                     });
                 }
@@ -316,9 +322,6 @@ impl Pipeline {
         Ok(Done {
             key,
             outcome,
-            healthy,
-            probe: false,
-            error,
             parked_at,
         })
     }

@@ -2,6 +2,11 @@
 //! paused, breaker closed or probing, under its concurrency and rate) and hands
 //! it to a delivery on the node's work runtime. Long holds (a paused consumer,
 //! an open breaker) pause the source itself, so the backlog stays in the MQ.
+//!
+//! Two bounds: `concurrency` deliveries at the endpoint at once, and up to
+//! [`RECORDING_WINDOW`] delivered messages whose outcomes are being recorded
+//! (not yet acknowledged). A slow commit then holds back only the
+//! acknowledgements, not the next deliveries, until the window is full.
 
 use bida_domain::consumer::Ordering as Ordered;
 use bida_domain::consumer::SourceMessage;
@@ -20,11 +25,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::breaker::{Admission, Breaker, BreakerState};
-use super::pipeline::{Done, LiveConfig, Outcome, Pipeline, PipelineError};
+use super::pipeline::{Done, Health, LiveConfig, Outcome, Pipeline, PipelineError};
 use crate::sources::{BacklogProbe, Incoming, Source, SourceError};
 
 /// Messages a consumer holds back in parked or busy key lanes (ordering by key).
 pub const LANE_BUFFER: usize = 1_000;
+
+/// Delivered messages a consumer may have waiting for their outcomes to be
+/// recorded. Enough to ride out a few hundred milliseconds of slow commits at
+/// thousands of messages a second; after a crash, at most this many (plus
+/// those at the endpoint) are delivered again.
+pub const RECORDING_WINDOW: usize = 1_024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PumpError {
@@ -50,7 +61,10 @@ pub enum RunState {
 #[derive(Default)]
 pub struct PumpStatus {
     pub state: Mutex<RunState>,
+    /// Deliveries at the endpoint.
     pub in_flight: AtomicUsize,
+    /// Delivered messages whose outcomes are being recorded.
+    pub recording: AtomicUsize,
     pub held: AtomicUsize,
     pub last_error: Mutex<Option<(DateTime<Utc>, String)>>,
     pub probe: Mutex<Option<Arc<dyn BacklogProbe>>>,
@@ -139,16 +153,44 @@ impl Lanes {
     }
 }
 
+/// What a dispatched delivery tells the pump.
+enum Progress {
+    /// The endpoint answered: the delivery's slot is free; recording goes on.
+    Attempted(Health),
+    /// Recorded and acknowledged (or abandoned). `attempted`: whether the
+    /// slot was given back before.
+    Finished {
+        attempted: bool,
+        result: Result<Done, PipelineError>,
+    },
+}
+
+/// A delivery's place under the consumer's concurrency, given back when the
+/// endpoint has answered (at most once).
+pub struct Slot {
+    progress: mpsc::UnboundedSender<Progress>,
+    attempted: bool,
+}
+
+impl Slot {
+    pub fn attempted(&mut self, health: Health) {
+        if !std::mem::replace(&mut self.attempted, true) {
+            let _ = self.progress.send(Progress::Attempted(health));
+        }
+    }
+}
+
 fn rate_gate(per_second: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
     NonZeroU32::new(per_second).map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))))
 }
 
+/// Messages unacknowledged at once: at the endpoint, being recorded, and
+/// (ordering by key) waiting in lanes.
 pub fn prefetch(config: &LiveConfig) -> u32 {
-    let concurrency = config.spec.policy.concurrency;
+    let unacknowledged = config.spec.policy.concurrency.saturating_add(RECORDING_WINDOW as u32);
     match config.spec.policy.ordering {
-        Ordered::None => concurrency,
-        // Waiting lane messages stay unacknowledged in the broker too.
-        Ordered::Key => concurrency + LANE_BUFFER as u32,
+        Ordered::None => unacknowledged,
+        Ordered::Key => unacknowledged.saturating_add(LANE_BUFFER as u32),
     }
 }
 
@@ -228,23 +270,28 @@ impl<S: Source> Pump<S> {
         probe: bool,
         ordered: bool,
         config: &Arc<LiveConfig>,
-        done: &mpsc::UnboundedSender<Result<Done, PipelineError>>,
+        progress: &mpsc::UnboundedSender<Progress>,
     ) {
-        let (pipeline, config, done) = (self.pipeline.clone(), config.clone(), done.clone());
+        let (pipeline, config) = (self.pipeline.clone(), config.clone());
+        let mut slot = Slot {
+            progress: progress.clone(),
+            attempted: false,
+        };
         self.work.spawn(async move {
             let delivery = async {
                 if ordered {
-                    pipeline.deliver_in_order(config, incoming).await
+                    pipeline.deliver_in_order(config, incoming, &mut slot).await
                 } else {
-                    pipeline.deliver(config, incoming, probe).await
+                    pipeline.deliver(config, incoming, probe, &mut slot).await
                 }
             };
             // A panic is a bug: it must surface as a crash, not leak a slot.
-            let outcome = match AssertUnwindSafe(delivery).catch_unwind().await {
-                Ok(outcome) => outcome,
+            let result = match AssertUnwindSafe(delivery).catch_unwind().await {
+                Ok(result) => result,
                 Err(_) => Err(PipelineError::Panicked),
             };
-            let _ = done.send(outcome);
+            let attempted = slot.attempted;
+            let _ = slot.progress.send(Progress::Finished { attempted, result });
         });
     }
 
@@ -252,8 +299,9 @@ impl<S: Source> Pump<S> {
         let mut live = self.config.borrow_and_update().clone();
         let mut breaker = Breaker::new(live.spec.policy.breaker);
         let mut rate = rate_gate(live.spec.policy.rate_per_sec);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Result<Done, PipelineError>>();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Progress>();
         let mut in_flight = 0usize;
+        let mut recording = 0usize;
         let mut lanes = Lanes::default();
         let mut parking = Parking::default();
         let mut source_held = false;
@@ -265,7 +313,7 @@ impl<S: Source> Pump<S> {
             let stopping = *self.stop.borrow();
             if stopping {
                 let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + self.grace);
-                if in_flight == 0 || Instant::now() >= deadline {
+                if in_flight + recording == 0 || Instant::now() >= deadline {
                     return Ok(());
                 }
             }
@@ -276,7 +324,8 @@ impl<S: Source> Pump<S> {
             let policy = &live.spec.policy;
             let ordered = policy.ordering == Ordered::Key;
             let now = Instant::now();
-            let room = in_flight < policy.concurrency as usize && lanes.held < LANE_BUFFER;
+            let room =
+                in_flight < policy.concurrency as usize && recording < RECORDING_WINDOW && lanes.held < LANE_BUFFER;
             let admission = if stopping || live.paused || !room {
                 Admission::Wait(None)
             } else if ordered {
@@ -302,6 +351,7 @@ impl<S: Source> Pump<S> {
                 _ => RunState::Running,
             });
             self.status.in_flight.store(in_flight, Ordering::Relaxed);
+            self.status.recording.store(recording, Ordering::Relaxed);
             self.status.held.store(lanes.held, Ordering::Relaxed);
             let wake = match admission {
                 Admission::Wait(Some(until)) => Some(Instant::from_std(until)),
@@ -335,26 +385,36 @@ impl<S: Source> Pump<S> {
                         }
                     }
                 }
-                Some(done) = done_rx.recv() => {
-                    in_flight -= 1;
-                    let done = done?;
-                    breaker.record(done.healthy, done.probe, std::time::Instant::now());
-                    if let Some(error) = &done.error {
-                        self.status.set_error(error.clone());
-                    }
-                    if let (true, Some(key)) = (ordered, &done.key) {
-                        if let Some(version) = done.parked_at {
-                            parking.pending.insert(key.clone(), version);
-                        }
-                        // An abandoned message comes back first after a restart:
-                        // the lane must not move past it.
-                        let hold = done.outcome == Outcome::Abandoned || live.paused || parking.parked(&live, key);
-                        if let Some(next) = lanes.finished(key, hold) {
-                            in_flight += 1;
-                            self.dispatch(next, false, true, &live, &done_tx);
+                Some(progress) = done_rx.recv() => match progress {
+                    Progress::Attempted(health) => {
+                        in_flight -= 1;
+                        recording += 1;
+                        breaker.record(health.healthy, health.probe, std::time::Instant::now());
+                        if let Some(error) = health.error {
+                            self.status.set_error(error);
                         }
                     }
-                }
+                    Progress::Finished { attempted, result } => {
+                        if attempted {
+                            recording -= 1;
+                        } else {
+                            in_flight -= 1;
+                        }
+                        let done = result?;
+                        if let (true, Some(key)) = (ordered, &done.key) {
+                            if let Some(version) = done.parked_at {
+                                parking.pending.insert(key.clone(), version);
+                            }
+                            // An abandoned message comes back first after a restart:
+                            // the lane must not move past it.
+                            let hold = done.outcome == Outcome::Abandoned || live.paused || parking.parked(&live, key);
+                            if let Some(next) = lanes.finished(key, hold) {
+                                in_flight += 1;
+                                self.dispatch(next, false, true, &live, &done_tx);
+                            }
+                        }
+                    }
+                },
                 _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
                 _ = tokio::time::sleep_until(stop_deadline.unwrap_or(now)), if stop_deadline.is_some() => {}
                 incoming = fetch(&mut self.source, rate.clone()), if fetch_now => {
