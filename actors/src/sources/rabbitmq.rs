@@ -504,34 +504,36 @@ pub struct RabbitOverview {
 }
 
 /// One RabbitMQ node: memory, disk and file descriptors against their limits.
+/// A figure the management plugin has not collected yet (just started, or
+/// behind under load) is absent rather than 0.
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RabbitNode {
     pub name: String,
     #[serde(default)]
     pub running: bool,
-    #[serde(default)]
-    pub mem_used: i64,
-    #[serde(default)]
-    pub mem_limit: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_used: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mem_limit: Option<i64>,
     #[serde(default)]
     pub mem_alarm: bool,
-    #[serde(default)]
-    pub disk_free: i64,
-    #[serde(default)]
-    pub disk_free_limit: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_free_limit: Option<i64>,
     #[serde(default)]
     pub disk_free_alarm: bool,
-    #[serde(default)]
-    pub fd_used: i64,
-    #[serde(default)]
-    pub fd_total: i64,
-    #[serde(default)]
-    pub sockets_used: i64,
-    #[serde(default)]
-    pub sockets_total: i64,
-    #[serde(default)]
-    pub uptime: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_used: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fd_total: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets_used: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sockets_total: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime: Option<i64>,
 }
 
 #[derive(serde::Deserialize)]
