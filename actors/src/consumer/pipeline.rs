@@ -5,10 +5,11 @@
 //! only then acknowledge. A crash at any point repeats the delivery, never
 //! loses it. The delivery's slot is given back once the endpoint has
 //! answered ([`Slot::attempted`]), so the endpoint's concurrency does not
-//! wait on the event store's commits. A failed first attempt hands the message to a callback task that
-//! owns its retries (the event store is the retry queue), so one failing
-//! endpoint does not stall the partition. With ordering by key, the lane keeps
-//! the message until it is delivered or its attempts are used up.
+//! wait on the event store's commits. A failed first attempt hands the
+//! message to a callback task that owns its retries (the event store is the
+//! retry queue), so one failing endpoint does not stall the partition. With
+//! ordering by key, the lane keeps the message until it is delivered or its
+//! attempts are used up.
 
 use actix::Addr;
 use bida_domain::consumer::{Consumer, ConsumerCommand, ConsumerSpec};
