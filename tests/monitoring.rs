@@ -416,16 +416,12 @@ async fn rabbitmq_broker_status_shows_its_nodes_figures() {
     // The management plugin collects node figures every few seconds and can
     // fall behind on a loaded machine: until then it lists the node without them.
     let path = format!("/v1/brokers/{}", broker["id"].as_str().unwrap());
-    let mut view = Value::Null;
-    for _ in 0..60 {
-        let (status, answer) = bida.get(&path).await;
-        assert_eq!(status, 200, "{answer}");
-        view = answer;
-        if view["rabbitmq"]["nodes"][0]["mem_used"].is_i64() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    until(Duration::from_secs(60), || async {
+        bida.get(&path).await.1["rabbitmq"]["nodes"][0]["mem_used"].is_i64()
+    })
+    .await;
+    let (status, view) = bida.get(&path).await;
+    assert_eq!(status, 200, "{view}");
     assert_eq!(view["health"]["reachable"], true, "{view}");
     let queues = view["queues"].as_array().expect("queues");
     let ours = queues.iter().find(|q| q["name"] == queue.name.as_str());
