@@ -198,6 +198,29 @@ async fn ten_thousand_messages_arrive(mq: Mq) {
     })
     .await;
     assert_eq!(consumer["counters"]["dead"], 0);
+    // Delivered at the first attempt: one event per message, not two.
+    use sqlx::Connection;
+    let mut db = sqlx::PgConnection::connect(&bida.db_url).await.unwrap();
+    let recorded: Vec<(String, i64)> =
+        sqlx::query_as("SELECT event_type, count(*) FROM events WHERE aggregate_type = 'callback_task' GROUP BY 1")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(recorded, vec![("MessageDelivered".to_string(), 10_000)]);
+    let (_, page) = bida
+        .get(&format!("/v1/tasks?consumer_id={id}&status=delivered&limit=1"))
+        .await;
+    let task = &page["items"][0];
+    assert_eq!(
+        (&task["status"], &task["attempt_count"], task["finished_at"].is_string()),
+        (&json!("delivered"), &json!(1), true),
+        "{task}"
+    );
+    let (status, detail) = bida.get(&format!("/v1/tasks/{}", task["id"].as_str().unwrap())).await;
+    assert_eq!(status, 200, "{detail}");
+    assert_eq!(detail["attempts"].as_array().map(Vec::len), Some(1), "{detail}");
+    assert_eq!(detail["version"], 1, "{detail}");
+    assert!(detail["request"]["body"]["text"].is_string(), "{detail}");
     println!("10000 of 10000 arrived; duplicates: {}", duplicates(&endpoint));
 }
 

@@ -110,7 +110,8 @@ impl Counts {
         let mut counts = Counts::default();
         match event {
             TaskEvent::TaskSubmitted { .. } => counts.submitted = 1,
-            TaskEvent::AttemptSucceeded { attempt } => {
+            TaskEvent::AttemptSucceeded { attempt } | TaskEvent::MessageDelivered { attempt, .. } => {
+                counts.submitted = i64::from(matches!(event, TaskEvent::MessageDelivered { .. }));
                 counts.attempts = 1;
                 counts.delivered = 1;
                 counts.latency_sum_ms = attempt.latency_ms as i64;

@@ -50,8 +50,10 @@ pub struct FeedRead<'a> {
     /// Payloads only for these event types (the others still advance the reader).
     pub payload_types: Option<&'a [&'a str]>,
     /// A JSON path removed from large payloads before they leave the database
-    /// (a message body the reader does not need, say). Payloads up to
-    /// [`STRIP_ABOVE_BYTES`] come whole: stripping means parsing them there.
+    /// (a message body the reader does not need, say), inside the key of the
+    /// event's type (serde's enum tagging), so that one path serves every
+    /// event type with that field. Payloads up to [`STRIP_ABOVE_BYTES`] come
+    /// whole: stripping means parsing them there.
     pub without: &'a [&'a str],
 }
 
@@ -141,7 +143,7 @@ impl Store {
                     sequence, event_type, event_version,
                     CASE WHEN $4::text[] IS NULL OR event_type = ANY($4) THEN
                         CASE WHEN cardinality($5::text[]) > 0 AND octet_length(payload::text) > $6
-                             THEN bida_payload_without(payload, $5::text[]) ELSE payload::text END
+                             THEN bida_payload_without(payload, event_type || $5::text[]) ELSE payload::text END
                     END AS payload,
                     metadata::text AS metadata, recorded_at, epoch
              FROM events

@@ -21,10 +21,8 @@ pub fn task_epoch(submitted_at: DateTime<Utc>) -> i32 {
 
 /// The epoch of a task whose `events` start with its submission.
 pub fn submission_epoch(events: &[TaskEvent]) -> Option<i32> {
-    match events.first() {
-        Some(TaskEvent::TaskSubmitted { submitted_at, .. }) => Some(task_epoch(*submitted_at)),
-        _ => None,
-    }
+    let (_, submitted_at) = events.first()?.submission()?;
+    Some(task_epoch(submitted_at))
 }
 
 /// A task as loaded from its events.
@@ -74,14 +72,17 @@ pub fn task_append(
             epoch,
         });
     }
-    let schedule = ScheduleChange::after(events).map(|change| ScheduleWrite {
-        task_id: id.to_string(),
-        change,
-        owner: match change {
-            ScheduleChange::Due(_) => owner,
-            ScheduleChange::Clear => None,
-        },
-    });
+    // A task final in its first append never had a schedule entry to clear.
+    let schedule = ScheduleChange::after(events)
+        .filter(|change| version > 0 || *change != ScheduleChange::Clear)
+        .map(|change| ScheduleWrite {
+            task_id: id.to_string(),
+            change,
+            owner: match change {
+                ScheduleChange::Due(_) => owner,
+                ScheduleChange::Clear => None,
+            },
+        });
     Ok(Append { events: rows, schedule })
 }
 

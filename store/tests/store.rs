@@ -232,17 +232,21 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
     let db = TestDatabase::create().await;
     let store = open(&db, WriterConfig::default()).await;
     let big = "x".repeat(bida_store::STRIP_ABOVE_BYTES as usize);
+    // Paths are taken inside the event's type key (serde's enum tagging).
     let payloads = [
-        format!(r#"{{"spec":{{"body":"small"}},"n":1}}"#),
-        format!(r#"{{"spec":{{"body":"{big}"}},"n":2}}"#),
+        format!(r#"{{"Happened":{{"spec":{{"body":"small"}},"n":1}}}}"#),
+        format!(r#"{{"Happened":{{"spec":{{"body":"{big}"}},"n":2}}}}"#),
         // jsonb cannot hold NUL: such a payload comes whole, the feed goes on.
-        format!(r#"{{"spec":{{"body":"\u0000{big}"}},"n":3}}"#),
+        format!(r#"{{"Happened":{{"spec":{{"body":"\u0000{big}"}},"n":3}}}}"#),
+        // Each event's path starts at its own type.
+        format!(r#"{{"Other":{{"spec":{{"body":"{big}"}},"n":4}}}}"#),
     ];
     for (i, payload) in payloads.iter().enumerate() {
         store
             .append(Append {
                 events: vec![NewEvent {
                     payload: payload.clone(),
+                    event_type: Cow::Borrowed(if i == 3 { "Other" } else { "Happened" }),
                     ..event(&format!("p{i}"), 1)
                 }],
                 schedule: None,
@@ -257,7 +261,7 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
     let mut page = Vec::new();
     for _ in 0..500 {
         page = store.read_feed(FeedPosition::default(), 10, read).await.unwrap();
-        if page.len() == 3 {
+        if page.len() == 4 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -268,8 +272,9 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
         .collect();
     let expected: Vec<serde_json::Value> = vec![
         serde_json::from_str(&payloads[0]).unwrap(),
-        serde_json::json!({"spec": {}, "n": 2}),
+        serde_json::json!({"Happened": {"spec": {}, "n": 2}}),
         serde_json::from_str(&payloads[2]).unwrap(),
+        serde_json::json!({"Other": {"spec": {}, "n": 4}}),
     ];
     assert_eq!(values, expected);
 }

@@ -208,11 +208,15 @@ impl Pipeline {
         let mut events = Vec::with_capacity(2);
         let bytes = message.body.len();
         let submitted_at = attempted.started_at;
-        Self::decide(&mut task, &mut events, TaskCommand::Submit { spec, at: submitted_at });
+        let report = attempted.into_report(1);
         Self::decide(
             &mut task,
             &mut events,
-            TaskCommand::RecordAttempt(attempted.into_report(1)),
+            TaskCommand::SubmitAttempted {
+                spec,
+                at: submitted_at,
+                report,
+            },
         );
         let hold = matches!(ScheduleChange::after(&events), Some(ScheduleChange::Due(at))
                 if (at - Utc::now()).to_std().unwrap_or_default() <= self.node.scheduler.hold_max())
@@ -265,16 +269,10 @@ impl Pipeline {
         let mut events = Vec::new();
         let mut stopping = self.stopping.clone();
         let mut health = Health::default();
-        Self::decide(
-            &mut task,
-            &mut events,
-            TaskCommand::Submit {
-                spec: spec.clone(),
-                at: Utc::now(),
-            },
-        );
-        while let Some(due) = task.next_attempt_at() {
-            let wait = (due - Utc::now()).to_std().unwrap_or_default();
+        let submitted_at = Utc::now();
+        let mut due = Some(submitted_at);
+        while let Some(due_at) = due {
+            let wait = (due_at - Utc::now()).to_std().unwrap_or_default();
             tokio::select! {
                 biased;
                 _ = stopping.wait_for(|stop| *stop) => {
@@ -282,14 +280,20 @@ impl Pipeline {
                 }
                 _ = tokio::time::sleep(wait) => {}
             }
-            let attempted = self.node.delivery.attempt(&spec, task.attempts() + 1).await;
-            health = Self::health(&attempted, false);
             let number = task.attempts() + 1;
-            Self::decide(
-                &mut task,
-                &mut events,
-                TaskCommand::RecordAttempt(attempted.into_report(number)),
-            );
+            let attempted = self.node.delivery.attempt(&spec, number).await;
+            health = Self::health(&attempted, false);
+            let report = attempted.into_report(number);
+            let command = match number {
+                1 => TaskCommand::SubmitAttempted {
+                    spec: spec.clone(),
+                    at: submitted_at,
+                    report,
+                },
+                _ => TaskCommand::RecordAttempt(report),
+            };
+            Self::decide(&mut task, &mut events, command);
+            due = task.next_attempt_at();
         }
         slot.attempted(health);
         let (task_id, dead, outcome) = match self.record(&task_id, &events, None).await? {

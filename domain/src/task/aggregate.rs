@@ -64,6 +64,32 @@ impl CallbackTask {
                 }])
             }
             TaskCommand::RecordAttempt(report) => self.judge_attempt(report),
+            TaskCommand::SubmitAttempted { spec, at, report } => {
+                let mut events = self.decide(TaskCommand::Submit { spec, at })?;
+                let mut submitted = self.clone();
+                for event in &events {
+                    submitted.apply_event(event);
+                }
+                let attempt = submitted.judge_attempt(report)?;
+                match (&events[..], &attempt[..]) {
+                    (
+                        [TaskEvent::TaskSubmitted {
+                            spec,
+                            submitted_at,
+                            due_at,
+                        }],
+                        [TaskEvent::AttemptSucceeded { attempt }],
+                    ) if due_at == submitted_at => Ok(vec![TaskEvent::MessageDelivered {
+                        spec: spec.clone(),
+                        submitted_at: *submitted_at,
+                        attempt: attempt.clone(),
+                    }]),
+                    _ => {
+                        events.extend(attempt);
+                        Ok(events)
+                    }
+                }
+            }
             TaskCommand::Cancel { reason, at } => {
                 self.spec.as_ref().ok_or(TaskError::NotFound)?;
                 match self.status {
@@ -169,6 +195,12 @@ impl CallbackTask {
             }
             TaskEvent::AttemptSucceeded { .. } => {
                 self.attempts += 1;
+                self.status = TaskStatus::Delivered;
+                self.next_attempt_at = None;
+            }
+            TaskEvent::MessageDelivered { spec, .. } => {
+                self.spec = Some(spec.clone());
+                self.attempts = 1;
                 self.status = TaskStatus::Delivered;
                 self.next_attempt_at = None;
             }
@@ -340,6 +372,62 @@ mod tests {
             .then_expect_events(vec![TaskEvent::AttemptSucceeded {
                 attempt: record(1, 200, None),
             }]);
+    }
+
+    #[test]
+    fn a_consumed_message_delivered_at_once_is_one_event() {
+        let delivered = TaskEvent::MessageDelivered {
+            spec: spec(3),
+            submitted_at: t0(),
+            attempt: record(1, 200, None),
+        };
+        Framework::with(())
+            .given_no_previous_events()
+            .when(TaskCommand::SubmitAttempted {
+                spec: spec(3),
+                at: t0(),
+                report: report(1, 200),
+            })
+            .then_expect_events(vec![delivered.clone()]);
+        let task = CallbackTask::from_events([&delivered]);
+        assert_eq!(task.status(), TaskStatus::Delivered);
+        assert_eq!(task.attempts(), 1);
+        assert_eq!(task.spec(), Some(&spec(3)));
+        assert_eq!(task.next_attempt_at(), None);
+        // It is a submission: the id is taken.
+        Framework::with(())
+            .given(vec![delivered])
+            .when(TaskCommand::Submit {
+                spec: spec(3),
+                at: t0(),
+            })
+            .then_expect_error(TaskError::AlreadySubmitted);
+    }
+
+    #[test]
+    fn a_consumed_message_whose_attempt_failed_keeps_its_submission_apart() {
+        Framework::with(())
+            .given_no_previous_events()
+            .when(TaskCommand::SubmitAttempted {
+                spec: spec(3),
+                at: t0(),
+                report: report(1, 503),
+            })
+            .then_expect_events(vec![
+                submitted(3),
+                TaskEvent::AttemptFailed {
+                    attempt: record(1, 503, Some("HTTP 503")),
+                    next_attempt_at: after(10 + 1_000),
+                },
+            ]);
+        Framework::with(())
+            .given(vec![submitted(3)])
+            .when(TaskCommand::SubmitAttempted {
+                spec: spec(3),
+                at: t0(),
+                report: report(1, 200),
+            })
+            .then_expect_error(TaskError::AlreadySubmitted);
     }
 
     #[test]
@@ -538,7 +626,12 @@ mod tests {
 
     #[test]
     fn events_serialize_with_their_type_names() {
-        for event in [submitted(1), TaskEvent::RetryRequested { at: t0() }] {
+        let delivered = TaskEvent::MessageDelivered {
+            spec: spec(1),
+            submitted_at: t0(),
+            attempt: record(1, 200, None),
+        };
+        for event in [submitted(1), delivered, TaskEvent::RetryRequested { at: t0() }] {
             let json = serde_json::to_value(&event).unwrap();
             assert!(json.get(event.name()).is_some(), "{json}");
             let back: TaskEvent = serde_json::from_value(json).unwrap();

@@ -11,6 +11,15 @@ pub enum TaskCommand {
         at: DateTime<Utc>,
     },
     RecordAttempt(AttemptReport),
+    /// A consumed message, attempted once before anything was recorded
+    /// (the consumer delivers while the broker still holds the message):
+    /// `Submit` and `RecordAttempt` in one, so that a first-attempt success
+    /// is a single [`super::TaskEvent::MessageDelivered`].
+    SubmitAttempted {
+        spec: Arc<TaskSpec>,
+        at: DateTime<Utc>,
+        report: AttemptReport,
+    },
     Cancel {
         reason: Option<String>,
         at: DateTime<Utc>,

@@ -19,6 +19,14 @@ pub enum TaskEvent {
     AttemptSucceeded {
         attempt: AttemptRecord,
     },
+    /// A consumed message delivered on its first attempt, made before
+    /// anything was recorded: its submission and that attempt in one event,
+    /// so the common case of a consumer costs one row, not two.
+    MessageDelivered {
+        spec: Arc<TaskSpec>,
+        submitted_at: DateTime<Utc>,
+        attempt: AttemptRecord,
+    },
     AttemptFailed {
         attempt: AttemptRecord,
         /// `None` when no attempt follows (a `TaskDeadLettered` comes next).
@@ -63,13 +71,14 @@ pub struct AttemptRecord {
 }
 
 impl TaskEvent {
-    pub const TYPES: [&'static str; 6] = [
+    pub const TYPES: [&'static str; 7] = [
         "TaskSubmitted",
         "AttemptSucceeded",
         "AttemptFailed",
         "TaskDeadLettered",
         "TaskCancelled",
         "RetryRequested",
+        "MessageDelivered",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -80,6 +89,7 @@ impl TaskEvent {
             Self::TaskDeadLettered { .. } => 3,
             Self::TaskCancelled { .. } => 4,
             Self::RetryRequested { .. } => 5,
+            Self::MessageDelivered { .. } => 6,
         };
         Self::TYPES[index]
     }
@@ -88,10 +98,34 @@ impl TaskEvent {
     pub fn at(&self) -> DateTime<Utc> {
         match self {
             Self::TaskSubmitted { submitted_at, .. } => *submitted_at,
-            Self::AttemptSucceeded { attempt } | Self::AttemptFailed { attempt, .. } => {
+            Self::AttemptSucceeded { attempt }
+            | Self::AttemptFailed { attempt, .. }
+            | Self::MessageDelivered { attempt, .. } => {
                 attempt.started_at + chrono::Duration::milliseconds(attempt.latency_ms as i64)
             }
             Self::TaskDeadLettered { at, .. } | Self::TaskCancelled { at, .. } | Self::RetryRequested { at } => *at,
+        }
+    }
+}
+
+impl TaskEvent {
+    /// The task's spec, when this event starts the task.
+    pub fn submission(&self) -> Option<(&Arc<TaskSpec>, DateTime<Utc>)> {
+        match self {
+            Self::TaskSubmitted { spec, submitted_at, .. } | Self::MessageDelivered { spec, submitted_at, .. } => {
+                Some((spec, *submitted_at))
+            }
+            _ => None,
+        }
+    }
+
+    /// The attempt this event records, if it records one.
+    pub fn attempt(&self) -> Option<&AttemptRecord> {
+        match self {
+            Self::AttemptSucceeded { attempt }
+            | Self::AttemptFailed { attempt, .. }
+            | Self::MessageDelivered { attempt, .. } => Some(attempt),
+            _ => None,
         }
     }
 }

@@ -33,6 +33,7 @@ impl ScheduleChange {
                 next_attempt_at: None, ..
             }
             | TaskEvent::AttemptSucceeded { .. }
+            | TaskEvent::MessageDelivered { .. }
             | TaskEvent::TaskDeadLettered { .. }
             | TaskEvent::TaskCancelled { .. } => Self::Clear,
         }

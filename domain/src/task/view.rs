@@ -43,15 +43,8 @@ pub struct TaskSummary {
 impl TaskSummary {
     /// The summary a task starts with; `None` unless `event` is its submission.
     pub fn start(id: &str, event: &TaskEvent) -> Option<Self> {
-        let TaskEvent::TaskSubmitted {
-            spec,
-            submitted_at,
-            due_at,
-        } = event
-        else {
-            return None;
-        };
-        Some(Self {
+        let (spec, submitted_at) = event.submission()?;
+        let mut summary = Self {
             id: id.to_string(),
             status: TaskStatus::Pending,
             message_id: spec.message_id.clone(),
@@ -62,21 +55,23 @@ impl TaskSummary {
             consumer_id: spec.origin.as_ref().map(|o| o.consumer_id.clone()),
             attempt_count: 0,
             max_attempts: spec.policy.max_attempts,
-            created_at: *submitted_at,
-            updated_at: *submitted_at,
+            created_at: submitted_at,
+            updated_at: submitted_at,
             deliver_at: spec.deliver_at,
-            next_attempt_at: Some(*due_at),
+            next_attempt_at: None,
             finished_at: None,
             reason: None,
             last_attempt: None,
-        })
+        };
+        summary.apply(event);
+        Some(summary)
     }
 
     pub fn apply(&mut self, event: &TaskEvent) {
         self.updated_at = event.at();
         match event {
-            TaskEvent::TaskSubmitted { .. } => {}
-            TaskEvent::AttemptSucceeded { attempt } => {
+            TaskEvent::TaskSubmitted { due_at, .. } => self.next_attempt_at = Some(*due_at),
+            TaskEvent::AttemptSucceeded { attempt } | TaskEvent::MessageDelivered { attempt, .. } => {
                 self.attempted(attempt);
                 self.finish(TaskStatus::Delivered, None);
             }
@@ -129,20 +124,18 @@ impl TaskDetail {
     pub fn fold<'a>(id: &str, events: impl IntoIterator<Item = &'a TaskEvent>) -> Option<Self> {
         let mut events = events.into_iter();
         let first = events.next()?;
-        let TaskEvent::TaskSubmitted { spec, .. } = first else {
-            return None;
-        };
+        let (spec, _) = first.submission()?;
         let mut detail = Self {
             summary: TaskSummary::start(id, first)?,
             request: spec.request.clone(),
             policy: spec.policy.clone(),
-            attempts: Vec::new(),
+            attempts: first.attempt().into_iter().cloned().collect(),
             version: 1,
         };
         for event in events {
             detail.summary.apply(event);
             detail.version += 1;
-            if let TaskEvent::AttemptSucceeded { attempt } | TaskEvent::AttemptFailed { attempt, .. } = event {
+            if let Some(attempt) = event.attempt() {
                 detail.attempts.push(attempt.clone());
             }
         }
@@ -157,10 +150,8 @@ mod tests {
     use crate::{Backoff, Expect, StatusSet};
     use std::sync::Arc;
 
-    #[test]
-    fn the_detail_follows_the_aggregate_through_a_retry_and_a_dead_letter() {
-        let now = Utc::now();
-        let spec = TaskSpec {
+    fn spec() -> TaskSpec {
+        TaskSpec {
             message_id: "m".into(),
             request: DeliveryRequest {
                 url: "http://h/".into(),
@@ -180,7 +171,45 @@ mod tests {
             deliver_at: None,
             idempotency_key: None,
             origin: None,
+        }
+    }
+
+    #[test]
+    fn a_message_delivered_at_once_is_a_delivered_task_with_one_attempt() {
+        let now = Utc::now();
+        let attempt = crate::task::AttemptRecord {
+            number: 1,
+            started_at: now,
+            latency_ms: 7,
+            status_code: Some(204),
+            error: None,
+            response_excerpt: None,
+            timed_out: false,
         };
+        let event = TaskEvent::MessageDelivered {
+            spec: Arc::new(spec()),
+            submitted_at: now,
+            attempt: attempt.clone(),
+        };
+        let detail = TaskDetail::fold("t1", [&event]).unwrap();
+        assert_eq!(detail.summary.status, TaskStatus::Delivered);
+        assert_eq!(detail.summary.created_at, now);
+        assert_eq!(detail.summary.attempt_count, 1);
+        assert_eq!(detail.summary.last_attempt.as_ref(), Some(&attempt));
+        assert_eq!(
+            detail.summary.finished_at,
+            Some(now + chrono::Duration::milliseconds(7))
+        );
+        assert_eq!(detail.summary.next_attempt_at, None);
+        assert_eq!(detail.attempts, vec![attempt]);
+        assert_eq!(detail.version, 1);
+        assert_eq!(detail.summary.target_app.as_deref(), Some("billing"));
+    }
+
+    #[test]
+    fn the_detail_follows_the_aggregate_through_a_retry_and_a_dead_letter() {
+        let now = Utc::now();
+        let spec = spec();
         let mut task = CallbackTask::default();
         let mut events = Vec::new();
         let run = |task: &mut CallbackTask, events: &mut Vec<TaskEvent>, command| {
