@@ -46,13 +46,20 @@ impl Dimension {
         Self::ALL.into_iter().find(|d| d.as_str() == text)
     }
 
-    fn key(self, task: &TaskSummary) -> Option<String> {
+    fn key(self, task: &TaskSummary, endpoints: &mut HashMap<String, Option<String>>) -> Option<String> {
         match self {
             Self::All => Some(String::new()),
             Self::Consumer => task.consumer_id.clone(),
             Self::SourceApp => task.source_app.clone(),
             Self::TargetApp => task.target_app.clone(),
-            Self::Endpoint => endpoint_of(&task.url),
+            // A page holds many tasks of few URLs: each is parsed once.
+            Self::Endpoint => match endpoints.get(&task.url) {
+                Some(endpoint) => endpoint.clone(),
+                None => endpoints
+                    .entry(task.url.clone())
+                    .or_insert_with(|| endpoint_of(&task.url))
+                    .clone(),
+            },
         }
     }
 }
@@ -143,6 +150,7 @@ fn minute_of(at: DateTime<Utc>) -> DateTime<Utc> {
 #[derive(Debug, Default)]
 pub struct StatsTally {
     buckets: HashMap<(DateTime<Utc>, Dimension, String), Counts>,
+    endpoints: HashMap<String, Option<String>>,
 }
 
 impl StatsTally {
@@ -153,7 +161,7 @@ impl StatsTally {
         };
         let minute = minute_of(event.at());
         for dimension in Dimension::ALL {
-            if let Some(key) = dimension.key(task) {
+            if let Some(key) = dimension.key(task, &mut self.endpoints) {
                 self.buckets.entry((minute, dimension, key)).or_default().add(&counts);
             }
         }
