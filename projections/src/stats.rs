@@ -114,26 +114,25 @@ impl Counts {
 
     /// What one event adds.
     fn of(event: &TaskEvent) -> Option<Counts> {
-        let mut counts = Counts::default();
+        let mut counts = Counts {
+            submitted: i64::from(event.submission().is_some()),
+            ..Counts::default()
+        };
+        if let Some(attempt) = event.attempt() {
+            counts.attempts = 1;
+            counts.latency_sum_ms = attempt.latency_ms as i64;
+            counts.latency_max_ms = attempt.latency_ms as i64;
+        }
         match event {
-            TaskEvent::TaskSubmitted { .. } => counts.submitted = 1,
-            TaskEvent::AttemptSucceeded { attempt } | TaskEvent::MessageDelivered { attempt, .. } => {
-                counts.submitted = i64::from(matches!(event, TaskEvent::MessageDelivered { .. }));
-                counts.attempts = 1;
-                counts.delivered = 1;
-                counts.latency_sum_ms = attempt.latency_ms as i64;
-                counts.latency_max_ms = attempt.latency_ms as i64;
-            }
+            TaskEvent::TaskSubmitted { .. } => {}
+            TaskEvent::AttemptSucceeded { .. } | TaskEvent::MessageDelivered { .. } => counts.delivered = 1,
             TaskEvent::AttemptFailed {
                 attempt,
                 next_attempt_at,
             } => {
-                counts.attempts = 1;
                 counts.failed = 1;
                 counts.retried = i64::from(next_attempt_at.is_some());
                 counts.timeouts = i64::from(attempt.timed_out);
-                counts.latency_sum_ms = attempt.latency_ms as i64;
-                counts.latency_max_ms = attempt.latency_ms as i64;
             }
             TaskEvent::TaskDeadLettered { .. } => counts.dead = 1,
             TaskEvent::TaskCancelled { .. } | TaskEvent::RetryRequested { .. } => return None,

@@ -25,7 +25,7 @@ pub struct Milestones {
 }
 
 /// What a milestone is counted as: the metric and its labels.
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct MilestoneKind {
     milestone: Milestone,
     consumer: Option<String>,

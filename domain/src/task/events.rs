@@ -106,9 +106,7 @@ impl TaskEvent {
             Self::TaskDeadLettered { at, .. } | Self::TaskCancelled { at, .. } | Self::RetryRequested { at } => *at,
         }
     }
-}
 
-impl TaskEvent {
     /// The task's spec, when this event starts the task.
     pub fn submission(&self) -> Option<(&Arc<TaskSpec>, DateTime<Utc>)> {
         match self {
