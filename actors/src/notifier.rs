@@ -1,5 +1,6 @@
 //! Failure notifications: when tasks are dead-lettered, when a consumer keeps
-//! crashing, when a key lane is parked, POST to every configured webhook
+//! crashing, when a key lane is parked, when a source breaks the broker's
+//! promises (skipped offsets, a stalled partition), POST to every configured webhook
 //! (generic JSON, DingTalk or WeCom robots).
 //!
 //! The notifier follows the event feed from a checkpoint, so a notification is
@@ -7,7 +8,7 @@
 //! node at a time sends them (advisory-lock leadership). Dead letters read
 //! together go out as one digest, so a burst does not flood a chat group.
 
-use bida_domain::consumer::{Consumer, ConsumerEvent};
+use bida_domain::consumer::{Consumer, ConsumerEvent, SourceAnomaly};
 use bida_domain::task::TaskDetail;
 use bida_store::{FeedRead, LoadedTask, Store, StoreError, TASK_TYPE};
 use serde::Serialize;
@@ -57,6 +58,13 @@ pub enum Alert {
         key: String,
         task_id: String,
     },
+    /// A node saw its source skip offsets, go back, or stop moving.
+    SourceAnomaly {
+        consumer_id: String,
+        name: String,
+        node: String,
+        anomaly: SourceAnomaly,
+    },
 }
 
 /// Crashes in a row worth telling: the third, then every tenth.
@@ -64,7 +72,12 @@ fn worth_telling(consecutive: u32) -> bool {
     consecutive == 3 || (consecutive > 3 && consecutive % 10 == 0)
 }
 
-const WATCHED: [&str; 3] = ["TaskDeadLettered", "ConsumerCrashed", "LaneParked"];
+const WATCHED: [&str; 4] = [
+    "TaskDeadLettered",
+    "ConsumerCrashed",
+    "LaneParked",
+    "SourceAnomalyRecorded",
+];
 
 /// Runs until the process ends: waits for leadership, then notifies.
 pub fn spawn(store: Store, config: NotifyConfig, node_name: String) -> tokio::task::JoinHandle<()> {
@@ -188,6 +201,12 @@ impl Notifier {
                 key,
                 task_id,
             }),
+            ConsumerEvent::SourceAnomalyRecorded { node, anomaly, .. } => Some(Alert::SourceAnomaly {
+                consumer_id: consumer_id.to_string(),
+                name: name().await?,
+                node,
+                anomaly,
+            }),
             _ => None,
         })
     }
@@ -298,6 +317,16 @@ pub fn render(format: NotifyFormat, alert: &Alert, node: &str) -> Value {
             json!({"type": "bida.consumer.lane_parked", "node": node, "consumer_id": consumer_id, "consumer": name,
                    "key": key, "task_id": task_id}),
         ),
+        Alert::SourceAnomaly {
+            consumer_id,
+            name,
+            node: seen_on,
+            anomaly,
+        } => (
+            format!("Bida: consumer {name}: {}", anomaly.describe()),
+            json!({"type": "bida.consumer.source_anomaly", "node": node, "consumer_id": consumer_id, "consumer": name,
+                   "seen_on": seen_on, "anomaly": anomaly}),
+        ),
     };
     match format {
         NotifyFormat::Generic => generic,
@@ -355,6 +384,12 @@ fn markdown(title: &str, alert: &Alert) -> String {
                  - later messages with this key wait; replay the lane once the endpoint is fixed\n"
             ));
         }
+        Alert::SourceAnomaly { consumer_id, node, .. } => {
+            text.push_str(&format!(
+                "- consumer `{consumer_id}`, seen on node {node}\n\
+                 - check the broker: the consumer's status lists the anomalies\n"
+            ));
+        }
     }
     text
 }
@@ -409,6 +444,30 @@ mod tests {
         let wecom = render(NotifyFormat::Wecom, &crash, "n1");
         assert!(wecom["markdown"]["content"].as_str().unwrap().contains("NOT_FOUND"));
         assert!(worth_telling(3) && worth_telling(20) && !worth_telling(4) && !worth_telling(1));
+    }
+
+    #[test]
+    fn anomaly_alerts_name_the_partition_and_the_offsets() {
+        let gap = Alert::SourceAnomaly {
+            consumer_id: "c1".into(),
+            name: "orders".into(),
+            node: "n2".into(),
+            anomaly: SourceAnomaly::OffsetGap {
+                at: bida_domain::consumer::TopicPartition {
+                    topic: "orders".into(),
+                    partition: 1,
+                },
+                from: 10,
+                to: 12,
+            },
+        };
+        let generic = render(NotifyFormat::Generic, &gap, "n1");
+        assert_eq!(generic["type"], "bida.consumer.source_anomaly");
+        assert_eq!(generic["anomaly"]["kind"], "offset_gap");
+        assert_eq!(generic["anomaly"]["partition"], 1);
+        let dingtalk = render(NotifyFormat::Dingtalk, &gap, "n1");
+        let text = dingtalk["markdown"]["text"].as_str().unwrap();
+        assert!(text.contains("orders/1") && text.contains("10..11"), "{text}");
     }
 
     #[test]

@@ -2,9 +2,9 @@ use chrono::{DateTime, Utc};
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 
-use super::{ConsumerPolicy, ConsumerSpec, Endpoint, Source};
+use super::{ConsumerPolicy, ConsumerSpec, Endpoint, Source, SourceAnomaly};
 
 /// What the operator wants the consumer to do; nodes make it so.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -104,6 +104,12 @@ pub enum ConsumerCommand {
         key: String,
         at: DateTime<Utc>,
     },
+    /// A node saw its source break the broker's promises.
+    RecordAnomaly {
+        node: String,
+        anomaly: SourceAnomaly,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -158,6 +164,11 @@ pub enum ConsumerEvent {
         key: String,
         at: DateTime<Utc>,
     },
+    SourceAnomalyRecorded {
+        node: String,
+        anomaly: SourceAnomaly,
+        at: DateTime<Utc>,
+    },
 }
 
 impl ConsumerEvent {
@@ -175,6 +186,7 @@ impl ConsumerEvent {
             Self::OffsetsReset { .. } => "OffsetsReset",
             Self::LaneParked { .. } => "LaneParked",
             Self::LaneReleased { .. } => "LaneReleased",
+            Self::SourceAnomalyRecorded { .. } => "SourceAnomalyRecorded",
         }
     }
 }
@@ -215,6 +227,21 @@ pub struct Consumer {
     crashes: u64,
     /// Offset resets so far: a message read again after one is a new task.
     resets: u64,
+    /// The latest anomalies its sources reported, newest last.
+    #[serde(default)]
+    anomalies: VecDeque<RecordedAnomaly>,
+}
+
+/// Anomalies a consumer keeps for its status; all stay in its event history.
+pub const ANOMALIES_KEPT: usize = 20;
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RecordedAnomaly {
+    pub node: String,
+    #[serde(flatten)]
+    pub anomaly: SourceAnomaly,
+    pub at: DateTime<Utc>,
 }
 
 impl Consumer {
@@ -240,6 +267,10 @@ impl Consumer {
 
     pub fn resets(&self) -> u64 {
         self.resets
+    }
+
+    pub fn anomalies(&self) -> &VecDeque<RecordedAnomaly> {
+        &self.anomalies
     }
 
     fn live(&self) -> Result<&ConsumerSpec, ConsumerError> {
@@ -332,6 +363,10 @@ impl Consumer {
                 }
                 Ok(vec![ConsumerEvent::LaneReleased { key, at }])
             }
+            ConsumerCommand::RecordAnomaly { node, anomaly, at } => {
+                self.live()?;
+                Ok(vec![ConsumerEvent::SourceAnomalyRecorded { node, anomaly, at }])
+            }
         }
     }
 
@@ -364,6 +399,16 @@ impl Consumer {
             }
             ConsumerEvent::LaneReleased { key, .. } => {
                 self.parked.remove(key);
+            }
+            ConsumerEvent::SourceAnomalyRecorded { node, anomaly, at } => {
+                if self.anomalies.len() == ANOMALIES_KEPT {
+                    self.anomalies.pop_front();
+                }
+                self.anomalies.push_back(RecordedAnomaly {
+                    node: node.clone(),
+                    anomaly: anomaly.clone(),
+                    at: *at,
+                });
             }
         }
     }
@@ -443,6 +488,52 @@ mod tests {
             ])
             .when(ConsumerCommand::Start { at })
             .then_expect_events(vec![ConsumerEvent::ConsumerStarted { at }]);
+    }
+
+    #[test]
+    fn anomalies_are_recorded_and_the_latest_kept() {
+        let at = Utc::now();
+        let gap = |from: i64| SourceAnomaly::OffsetGap {
+            at: crate::consumer::TopicPartition {
+                topic: "t".into(),
+                partition: 0,
+            },
+            from,
+            to: from + 5,
+        };
+        let record = ConsumerCommand::RecordAnomaly {
+            node: "n1".into(),
+            anomaly: gap(10),
+            at,
+        };
+        TestFramework::<Consumer>::with(())
+            .given(vec![created(BrokerKind::Kafka)])
+            .when(record.clone())
+            .then_expect_events(vec![ConsumerEvent::SourceAnomalyRecorded {
+                node: "n1".into(),
+                anomaly: gap(10),
+                at,
+            }]);
+        TestFramework::<Consumer>::with(())
+            .given(vec![created(BrokerKind::Kafka), ConsumerEvent::ConsumerDeleted { at }])
+            .when(record)
+            .then_expect_error(ConsumerError::Deleted);
+
+        let mut consumer = Consumer::default();
+        consumer.apply_event(&created(BrokerKind::Kafka));
+        for from in 0..(ANOMALIES_KEPT as i64 + 3) {
+            consumer.apply_event(&ConsumerEvent::SourceAnomalyRecorded {
+                node: "n1".into(),
+                anomaly: gap(from),
+                at,
+            });
+        }
+        assert_eq!(consumer.anomalies().len(), ANOMALIES_KEPT);
+        assert_eq!(consumer.anomalies().front().map(|a| a.anomaly.clone()), Some(gap(3)));
+        assert_eq!(
+            consumer.anomalies().back().map(|a| a.anomaly.clone()),
+            Some(gap(ANOMALIES_KEPT as i64 + 2))
+        );
     }
 
     #[test]

@@ -3,11 +3,14 @@
 //! consumer actors apply without a restart.
 
 mod aggregate;
+mod anomaly;
 mod spec;
 
 pub use aggregate::{
     Consumer, ConsumerCommand, ConsumerError, ConsumerEvent, DesiredState, OffsetReset, PartitionOffset,
+    RecordedAnomaly, ANOMALIES_KEPT,
 };
+pub use anomaly::{SourceAnomaly, TopicPartition};
 pub use spec::{
     BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec, Endpoint, EndpointInput,
     KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource, Source, SourceInput, SourceMessage, StartAt,
