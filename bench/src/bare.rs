@@ -86,6 +86,8 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
             consumer.subscribe(&[topic.as_str()])?;
             let consumer = Arc::new(consumer);
             let tracker = Arc::new(Mutex::new(OffsetTracker::default()));
+            // One member in a fresh group: every partition is its own from the start.
+            let mut assigned = std::collections::HashSet::new();
             loop {
                 let message = tokio::select! {
                     _ = stop.changed() => return Ok(()),
@@ -94,7 +96,13 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                 let (partition, offset) = (message.partition(), message.offset());
                 let body = message.payload().unwrap_or_default().to_vec();
                 drop(message);
-                tracker.lock().unwrap().begin(topic, partition, offset);
+                {
+                    let mut tracker = tracker.lock().unwrap();
+                    if assigned.insert(partition) {
+                        tracker.assign(topic, partition, None, std::time::Instant::now());
+                    }
+                    tracker.receive(topic, partition, offset);
+                }
                 let permit = slots.clone().acquire_owned().await?;
                 let (http, url, consumer, tracker, topic) = (
                     http.clone(),

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::pump::Slot;
 use crate::commands::Commands;
 use crate::delivery::Attempted;
-use crate::sources::Incoming;
+use crate::sources::{Incoming, Observed};
 use crate::supervisor::{Adopt, Supervisor};
 use crate::NodeContext;
 
@@ -353,6 +353,37 @@ impl Pipeline {
             }
             tokio::time::sleep(delay).await;
             delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Records what the source saw, trying until it is recorded (or the
+    /// consumer stops), and only then acknowledges its place in the commit
+    /// order: a skipped range is never committed past before its record is
+    /// durable. Not recorded when stopping: the source finds it again.
+    pub async fn record_anomaly(self: Arc<Self>, consumer_id: String, observed: Observed) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            let command = ConsumerCommand::RecordAnomaly {
+                node: self.node.name.clone(),
+                anomaly: observed.anomaly.clone(),
+                at: Utc::now(),
+            };
+            match self.consumers.execute(&consumer_id, command).await {
+                Ok(()) => break,
+                // Deleted meanwhile: nothing left to tell.
+                Err(cqrs_es::AggregateError::UserError(e)) => {
+                    return tracing::info!(consumer = %consumer_id, error = %e, "source anomaly not recorded")
+                }
+                Err(e) => tracing::warn!(consumer = %consumer_id, error = %e, "cannot record a source anomaly yet"),
+            }
+            if *self.stopping.borrow() {
+                return;
+            }
+            tokio::time::sleep(delay).await;
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        if let Some(ack) = observed.ack {
+            Self::acknowledge(ack, "(skipped offsets)").await;
         }
     }
 

@@ -26,7 +26,7 @@ use tokio::time::Instant;
 
 use super::breaker::{Admission, Breaker, BreakerState};
 use super::pipeline::{Done, Health, LiveConfig, Outcome, Pipeline, PipelineError};
-use crate::sources::{BacklogProbe, Incoming, Source, SourceError};
+use crate::sources::{BacklogProbe, Incoming, Observed, Source, SourceError};
 
 /// Messages a consumer holds back in parked or busy key lanes (ordering by key).
 pub const LANE_BUFFER: usize = 1_000;
@@ -215,6 +215,14 @@ fn count_consumed(config: &LiveConfig, message: &SourceMessage) {
     bida_telemetry::instruments().messages_consumed.add(1, &labels);
 }
 
+/// The next anomaly the source reports, if it reports any.
+async fn next_anomaly(feed: &mut Option<mpsc::UnboundedReceiver<Observed>>) -> Option<Observed> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn fetch<S: Source>(
     source: &mut S,
     rate: Option<Arc<DefaultDirectRateLimiter>>,
@@ -308,6 +316,7 @@ impl<S: Source> Pump<S> {
         let mut stop_deadline: Option<Instant> = None;
         self.source.set_prefetch(prefetch(&live)).await?;
         *self.status.probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(self.source.backlog_probe());
+        let mut anomalies = self.source.take_anomaly_feed();
 
         loop {
             let stopping = *self.stop.borrow();
@@ -415,6 +424,9 @@ impl<S: Source> Pump<S> {
                         }
                     }
                 },
+                Some(observed) = next_anomaly(&mut anomalies) => {
+                    self.work.spawn(self.pipeline.clone().record_anomaly(live.consumer_id.clone(), observed));
+                }
                 _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
                 _ = tokio::time::sleep_until(stop_deadline.unwrap_or(now)), if stop_deadline.is_some() => {}
                 incoming = fetch(&mut self.source, rate.clone()), if fetch_now => {

@@ -5,7 +5,7 @@
 use bida_domain::broker::{Broker, Connection};
 use bida_domain::consumer::{
     Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, DesiredState, OffsetReset,
-    PartitionOffset, PolicyDefaults, Source, SourceMessage,
+    PartitionOffset, PolicyDefaults, RecordedAnomaly, Source, SourceMessage,
 };
 use bida_domain::task::{TaskDetail, TaskStatus};
 use bida_domain::ValidationErrors;
@@ -78,6 +78,10 @@ pub struct ConsumerView {
     /// Parked key lanes: key → the task that used up its attempts.
     pub parked_lanes: BTreeMap<String, String>,
     pub crashes: u64,
+    /// What its sources saw lately that breaks the broker's promises
+    /// (skipped offsets, offsets going back, a stalled partition), oldest
+    /// first; every one is an event in the consumer's history.
+    pub anomalies: Vec<RecordedAnomaly>,
     /// The latest error any node reported.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
@@ -328,6 +332,7 @@ impl ConsumerService {
             nodes,
             parked_lanes: consumer.parked_lanes().clone(),
             crashes: consumer.crashes(),
+            anomalies: consumer.anomalies().iter().cloned().collect(),
             deleted: consumer.is_deleted(),
             spec,
         })
@@ -362,6 +367,7 @@ impl ConsumerService {
                             lag: q.messages,
                             committed: None,
                             end: None,
+                            problem: None,
                         })
                         .collect())
                 }

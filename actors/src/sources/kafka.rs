@@ -6,8 +6,15 @@
 //! keeps polling, so the group keeps this member and the backlog stays in
 //! Kafka, visible as lag. Offsets are stored only once a message's outcome is
 //! recorded, contiguously per partition, and committed by librdkafka.
+//!
+//! Every message is checked against the offset that must come next
+//! ([`OffsetTracker::receive`]): offsets the broker skipped are read again,
+//! and what it confirms, or offsets that go back, are reported as anomalies
+//! (recorded as consumer events before the commit moves past them).
 
-use bida_domain::consumer::{KafkaSource as KafkaSpec, OffsetReset, PartitionOffset, SourceMessage, StartAt};
+use bida_domain::consumer::{
+    KafkaSource as KafkaSpec, OffsetReset, PartitionOffset, SourceAnomaly, SourceMessage, StartAt, TopicPartition,
+};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use rdkafka::config::ClientConfig;
@@ -21,8 +28,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
+use super::offsets::{GapAction, Received, QUIET_READ_BACK};
 use super::{
-    clean_text, header_text, Acknowledge, Backlog, BacklogProbe, Incoming, OffsetTracker, Source, SourceError,
+    clean_text, header_text, Acknowledge, Backlog, BacklogProbe, BacklogProblem, Incoming, Observed, OffsetTracker,
+    ProgressWatch, Source, SourceError,
 };
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
@@ -81,6 +90,23 @@ impl ConsumerContext for GroupContext {
         *self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         if let Rebalance::Assign(partitions) = rebalance {
             tracing::info!(partitions = ?partition_names(partitions), "Kafka partitions assigned");
+            // Where reading must start: the first message is checked against it.
+            let committed = match consumer.committed_offsets((*partitions).clone(), METADATA_TIMEOUT) {
+                Ok(committed) => committed,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the committed offsets of assigned partitions");
+                    (*partitions).clone()
+                }
+            };
+            let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
+            for element in committed.elements() {
+                let offset = match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                };
+                tracker.assign(element.topic(), element.partition(), offset, Instant::now());
+            }
+            drop(tracker);
             if self.paused.load(Ordering::Relaxed) {
                 let _ = consumer.pause(partitions);
             }
@@ -94,6 +120,7 @@ pub struct KafkaSource {
     consumer: Arc<GroupConsumer>,
     revoked: Arc<Mutex<Vec<String>>>,
     incoming: mpsc::Receiver<Result<Incoming, SourceError>>,
+    anomaly_feed: Option<mpsc::UnboundedReceiver<Observed>>,
     pause: watch::Sender<bool>,
     poller: tokio::task::JoinHandle<()>,
     probe: Arc<KafkaProbe>,
@@ -154,12 +181,21 @@ impl KafkaSource {
             .await
             .map_err(|e| SourceError::Connect(e.to_string()))?
             .map_err(|e| SourceError::Connect(e.to_string()))?;
+        let compacted = compacted_topics(bootstrap, options, &spec.topics).await;
         let topics: Vec<&str> = spec.topics.iter().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(broker_error)?;
 
         let (sender, incoming) = mpsc::channel(capacity.max(1));
         let (pause, pause_rx) = watch::channel(false);
-        let poller = tokio::spawn(poll(consumer.clone(), tracker.clone(), paused, pause_rx, sender));
+        let (anomalies, anomaly_feed) = mpsc::unbounded_channel();
+        let poller = Poller {
+            consumer: consumer.clone(),
+            tracker: tracker.clone(),
+            paused: paused.clone(),
+            compacted,
+            anomalies: anomalies.clone(),
+        };
+        let poller = tokio::spawn(poll(poller, pause_rx, sender));
         let probe = Arc::new(KafkaProbe {
             consumer: consumer.clone(),
             tracker,
@@ -167,11 +203,15 @@ impl KafkaSource {
             topics: spec.topics.clone(),
             rebalanced_at,
             stuck_after: Arc::new(Mutex::new(STUCK_ASSIGNMENT)),
+            paused,
+            progress: Arc::default(),
+            anomalies,
         });
         Ok(Self {
             consumer,
             revoked,
             incoming,
+            anomaly_feed: Some(anomaly_feed),
             pause,
             poller,
             probe,
@@ -183,20 +223,156 @@ impl KafkaSource {
 /// can go on (keeping this member in its group) without taking more messages.
 const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(30);
 
+/// What the poller shares with the source: the means to read, judge and
+/// acknowledge messages, and where it reports anomalies.
+struct Poller {
+    consumer: Arc<GroupConsumer>,
+    tracker: Arc<Mutex<OffsetTracker>>,
+    paused: Arc<AtomicBool>,
+    /// Topics whose logs are compacted: gaps in them are the broker's right.
+    compacted: Vec<String>,
+    anomalies: mpsc::UnboundedSender<Observed>,
+}
+
+impl Poller {
+    fn tracker(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
+        self.tracker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn ack(&self, topic: &str, partition: i32, offset: i64) -> Box<KafkaAck> {
+        Box::new(KafkaAck {
+            consumer: self.consumer.clone(),
+            tracker: self.tracker.clone(),
+            topic: topic.to_string(),
+            partition,
+            offset,
+        })
+    }
+
+    fn report(&self, anomaly: SourceAnomaly, ack: Option<Box<dyn Acknowledge>>) {
+        tracing::warn!(anomaly = %anomaly.describe(), "Kafka source anomaly");
+        let _ = self.anomalies.send(Observed { anomaly, ack });
+    }
+
+    /// Whether the message is the next one of its partition.
+    fn receive(&self, message: &impl Message) -> Received {
+        self.tracker()
+            .receive(message.topic(), message.partition(), message.offset())
+    }
+
+    /// A message that was not the next one: offsets the broker skipped are
+    /// read again first (false: the message waits for that); what the broker
+    /// confirms, and offsets going back, are reported, and the message is
+    /// taken (true).
+    async fn settle(&self, topic: &str, partition: i32, offset: i64, mut received: Received) -> bool {
+        let at = || TopicPartition {
+            topic: topic.to_string(),
+            partition,
+        };
+        loop {
+            match received {
+                Received::Next => return true,
+                Received::Drop => return false,
+                Received::Rewound { expected } => {
+                    self.tracker().rewind(topic, partition, offset);
+                    let anomaly = SourceAnomaly::OffsetsRewound {
+                        at: at(),
+                        expected,
+                        got: offset,
+                    };
+                    self.report(anomaly, None);
+                }
+                Received::Gap { expected } if self.compacted.iter().any(|t| t == topic) => {
+                    tracing::debug!(%topic, partition, expected, offset, "offsets compacted away");
+                    self.tracker().expect(topic, partition, offset);
+                }
+                Received::Gap { expected } => {
+                    let low = self.low_watermark(topic, partition).await.unwrap_or(0);
+                    let action = self.tracker().gap(topic, partition, offset, low);
+                    match action {
+                        Some(GapAction::ReadFrom(from)) => {
+                            tracing::info!(%topic, partition, expected, offset, from, "the broker skipped offsets; reading again");
+                            if let Err(e) = self
+                                .consumer
+                                .seek(topic, partition, Offset::Offset(from), Duration::ZERO)
+                            {
+                                tracing::warn!(%topic, partition, error = %e, "cannot read the skipped offsets again");
+                            }
+                            return false;
+                        }
+                        Some(GapAction::Confirmed { from, to }) => {
+                            // The gap holds the commit until its record is durable.
+                            self.tracker().pass_gap(topic, partition, from, to);
+                            let ack = self.ack(topic, partition, from);
+                            self.report(SourceAnomaly::OffsetGap { at: at(), from, to }, Some(ack));
+                        }
+                        None => return false,
+                    }
+                }
+            }
+            received = self.tracker().receive(topic, partition, offset);
+        }
+    }
+
+    /// Reads back partitions that served nothing since reading (re)started
+    /// there: a broker that serves only whole batches answers a fetch inside
+    /// its last one with nothing.
+    async fn read_back_quiet(&self) {
+        let quiet = self.tracker().quiet(Instant::now(), QUIET_READ_BACK);
+        for (topic, partition) in quiet {
+            let low = self.low_watermark(&topic, partition).await.unwrap_or(0);
+            let from = self.tracker().read_back_quiet(&topic, partition, low, Instant::now());
+            if let Some(from) = from {
+                tracing::debug!(%topic, partition, from, "nothing served since reading restarted; reading back");
+                if let Err(e) = self
+                    .consumer
+                    .seek(&topic, partition, Offset::Offset(from), Duration::ZERO)
+                {
+                    tracing::warn!(%topic, partition, error = %e, "cannot read back a quiet partition");
+                }
+            }
+        }
+    }
+
+    async fn low_watermark(&self, topic: &str, partition: i32) -> Option<i64> {
+        let (consumer, topic) = (self.consumer.clone(), topic.to_string());
+        let read = tokio::task::spawn_blocking(move || consumer.fetch_watermarks(&topic, partition, METADATA_TIMEOUT));
+        match read.await {
+            Ok(Ok((low, _))) => Some(low),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the partition's first offset");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    fn incoming(&self, message: &impl Message) -> Incoming {
+        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+        Incoming {
+            message: SourceMessage {
+                message_id: format!("kafka:{topic}:{partition}:{offset}"),
+                position: format!("{topic}/{partition}@{offset}"),
+                key: message.key().map(clean_text),
+                body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+                content_type: content_type(message),
+                traceparent: kafka_header(message, "traceparent"),
+            },
+            ack: self.ack(topic, partition, offset),
+        }
+    }
+}
+
 /// Serves the group and forwards messages. When the pipeline is full, it stops
 /// taking messages (librdkafka's own queue bounds what is fetched ahead) and,
 /// if that lasts, pauses the partitions and keeps polling. When the consumer is
 /// paused (an operator, an open breaker) it pauses the partitions at once.
-async fn poll(
-    consumer: Arc<GroupConsumer>,
-    tracker: Arc<Mutex<OffsetTracker>>,
-    paused: Arc<AtomicBool>,
-    mut pause: watch::Receiver<bool>,
-    sender: mpsc::Sender<Result<Incoming, SourceError>>,
-) {
+async fn poll(poller: Poller, mut pause: watch::Receiver<bool>, sender: mpsc::Sender<Result<Incoming, SourceError>>) {
+    let consumer = poller.consumer.clone();
     let mut pending: VecDeque<Incoming> = VecDeque::new();
     let mut fetching_paused = false;
     let mut stalled_since: Option<tokio::time::Instant> = None;
+    let mut was_stalled = false;
     loop {
         while let Some(item) = pending.pop_front() {
             match sender.try_send(Ok(item)) {
@@ -217,7 +393,7 @@ async fn poll(
         let long_stall = stalled_since.is_some_and(|since| since.elapsed() >= STALL_BEFORE_PAUSE);
         let want_paused = *pause.borrow() || long_stall;
         if want_paused != fetching_paused {
-            paused.store(want_paused, Ordering::Relaxed);
+            poller.paused.store(want_paused, Ordering::Relaxed);
             if let Ok(assignment) = consumer.assignment() {
                 let changed = if want_paused {
                     consumer.pause(&assignment)
@@ -229,7 +405,18 @@ async fn poll(
                 }
             }
             fetching_paused = want_paused;
+            if !want_paused {
+                // librdkafka resumes after the last message taken, wherever that is.
+                poller.tracker().restarted(Instant::now());
+            }
             tracing::debug!(paused = want_paused, "kafka fetching");
+        }
+        if was_stalled && !stalled {
+            poller.tracker().postpone_quiet(Instant::now());
+        }
+        was_stalled = stalled;
+        if !stalled && !fetching_paused {
+            poller.read_back_quiet().await;
         }
         // Poll when messages can be taken, or when paused (to serve the group).
         let poll_now = !stalled || fetching_paused;
@@ -247,28 +434,18 @@ async fn poll(
             _ = tokio::time::sleep(Duration::from_secs(1)), if stalled && !fetching_paused => {}
             received = tokio::time::timeout(Duration::from_millis(500), consumer.recv()), if poll_now => match received {
                 Err(_) => {}
-                Ok(Ok(message)) => {
-                    let (topic, partition, offset) = (message.topic().to_string(), message.partition(), message.offset());
-                    tracker.lock().unwrap_or_else(|p| p.into_inner()).begin(&topic, partition, offset);
-                    let content_type = content_type(&message);
-                    pending.push_back(Incoming {
-                        message: SourceMessage {
-                            message_id: format!("kafka:{topic}:{partition}:{offset}"),
-                            position: format!("{topic}/{partition}@{offset}"),
-                            key: message.key().map(clean_text),
-                            body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-                            content_type,
-                            traceparent: kafka_header(&message, "traceparent"),
-                        },
-                        ack: Box::new(KafkaAck {
-                            consumer: consumer.clone(),
-                            tracker: tracker.clone(),
-                            topic,
-                            partition,
-                            offset,
-                        }),
-                    });
-                }
+                Ok(Ok(message)) => match poller.receive(&message) {
+                    Received::Next => pending.push_back(poller.incoming(&message)),
+                    Received::Drop => {}
+                    other => {
+                        // Rare: the message waits, owned, while its partition is settled.
+                        let message = message.detach();
+                        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+                        if poller.settle(topic, partition, offset, other).await {
+                            pending.push_back(poller.incoming(&message));
+                        }
+                    }
+                },
                 Ok(Err(e)) => {
                     // librdkafka reconnects by itself; only fatal errors end the source.
                     if matches!(e, rdkafka::error::KafkaError::MessageConsumptionFatal(_)) {
@@ -295,6 +472,47 @@ fn kafka_header<M: Message>(message: &M, name: &str) -> Option<String> {
         .find(|h| h.key.eq_ignore_ascii_case(name))
         .and_then(|h| h.value)
         .and_then(header_text)
+}
+
+/// The topics among `topics` whose logs are compacted (offsets may be
+/// missing there by design). None when the broker cannot say: every gap is
+/// then read again and, if confirmed, reported.
+async fn compacted_topics(bootstrap: &str, options: &BTreeMap<String, String>, topics: &[String]) -> Vec<String> {
+    use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
+    let admin: AdminClient<rdkafka::client::DefaultClientContext> = match client_config(bootstrap, options).create() {
+        Ok(admin) => admin,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot ask the broker which topics are compacted");
+            return Vec::new();
+        }
+    };
+    let specifiers: Vec<ResourceSpecifier<'_>> = topics.iter().map(|t| ResourceSpecifier::Topic(t)).collect();
+    let options = AdminOptions::new().request_timeout(Some(METADATA_TIMEOUT));
+    let described = match tokio::time::timeout(METADATA_TIMEOUT, admin.describe_configs(&specifiers, &options)).await {
+        Ok(Ok(described)) => described,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot ask the broker which topics are compacted");
+            return Vec::new();
+        }
+        Err(_) => {
+            tracing::warn!("the broker did not say which topics are compacted");
+            return Vec::new();
+        }
+    };
+    described
+        .into_iter()
+        .filter_map(Result::ok)
+        .filter(|resource| {
+            resource
+                .get("cleanup.policy")
+                .and_then(|entry| entry.value.as_deref())
+                .is_some_and(|policy| policy.contains("compact"))
+        })
+        .filter_map(|resource| match resource.specifier {
+            rdkafka::admin::OwnedResourceSpecifier::Topic(topic) => Some(topic),
+            _ => None,
+        })
+        .collect()
 }
 
 struct KafkaAck {
@@ -358,6 +576,10 @@ impl Source for KafkaSource {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    fn take_anomaly_feed(&mut self) -> Option<mpsc::UnboundedReceiver<Observed>> {
+        self.anomaly_feed.take()
+    }
+
     async fn close(self) {
         self.poller.abort();
         let consumer = self.consumer;
@@ -382,6 +604,11 @@ struct KafkaProbe {
     /// after each rejoin that changed nothing, so a group where an empty
     /// assignment is normal is not rebalanced over and over.
     stuck_after: Arc<Mutex<Duration>>,
+    /// Whether fetching is paused (a stalled partition is one that does not
+    /// move while fetching).
+    paused: Arc<AtomicBool>,
+    progress: Arc<Mutex<ProgressWatch>>,
+    anomalies: mpsc::UnboundedSender<Observed>,
 }
 
 /// An empty assignment this old, in a group with fewer members than
@@ -469,6 +696,46 @@ impl KafkaProbe {
     }
 }
 
+impl KafkaProbe {
+    /// Marks partitions that stopped moving or whose end is below their
+    /// committed offset, and reports each such problem once.
+    fn judge(&self, committed: &TopicPartitionList, backlog: &mut [Backlog]) {
+        let fetching = !self.paused.load(Ordering::Relaxed);
+        let now = chrono::Utc::now();
+        let mut watch = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        watch.keep(&backlog.iter().map(|b| b.source.as_str()).collect::<Vec<_>>());
+        for (element, entry) in committed.elements().iter().zip(backlog.iter_mut()) {
+            let (Some(done), Some(end)) = (entry.committed, entry.end) else {
+                continue;
+            };
+            let judged = watch.judge(&entry.source, done, end, fetching, now);
+            if judged.news {
+                let at = TopicPartition {
+                    topic: element.topic().to_string(),
+                    partition: element.partition(),
+                };
+                let anomaly = match &judged.problem {
+                    Some(BacklogProblem::EndBelowCommitted) => SourceAnomaly::EndBelowCommitted {
+                        at,
+                        committed: done,
+                        end,
+                    },
+                    Some(BacklogProblem::Stalled { since }) => SourceAnomaly::PartitionStalled {
+                        at,
+                        committed: done,
+                        end,
+                        since: *since,
+                    },
+                    None => continue,
+                };
+                tracing::warn!(anomaly = %anomaly.describe(), "Kafka partition anomaly");
+                let _ = self.anomalies.send(Observed { anomaly, ack: None });
+            }
+            entry.problem = judged.problem;
+        }
+    }
+}
+
 impl BacklogProbe for KafkaProbe {
     fn backlog(&self) -> BoxFuture<'_, Result<Vec<Backlog>, SourceError>> {
         let probe = self.clone();
@@ -481,7 +748,9 @@ impl BacklogProbe for KafkaProbe {
                     .committed_offsets(assignment, METADATA_TIMEOUT)
                     .map_err(broker_error)?;
                 Self::commit_behind(&consumer, &probe.tracker, &committed);
-                partition_backlog(&*consumer, &committed)
+                let mut backlog = partition_backlog(&*consumer, &committed)?;
+                probe.judge(&committed, &mut backlog);
+                Ok(backlog)
             })
             .await
             .map_err(|e| SourceError::Broker(e.to_string()))?
@@ -508,6 +777,8 @@ fn partition_backlog<C: ConsumerContext, K: Consumer<C>>(
             lag: (high - done).max(0),
             committed: Some(done),
             end: Some(high),
+            // The group-wide view has no history: only what one reading shows.
+            problem: (high < done).then_some(BacklogProblem::EndBelowCommitted),
         });
     }
     Ok(backlog)

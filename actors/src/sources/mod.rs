@@ -4,13 +4,15 @@
 
 mod kafka;
 mod offsets;
+mod progress;
 mod rabbitmq;
 
 pub use kafka::{KafkaAdmin, KafkaSource, PartitionInfo, TopicInfo};
 pub use offsets::OffsetTracker;
+pub use progress::{BacklogProblem, ProgressWatch, STALL_AFTER};
 pub use rabbitmq::{QueueInfo, RabbitAdmin, RabbitNode, RabbitOverview, RabbitSource};
 
-use bida_domain::consumer::SourceMessage;
+use bida_domain::consumer::{SourceAnomaly, SourceMessage};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::future::Future;
@@ -61,6 +63,15 @@ pub struct Incoming {
     pub ack: Box<dyn Acknowledge>,
 }
 
+/// Something a source saw that must be recorded (a consumer event, an
+/// alert) before the consumer moves past it.
+pub struct Observed {
+    pub anomaly: SourceAnomaly,
+    /// Acknowledged once the anomaly is recorded: a skipped range's place in
+    /// the commit order.
+    pub ack: Option<Box<dyn Acknowledge>>,
+}
+
 /// Backlog of one partition or queue.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -74,6 +85,9 @@ pub struct Backlog {
     pub committed: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub end: Option<i64>,
+    /// What is wrong with it (a lag of 0 does not hide a stuck partition).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<BacklogProblem>,
 }
 
 /// Reads the backlog without borrowing the source, which the pump holds.
@@ -99,6 +113,11 @@ pub trait Source: Send + 'static {
     /// since the last call: messages held from them must be let go.
     fn take_revoked(&mut self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// Where the source reports anomalies, taken once by the pump.
+    fn take_anomaly_feed(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observed>> {
+        None
     }
 
     /// Leaves cleanly: Kafka commits what is done and leaves the group;
@@ -147,6 +166,13 @@ impl Source for AnySource {
         match self {
             Self::Kafka(source) => source.take_revoked(),
             Self::Rabbitmq(source) => source.take_revoked(),
+        }
+    }
+
+    fn take_anomaly_feed(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observed>> {
+        match self {
+            Self::Kafka(source) => source.take_anomaly_feed(),
+            Self::Rabbitmq(source) => source.take_anomaly_feed(),
         }
     }
 

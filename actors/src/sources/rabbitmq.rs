@@ -325,6 +325,7 @@ impl BacklogProbe for RabbitProbe {
                 lag: ready,
                 committed: None,
                 end: None,
+                problem: None,
             }])
         })
     }
