@@ -234,7 +234,7 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
     let big = "x".repeat(bida_store::STRIP_ABOVE_BYTES as usize);
     // Paths are taken inside the event's type key (serde's enum tagging).
     let payloads = [
-        format!(r#"{{"Happened":{{"spec":{{"body":"small"}},"n":1}}}}"#),
+        r#"{"Happened":{"spec":{"body":"small"},"n":1}}"#.to_string(),
         format!(r#"{{"Happened":{{"spec":{{"body":"{big}"}},"n":2}}}}"#),
         // jsonb cannot hold NUL: such a payload comes whole, the feed goes on.
         format!(r#"{{"Happened":{{"spec":{{"body":"\u0000{big}"}},"n":3}}}}"#),
