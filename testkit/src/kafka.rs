@@ -212,6 +212,60 @@ impl KafkaBroker {
     }
 }
 
+/// What a fresh reader finds in one partition.
+#[derive(Debug)]
+pub struct PartitionContents {
+    pub partition: i32,
+    /// `(low, high)` as the broker reports them.
+    pub watermarks: Result<(i64, i64), String>,
+    /// Offsets and payloads, in the order read.
+    pub records: Vec<(i64, Vec<u8>)>,
+}
+
+impl KafkaBroker {
+    /// Reads each partition of `topic` from its start with a fresh consumer
+    /// until nothing new comes for a few seconds: what the broker serves now.
+    pub async fn read_all(&self, topic: &str, partitions: i32) -> Vec<PartitionContents> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::Message;
+        let (bootstrap, topic) = (self.bootstrap.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", format!("read-all-{}", uuid::Uuid::new_v4().simple()))
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("consumer");
+            (0..partitions)
+                .map(|partition| {
+                    let watermarks = consumer
+                        .fetch_watermarks(&topic, partition, Duration::from_secs(5))
+                        .map_err(|e| e.to_string());
+                    let mut list = rdkafka::TopicPartitionList::new();
+                    list.add_partition_offset(&topic, partition, rdkafka::Offset::Beginning)
+                        .expect("partition");
+                    consumer.assign(&list).expect("assign");
+                    let mut records = Vec::new();
+                    let mut idle = std::time::Instant::now();
+                    while idle.elapsed() < Duration::from_secs(3) {
+                        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                            idle = std::time::Instant::now();
+                            records.push((message.offset(), message.payload().unwrap_or_default().to_vec()));
+                        }
+                    }
+                    PartitionContents {
+                        partition,
+                        watermarks,
+                        records,
+                    }
+                })
+                .collect()
+        })
+        .await
+        .expect("read task")
+    }
+}
+
 impl Drop for KafkaBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();
