@@ -645,3 +645,72 @@ async fn odd_messages_are_delivered_not_crashed_on() {
     .await;
     assert_eq!(consumer["counters"]["delivered"], 2, "both recorded: {consumer}");
 }
+
+/// A group whose committed offset lies past the partition's end (a log
+/// truncated or recreated under it): the broker resets the consumer to the
+/// log's start, below what it expects. That is recorded, alerted and shown,
+/// and the messages there are delivered, not skipped.
+#[tokio::test]
+async fn offsets_that_go_back_are_recorded_alerted_and_delivered() {
+    let endpoint = Receiver::ok().await;
+    let alerts = Receiver::ok().await;
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("truncated", 1).await;
+    kafka
+        .produce(
+            "truncated",
+            (0..5).map(|i| (None, format!("{{\"n\":{i}}}").into_bytes())),
+        )
+        .await;
+    kafka.overwrite_group_offset("past-the-end", "truncated", 0, 50).await;
+    let bida = Bida::start(&format!("[[notify.webhooks]]\nurl = \"{}\"", alerts.url("/alerts"))).await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
+    )
+    .await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "c", "broker_id": broker,
+               "source": {"topics": ["truncated"], "group": "past-the-end", "start": "earliest"},
+               "endpoint": {"url": endpoint.url("/in")}}),
+    )
+    .await;
+
+    assert!(
+        eventually(WAIT, || endpoint.distinct_messages() == 5).await,
+        "the messages below the committed offset are delivered: {}",
+        endpoint.distinct_messages()
+    );
+    // The consumer's status is folded from its events: shown means recorded.
+    let rewound = wait_consumer(&bida, &consumer, |c| {
+        c["anomalies"].as_array().is_some_and(|a| !a.is_empty())
+    })
+    .await;
+    let anomaly = &rewound["anomalies"][0];
+    assert_eq!(anomaly["kind"], "offsets_rewound", "{rewound}");
+    assert_eq!(anomaly["topic"], "truncated");
+    assert_eq!(anomaly["partition"], 0);
+    assert_eq!(anomaly["expected"], 50);
+    assert_eq!(anomaly["got"], 0);
+    assert!(
+        alerts
+            .wait_until(WAIT, |hits| hits.iter().any(
+                |h| String::from_utf8_lossy(&h.body).contains("bida.consumer.source_anomaly")
+            ))
+            .await,
+        "anomaly alert"
+    );
+    let alert: Value = alerts
+        .hits()
+        .iter()
+        .map(|h| serde_json::from_slice::<Value>(&h.body).unwrap())
+        .find(|a| a["type"] == "bida.consumer.source_anomaly")
+        .unwrap();
+    assert_eq!(alert["consumer_id"], consumer.as_str());
+    assert_eq!(alert["anomaly"]["kind"], "offsets_rewound");
+    // Committed where the log really is, not past it.
+    wait_consumer(&bida, &consumer, |c| c["lag"][0]["committed"] == 5).await;
+}

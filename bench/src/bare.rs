@@ -101,7 +101,7 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                     if assigned.insert(partition) {
                         tracker.assign(topic, partition, None, std::time::Instant::now());
                     }
-                    tracker.receive(topic, partition, offset);
+                    tracker.receive(topic, partition, offset, std::time::Instant::now());
                 }
                 let permit = slots.clone().acquire_owned().await?;
                 let (http, url, consumer, tracker, topic) = (

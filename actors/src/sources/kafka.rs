@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-use super::offsets::{GapAction, Received, QUIET_READ_BACK};
+use super::offsets::{GapAction, QuietAction, Received, QUIET_READ_BACK};
 use super::{
     clean_text, header_text, Acknowledge, Backlog, BacklogProbe, BacklogProblem, Incoming, Observed, OffsetTracker,
     ProgressWatch, Source, SourceError,
@@ -257,7 +257,7 @@ impl Poller {
     /// Whether the message is the next one of its partition.
     fn receive(&self, message: &impl Message) -> Received {
         self.tracker()
-            .receive(message.topic(), message.partition(), message.offset())
+            .receive(message.topic(), message.partition(), message.offset(), Instant::now())
     }
 
     /// A message that was not the next one: offsets the broker skipped are
@@ -310,7 +310,7 @@ impl Poller {
                     }
                 }
             }
-            received = self.tracker().receive(topic, partition, offset);
+            received = self.tracker().receive(topic, partition, offset, Instant::now());
         }
     }
 
@@ -321,15 +321,31 @@ impl Poller {
         let quiet = self.tracker().quiet(Instant::now(), QUIET_READ_BACK);
         for (topic, partition) in quiet {
             let low = self.low_watermark(&topic, partition).await.unwrap_or(0);
-            let from = self.tracker().read_back_quiet(&topic, partition, low, Instant::now());
-            if let Some(from) = from {
-                tracing::debug!(%topic, partition, from, "nothing served since reading restarted; reading back");
-                if let Err(e) = self
-                    .consumer
-                    .seek(&topic, partition, Offset::Offset(from), Duration::ZERO)
-                {
-                    tracing::warn!(%topic, partition, error = %e, "cannot read back a quiet partition");
+            let action = self.tracker().read_back_quiet(&topic, partition, low, Instant::now());
+            let from = match action {
+                Some(QuietAction::ReadFrom(from)) => {
+                    tracing::debug!(%topic, partition, from, "nothing served since reading restarted; reading back");
+                    from
                 }
+                // The log ends below where this consumer stands: it starts over at
+                // the log's start, as Kafka's "earliest" reset would.
+                Some(QuietAction::EndsBefore { end }) => {
+                    let expected = self.tracker().next(&topic, partition).unwrap_or(end);
+                    self.tracker().rewind(&topic, partition, low);
+                    let at = TopicPartition {
+                        topic: topic.clone(),
+                        partition,
+                    };
+                    self.report(SourceAnomaly::OffsetsRewound { at, expected, got: low }, None);
+                    low
+                }
+                Some(QuietAction::Done | QuietAction::Wait) | None => continue,
+            };
+            if let Err(e) = self
+                .consumer
+                .seek(&topic, partition, Offset::Offset(from), Duration::ZERO)
+            {
+                tracing::warn!(%topic, partition, error = %e, "cannot read back a quiet partition");
             }
         }
     }
@@ -666,11 +682,13 @@ impl KafkaProbe {
         }
     }
 
-    /// Commits again what the broker shows behind this consumer's progress.
-    /// librdkafka auto-commits only offsets it has not seen committed, so a
-    /// commit the broker acknowledged but lost (seen with tansu) would leave
-    /// the group's offset, and its lag, stuck until the next message.
-    fn commit_behind(consumer: &GroupConsumer, tracker: &Mutex<OffsetTracker>, committed: &TopicPartitionList) {
+    /// Commits again what the broker shows apart from this consumer's
+    /// progress. librdkafka auto-commits only offsets it has not seen
+    /// committed, so a commit the broker acknowledged but lost (seen with
+    /// tansu) would leave the group's offset, and its lag, stuck until the
+    /// next message; and it never commits below the group's offset, which a
+    /// partition read again from the start of a log that went back needs.
+    fn commit_where_apart(consumer: &GroupConsumer, tracker: &Mutex<OffsetTracker>, committed: &TopicPartitionList) {
         let mut behind = TopicPartitionList::new();
         {
             let tracker = tracker.lock().unwrap_or_else(|p| p.into_inner());
@@ -682,15 +700,15 @@ impl KafkaProbe {
                     Offset::Offset(offset) => Some(offset),
                     _ => None,
                 };
-                if theirs.is_none_or(|theirs| theirs < ours) {
+                if theirs != Some(ours) {
                     let _ = behind.add_partition_offset(element.topic(), element.partition(), Offset::Offset(ours));
                 }
             }
         }
         if behind.count() > 0 {
-            tracing::debug!(partitions = ?partition_names(&behind), "group offsets behind; committing them again");
+            tracing::debug!(partitions = ?partition_names(&behind), "group offsets apart from this consumer's progress; committing them again");
             if let Err(e) = consumer.commit(&behind, CommitMode::Async) {
-                tracing::debug!(error = %e, "commit of offsets behind");
+                tracing::debug!(error = %e, "commit of offsets apart");
             }
         }
     }
@@ -747,7 +765,7 @@ impl BacklogProbe for KafkaProbe {
                 let committed = consumer
                     .committed_offsets(assignment, METADATA_TIMEOUT)
                     .map_err(broker_error)?;
-                Self::commit_behind(&consumer, &probe.tracker, &committed);
+                Self::commit_where_apart(&consumer, &probe.tracker, &committed);
                 let mut backlog = partition_backlog(&*consumer, &committed)?;
                 probe.judge(&committed, &mut backlog);
                 Ok(backlog)

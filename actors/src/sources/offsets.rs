@@ -31,6 +31,10 @@ pub const READ_BACKS: u32 = 14;
 /// this long is read back.
 pub const QUIET_READ_BACK: Duration = Duration::from_millis(300);
 
+/// A read-back that served messages short of the expected offset, then
+/// nothing for this long, found where the log ends.
+pub const LOG_END_QUIET: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Default)]
 struct Partition {
     pending: BTreeSet<i64>,
@@ -53,6 +57,8 @@ struct ReadingBack {
     from: i64,
     /// Read-backs so far.
     tries: u32,
+    /// The highest offset it served, while short of the expected one.
+    served: Option<i64>,
 }
 
 /// How a fetched message fits what was read before.
@@ -67,6 +73,21 @@ pub enum Received {
     Gap { expected: i64 },
     /// Below offsets already read, not asked for: the log went back.
     Rewound { expected: i64 },
+}
+
+/// What to do about a partition that stays quiet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum QuietAction {
+    /// Read the partition again from this offset.
+    ReadFrom(i64),
+    /// The broker serves the partition up to `end`, below the expected
+    /// offset, and nothing after: the log went back under the consumer.
+    EndsBefore { end: i64 },
+    /// Read back as far as allowed without a message: an empty partition.
+    Done,
+    /// The read-back served messages short of the expected offset lately:
+    /// not yet quiet long enough to tell that the log ends there.
+    Wait,
 }
 
 /// What to do about a gap.
@@ -132,27 +153,37 @@ impl OffsetTracker {
             .collect()
     }
 
-    /// Where to read a quiet partition again from; `None` once read back as
-    /// far as allowed without a message (an empty partition: nothing more to do).
-    pub fn read_back_quiet(&mut self, topic: &str, partition: i32, low: i64, now: Instant) -> Option<i64> {
+    /// What to do about a partition that stays quiet (see [`QuietAction`]).
+    pub fn read_back_quiet(&mut self, topic: &str, partition: i32, low: i64, now: Instant) -> Option<QuietAction> {
         let p = self.partition(topic, partition)?;
         let expected = p.next?;
+        if let Some(served) = p.reading_back.and_then(|back| back.served) {
+            if p.quiet_since
+                .is_some_and(|since| now.duration_since(since) < LOG_END_QUIET)
+            {
+                return Some(QuietAction::Wait);
+            }
+            p.quiet_since = None;
+            p.reading_back = None;
+            return Some(QuietAction::EndsBefore { end: served + 1 });
+        }
         // Reading already starts at `expected`: begin one before it.
         p.reading_back.get_or_insert(ReadingBack {
             from: expected,
             tries: 1,
+            served: None,
         });
-        match Self::step_back(p, expected, low) {
+        Some(match Self::step_back(p, expected, low) {
             Some(from) => {
                 p.quiet_since = Some(now);
-                Some(from)
+                QuietAction::ReadFrom(from)
             }
             None => {
                 p.quiet_since = None;
                 p.reading_back = None;
-                None
+                QuietAction::Done
             }
-        }
+        })
     }
 
     /// The next read-back's start, further back each time, at `low` at the
@@ -167,21 +198,30 @@ impl OffsetTracker {
         // back each time (a broker that serves only whole batches from their start).
         let back = if tries == 0 { 0 } else { 1i64 << (tries - 1) };
         let from = expected.saturating_sub(back).max(low).min(expected);
-        p.reading_back = Some(ReadingBack { from, tries: tries + 1 });
+        p.reading_back = Some(ReadingBack {
+            from,
+            tries: tries + 1,
+            served: None,
+        });
         Some(from)
     }
 
-    /// Judges a fetched message; [`Received::Next`] means it is begun.
-    pub fn receive(&mut self, topic: &str, partition: i32, offset: i64) -> Received {
+    /// Judges a fetched message (fetched at `now`); [`Received::Next`] means it is begun.
+    pub fn receive(&mut self, topic: &str, partition: i32, offset: i64, now: Instant) -> Received {
         let Some(p) = self.partition(topic, partition) else {
             return Received::Drop;
         };
         match p.next {
             Some(next) if offset > next => Received::Gap { expected: next },
-            Some(next) if offset < next => match p.reading_back {
+            Some(next) if offset < next => match p.reading_back.as_mut() {
                 Some(back) if offset >= back.from => {
-                    // The broker serves what comes before: what comes next will follow.
-                    p.quiet_since = None;
+                    if offset + 1 == next {
+                        // The broker serves up to the expected offset: what comes next follows.
+                        p.quiet_since = None;
+                    } else if p.quiet_since.is_some() {
+                        back.served = Some(offset);
+                        p.quiet_since = Some(now);
+                    }
                     Received::Drop
                 }
                 _ => Received::Rewound { expected: next },
@@ -273,6 +313,11 @@ impl OffsetTracker {
         self.partitions.remove(&(topic.to_string(), partition));
     }
 
+    /// The offset that must come next on a partition, when known.
+    pub fn next(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.partitions.get(&(topic.to_string(), partition))?.next
+    }
+
     /// The offset this consumer made committable for a partition it owns.
     pub fn committable(&self, topic: &str, partition: i32) -> Option<i64> {
         self.partitions.get(&(topic.to_string(), partition))?.committable
@@ -297,7 +342,7 @@ mod tests {
     fn commits_only_contiguous_prefixes() {
         let mut t = tracker_at(10);
         for offset in 10..15 {
-            assert_eq!(t.receive("t", 0, offset), Received::Next);
+            assert_eq!(t.receive("t", 0, offset, Instant::now()), Received::Next);
         }
         assert_eq!(t.done("t", 0, 12), None, "10 and 11 are still running");
         assert_eq!(t.done("t", 0, 10), Some(11));
@@ -313,9 +358,9 @@ mod tests {
         let mut t = OffsetTracker::default();
         t.assign("t", 0, Some(5), Instant::now());
         t.assign("t", 1, Some(100), Instant::now());
-        assert_eq!(t.receive("t", 0, 5), Received::Next);
-        assert_eq!(t.receive("t", 1, 100), Received::Next);
-        assert_eq!(t.receive("t", 1, 101), Received::Next);
+        assert_eq!(t.receive("t", 0, 5, Instant::now()), Received::Next);
+        assert_eq!(t.receive("t", 1, 100, Instant::now()), Received::Next);
+        assert_eq!(t.receive("t", 1, 101, Instant::now()), Received::Next);
         assert_eq!(t.done("t", 1, 100), Some(101));
         assert_eq!(t.done("t", 1, 101), Some(102));
         assert_eq!(t.done("t", 0, 5), Some(6));
@@ -326,9 +371,9 @@ mod tests {
         let mut t = OffsetTracker::default();
         t.assign("t", 0, None, Instant::now());
         assert_eq!(t.committable("t", 0), None);
-        assert_eq!(t.receive("t", 0, 7), Received::Next);
+        assert_eq!(t.receive("t", 0, 7, Instant::now()), Received::Next);
         assert_eq!(t.committable("t", 0), Some(7), "where this consumer started");
-        assert_eq!(t.receive("t", 0, 8), Received::Next);
+        assert_eq!(t.receive("t", 0, 8, Instant::now()), Received::Next);
         t.done("t", 0, 7);
         assert_eq!(t.committable("t", 0), Some(8));
     }
@@ -337,7 +382,7 @@ mod tests {
     fn messages_of_partitions_not_assigned_are_dropped() {
         let mut t = tracker_at(1);
         t.revoke("t", 0);
-        assert_eq!(t.receive("t", 0, 1), Received::Drop);
+        assert_eq!(t.receive("t", 0, 1, Instant::now()), Received::Drop);
         assert_eq!(t.done("t", 0, 1), None);
         assert_eq!(t.in_flight(), 0);
         assert_eq!(t.committable("t", 0), None, "nothing to commit for a partition gone");
@@ -348,20 +393,24 @@ mod tests {
     #[test]
     fn a_skipped_range_is_read_again_and_never_committed_past_unseen() {
         let mut t = tracker_at(625);
-        assert_eq!(t.receive("t", 0, 625), Received::Next);
-        assert_eq!(t.receive("t", 0, 713), Received::Gap { expected: 626 });
+        assert_eq!(t.receive("t", 0, 625, Instant::now()), Received::Next);
+        assert_eq!(t.receive("t", 0, 713, Instant::now()), Received::Gap { expected: 626 });
         assert_eq!(t.done("t", 0, 625), Some(626), "the commit stops before the gap");
         // Read again from the gap, then from further back each time.
         assert_eq!(t.gap("t", 0, 713, 0), Some(GapAction::ReadFrom(626)));
-        assert_eq!(t.receive("t", 0, 713), Received::Gap { expected: 626 });
+        assert_eq!(t.receive("t", 0, 713, Instant::now()), Received::Gap { expected: 626 });
         assert_eq!(t.gap("t", 0, 713, 0), Some(GapAction::ReadFrom(625)));
-        assert_eq!(t.receive("t", 0, 713), Received::Gap { expected: 626 });
+        assert_eq!(t.receive("t", 0, 713, Instant::now()), Received::Gap { expected: 626 });
         assert_eq!(t.gap("t", 0, 713, 0), Some(GapAction::ReadFrom(624)));
         // This read-back starts at the batch: what was read before is dropped.
-        assert_eq!(t.receive("t", 0, 624), Received::Drop);
-        assert_eq!(t.receive("t", 0, 625), Received::Drop);
+        assert_eq!(t.receive("t", 0, 624, Instant::now()), Received::Drop);
+        assert_eq!(t.receive("t", 0, 625, Instant::now()), Received::Drop);
         for offset in 626..720 {
-            assert_eq!(t.receive("t", 0, offset), Received::Next, "offset {offset}");
+            assert_eq!(
+                t.receive("t", 0, offset, Instant::now()),
+                Received::Next,
+                "offset {offset}"
+            );
         }
         for offset in 626..720 {
             t.done("t", 0, offset);
@@ -372,10 +421,10 @@ mod tests {
     #[test]
     fn a_gap_the_broker_confirms_holds_the_commit_until_recorded() {
         let mut t = tracker_at(10);
-        assert_eq!(t.receive("t", 0, 10), Received::Next);
+        assert_eq!(t.receive("t", 0, 10, Instant::now()), Received::Next);
         let mut reads = Vec::new();
         let confirmed = loop {
-            assert_eq!(t.receive("t", 0, 20), Received::Gap { expected: 11 });
+            assert_eq!(t.receive("t", 0, 20, Instant::now()), Received::Gap { expected: 11 });
             match t.gap("t", 0, 20, 4).unwrap() {
                 GapAction::ReadFrom(from) => reads.push(from),
                 confirmed => break confirmed,
@@ -388,7 +437,7 @@ mod tests {
         );
         assert_eq!(confirmed, GapAction::Confirmed { from: 11, to: 20 });
         t.pass_gap("t", 0, 11, 20);
-        assert_eq!(t.receive("t", 0, 20), Received::Next);
+        assert_eq!(t.receive("t", 0, 20, Instant::now()), Received::Next);
         assert_eq!(t.done("t", 0, 10), Some(11));
         assert_eq!(t.done("t", 0, 20), None, "not past the gap before it is recorded");
         assert_eq!(t.done("t", 0, 11), Some(21), "recorded: the commit passes it");
@@ -409,26 +458,34 @@ mod tests {
             vec![("t".to_string(), 0)],
             "only a partition with a known start waits for confirmation"
         );
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(1_000)), Some(538));
+        let from = QuietAction::ReadFrom;
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(1_000)), Some(from(538)));
         assert!(
             t.quiet(later(1_200), QUIET_READ_BACK).is_empty(),
             "the read-back gets its time"
         );
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(2_000)), Some(537));
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(3_000)), Some(535));
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(4_000)), Some(531));
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(2_000)), Some(from(537)));
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(3_000)), Some(from(535)));
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(4_000)), Some(from(531)));
         // The batch starts at 431: served from there, what was read is dropped.
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(5_000)), Some(523));
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(6_000)), Some(507));
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(7_000)), Some(475));
-        assert_eq!(t.read_back_quiet("t", 0, 0, later(8_000)), Some(411));
-        assert_eq!(t.receive("t", 0, 431), Received::Drop);
-        assert!(t.quiet(later(60_000), QUIET_READ_BACK).is_empty(), "confirmed");
-        assert_eq!(t.receive("t", 0, 539), Received::Next);
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(5_000)), Some(from(523)));
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(6_000)), Some(from(507)));
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(7_000)), Some(from(475)));
+        assert_eq!(t.read_back_quiet("t", 0, 0, later(8_000)), Some(from(411)));
+        for offset in 431..538 {
+            assert_eq!(t.receive("t", 0, offset, Instant::now()), Received::Drop);
+            assert_eq!(t.quiet(later(60_000), QUIET_READ_BACK).len(), 1, "not before {offset}");
+        }
+        assert_eq!(t.receive("t", 0, 538, Instant::now()), Received::Drop);
+        assert!(
+            t.quiet(later(60_000), QUIET_READ_BACK).is_empty(),
+            "confirmed up to 539"
+        );
+        assert_eq!(t.receive("t", 0, 539, Instant::now()), Received::Next);
         // A resume restarts reading: confirmed again by the next message.
         t.restarted(later(61_000));
         assert_eq!(t.quiet(later(62_000), QUIET_READ_BACK).len(), 1);
-        assert_eq!(t.receive("t", 0, 540), Received::Next);
+        assert_eq!(t.receive("t", 0, 540, Instant::now()), Received::Next);
         assert!(t.quiet(later(63_000), QUIET_READ_BACK).is_empty());
     }
 
@@ -437,13 +494,49 @@ mod tests {
         let start = Instant::now();
         let mut t = OffsetTracker::default();
         t.assign("t", 0, Some(0), start);
-        assert_eq!(t.read_back_quiet("t", 0, 0, start), Some(0));
+        assert_eq!(t.read_back_quiet("t", 0, 0, start), Some(QuietAction::ReadFrom(0)));
         assert_eq!(
             t.read_back_quiet("t", 0, 0, start),
-            None,
-            "nothing before the start: done"
+            Some(QuietAction::Done),
+            "nothing before the start"
         );
         assert!(t.quiet(start + Duration::from_secs(60), QUIET_READ_BACK).is_empty());
+    }
+
+    /// A committed offset past the log's end: a broker may answer the fetch
+    /// with nothing rather than "out of range". The read-back finds where
+    /// the log ends, and reading starts over there.
+    #[test]
+    fn a_log_that_ends_below_the_expected_offset_is_found_by_reading_back() {
+        let start = Instant::now();
+        let mut t = OffsetTracker::default();
+        t.assign("t", 0, Some(50), start);
+        let mut action = t.read_back_quiet("t", 0, 0, start);
+        while action != Some(QuietAction::ReadFrom(0)) {
+            assert!(matches!(action, Some(QuietAction::ReadFrom(_))), "{action:?}");
+            action = t.read_back_quiet("t", 0, 0, start);
+        }
+        for offset in 0..5 {
+            assert_eq!(t.receive("t", 0, offset, Instant::now()), Received::Drop);
+        }
+        let after = |quiet| Instant::now() + quiet;
+        assert_eq!(
+            t.quiet(after(QUIET_READ_BACK), QUIET_READ_BACK).len(),
+            1,
+            "quiet again after 4"
+        );
+        assert_eq!(
+            t.read_back_quiet("t", 0, 0, after(QUIET_READ_BACK)),
+            Some(QuietAction::Wait),
+            "not yet long enough to tell"
+        );
+        assert_eq!(
+            t.read_back_quiet("t", 0, 0, after(LOG_END_QUIET)),
+            Some(QuietAction::EndsBefore { end: 5 })
+        );
+        t.rewind("t", 0, 0);
+        assert_eq!(t.receive("t", 0, 0, Instant::now()), Received::Next);
+        assert_eq!(t.done("t", 0, 0), Some(1), "committed where the log is");
     }
 
     #[test]
@@ -459,10 +552,10 @@ mod tests {
     #[test]
     fn offsets_going_back_unasked_are_a_rewind() {
         let mut t = tracker_at(50);
-        assert_eq!(t.receive("t", 0, 50), Received::Next);
-        assert_eq!(t.receive("t", 0, 3), Received::Rewound { expected: 51 });
+        assert_eq!(t.receive("t", 0, 50, Instant::now()), Received::Next);
+        assert_eq!(t.receive("t", 0, 3, Instant::now()), Received::Rewound { expected: 51 });
         t.rewind("t", 0, 3);
-        assert_eq!(t.receive("t", 0, 3), Received::Next);
+        assert_eq!(t.receive("t", 0, 3, Instant::now()), Received::Next);
         assert_eq!(
             t.done("t", 0, 50),
             None,
@@ -471,8 +564,8 @@ mod tests {
         assert_eq!(t.done("t", 0, 3), Some(4));
         // Below a read-back's start is a rewind too, not a repeat.
         let mut t = tracker_at(50);
-        assert_eq!(t.receive("t", 0, 60), Received::Gap { expected: 50 });
+        assert_eq!(t.receive("t", 0, 60, Instant::now()), Received::Gap { expected: 50 });
         assert_eq!(t.gap("t", 0, 60, 0), Some(GapAction::ReadFrom(50)));
-        assert_eq!(t.receive("t", 0, 0), Received::Rewound { expected: 50 });
+        assert_eq!(t.receive("t", 0, 0, Instant::now()), Received::Rewound { expected: 50 });
     }
 }
