@@ -35,6 +35,33 @@ async fn created(bida: &Bida, path: &str, body: Value) -> String {
     created["id"].as_str().unwrap().to_string()
 }
 
+/// A node whose failure notifications go to `alerts`.
+async fn alerting(alerts: &Receiver) -> Bida {
+    Bida::start(&format!("[[notify.webhooks]]\nurl = \"{}\"", alerts.url("/alerts"))).await
+}
+
+/// Registers the test's Kafka broker; returns its id.
+async fn kafka_broker(bida: &Bida, kafka: &KafkaBroker) -> String {
+    created(
+        bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
+    )
+    .await
+}
+
+/// Waits for a notification of `kind` and returns it.
+async fn alert(alerts: &Receiver, kind: &str) -> Value {
+    let of_kind = |body: &[u8]| serde_json::from_slice::<Value>(body).ok().filter(|a| a["type"] == kind);
+    assert!(
+        alerts
+            .wait_until(WAIT, |hits| hits.iter().any(|h| of_kind(&h.body).is_some()))
+            .await,
+        "no {kind} alert"
+    );
+    alerts.hits().iter().find_map(|h| of_kind(&h.body)).unwrap()
+}
+
 fn rabbit_consumer(broker: &str, queue: &str, endpoint: &str) -> Value {
     json!({"name": "c", "broker_id": broker, "source": {"queue": queue}, "endpoint": {"url": endpoint}})
 }
@@ -74,12 +101,7 @@ async fn brokers_show_what_is_inside_and_going_offline_stops_their_consumers() {
         .expect("the consumer's queue is listed");
     assert_eq!(listed["consumers"], 1, "{view}");
 
-    let k = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
-    )
-    .await;
+    let k = kafka_broker(&bida, &kafka).await;
     kafka
         .produce("inventory", (0..30).map(|i| (Some(format!("k{i}")), b"x".to_vec())))
         .await;
@@ -261,7 +283,7 @@ async fn bad_consumer_and_broker_input_gets_problems() {
 async fn a_crashing_consumer_is_restarted_recorded_and_alerted() {
     let endpoint = Receiver::ok().await;
     let alerts = Receiver::ok().await;
-    let bida = Bida::start(&format!("[[notify.webhooks]]\nurl = \"{}\"", alerts.url("/alerts"))).await;
+    let bida = alerting(&alerts).await;
     let queue_name = format!("bida-test-missing-{}", uuid::Uuid::new_v4().simple());
     let _cleanup = rabbit::delete_queue_later(&queue_name);
     let broker = created(
@@ -285,20 +307,7 @@ async fn a_crashing_consumer_is_restarted_recorded_and_alerted() {
         report["report"]["last_error"].as_str().unwrap().contains("NOT_FOUND"),
         "{crashing}"
     );
-    assert!(
-        alerts
-            .wait_until(WAIT, |hits| hits
-                .iter()
-                .any(|h| String::from_utf8_lossy(&h.body).contains("bida.consumer.crashing")))
-            .await,
-        "crash alert"
-    );
-    let alert: Value = alerts
-        .hits()
-        .iter()
-        .map(|h| serde_json::from_slice::<Value>(&h.body).unwrap())
-        .find(|a| a["type"] == "bida.consumer.crashing")
-        .unwrap();
+    let alert = alert(&alerts, "bida.consumer.crashing").await;
     assert_eq!(alert["consumer_id"], consumer.as_str());
     assert_eq!(alert["consecutive"], 3);
 
@@ -334,13 +343,8 @@ async fn a_parked_lane_waits_for_its_replay() {
     let alerts = Receiver::ok().await;
     let kafka = KafkaBroker::start().await;
     kafka.create_topic("lanes", 2).await;
-    let bida = Bida::start(&format!("[[notify.webhooks]]\nurl = \"{}\"", alerts.url("/alerts"))).await;
-    let broker = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
-    )
-    .await;
+    let bida = alerting(&alerts).await;
+    let broker = kafka_broker(&bida, &kafka).await;
     let consumer = created(
         &bida,
         "/v1/consumers",
@@ -373,13 +377,7 @@ async fn a_parked_lane_waits_for_its_replay() {
         (0..5).collect::<Vec<u64>>(),
         "k1 stops before its failing message"
     );
-    assert!(
-        alerts
-            .wait_until(WAIT, |hits| hits
-                .iter()
-                .any(|h| String::from_utf8_lossy(&h.body).contains("lane_parked")))
-            .await
-    );
+    alert(&alerts, "bida.consumer.lane_parked").await;
     let dead_task = parked["parked_lanes"]["k1"].as_str().unwrap().to_string();
     let (_, task) = bida.get(&format!("/v1/tasks/{dead_task}")).await;
     assert_eq!(task["status"], "dead", "{task}");
@@ -404,12 +402,7 @@ async fn kafka_offsets_are_reset_and_messages_resent() {
     let kafka = KafkaBroker::start().await;
     kafka.create_topic("replayable", 2).await;
     let bida = Bida::start("").await;
-    let broker = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
-    )
-    .await;
+    let broker = kafka_broker(&bida, &kafka).await;
     let consumer = created(
         &bida,
         "/v1/consumers",
@@ -583,12 +576,7 @@ async fn odd_messages_are_delivered_not_crashed_on() {
     kafka.create_topic("odd", 1).await;
     let queue = TestQueue::declare_quorum().await;
     let bida = Bida::start("").await;
-    let k = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
-    )
-    .await;
+    let k = kafka_broker(&bida, &kafka).await;
     let kc = created(
         &bida,
         "/v1/consumers",
@@ -663,13 +651,8 @@ async fn offsets_that_go_back_are_recorded_alerted_and_delivered() {
         )
         .await;
     kafka.overwrite_group_offset("past-the-end", "truncated", 0, 50).await;
-    let bida = Bida::start(&format!("[[notify.webhooks]]\nurl = \"{}\"", alerts.url("/alerts"))).await;
-    let broker = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
-    )
-    .await;
+    let bida = alerting(&alerts).await;
+    let broker = kafka_broker(&bida, &kafka).await;
     let consumer = created(
         &bida,
         "/v1/consumers",
@@ -695,20 +678,7 @@ async fn offsets_that_go_back_are_recorded_alerted_and_delivered() {
     assert_eq!(anomaly["partition"], 0);
     assert_eq!(anomaly["expected"], 50);
     assert_eq!(anomaly["got"], 0);
-    assert!(
-        alerts
-            .wait_until(WAIT, |hits| hits.iter().any(
-                |h| String::from_utf8_lossy(&h.body).contains("bida.consumer.source_anomaly")
-            ))
-            .await,
-        "anomaly alert"
-    );
-    let alert: Value = alerts
-        .hits()
-        .iter()
-        .map(|h| serde_json::from_slice::<Value>(&h.body).unwrap())
-        .find(|a| a["type"] == "bida.consumer.source_anomaly")
-        .unwrap();
+    let alert = alert(&alerts, "bida.consumer.source_anomaly").await;
     assert_eq!(alert["consumer_id"], consumer.as_str());
     assert_eq!(alert["anomaly"]["kind"], "offsets_rewound");
     // Committed where the log really is, not past it.

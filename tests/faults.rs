@@ -14,57 +14,15 @@ mod support;
 use bida_testkit::kafka::KafkaBroker;
 use bida_testkit::rabbit::{self, TestQueue};
 use serde_json::{json, Value};
-use std::collections::HashSet;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{eventually, until, Bida, Hit, Receiver, Reply};
+use support::{eventually, payload_id, until, Accepted, Bida, Hit, Receiver, Reply};
 
 /// Scenarios take turns: they restart shared services.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const CONVERGE: Duration = Duration::from_secs(240);
-
-/// The payload id of a delivered request (every message carries `{"id": ...}`).
-fn payload_id(hit: &Hit) -> Option<String> {
-    let body: Value = serde_json::from_slice(&hit.body).ok()?;
-    let id = body
-        .get("id")
-        .or_else(|| body.get("params").and_then(|p| p.get("id")))?;
-    id.as_str().map(String::from)
-}
-
-/// Ids the endpoint accepted (answered 2xx), and how many 2xx answers it gave.
-#[derive(Clone, Default)]
-struct Accepted(Arc<Mutex<(HashSet<String>, usize)>>);
-
-impl Accepted {
-    fn note(&self, hit: &Hit) {
-        if let Some(id) = payload_id(hit) {
-            let mut accepted = self.0.lock().unwrap();
-            accepted.0.insert(id);
-            accepted.1 += 1;
-        }
-    }
-
-    fn distinct(&self) -> usize {
-        self.0.lock().unwrap().0.len()
-    }
-
-    fn duplicates(&self) -> usize {
-        let accepted = self.0.lock().unwrap();
-        accepted.1 - accepted.0.len()
-    }
-
-    fn missing(&self, produced: &[String]) -> Vec<String> {
-        let accepted = self.0.lock().unwrap();
-        produced
-            .iter()
-            .filter(|id| !accepted.0.contains(*id))
-            .cloned()
-            .collect()
-    }
-}
 
 /// The three sources and what was produced into them.
 struct Workload {

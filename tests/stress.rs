@@ -27,9 +27,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use support::{Bida, Hit, Receiver, Reply};
+use support::{payload_id, Accepted, Bida, Hit, Receiver, Reply};
 
 const TOPIC: &str = "stress";
 /// A run ends when everything arrived, or when nothing new arrived for this
@@ -105,42 +104,6 @@ impl Scenario {
     }
 }
 
-/// Ids the endpoint accepted (answered 2xx), and how many 2xx answers it gave.
-#[derive(Clone, Default)]
-struct Accepted(Arc<Mutex<(HashSet<String>, usize)>>);
-
-impl Accepted {
-    fn note(&self, id: String) {
-        let mut accepted = self.0.lock().unwrap();
-        accepted.0.insert(id);
-        accepted.1 += 1;
-    }
-
-    fn distinct(&self) -> usize {
-        self.0.lock().unwrap().0.len()
-    }
-
-    /// Distinct ids and duplicates, from one snapshot.
-    fn counts(&self) -> (usize, usize) {
-        let accepted = self.0.lock().unwrap();
-        (accepted.0.len(), accepted.1 - accepted.0.len())
-    }
-
-    fn missing(&self, produced: &[String]) -> Vec<String> {
-        let accepted = self.0.lock().unwrap();
-        produced
-            .iter()
-            .filter(|id| !accepted.0.contains(*id))
-            .cloned()
-            .collect()
-    }
-}
-
-fn payload_id(hit: &Hit) -> Option<String> {
-    let body: Value = serde_json::from_slice(&hit.body).ok()?;
-    body.get("id")?.as_str().map(String::from)
-}
-
 /// Fails a request when the hash of (seed, message, its arrival count) falls
 /// under the rate: the same seed fails the same arrivals.
 fn endpoint(seed: u64, rate: f64, accepted: Accepted) -> impl Fn(&Hit, u32) -> Reply + Send + Sync + 'static {
@@ -153,7 +116,7 @@ fn endpoint(seed: u64, rate: f64, accepted: Accepted) -> impl Fn(&Hit, u32) -> R
         if (hasher.finish() % 10_000) as f64 / 10_000.0 < rate {
             return Reply::status(500);
         }
-        accepted.note(id);
+        accepted.note(hit);
         Reply::ok()
     }
 }

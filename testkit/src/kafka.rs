@@ -122,9 +122,11 @@ impl KafkaBroker {
         }
     }
 
-    /// One record per batch: tansu 0.6 returns nothing for a fetch that starts
-    /// inside a record batch (Kafka serves it), so a consumer that resumes
-    /// mid-batch (after a pause, a restart, a rebalance) would stall on it.
+    /// One record per batch: tansu 0.6 (in memory) answers a fetch that
+    /// starts inside a record batch with the batches after it, or with
+    /// nothing inside its last one (Kafka serves it). Bida reads such gaps
+    /// back, which takes a few fetches; tests that are not about that use
+    /// this producer (`tests/stress.rs` batches on purpose).
     pub fn producer(&self) -> FutureProducer {
         ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)
@@ -153,8 +155,8 @@ impl KafkaBroker {
         Self::send_all(&self.producer(), topic, records).await
     }
 
-    /// A batching producer: fast, for consumers that read straight through
-    /// (no pause, restart or rebalance mid-stream, see [`KafkaBroker::producer`]).
+    /// A batching producer: fast, and the shape real producers have (several
+    /// records per batch, see [`KafkaBroker::producer`]).
     pub fn batching_producer(&self) -> FutureProducer {
         ClientConfig::new()
             .set("bootstrap.servers", &self.bootstrap)

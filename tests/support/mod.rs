@@ -5,8 +5,10 @@
 
 use bida_testkit::TestDatabase;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[allow(unused_imports)]
@@ -242,4 +244,50 @@ pub async fn until<F: std::future::Future<Output = bool>>(timeout: Duration, mut
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check().await
+}
+
+/// The payload id of a delivered request (every message carries `{"id": ...}`).
+pub fn payload_id(hit: &Hit) -> Option<String> {
+    let body: Value = serde_json::from_slice(&hit.body).ok()?;
+    let id = body
+        .get("id")
+        .or_else(|| body.get("params").and_then(|p| p.get("id")))?;
+    id.as_str().map(String::from)
+}
+
+/// Ids the endpoint accepted (answered 2xx), and how many 2xx answers it gave.
+#[derive(Clone, Default)]
+pub struct Accepted(Arc<Mutex<(HashSet<String>, usize)>>);
+
+impl Accepted {
+    pub fn note(&self, hit: &Hit) {
+        if let Some(id) = payload_id(hit) {
+            let mut accepted = self.0.lock().unwrap();
+            accepted.0.insert(id);
+            accepted.1 += 1;
+        }
+    }
+
+    pub fn distinct(&self) -> usize {
+        self.0.lock().unwrap().0.len()
+    }
+
+    pub fn duplicates(&self) -> usize {
+        self.counts().1
+    }
+
+    /// Distinct ids and duplicates, from one snapshot.
+    pub fn counts(&self) -> (usize, usize) {
+        let accepted = self.0.lock().unwrap();
+        (accepted.0.len(), accepted.1 - accepted.0.len())
+    }
+
+    pub fn missing(&self, produced: &[String]) -> Vec<String> {
+        let accepted = self.0.lock().unwrap();
+        produced
+            .iter()
+            .filter(|id| !accepted.0.contains(*id))
+            .cloned()
+            .collect()
+    }
 }

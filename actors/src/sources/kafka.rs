@@ -219,6 +219,9 @@ impl KafkaSource {
     }
 }
 
+/// How often the poller looks for quiet partitions (not per message).
+const QUIET_CHECK_EVERY: Duration = Duration::from_millis(100);
+
 /// A pipeline full for this long gets its partitions paused, so that polling
 /// can go on (keeping this member in its group) without taking more messages.
 const STALL_BEFORE_PAUSE: Duration = Duration::from_secs(30);
@@ -389,6 +392,7 @@ async fn poll(poller: Poller, mut pause: watch::Receiver<bool>, sender: mpsc::Se
     let mut fetching_paused = false;
     let mut stalled_since: Option<tokio::time::Instant> = None;
     let mut was_stalled = false;
+    let mut last_quiet_check = Instant::now();
     loop {
         while let Some(item) = pending.pop_front() {
             match sender.try_send(Ok(item)) {
@@ -431,7 +435,8 @@ async fn poll(poller: Poller, mut pause: watch::Receiver<bool>, sender: mpsc::Se
             poller.tracker().postpone_quiet(Instant::now());
         }
         was_stalled = stalled;
-        if !stalled && !fetching_paused {
+        if !stalled && !fetching_paused && last_quiet_check.elapsed() >= QUIET_CHECK_EVERY {
+            last_quiet_check = Instant::now();
             poller.read_back_quiet().await;
         }
         // Poll when messages can be taken, or when paused (to serve the group).
