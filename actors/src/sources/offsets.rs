@@ -130,6 +130,11 @@ impl OffsetTracker {
             if p.next.is_some() {
                 p.quiet_since = Some(now);
             }
+            // What a read-back served before the pause says nothing of where
+            // the log ends: reading stopped then, not the log.
+            if let Some(back) = p.reading_back.as_mut() {
+                back.served = None;
+            }
         }
     }
 
@@ -537,6 +542,31 @@ mod tests {
         t.rewind("t", 0, 0);
         assert_eq!(t.receive("t", 0, 0, Instant::now()), Received::Next);
         assert_eq!(t.done("t", 0, 0), Some(1), "committed where the log is");
+    }
+
+    /// A pause in the middle of a read-back stops reading, not the log:
+    /// what it served until then does not mean the log ends there.
+    #[test]
+    fn a_read_back_cut_by_a_pause_is_no_sign_of_the_log_ending() {
+        let start = Instant::now();
+        let mut t = OffsetTracker::default();
+        t.assign("t", 0, Some(50), start);
+        assert_eq!(t.read_back_quiet("t", 0, 0, start), Some(QuietAction::ReadFrom(49)));
+        assert_eq!(t.read_back_quiet("t", 0, 0, start), Some(QuietAction::ReadFrom(48)));
+        assert_eq!(t.receive("t", 0, 48, start), Received::Drop);
+        t.restarted(start);
+        let later = start + LOG_END_QUIET;
+        assert_eq!(
+            t.read_back_quiet("t", 0, 0, later),
+            Some(QuietAction::ReadFrom(46)),
+            "read further back, not rewound"
+        );
+        assert_eq!(
+            t.receive("t", 0, 49, later),
+            Received::Drop,
+            "still within the read-back"
+        );
+        assert_eq!(t.receive("t", 0, 50, later), Received::Next);
     }
 
     #[test]
