@@ -100,11 +100,12 @@ impl ConsumerContext for GroupContext {
             };
             let mut tracker = self.tracker.lock().unwrap_or_else(|p| p.into_inner());
             for element in committed.elements() {
-                let offset = match element.offset() {
-                    Offset::Offset(offset) => Some(offset),
-                    _ => None,
-                };
-                tracker.assign(element.topic(), element.partition(), offset, Instant::now());
+                tracker.assign(
+                    element.topic(),
+                    element.partition(),
+                    offset_of(element.offset()),
+                    Instant::now(),
+                );
             }
             drop(tracker);
             if self.paused.load(Ordering::Relaxed) {
@@ -367,17 +368,9 @@ impl Poller {
     }
 
     fn incoming(&self, message: &impl Message) -> Incoming {
-        let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
         Incoming {
-            message: SourceMessage {
-                message_id: format!("kafka:{topic}:{partition}:{offset}"),
-                position: format!("{topic}/{partition}@{offset}"),
-                key: message.key().map(clean_text),
-                body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-                content_type: content_type(message),
-                traceparent: kafka_header(message, "traceparent"),
-            },
-            ack: self.ack(topic, partition, offset),
+            message: source_message(message),
+            ack: self.ack(message.topic(), message.partition(), message.offset()),
         }
     }
 }
@@ -477,6 +470,27 @@ async fn poll(poller: Poller, mut pause: watch::Receiver<bool>, sender: mpsc::Se
                 }
             },
         }
+    }
+}
+
+/// A record as consumers and resends see it.
+fn source_message(message: &impl Message) -> SourceMessage {
+    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    SourceMessage {
+        message_id: format!("kafka:{topic}:{partition}:{offset}"),
+        position: format!("{topic}/{partition}@{offset}"),
+        key: message.key().map(clean_text),
+        body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
+        content_type: content_type(message),
+        traceparent: kafka_header(message, "traceparent"),
+    }
+}
+
+/// A concrete offset, if the list holds one (not "stored", "invalid"...).
+fn offset_of(offset: Offset) -> Option<i64> {
+    match offset {
+        Offset::Offset(offset) => Some(offset),
+        _ => None,
     }
 }
 
@@ -701,10 +715,7 @@ impl KafkaProbe {
                 let Some(ours) = tracker.committable(element.topic(), element.partition()) else {
                     continue;
                 };
-                let theirs = match element.offset() {
-                    Offset::Offset(offset) => Some(offset),
-                    _ => None,
-                };
+                let theirs = offset_of(element.offset());
                 if theirs != Some(ours) {
                     let _ = behind.add_partition_offset(element.topic(), element.partition(), Offset::Offset(ours));
                 }
@@ -1036,17 +1047,7 @@ impl KafkaAdmin {
                 match consumer.poll(Duration::from_millis(500)) {
                     Some(Ok(message)) if message.offset() <= last => {
                         let offset = message.offset();
-                        messages.push((
-                            offset,
-                            SourceMessage {
-                                message_id: format!("kafka:{topic}:{partition}:{offset}"),
-                                position: format!("{topic}/{partition}@{offset}"),
-                                key: message.key().map(clean_text),
-                                body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
-                                content_type: content_type(&message),
-                                traceparent: kafka_header(&message, "traceparent"),
-                            },
-                        ));
+                        messages.push((offset, source_message(&message)));
                     }
                     Some(Ok(_)) => break,
                     Some(Err(e)) => return Err(broker_error(e)),
