@@ -30,6 +30,24 @@ pub enum Command {
     /// Read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),
+    /// API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Make a key and print it once (Bida keeps only its hash).
+    Create {
+        /// admin, operator or viewer (producer keys belong to an app: POST /v1/apps/{id}/keys)
+        #[arg(long, default_value = "admin")]
+        role: String,
+        /// What the key is for
+        #[arg(long, default_value = "command-line")]
+        name: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -2,6 +2,7 @@
 //! `BIDA_CONFIG`), then `BIDA_*` environment variables (nested keys joined by
 //! `__`), then command-line flags.
 
+use bida_actors::access::AuthConfig;
 use bida_actors::{DeliveryConfig, NotifyConfig, SchedulerConfig};
 use bida_api::ApiConfig;
 use bida_domain::consumer::{BreakerPolicy, ConsumerPolicy, PolicyDefaults};
@@ -25,6 +26,7 @@ pub struct Config {
     pub log: String,
     pub http_workers: usize,
     pub api: ApiConfig,
+    pub auth: AuthConfig,
     pub store: StoreConfig,
     pub tasks: TasksConfig,
     pub delivery: DeliveryConfig,
@@ -45,6 +47,7 @@ impl Default for Config {
             log: "info,sqlx=warn".into(),
             http_workers: 0,
             api: ApiConfig::default(),
+            auth: AuthConfig::default(),
             store: StoreConfig::default(),
             tasks: TasksConfig::default(),
             delivery: DeliveryConfig::default(),
@@ -257,6 +260,24 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.max_page", "Largest page a list returns."),
     ("api.max_replay", "Most tasks one bulk replay may take."),
     (
+        "api.rate_limit.per_second",
+        "Sustained requests per second one API key may make (429 above); 0: no limit.",
+    ),
+    (
+        "api.rate_limit.burst",
+        "Requests one key may make at once above its sustained rate.",
+    ),
+    (
+        "auth.bootstrap_admin_key",
+        "A string (24+ characters) made an admin key at start, for automation and tests; without it the first start prints a new admin key once.",
+    ),
+    ("auth.protect_metrics", "Whether /metrics needs a key (viewer or above)."),
+    ("auth.protect_openapi", "Whether /openapi.json needs a key."),
+    (
+        "auth.cache_ttl_ms",
+        "Longest a node trusts a checked key without hearing of a change (changes are announced at once).",
+    ),
+    (
         "store.pool_size",
         "Postgres connections shared by the writer, API and schedulers.",
     ),
@@ -322,6 +343,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "delivery.max_in_memory",
         "Tasks a node holds in memory at once; more wait in the durable schedule.",
+    ),
+    (
+        "delivery.allow_networks",
+        "Networks (CIDR) deliveries and notifications may reach although loopback, private, link-local, CGNAT...: [\"127.0.0.0/8\"]. Empty by default: those are refused.",
     ),
     (
         "delivery.max_in_memory_bytes",

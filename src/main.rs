@@ -12,7 +12,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cli::{Cli, Command, ProjectionsCommand};
+use cli::{Cli, Command, KeysCommand, ProjectionsCommand};
 use config::Config;
 
 /// Delivering a message allocates and frees many small buffers on several
@@ -27,7 +27,8 @@ fn main() -> ExitCode {
         Command::Serve(args) | Command::Config(args) => args.overrides(),
         Command::Migrate(db)
         | Command::Projections(ProjectionsCommand::Rebuild { database: db, .. })
-        | Command::Projections(ProjectionsCommand::Status { database: db }) => db.overrides(),
+        | Command::Projections(ProjectionsCommand::Status { database: db })
+        | Command::Keys(KeysCommand::Create { database: db, .. }) => db.overrides(),
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -55,6 +56,7 @@ fn main() -> ExitCode {
         Command::Migrate(_) => run_async(migrate(config)),
         Command::Projections(ProjectionsCommand::Rebuild { name, .. }) => run_async(rebuild(config, name)),
         Command::Projections(ProjectionsCommand::Status { .. }) => run_async(status(config)),
+        Command::Keys(KeysCommand::Create { role, name, .. }) => run_async(create_key(config, role, name)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,5 +141,20 @@ async fn status(config: Config) -> anyhow::Result<()> {
         let lag = bida_projections::lag(&store, name).await?;
         println!("{name}: {lag} events behind");
     }
+    Ok(())
+}
+
+async fn create_key(config: Config, role: String, name: String) -> anyhow::Result<()> {
+    use bida_actors::access::{AccessService, KeyRequest};
+    use bida_actors::audit::{acting_as, Requester};
+    let role = bida_domain::access::Role::parse(&role)
+        .with_context(|| format!("no role named {role}; use admin, operator or viewer"))?;
+    let store = open(&config).await?;
+    let access = AccessService::new(store, &config.auth);
+    let issued = acting_as(Requester::command_line(), access.issue(None, KeyRequest { name, role }))
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    eprintln!("created {} key {} ({}); it is shown only now:", issued.view.role, issued.view.id, issued.view.name);
+    println!("{}", issued.key);
     Ok(())
 }

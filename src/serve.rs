@@ -5,7 +5,10 @@ use anyhow::Context;
 use bida_actors::brokers::BrokerService;
 use bida_actors::consumer::ConsumerService;
 use bida_actors::{Node, NodeConfig};
-use bida_api::{problem_responses, routes, ApiState};
+use actix_web::middleware::from_fn;
+use bida_actors::access::AccessService;
+use bida_api::{gate, problem_responses, routes, ApiState, KeyLimits};
+use std::sync::Arc;
 use bida_projections::TaskList;
 use bida_store::Store;
 use bida_telemetry::MetricsText;
@@ -33,6 +36,13 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the node")?;
+    let access = AccessService::new(store.clone(), &config.auth);
+    access
+        .bootstrap(&config.auth)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot make sure the installation has an admin key")?;
+    let access_watch = access.spawn_watch();
     let projection = bida_projections::run(store.clone(), TaskList, config.projections.clone());
 
     let consumers = ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults());
@@ -48,6 +58,9 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         tasks: node.tasks(),
         brokers: BrokerService::new(store.clone()),
         consumers,
+        access,
+        auth: config.auth.clone(),
+        limits: Arc::new(KeyLimits::new(&config.api.rate_limit)),
         store,
         config: config.api.clone(),
         node_id: node.id().to_string(),
@@ -57,6 +70,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
+            .wrap(from_fn(gate))
             .wrap(problem_responses())
             .configure(routes)
     })
@@ -73,6 +87,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     let result = server.run().await;
     tracing::info!("stopping");
     projection.abort();
+    access_watch.abort();
     sampler.abort();
     probes.abort();
     node.shutdown().await;

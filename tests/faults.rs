@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{eventually, payload_id, until, Accepted, Bida, Hit, Receiver, Reply};
+use support::{eventually, payload_id, until, Accepted, Bida, Hit, Receiver, Reply, ADMIN_KEY};
 
 /// Scenarios take turns: they restart shared services.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -116,6 +116,14 @@ fn api_feed(
     tokio::spawn(async move {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(5))
+            .default_headers(
+                [(
+                    reqwest::header::AUTHORIZATION,
+                    format!("Bearer {ADMIN_KEY}").parse().expect("header"),
+                )]
+                .into_iter()
+                .collect(),
+            )
             .build()
             .expect("client");
         let mut accepted = Vec::new();

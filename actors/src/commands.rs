@@ -39,7 +39,11 @@ where
         let mut tries = 0;
         loop {
             tries += 1;
-            match self.cqrs.execute(id, command.clone()).await {
+            match self
+                .cqrs
+                .execute_with_metadata(id, command.clone(), crate::audit::metadata())
+                .await
+            {
                 Err(AggregateError::AggregateConflict) if tries < TRIES => continue,
                 outcome => return outcome,
             }

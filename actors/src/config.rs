@@ -20,6 +20,9 @@ pub struct DeliveryConfig {
     pub max_in_memory: usize,
     /// Body bytes of the tasks a node keeps in memory at once.
     pub max_in_memory_bytes: usize,
+    /// Networks deliveries and notifications may reach although they are
+    /// loopback, private, link-local... (CIDR, `["127.0.0.0/8"]`).
+    pub allow_networks: Vec<ipnet::IpNet>,
 }
 
 impl Default for DeliveryConfig {
@@ -33,6 +36,7 @@ impl Default for DeliveryConfig {
             threads: 0,
             max_in_memory: 20_000,
             max_in_memory_bytes: 512 * 1024 * 1024,
+            allow_networks: Vec::new(),
         }
     }
 }

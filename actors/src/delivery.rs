@@ -13,6 +13,7 @@ use std::error::Error as _;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::egress::EgressGuard;
 use crate::DeliveryConfig;
 
 /// What one attempt produced, ready for `TaskCommand::RecordAttempt`.
@@ -44,11 +45,14 @@ impl Attempted {
 pub struct Delivery {
     client: reqwest::Client,
     config: DeliveryConfig,
+    egress: EgressGuard,
 }
 
 impl Delivery {
     pub fn new(config: DeliveryConfig) -> Result<Self, reqwest::Error> {
+        let egress = EgressGuard::new(config.allow_networks.clone());
         let client = reqwest::Client::builder()
+            .dns_resolver(egress.resolver())
             // An endpoint's redirect is an answer to judge, not an instruction
             // to send the payload somewhere else.
             .redirect(reqwest::redirect::Policy::none())
@@ -57,7 +61,12 @@ impl Delivery {
             .pool_max_idle_per_host(config.idle_connections_per_host)
             .user_agent(config.user_agent.clone())
             .build()?;
-        Ok(Self { client, config })
+        Ok(Self { client, config, egress })
+    }
+
+    /// Where deliveries may go.
+    pub fn egress(&self) -> &EgressGuard {
+        &self.egress
     }
 
     /// Makes attempt number `attempt` of a task, as a span of the message's
@@ -120,7 +129,10 @@ impl Delivery {
             headers.insert(TRACEPARENT, stable(&traceparent)?);
         }
         let builder = match &endpoint.parsed {
-            Some(url) => self.client.request(method, url.clone()),
+            Some(url) => {
+                self.egress.check_url(url).map_err(|blocked| blocked.to_string())?;
+                self.client.request(method, url.clone())
+            }
             // Unparsable: reqwest reports why.
             None => self.client.request(method, &target.url),
         };

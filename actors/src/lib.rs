@@ -8,11 +8,14 @@
 //! - the notifier: failure notifications for dead letters.
 //! - [`TaskService`]: what the HTTP API asks of the node.
 
+pub mod access;
+pub mod audit;
 pub mod brokers;
 pub mod commands;
 mod config;
 pub mod consumer;
 pub mod delivery;
+pub mod egress;
 pub mod notifier;
 mod retention;
 pub mod scheduler;
@@ -163,7 +166,10 @@ impl Node {
         let consumers =
             consumer::ConsumerSupervisor::new(context.clone(), supervisor.clone(), consumer_commands, threads).start();
         let notifier = (!config.notify.webhooks.is_empty())
-            .then(|| notifier::spawn(store.clone(), config.notify.clone(), config.name.clone()));
+            .then(|| {
+                let egress = egress::EgressGuard::new(config.delivery.allow_networks.clone());
+                notifier::spawn(store.clone(), config.notify.clone(), config.name.clone(), egress)
+            });
         let retention = retention::spawn(store, config.retention.clone());
         let tasks = TaskService::new(
             context.clone(),

@@ -8,6 +8,7 @@
 //! node at a time sends them (advisory-lock leadership). Dead letters read
 //! together go out as one digest, so a burst does not flood a chat group.
 
+use crate::egress::EgressGuard;
 use bida_domain::consumer::{Consumer, ConsumerEvent, SourceAnomaly};
 use bida_domain::task::TaskDetail;
 use bida_store::{FeedRead, LoadedTask, Store, StoreError, TASK_TYPE};
@@ -80,9 +81,11 @@ const WATCHED: [&str; 4] = [
 ];
 
 /// Runs until the process ends: waits for leadership, then notifies.
-pub fn spawn(store: Store, config: NotifyConfig, node_name: String) -> tokio::task::JoinHandle<()> {
+pub fn spawn(store: Store, config: NotifyConfig, node_name: String, egress: EgressGuard) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
+            .dns_resolver(egress.resolver())
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_millis(config.timeout_ms))
             .no_proxy()
             .build()
@@ -95,6 +98,7 @@ pub fn spawn(store: Store, config: NotifyConfig, node_name: String) -> tokio::ta
             config,
             client,
             node_name,
+            egress,
         };
         let mut singleton = notifier.store.singleton(CHECKPOINT);
         loop {
@@ -118,6 +122,7 @@ struct Notifier {
     config: NotifyConfig,
     client: reqwest::Client,
     node_name: String,
+    egress: EgressGuard,
 }
 
 impl Notifier {
@@ -253,6 +258,10 @@ impl Notifier {
     async fn post(&self, webhook: &NotifyWebhook, message: &Value) {
         let attempts = self.config.attempts.max(1);
         for attempt in 1..=attempts {
+            let literal = url::Url::parse(&webhook.url).map(|url| self.egress.check_url(&url));
+            if let Ok(Err(blocked)) = literal {
+                return tracing::error!(url = %webhook.url, error = %blocked, "failure notification not sent");
+            }
             let outcome = match self.client.post(&webhook.url).json(message).send().await {
                 Ok(response) if response.status().is_success() => match webhook.format {
                     NotifyFormat::Generic => Ok(()),

@@ -96,6 +96,15 @@ impl TaskService {
         &self.limits
     }
 
+    /// Refuses a target whose host is a literal address deliveries may not
+    /// reach (names are checked when each attempt resolves them).
+    pub fn check_target(&self, field: &str, url: &str) -> Result<(), ValidationErrors> {
+        match url::Url::parse(url).map(|url| self.node.delivery.egress().check_url(&url)) {
+            Ok(Err(blocked)) => Err(ValidationErrors::single(field, blocked.to_string())),
+            _ => Ok(()),
+        }
+    }
+
     /// Records a new task durably, then hands it to a local actor when it is
     /// due soon and the node has room (otherwise the schedule keeps it).
     pub async fn submit(
@@ -115,6 +124,8 @@ impl TaskService {
         let spec = submission
             .into_spec(id.clone(), idempotency_key.clone(), &self.defaults, &self.limits, now)
             .map_err(TaskServiceError::Invalid)?;
+        self.check_target("url", &spec.request.url)
+            .map_err(TaskServiceError::Invalid)?;
         let events = CallbackTask::default()
             .decide(TaskCommand::Submit {
                 spec: Arc::new(spec),
@@ -129,7 +140,11 @@ impl TaskService {
             .spec()
             .map_or(0, |spec| spec.request.body.as_ref().map_or(0, |b| b.len()));
         let hold = due_in.is_some_and(|wait| wait <= self.node.scheduler.hold_max()) && self.node.has_room_for(bytes);
-        let append = new_task_append(&id, &events, hold.then_some(self.node.node_id))?;
+        let mut append = new_task_append(&id, &events, hold.then_some(self.node.node_id))?;
+        let metadata = crate::audit::metadata_json();
+        for event in &mut append.events {
+            event.metadata.clone_from(&metadata);
+        }
         match self.node.store.append(append).await {
             Ok(()) => {
                 let summary = events
@@ -278,7 +293,8 @@ impl TaskService {
     /// Commands run through cqrs-es on the shared event store; an actor that
     /// still holds an older copy of the task notices and steps aside.
     async fn execute(&self, id: &str, command: TaskCommand) -> Result<(), TaskServiceError> {
-        self.cqrs.execute(id, command).await.map_err(|e| match e {
+        let metadata = crate::audit::metadata();
+        self.cqrs.execute_with_metadata(id, command, metadata).await.map_err(|e| match e {
             AggregateError::UserError(TaskError::NotFound) => TaskServiceError::NotFound(id.to_string()),
             AggregateError::UserError(e) => TaskServiceError::Rejected(e),
             AggregateError::AggregateConflict => TaskServiceError::Conflict,

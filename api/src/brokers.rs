@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::json::JsonBody;
 use crate::problem::Problem;
-use crate::ApiState;
+use crate::{history, ApiState};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -23,6 +23,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::patch().to(update))
                 .route(web::delete().to(delete)),
         )
+        .service(web::resource("/v1/brokers/{id}/events").route(web::get().to(events)))
         .service(web::resource("/v1/brokers/{id}/offline").route(web::post().to(offline)))
         .service(web::resource("/v1/brokers/{id}/online").route(web::post().to(online)));
 }
@@ -94,4 +95,15 @@ pub async fn offline(state: web::Data<ApiState>, id: web::Path<String>) -> Resul
     responses((status = 200, body = BrokerView), (status = 409, body = Problem, content_type = "application/problem+json")))]
 pub async fn online(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json(state.brokers.set_online(&id, true).await?))
+}
+
+/// The broker's history: who changed what, when (passwords masked).
+#[utoipa::path(get, path = "/v1/brokers/{id}/events", tag = "brokers", params(("id" = String, Path)),
+    responses((status = 200, body = history::EventHistory), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn events(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+    let stored = state
+        .store
+        .events_of(<bida_domain::broker::Broker as cqrs_es::Aggregate>::TYPE, &id)
+        .await?;
+    history::answer(stored, "broker", &id)
 }

@@ -10,7 +10,7 @@ use utoipa::ToSchema;
 
 use crate::json::JsonBody;
 use crate::problem::Problem;
-use crate::ApiState;
+use crate::{history, ApiState};
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -25,6 +25,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::patch().to(patch))
                 .route(web::delete().to(delete)),
         )
+        .service(web::resource("/v1/consumers/{id}/events").route(web::get().to(events)))
         .service(web::resource("/v1/consumers/{id}/reset-offsets").route(web::post().to(reset_offsets)))
         .service(web::resource("/v1/consumers/{id}/resend").route(web::post().to(resend)))
         .service(web::resource("/v1/consumers/{id}/lanes/{key}/replay").route(web::post().to(replay_lane)))
@@ -140,4 +141,15 @@ pub async fn replay_lane(
 ) -> Result<HttpResponse, Problem> {
     let (id, key) = path.into_inner();
     Ok(HttpResponse::Ok().json(state.consumers.replay_lane(&id, &key, Duration::from_secs(30)).await?))
+}
+
+/// The consumer's history: who changed what, when (credentials masked).
+#[utoipa::path(get, path = "/v1/consumers/{id}/events", tag = "consumers", params(("id" = String, Path)),
+    responses((status = 200, body = history::EventHistory), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn events(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+    let stored = state
+        .store
+        .events_of(<bida_domain::consumer::Consumer as cqrs_es::Aggregate>::TYPE, &id)
+        .await?;
+    history::answer(stored, "consumer", &id)
 }

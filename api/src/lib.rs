@@ -1,15 +1,20 @@
 //! Bida's HTTP API (actix-web): task commands and queries, probes, and the
-//! OpenAPI document. Every error is `application/problem+json`.
+//! OpenAPI document. Every error is `application/problem+json`; every route
+//! passes [`gate`], which checks the caller's key against [`RULES`].
 
+mod access;
+mod apps;
 mod brokers;
 mod consumers;
 mod health;
+mod history;
 mod json;
 mod monitoring;
 mod openapi;
 mod problem;
 mod tasks;
 
+pub use access::{gate, rule, Access, KeyLimits, RateLimitConfig, RULES};
 pub use openapi::ApiDoc;
 pub use problem::{problem_responses, Problem, PROBLEM_JSON};
 
@@ -27,6 +32,8 @@ pub struct ApiConfig {
     pub max_page: i64,
     /// Most tasks one bulk replay may take.
     pub max_replay: i64,
+    /// Requests per second per key.
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for ApiConfig {
@@ -35,6 +42,7 @@ impl Default for ApiConfig {
             max_body_bytes: 1024 * 1024,
             max_page: 500,
             max_replay: 10_000,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -43,6 +51,10 @@ pub struct ApiState {
     pub tasks: TaskService,
     pub brokers: bida_actors::brokers::BrokerService,
     pub consumers: bida_actors::consumer::ConsumerService,
+    pub access: bida_actors::access::AccessService,
+    pub auth: bida_actors::access::AuthConfig,
+    /// Per-key rate limits, shared by the node's workers.
+    pub limits: std::sync::Arc<KeyLimits>,
     pub store: Store,
     pub config: ApiConfig,
     pub node_id: String,
@@ -62,6 +74,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(brokers::routes)
         .configure(consumers::routes)
         .configure(monitoring::routes)
+        .configure(apps::routes)
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/openapi.json", web::get().to(openapi::document));

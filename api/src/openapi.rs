@@ -1,7 +1,7 @@
 use actix_web::HttpResponse;
 use utoipa::OpenApi;
 
-use crate::{brokers, consumers, health, monitoring, problem, tasks};
+use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -22,6 +22,7 @@ use crate::{brokers, consumers, health, monitoring, problem, tasks};
         brokers::view,
         brokers::update,
         brokers::delete,
+        brokers::events,
         brokers::offline,
         brokers::online,
         consumers::create,
@@ -29,10 +30,23 @@ use crate::{brokers, consumers, health, monitoring, problem, tasks};
         consumers::view,
         consumers::patch,
         consumers::delete,
+        consumers::events,
         consumers::lifecycle,
         consumers::reset_offsets,
         consumers::resend,
         consumers::replay_lane,
+        apps::create,
+        apps::list,
+        apps::view,
+        apps::update,
+        apps::delete,
+        apps::events,
+        apps::issue,
+        apps::keys,
+        apps::revoke,
+        apps::issue_installation_key,
+        apps::installation_keys,
+        apps::revoke_installation_key,
         monitoring::series,
         monitoring::overview,
         monitoring::nodes,
@@ -45,6 +59,7 @@ use crate::{brokers, consumers, health, monitoring, problem, tasks};
         (name = "tasks", description = "Callback tasks"),
         (name = "brokers", description = "MQ clusters consumers read from"),
         (name = "consumers", description = "Broker sources bound to endpoints"),
+        (name = "apps", description = "Apps and their API keys (admin)"),
         (name = "monitoring", description = "Statistics, nodes and metrics"),
         (name = "health", description = "Probes"),
     )

@@ -170,3 +170,14 @@ impl From<bida_actors::brokers::AdminError> for Problem {
         }
     }
 }
+
+impl From<bida_store::StoreError> for Problem {
+    fn from(e: bida_store::StoreError) -> Self {
+        if e.is_transient() {
+            Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string())
+        } else {
+            tracing::error!(error = %e, "store error");
+            Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
+    }
+}

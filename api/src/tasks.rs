@@ -6,14 +6,15 @@ use bida_domain::task::{Submission, TaskDetail, TaskStatus, TaskSummary};
 use bida_projections::{TaskCursor, TaskFilter, TaskList};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use bida_actors::TaskServiceError;
 
+use crate::access::caller;
 use crate::json::{JsonBody, QueryParams};
 use crate::problem::Problem;
-use crate::ApiState;
+use crate::{history, ApiState};
+use bida_domain::access::Caller;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -41,6 +42,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
     responses(
         (status = 202, description = "Accepted", body = TaskSummary),
         (status = 400, description = "Not JSON, or a field of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "source_app names another app than the key's", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body over api.max_body_bytes", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid fields, or an Idempotency-Key reused for another request", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "The event store is unavailable", body = Problem, content_type = "application/problem+json"),
@@ -51,6 +53,19 @@ pub async fn submit(
     request: HttpRequest,
     body: JsonBody<Submission>,
 ) -> Result<HttpResponse, Problem> {
+    let mut submission = body.0;
+    if let Some(app) = caller(&request)?.app_id {
+        match &submission.source_app {
+            Some(named) if *named != app => {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this key belongs to app {app}; source_app is set from the key (leave it out)"),
+                ))
+            }
+            _ => submission.source_app = Some(app),
+        }
+    }
     let key = match request.headers().get("idempotency-key") {
         None => None,
         Some(value) => Some(
@@ -60,7 +75,7 @@ pub async fn submit(
                 .to_string(),
         ),
     };
-    let accepted = state.tasks.submit(body.0, key).await?;
+    let accepted = state.tasks.submit(submission, key).await?;
     let mut response = HttpResponse::Accepted();
     response.insert_header(("location", format!("/v1/tasks/{}", accepted.task.id)));
     if accepted.replayed {
@@ -78,11 +93,22 @@ pub async fn submit(
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn detail(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+pub async fn detail(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let caller = caller(&request)?;
     match state.tasks.detail(&id).await? {
-        Some(detail) => Ok(HttpResponse::Ok().json(detail)),
-        None => Err(Problem::not_found(format!("no task with id {id}"))),
+        Some(detail) if visible(&caller, detail.summary.source_app.as_deref()) => Ok(HttpResponse::Ok().json(detail)),
+        _ => Err(Problem::not_found(format!("no task with id {id}"))),
     }
+}
+
+/// Whether a task of `source_app` is visible to the caller; a producer's
+/// view of another app's task is a 404, so that ids do not leak.
+fn visible(caller: &Caller, source_app: Option<&str>) -> bool {
+    caller.only_app().is_none_or(|own| source_app == Some(own))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -133,8 +159,15 @@ fn parse_status(text: &str) -> Result<TaskStatus, Problem> {
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn list(state: web::Data<ApiState>, query: QueryParams<ListQuery>) -> Result<HttpResponse, Problem> {
-    let query = query.0;
+pub async fn list(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    query: QueryParams<ListQuery>,
+) -> Result<HttpResponse, Problem> {
+    let mut query = query.0;
+    if let Some(own) = caller(&request)?.only_app() {
+        query.source_app = Some(own.to_string());
+    }
     let limit = query.limit.unwrap_or(50);
     if !(1..=state.config.max_page).contains(&limit) {
         return Err(Problem::bad_request(
@@ -167,53 +200,28 @@ pub async fn list(state: web::Data<ApiState>, query: QueryParams<ListQuery>) -> 
     }))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventRecord {
-    pub position: i64,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub recorded_at: DateTime<Utc>,
-    pub payload: Value,
-    pub metadata: Value,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventHistory {
-    pub events: Vec<EventRecord>,
-}
-
 /// The task's raw event history, oldest first.
 #[utoipa::path(
     get, path = "/v1/tasks/{id}/events", tag = "tasks",
     params(("id" = String, Path, description = "Task id")),
     responses(
-        (status = 200, description = "The events", body = EventHistory),
+        (status = 200, description = "The events", body = history::EventHistory),
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
     )
 )]
-pub async fn events(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
-    let stored = state.tasks.events(&id).await?;
-    if stored.is_empty() {
-        return Err(Problem::not_found(format!("no task with id {id}")));
+pub async fn events(
+    state: web::Data<ApiState>,
+    request: HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let caller = caller(&request)?;
+    if caller.only_app().is_some() {
+        let source_app = state.tasks.detail(&id).await?.and_then(|d| d.summary.source_app);
+        if !visible(&caller, source_app.as_deref()) {
+            return Err(Problem::not_found(format!("no task with id {id}")));
+        }
     }
-    let events = stored
-        .into_iter()
-        .map(|e| EventRecord {
-            position: e.position,
-            sequence: e.sequence,
-            payload: e
-                .payload
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or(Value::Null),
-            metadata: serde_json::from_str(&e.metadata).unwrap_or(Value::Null),
-            event_type: e.event_type,
-            event_version: e.event_version,
-            recorded_at: e.recorded_at,
-        })
-        .collect();
-    Ok(HttpResponse::Ok().json(EventHistory { events }))
+    history::answer(state.tasks.events(&id).await?, "task", &id)
 }
 
 /// Deliver a task again now (manual compensation): a dead, cancelled or

@@ -141,7 +141,7 @@ async fn consume(
     let epoch = receiver.epoch();
     let mq = mq::Mq::start(kind, partitions).await;
     let mut bida = BidaProcess::start(config).await?;
-    let http = reqwest::Client::new();
+    let http = process::api_client(reqwest::Client::builder())?;
 
     // Throughput: a backlog of `messages`, drained by a fresh consumer.
     mq.produce(0, messages, size, epoch).await;
@@ -309,7 +309,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> any
     let receiver = BenchReceiver::start().await?;
     let mut bida = BidaProcess::start(config).await?;
     let epoch = receiver.epoch();
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build()?;
+    let http = process::api_client(reqwest::Client::builder().pool_max_idle_per_host(concurrency))?;
     let padding = "x".repeat(size.saturating_sub(60));
     let next = Arc::new(AtomicUsize::new(0));
     let submit_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));

@@ -116,6 +116,17 @@ fn binary() -> anyhow::Result<PathBuf> {
     Ok(root.join("target/release/bida"))
 }
 
+/// The admin key the benchmark's node is started with.
+pub const BENCH_KEY: &str = "bida_bench_admin_key_for_benchmarks_only";
+
+/// A client for the node's API, with the benchmark's key.
+pub fn api_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::Client> {
+    let mut headers = reqwest::header::HeaderMap::new();
+    let value = format!("Bearer {BENCH_KEY}").parse().expect("a valid header value");
+    headers.insert(reqwest::header::AUTHORIZATION, value);
+    builder.default_headers(headers).build()
+}
+
 impl BidaProcess {
     pub async fn start(extra_config: &str) -> anyhow::Result<Self> {
         let binary = binary()?;
@@ -133,6 +144,8 @@ impl BidaProcess {
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", db.url()])
             .env("RUST_LOG", "warn")
+            .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", BENCH_KEY)
+            .env("BIDA_DELIVERY__ALLOW_NETWORKS", r#"["127.0.0.0/8"]"#)
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()?;

@@ -4,6 +4,7 @@
 //! Nothing here performs I/O or reads the clock or a random source: callers pass
 //! `now` and jitter samples in, so every rule is deterministic and unit-tested.
 
+pub mod access;
 pub mod body;
 pub mod broker;
 pub mod consumer;

@@ -8,6 +8,7 @@
 //! - Catch-up readers follow `(transaction_id, position)`, see `migrations/`.
 //! - [`EventRepository`] implements cqrs-es's `PersistedEventRepository`.
 
+mod access;
 mod aggregates;
 mod checkpoints;
 mod db;
@@ -21,6 +22,7 @@ mod schedule;
 mod tasks;
 mod writer;
 
+pub use access::ACCESS_CHANNEL;
 pub use aggregates::RuntimeRow;
 pub use checkpoints::save_checkpoint_in;
 pub use db::{Readiness, StoreConfig, MIGRATOR};

@@ -26,6 +26,32 @@ node_ttl_ms = 1500
 idle_ms = 20
 "#;
 
+/// The admin key every test node is started with (`auth.bootstrap_admin_key`).
+pub const ADMIN_KEY: &str = "bida_test_admin_key_for_the_test_suite_only";
+
+/// Loopback endpoints (the tests' receivers) are opened on purpose.
+pub const ALLOW_LOOPBACK: &str = r#"["127.0.0.0/8", "::1/128"]"#;
+
+/// An HTTP client for Bida's API that sends `key` (none: no Authorization).
+pub fn api_client(key: Option<&str>) -> reqwest::Client {
+    let mut headers = reqwest::header::HeaderMap::new();
+    if let Some(key) = key {
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {key}").parse().expect("header value"),
+        );
+    }
+    // Idle connections are dropped before the server's keep-alive (5 s)
+    // would close them: reusing one the server is closing fails the
+    // request (hyper's IncompleteMessage), which is the client's race,
+    // not Bida's.
+    reqwest::Client::builder()
+        .pool_idle_timeout(Duration::from_secs(2))
+        .default_headers(headers)
+        .build()
+        .expect("HTTP client")
+}
+
 pub struct Bida {
     child: Option<Child>,
     pub url: String,
@@ -72,14 +98,7 @@ impl Bida {
             config,
             log: dir.join("bida.log"),
             port,
-            // Idle connections are dropped before the server's keep-alive (5 s)
-            // would close them: reusing one the server is closing fails the
-            // request (hyper's IncompleteMessage), which is the client's race,
-            // not Bida's.
-            http: reqwest::Client::builder()
-                .pool_idle_timeout(Duration::from_secs(2))
-                .build()
-                .expect("HTTP client"),
+            http: api_client(Some(ADMIN_KEY)),
         };
         bida.launch().await;
         bida
@@ -99,6 +118,8 @@ impl Bida {
             .arg(format!("127.0.0.1:{}", self.port))
             .arg("--database-url")
             .arg(&self.db_url)
+            .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
+            .env("BIDA_DELIVERY__ALLOW_NETWORKS", ALLOW_LOOPBACK)
             .env(
                 "RUST_LOG",
                 std::env::var("BIDA_TEST_LOG").unwrap_or_else(|_| "info,bida_actors=debug,sqlx=warn".into()),

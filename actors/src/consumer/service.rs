@@ -189,6 +189,9 @@ impl ConsumerService {
             .map(|s| s.kind())
             .ok_or_else(|| AdminError::Internal("broker without spec".into()))?;
         let spec = input.into_spec(kind, &self.defaults).map_err(AdminError::Invalid)?;
+        self.tasks
+            .check_target("endpoint.url", &spec.endpoint.url)
+            .map_err(AdminError::Invalid)?;
         // Two consumers in one Kafka group would each see only part of the messages.
         if let Source::Kafka(source) = &spec.source {
             let clash = self.store.load_all::<Consumer>().await?.into_iter().find(|(_, c, _)| {
@@ -221,6 +224,11 @@ impl ConsumerService {
             .map(|input| input.over(Some(&spec.endpoint), self.defaults.timeout_ms, &mut errors));
         let policy = patch.policy.map(|input| input.over(&spec.policy, &mut errors));
         errors.finish(()).map_err(AdminError::Invalid)?;
+        if let Some(endpoint) = &endpoint {
+            self.tasks
+                .check_target("endpoint.url", &endpoint.url)
+                .map_err(AdminError::Invalid)?;
+        }
         let at = Utc::now();
         if let Some(endpoint) = endpoint.filter(|e| *e != spec.endpoint) {
             self.execute(id, ConsumerCommand::ChangeEndpoint { endpoint, at })

@@ -1,0 +1,299 @@
+//! The one gate every request passes: which key is calling, from where, and
+//! whether its role may use the route.
+//!
+//! [`RULES`] names the access of every route; a route without a rule answers
+//! 405 to every method, so one cannot be added open by mistake (and the
+//! access tests fail until it has one).
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderValue, ALLOW, AUTHORIZATION, RETRY_AFTER, WWW_AUTHENTICATE};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, ResponseError};
+use bida_actors::access::Refusal;
+use bida_actors::audit::{acting_as, Requester};
+use bida_domain::access::{Caller, Need};
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use serde::{Deserialize, Serialize};
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use crate::problem::Problem;
+use crate::ApiState;
+
+/// What a route requires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Probes: no key.
+    Open,
+    /// `/openapi.json`: open unless `auth.protect_openapi`, then any key.
+    Document,
+    /// `/metrics`: open unless `auth.protect_metrics`, then viewer or above.
+    Metrics,
+    /// A key whose role meets the need.
+    Key(Need),
+}
+
+use Access::*;
+use Need::*;
+
+/// Every route with its access, by method and path pattern.
+pub const RULES: &[(&str, &str, Access)] = &[
+    ("GET", "/healthz", Open),
+    ("GET", "/readyz", Open),
+    ("GET", "/openapi.json", Document),
+    ("GET", "/metrics", Metrics),
+    ("POST", "/v1/tasks", Key(Submit)),
+    ("GET", "/v1/tasks", Key(ReadTasks)),
+    ("POST", "/v1/tasks/replay", Key(Operate)),
+    ("GET", "/v1/tasks/{id}", Key(ReadTasks)),
+    ("GET", "/v1/tasks/{id}/events", Key(ReadTasks)),
+    ("POST", "/v1/tasks/{id}/retry", Key(Operate)),
+    ("POST", "/v1/tasks/{id}/cancel", Key(Operate)),
+    ("POST", "/v1/brokers", Key(Operate)),
+    ("GET", "/v1/brokers", Key(Read)),
+    ("GET", "/v1/brokers/{id}", Key(Read)),
+    ("PATCH", "/v1/brokers/{id}", Key(Operate)),
+    ("DELETE", "/v1/brokers/{id}", Key(Operate)),
+    ("GET", "/v1/brokers/{id}/events", Key(Read)),
+    ("POST", "/v1/brokers/{id}/offline", Key(Operate)),
+    ("POST", "/v1/brokers/{id}/online", Key(Operate)),
+    ("POST", "/v1/consumers", Key(Operate)),
+    ("GET", "/v1/consumers", Key(Read)),
+    ("GET", "/v1/consumers/{id}", Key(Read)),
+    ("PATCH", "/v1/consumers/{id}", Key(Operate)),
+    ("DELETE", "/v1/consumers/{id}", Key(Operate)),
+    ("GET", "/v1/consumers/{id}/events", Key(Read)),
+    ("POST", "/v1/consumers/{id}/reset-offsets", Key(Operate)),
+    ("POST", "/v1/consumers/{id}/resend", Key(Operate)),
+    ("POST", "/v1/consumers/{id}/lanes/{key}/replay", Key(Operate)),
+    ("POST", "/v1/consumers/{id}/{action}", Key(Operate)),
+    ("GET", "/v1/stats", Key(Read)),
+    ("GET", "/v1/stats/overview", Key(Read)),
+    ("GET", "/v1/nodes", Key(Read)),
+    ("POST", "/v1/apps", Key(Administer)),
+    ("GET", "/v1/apps", Key(Administer)),
+    ("GET", "/v1/apps/{id}", Key(Administer)),
+    ("PATCH", "/v1/apps/{id}", Key(Administer)),
+    ("DELETE", "/v1/apps/{id}", Key(Administer)),
+    ("GET", "/v1/apps/{id}/events", Key(Administer)),
+    ("POST", "/v1/apps/{id}/keys", Key(Administer)),
+    ("GET", "/v1/apps/{id}/keys", Key(Administer)),
+    ("DELETE", "/v1/apps/{id}/keys/{key_id}", Key(Administer)),
+    ("POST", "/v1/keys", Key(Administer)),
+    ("GET", "/v1/keys", Key(Administer)),
+    ("DELETE", "/v1/keys/{key_id}", Key(Administer)),
+];
+
+/// The rule of a method on a path pattern: `Ok(None)` when no route has the
+/// pattern, `Err(allowed)` when it has others' methods only.
+pub fn rule(method: &str, pattern: &str) -> Result<Option<Access>, Vec<&'static str>> {
+    let mut allowed = Vec::new();
+    for (m, p, access) in RULES {
+        if *p == pattern {
+            if *m == method {
+                return Ok(Some(*access));
+            }
+            allowed.push(*m);
+        }
+    }
+    if allowed.is_empty() {
+        Ok(None)
+    } else {
+        Err(allowed)
+    }
+}
+
+/// Requests per second allowed to one key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// Sustained requests per second per key; 0 turns the limit off.
+    pub per_second: u32,
+    /// Requests a key may make at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            per_second: 5_000,
+            burst: 10_000,
+        }
+    }
+}
+
+/// The per-key rate limiter (GCRA), shared by every worker of a node.
+pub struct KeyLimits(Option<DefaultKeyedRateLimiter<String>>);
+
+impl KeyLimits {
+    pub fn new(config: &RateLimitConfig) -> Self {
+        Self(NonZeroU32::new(config.per_second).map(|rate| {
+            let burst = NonZeroU32::new(config.burst.max(config.per_second)).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        }))
+    }
+
+    /// `Err(wait)` when the key is over its rate.
+    fn check(&self, key_id: &str) -> Result<(), Duration> {
+        let Some(limiter) = &self.0 else { return Ok(()) };
+        limiter
+            .check_key(&key_id.to_string())
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+fn unauthorized(detail: &str) -> Problem {
+    Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", detail)
+}
+
+fn forbidden(detail: impl Into<String>) -> Problem {
+    Problem::new(StatusCode::FORBIDDEN, "forbidden", detail)
+}
+
+fn presented_key(request: &ServiceRequest) -> Result<&str, Problem> {
+    let header = request
+        .headers()
+        .get(AUTHORIZATION)
+        .ok_or_else(|| unauthorized("this route needs `Authorization: Bearer <key>`"))?;
+    let text = header
+        .to_str()
+        .map_err(|_| unauthorized("the Authorization header is not visible ASCII"))?;
+    match text.split_once(' ') {
+        Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => Ok(key.trim()),
+        _ => Err(unauthorized("the Authorization header must be `Bearer <key>`")),
+    }
+}
+
+/// The middleware: checks the route's rule, then runs the handler on behalf
+/// of the caller (its events record who and from where).
+pub async fn gate(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let refuse = |request: ServiceRequest, problem: Problem| {
+        let mut response = problem.error_response();
+        if problem.status == 401 {
+            response
+                .headers_mut()
+                .insert(WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        Ok(request.into_response(response).map_into_right_body())
+    };
+    let Some(state) = request.app_data::<web::Data<ApiState>>().cloned() else {
+        return refuse(request, Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no API state"));
+    };
+    let pattern = request.match_pattern();
+    let access = match pattern.as_deref().map(|p| rule(request.method().as_str(), p)) {
+        // No such route: the router answers 404.
+        None | Some(Ok(None)) => return next.call(request).await.map(ServiceResponse::map_into_left_body),
+        Some(Ok(Some(access))) => access,
+        Some(Err(allowed)) => {
+            let problem = Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                format!(
+                    "{} is not allowed on {}; it takes {}",
+                    request.method(),
+                    request.path(),
+                    allowed.join(", ")
+                ),
+            );
+            let mut response = problem.error_response();
+            if let Ok(value) = HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(ALLOW, value);
+            }
+            return Ok(request.into_response(response).map_into_right_body());
+        }
+    };
+    let need = match access {
+        Open => None,
+        Document => state.auth.protect_openapi.then_some(ReadTasks),
+        Metrics => state.auth.protect_metrics.then_some(Read),
+        Key(need) => Some(need),
+    };
+    let Some(need) = need else {
+        return next.call(request).await.map(ServiceResponse::map_into_left_body);
+    };
+    let key = match presented_key(&request) {
+        Ok(key) => key.to_string(),
+        Err(problem) => return refuse(request, problem),
+    };
+    let caller = match state.access.authenticate(&key).await {
+        Ok(caller) => caller,
+        Err(Refusal::UnknownKey) => return refuse(request, unauthorized(&Refusal::UnknownKey.to_string())),
+        Err(e @ Refusal::Unavailable(_)) => {
+            return refuse(
+                request,
+                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
+            )
+        }
+    };
+    let client_ip = request.peer_addr().map(|a| a.ip());
+    if let Some(ip) = client_ip {
+        if !caller.may_call_from(ip) {
+            return refuse(
+                request,
+                forbidden(format!("this key's app does not allow requests from {ip}")),
+            );
+        }
+    }
+    if !caller.may(need) {
+        let detail = format!(
+            "a {} key may not {} {}",
+            caller.role,
+            request.method(),
+            pattern.unwrap_or_default()
+        );
+        return refuse(request, forbidden(detail));
+    }
+    if let Err(wait) = state.limits.check(&caller.key_id) {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let problem = Problem::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate-limited",
+            format!("this key is over its rate (api.rate_limit); try again in {seconds} s"),
+        );
+        let mut response = problem.error_response();
+        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+        return Ok(request.into_response(response).map_into_right_body());
+    }
+    let requester = Requester::new(&caller, client_ip);
+    request.extensions_mut().insert(caller);
+    acting_as(requester, next.call(request))
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// The caller of a route behind a key.
+pub fn caller(request: &actix_web::HttpRequest) -> Result<Caller, Problem> {
+    request
+        .extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| unauthorized("this route needs `Authorization: Bearer <key>`"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_rule_is_unique() {
+        for (i, (m, p, _)) in RULES.iter().enumerate() {
+            assert!(
+                !RULES[i + 1..].iter().any(|(m2, p2, _)| m == m2 && p == p2),
+                "{m} {p} has two rules"
+            );
+        }
+    }
+
+    #[test]
+    fn methods_a_route_lacks_are_named() {
+        assert_eq!(rule("GET", "/v1/tasks"), Ok(Some(Key(ReadTasks))));
+        assert_eq!(rule("PUT", "/v1/tasks"), Err(vec!["POST", "GET"]));
+        assert_eq!(rule("GET", "/nowhere"), Ok(None));
+    }
+}

@@ -1,0 +1,14 @@
+//! Who may do what: apps (tenants), their API keys, and the roles keys carry.
+//!
+//! A key is stored only as a hash; the caller a key names is a `Caller`, and
+//! every route states the `Need` it requires of one.
+
+mod app;
+mod caller;
+mod key;
+mod role;
+
+pub use app::{App, AppCommand, AppError, AppEvent, AppSpec, MAX_NETWORKS};
+pub use caller::Caller;
+pub use key::{ApiKey, KeyCommand, KeyError, KeyEvent, KeyHash, KeyIssue, KEY_PREFIX};
+pub use role::{Need, Role};

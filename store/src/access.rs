@@ -1,0 +1,75 @@
+//! What access control needs of the store besides the app and key events:
+//! finding a key by its hash, when keys were last used, and telling every
+//! node that a key or app changed.
+
+use chrono::{DateTime, Utc};
+use sqlx::postgres::PgListener;
+use std::collections::HashMap;
+
+use crate::{Store, StoreError};
+
+/// The channel on which a node announces that keys or apps changed.
+pub const ACCESS_CHANNEL: &str = "bida_access";
+
+impl Store {
+    /// The id of the key whose hash (SHA-256, hex) this is, revoked or not.
+    pub async fn key_id_by_hash(&self, hash: &str) -> Result<Option<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT aggregate_id FROM events
+             WHERE aggregate_type = 'api_key' AND payload -> 'KeyIssued' -> 'issue' ->> 'hash' = $1
+             LIMIT 1",
+        )
+        .bind(hash)
+        .fetch_optional(self.pool())
+        .await?)
+    }
+
+    /// Whether any key was ever issued.
+    pub async fn has_keys(&self) -> Result<bool, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'api_key')")
+                .fetch_one(self.pool())
+                .await?,
+        )
+    }
+
+    /// Records that keys were used (the later time wins).
+    pub async fn touch_keys(&self, used: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = used.iter().map(|(id, _)| id.as_str()).collect();
+        let times: Vec<DateTime<Utc>> = used.iter().map(|(_, at)| *at).collect();
+        sqlx::query(
+            "INSERT INTO api_key_usage (key_id, last_used_at)
+             SELECT * FROM UNNEST($1::text[], $2::timestamptz[])
+             ON CONFLICT (key_id) DO UPDATE
+                 SET last_used_at = GREATEST(api_key_usage.last_used_at, EXCLUDED.last_used_at)",
+        )
+        .bind(&ids)
+        .bind(&times)
+        .execute(self.control())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn key_usage(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+        let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as("SELECT key_id, last_used_at FROM api_key_usage")
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().collect())
+    }
+
+    /// Tells every node (this one too) that keys or apps changed.
+    pub async fn announce_access_change(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(ACCESS_CHANNEL)
+            .execute(self.control())
+            .await?;
+        Ok(())
+    }
+
+    /// A connection listening for [`Store::announce_access_change`].
+    pub async fn access_listener(&self) -> Result<PgListener, StoreError> {
+        let mut listener = PgListener::connect_with(self.control()).await?;
+        listener.listen(ACCESS_CHANNEL).await?;
+        Ok(listener)
+    }
+}
