@@ -154,7 +154,10 @@ async fn create_key(config: Config, role: String, name: String) -> anyhow::Resul
     let issued = acting_as(Requester::command_line(), access.issue(None, KeyRequest { name, role }))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    eprintln!("created {} key {} ({}); it is shown only now:", issued.view.role, issued.view.id, issued.view.name);
+    eprintln!(
+        "created {} key {} ({}); it is shown only now:",
+        issued.view.role, issued.view.id, issued.view.name
+    );
     println!("{}", issued.key);
     Ok(())
 }

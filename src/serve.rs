@@ -1,17 +1,17 @@
 //! `bida serve`: one node of Bida.
 
+use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
+use bida_actors::access::AccessService;
 use bida_actors::brokers::BrokerService;
 use bida_actors::consumer::ConsumerService;
 use bida_actors::{Node, NodeConfig};
-use actix_web::middleware::from_fn;
-use bida_actors::access::AccessService;
 use bida_api::{gate, problem_responses, routes, ApiState, KeyLimits};
-use std::sync::Arc;
 use bida_projections::TaskList;
 use bida_store::Store;
 use bida_telemetry::MetricsText;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::Config;

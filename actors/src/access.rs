@@ -255,7 +255,12 @@ impl AccessService {
         let Some(key_id) = self.store.key_id_by_hash(hash.as_str()).await.map_err(unavailable)? else {
             return Ok(None);
         };
-        let Some((key, _)) = self.store.load_aggregate::<ApiKey>(&key_id).await.map_err(unavailable)? else {
+        let Some((key, _)) = self
+            .store
+            .load_aggregate::<ApiKey>(&key_id)
+            .await
+            .map_err(unavailable)?
+        else {
             return Ok(None);
         };
         let Some(issue) = key.valid() else { return Ok(None) };
@@ -298,7 +303,8 @@ impl AccessService {
             let hash = KeyHash::of(key);
             if self.store.key_id_by_hash(hash.as_str()).await?.is_none() {
                 let id = format!("configured-{}", &hash.as_str()[..16]);
-                self.issue_as(&id, "auth.bootstrap_admin_key", Role::Admin, None, key).await?;
+                self.issue_as(&id, "auth.bootstrap_admin_key", Role::Admin, None, key)
+                    .await?;
             }
             return Ok(());
         }

@@ -44,7 +44,7 @@ static BLOCKED: LazyLock<Vec<(IpNet, &'static str)>> = LazyLock::new(|| {
 
 /// A refused address, and why.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{address} is {reason}, which deliveries may not reach (delivery.allow_networks opens ranges)")]
+#[error("{address} is {reason}: deliveries may not reach it (delivery.allow_networks opens ranges)")]
 pub struct Blocked {
     pub address: IpAddr,
     pub reason: &'static str,
@@ -135,7 +135,7 @@ impl Resolve for GuardedResolver {
                 })
                 .collect();
             match (permitted.is_empty(), refused) {
-                (true, Some(blocked)) => Err(format!("{host} resolves to {blocked}").into()),
+                (true, Some(blocked)) => Err(format!("{host}: {blocked}").into()),
                 _ => Ok(Box::new(permitted.into_iter()) as Addrs),
             }
         })

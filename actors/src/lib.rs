@@ -165,11 +165,10 @@ impl Node {
         let consumer_commands = commands::Commands::new(&store);
         let consumers =
             consumer::ConsumerSupervisor::new(context.clone(), supervisor.clone(), consumer_commands, threads).start();
-        let notifier = (!config.notify.webhooks.is_empty())
-            .then(|| {
-                let egress = egress::EgressGuard::new(config.delivery.allow_networks.clone());
-                notifier::spawn(store.clone(), config.notify.clone(), config.name.clone(), egress)
-            });
+        let notifier = (!config.notify.webhooks.is_empty()).then(|| {
+            let egress = egress::EgressGuard::new(config.delivery.allow_networks.clone());
+            notifier::spawn(store.clone(), config.notify.clone(), config.name.clone(), egress)
+        });
         let retention = retention::spawn(store, config.retention.clone());
         let tasks = TaskService::new(
             context.clone(),

@@ -81,7 +81,12 @@ const WATCHED: [&str; 4] = [
 ];
 
 /// Runs until the process ends: waits for leadership, then notifies.
-pub fn spawn(store: Store, config: NotifyConfig, node_name: String, egress: EgressGuard) -> tokio::task::JoinHandle<()> {
+pub fn spawn(
+    store: Store,
+    config: NotifyConfig,
+    node_name: String,
+    egress: EgressGuard,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let client = match reqwest::Client::builder()
             .dns_resolver(egress.resolver())

@@ -294,14 +294,17 @@ impl TaskService {
     /// still holds an older copy of the task notices and steps aside.
     async fn execute(&self, id: &str, command: TaskCommand) -> Result<(), TaskServiceError> {
         let metadata = crate::audit::metadata();
-        self.cqrs.execute_with_metadata(id, command, metadata).await.map_err(|e| match e {
-            AggregateError::UserError(TaskError::NotFound) => TaskServiceError::NotFound(id.to_string()),
-            AggregateError::UserError(e) => TaskServiceError::Rejected(e),
-            AggregateError::AggregateConflict => TaskServiceError::Conflict,
-            AggregateError::DatabaseConnectionError(e) => TaskServiceError::Unavailable(e.to_string()),
-            AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
-                TaskServiceError::Internal(e.to_string())
-            }
-        })
+        self.cqrs
+            .execute_with_metadata(id, command, metadata)
+            .await
+            .map_err(|e| match e {
+                AggregateError::UserError(TaskError::NotFound) => TaskServiceError::NotFound(id.to_string()),
+                AggregateError::UserError(e) => TaskServiceError::Rejected(e),
+                AggregateError::AggregateConflict => TaskServiceError::Conflict,
+                AggregateError::DatabaseConnectionError(e) => TaskServiceError::Unavailable(e.to_string()),
+                AggregateError::DeserializationError(e) | AggregateError::UnexpectedError(e) => {
+                    TaskServiceError::Internal(e.to_string())
+                }
+            })
     }
 }

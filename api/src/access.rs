@@ -182,14 +182,16 @@ pub async fn gate(
         }
         Ok(request.into_response(response).map_into_right_body())
     };
-    let Some(state) = request.app_data::<web::Data<ApiState>>().cloned() else {
-        return refuse(request, Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no API state"));
-    };
     let pattern = request.match_pattern();
     let access = match pattern.as_deref().map(|p| rule(request.method().as_str(), p)) {
         // No such route: the router answers 404.
-        None | Some(Ok(None)) => return next.call(request).await.map(ServiceResponse::map_into_left_body),
+        None => return next.call(request).await.map(ServiceResponse::map_into_left_body),
         Some(Ok(Some(access))) => access,
+        // A route nobody gave a rule: closed until it has one.
+        Some(Ok(None)) => {
+            tracing::error!(route = ?pattern, "a route without an access rule was refused; add it to RULES");
+            return refuse(request, forbidden("this route has no access rule yet"));
+        }
         Some(Err(allowed)) => {
             let problem = Problem::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -207,6 +209,12 @@ pub async fn gate(
             }
             return Ok(request.into_response(response).map_into_right_body());
         }
+    };
+    let Some(state) = request.app_data::<web::Data<ApiState>>().cloned() else {
+        return refuse(
+            request,
+            Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "no API state"),
+        );
     };
     let need = match access {
         Open => None,
@@ -288,6 +296,24 @@ mod tests {
                 "{m} {p} has two rules"
             );
         }
+    }
+
+    #[actix_web::test]
+    async fn a_route_without_a_rule_is_closed_to_everyone() {
+        use actix_web::{test, App, HttpResponse};
+        let app = test::init_service(
+            App::new()
+                .wrap(actix_web::middleware::from_fn(gate))
+                .route("/v1/unruled", web::get().to(HttpResponse::Ok))
+                .route("/v1/tasks", web::get().to(HttpResponse::Ok)),
+        )
+        .await;
+        let response = test::call_service(&app, test::TestRequest::get().uri("/v1/unruled").to_request()).await;
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let response = test::call_service(&app, test::TestRequest::get().uri("/nowhere").to_request()).await;
+        assert_eq!(response.status(), StatusCode::NOT_FOUND);
+        let response = test::call_service(&app, test::TestRequest::delete().uri("/v1/tasks").to_request()).await;
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
     }
 
     #[test]

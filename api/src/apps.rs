@@ -48,7 +48,6 @@ pub struct KeyList {
     pub items: Vec<KeyView>,
 }
 
-
 /// Create an app: a system that submits tasks with its own keys.
 #[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = AppSpec,
     responses((status = 201, body = AppView),
@@ -166,4 +165,3 @@ pub async fn revoke_installation_key(
     state.access.revoke(None, &key_id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
-

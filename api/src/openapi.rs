@@ -1,5 +1,6 @@
 use actix_web::HttpResponse;
-use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::{Modify, OpenApi};
 
 use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
 
@@ -53,7 +54,9 @@ use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
         monitoring::metrics,
         health::healthz,
         health::readyz,
+        document,
     ),
+    modifiers(&BearerKeys),
     components(schemas(problem::Problem)),
     tags(
         (name = "tasks", description = "Callback tasks"),
@@ -66,6 +69,44 @@ use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
 )]
 pub struct ApiDoc;
 
+/// Every `/v1` route takes `Authorization: Bearer <key>`; the probes and,
+/// unless configured otherwise, `/metrics` and this document are open.
+struct BearerKeys;
+
+impl Modify for BearerKeys {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("bida_…")
+                    .build(),
+            ),
+        );
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for operation in [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.put,
+                &mut item.delete,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                operation.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+            }
+        }
+    }
+}
+
+/// This document (OpenAPI 3.1).
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI document")))]
 pub async fn document() -> HttpResponse {
     HttpResponse::Ok().json(ApiDoc::openapi())
 }

@@ -62,6 +62,8 @@ pub struct Bida {
     log: PathBuf,
     port: u16,
     pub http: reqwest::Client,
+    /// Environment over the defaults (`None` removes a variable).
+    env: Vec<(String, Option<String>)>,
 }
 
 fn free_port() -> u16 {
@@ -74,17 +76,23 @@ fn free_port() -> u16 {
 impl Bida {
     /// Starts bida with `FAST` plus `extra` TOML, on a new database.
     pub async fn start(extra: &str) -> Self {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// [`Bida::start`] with environment variables over the tests' defaults
+    /// (the bootstrap key, loopback allowed); `None` removes one.
+    pub async fn start_with_env(extra: &str, env: &[(&str, Option<&str>)]) -> Self {
         let db = TestDatabase::reserve();
         let url = db.url().to_string();
-        Self::launch_new(Some(db), url, extra).await
+        Self::launch_new(Some(db), url, extra, env).await
     }
 
     /// Another node on the same database.
     pub async fn join(&self, extra: &str) -> Self {
-        Self::launch_new(None, self.db_url.clone(), extra).await
+        Self::launch_new(None, self.db_url.clone(), extra, &[]).await
     }
 
-    async fn launch_new(db: Option<TestDatabase>, db_url: String, extra: &str) -> Self {
+    async fn launch_new(db: Option<TestDatabase>, db_url: String, extra: &str, env: &[(&str, Option<&str>)]) -> Self {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("bida-test-{port}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("temp dir");
@@ -99,6 +107,10 @@ impl Bida {
             log: dir.join("bida.log"),
             port,
             http: api_client(Some(ADMIN_KEY)),
+            env: env
+                .iter()
+                .map(|(name, value)| (name.to_string(), value.map(str::to_string)))
+                .collect(),
         };
         bida.launch().await;
         bida
@@ -110,7 +122,8 @@ impl Bida {
             .append(true)
             .open(&self.log)
             .expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_bida"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_bida"));
+        command
             .arg("serve")
             .arg("--config")
             .arg(&self.config)
@@ -125,10 +138,14 @@ impl Bida {
                 std::env::var("BIDA_TEST_LOG").unwrap_or_else(|_| "info,bida_actors=debug,sqlx=warn".into()),
             )
             .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("start bida");
-        self.child = Some(child);
+            .stderr(log);
+        for (name, value) in &self.env {
+            match value {
+                Some(value) => command.env(name, value),
+                None => command.env_remove(name),
+            };
+        }
+        self.child = Some(command.spawn().expect("start bida"));
         for _ in 0..300 {
             if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
                 if r.status().is_success() {
@@ -196,6 +213,16 @@ impl Bida {
         read(response).await
     }
 
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .delete(format!("{}{path}", self.url))
+            .send()
+            .await
+            .expect("DELETE");
+        read(response).await
+    }
+
     pub async fn get(&self, path: &str) -> (u16, Value) {
         let response = self.http.get(format!("{}{path}", self.url)).send().await.expect("GET");
         read(response).await
@@ -227,7 +254,7 @@ impl Bida {
     }
 }
 
-async fn read(response: reqwest::Response) -> (u16, Value) {
+pub async fn read(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.unwrap_or_default();
     (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))

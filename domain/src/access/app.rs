@@ -27,10 +27,7 @@ impl AppSpec {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim();
         if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-            errors.add(
-                "name",
-                format!("must be 1 to {MAX_NAME} bytes of printable text"),
-            );
+            errors.add("name", format!("must be 1 to {MAX_NAME} bytes of printable text"));
         }
         if self.allowed_networks.len() > MAX_NETWORKS {
             errors.add("allowed_networks", format!("at most {MAX_NETWORKS} networks"));
@@ -172,8 +169,14 @@ mod tests {
             .then_expect_error(AppError::AlreadyCreated);
         TestFramework::<App>::with(())
             .given(vec![created.clone()])
-            .when(AppCommand::Update { spec: spec("store"), at })
-            .then_expect_events(vec![AppEvent::AppUpdated { spec: spec("store"), at }]);
+            .when(AppCommand::Update {
+                spec: spec("store"),
+                at,
+            })
+            .then_expect_events(vec![AppEvent::AppUpdated {
+                spec: spec("store"),
+                at,
+            }]);
         TestFramework::<App>::with(())
             .given(vec![created, AppEvent::AppDeleted { at }])
             .when(AppCommand::Delete { at })

@@ -59,7 +59,10 @@ impl KeyIssue {
             errors.add("name", format!("must be 1 to {MAX_NAME} bytes of printable text"));
         }
         if self.role == Role::Producer && self.app_id.is_none() {
-            errors.add("role", "a producer key belongs to an app; create it under /v1/apps/{id}/keys");
+            errors.add(
+                "role",
+                "a producer key belongs to an app; create it under /v1/apps/{id}/keys",
+            );
         }
         errors.finish(())
     }
