@@ -27,6 +27,8 @@ pub struct Config {
     pub http_workers: usize,
     pub api: ApiConfig,
     pub auth: AuthConfig,
+    /// Seals signing secrets at rest: 32 bytes, base64.
+    pub secret_key: Option<String>,
     pub store: StoreConfig,
     pub tasks: TasksConfig,
     pub delivery: DeliveryConfig,
@@ -48,6 +50,7 @@ impl Default for Config {
             http_workers: 0,
             api: ApiConfig::default(),
             auth: AuthConfig::default(),
+            secret_key: None,
             store: StoreConfig::default(),
             tasks: TasksConfig::default(),
             delivery: DeliveryConfig::default(),
@@ -218,6 +221,11 @@ impl Config {
         if self.tasks.timeout_ms == 0 || self.tasks.timeout_ms > self.tasks.timeout_ms_limit {
             errors.add("tasks.timeout_ms", "must be between 1 and tasks.timeout_ms_limit");
         }
+        if let Some(key) = &self.secret_key {
+            if bida_actors::secrets::Sealer::from_base64(key).is_err() {
+                errors.add("secret_key", "must be 32 bytes in base64 (`openssl rand -base64 32`)");
+            }
+        }
         if self.store.pool_size < 2 {
             errors.add("store.pool_size", "must be at least 2");
         }
@@ -229,6 +237,9 @@ impl Config {
         errors.finish(()).map_err(|e| e.to_string())
     }
 }
+
+/// Keys that are unset by default (so absent from the default values).
+pub const UNSET_BY_DEFAULT: &[&str] = &["auth.bootstrap_admin_key", "secret_key"];
 
 /// Every configuration key with what it means, for `--help` and the README.
 pub const KEYS: &[(&str, &str)] = &[
@@ -270,6 +281,14 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "auth.bootstrap_admin_key",
         "A string (24+ characters) made an admin key at start, for automation and tests; without it the first start prints a new admin key once.",
+    ),
+    (
+        "auth.signing_overlap_hours",
+        "How long a rotated signing secret keeps signing beside the new one.",
+    ),
+    (
+        "secret_key",
+        "32 bytes, base64 (`openssl rand -base64 32`): seals signing secrets in the event store. Without it apps get no signing secret. Also BIDA_SECRET_KEY.",
     ),
     ("auth.protect_metrics", "Whether /metrics needs a key (viewer or above)."),
     ("auth.protect_openapi", "Whether /openapi.json needs a key."),
@@ -486,7 +505,7 @@ mod tests {
         }
         for key in documented {
             assert!(
-                keys.iter().any(|k| k == key),
+                keys.iter().any(|k| k == key) || UNSET_BY_DEFAULT.contains(&key),
                 "{key} in KEYS is not a configuration key"
             );
         }

@@ -150,7 +150,7 @@ async fn create_key(config: Config, role: String, name: String) -> anyhow::Resul
     let role = bida_domain::access::Role::parse(&role)
         .with_context(|| format!("no role named {role}; use admin, operator or viewer"))?;
     let store = open(&config).await?;
-    let access = AccessService::new(store, &config.auth);
+    let access = AccessService::new(store, &config.auth, None);
     let issued = acting_as(Requester::command_line(), access.issue(None, KeyRequest { name, role }))
         .await
         .map_err(|e| anyhow::anyhow!(e))?;

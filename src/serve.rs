@@ -21,6 +21,12 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     let store = Store::open(&config.database_url, &config.store)
         .await
         .with_context(|| format!("cannot open the database at {}", redact(&config.database_url)))?;
+    let sealer = config
+        .secret_key
+        .as_deref()
+        .map(bida_actors::secrets::Sealer::from_base64)
+        .transpose()
+        .context("secret_key")?;
     let node = Node::start(
         store.clone(),
         NodeConfig {
@@ -32,11 +38,12 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
             retention: config.retention.clone(),
             task_defaults: config.tasks.defaults(),
             limits: config.tasks.limits(),
+            sealer: sealer.clone(),
         },
     )
     .await
     .context("cannot start the node")?;
-    let access = AccessService::new(store.clone(), &config.auth);
+    let access = AccessService::new(store.clone(), &config.auth, sealer);
     access
         .bootstrap(&config.auth)
         .await

@@ -21,6 +21,7 @@ use uuid::Uuid;
 
 use crate::brokers::{admin_error, AdminError};
 use crate::commands::Commands;
+use crate::secrets::{new_signing_secret, Sealer};
 
 /// Shortest key accepted as `auth.bootstrap_admin_key`.
 pub const MIN_CONFIGURED_KEY: usize = 24;
@@ -45,6 +46,8 @@ pub struct AuthConfig {
     /// Longest a node trusts a key it checked without hearing of changes
     /// (a safety net: changes are announced at once).
     pub cache_ttl_ms: u64,
+    /// How long a rotated signing secret keeps signing beside the new one.
+    pub signing_overlap_hours: u64,
 }
 
 impl Default for AuthConfig {
@@ -54,6 +57,7 @@ impl Default for AuthConfig {
             protect_metrics: false,
             protect_openapi: false,
             cache_ttl_ms: 60_000,
+            signing_overlap_hours: 24,
         }
     }
 }
@@ -65,6 +69,38 @@ pub struct AppView {
     pub name: String,
     #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
     pub allowed_networks: Vec<ipnet::IpNet>,
+    /// Secrets signing its deliveries now (two during a rotation's overlap).
+    pub signing_secrets: usize,
+}
+
+/// A new app, with its signing secret: the only time it is shown.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreatedApp {
+    #[serde(flatten)]
+    pub app: AppView,
+    /// `whsec_…`: endpoints verify deliveries with it (Standard Webhooks).
+    /// Absent when the installation has no `secret_key` to keep it with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_secret: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RotateRequest {
+    /// Hours the current secret keeps signing beside the new one (0 to 720);
+    /// `auth.signing_overlap_hours` by default.
+    pub overlap_hours: Option<u64>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RotatedSecret {
+    /// The new secret: the only time it is shown.
+    pub signing_secret: String,
+    /// Until when the previous secret also signs.
+    pub previous_valid_until: DateTime<Utc>,
 }
 
 /// A change of an app; absent fields stay as they are.
@@ -138,6 +174,8 @@ pub struct AccessService {
     keys: Commands<ApiKey>,
     memory: Arc<Mutex<Memory>>,
     ttl: Duration,
+    sealer: Option<Sealer>,
+    overlap_hours: u64,
 }
 
 /// A new key: `bida_` and 256 random bits, base64url.
@@ -158,13 +196,15 @@ fn key_error(e: cqrs_es::AggregateError<KeyError>) -> AdminError {
 }
 
 impl AccessService {
-    pub fn new(store: Store, config: &AuthConfig) -> Self {
+    pub fn new(store: Store, config: &AuthConfig, sealer: Option<Sealer>) -> Self {
         Self {
             apps: Commands::new(&store),
             keys: Commands::new(&store),
             store,
             memory: Arc::default(),
             ttl: Duration::from_millis(config.cache_ttl_ms),
+            sealer,
+            overlap_hours: config.signing_overlap_hours,
         }
     }
 
@@ -405,7 +445,7 @@ impl AccessService {
             .collect())
     }
 
-    pub async fn create_app(&self, spec: AppSpec) -> Result<AppView, AdminError> {
+    pub async fn create_app(&self, spec: AppSpec) -> Result<CreatedApp, AdminError> {
         let spec = AppSpec {
             name: spec.name.trim().to_string(),
             ..spec
@@ -416,12 +456,61 @@ impl AccessService {
             .execute(&id, AppCommand::Create { spec, at: Utc::now() })
             .await
             .map_err(app_error)?;
-        self.app(&id).await
+        let signing_secret = match &self.sealer {
+            Some(sealer) => Some(self.new_secret(&id, sealer, None).await?),
+            None => None,
+        };
+        Ok(CreatedApp {
+            app: self.app(&id).await?,
+            signing_secret,
+        })
+    }
+
+    async fn new_secret(
+        &self,
+        id: &str,
+        sealer: &Sealer,
+        previous_until: Option<DateTime<Utc>>,
+    ) -> Result<String, AdminError> {
+        let secret = new_signing_secret();
+        let command = AppCommand::RotateSecret {
+            sealed_secret: sealer.seal(&secret),
+            previous_until,
+            at: Utc::now(),
+        };
+        self.apps.execute(id, command).await.map_err(app_error)?;
+        Ok(secret)
+    }
+
+    /// A new signing secret; the current one keeps signing beside it for
+    /// the overlap, so endpoints can switch without refusing deliveries.
+    pub async fn rotate_secret(&self, id: &str, request: RotateRequest) -> Result<RotatedSecret, AdminError> {
+        let sealer = self.sealer.as_ref().ok_or_else(|| {
+            AdminError::Rejected(
+                "this installation has no secret_key (BIDA_SECRET_KEY) to keep signing secrets with; \
+                 set one (`openssl rand -base64 32`) and restart"
+                    .into(),
+            )
+        })?;
+        let hours = request.overlap_hours.unwrap_or(self.overlap_hours);
+        if hours > 720 {
+            return Err(AdminError::Invalid(bida_domain::ValidationErrors::single(
+                "overlap_hours",
+                "must be between 0 and 720",
+            )));
+        }
+        self.app(id).await?;
+        let until = Utc::now() + chrono::TimeDelta::hours(hours as i64);
+        let signing_secret = self.new_secret(id, sealer, Some(until)).await?;
+        Ok(RotatedSecret {
+            signing_secret,
+            previous_valid_until: until,
+        })
     }
 
     pub async fn app(&self, id: &str) -> Result<AppView, AdminError> {
         match self.store.load_aggregate::<App>(id).await? {
-            Some((app, _)) => app.live().map(|spec| app_view(id, spec)),
+            Some((app, _)) => app_view(id, &app),
             None => None,
         }
         .ok_or_else(|| AdminError::NotFound(format!("no app with id {id}")))
@@ -433,7 +522,7 @@ impl AccessService {
             .load_all::<App>()
             .await?
             .iter()
-            .filter_map(|(id, app, _)| app.live().map(|spec| app_view(id, spec)))
+            .filter_map(|(id, app, _)| app_view(id, app))
             .collect())
     }
 
@@ -463,12 +552,14 @@ impl AccessService {
     }
 }
 
-fn app_view(id: &str, spec: &AppSpec) -> AppView {
-    AppView {
+fn app_view(id: &str, app: &App) -> Option<AppView> {
+    let spec = app.live()?;
+    Some(AppView {
         id: id.to_string(),
         name: spec.name.clone(),
         allowed_networks: spec.allowed_networks.clone(),
-    }
+        signing_secrets: app.signing_secrets(Utc::now()).len(),
+    })
 }
 
 fn key_view(id: &str, key: &ApiKey, usage: &HashMap<String, DateTime<Utc>>) -> Option<KeyView> {

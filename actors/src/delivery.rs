@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::egress::EgressGuard;
+use crate::signing::Signer;
 use crate::DeliveryConfig;
 
 /// What one attempt produced, ready for `TaskCommand::RecordAttempt`.
@@ -46,10 +47,12 @@ pub struct Delivery {
     client: reqwest::Client,
     config: DeliveryConfig,
     egress: EgressGuard,
+    /// Signs deliveries of tasks whose app has a signing secret.
+    signer: Option<Arc<Signer>>,
 }
 
 impl Delivery {
-    pub fn new(config: DeliveryConfig) -> Result<Self, reqwest::Error> {
+    pub fn new(config: DeliveryConfig, signer: Option<Arc<Signer>>) -> Result<Self, reqwest::Error> {
         let egress = EgressGuard::new(config.allow_networks.clone());
         let client = reqwest::Client::builder()
             .dns_resolver(egress.resolver())
@@ -61,7 +64,12 @@ impl Delivery {
             .pool_max_idle_per_host(config.idle_connections_per_host)
             .user_agent(config.user_agent.clone())
             .build()?;
-        Ok(Self { client, config, egress })
+        Ok(Self {
+            client,
+            config,
+            egress,
+            signer,
+        })
     }
 
     /// Where deliveries may go.
@@ -80,7 +88,14 @@ impl Delivery {
             target.span_attributes(spec, attempt),
         );
         let timeout = Duration::from_millis(spec.policy.timeout_ms);
-        let observation = match self.request(spec, &target, attempt, started_at, span.traceparent()) {
+        let signature = match (&self.signer, &spec.source_app) {
+            (Some(signer), Some(app)) => {
+                let body = spec.request.body.as_ref().map_or(&[][..], |b| b.as_bytes());
+                signer.sign(app, &spec.message_id, started_at.timestamp(), body).await
+            }
+            _ => None,
+        };
+        let observation = match self.request(spec, &target, attempt, started_at, span.traceparent(), signature) {
             Err(error) => Observation::Unsendable { error },
             Ok(request) => match tokio::time::timeout(timeout, self.exchange(request)).await {
                 Ok(observation) => observation,
@@ -112,6 +127,7 @@ impl Delivery {
         attempt: u32,
         now: DateTime<Utc>,
         traceparent: Option<String>,
+        signature: Option<String>,
     ) -> Result<reqwest::Request, String> {
         let target = &spec.request;
         let method = reqwest::Method::from_bytes(target.method.as_str().as_bytes()).map_err(|e| e.to_string())?;
@@ -125,6 +141,9 @@ impl Delivery {
         headers.insert("webhook-id", stable(&spec.message_id)?);
         headers.insert("webhook-timestamp", HeaderValue::from(now.timestamp()));
         headers.insert("bida-attempt", HeaderValue::from(attempt));
+        if let Some(signature) = signature {
+            headers.insert("webhook-signature", stable(&signature)?);
+        }
         if let Some(traceparent) = traceparent {
             headers.insert(TRACEPARENT, stable(&traceparent)?);
         }

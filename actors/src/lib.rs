@@ -19,6 +19,8 @@ pub mod egress;
 pub mod notifier;
 mod retention;
 pub mod scheduler;
+pub mod secrets;
+pub mod signing;
 pub mod sources;
 pub mod supervisor;
 pub mod task_actor;
@@ -74,6 +76,8 @@ pub struct NodeConfig {
     pub retention: RetentionConfig,
     pub task_defaults: TaskDefaults,
     pub limits: Limits,
+    /// Opens signing secrets (`secret_key`); without it nothing is signed.
+    pub sealer: Option<secrets::Sealer>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -152,7 +156,13 @@ impl Node {
             work: work.handle().clone(),
             name: config.name.clone(),
             listen: config.listen.clone(),
-            delivery: Delivery::new(config.delivery.clone())?,
+            delivery: Delivery::new(
+                config.delivery.clone(),
+                config
+                    .sealer
+                    .clone()
+                    .map(|sealer| Arc::new(signing::Signer::new(store.clone(), sealer))),
+            )?,
             scheduler: config.scheduler.clone(),
             in_memory: AtomicUsize::new(0),
             in_memory_bytes: AtomicUsize::new(0),

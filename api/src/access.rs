@@ -79,6 +79,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("PATCH", "/v1/apps/{id}", Key(Administer)),
     ("DELETE", "/v1/apps/{id}", Key(Administer)),
     ("GET", "/v1/apps/{id}/events", Key(Administer)),
+    ("POST", "/v1/apps/{id}/secret/rotate", Key(Administer)),
     ("POST", "/v1/apps/{id}/keys", Key(Administer)),
     ("GET", "/v1/apps/{id}/keys", Key(Administer)),
     ("DELETE", "/v1/apps/{id}/keys/{key_id}", Key(Administer)),

@@ -1,7 +1,9 @@
 //! `/v1/apps` and `/v1/keys`: tenants and the API keys that act for them.
 
 use actix_web::{web, HttpResponse};
-use bida_actors::access::{AppPatch, AppView, IssuedKey, KeyRequest, KeyView};
+use bida_actors::access::{
+    AppPatch, AppView, CreatedApp, IssuedKey, KeyRequest, KeyView, RotateRequest, RotatedSecret,
+};
 use bida_domain::access::{App, AppSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -24,6 +26,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete)),
         )
         .service(web::resource("/v1/apps/{id}/events").route(web::get().to(events)))
+        .service(web::resource("/v1/apps/{id}/secret/rotate").route(web::post().to(rotate_secret)))
         .service(
             web::resource("/v1/apps/{id}/keys")
                 .route(web::post().to(issue))
@@ -48,16 +51,17 @@ pub struct KeyList {
     pub items: Vec<KeyView>,
 }
 
-/// Create an app: a system that submits tasks with its own keys.
+/// Create an app: a system that submits tasks with its own keys. The answer
+/// holds the app's signing secret, shown only now.
 #[utoipa::path(post, path = "/v1/apps", tag = "apps", request_body = AppSpec,
-    responses((status = 201, body = AppView),
+    responses((status = 201, body = CreatedApp),
               (status = 400, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn create(state: web::Data<ApiState>, body: JsonBody<AppSpec>) -> Result<HttpResponse, Problem> {
-    let view = state.access.create_app(body.0).await?;
+    let created = state.access.create_app(body.0).await?;
     Ok(HttpResponse::Created()
-        .insert_header(("location", format!("/v1/apps/{}", view.id)))
-        .json(view))
+        .insert_header(("location", format!("/v1/apps/{}", created.app.id)))
+        .json(created))
 }
 
 /// Every app.
@@ -164,4 +168,19 @@ pub async fn revoke_installation_key(
 ) -> Result<HttpResponse, Problem> {
     state.access.revoke(None, &key_id).await?;
     Ok(HttpResponse::NoContent().finish())
+}
+
+/// A new signing secret for the app's deliveries; the current one keeps
+/// signing beside it (both signatures are sent) for the overlap.
+#[utoipa::path(post, path = "/v1/apps/{id}/secret/rotate", tag = "apps", params(("id" = String, Path)),
+    request_body(content = Option<RotateRequest>, description = "Optional"),
+    responses((status = 200, body = RotatedSecret), (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "No secret_key configured", body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json")))]
+pub async fn rotate_secret(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    body: JsonBody<Option<RotateRequest>>,
+) -> Result<HttpResponse, Problem> {
+    Ok(HttpResponse::Ok().json(state.access.rotate_secret(&id, body.0.unwrap_or_default()).await?))
 }

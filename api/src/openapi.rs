@@ -42,6 +42,7 @@ use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
         apps::update,
         apps::delete,
         apps::events,
+        apps::rotate_secret,
         apps::issue,
         apps::keys,
         apps::revoke,

@@ -29,6 +29,9 @@ idle_ms = 20
 /// The admin key every test node is started with (`auth.bootstrap_admin_key`).
 pub const ADMIN_KEY: &str = "bida_test_admin_key_for_the_test_suite_only";
 
+/// Seals signing secrets in the test nodes' event stores (32 bytes, base64).
+pub const SECRET_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+
 /// Loopback endpoints (the tests' receivers) are opened on purpose.
 pub const ALLOW_LOOPBACK: &str = r#"["127.0.0.0/8", "::1/128"]"#;
 
@@ -133,6 +136,7 @@ impl Bida {
             .arg(&self.db_url)
             .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("BIDA_DELIVERY__ALLOW_NETWORKS", ALLOW_LOOPBACK)
+            .env("BIDA_SECRET_KEY", SECRET_KEY)
             .env(
                 "RUST_LOG",
                 std::env::var("BIDA_TEST_LOG").unwrap_or_else(|_| "info,bida_actors=debug,sqlx=warn".into()),

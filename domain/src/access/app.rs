@@ -36,18 +36,58 @@ impl AppSpec {
     }
 }
 
+/// A signing secret as the event store keeps it: encrypted with the
+/// installation's secret key (`secret_key`), never in plain text.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SealedSecret(pub String);
+
+impl std::fmt::Debug for SealedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SealedSecret(…)")
+    }
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum AppCommand {
-    Create { spec: AppSpec, at: DateTime<Utc> },
-    Update { spec: AppSpec, at: DateTime<Utc> },
-    Delete { at: DateTime<Utc> },
+    Create {
+        spec: AppSpec,
+        at: DateTime<Utc>,
+    },
+    Update {
+        spec: AppSpec,
+        at: DateTime<Utc>,
+    },
+    Delete {
+        at: DateTime<Utc>,
+    },
+    /// A new signing secret; the current one keeps signing beside it until
+    /// `previous_until` (`None`: it stops at once).
+    RotateSecret {
+        sealed_secret: SealedSecret,
+        previous_until: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum AppEvent {
-    AppCreated { spec: AppSpec, at: DateTime<Utc> },
-    AppUpdated { spec: AppSpec, at: DateTime<Utc> },
-    AppDeleted { at: DateTime<Utc> },
+    AppCreated {
+        spec: AppSpec,
+        at: DateTime<Utc>,
+    },
+    AppUpdated {
+        spec: AppSpec,
+        at: DateTime<Utc>,
+    },
+    AppDeleted {
+        at: DateTime<Utc>,
+    },
+    SigningSecretRotated {
+        sealed_secret: SealedSecret,
+        previous_until: Option<DateTime<Utc>>,
+        at: DateTime<Utc>,
+    },
 }
 
 impl DomainEvent for AppEvent {
@@ -56,6 +96,7 @@ impl DomainEvent for AppEvent {
             Self::AppCreated { .. } => "AppCreated",
             Self::AppUpdated { .. } => "AppUpdated",
             Self::AppDeleted { .. } => "AppDeleted",
+            Self::SigningSecretRotated { .. } => "SigningSecretRotated",
         }
         .to_string()
     }
@@ -79,6 +120,9 @@ pub enum AppError {
 pub struct App {
     spec: Option<AppSpec>,
     deleted: bool,
+    /// Signing secrets, the newest first, each with the end of its overlap
+    /// (`None` for the current one).
+    secrets: Vec<(SealedSecret, Option<DateTime<Utc>>)>,
 }
 
 impl App {
@@ -89,6 +133,15 @@ impl App {
 
     pub fn is_deleted(&self) -> bool {
         self.deleted
+    }
+
+    /// The secrets that sign deliveries at `now`: the current one first.
+    pub fn signing_secrets(&self, now: DateTime<Utc>) -> Vec<&SealedSecret> {
+        self.secrets
+            .iter()
+            .filter(|(_, until)| until.is_none_or(|until| now < until))
+            .map(|(secret, _)| secret)
+            .collect()
     }
 
     pub fn decide(&self, command: AppCommand) -> Result<Vec<AppEvent>, AppError> {
@@ -105,6 +158,18 @@ impl App {
                 self.check_live()?;
                 Ok(vec![AppEvent::AppDeleted { at }])
             }
+            AppCommand::RotateSecret {
+                sealed_secret,
+                previous_until,
+                at,
+            } => {
+                self.check_live()?;
+                Ok(vec![AppEvent::SigningSecretRotated {
+                    sealed_secret,
+                    previous_until,
+                    at,
+                }])
+            }
         }
     }
 
@@ -120,6 +185,20 @@ impl App {
         match event {
             AppEvent::AppCreated { spec, .. } | AppEvent::AppUpdated { spec, .. } => self.spec = Some(spec.clone()),
             AppEvent::AppDeleted { .. } => self.deleted = true,
+            AppEvent::SigningSecretRotated {
+                sealed_secret,
+                previous_until,
+                at,
+            } => {
+                // Secrets whose overlap is over are of no more use.
+                self.secrets.retain(|(_, until)| until.is_none_or(|until| *at < until));
+                for (_, until) in &mut self.secrets {
+                    if until.is_none() {
+                        *until = Some(previous_until.unwrap_or(*at));
+                    }
+                }
+                self.secrets.insert(0, (sealed_secret.clone(), None));
+            }
         }
     }
 }
@@ -185,6 +264,37 @@ mod tests {
             .given_no_previous_events()
             .when(AppCommand::Update { spec: spec("x"), at })
             .then_expect_error(AppError::NotFound);
+    }
+
+    #[test]
+    fn a_rotated_secret_signs_beside_the_new_one_until_its_overlap_ends() {
+        let t0 = Utc::now();
+        let hour = chrono::TimeDelta::hours(1);
+        let mut app = App::default();
+        app.apply_event(&AppEvent::AppCreated {
+            spec: spec("shop"),
+            at: t0,
+        });
+        let rotate = |secret: &str, previous_until, at| AppEvent::SigningSecretRotated {
+            sealed_secret: SealedSecret(secret.into()),
+            previous_until,
+            at,
+        };
+        app.apply_event(&rotate("one", None, t0));
+        assert_eq!(app.signing_secrets(t0), vec![&SealedSecret("one".into())]);
+        app.apply_event(&rotate("two", Some(t0 + hour), t0));
+        let both: Vec<&str> = app.signing_secrets(t0).iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(both, ["two", "one"]);
+        let later: Vec<&str> = app
+            .signing_secrets(t0 + hour * 2)
+            .iter()
+            .map(|s| s.0.as_str())
+            .collect();
+        assert_eq!(later, ["two"]);
+        // Rotating without overlap retires the current secret at once.
+        app.apply_event(&rotate("three", None, t0));
+        let now: Vec<&str> = app.signing_secrets(t0).iter().map(|s| s.0.as_str()).collect();
+        assert_eq!(now, ["three", "one"], "one keeps its own overlap; two stopped at once");
     }
 
     #[test]

@@ -8,7 +8,7 @@ mod caller;
 mod key;
 mod role;
 
-pub use app::{App, AppCommand, AppError, AppEvent, AppSpec, MAX_NETWORKS};
+pub use app::{App, AppCommand, AppError, AppEvent, AppSpec, SealedSecret, MAX_NETWORKS};
 pub use caller::Caller;
 pub use key::{ApiKey, KeyCommand, KeyError, KeyEvent, KeyHash, KeyIssue, KEY_PREFIX};
 pub use role::{Need, Role};
