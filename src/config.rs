@@ -238,9 +238,6 @@ impl Config {
     }
 }
 
-/// Keys that are unset by default (so absent from the default values).
-pub const UNSET_BY_DEFAULT: &[&str] = &["auth.bootstrap_admin_key", "secret_key"];
-
 /// Every configuration key with what it means, for `--help` and the README.
 pub const KEYS: &[(&str, &str)] = &[
     ("listen", "Address the HTTP API listens on."),
@@ -495,6 +492,9 @@ pub fn reference() -> String {
 #[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
+
+    /// Keys that are unset by default (so absent from the default values).
+    const UNSET_BY_DEFAULT: &[&str] = &["auth.bootstrap_admin_key", "secret_key"];
 
     #[test]
     fn every_key_is_documented_and_every_documented_key_exists() {

@@ -43,7 +43,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the node")?;
-    let access = AccessService::new(store.clone(), &config.auth, sealer);
+    let access = AccessService::new(store.clone(), &config.auth, sealer.clone());
     access
         .bootstrap(&config.auth)
         .await
@@ -56,14 +56,14 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     let (sampler, probes) = Sampler {
         store: store.clone(),
         consumers: consumers.clone(),
-        brokers: BrokerService::new(store.clone()),
+        brokers: BrokerService::new(store.clone(), sealer.clone()),
         node: node.view(),
         interval: Duration::from_millis(config.telemetry.sample_interval_ms.max(100)),
     }
     .spawn();
     let state = web::Data::new(ApiState {
         tasks: node.tasks(),
-        brokers: BrokerService::new(store.clone()),
+        brokers: BrokerService::new(store.clone(), sealer.clone()),
         consumers,
         access,
         auth: config.auth.clone(),

@@ -13,6 +13,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::commands::Commands;
+use crate::secrets::{opened, Sealer};
 use crate::sources::{KafkaAdmin, QueueInfo, RabbitAdmin, RabbitOverview, TopicInfo};
 
 /// Longest a live look at a broker may take.
@@ -110,13 +111,23 @@ pub struct BrokerView {
 pub struct BrokerService {
     store: Store,
     commands: Commands<Broker>,
+    /// Credentials are sealed with it before they are recorded.
+    sealer: Option<Sealer>,
 }
 
 impl BrokerService {
-    pub fn new(store: Store) -> Self {
+    pub fn new(store: Store, sealer: Option<Sealer>) -> Self {
         Self {
             commands: Commands::new(&store),
             store,
+            sealer,
+        }
+    }
+
+    fn sealed(&self, spec: BrokerSpec) -> BrokerSpec {
+        match &self.sealer {
+            Some(sealer) => spec.map_secrets(|text| sealer.seal_text(text)),
+            None => spec,
         }
     }
 
@@ -129,7 +140,7 @@ impl BrokerService {
 
     pub async fn load(&self, id: &str) -> Result<Broker, AdminError> {
         match self.store.load_aggregate::<Broker>(id).await? {
-            Some((broker, _)) if broker.spec().is_some() => Ok(broker),
+            Some((broker, _)) if broker.spec().is_some() => Ok(opened(&broker, self.sealer.as_ref())),
             _ => Err(AdminError::NotFound(format!("no broker with id {id}"))),
         }
     }
@@ -137,6 +148,7 @@ impl BrokerService {
     pub async fn register(&self, spec: BrokerSpec) -> Result<BrokerView, AdminError> {
         spec.validate().map_err(AdminError::Invalid)?;
         let id = Uuid::now_v7().to_string();
+        let spec = self.sealed(spec);
         self.execute(&id, BrokerCommand::Register { spec, at: Utc::now() })
             .await?;
         self.view(&id, false).await
@@ -178,6 +190,7 @@ impl BrokerService {
         }
         errors.finish(()).map_err(AdminError::Invalid)?;
         spec.validate().map_err(AdminError::Invalid)?;
+        let spec = self.sealed(spec);
         self.execute(id, BrokerCommand::Update { spec, at: Utc::now() }).await?;
         self.view(id, false).await
     }

@@ -56,6 +56,8 @@ pub struct NodeContext {
     pub in_memory_bytes: AtomicUsize,
     pub max_in_memory: usize,
     pub max_in_memory_bytes: usize,
+    /// Seals and opens credentials kept in the event store (`secret_key`).
+    pub sealer: Option<secrets::Sealer>,
 }
 
 impl NodeContext {
@@ -164,6 +166,7 @@ impl Node {
                     .map(|sealer| Arc::new(signing::Signer::new(store.clone(), sealer))),
             )?,
             scheduler: config.scheduler.clone(),
+            sealer: config.sealer.clone(),
             in_memory: AtomicUsize::new(0),
             in_memory_bytes: AtomicUsize::new(0),
             max_in_memory: config.delivery.max_in_memory.max(1),

@@ -4,7 +4,7 @@
 //! deliveries are signed the Standard Webhooks way, which the official
 //! libraries of every language verify unchanged.
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use bida_domain::access::SealedSecret;
 use chacha20poly1305::aead::{Aead, KeyInit};
@@ -14,7 +14,9 @@ use sha2::Sha256;
 
 /// Standard Webhooks' prefix of a signing secret.
 pub const SECRET_PREFIX: &str = "whsec_";
-const SEALED_VERSION: &str = "v1:";
+/// What a sealed text starts with; the rest is base64url (no character a
+/// URL would need to escape, so a sealed password stays in its URL).
+const SEALED_VERSION: &str = "sealed.v1.";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
@@ -56,12 +58,12 @@ impl Sealer {
             .expect("XChaCha20-Poly1305 encrypts any length we use");
         let mut out = nonce_bytes.to_vec();
         out.extend_from_slice(&sealed);
-        SealedSecret(format!("{SEALED_VERSION}{}", STANDARD.encode(out)))
+        SealedSecret(format!("{SEALED_VERSION}{}", URL_SAFE_NO_PAD.encode(out)))
     }
 
     pub fn open(&self, sealed: &SealedSecret) -> Result<String, SecretError> {
         let encoded = sealed.0.strip_prefix(SEALED_VERSION).ok_or(SecretError::Unreadable)?;
-        let bytes = STANDARD.decode(encoded).map_err(|_| SecretError::Unreadable)?;
+        let bytes = URL_SAFE_NO_PAD.decode(encoded).map_err(|_| SecretError::Unreadable)?;
         if bytes.len() < 24 {
             return Err(SecretError::Unreadable);
         }
@@ -71,6 +73,33 @@ impl Sealer {
             .decrypt(XNonce::from_slice(nonce), sealed)
             .map_err(|_| SecretError::Unreadable)?;
         String::from_utf8(plain).map_err(|_| SecretError::Unreadable)
+    }
+}
+
+impl Sealer {
+    /// A credential as the event store keeps it.
+    pub fn seal_text(&self, plain: &str) -> String {
+        self.seal(plain).0
+    }
+
+    /// A credential as a connection needs it; text that was never sealed
+    /// (stored before `secret_key` was set) comes back as it is.
+    pub fn open_text(&self, stored: &str) -> String {
+        if !stored.starts_with(SEALED_VERSION) {
+            return stored.to_string();
+        }
+        self.open(&SealedSecret(stored.to_string())).unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot open a stored credential");
+            stored.to_string()
+        })
+    }
+}
+
+/// A broker as a connection needs it: credentials opened.
+pub fn opened(broker: &bida_domain::broker::Broker, sealer: Option<&Sealer>) -> bida_domain::broker::Broker {
+    match sealer {
+        Some(sealer) => broker.map_secrets(|text| sealer.open_text(text)),
+        None => broker.clone(),
     }
 }
 
@@ -116,6 +145,25 @@ mod tests {
         let other = Sealer::from_base64(&STANDARD.encode([8u8; 32])).unwrap();
         assert!(other.open(&sealed).is_err());
         assert!(Sealer::from_base64("c2hvcnQ=").is_err());
+    }
+
+    #[test]
+    fn broker_passwords_are_sealed_inside_their_urls_and_open_again() {
+        use bida_domain::broker::{BrokerSpec, Connection};
+        let spec = BrokerSpec {
+            name: "mq".into(),
+            connection: Connection::Rabbitmq {
+                url: "amqp://guest:p%40ss+w%2Frd@mq:5672/%2f".into(),
+                management_url: Some("http://admin:hunter2@mq:15672/".into()),
+            },
+        };
+        let sealed = spec.map_secrets(|text| sealer().seal_text(text));
+        let text = format!("{sealed:?}");
+        assert!(!text.contains("hunter2") && !text.contains("p%40ss"), "{text}");
+        assert!(text.contains("sealed.v1."));
+        assert_eq!(sealed.map_secrets(|text| sealer().open_text(text)), spec);
+        // Never sealed: left as it is.
+        assert_eq!(spec.map_secrets(|text| sealer().open_text(text)), spec);
     }
 
     #[test]

@@ -96,6 +96,11 @@ impl TaskService {
         &self.limits
     }
 
+    /// The node's sealer of stored credentials, if it has a `secret_key`.
+    pub fn sealer(&self) -> Option<crate::secrets::Sealer> {
+        self.node.sealer.clone()
+    }
+
     /// Refuses a target whose host is a literal address deliveries may not
     /// reach (names are checked when each attempt resolves them).
     pub fn check_target(&self, field: &str, url: &str) -> Result<(), ValidationErrors> {

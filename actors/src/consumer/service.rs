@@ -148,7 +148,7 @@ impl ConsumerService {
     pub fn new(store: Store, tasks: TaskService, defaults: PolicyDefaults) -> Self {
         Self {
             commands: Commands::new(&store),
-            brokers: BrokerService::new(store.clone()),
+            brokers: BrokerService::new(store.clone(), tasks.sealer()),
             store,
             tasks,
             defaults,

@@ -187,6 +187,7 @@ impl ConsumerSupervisor {
         match self.brokers.get(&id) {
             Some((_, known)) if *known >= version => {}
             _ => {
+                let broker = crate::secrets::opened(&broker, self.node.sealer.as_ref());
                 self.brokers.insert(id, (broker, version));
             }
         }

@@ -82,6 +82,15 @@ impl Broker {
         self.spec.as_ref()
     }
 
+    /// The broker with its spec's credentials mapped by `f` (see
+    /// [`BrokerSpec::map_secrets`]).
+    pub fn map_secrets(&self, f: impl Fn(&str) -> String) -> Self {
+        Self {
+            spec: self.spec.as_ref().map(|spec| spec.map_secrets(f)),
+            ..self.clone()
+        }
+    }
+
     pub fn is_online(&self) -> bool {
         self.online && !self.deleted
     }

@@ -113,18 +113,25 @@ impl BrokerSpec {
 
     /// The spec with passwords hidden, for views and logs.
     pub fn redacted(&self) -> Self {
+        self.map_secrets(|_| "***".into())
+    }
+
+    /// The spec with every credential (URL passwords, Kafka options named
+    /// like a password or secret) replaced by `f` of it: sealed for the event
+    /// store, opened for a connection, hidden for a view.
+    pub fn map_secrets(&self, f: impl Fn(&str) -> String) -> Self {
         let mut copy = self.clone();
         match &mut copy.connection {
             Connection::Rabbitmq { url, management_url } => {
-                *url = redact_url(url);
+                *url = map_url_password(url, &f);
                 if let Some(m) = management_url {
-                    *m = redact_url(m);
+                    *m = map_url_password(m, &f);
                 }
             }
             Connection::Kafka { options, .. } => {
                 for (key, value) in options.iter_mut() {
                     if key.contains("password") || key.contains("secret") {
-                        *value = "***".into();
+                        *value = f(value);
                     }
                 }
             }
@@ -140,12 +147,12 @@ fn is_host_port(text: &str) -> bool {
     }
 }
 
-fn redact_url(text: &str) -> String {
+fn map_url_password(text: &str, f: impl Fn(&str) -> String) -> String {
     match url::Url::parse(text) {
-        Ok(mut parsed) if parsed.password().is_some() => {
-            let _ = parsed.set_password(Some("***"));
-            parsed.to_string()
-        }
+        Ok(mut parsed) => match parsed.password().map(&f) {
+            Some(new) if parsed.set_password(Some(&new)).is_ok() => parsed.to_string(),
+            _ => text.to_string(),
+        },
         _ => text.to_string(),
     }
 }
