@@ -268,6 +268,10 @@ pub const KEYS: &[(&str, &str)] = &[
     ("api.max_page", "Largest page a list returns."),
     ("api.max_replay", "Most tasks one bulk replay may take."),
     (
+        "api.redact_headers",
+        "Task headers whose values answers show as *** (credentials); deliveries still carry them.",
+    ),
+    (
         "api.rate_limit.per_second",
         "Sustained requests per second one API key may make (429 above); 0: no limit.",
     ),

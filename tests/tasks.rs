@@ -631,3 +631,70 @@ async fn nul_characters_are_refused_or_made_harmless() {
     assert_eq!(status, 422, "{problem}");
     assert_eq!(problem["errors"][0]["field"], "reason");
 }
+
+#[tokio::test]
+async fn an_operator_fixes_a_dead_tasks_request_and_delivers_it_again() {
+    let receiver = Receiver::start(|hit, _| {
+        if hit.path == "/broken" {
+            Reply::status(404)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let bida = Bida::start("").await;
+    let id = bida
+        .submit(json!({"url": receiver.url("/broken"), "body": "v1", "max_attempts": 1,
+                       "headers": {"authorization": "Bearer endpoint-token", "x-trace": "t"}}))
+        .await;
+    let dead = bida.wait_status(&id, "dead", Duration::from_secs(20)).await;
+    assert_eq!(
+        dead["request"]["headers"]["authorization"], "***",
+        "credentials are masked in answers"
+    );
+    assert_eq!(dead["request"]["headers"]["x-trace"], "t");
+
+    let (status, problem) = bida
+        .post(&format!("/v1/tasks/{id}/replay"), json!({"url": "not a url"}))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, replayed) = bida
+        .post(
+            &format!("/v1/tasks/{id}/replay"),
+            json!({"url": receiver.url("/fixed"), "body": "v2"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{replayed}");
+    let delivered = bida.wait_status(&id, "delivered", Duration::from_secs(20)).await;
+    assert_eq!(delivered["url"], receiver.url("/fixed"));
+    let hit = receiver
+        .hits()
+        .into_iter()
+        .find(|h| h.path == "/fixed")
+        .expect("delivered to the fixed URL");
+    assert_eq!(&hit.body[..], b"v2");
+    assert_eq!(
+        hit.header("authorization"),
+        Some("Bearer endpoint-token"),
+        "the endpoint still gets it"
+    );
+
+    // The history keeps the original and says who changed it.
+    let (_, history) = bida.get(&format!("/v1/tasks/{id}/events")).await;
+    let events = history["events"].as_array().unwrap();
+    assert!(events[0]["payload"].to_string().contains("/broken"));
+    let amended = events
+        .iter()
+        .find(|e| e["event_type"] == "RetryRequested")
+        .expect("the amendment is an event");
+    assert!(amended["payload"].to_string().contains("/fixed"));
+    assert_eq!(amended["metadata"]["role"], "admin");
+    assert!(
+        !history.to_string().contains("endpoint-token"),
+        "credentials are masked in histories"
+    );
+
+    // Only dead or cancelled tasks are replayed.
+    let (status, _) = bida.post(&format!("/v1/tasks/{id}/replay"), json!(null)).await;
+    assert_eq!(status, 409);
+}

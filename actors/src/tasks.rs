@@ -2,7 +2,8 @@
 
 use actix::Addr;
 use bida_domain::task::{
-    CallbackTask, Limits, Submission, TaskCommand, TaskDefaults, TaskDetail, TaskError, TaskSpec, TaskSummary,
+    CallbackTask, Limits, RequestEdit, Submission, TaskCommand, TaskDefaults, TaskDetail, TaskError, TaskSpec,
+    TaskSummary,
 };
 use bida_domain::ValidationErrors;
 use bida_store::{new_task_append, task_epoch, EventRepository, LoadedTask, StoreError, StoredEvent};
@@ -272,13 +273,49 @@ impl TaskService {
         Ok(detail)
     }
 
+    /// Delivers a dead or cancelled task again, to its request as amended
+    /// by `edit` (checked as a submission is); the amendment is an event,
+    /// the original request stays in the task's history.
+    pub async fn replay(&self, id: &str, edit: Option<RequestEdit>) -> Result<TaskDetail, TaskServiceError> {
+        let request = match edit {
+            None => None,
+            Some(edit) => {
+                let detail = self
+                    .detail(id)
+                    .await?
+                    .ok_or_else(|| TaskServiceError::NotFound(id.to_string()))?;
+                let request = edit
+                    .over(&detail.request, &self.defaults, &self.limits, Utc::now())
+                    .map_err(TaskServiceError::Invalid)?;
+                self.check_target("url", &request.url)
+                    .map_err(TaskServiceError::Invalid)?;
+                Some(Arc::new(request))
+            }
+        };
+        let detail = self
+            .command(
+                id,
+                TaskCommand::Replay {
+                    at: Utc::now(),
+                    request,
+                },
+            )
+            .await?;
+        self.scheduler.do_send(ClaimNow);
+        Ok(detail)
+    }
+
     /// Replays many dead or cancelled tasks; each result says what happened to
     /// that task (tasks no longer dead or cancelled are refused).
     pub async fn replay_many(&self, ids: Vec<String>) -> Vec<(String, Result<(), TaskServiceError>)> {
         use futures_util::StreamExt;
         let results = futures_util::stream::iter(ids)
             .map(|id| async move {
-                let result = self.execute(&id, TaskCommand::Replay { at: Utc::now() }).await;
+                let command = TaskCommand::Replay {
+                    at: Utc::now(),
+                    request: None,
+                };
+                let result = self.execute(&id, command).await;
                 (id, result)
             })
             .buffer_unordered(16)

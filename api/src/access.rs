@@ -52,6 +52,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/tasks/{id}/events", Key(ReadTasks)),
     ("POST", "/v1/tasks/{id}/retry", Key(Operate)),
     ("POST", "/v1/tasks/{id}/cancel", Key(Operate)),
+    ("POST", "/v1/tasks/{id}/replay", Key(Operate)),
     ("POST", "/v1/brokers", Key(Operate)),
     ("GET", "/v1/brokers", Key(Read)),
     ("GET", "/v1/brokers/{id}", Key(Read)),

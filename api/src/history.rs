@@ -90,6 +90,19 @@ pub fn mask_secrets(value: &mut Value) {
     }
 }
 
+/// A task as answered: the values of credential headers masked.
+pub fn shown_task(detail: &bida_domain::task::TaskDetail, redact: &[String]) -> Value {
+    let mut value = serde_json::to_value(detail).unwrap_or(Value::Null);
+    if let Some(Value::Object(headers)) = value.pointer_mut("/request/headers") {
+        for (name, inner) in headers.iter_mut() {
+            if redact.iter().any(|r| r.eq_ignore_ascii_case(name)) || SECRET_HEADERS.contains(&name.as_str()) {
+                *inner = Value::String(MASK.into());
+            }
+        }
+    }
+    value
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -34,6 +34,9 @@ pub struct ApiConfig {
     pub max_replay: i64,
     /// Requests per second per key.
     pub rate_limit: RateLimitConfig,
+    /// Task headers shown as `***` in answers (credentials); deliveries
+    /// still carry them.
+    pub redact_headers: Vec<String>,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +46,9 @@ impl Default for ApiConfig {
             max_page: 500,
             max_replay: 10_000,
             rate_limit: RateLimitConfig::default(),
+            redact_headers: ["authorization", "proxy-authorization", "cookie", "x-api-key"]
+                .map(String::from)
+                .to_vec(),
         }
     }
 }

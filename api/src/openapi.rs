@@ -18,6 +18,7 @@ use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
         tasks::retry,
         tasks::cancel,
         tasks::replay,
+        tasks::replay_one,
         brokers::register,
         brokers::list,
         brokers::view,

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bida_domain::task::{Submission, TaskDetail, TaskStatus, TaskSummary};
+use bida_domain::task::{RequestEdit, Submission, TaskDetail, TaskStatus, TaskSummary};
 use bida_projections::{TaskCursor, TaskFilter, TaskList};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(web::resource("/v1/tasks/{id}").route(web::get().to(detail)))
         .service(web::resource("/v1/tasks/{id}/events").route(web::get().to(events)))
         .service(web::resource("/v1/tasks/{id}/retry").route(web::post().to(retry)))
-        .service(web::resource("/v1/tasks/{id}/cancel").route(web::post().to(cancel)));
+        .service(web::resource("/v1/tasks/{id}/cancel").route(web::post().to(cancel)))
+        .service(web::resource("/v1/tasks/{id}/replay").route(web::post().to(replay_one)));
 }
 
 /// Submit a callback task.
@@ -100,9 +101,13 @@ pub async fn detail(
 ) -> Result<HttpResponse, Problem> {
     let caller = caller(&request)?;
     match state.tasks.detail(&id).await? {
-        Some(detail) if visible(&caller, detail.summary.source_app.as_deref()) => Ok(HttpResponse::Ok().json(detail)),
+        Some(detail) if visible(&caller, detail.summary.source_app.as_deref()) => Ok(shown(&state, &detail)),
         _ => Err(Problem::not_found(format!("no task with id {id}"))),
     }
+}
+
+fn shown(state: &ApiState, detail: &TaskDetail) -> HttpResponse {
+    HttpResponse::Ok().json(history::shown_task(detail, &state.config.redact_headers))
 }
 
 /// Whether a task of `source_app` is visible to the caller; a producer's
@@ -237,7 +242,7 @@ pub async fn events(
     )
 )]
 pub async fn retry(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
-    Ok(HttpResponse::Ok().json(state.tasks.retry(&id).await?))
+    Ok(shown(&state, &state.tasks.retry(&id).await?))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -264,7 +269,7 @@ pub async fn cancel(
     body: JsonBody<Option<CancelRequest>>,
 ) -> Result<HttpResponse, Problem> {
     let reason = body.0.unwrap_or_default().reason;
-    Ok(HttpResponse::Ok().json(state.tasks.cancel(&id, reason).await?))
+    Ok(shown(&state, &state.tasks.cancel(&id, reason).await?))
 }
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -369,4 +374,27 @@ pub async fn replay(
         }
     }
     Ok(HttpResponse::build(StatusCode::OK).json(outcome))
+}
+
+/// Deliver a dead or cancelled task again, optionally fixing its request
+/// first (`url`, `headers`, `body` or `body_base64`). The change is recorded
+/// with who made it; the original request stays in the task's history.
+#[utoipa::path(
+    post, path = "/v1/tasks/{id}/replay", tag = "tasks",
+    params(("id" = String, Path, description = "Task id")),
+    request_body(content = Option<RequestEdit>, description = "Optional changes"),
+    responses(
+        (status = 200, description = "The task, due now", body = TaskDetail),
+        (status = 400, description = "Not JSON, or a field of the wrong type", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task is not dead or cancelled", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "The edited request is not valid", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub async fn replay_one(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    body: JsonBody<Option<RequestEdit>>,
+) -> Result<HttpResponse, Problem> {
+    Ok(shown(&state, &state.tasks.replay(&id, body.0).await?))
 }

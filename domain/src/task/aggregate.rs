@@ -107,13 +107,13 @@ impl CallbackTask {
                         action: "retry",
                         status: self.status,
                     }),
-                    _ => Ok(vec![TaskEvent::RetryRequested { at }]),
+                    _ => Ok(vec![TaskEvent::RetryRequested { at, request: None }]),
                 }
             }
-            TaskCommand::Replay { at } => {
+            TaskCommand::Replay { at, request } => {
                 self.spec.as_ref().ok_or(TaskError::NotFound)?;
                 match self.status {
-                    TaskStatus::Dead | TaskStatus::Cancelled => Ok(vec![TaskEvent::RetryRequested { at }]),
+                    TaskStatus::Dead | TaskStatus::Cancelled => Ok(vec![TaskEvent::RetryRequested { at, request }]),
                     status => Err(TaskError::InvalidState {
                         action: "replay",
                         status,
@@ -218,7 +218,13 @@ impl CallbackTask {
                 self.status = TaskStatus::Cancelled;
                 self.next_attempt_at = None;
             }
-            TaskEvent::RetryRequested { at } => {
+            TaskEvent::RetryRequested { at, request } => {
+                if let (Some(request), Some(spec)) = (request, &self.spec) {
+                    self.spec = Some(Arc::new(TaskSpec {
+                        request: super::DeliveryRequest::clone(request),
+                        ..TaskSpec::clone(spec)
+                    }));
+                }
                 self.status = TaskStatus::Retrying;
                 self.round_failures = 0;
                 self.next_attempt_at = Some(*at);
@@ -576,11 +582,17 @@ mod tests {
         Framework::with(())
             .given(dead.clone())
             .when(TaskCommand::Retry { at: t0() })
-            .then_expect_events(vec![TaskEvent::RetryRequested { at: t0() }]);
+            .then_expect_events(vec![TaskEvent::RetryRequested {
+                at: t0(),
+                request: None,
+            }]);
 
         // In the new round, one more failure is allowed before dead-lettering again.
         let mut task = CallbackTask::from_events(&dead);
-        task.apply_event(&TaskEvent::RetryRequested { at: t0() });
+        task.apply_event(&TaskEvent::RetryRequested {
+            at: t0(),
+            request: None,
+        });
         assert_eq!(task.status(), TaskStatus::Retrying);
         assert_eq!(task.next_attempt_at(), Some(t0()));
         let events = task.decide(TaskCommand::RecordAttempt(report(2, 200))).unwrap();
@@ -602,14 +614,26 @@ mod tests {
         ];
         Framework::with(())
             .given(dead.clone())
-            .when(TaskCommand::Replay { at: t0() })
-            .then_expect_events(vec![TaskEvent::RetryRequested { at: t0() }]);
+            .when(TaskCommand::Replay {
+                at: t0(),
+                request: None,
+            })
+            .then_expect_events(vec![TaskEvent::RetryRequested {
+                at: t0(),
+                request: None,
+            }]);
         // A second replay racing the first finds the task retrying already.
         let mut replayed = dead;
-        replayed.push(TaskEvent::RetryRequested { at: t0() });
+        replayed.push(TaskEvent::RetryRequested {
+            at: t0(),
+            request: None,
+        });
         Framework::with(())
             .given(replayed)
-            .when(TaskCommand::Replay { at: t0() })
+            .when(TaskCommand::Replay {
+                at: t0(),
+                request: None,
+            })
             .then_expect_error(TaskError::InvalidState {
                 action: "replay",
                 status: TaskStatus::Retrying,
@@ -631,7 +655,14 @@ mod tests {
             submitted_at: t0(),
             attempt: record(1, 200, None),
         };
-        for event in [submitted(1), delivered, TaskEvent::RetryRequested { at: t0() }] {
+        for event in [
+            submitted(1),
+            delivered,
+            TaskEvent::RetryRequested {
+                at: t0(),
+                request: None,
+            },
+        ] {
             let json = serde_json::to_value(&event).unwrap();
             assert!(json.get(event.name()).is_some(), "{json}");
             let back: TaskEvent = serde_json::from_value(json).unwrap();

@@ -1,7 +1,7 @@
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
 
-use super::TaskSpec;
+use super::{DeliveryRequest, TaskSpec};
 use crate::Observation;
 
 #[derive(Clone, Debug, PartialEq)]
@@ -32,6 +32,8 @@ pub enum TaskCommand {
     /// refused for tasks still pending or retrying, so replays cannot stack.
     Replay {
         at: DateTime<Utc>,
+        /// The request to deliver instead (a fixed URL, headers or body).
+        request: Option<Arc<DeliveryRequest>>,
     },
 }
 

@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use super::TaskSpec;
+use super::{DeliveryRequest, TaskSpec};
 
 /// Everything that happens to a callback task. The first event carries the
 /// whole spec (payload included), so the events alone can redeliver a task
@@ -42,9 +42,12 @@ pub enum TaskEvent {
         at: DateTime<Utc>,
     },
     /// An operator asked for the task to be delivered again: a new round of
-    /// `max_attempts` starts now.
+    /// `max_attempts` starts now, to the amended request if there is one
+    /// (the original stays in `TaskSubmitted`).
     RetryRequested {
         at: DateTime<Utc>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<Arc<DeliveryRequest>>,
     },
 }
 
@@ -103,7 +106,7 @@ impl TaskEvent {
             | Self::MessageDelivered { attempt, .. } => {
                 attempt.started_at + chrono::Duration::milliseconds(attempt.latency_ms as i64)
             }
-            Self::TaskDeadLettered { at, .. } | Self::TaskCancelled { at, .. } | Self::RetryRequested { at } => *at,
+            Self::TaskDeadLettered { at, .. } | Self::TaskCancelled { at, .. } | Self::RetryRequested { at, .. } => *at,
         }
     }
 

@@ -16,7 +16,7 @@ pub use errors::TaskError;
 pub use events::{AttemptRecord, TaskEvent};
 pub use spec::{DeliveryPolicy, DeliveryRequest, Method, Origin, TaskSpec};
 pub use status::TaskStatus;
-pub use submission::{BackoffInput, Limits, Submission, TaskDefaults, RESERVED_HEADERS};
+pub use submission::{BackoffInput, Limits, RequestEdit, Submission, TaskDefaults, RESERVED_HEADERS};
 pub use view::{TaskDetail, TaskSummary};
 
 mod schedule;

@@ -28,7 +28,7 @@ impl ScheduleChange {
                 next_attempt_at: Some(at),
                 ..
             }
-            | TaskEvent::RetryRequested { at } => Self::Due(*at),
+            | TaskEvent::RetryRequested { at, .. } => Self::Due(*at),
             TaskEvent::AttemptFailed {
                 next_attempt_at: None, ..
             }
@@ -49,12 +49,12 @@ mod tests {
         let now = Utc::now();
         assert_eq!(ScheduleChange::after(&[]), None);
         assert_eq!(
-            ScheduleChange::after(&[TaskEvent::RetryRequested { at: now }]),
+            ScheduleChange::after(&[TaskEvent::RetryRequested { at: now, request: None }]),
             Some(ScheduleChange::Due(now))
         );
         assert_eq!(
             ScheduleChange::after(&[
-                TaskEvent::RetryRequested { at: now },
+                TaskEvent::RetryRequested { at: now, request: None },
                 TaskEvent::TaskCancelled { reason: None, at: now },
             ]),
             Some(ScheduleChange::Clear)

@@ -577,3 +577,92 @@ mod tests {
         assert_eq!(fields(both.unwrap_err()), ["delay_ms"]);
     }
 }
+
+/// Changes to a dead or cancelled task's request before it is delivered
+/// again (a wrong URL, a bad payload); absent fields stay as they were.
+#[derive(Clone, Debug, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RequestEdit {
+    pub url: Option<String>,
+    /// Replaces every extra header.
+    pub headers: Option<BTreeMap<String, String>>,
+    /// A raw text body.
+    pub body: Option<String>,
+    /// A raw binary body, base64-encoded.
+    pub body_base64: Option<String>,
+}
+
+impl RequestEdit {
+    /// The request with these changes, checked as a submission is.
+    pub fn over(
+        self,
+        current: &DeliveryRequest,
+        defaults: &TaskDefaults,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryRequest, ValidationErrors> {
+        let keeps_body = self.body.is_none() && self.body_base64.is_none();
+        let submission = Submission {
+            url: self.url.unwrap_or_else(|| current.url.clone()),
+            method: Some(current.method.as_str().to_string()),
+            headers: self.headers.unwrap_or_else(|| current.headers.clone()),
+            body: self.body,
+            body_base64: match (keeps_body, &current.body) {
+                (true, Some(body)) => Some(BASE64.encode(body.as_bytes())),
+                _ => self.body_base64,
+            },
+            ..Submission::default()
+        };
+        submission
+            .into_spec(String::new(), None, defaults, limits, now)
+            .map(|spec| spec.request)
+    }
+}
+
+#[cfg(test)]
+mod edit_tests {
+    use super::*;
+
+    fn request() -> DeliveryRequest {
+        Submission {
+            url: "https://old.example.com/cb".into(),
+            body: Some("{\"a\":1}".into()),
+            headers: BTreeMap::from([("x-tenant".into(), "7".into())]),
+            ..Submission::default()
+        }
+        .into_spec(
+            "m".into(),
+            None,
+            &TaskDefaults::default(),
+            &Limits::default(),
+            Utc::now(),
+        )
+        .unwrap()
+        .request
+    }
+
+    #[test]
+    fn an_edit_changes_only_what_it_names_and_is_checked() {
+        let (defaults, limits) = (TaskDefaults::default(), Limits::default());
+        let edit = RequestEdit {
+            url: Some("https://new.example.com/cb".into()),
+            ..RequestEdit::default()
+        };
+        let edited = edit.over(&request(), &defaults, &limits, Utc::now()).unwrap();
+        assert_eq!(edited.url, "https://new.example.com/cb");
+        assert_eq!(edited.body, request().body);
+        assert_eq!(edited.headers, request().headers);
+        let bad = RequestEdit {
+            url: Some("ftp://x".into()),
+            ..RequestEdit::default()
+        };
+        assert!(bad.over(&request(), &defaults, &limits, Utc::now()).is_err());
+        let body = RequestEdit {
+            body: Some("fixed".into()),
+            ..RequestEdit::default()
+        };
+        let edited = body.over(&request(), &defaults, &limits, Utc::now()).unwrap();
+        assert_eq!(edited.body.unwrap().as_bytes(), b"fixed");
+    }
+}

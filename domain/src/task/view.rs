@@ -85,7 +85,10 @@ impl TaskSummary {
             }
             TaskEvent::TaskDeadLettered { reason, .. } => self.finish(TaskStatus::Dead, Some(reason)),
             TaskEvent::TaskCancelled { reason, .. } => self.finish(TaskStatus::Cancelled, reason.as_ref()),
-            TaskEvent::RetryRequested { at } => {
+            TaskEvent::RetryRequested { at, request } => {
+                if let Some(request) = request {
+                    self.url.clone_from(&request.url);
+                }
                 self.status = TaskStatus::Retrying;
                 self.next_attempt_at = Some(*at);
                 self.finished_at = None;
@@ -133,6 +136,12 @@ impl TaskDetail {
             version: 1,
         };
         for event in events {
+            if let TaskEvent::RetryRequested {
+                request: Some(request), ..
+            } = event
+            {
+                detail.request = DeliveryRequest::clone(request);
+            }
             detail.summary.apply(event);
             detail.version += 1;
             if let Some(attempt) = event.attempt() {
