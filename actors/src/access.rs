@@ -91,6 +91,7 @@ pub struct CreatedApp {
 pub struct RotateRequest {
     /// Hours the current secret keeps signing beside the new one (0 to 720);
     /// `auth.signing_overlap_hours` by default.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 720))]
     pub overlap_hours: Option<u64>,
 }
 
@@ -117,6 +118,15 @@ pub struct AppPatch {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyRequest {
+    /// What the key is for: 1 to 100 characters, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
     pub role: Role,
 }

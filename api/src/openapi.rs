@@ -1,7 +1,9 @@
 use actix_web::HttpResponse;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
+use crate::problem::PROBLEM_JSON;
 use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
 
 #[derive(OpenApi)]
@@ -91,17 +93,46 @@ impl Modify for BearerKeys {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            for operation in [
+            let operations = [
                 &mut item.get,
                 &mut item.post,
                 &mut item.patch,
                 &mut item.put,
                 &mut item.delete,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            ];
+            for operation in operations.into_iter().flatten() {
                 operation.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
+                let mut common = vec![
+                    ("400", "Malformed: a path, query or body Bida cannot read"),
+                    ("401", "No key, or not a valid one"),
+                    ("403", "The key's role or network does not allow it"),
+                    ("429", "The key is over its rate (Retry-After says when to come back)"),
+                    ("503", "The event store is unavailable"),
+                ];
+                if path.contains('{') {
+                    common.push(("404", "No such resource"));
+                }
+                if operation.request_body.is_some() {
+                    common.push(("413", "Body over api.max_body_bytes"));
+                    common.push(("422", "Fields that are not valid here"));
+                }
+                for (status, description) in common {
+                    operation
+                        .responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| {
+                            let content = ContentBuilder::new()
+                                .schema(Some(Ref::from_schema_name("Problem")))
+                                .build();
+                            RefOr::T(
+                                ResponseBuilder::new()
+                                    .description(description)
+                                    .content(PROBLEM_JSON, content)
+                                    .build(),
+                            )
+                        });
+                }
             }
         }
     }

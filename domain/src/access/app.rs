@@ -15,6 +15,15 @@ const MAX_NAME: usize = 100;
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AppSpec {
+    /// 1 to 100 characters, not only spaces, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 100,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
     /// Networks its keys may be used from (CIDR, `10.1.0.0/16`); empty: anywhere.
     #[serde(default)]
@@ -26,8 +35,8 @@ impl AppSpec {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim();
-        if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-            errors.add("name", format!("must be 1 to {MAX_NAME} bytes of printable text"));
+        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+            errors.add("name", format!("must be 1 to {MAX_NAME} characters of printable text"));
         }
         if self.allowed_networks.len() > MAX_NETWORKS {
             errors.add("allowed_networks", format!("at most {MAX_NETWORKS} networks"));

@@ -55,8 +55,8 @@ impl KeyIssue {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim();
-        if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-            errors.add("name", format!("must be 1 to {MAX_NAME} bytes of printable text"));
+        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+            errors.add("name", format!("must be 1 to {MAX_NAME} characters of printable text"));
         }
         if self.role == Role::Producer && self.app_id.is_none() {
             errors.add(
