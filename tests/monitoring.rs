@@ -226,7 +226,7 @@ async fn read_models_and_metrics_show_exactly_the_workload() {
 
     // The node list shows this node, alive, with its report.
     let (_, nodes) = bida.get("/v1/nodes").await;
-    let node = &nodes.as_array().expect("nodes")[0];
+    let node = &nodes["items"].as_array().expect("nodes")[0];
     assert_eq!(node["alive"], true, "{nodes}");
     assert!(node["report"]["rss_bytes"].as_u64().unwrap_or(0) > 0, "{nodes}");
 

@@ -8,7 +8,8 @@ use bida_domain::access::{App, AppSpec};
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::json::JsonBody;
+use crate::json::{JsonBody, QueryParams};
+use crate::paging::{page, PageQuery};
 use crate::problem::Problem;
 use crate::{history, ApiState};
 
@@ -44,11 +45,17 @@ pub fn routes(config: &mut web::ServiceConfig) {
 #[derive(Serialize, ToSchema)]
 pub struct AppList {
     pub items: Vec<AppView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct KeyList {
     pub items: Vec<KeyView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Create an app: a system that submits tasks with its own keys. The answer
@@ -65,10 +72,17 @@ pub async fn create(state: web::Data<ApiState>, body: JsonBody<AppSpec>) -> Resu
 }
 
 /// Every app.
-#[utoipa::path(get, path = "/v1/apps", tag = "apps", responses((status = 200, body = AppList)))]
-pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+#[utoipa::path(get, path = "/v1/apps", tag = "apps", params(PageQuery), responses((status = 200, body = AppList)))]
+pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> Result<HttpResponse, Problem> {
+    let page = page(
+        state.access.apps().await?,
+        |a| a.id.clone(),
+        &query.0,
+        state.config.max_page,
+    )?;
     Ok(HttpResponse::Ok().json(AppList {
-        items: state.access.apps().await?,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -101,11 +115,15 @@ pub async fn delete(state: web::Data<ApiState>, id: web::Path<String>) -> Result
 }
 
 /// The app's history: who changed what, when.
-#[utoipa::path(get, path = "/v1/apps/{id}/events", tag = "apps", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/apps/{id}/events", tag = "apps", params(("id" = String, Path), PageQuery),
     responses((status = 200, body = history::EventHistory), (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn events(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+pub async fn events(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    query: QueryParams<PageQuery>,
+) -> Result<HttpResponse, Problem> {
     let stored = state.store.events_of(<App as cqrs_es::Aggregate>::TYPE, &id).await?;
-    history::answer(stored, "app", &id)
+    history::answer(stored, "app", &id, &query.0, state.config.max_page)
 }
 
 /// A new key of the app. The key is in this answer only: keep it.
@@ -121,11 +139,21 @@ pub async fn issue(
 }
 
 /// The app's keys (prefix, role, last use; never the key).
-#[utoipa::path(get, path = "/v1/apps/{id}/keys", tag = "apps", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/apps/{id}/keys", tag = "apps", params(("id" = String, Path), PageQuery),
     responses((status = 200, body = KeyList), (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn keys(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+pub async fn keys(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    query: QueryParams<PageQuery>,
+) -> Result<HttpResponse, Problem> {
+    key_page(&state, state.access.keys(Some(&id)).await?, &query.0)
+}
+
+fn key_page(state: &ApiState, keys: Vec<KeyView>, query: &PageQuery) -> Result<HttpResponse, Problem> {
+    let page = page(keys, |k| k.id.clone(), query, state.config.max_page)?;
     Ok(HttpResponse::Ok().json(KeyList {
-        items: state.access.keys(Some(&id)).await?,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -151,11 +179,12 @@ pub async fn issue_installation_key(
 }
 
 /// The installation-wide keys.
-#[utoipa::path(get, path = "/v1/keys", tag = "apps", responses((status = 200, body = KeyList)))]
-pub async fn installation_keys(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
-    Ok(HttpResponse::Ok().json(KeyList {
-        items: state.access.keys(None).await?,
-    }))
+#[utoipa::path(get, path = "/v1/keys", tag = "apps", params(PageQuery), responses((status = 200, body = KeyList)))]
+pub async fn installation_keys(
+    state: web::Data<ApiState>,
+    query: QueryParams<PageQuery>,
+) -> Result<HttpResponse, Problem> {
+    key_page(&state, state.access.keys(None).await?, &query.0)
 }
 
 /// Revoke an installation-wide key, on every node at once.

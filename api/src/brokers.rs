@@ -6,7 +6,8 @@ use bida_domain::broker::BrokerSpec;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::json::JsonBody;
+use crate::json::{JsonBody, QueryParams};
+use crate::paging::{page, PageQuery};
 use crate::problem::Problem;
 use crate::{history, ApiState};
 
@@ -31,6 +32,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
 #[derive(Serialize, ToSchema)]
 pub struct BrokerList {
     pub items: Vec<BrokerView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Register a broker: `{"name", "kind": "rabbitmq", "url"}` or `{"name", "kind": "kafka", "bootstrap_servers"}`.
@@ -47,11 +51,15 @@ pub async fn register(state: web::Data<ApiState>, body: JsonBody<BrokerSpec>) ->
         .json(view))
 }
 
-/// Every broker (without looking inside them).
-#[utoipa::path(get, path = "/v1/brokers", tag = "brokers", responses((status = 200, body = BrokerList)))]
-pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+/// Every broker (without looking inside them), a page at a time.
+#[utoipa::path(get, path = "/v1/brokers", tag = "brokers", params(PageQuery), responses((status = 200, body = BrokerList)))]
+pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> Result<HttpResponse, Problem> {
     let items = state.brokers.list().await?.into_iter().filter(|b| !b.deleted).collect();
-    Ok(HttpResponse::Ok().json(BrokerList { items }))
+    let page = page(items, |b| b.id.clone(), &query.0, state.config.max_page)?;
+    Ok(HttpResponse::Ok().json(BrokerList {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
 }
 
 /// A broker, its health (reachable now?) and what is inside it: Kafka topics
@@ -98,12 +106,16 @@ pub async fn online(state: web::Data<ApiState>, id: web::Path<String>) -> Result
 }
 
 /// The broker's history: who changed what, when (passwords masked).
-#[utoipa::path(get, path = "/v1/brokers/{id}/events", tag = "brokers", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/brokers/{id}/events", tag = "brokers", params(("id" = String, Path), PageQuery),
     responses((status = 200, body = history::EventHistory), (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn events(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+pub async fn events(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    query: QueryParams<PageQuery>,
+) -> Result<HttpResponse, Problem> {
     let stored = state
         .store
         .events_of(<bida_domain::broker::Broker as cqrs_es::Aggregate>::TYPE, &id)
         .await?;
-    history::answer(stored, "broker", &id)
+    history::answer(stored, "broker", &id, &query.0, state.config.max_page)
 }

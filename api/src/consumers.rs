@@ -8,7 +8,8 @@ use serde::Serialize;
 use std::time::Duration;
 use utoipa::ToSchema;
 
-use crate::json::JsonBody;
+use crate::json::{JsonBody, QueryParams};
+use crate::paging::{page, PageQuery};
 use crate::problem::Problem;
 use crate::{history, ApiState};
 
@@ -35,6 +36,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
 #[derive(Serialize, ToSchema)]
 pub struct ConsumerList {
     pub items: Vec<ConsumerView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// Create a consumer: a source on a broker bound to an endpoint with a delivery
@@ -50,11 +54,18 @@ pub async fn create(state: web::Data<ApiState>, body: JsonBody<ConsumerInput>) -
         .json(view))
 }
 
-/// Every consumer, without live lag.
-#[utoipa::path(get, path = "/v1/consumers", tag = "consumers", responses((status = 200, body = ConsumerList)))]
-pub async fn list(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+/// Every consumer, without live lag, a page at a time.
+#[utoipa::path(get, path = "/v1/consumers", tag = "consumers", params(PageQuery), responses((status = 200, body = ConsumerList)))]
+pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> Result<HttpResponse, Problem> {
+    let page = page(
+        state.consumers.list().await?,
+        |c| c.id.clone(),
+        &query.0,
+        state.config.max_page,
+    )?;
     Ok(HttpResponse::Ok().json(ConsumerList {
-        items: state.consumers.list().await?,
+        items: page.items,
+        next_cursor: page.next_cursor,
     }))
 }
 
@@ -144,12 +155,16 @@ pub async fn replay_lane(
 }
 
 /// The consumer's history: who changed what, when (credentials masked).
-#[utoipa::path(get, path = "/v1/consumers/{id}/events", tag = "consumers", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/consumers/{id}/events", tag = "consumers", params(("id" = String, Path), PageQuery),
     responses((status = 200, body = history::EventHistory), (status = 404, body = Problem, content_type = "application/problem+json")))]
-pub async fn events(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
+pub async fn events(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    query: QueryParams<PageQuery>,
+) -> Result<HttpResponse, Problem> {
     let stored = state
         .store
         .events_of(<bida_domain::consumer::Consumer as cqrs_es::Aggregate>::TYPE, &id)
         .await?;
-    history::answer(stored, "consumer", &id)
+    history::answer(stored, "consumer", &id, &query.0, state.config.max_page)
 }

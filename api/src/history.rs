@@ -8,6 +8,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::paging::{numeric_key, page, PageQuery};
 use crate::problem::Problem;
 
 /// Field names whose values are credentials, wherever they appear.
@@ -30,14 +31,25 @@ pub struct EventRecord {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct EventHistory {
     pub events: Vec<EventRecord>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
-/// The history of one aggregate; 404 when it has no events.
-pub fn answer(stored: Vec<StoredEvent>, what: &str, id: &str) -> Result<HttpResponse, Problem> {
+/// A page of the history of one aggregate, oldest first; 404 when it has no events.
+pub fn answer(
+    stored: Vec<StoredEvent>,
+    what: &str,
+    id: &str,
+    query: &PageQuery,
+    max: i64,
+) -> Result<HttpResponse, Problem> {
     if stored.is_empty() {
         return Err(Problem::not_found(format!("no {what} with id {id}")));
     }
+    let stored = page(stored, |e| numeric_key(e.sequence), query, max)?;
     let events = stored
+        .items
         .into_iter()
         .map(|e| {
             let mut payload = e
@@ -57,7 +69,10 @@ pub fn answer(stored: Vec<StoredEvent>, what: &str, id: &str) -> Result<HttpResp
             }
         })
         .collect();
-    Ok(HttpResponse::Ok().json(EventHistory { events }))
+    Ok(HttpResponse::Ok().json(EventHistory {
+        events,
+        next_cursor: stored.next_cursor,
+    }))
 }
 
 fn is_secret_name(name: &str) -> bool {

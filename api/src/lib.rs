@@ -11,6 +11,7 @@ mod history;
 mod json;
 mod monitoring;
 mod openapi;
+mod paging;
 mod problem;
 mod tasks;
 

@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::json::QueryParams;
+use crate::paging::{page, PageQuery};
 use crate::problem::Problem;
 use crate::ApiState;
 
@@ -141,9 +142,10 @@ pub struct NodeView {
 /// CPU and actors (as it last reported them).
 #[utoipa::path(
     get, path = "/v1/nodes", tag = "monitoring",
-    responses((status = 200, body = [NodeView]))
+    params(PageQuery),
+    responses((status = 200, body = NodeList))
 )]
-pub async fn nodes(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+pub async fn nodes(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> Result<HttpResponse, Problem> {
     let nodes = state.store.nodes().await.map_err(|e| {
         let status = if e.is_transient() {
             StatusCode::SERVICE_UNAVAILABLE
@@ -162,7 +164,24 @@ pub async fn nodes(state: web::Data<ApiState>) -> Result<HttpResponse, Problem> 
             info,
         })
         .collect();
-    Ok(HttpResponse::Ok().json(views))
+    let page = page(
+        views,
+        |n| format!("{}\n{}", n.info.name, n.info.id),
+        &query.0,
+        state.config.max_page,
+    )?;
+    Ok(HttpResponse::Ok().json(NodeList {
+        items: page.items,
+        next_cursor: page.next_cursor,
+    }))
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeList {
+    pub items: Vec<NodeView>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 /// This node's metrics as Prometheus text (see docs/metrics.md).

@@ -12,6 +12,7 @@ use bida_actors::TaskServiceError;
 
 use crate::access::caller;
 use crate::json::{JsonBody, QueryParams};
+use crate::paging::PageQuery;
 use crate::problem::Problem;
 use crate::{history, ApiState};
 use bida_domain::access::Caller;
@@ -208,7 +209,7 @@ pub async fn list(
 /// The task's raw event history, oldest first.
 #[utoipa::path(
     get, path = "/v1/tasks/{id}/events", tag = "tasks",
-    params(("id" = String, Path, description = "Task id")),
+    params(("id" = String, Path, description = "Task id"), PageQuery),
     responses(
         (status = 200, description = "The events", body = history::EventHistory),
         (status = 404, description = "No such task", body = Problem, content_type = "application/problem+json"),
@@ -218,6 +219,7 @@ pub async fn events(
     state: web::Data<ApiState>,
     request: HttpRequest,
     id: web::Path<String>,
+    query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
     let caller = caller(&request)?;
     if caller.only_app().is_some() {
@@ -226,7 +228,8 @@ pub async fn events(
             return Err(Problem::not_found(format!("no task with id {id}")));
         }
     }
-    history::answer(state.tasks.events(&id).await?, "task", &id)
+    let stored = state.tasks.events(&id).await?;
+    history::answer(stored, "task", &id, &query.0, state.config.max_page)
 }
 
 /// Deliver a task again now (manual compensation): a dead, cancelled or
