@@ -27,6 +27,12 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         .map(bida_actors::secrets::Sealer::from_base64)
         .transpose()
         .context("secret_key")?;
+    if sealer.is_none() {
+        tracing::warn!(
+            "no secret_key (BIDA_SECRET_KEY): apps get no signing secret and broker passwords are \
+             recorded in plain text; set one (`openssl rand -base64 32`) before putting Bida on a network"
+        );
+    }
     let node = Node::start(
         store.clone(),
         NodeConfig {
