@@ -85,10 +85,19 @@ fn run_async(work: impl std::future::Future<Output = anyhow::Result<()>>) -> any
         .block_on(work)
 }
 
+/// The effective configuration, keys and secrets shown as `***`.
 fn print_config(config: &Config) -> anyhow::Result<()> {
+    let mut shown = config.clone();
+    let hide = |value: &mut Option<String>| {
+        if value.is_some() {
+            *value = Some("***".into());
+        }
+    };
+    hide(&mut shown.secret_key);
+    hide(&mut shown.auth.bootstrap_admin_key);
     print!(
         "{}",
-        toml::to_string(config).context("cannot render the configuration")?
+        toml::to_string(&shown).context("cannot render the configuration")?
     );
     Ok(())
 }

@@ -68,6 +68,14 @@ pub enum Alert {
     },
 }
 
+/// A webhook URL without its query, user or password, for logs.
+fn shown_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(url) => format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or_default(), url.path()),
+        Err(_) => "(unparsable URL)".into(),
+    }
+}
+
 /// Crashes in a row worth telling: the third, then every tenth.
 fn worth_telling(consecutive: u32) -> bool {
     consecutive == 3 || (consecutive > 3 && consecutive % 10 == 0)
@@ -262,10 +270,13 @@ impl Notifier {
     /// notification channel must not hold back later notifications.
     async fn post(&self, webhook: &NotifyWebhook, message: &Value) {
         let attempts = self.config.attempts.max(1);
+        // Robot URLs carry their token (DingTalk's `access_token`, WeCom's
+        // `key`): logs name the host and path only.
+        let shown = shown_url(&webhook.url);
         for attempt in 1..=attempts {
             let literal = url::Url::parse(&webhook.url).map(|url| self.egress.check_url(&url));
             if let Ok(Err(blocked)) = literal {
-                return tracing::error!(url = %webhook.url, error = %blocked, "failure notification not sent");
+                return tracing::error!(url = %shown, error = %blocked, "failure notification not sent");
             }
             let outcome = match self.client.post(&webhook.url).json(message).send().await {
                 Ok(response) if response.status().is_success() => match webhook.format {
@@ -274,16 +285,16 @@ impl Notifier {
                     NotifyFormat::Dingtalk | NotifyFormat::Wecom => robot_verdict(response.json::<Value>().await.ok()),
                 },
                 Ok(response) => Err(format!("HTTP {}", response.status())),
-                Err(e) => Err(e.to_string()),
+                Err(e) => Err(e.without_url().to_string()),
             };
             match outcome {
                 Ok(()) => return,
                 Err(e) if attempt < attempts => {
-                    tracing::warn!(url = %webhook.url, attempt, error = %e, "failure notification not accepted; retrying");
+                    tracing::warn!(url = %shown, attempt, error = %e, "failure notification not accepted; retrying");
                     tokio::time::sleep(Duration::from_millis(500 << attempt.min(6))).await;
                 }
                 Err(e) => {
-                    tracing::error!(url = %webhook.url, error = %e, "failure notification dropped after {attempts} attempts")
+                    tracing::error!(url = %shown, error = %e, "failure notification dropped after {attempts} attempts")
                 }
             }
         }
@@ -411,6 +422,13 @@ fn markdown(title: &str, alert: &Alert) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn robot_tokens_stay_out_of_logs() {
+        let shown = shown_url("https://oapi.dingtalk.com/robot/send?access_token=s3cr3t");
+        assert_eq!(shown, "https://oapi.dingtalk.com/robot/send");
+        assert!(!shown_url("https://u:pw@h/x?key=k").contains("pw"));
+    }
 
     fn letter(n: u32) -> DeadLetter {
         DeadLetter {
