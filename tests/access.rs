@@ -272,14 +272,7 @@ async fn every_change_records_who_made_it_and_from_where() {
     assert!(!broker.to_string().contains("s3cr3t-pass"));
     let (_, listed) = bida.get("/v1/brokers").await;
     assert!(!listed.to_string().contains("s3cr3t-pass"));
-    let rows: Vec<String> = sqlx::query_scalar("SELECT payload::text FROM events WHERE aggregate_type = 'broker'")
-        .fetch_all(
-            &mut <sqlx::PgConnection as sqlx::Connection>::connect(&bida.db_url)
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let rows = bida.stored_payloads(Some("broker")).await;
     assert!(rows.iter().all(|row| !row.contains("s3cr3t-pass")), "{rows:?}");
     assert!(rows[0].contains("sealed.v1."), "{rows:?}");
     assert!(!bida.log().contains("s3cr3t-pass"), "a password in the log");

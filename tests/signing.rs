@@ -156,14 +156,7 @@ async fn deliveries_verify_with_the_official_library_through_a_rotation() {
     // Secrets never appear in GET answers nor in the event store.
     let (_, app) = bida.get(&format!("/v1/apps/{}", shop.id)).await;
     let (_, history) = bida.get(&format!("/v1/apps/{}/events", shop.id)).await;
-    let rows: Vec<String> = sqlx::query_scalar("SELECT payload::text FROM events")
-        .fetch_all(
-            &mut <sqlx::PgConnection as sqlx::Connection>::connect(&bida.db_url)
-                .await
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let rows = bida.stored_payloads(None).await;
     for secret in [&shop.secret, &new, &newest] {
         let bare = secret.trim_start_matches("whsec_");
         assert!(!app.to_string().contains(bare));

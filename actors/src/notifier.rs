@@ -71,7 +71,12 @@ pub enum Alert {
 /// A webhook URL without its query, user or password, for logs.
 fn shown_url(text: &str) -> String {
     match url::Url::parse(text) {
-        Ok(url) => format!("{}://{}{}", url.scheme(), url.host_str().unwrap_or_default(), url.path()),
+        Ok(url) => format!(
+            "{}://{}{}",
+            url.scheme(),
+            url.host_str().unwrap_or_default(),
+            url.path()
+        ),
         Err(_) => "(unparsable URL)".into(),
     }
 }

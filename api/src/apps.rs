@@ -122,8 +122,7 @@ pub async fn events(
     id: web::Path<String>,
     query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let stored = state.store.events_of(<App as cqrs_es::Aggregate>::TYPE, &id).await?;
-    history::answer(stored, "app", &id, &query.0, state.config.max_page)
+    history::of::<App>(&state, &id, &query.0, "app").await
 }
 
 /// A new key of the app. The key is in this answer only: keep it.

@@ -113,9 +113,5 @@ pub async fn events(
     id: web::Path<String>,
     query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let stored = state
-        .store
-        .events_of(<bida_domain::broker::Broker as cqrs_es::Aggregate>::TYPE, &id)
-        .await?;
-    history::answer(stored, "broker", &id, &query.0, state.config.max_page)
+    history::of::<bida_domain::broker::Broker>(&state, &id, &query.0, "broker").await
 }

@@ -162,9 +162,5 @@ pub async fn events(
     id: web::Path<String>,
     query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
-    let stored = state
-        .store
-        .events_of(<bida_domain::consumer::Consumer as cqrs_es::Aggregate>::TYPE, &id)
-        .await?;
-    history::answer(stored, "consumer", &id, &query.0, state.config.max_page)
+    history::of::<bida_domain::consumer::Consumer>(&state, &id, &query.0, "consumer").await
 }

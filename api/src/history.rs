@@ -36,6 +36,17 @@ pub struct EventHistory {
     pub next_cursor: Option<String>,
 }
 
+/// A page of the history of aggregate `id` of type `A` (`what` names it in a 404).
+pub async fn of<A: cqrs_es::Aggregate>(
+    state: &crate::ApiState,
+    id: &str,
+    query: &PageQuery,
+    what: &str,
+) -> Result<HttpResponse, Problem> {
+    let stored = state.store.events_of(A::TYPE, id).await?;
+    answer(stored, what, id, query, state.config.max_page)
+}
+
 /// A page of the history of one aggregate, oldest first; 404 when it has no events.
 pub fn answer(
     stored: Vec<StoredEvent>,

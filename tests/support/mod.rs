@@ -217,6 +217,18 @@ impl Bida {
         read(response).await
     }
 
+    /// The payloads of every event of `aggregate_type` (all with `None`), as
+    /// the event store holds them.
+    pub async fn stored_payloads(&self, aggregate_type: Option<&str>) -> Vec<String> {
+        use sqlx::Connection;
+        let mut db = sqlx::PgConnection::connect(&self.db_url).await.expect("database");
+        sqlx::query_scalar("SELECT payload::text FROM events WHERE $1::text IS NULL OR aggregate_type = $1")
+            .bind(aggregate_type)
+            .fetch_all(&mut db)
+            .await
+            .expect("events")
+    }
+
     pub async fn delete(&self, path: &str) -> (u16, Value) {
         let response = self
             .http
