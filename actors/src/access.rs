@@ -175,6 +175,9 @@ struct Remembered {
 struct Memory {
     callers: HashMap<KeyHash, Remembered>,
     used: HashMap<String, DateTime<Utc>>,
+    /// Counts the times everything was forgotten: a key looked up before a
+    /// change and remembered after it would outlive its revocation.
+    forgotten: u64,
 }
 
 #[derive(Clone)]
@@ -256,6 +259,7 @@ impl AccessService {
     fn forget(&self) {
         if let Ok(mut memory) = self.memory.lock() {
             memory.callers.clear();
+            memory.forgotten += 1;
         }
     }
 
@@ -275,7 +279,9 @@ impl AccessService {
     pub async fn authenticate(&self, presented: &str) -> Result<Caller, Refusal> {
         let hash = KeyHash::of(presented);
         let now = Instant::now();
+        let mut generation = 0;
         if let Ok(mut memory) = self.memory.lock() {
+            generation = memory.forgotten;
             let fresh = memory
                 .callers
                 .get(&hash)
@@ -289,6 +295,11 @@ impl AccessService {
         let caller = self.look_up(&hash).await?.ok_or(Refusal::UnknownKey)?;
         if let Ok(mut memory) = self.memory.lock() {
             memory.used.insert(caller.key_id.clone(), Utc::now());
+            if memory.forgotten != generation {
+                // Something changed while the key was read: answer from what
+                // was read, remember nothing.
+                return Ok(caller);
+            }
             memory.callers.insert(
                 hash,
                 Remembered {
@@ -332,7 +343,9 @@ impl AccessService {
         }))
     }
 
+    /// Forgets here at once, and tells the other nodes.
     async fn announce(&self) {
+        self.forget();
         // The change is recorded; if the announcement is lost, nodes still
         // drop what they remembered within `cache_ttl_ms`.
         if let Err(e) = self.store.announce_access_change().await {
