@@ -178,3 +178,46 @@ async fn tasks_of_no_app_go_unsigned() {
     assert!(receiver.wait_for_hits(1, Duration::from_secs(20)).await);
     assert!(receiver.hits()[0].header("webhook-signature").is_none());
 }
+
+#[tokio::test]
+async fn a_consumers_deliveries_are_signed_with_its_apps_secret() {
+    use bida_testkit::rabbit::{self, TestQueue};
+    let receiver = Receiver::ok().await;
+    let queue = TestQueue::declare().await;
+    let bida = Bida::start("").await;
+    let shop = shop(&bida).await;
+    let (status, broker) = bida
+        .post(
+            "/v1/brokers",
+            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{broker}");
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "orders", "broker_id": broker["id"], "source": {"queue": queue.name},
+                   "endpoint": {"url": receiver.url("/mq")}, "app_id": "no-such-app"}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, consumer) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "orders", "broker_id": broker["id"], "source": {"queue": queue.name},
+                   "endpoint": {"url": receiver.url("/mq")}, "app_id": shop.id}),
+        )
+        .await;
+    assert_eq!(status, 201, "{consumer}");
+    queue
+        .publish([(Some("order-1".to_string()), br#"{"order": 1}"#.to_vec())])
+        .await;
+    assert!(
+        receiver.wait_for_hits(1, Duration::from_secs(30)).await,
+        "{}",
+        bida.log()
+    );
+    let hit = &receiver.hits()[0];
+    assert_eq!(&hit.body[..], br#"{"order": 1}"#);
+    assert!(verifies(hit, &shop.secret), "{:?}", hit.headers);
+}

@@ -192,6 +192,15 @@ impl ConsumerService {
         self.tasks
             .check_target("endpoint.url", &spec.endpoint.url)
             .map_err(AdminError::Invalid)?;
+        if let Some(app_id) = &spec.app_id {
+            let live = self.store.load_aggregate::<bida_domain::access::App>(app_id).await?;
+            if !live.is_some_and(|(app, _)| app.live().is_some()) {
+                return Err(AdminError::Invalid(ValidationErrors::single(
+                    "app_id",
+                    format!("no app with id {app_id}"),
+                )));
+            }
+        }
         // Two consumers in one Kafka group would each see only part of the messages.
         if let Source::Kafka(source) = &spec.source {
             let clash = self.store.load_all::<Consumer>().await?.into_iter().find(|(_, c, _)| {

@@ -361,6 +361,10 @@ pub struct ConsumerSpec {
     pub source: Source,
     pub endpoint: Endpoint,
     pub policy: ConsumerPolicy,
+    /// The app its messages belong to: their tasks' `source_app`, signed
+    /// with the app's secret.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_id: Option<String>,
 }
 
 /// A consumer as a client creates it (`POST /v1/consumers`).
@@ -374,6 +378,10 @@ pub struct ConsumerInput {
     pub endpoint: EndpointInput,
     #[serde(default)]
     pub policy: PolicyInput,
+    /// The app its messages belong to (`/v1/apps`): deliveries are signed
+    /// with its secret and counted as its traffic.
+    #[serde(default)]
+    pub app_id: Option<String>,
 }
 
 impl ConsumerInput {
@@ -394,6 +402,7 @@ impl ConsumerInput {
             source: source.ok_or_else(|| ValidationErrors::single("source", "is required"))?,
             endpoint,
             policy,
+            app_id: self.app_id,
         })
     }
 }
@@ -448,7 +457,7 @@ impl ConsumerSpec {
                 retry_on: self.policy.retry_on.clone(),
                 expect: self.policy.expect.clone(),
             },
-            source_app: None,
+            source_app: self.app_id.clone(),
             target_app: None,
             deliver_at: None,
             idempotency_key: None,
