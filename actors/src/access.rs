@@ -201,7 +201,8 @@ fn new_secret() -> String {
 }
 
 fn app_error(e: cqrs_es::AggregateError<AppError>) -> AdminError {
-    admin_error(e, |e| matches!(e, AppError::NotFound))
+    // A deleted app is gone for the API, as it is for the list.
+    admin_error(e, |e| matches!(e, AppError::NotFound | AppError::Deleted))
 }
 
 fn key_error(e: cqrs_es::AggregateError<KeyError>) -> AdminError {

@@ -93,14 +93,14 @@ impl Modify for BearerKeys {
             if !path.starts_with("/v1/") {
                 continue;
             }
-            let operations = [
-                &mut item.get,
-                &mut item.post,
-                &mut item.patch,
-                &mut item.put,
-                &mut item.delete,
-            ];
-            for operation in operations.into_iter().flatten() {
+            let reads = [&mut item.get].map(|operation| (false, operation));
+            let changes =
+                [&mut item.post, &mut item.patch, &mut item.put, &mut item.delete].map(|operation| (true, operation));
+            for (changes, operation) in reads
+                .into_iter()
+                .chain(changes)
+                .filter_map(|(changes, operation)| operation.as_mut().map(|o| (changes, o)))
+            {
                 operation.security = Some(vec![SecurityRequirement::new("api_key", Vec::<String>::new())]);
                 let mut common = vec![
                     ("400", "Malformed: a path, query or body Bida cannot read"),
@@ -111,6 +111,12 @@ impl Modify for BearerKeys {
                 ];
                 if path.contains('{') {
                     common.push(("404", "No such resource"));
+                }
+                if changes {
+                    common.push((
+                        "409",
+                        "Not possible in the current state, or changed concurrently: send it again",
+                    ));
                 }
                 if operation.request_body.is_some() {
                     common.push(("413", "Body over api.max_body_bytes"));
