@@ -242,13 +242,17 @@ pub async fn gate(
         }
     };
     let client_ip = request.peer_addr().map(|a| a.ip());
-    if let Some(ip) = client_ip {
-        if !caller.may_call_from(ip) {
-            return refuse(
-                request,
-                forbidden(format!("this key's app does not allow requests from {ip}")),
-            );
-        }
+    let from_allowed = match client_ip {
+        Some(ip) => caller.may_call_from(ip),
+        // An unknown address is in no allowed network.
+        None => caller.networks.is_empty(),
+    };
+    if !from_allowed {
+        let from = client_ip.map_or("an unknown address".to_string(), |ip| ip.to_string());
+        return refuse(
+            request,
+            forbidden(format!("this key's app does not allow requests from {from}")),
+        );
     }
     if !caller.may(need) {
         let detail = format!(

@@ -41,6 +41,7 @@ pub struct StatsParams {
     /// RFC 3339; default: now.
     to: Option<DateTime<Utc>>,
     /// Most series (the busiest first), 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
 }
 

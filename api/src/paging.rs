@@ -17,8 +17,8 @@ const DEFAULT_LIMIT: i64 = 100;
 #[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct PageQuery {
-    /// 1 to `api.max_page`; 100 by default.
-    #[param(minimum = 1)]
+    /// 1 to `api.max_page` (500 by default); 100 by default.
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
     pub cursor: Option<String>,

@@ -132,7 +132,8 @@ pub struct ListQuery {
     created_after: Option<DateTime<Utc>>,
     /// RFC 3339; tasks created before.
     created_before: Option<DateTime<Utc>>,
-    /// 1 to 500; 50 by default.
+    /// 1 to `api.max_page` (500 by default); 50 by default.
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
     cursor: Option<String>,
@@ -286,7 +287,9 @@ pub struct ReplayRequest {
     pub consumer_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
-    /// Most tasks to replay, oldest first; 1000 by default.
+    /// Most tasks to replay, oldest first; 1000 by default, at most
+    /// `api.max_replay` (10,000 by default).
+    #[schema(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
 }
 

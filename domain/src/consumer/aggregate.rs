@@ -49,7 +49,9 @@ pub enum OffsetReset {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PartitionOffset {
     pub topic: String,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub partition: i32,
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub offset: i64,
 }
 

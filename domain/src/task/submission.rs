@@ -50,11 +50,15 @@ pub struct Submission {
     /// Extra request headers.
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
-    /// Attempts before the task is dead-lettered (per round).
+    /// Attempts before the task is dead-lettered (per round); at most
+    /// `tasks.max_attempts_limit` (100 by default).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 100))]
     pub max_attempts: Option<u32>,
-    /// Per-attempt timeout in milliseconds.
+    /// Per-attempt timeout in milliseconds; at most `tasks.timeout_ms_limit`
+    /// (300,000 by default).
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 300000))]
     pub timeout_ms: Option<u64>,
     /// Retry schedule; missing fields take the configured defaults.
     #[serde(default)]
