@@ -1,7 +1,9 @@
 //! RabbitMQ through lapin: manual acknowledgement, prefetch tied to the
 //! consumer's concurrency. QoS is per consumer (quorum queues support nothing
 //! else), so a new prefetch takes a new subscription: the old one is cancelled
-//! and its buffered messages drain through the pipeline as usual. A paused
+//! first and its buffered messages drain through the pipeline before the new
+//! one is read. (Two subscriptions at once would share the queue round-robin,
+//! and reading both would reorder it: a key's messages out of order.) A paused
 //! source cancels its subscription and returns what it had buffered to the
 //! queue, for other nodes to take.
 //!
@@ -12,7 +14,6 @@
 use bida_domain::consumer::{RabbitmqSource as RabbitSpec, SourceMessage};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::stream::SelectAll;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
@@ -22,6 +23,7 @@ use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 use super::{clean_text, header_text, Acknowledge, Backlog, BacklogProbe, Incoming, Source, SourceError};
@@ -42,8 +44,9 @@ async fn connect(url: &str, name: &str) -> Result<Connection, SourceError> {
 pub struct RabbitSource {
     connection: Connection,
     channel: Channel,
-    /// The current subscription, and cancelled ones still draining.
-    streams: SelectAll<lapin::Consumer>,
+    /// The current subscription, after cancelled ones still draining, oldest
+    /// first: read in that order, they give the queue's order.
+    streams: VecDeque<lapin::Consumer>,
     current_tag: Option<String>,
     queue: String,
     tag_base: String,
@@ -98,7 +101,7 @@ impl RabbitSource {
         let mut source = Self {
             connection,
             channel,
-            streams: SelectAll::new(),
+            streams: VecDeque::new(),
             current_tag: None,
             queue: spec.queue.clone(),
             tag_base: consumer_tag.to_string(),
@@ -130,7 +133,7 @@ impl RabbitSource {
             )
             .await
             .map_err(broker_error)?;
-        self.streams.push(consumer);
+        self.streams.push_back(consumer);
         self.current_tag = Some(tag);
         Ok(())
     }
@@ -144,6 +147,19 @@ impl RabbitSource {
                 .map_err(|e| SourceError::Lost(e.to_string()))?;
         }
         Ok(())
+    }
+
+    /// The next delivery in queue order; `None` once every subscription ended.
+    async fn next_delivery(&mut self) -> Option<Result<lapin::message::Delivery, lapin::Error>> {
+        while let Some(oldest) = self.streams.front_mut() {
+            match oldest.next().await {
+                Some(delivery) => return Some(delivery),
+                None => {
+                    self.streams.pop_front();
+                }
+            }
+        }
+        None
     }
 
     fn incoming(&self, delivery: lapin::message::Delivery) -> Incoming {
@@ -237,7 +253,7 @@ impl Source for RabbitSource {
                 // Paused: nothing is subscribed (the pump does not ask then).
                 std::future::pending::<()>().await;
             }
-            match self.streams.next().await {
+            match self.next_delivery().await {
                 Some(Ok(delivery)) => {
                     return Ok(self.incoming(delivery));
                 }
@@ -259,7 +275,7 @@ impl Source for RabbitSource {
         self.unsubscribe().await?;
         // Hand back what was buffered and not yet taken by the pipeline.
         loop {
-            match tokio::time::timeout(std::time::Duration::from_secs(2), self.streams.next()).await {
+            match tokio::time::timeout(std::time::Duration::from_secs(2), self.next_delivery()).await {
                 Ok(Some(Ok(delivery))) => {
                     let requeue = BasicNackOptions {
                         requeue: true,
@@ -275,7 +291,7 @@ impl Source for RabbitSource {
                 Ok(None) | Err(_) => break,
             }
         }
-        self.streams = SelectAll::new();
+        self.streams.clear();
         Ok(())
     }
 
@@ -288,16 +304,10 @@ impl Source for RabbitSource {
         if self.paused {
             return Ok(());
         }
-        // The new subscription first, so that delivery does not pause.
-        let old = self.current_tag.take();
-        self.subscribe().await?;
-        if let Some(tag) = old {
-            self.channel
-                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-                .await
-                .map_err(|e| SourceError::Lost(e.to_string()))?;
-        }
-        Ok(())
+        // The old subscription ends before the new one starts: delivery waits
+        // a round trip, and the queue's order holds.
+        self.unsubscribe().await?;
+        self.subscribe().await
     }
 
     fn backlog_probe(&self) -> Arc<dyn BacklogProbe> {
@@ -582,4 +592,46 @@ struct MessageStats {
 struct RateDetails {
     #[serde(default)]
     rate: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sources::Source;
+    use bida_testkit::rabbit::{self, TestQueue};
+
+    /// A prefetch change while messages are buffered (the pump sets the
+    /// live prefetch right after connecting) must not reorder the queue.
+    #[tokio::test]
+    async fn a_new_prefetch_keeps_the_queues_order() {
+        let queue = TestQueue::declare().await;
+        queue
+            .publish((0..300).map(|n| (Some(format!("m{n}")), n.to_string().into_bytes())))
+            .await;
+        let spec = RabbitSpec {
+            queue: queue.name.clone(),
+            declare: false,
+            exchange: None,
+            routing_key: None,
+        };
+        let mut source = RabbitSource::connect(&rabbit::url(), &spec, "bida-test-order", 2)
+            .await
+            .expect("connect");
+        let mut seen = Vec::new();
+        for round in 0..30 {
+            // Prefetch changes while the old subscription holds messages.
+            source.set_prefetch(2 + (round % 3) * 40).await.expect("prefetch");
+            for _ in 0..10 {
+                let incoming = tokio::time::timeout(std::time::Duration::from_secs(10), source.next())
+                    .await
+                    .expect("a message in time")
+                    .expect("a message");
+                seen.push(String::from_utf8_lossy(&incoming.message.body).parse::<u32>().unwrap());
+                incoming.ack.ack().await.expect("ack");
+            }
+        }
+        let expected: Vec<u32> = (0..300).collect();
+        assert_eq!(seen, expected);
+        source.close().await;
+    }
 }
