@@ -8,7 +8,7 @@ use bida_domain::access::Role;
 use serde_json::{json, Value};
 use std::collections::BTreeSet;
 use std::time::Duration;
-use support::{api_client, read, until, Bida, Receiver, ADMIN_KEY};
+use support::{api_client, read, until, Bida, Receiver, Reply, ADMIN_KEY};
 
 /// A key of `role` (producers belong to `app`).
 async fn key(bida: &Bida, role: &str, app: Option<&str>) -> (String, String) {
@@ -462,4 +462,19 @@ async fn allowed_networks_open_internal_ranges_on_purpose() {
     // 10.0.0.0/8 is still refused.
     let (status, _) = bida.post("/v1/tasks", json!({"url": "http://10.1.2.3/x"})).await;
     assert_eq!(status, 422);
+}
+
+#[tokio::test]
+async fn a_redirect_to_an_internal_address_is_an_answer_not_an_instruction() {
+    // The endpoint (allowed on purpose) answers with a redirect to the cloud
+    // metadata address: Bida judges the 302 and goes nowhere else.
+    let receiver =
+        Receiver::start(|_, _| Reply::status(302).header("location", "http://169.254.169.254/latest/meta-data/")).await;
+    let bida = Bida::start("").await;
+    let id = bida
+        .submit(json!({"url": receiver.url("/moved"), "max_attempts": 1}))
+        .await;
+    let task = bida.wait_status(&id, "dead", Duration::from_secs(20)).await;
+    assert_eq!(task["attempts"][0]["status_code"], 302, "{task}");
+    assert_eq!(receiver.hit_count(), 1);
 }
