@@ -194,7 +194,7 @@ impl ConsumerService {
             .map_err(AdminError::Invalid)?;
         if let Some(app_id) = &spec.app_id {
             let live = self.store.load_aggregate::<bida_domain::access::App>(app_id).await?;
-            if !live.is_some_and(|(app, _)| app.live().is_some()) {
+            if live.is_none_or(|(app, _)| app.live().is_none()) {
                 return Err(AdminError::Invalid(ValidationErrors::single(
                     "app_id",
                     format!("no app with id {app_id}"),

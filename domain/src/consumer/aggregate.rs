@@ -56,6 +56,9 @@ pub struct PartitionOffset {
 }
 
 #[derive(Clone, Debug, PartialEq)]
+// A consumer's spec is its largest variant by far; commands and events are
+// few and short-lived, so boxing it would only make every match longer.
+#[allow(clippy::large_enum_variant)]
 pub enum ConsumerCommand {
     Create {
         spec: ConsumerSpec,
@@ -115,6 +118,9 @@ pub enum ConsumerCommand {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+// A consumer's spec is its largest variant by far; commands and events are
+// few and short-lived, so boxing it would only make every match longer.
+#[allow(clippy::large_enum_variant)]
 pub enum ConsumerEvent {
     ConsumerCreated {
         spec: ConsumerSpec,
