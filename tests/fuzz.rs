@@ -18,6 +18,9 @@ const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_co
 async fn the_api_matches_its_document_under_fuzzing() {
     let bida = Bida::start("").await;
     let examples = std::env::var("BIDA_TEST_FUZZ_EXAMPLES").unwrap_or_else(|_| "30".into());
+    // One seed by default, so that a run is repeatable; set another (or
+    // more examples) to explore further.
+    let seed = std::env::var("BIDA_TEST_FUZZ_SEED").unwrap_or_else(|_| "20261203".into());
     // schemathesis keeps a cache where it runs: not in the checkout.
     let scratch = std::env::temp_dir().join(format!("bida-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).expect("scratch dir");
@@ -28,7 +31,8 @@ async fn the_api_matches_its_document_under_fuzzing() {
         // one schema (a recursion in its code generator), not an answer of Bida's.
         .args(["--phases", "coverage,fuzzing,stateful", "--checks", CHECKS])
         .args(["-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
-        .args(["--max-examples", &examples, "--workers", "2", "--no-color"])
+        .args(["--max-examples", &examples, "--seed", &seed, "--workers", "2", "--no-color"])
+        .args(["--request-timeout", "30"])
         .output()
         .unwrap_or_else(|e| panic!("cannot run schemathesis' `st` ({e}): pip install schemathesis"));
     let report = String::from_utf8_lossy(&output.stdout);
