@@ -31,7 +31,15 @@ async fn the_api_matches_its_document_under_fuzzing() {
         // one schema (a recursion in its code generator), not an answer of Bida's.
         .args(["--phases", "coverage,fuzzing,stateful", "--checks", CHECKS])
         .args(["-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
-        .args(["--max-examples", &examples, "--seed", &seed, "--workers", "2", "--no-color"])
+        .args([
+            "--max-examples",
+            &examples,
+            "--seed",
+            &seed,
+            "--workers",
+            "2",
+            "--no-color",
+        ])
         .args(["--request-timeout", "30"])
         .output()
         .unwrap_or_else(|e| panic!("cannot run schemathesis' `st` ({e}): pip install schemathesis"));
