@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -212,24 +211,7 @@ impl App {
     }
 }
 
-impl Aggregate for App {
-    const TYPE: &'static str = "app";
-    type Command = AppCommand;
-    type Event = AppEvent;
-    type Error = AppError;
-    type Services = ();
-
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.apply_event(&event);
-    }
-}
+decided_aggregate!(App, "app", AppCommand, AppEvent, AppError);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::fmt;
@@ -154,24 +153,7 @@ impl ApiKey {
     }
 }
 
-impl Aggregate for ApiKey {
-    const TYPE: &'static str = "api_key";
-    type Command = KeyCommand;
-    type Event = KeyEvent;
-    type Error = KeyError;
-    type Services = ();
-
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.apply_event(&event);
-    }
-}
+decided_aggregate!(ApiKey, "api_key", KeyCommand, KeyEvent, KeyError);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::BrokerSpec;
@@ -151,24 +150,7 @@ impl Broker {
     }
 }
 
-impl Aggregate for Broker {
-    const TYPE: &'static str = "broker";
-    type Command = BrokerCommand;
-    type Event = BrokerEvent;
-    type Error = BrokerError;
-    type Services = ();
-
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.apply_event(&event);
-    }
-}
+decided_aggregate!(Broker, "broker", BrokerCommand, BrokerEvent, BrokerError);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,5 @@
 use chrono::{DateTime, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::{Aggregate, DomainEvent};
+use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -422,24 +421,7 @@ impl Consumer {
     }
 }
 
-impl Aggregate for Consumer {
-    const TYPE: &'static str = "consumer";
-    type Command = ConsumerCommand;
-    type Event = ConsumerEvent;
-    type Error = ConsumerError;
-    type Services = ();
-
-    async fn handle(&mut self, command: Self::Command, _: &(), sink: &EventSink<Self>) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.apply_event(&event);
-    }
-}
+decided_aggregate!(Consumer, "consumer", ConsumerCommand, ConsumerEvent, ConsumerError);
 
 #[cfg(test)]
 mod tests {

@@ -1,6 +1,4 @@
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
-use cqrs_es::event_sink::EventSink;
-use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -233,29 +231,7 @@ impl CallbackTask {
     }
 }
 
-impl Aggregate for CallbackTask {
-    const TYPE: &'static str = "callback_task";
-    type Command = TaskCommand;
-    type Event = TaskEvent;
-    type Error = TaskError;
-    type Services = ();
-
-    async fn handle(
-        &mut self,
-        command: Self::Command,
-        _services: &Self::Services,
-        sink: &EventSink<Self>,
-    ) -> Result<(), Self::Error> {
-        for event in self.decide(command)? {
-            sink.write(event, self).await;
-        }
-        Ok(())
-    }
-
-    fn apply(&mut self, event: Self::Event) {
-        self.apply_event(&event);
-    }
-}
+decided_aggregate!(CallbackTask, "callback_task", TaskCommand, TaskEvent, TaskError);
 
 #[cfg(test)]
 mod tests {
