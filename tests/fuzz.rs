@@ -1,18 +1,14 @@
 //! The whole API fuzzed from its own `/openapi.json` by schemathesis (PyPI),
-//! an independent judge: with a valid key, no request may get a 5xx, and every
-//! answer must match the document (status codes, content types, headers,
-//! bodies). `.ci/run` installs schemathesis; so can `pip install schemathesis`.
+//! an independent judge, with all its checks: with a valid key, no request
+//! may get a 5xx; every answer must match the document (status codes, content
+//! types, headers, bodies); requests the document allows are accepted and
+//! those it does not are refused; deleted things are gone. `.ci/run` installs
+//! schemathesis; so can `pip install schemathesis`.
 
 mod support;
 
 use std::process::Command;
 use support::{Bida, ADMIN_KEY};
-
-/// The checks that must pass. Schemathesis' `positive_data_acceptance` and
-/// `negative_data_rejection` still find limits the schemas do not state
-/// (see the README's security section); they are not part of this gate yet.
-const CHECKS: &str = "not_a_server_error,status_code_conformance,content_type_conformance,\
-                      response_schema_conformance,response_headers_conformance";
 
 #[tokio::test]
 async fn the_api_matches_its_document_under_fuzzing() {
@@ -24,20 +20,26 @@ async fn the_api_matches_its_document_under_fuzzing() {
     // schemathesis keeps a cache where it runs: not in the checkout.
     let scratch = std::env::temp_dir().join(format!("bida-fuzz-{}", std::process::id()));
     std::fs::create_dir_all(&scratch).expect("scratch dir");
+    // Which 422s no schema can foresee (a referenced broker that must exist,
+    // the SSRF guard), and why: in the config file.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/schemathesis.toml");
     let output = Command::new("st")
         .current_dir(&scratch)
+        .args(["--config-file", config])
         .args(["run", &format!("{}/openapi.json", bida.url)])
         // The examples phase trips an internal error of schemathesis 4.32 on
         // one schema (a recursion in its code generator), not an answer of Bida's.
-        .args(["--phases", "coverage,fuzzing,stateful", "--checks", CHECKS])
+        .args(["--phases", "coverage,fuzzing,stateful", "--checks", "all"])
         .args(["-H", &format!("Authorization: Bearer {ADMIN_KEY}")])
         .args([
             "--max-examples",
             &examples,
             "--seed",
             &seed,
+            // One worker: with two, hypothesis 6 sometimes fails inside
+            // Python's parser while describing its own strategies.
             "--workers",
-            "2",
+            "1",
             "--no-color",
         ])
         .args(["--request-timeout", "30"])

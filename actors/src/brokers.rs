@@ -17,7 +17,7 @@ use crate::secrets::{opened, Sealer};
 use crate::sources::{KafkaAdmin, QueueInfo, RabbitAdmin, RabbitOverview, TopicInfo};
 
 /// Longest a live look at a broker may take.
-const LOOK_TIMEOUT: Duration = Duration::from_secs(10);
+const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {

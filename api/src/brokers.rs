@@ -67,7 +67,11 @@ pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> 
 #[utoipa::path(get, path = "/v1/brokers/{id}", tag = "brokers", params(("id" = String, Path)),
     responses((status = 200, body = BrokerView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn view(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
-    Ok(HttpResponse::Ok().json(state.brokers.view(&id, true).await?))
+    let view = state.brokers.view(&id, true).await?;
+    if view.deleted {
+        return Err(Problem::gone_to_history("broker", &id, "/v1/brokers"));
+    }
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// Edit a broker's name or connection; consumers on it reconnect.

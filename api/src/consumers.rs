@@ -73,7 +73,11 @@ pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> 
 #[utoipa::path(get, path = "/v1/consumers/{id}", tag = "consumers", params(("id" = String, Path)),
     responses((status = 200, body = ConsumerView), (status = 404, body = Problem, content_type = "application/problem+json")))]
 pub async fn view(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
-    Ok(HttpResponse::Ok().json(state.consumers.view(&id).await?))
+    let view = state.consumers.view(&id).await?;
+    if view.deleted {
+        return Err(Problem::gone_to_history("consumer", &id, "/v1/consumers"));
+    }
+    Ok(HttpResponse::Ok().json(view))
 }
 
 /// Change the endpoint or the policy (concurrency, rate, timeout, retries...);

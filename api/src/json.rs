@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use crate::problem::Problem;
 use crate::ApiState;
 
-/// A JSON request body. An empty body reads as `null`, so `JsonBody<Option<T>>`
+/// A JSON request body. No body reads as `null`, so `JsonBody<Option<T>>`
 /// makes the body optional.
 pub struct JsonBody<T>(pub T);
 
@@ -53,38 +53,86 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
                 }
                 body.extend_from_slice(&chunk);
             }
-            let text: &[u8] = if body.iter().all(u8::is_ascii_whitespace) {
-                b"null"
-            } else {
-                &body
-            };
-            let mut json = serde_json::Deserializer::from_slice(text);
-            match serde_path_to_error::deserialize(&mut json) {
-                Ok(value) => match json.end() {
-                    Ok(()) => Ok(JsonBody(value)),
-                    Err(e) => Err(Problem::bad_request(
-                        "invalid-json",
-                        format!("the body has more after the JSON value: {e}"),
-                    )),
-                },
-                Err(_) if body.is_empty() => Err(Problem::bad_request(
-                    "invalid-json",
-                    "the request needs a JSON body; see /openapi.json",
-                )),
-                Err(e) => {
-                    let field = e.path().to_string();
-                    let mut problem = Problem::bad_request("invalid-json", format!("the body is not valid here: {e}"));
-                    if field != "." && field != "?" {
-                        problem.errors.push(bida_domain::FieldError {
-                            field,
-                            message: e.inner().to_string(),
-                        });
-                    }
-                    Err(problem)
-                }
+            if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+                // serde reads a struct from an array by position; no body here is one.
+                return Err(Problem::bad_request("invalid-json", "the body must be a JSON object"));
             }
+            // No body at all reads as `null`; whitespace alone is not JSON.
+            let text: &[u8] = if body.is_empty() { b"null" } else { &body };
+            let mut json = serde_json::Deserializer::from_slice(text);
+            let value = match serde_path_to_error::deserialize(&mut json) {
+                Ok(value) => json.end().map(|()| value).map_err(|e| {
+                    Problem::bad_request("invalid-json", format!("the body has more after the JSON value: {e}"))
+                })?,
+                Err(_) if body.is_empty() => {
+                    return Err(Problem::bad_request(
+                        "invalid-json",
+                        "the request needs a JSON body; see /openapi.json",
+                    ))
+                }
+                Err(e) if is_integral_float_error(&e) => with_integral_floats_as_integers(text).map_err(invalid)?,
+                Err(e) => return Err(invalid(e)),
+            };
+            Ok(JsonBody(value))
         })
     }
+}
+
+fn invalid(e: serde_path_to_error::Error<serde_json::Error>) -> Problem {
+    let field = e.path().to_string();
+    let mut problem = Problem::bad_request("invalid-json", format!("the body is not valid here: {e}"));
+    if field != "." && field != "?" {
+        problem.errors.push(bida_domain::FieldError {
+            field,
+            message: e.inner().to_string(),
+        });
+    }
+    problem
+}
+
+fn is_integral_float_error(e: &serde_path_to_error::Error<serde_json::Error>) -> bool {
+    e.inner().to_string().starts_with("invalid type: floating point")
+}
+
+/// JSON Schema counts `303.0` as an integer; serde does not. Only the fields
+/// the type declares as integers are rewritten (the error names each), so a
+/// task's own payload keeps its numbers exactly as sent.
+fn with_integral_floats_as_integers<T: DeserializeOwned>(
+    text: &[u8],
+) -> Result<T, serde_path_to_error::Error<serde_json::Error>> {
+    let mut value: serde_json::Value =
+        serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(text))?;
+    loop {
+        match serde_path_to_error::deserialize(value.clone()) {
+            Err(e) if is_integral_float_error(&e) => {
+                let Some(number) = at_path(&mut value, &e.path().to_string()).filter(|n| n.is_f64()) else {
+                    return Err(e);
+                };
+                let float = number.clone();
+                bida_domain::integral_floats_as_integers(number);
+                if *number == float {
+                    return Err(e);
+                }
+            }
+            result => return result,
+        }
+    }
+}
+
+/// The value at a path as serde_path_to_error writes it (`a.b[2].c`).
+fn at_path<'v>(value: &'v mut serde_json::Value, path: &str) -> Option<&'v mut serde_json::Value> {
+    let mut here = value;
+    for segment in path.split('.') {
+        let (key, indexes) = segment.split_once('[').map_or((segment, ""), |(k, rest)| (k, rest));
+        if !key.is_empty() {
+            here = here.as_object_mut()?.get_mut(key)?;
+        }
+        for index in indexes.split('[').filter(|i| !i.is_empty()) {
+            let index: usize = index.trim_end_matches(']').parse().ok()?;
+            here = here.as_array_mut()?.get_mut(index)?;
+        }
+    }
+    Some(here)
 }
 
 /// Query parameters whose errors name the parameter at fault.
@@ -109,5 +157,35 @@ impl<T: DeserializeOwned + 'static> FromRequest for QueryParams<T> {
                     problem
                 });
         std::future::ready(parsed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Inner {
+        n: Vec<u32>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Outer {
+        a: i64,
+        inner: Inner,
+        payload: serde_json::Value,
+    }
+
+    #[test]
+    fn integral_floats_fill_integer_fields_only() {
+        let text = br#"{"a": -3.0, "inner": {"n": [1, 2.0, 3e2]}, "payload": {"x": 1.0}}"#;
+        let outer: Outer = with_integral_floats_as_integers(text).unwrap();
+        assert_eq!(outer.a, -3);
+        assert_eq!(outer.inner.n, vec![1, 2, 300]);
+        assert_eq!(outer.payload["x"].as_f64(), Some(1.0));
+        assert!(outer.payload["x"].is_f64(), "a payload keeps its float");
+        let fraction = with_integral_floats_as_integers::<Outer>(br#"{"a": 1.5, "inner": {"n": []}, "payload": 0}"#);
+        assert_eq!(fraction.unwrap_err().path().to_string(), "a");
     }
 }

@@ -31,12 +31,16 @@ pub fn routes(config: &mut web::ServiceConfig) {
 #[into_params(parameter_in = Query)]
 pub struct StatsParams {
     /// all (default), consumer, source_app, target_app or endpoint
+    #[param(pattern = "^(all|consumer|source_app|target_app|endpoint)$")]
     dimension: Option<String>,
     /// One consumer id, app or endpoint (`scheme://host:port`); without it, a series per value.
     key: Option<String>,
     /// 1m, 10m (default) or 1h
+    #[param(pattern = "^(1m|10m|1h)$")]
     step: Option<String>,
-    /// RFC 3339; default: 24 hours before `to`.
+    /// RFC 3339; default: 24 hours before `to`. A range starts no earlier
+    /// than 8 days before `to` (statistics are kept 7) nor than 20,000
+    /// points per answer allow; the answer's `from` says where it starts.
     from: Option<DateTime<Utc>>,
     /// RFC 3339; default: now.
     to: Option<DateTime<Utc>>,
@@ -79,14 +83,6 @@ pub async fn series(state: web::Data<ApiState>, params: QueryParams<StatsParams>
     let step_text = params.step.as_deref().unwrap_or("10m");
     let step =
         Step::parse(step_text).ok_or_else(|| invalid(format!("step `{step_text}` is unknown; use 1m, 10m or 1h")))?;
-    let to = params.to.unwrap_or_else(Utc::now);
-    let from = params.from.unwrap_or(to - TimeDelta::hours(24));
-    if from >= to {
-        return Err(invalid("from must be before to"));
-    }
-    if to - from > MAX_RANGE {
-        return Err(invalid("the range may cover at most 8 days (statistics are kept 7)"));
-    }
     let limit = params.limit.unwrap_or(20);
     if !(1..=100).contains(&limit) {
         return Err(invalid("limit must be between 1 and 100"));
@@ -97,11 +93,29 @@ pub async fn series(state: web::Data<ApiState>, params: QueryParams<StatsParams>
     } else {
         limit
     };
-    let points_per_series = (to - from).num_seconds() / step.seconds() + 1;
-    if points_per_series * series_count > MAX_POINTS {
-        return Err(invalid(format!(
-            "{points_per_series} steps × {series_count} series is too many points; use a larger step, a shorter range or a lower limit"
-        )));
+    let to = params.to.unwrap_or_else(Utc::now);
+    // A range starts no earlier than the statistics kept (MAX_RANGE) and
+    // than the points one answer carries (MAX_POINTS); the answer's `from`
+    // says where it starts.
+    let steps = (MAX_POINTS / series_count - 1) * step.seconds();
+    let earliest = [MAX_RANGE, TimeDelta::seconds(steps)]
+        .into_iter()
+        .filter_map(|span| to.checked_sub_signed(span))
+        .max()
+        .unwrap_or(to);
+    let from = params
+        .from
+        .unwrap_or_else(|| to.checked_sub_signed(TimeDelta::hours(24)).unwrap_or(to))
+        .max(earliest);
+    if from >= to {
+        // An empty range has no points.
+        return Ok(HttpResponse::Ok().json(StatsAnswer {
+            dimension: dimension.as_str().to_string(),
+            step: step_text.to_string(),
+            from,
+            to,
+            series: Vec::new(),
+        }));
     }
     let query = StatsQuery {
         dimension,

@@ -1,6 +1,7 @@
 use actix_web::HttpResponse;
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
-use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::PROBLEM_JSON;
@@ -60,7 +61,7 @@ use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
         health::readyz,
         document,
     ),
-    modifiers(&BearerKeys),
+    modifiers(&BearerKeys, &UniqueOperationIds),
     components(schemas(problem::Problem)),
     tags(
         (name = "tasks", description = "Callback tasks"),
@@ -144,8 +145,163 @@ impl Modify for BearerKeys {
     }
 }
 
+fn operations(item: &mut PathItem) -> impl Iterator<Item = (&'static str, &mut Operation)> {
+    [
+        ("get", &mut item.get),
+        ("post", &mut item.post),
+        ("put", &mut item.put),
+        ("patch", &mut item.patch),
+        ("delete", &mut item.delete),
+    ]
+    .into_iter()
+    .filter_map(|(method, operation)| operation.as_mut().map(|o| (method, o)))
+}
+
+/// utoipa names an operation after its handler, and several modules have a
+/// `list` or a `view`; OpenAPI wants the ids unique (links refer to them).
+struct UniqueOperationIds;
+
+impl Modify for UniqueOperationIds {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for (_, operation) in operations(item) {
+                let tag = operation.tags.as_ref().and_then(|t| t.first()).cloned();
+                if let (Some(tag), Some(id)) = (tag, operation.operation_id.as_mut()) {
+                    if !id.starts_with(&tag) {
+                        *id = format!("{tag}_{id}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn path_params(path: &str) -> impl Iterator<Item = &str> {
+    path.split('/')
+        .filter_map(|segment| segment.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
+}
+
+/// What utoipa's types cannot say, added to the generated document: fields
+/// that exclude each other, a broker's fields per kind, and the roles an
+/// installation-wide key may have.
+fn refined(mut document: serde_json::Value) -> serde_json::Value {
+    use serde_json::json;
+    let schemas = &mut document["components"]["schemas"];
+    schemas["Submission"]["allOf"] = json!([
+        {"not": {"required": ["deliver_at", "delay_ms"]}},
+        {"not": {"required": ["params", "body"]}},
+        {"not": {"required": ["params", "body_base64"]}},
+        {"not": {"required": ["body", "body_base64"]}},
+    ]);
+    // BrokerSpec flattens the connection's kind into the broker: one object
+    // per kind, each closed to other fields (serde refuses them).
+    if let (Some(kinds), Some(name)) = (
+        schemas["Connection"]["oneOf"].as_array().cloned(),
+        schemas["BrokerSpec"]["allOf"][1]["properties"]["name"]
+            .as_object()
+            .cloned(),
+    ) {
+        let per_kind: Vec<serde_json::Value> = kinds
+            .into_iter()
+            .map(|mut kind| {
+                kind["properties"]["name"] = serde_json::Value::Object(name.clone());
+                if let Some(required) = kind["required"].as_array_mut() {
+                    required.push(json!("name"));
+                }
+                kind["additionalProperties"] = json!(false);
+                kind
+            })
+            .collect();
+        schemas["BrokerSpec"] =
+            json!({"oneOf": per_kind, "description": "A broker: its name and how to reach it, by kind."});
+    }
+    let option_names = json!({"type": "string", "pattern": bida_domain::broker::OPTION_NAME});
+    for options in [
+        "/BrokerSpec/oneOf/0/properties/options",
+        "/BrokerPatch/properties/options",
+    ] {
+        if let Some(serde_json::Value::Object(options)) = schemas.pointer_mut(options) {
+            options.insert("propertyNames".into(), option_names.clone());
+        }
+    }
+    // serde refuses fields a kind of reset does not take.
+    if let Some(kinds) = schemas["OffsetReset"]["oneOf"].as_array_mut() {
+        for kind in kinds {
+            kind["additionalProperties"] = json!(false);
+        }
+    }
+    let installation_key =
+        &mut document["paths"]["/v1/keys"]["post"]["requestBody"]["content"]["application/json"]["schema"];
+    *installation_key = json!({
+        "allOf": [
+            {"$ref": "#/components/schemas/KeyRequest"},
+            {"properties": {"role": {"enum": ["admin", "operator", "viewer"]}},
+             "description": "A producer key belongs to an app: create it under /v1/apps/{id}/keys."}
+        ]
+    });
+    add_created_links(&mut document);
+    document
+}
+
+/// What a create answers leads to the routes of what it created: the `id` of
+/// `POST /v1/brokers`'s answer is the `{id}` of `/v1/brokers/{id}...`, and so
+/// on. Clients (and fuzzers' stateful runs) follow these links. (utoipa 5.5
+/// writes a link's `operationId` as `operation_id`, so they are added here.)
+fn add_created_links(document: &mut serde_json::Value) {
+    use serde_json::{json, Map, Value};
+    let Some(paths) = document["paths"].as_object() else {
+        return;
+    };
+    let mut links: Vec<(String, &str, String, Value)> = Vec::new();
+    for (path, item) in paths {
+        let create = &item["post"];
+        let Some(status) = ["201", "202"]
+            .into_iter()
+            .find(|s| create["responses"].get(*s).is_some())
+        else {
+            continue;
+        };
+        let own_params: Vec<&str> = path_params(path).collect();
+        for (child, child_item) in paths {
+            let Some(rest) = child.strip_prefix(path.as_str()).and_then(|r| r.strip_prefix("/{")) else {
+                continue;
+            };
+            let Some((new_param, _)) = rest.split_once('}') else {
+                continue;
+            };
+            if path_params(child).any(|p| p != new_param && !own_params.contains(&p)) {
+                continue;
+            }
+            let Some(operations) = child_item.as_object() else {
+                continue;
+            };
+            for operation in operations.values() {
+                let Some(target) = operation["operationId"].as_str() else {
+                    continue;
+                };
+                let mut parameters = Map::new();
+                parameters.insert(new_param.to_string(), json!("$response.body#/id"));
+                for param in &own_params {
+                    parameters.insert(param.to_string(), json!(format!("$request.path.{param}")));
+                }
+                let link = json!({"operationId": target, "parameters": parameters});
+                links.push((path.clone(), status, target.to_string(), link));
+            }
+        }
+    }
+    for (path, status, name, link) in links {
+        document["paths"][&path]["post"]["responses"][status]["links"][name] = link;
+    }
+}
+
+/// The document, built once.
+pub fn document_json() -> &'static serde_json::Value {
+    static DOCUMENT: std::sync::OnceLock<serde_json::Value> = std::sync::OnceLock::new();
+    DOCUMENT.get_or_init(|| refined(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()))
+}
+
 /// This document (OpenAPI 3.1).
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI document")))]
 pub async fn document() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(document_json())
 }

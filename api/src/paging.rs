@@ -3,12 +3,22 @@
 //! and folded from events whole, so a page is cut in memory, in the order of
 //! a stable key, and the cursor is that key of the last item.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use utoipa::IntoParams;
 
 use crate::problem::Problem;
+
+/// Base64url without padding; any text of the documented pattern decodes
+/// (a cursor is only a place in an order, so none can be wrong).
+const CURSOR: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    GeneralPurposeConfig::new()
+        .with_encode_padding(false)
+        .with_decode_padding_mode(DecodePaddingMode::RequireNone)
+        .with_decode_allow_trailing_bits(true),
+);
 
 /// Items per page when the request does not say.
 const DEFAULT_LIMIT: i64 = 100;
@@ -21,6 +31,7 @@ pub struct PageQuery {
     #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^([A-Za-z0-9_-]{4})*([A-Za-z0-9_-]{2,3})?$", max_length = 1024)]
     pub cursor: Option<String>,
 }
 
@@ -44,10 +55,11 @@ pub fn page<T>(mut items: Vec<T>, key: impl Fn(&T) -> String, query: &PageQuery,
     let after = match &query.cursor {
         None => None,
         Some(cursor) => Some(
-            URL_SAFE_NO_PAD
+            CURSOR
                 .decode(cursor)
                 .ok()
-                .and_then(|bytes| String::from_utf8(bytes).ok())
+                .filter(|_| cursor.len() <= 1024)
+                .map(|bytes| String::from_utf8_lossy(&bytes).into_owned())
                 .ok_or_else(|| {
                     Problem::bad_request(
                         "invalid-query",
@@ -63,7 +75,7 @@ pub fn page<T>(mut items: Vec<T>, key: impl Fn(&T) -> String, query: &PageQuery,
     let more = items.len() > limit as usize;
     items.truncate(limit as usize);
     let next_cursor = more
-        .then(|| items.last().map(|last| URL_SAFE_NO_PAD.encode(key(last))))
+        .then(|| items.last().map(|last| CURSOR.encode(key(last))))
         .flatten();
     Ok(Page { items, next_cursor })
 }

@@ -49,6 +49,13 @@ impl Problem {
         Self::new(StatusCode::NOT_FOUND, "not-found", detail)
     }
 
+    /// A deleted resource: gone from its route, its history kept for audit.
+    pub fn gone_to_history(what: &str, id: &str, collection: &str) -> Self {
+        Self::not_found(format!(
+            "{what} {id} was deleted; its history stays at {collection}/{id}/events"
+        ))
+    }
+
     pub fn validation(errors: ValidationErrors) -> Self {
         let mut problem = Self::new(
             StatusCode::UNPROCESSABLE_ENTITY,

@@ -121,6 +121,7 @@ fn visible(caller: &Caller, source_app: Option<&str>) -> bool {
 #[into_params(parameter_in = Query)]
 pub struct ListQuery {
     /// pending, delivering, retrying, delivered, dead or cancelled
+    #[param(pattern = "^(pending|delivering|retrying|delivered|dead|cancelled)$")]
     status: Option<String>,
     source_app: Option<String>,
     target_app: Option<String>,
@@ -136,6 +137,7 @@ pub struct ListQuery {
     #[param(minimum = 1, maximum = 500)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[param(pattern = r"^-?[0-9]{1,18}\.[0-9A-Za-z_-]{0,64}$")]
     cursor: Option<String>,
 }
 
@@ -280,6 +282,7 @@ pub async fn cancel(
 #[serde(deny_unknown_fields)]
 pub struct ReplayRequest {
     /// `dead` (the default) or `cancelled`.
+    #[schema(pattern = "^(dead|cancelled)$")]
     pub status: Option<String>,
     pub source_app: Option<String>,
     pub target_app: Option<String>,
@@ -315,7 +318,7 @@ pub struct ReplayOutcome {
 /// Deliver again every dead (or cancelled) task matching a filter.
 #[utoipa::path(
     post, path = "/v1/tasks/replay", tag = "tasks",
-    request_body = ReplayRequest,
+    request_body(content = Option<ReplayRequest>, description = "Optional: without it, every dead task (up to 1000)"),
     responses(
         (status = 200, description = "What was replayed", body = ReplayOutcome),
         (status = 400, description = "Bad filter", body = Problem, content_type = "application/problem+json"),

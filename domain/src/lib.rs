@@ -35,6 +35,58 @@ macro_rules! decided_aggregate {
     };
 }
 
+/// serde also takes a variant's index for an internally tagged enum's tag
+/// (`"kind": 0` reads as the first kind); Bida names variants only by name.
+/// For an enum derived with `#[serde(remote = "Self")]`, this implements
+/// Serialize and Deserialize through the derived code, refusing a tag that is
+/// not text.
+macro_rules! tagged_by_name {
+    ($type:ty, $tag:literal) => {
+        impl serde::Serialize for $type {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                <$type>::serialize(self, serializer)
+            }
+        }
+
+        impl<'de> serde::Deserialize<'de> for $type {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                use serde::de::Error;
+                let mut value = <serde_json::Value as serde::Deserialize>::deserialize(deserializer)?;
+                if value.get($tag).is_some_and(|tag| !tag.is_string()) {
+                    return Err(D::Error::custom(concat!(
+                        "`",
+                        $tag,
+                        "` must be a name the API document lists"
+                    )));
+                }
+                // JSON Schema counts `83.0` an integer, as the API's body
+                // reader does; these enums hold no payload whose floats matter.
+                $crate::integral_floats_as_integers(&mut value);
+                <$type>::deserialize(value).map_err(D::Error::custom)
+            }
+        }
+    };
+}
+
+#[doc(hidden)]
+pub fn integral_floats_as_integers(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64().filter(|f| f.fract() == 0.0) {
+                if f >= 0.0 && f < u64::MAX as f64 {
+                    *value = Value::from(f as u64);
+                } else if f < 0.0 && f >= i64::MIN as f64 {
+                    *value = Value::from(f as i64);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(integral_floats_as_integers),
+        Value::Object(fields) => fields.values_mut().for_each(integral_floats_as_integers),
+        _ => {}
+    }
+}
+
 pub mod access;
 pub mod body;
 pub mod broker;

@@ -24,7 +24,7 @@ pub const STOP_RETRY_HEADER: &str = "bida-stop-retry";
 pub struct Expect {
     /// Status codes that count as success; `["2xx"]` when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, example = json!(["2xx"])))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::StatusSet>, example = json!(["2xx"])))]
     pub status: Option<StatusSet>,
     /// The response body must contain this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -15,16 +15,19 @@ pub struct StatusSet {
 pub struct StatusPatternError(pub String);
 
 impl StatusSet {
+    /// Patterns as written by hand (a config's comma-separated text): each
+    /// is trimmed, empty ones are skipped.
     pub fn parse<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, StatusPatternError> {
+        Self::parse_exact(patterns.into_iter().map(str::trim).filter(|p| !p.is_empty()))
+    }
+
+    /// Patterns exactly as given (a JSON list), each one of [`PATTERN`].
+    pub fn parse_exact<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, StatusPatternError> {
         let mut set = Self {
             ranges: Vec::new(),
             spelled: Vec::new(),
         };
-        for raw in patterns {
-            let pattern = raw.trim();
-            if pattern.is_empty() {
-                continue;
-            }
+        for pattern in patterns {
             set.ranges.push(parse_pattern(pattern)?);
             set.spelled.push(pattern.to_ascii_lowercase());
         }
@@ -57,22 +60,28 @@ impl StatusSet {
     }
 }
 
+/// One pattern, as the API document states it: a code, a class or a range
+/// (its ends in either order), from 100 to 599.
+pub const PATTERN: &str = "^([1-5][0-9]{2}|[1-5][xX]{2}|[1-5][0-9]{2}-[1-5][0-9]{2})$";
+
 fn parse_pattern(pattern: &str) -> Result<(u16, u16), StatusPatternError> {
     let bad = || StatusPatternError(pattern.to_string());
+    // Exactly three digits, the first 1 to 5 (no sign, no padding).
     let code = |text: &str| -> Result<u16, StatusPatternError> {
-        text.parse::<u16>()
-            .ok()
-            .filter(|code| (100..=599).contains(code))
-            .ok_or_else(bad)
+        let bytes = text.as_bytes();
+        let well_formed = bytes.len() == 3 && (b'1'..=b'5').contains(&bytes[0]) && bytes.iter().all(u8::is_ascii_digit);
+        well_formed.then(|| text.parse::<u16>().ok()).flatten().ok_or_else(bad)
     };
     let lower = pattern.to_ascii_lowercase();
     if let Some(class) = lower.strip_suffix("xx") {
-        let digit = class.parse::<u16>().ok().filter(|d| (1..=5).contains(d));
-        return digit.map(|d| (d * 100, d * 100 + 99)).ok_or_else(bad);
+        return match class.as_bytes() {
+            [digit @ b'1'..=b'5'] => Ok((u16::from(digit - b'0') * 100, u16::from(digit - b'0') * 100 + 99)),
+            _ => Err(bad()),
+        };
     }
     if let Some((low, high)) = lower.split_once('-') {
-        let (low, high) = (code(low.trim())?, code(high.trim())?);
-        return if low <= high { Ok((low, high)) } else { Err(bad()) };
+        let (low, high) = (code(low)?, code(high)?);
+        return Ok((low.min(high), low.max(high)));
     }
     code(&lower).map(|c| (c, c))
 }
@@ -98,7 +107,7 @@ impl<'de> Deserialize<'de> for StatusSet {
             Joined(String),
         }
         let parsed = match Spelling::deserialize(deserializer)? {
-            Spelling::List(items) => Self::parse(items.iter().map(String::as_str)),
+            Spelling::List(items) => Self::parse_exact(items.iter().map(String::as_str)),
             Spelling::Joined(text) => Self::parse(text.split(',')),
         };
         parsed.map_err(serde::de::Error::custom)
@@ -110,7 +119,7 @@ impl utoipa::PartialSchema for StatusSet {
     fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
         use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, Type};
         ArrayBuilder::new()
-            .items(ObjectBuilder::new().schema_type(Type::String))
+            .items(ObjectBuilder::new().schema_type(Type::String).pattern(Some(PATTERN)))
             .description(Some(
                 "Status code patterns: a code (`429`), a class (`5xx`) or a range (`500-504`).",
             ))
@@ -139,10 +148,25 @@ mod tests {
 
     #[test]
     fn rejects_nonsense_with_the_offending_pattern() {
-        for bad in ["6xx", "0xx", "abc", "99", "600", "504-500", "5x"] {
+        for bad in [
+            "6xx", "0xx", "abc", "99", "600", "5x", "+429", "0429", "42 9", "500-", "1xxx",
+        ] {
             let err = StatusSet::parse([bad]).unwrap_err();
             assert_eq!(err.0, bad);
         }
+        assert!(
+            StatusSet::parse_exact([" 429"]).is_err(),
+            "a list item is taken as written"
+        );
+        assert!(StatusSet::parse_exact([""]).is_err());
+    }
+
+    #[test]
+    fn a_range_reads_the_same_either_way() {
+        assert_eq!(
+            StatusSet::parse(["504-500"]).unwrap().ranges,
+            StatusSet::parse(["500-504"]).unwrap().ranges
+        );
     }
 
     #[test]

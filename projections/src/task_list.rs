@@ -404,6 +404,17 @@ pub struct TaskFilter {
     pub created_before: Option<DateTime<Utc>>,
 }
 
+impl TaskFilter {
+    /// Apps and consumer ids have no control characters (and Postgres text
+    /// cannot hold NUL): a filter naming one matches no task.
+    pub fn matches_nothing(&self) -> bool {
+        [&self.source_app, &self.target_app, &self.app, &self.consumer_id]
+            .into_iter()
+            .flatten()
+            .any(|name| name.chars().any(char::is_control))
+    }
+}
+
 /// Where a page ends: lists are ordered newest first.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TaskCursor {
@@ -418,6 +429,10 @@ impl TaskCursor {
 
     pub fn decode(text: &str) -> Option<Self> {
         let (micros, id) = text.split_once('.')?;
+        // Ids are UUIDs; nothing else may reach the query (Postgres refuses NUL in text).
+        if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return None;
+        }
         Some(Self {
             created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
             id: id.to_string(),
@@ -554,6 +569,12 @@ impl TaskList {
         after: Option<&TaskCursor>,
         limit: i64,
     ) -> Result<TaskPage, ProjectionError> {
+        if filter.matches_nothing() {
+            return Ok(TaskPage {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
         let rows: Vec<(String, String, String, DateTime<Utc>)> =
             Self::select(filter, after, Columns::Summaries, Order::NewestFirst, limit + 1)
                 .build_query_as()
@@ -587,6 +608,9 @@ impl TaskList {
         filter: &TaskFilter,
         limit: i64,
     ) -> Result<Vec<String>, ProjectionError> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
         let rows: Vec<(String, DateTime<Utc>)> = Self::select(filter, None, Columns::Ids, Order::OldestFirst, limit)
             .build_query_as()
             .fetch_all(store.pool())

@@ -430,14 +430,16 @@ impl ConsumerService {
                     "offsets and partitions are 0 or more",
                 )))
             }
-            OffsetReset::Timestamp { timestamp } if timestamp.timestamp_millis() < 0 => {
-                return Err(AdminError::Invalid(ValidationErrors::single(
-                    "timestamp",
-                    "must be after 1970",
-                )))
-            }
             _ => {}
         }
+        // No Kafka message is older than 1970: an earlier time is the start
+        // of every partition, as 1970 is.
+        let reset = match reset {
+            OffsetReset::Timestamp { timestamp } if timestamp.timestamp_millis() < 0 => OffsetReset::Timestamp {
+                timestamp: DateTime::<Utc>::UNIX_EPOCH,
+            },
+            other => other,
+        };
         let consumer = self.load(id).await?;
         let (spec, source) = Self::kafka_of(&consumer)?;
         if consumer.state() != DesiredState::Stopped {

@@ -9,6 +9,16 @@ use crate::ValidationErrors;
 pub const MAX_NETWORKS: usize = 100;
 const MAX_NAME: usize = 100;
 
+/// A network in CIDR notation (`10.1.0.0/16`, `2001:db8::/32`), as the API
+/// document describes `allowed_networks` items.
+#[cfg(feature = "openapi")]
+#[derive(utoipa::ToSchema)]
+#[schema(
+    value_type = String,
+    pattern = r"^(((25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])/(3[0-2]|[12]?[0-9])|(([0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,7}:|([0-9a-fA-F]{1,4}:){1,6}:[0-9a-fA-F]{1,4}|([0-9a-fA-F]{1,4}:){1,5}(:[0-9a-fA-F]{1,4}){1,2}|([0-9a-fA-F]{1,4}:){1,4}(:[0-9a-fA-F]{1,4}){1,3}|([0-9a-fA-F]{1,4}:){1,3}(:[0-9a-fA-F]{1,4}){1,4}|([0-9a-fA-F]{1,4}:){1,2}(:[0-9a-fA-F]{1,4}){1,5}|[0-9a-fA-F]{1,4}:(:[0-9a-fA-F]{1,4}){1,6}|:((:[0-9a-fA-F]{1,4}){1,7}|:))/(12[0-8]|1[01][0-9]|[1-9]?[0-9]))$"
+)]
+pub struct Cidr(pub String);
+
 /// An app: a system that submits tasks or owns consumers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -26,7 +36,7 @@ pub struct AppSpec {
     pub name: String,
     /// Networks its keys may be used from (CIDR, `10.1.0.0/16`); empty: anywhere.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Cidr>, max_items = 100))]
     pub allowed_networks: Vec<IpNet>,
 }
 
@@ -298,5 +308,28 @@ mod tests {
             allowed_networks: vec!["10.0.0.0/8".parse().unwrap(); MAX_NETWORKS + 1],
         };
         assert!(many.validate().is_err());
+    }
+}
+
+#[cfg(test)]
+mod cidr_tests {
+    /// Every spelling the document's pattern admits must parse (a sample).
+    #[test]
+    fn documented_cidr_forms_parse() {
+        for text in [
+            "0.0.0.0/0",
+            "10.1.2.3/16",
+            "255.255.255.255/32",
+            "::/0",
+            "::1/128",
+            "1::/8",
+            "1:2:3:4:5:6:7::/64",
+            "1::8/64",
+            "1:2::7:8/99",
+            "::2:3:4:5:6:7:8/120",
+            "abcd:ef01:2345:6789:ABCD:EF01:2345:6789/128",
+        ] {
+            assert!(text.parse::<ipnet::IpNet>().is_ok(), "{text}");
+        }
     }
 }

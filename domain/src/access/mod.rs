@@ -8,6 +8,8 @@ mod caller;
 mod key;
 mod role;
 
+#[cfg(feature = "openapi")]
+pub use app::Cidr;
 pub use app::{App, AppCommand, AppError, AppEvent, AppSpec, SealedSecret, MAX_NETWORKS};
 pub use caller::Caller;
 pub use key::{ApiKey, KeyCommand, KeyError, KeyEvent, KeyHash, KeyIssue, KEY_PREFIX};

@@ -5,4 +5,4 @@ mod aggregate;
 mod spec;
 
 pub use aggregate::{Broker, BrokerCommand, BrokerError, BrokerEvent};
-pub use spec::{BrokerKind, BrokerSpec, Connection, KAFKA_RESERVED_OPTIONS};
+pub use spec::{BrokerKind, BrokerSpec, Connection, KAFKA_RESERVED_OPTIONS, OPTION_NAME};

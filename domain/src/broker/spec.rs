@@ -22,11 +22,17 @@ impl BrokerKind {
 
 /// How to reach the broker, by kind.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(remote = "Self", tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Connection {
     Kafka {
         /// `host:port[,host:port...]`
+        #[cfg_attr(
+            feature = "openapi",
+            schema(
+                pattern = r"^[^,\s]+:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})(,[^,\s]+:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))*$"
+            )
+        )]
         bootstrap_servers: String,
         /// Extra librdkafka client properties (`security.protocol`, `sasl.*`...).
         #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -34,12 +40,26 @@ pub enum Connection {
     },
     Rabbitmq {
         /// `amqp://user:password@host:5672/vhost`
+        #[cfg_attr(
+            feature = "openapi",
+            schema(
+                pattern = r"^amqps?://([^@/?#\s]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(:(0|(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})))?(/\S*)?$"
+            )
+        )]
         url: String,
         /// The management API (`http://user:password@host:15672`), for queue listings and node figures.
         #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[cfg_attr(
+            feature = "openapi",
+            schema(
+                pattern = r"^https?://([^@/?#\s\\]*@)?[A-Za-z][A-Za-z0-9]*(\.[A-Za-z][A-Za-z0-9]*)*(:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(/\S*)?$"
+            )
+        )]
         management_url: Option<String>,
     },
 }
+
+tagged_by_name!(Connection, "kind");
 
 /// Client properties Bida sets itself on Kafka consumers (at-least-once depends on them).
 pub const KAFKA_RESERVED_OPTIONS: [&str; 5] = [
@@ -53,6 +73,15 @@ pub const KAFKA_RESERVED_OPTIONS: [&str; 5] = [
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokerSpec {
+    /// 1 to 128 characters, not only spaces, no control characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 128,
+            pattern = r"^[^\u0000-\u001f\u007f-\u009f]*[^\s\u0000-\u001f\u007f-\u009f][^\u0000-\u001f\u007f-\u009f]*$"
+        )
+    )]
     pub name: String,
     #[serde(flatten)]
     pub connection: Connection,
@@ -69,7 +98,7 @@ impl BrokerSpec {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim();
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
             errors.add("name", "must be 1 to 128 printable characters");
         }
         match &self.connection {
@@ -87,8 +116,11 @@ impl BrokerSpec {
                 for key in options.keys() {
                     if KAFKA_RESERVED_OPTIONS.contains(&key.as_str()) {
                         errors.add(format!("options.{key}"), "is set by Bida itself");
-                    } else if key.trim().is_empty() {
-                        errors.add("options", "option names must not be empty");
+                    } else if !is_option_name(key) {
+                        errors.add(
+                            "options",
+                            "option names are librdkafka property names (security.protocol)",
+                        );
                     }
                 }
             }
@@ -140,6 +172,18 @@ impl BrokerSpec {
     }
 }
 
+/// librdkafka property names: letters, digits, dots, dashes and underscores
+/// (the document's `OPTION_NAME`).
+fn is_option_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// What [`is_option_name`] takes, as a JSON Schema pattern.
+pub const OPTION_NAME: &str = "^[A-Za-z0-9._-]+$";
+
 fn is_host_port(text: &str) -> bool {
     match text.rsplit_once(':') {
         Some((host, port)) => !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0),
@@ -161,6 +205,18 @@ fn map_url_password(text: &str, f: impl Fn(&str) -> String) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_kind_is_a_name_not_an_index() {
+        let named: BrokerSpec =
+            serde_json::from_str(r#"{"name": "b", "kind": "kafka", "bootstrap_servers": "k:9092"}"#).unwrap();
+        assert_eq!(named.kind(), BrokerKind::Kafka);
+        assert_eq!(serde_json::to_value(&named).unwrap()["kind"], "kafka");
+        let indexed = serde_json::from_str::<BrokerSpec>(r#"{"name": "b", "kind": 0, "bootstrap_servers": "k:9092"}"#);
+        assert!(indexed.unwrap_err().to_string().contains("`kind` must be a name"));
+        let unknown = r#"{"name": "b", "kind": "kafka", "bootstrap_servers": "k:9092", "url": "amqp://x"}"#;
+        assert!(serde_json::from_str::<BrokerSpec>(unknown).is_err());
+    }
 
     #[test]
     fn the_api_shapes_deserialize() {

@@ -28,7 +28,7 @@ impl DesiredState {
 
 /// Where a Kafka consumer group starts again.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "to", rename_all = "lowercase", deny_unknown_fields)]
+#[serde(remote = "Self", tag = "to", rename_all = "lowercase", deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OffsetReset {
     Earliest,
@@ -42,6 +42,8 @@ pub enum OffsetReset {
         offsets: Vec<PartitionOffset>,
     },
 }
+
+tagged_by_name!(OffsetReset, "to");
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -264,7 +264,7 @@ pub struct ConsumerPolicy {
     pub rate_per_sec: u32,
     pub max_attempts: u32,
     pub backoff: Backoff,
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::StatusSet))]
     pub retry_on: StatusSet,
     #[serde(default)]
     pub expect: Expect,
@@ -308,7 +308,7 @@ pub struct PolicyInput {
     pub rate_per_sec: Option<u32>,
     pub max_attempts: Option<u32>,
     pub backoff: Option<BackoffInput>,
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::StatusSet>))]
     pub retry_on: Option<StatusSet>,
     pub expect: Option<Expect>,
     pub ordering: Option<Ordering>,
@@ -389,7 +389,7 @@ impl ConsumerInput {
     pub fn into_spec(self, kind: BrokerKind, defaults: &PolicyDefaults) -> Result<ConsumerSpec, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim().to_string();
-        if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
+        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
             errors.add("name", "must be 1 to 128 printable characters");
         }
         let source = self.source.validate(kind, &mut errors);

@@ -59,7 +59,7 @@ pub struct DeliveryPolicy {
     pub max_attempts: u32,
     pub timeout_ms: u64,
     pub backoff: Backoff,
-    #[cfg_attr(feature = "openapi", schema(value_type = Vec<String>, example = json!(["5xx", "408", "429"])))]
+    #[cfg_attr(feature = "openapi", schema(value_type = crate::StatusSet, example = json!(["5xx", "408", "429"])))]
     pub retry_on: StatusSet,
     #[serde(default)]
     pub expect: Expect,

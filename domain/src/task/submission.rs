@@ -65,7 +65,7 @@ pub struct Submission {
     pub backoff: Option<BackoffInput>,
     /// Status codes that are retried; others (outside `expect.status`) dead-letter at once.
     #[serde(default)]
-    #[cfg_attr(feature = "openapi", schema(value_type = Option<Vec<String>>, example = json!(["5xx", "408", "429"])))]
+    #[cfg_attr(feature = "openapi", schema(value_type = Option<crate::StatusSet>, example = json!(["5xx", "408", "429"])))]
     pub retry_on: Option<StatusSet>,
     /// What counts as success; any 2xx when absent.
     #[serde(default)]
@@ -372,7 +372,7 @@ fn scalar_text(value: &Value) -> String {
 
 fn check_app_name(field: &str, name: Option<String>, limits: &Limits, errors: &mut ValidationErrors) -> Option<String> {
     let name = name?.trim().to_string();
-    if name.is_empty() || name.len() > limits.app_name_len || name.chars().any(char::is_control) {
+    if name.is_empty() || name.chars().count() > limits.app_name_len || name.chars().any(char::is_control) {
         errors.add(
             field,
             format!("must be 1 to {} printable characters", limits.app_name_len),
