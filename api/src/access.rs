@@ -212,6 +212,10 @@ pub async fn gate(
             return Ok(request.into_response(response).map_into_right_body());
         }
     };
+    // Nothing Bida keeps has NUL in its id (Postgres text cannot hold it).
+    if request.match_info().iter().any(|(_, value)| value.contains('\0')) {
+        return refuse(request, Problem::not_found("no such resource"));
+    }
     let Some(state) = request.app_data::<web::Data<ApiState>>().cloned() else {
         return refuse(
             request,

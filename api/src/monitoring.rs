@@ -107,8 +107,9 @@ pub async fn series(state: web::Data<ApiState>, params: QueryParams<StatsParams>
         .from
         .unwrap_or_else(|| to.checked_sub_signed(TimeDelta::hours(24)).unwrap_or(to))
         .max(earliest);
-    if from >= to {
-        // An empty range has no points.
+    // An empty range has no points; no consumer, app or endpoint has a
+    // control character in its name.
+    if from >= to || key.as_deref().is_some_and(|k| k.chars().any(char::is_control)) {
         return Ok(HttpResponse::Ok().json(StatsAnswer {
             dimension: dimension.as_str().to_string(),
             step: step_text.to_string(),

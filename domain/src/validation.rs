@@ -50,6 +50,12 @@ impl fmt::Display for ValidationErrors {
     }
 }
 
+/// A name as the API documents names: at most `max` characters as sent, not
+/// only spaces, no control characters. (Names are kept trimmed.)
+pub fn is_printable_name(raw: &str, max: usize) -> bool {
+    !raw.trim().is_empty() && raw.chars().count() <= max && !raw.chars().any(char::is_control)
+}
+
 /// Postgres `jsonb` refuses the NUL character, so no text that ends up in an
 /// event may carry one.
 pub fn has_nul(value: &serde_json::Value) -> bool {
@@ -58,5 +64,20 @@ pub fn has_nul(value: &serde_json::Value) -> bool {
         serde_json::Value::Array(items) => items.iter().any(has_nul),
         serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::is_printable_name;
+
+    #[test]
+    fn names_are_measured_as_sent() {
+        assert!(is_printable_name("shop", 4));
+        assert!(is_printable_name(" 商店 ", 4));
+        assert!(!is_printable_name(" shop", 4), "the space counts");
+        assert!(!is_printable_name("\u{a0} ", 4), "only spaces");
+        assert!(!is_printable_name("a\u{85}b", 4), "a control character");
+        assert!(!is_printable_name("", 4));
     }
 }

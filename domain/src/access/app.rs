@@ -43,8 +43,7 @@ pub struct AppSpec {
 impl AppSpec {
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > MAX_NAME || name.chars().any(char::is_control) {
+        if !crate::validation::is_printable_name(&self.name, MAX_NAME) {
             errors.add("name", format!("must be 1 to {MAX_NAME} characters of printable text"));
         }
         if self.allowed_networks.len() > MAX_NETWORKS {

@@ -97,8 +97,7 @@ impl BrokerSpec {
 
     pub fn validate(&self) -> Result<(), ValidationErrors> {
         let mut errors = ValidationErrors::default();
-        let name = self.name.trim();
-        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        if !crate::validation::is_printable_name(&self.name, 128) {
             errors.add("name", "must be 1 to 128 printable characters");
         }
         match &self.connection {

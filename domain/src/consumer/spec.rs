@@ -389,7 +389,7 @@ impl ConsumerInput {
     pub fn into_spec(self, kind: BrokerKind, defaults: &PolicyDefaults) -> Result<ConsumerSpec, ValidationErrors> {
         let mut errors = ValidationErrors::default();
         let name = self.name.trim().to_string();
-        if name.is_empty() || name.chars().count() > 128 || name.chars().any(char::is_control) {
+        if !crate::validation::is_printable_name(&self.name, 128) {
             errors.add("name", "must be 1 to 128 printable characters");
         }
         let source = self.source.validate(kind, &mut errors);

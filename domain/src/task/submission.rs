@@ -371,15 +371,15 @@ fn scalar_text(value: &Value) -> String {
 }
 
 fn check_app_name(field: &str, name: Option<String>, limits: &Limits, errors: &mut ValidationErrors) -> Option<String> {
-    let name = name?.trim().to_string();
-    if name.is_empty() || name.chars().count() > limits.app_name_len || name.chars().any(char::is_control) {
+    let name = name?;
+    if !crate::validation::is_printable_name(&name, limits.app_name_len) {
         errors.add(
             field,
             format!("must be 1 to {} printable characters", limits.app_name_len),
         );
         return None;
     }
-    Some(name)
+    Some(name.trim().to_string())
 }
 
 fn check_deliver_at(
