@@ -172,6 +172,22 @@ async fn brokers_show_what_is_inside_and_going_offline_stops_their_consumers() {
         .unwrap()
         .iter()
         .all(|b| b["id"] != rabbit.as_str()));
+    // Deleted is gone from its routes; the audit trail keeps who did what.
+    for (kind, id) in [("brokers", &rabbit), ("consumers", &consumer)] {
+        for path in [format!("/v1/{kind}/{id}"), format!("/v1/{kind}/{id}/events")] {
+            let (status, problem) = bida.get(&path).await;
+            assert_eq!(status, 404, "{path}: {problem}");
+            assert!(problem["detail"]
+                .as_str()
+                .unwrap()
+                .contains(&format!("/v1/audit/{kind}/{id}")));
+        }
+        let (status, history) = bida.get(&format!("/v1/audit/{kind}/{id}")).await;
+        assert_eq!(status, 200, "{history}");
+        let last = history["events"].as_array().unwrap().last().unwrap().clone();
+        assert!(last["event_type"].as_str().unwrap().ends_with("Deleted"), "{last}");
+        assert!(last["metadata"]["key_id"].is_string(), "who deleted it: {last}");
+    }
 }
 
 #[tokio::test]

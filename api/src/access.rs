@@ -87,6 +87,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/keys", Key(Administer)),
     ("GET", "/v1/keys", Key(Administer)),
     ("DELETE", "/v1/keys/{key_id}", Key(Administer)),
+    ("GET", "/v1/audit/{kind}/{id}", Key(Administer)),
 ];
 
 /// The rule of a method on a path pattern: `Ok(None)` when no route has the

@@ -122,6 +122,8 @@ pub async fn events(
     id: web::Path<String>,
     query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
+    // A deleted app is a 404 here; its history stays at /v1/audit/apps/{id}.
+    state.access.app(&id).await?;
     history::of::<App>(&state, &id, &query.0, "app").await
 }
 

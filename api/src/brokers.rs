@@ -69,7 +69,7 @@ pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> 
 pub async fn view(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     let view = state.brokers.view(&id, true).await?;
     if view.deleted {
-        return Err(Problem::gone_to_history("broker", &id, "/v1/brokers"));
+        return Err(Problem::gone_to_history("broker", &id, "brokers"));
     }
     Ok(HttpResponse::Ok().json(view))
 }
@@ -117,5 +117,8 @@ pub async fn events(
     id: web::Path<String>,
     query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
+    if state.brokers.view(&id, false).await?.deleted {
+        return Err(Problem::gone_to_history("broker", &id, "brokers"));
+    }
     history::of::<bida_domain::broker::Broker>(&state, &id, &query.0, "broker").await
 }

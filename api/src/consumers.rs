@@ -75,7 +75,7 @@ pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> 
 pub async fn view(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     let view = state.consumers.view(&id).await?;
     if view.deleted {
-        return Err(Problem::gone_to_history("consumer", &id, "/v1/consumers"));
+        return Err(Problem::gone_to_history("consumer", &id, "consumers"));
     }
     Ok(HttpResponse::Ok().json(view))
 }
@@ -166,5 +166,8 @@ pub async fn events(
     id: web::Path<String>,
     query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
+    if state.consumers.view(&id).await?.deleted {
+        return Err(Problem::gone_to_history("consumer", &id, "consumers"));
+    }
     history::of::<bida_domain::consumer::Consumer>(&state, &id, &query.0, "consumer").await
 }

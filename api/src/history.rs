@@ -1,13 +1,16 @@
-//! Event histories (`/v1/{tasks,brokers,consumers,apps}/{id}/events`): who
-//! changed what, when. Credentials inside payloads are masked on the way out.
+//! Event histories (`/v1/{tasks,brokers,consumers,apps}/{id}/events`, and
+//! `/v1/audit/{kind}/{id}` for what was deleted): who changed what, when.
+//! Credentials inside payloads are masked on the way out.
 
-use actix_web::HttpResponse;
+use actix_web::{web, HttpResponse};
 use bida_store::StoredEvent;
 use chrono::{DateTime, Utc};
+use cqrs_es::Aggregate;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
+use crate::json::QueryParams;
 use crate::paging::{numeric_key, page, PageQuery};
 use crate::problem::Problem;
 
@@ -84,6 +87,45 @@ pub fn answer(
         events,
         next_cursor: stored.next_cursor,
     }))
+}
+
+/// What the audit trail keeps a history of.
+#[derive(Clone, Copy, Debug, serde::Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditKind {
+    Tasks,
+    Brokers,
+    Consumers,
+    Apps,
+    Keys,
+}
+
+impl AuditKind {
+    fn aggregate_type(self) -> &'static str {
+        use bida_domain::{access, broker, consumer, task};
+        match self {
+            Self::Tasks => <task::CallbackTask as Aggregate>::TYPE,
+            Self::Brokers => <broker::Broker as Aggregate>::TYPE,
+            Self::Consumers => <consumer::Consumer as Aggregate>::TYPE,
+            Self::Apps => <access::App as Aggregate>::TYPE,
+            Self::Keys => <access::ApiKey as Aggregate>::TYPE,
+        }
+    }
+}
+
+/// The whole history of a task, broker, consumer, app or key, deleted or
+/// not: a deleted one is gone from its own routes, its history stays here.
+#[utoipa::path(get, path = "/v1/audit/{kind}/{id}", tag = "apps",
+    params(("kind" = AuditKind, Path), ("id" = String, Path), PageQuery),
+    responses((status = 200, body = EventHistory), (status = 404, body = Problem, content_type = "application/problem+json")))]
+pub async fn audit(
+    state: web::Data<crate::ApiState>,
+    path: web::Path<(AuditKind, String)>,
+    query: QueryParams<PageQuery>,
+) -> Result<HttpResponse, Problem> {
+    let (kind, id) = path.into_inner();
+    let stored = state.store.events_of(kind.aggregate_type(), &id).await?;
+    answer(stored, "history", &id, &query.0, state.config.max_page)
 }
 
 fn is_secret_name(name: &str) -> bool {

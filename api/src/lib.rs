@@ -82,6 +82,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(consumers::routes)
         .configure(monitoring::routes)
         .configure(apps::routes)
+        .route("/v1/audit/{kind}/{id}", web::get().to(history::audit))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
         .route("/openapi.json", web::get().to(openapi::document));

@@ -5,7 +5,7 @@ use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::PROBLEM_JSON;
-use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
+use crate::{apps, brokers, consumers, health, history, monitoring, problem, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -53,6 +53,7 @@ use crate::{apps, brokers, consumers, health, monitoring, problem, tasks};
         apps::issue_installation_key,
         apps::installation_keys,
         apps::revoke_installation_key,
+        history::audit,
         monitoring::series,
         monitoring::overview,
         monitoring::nodes,

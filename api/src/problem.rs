@@ -52,7 +52,7 @@ impl Problem {
     /// A deleted resource: gone from its route, its history kept for audit.
     pub fn gone_to_history(what: &str, id: &str, collection: &str) -> Self {
         Self::not_found(format!(
-            "{what} {id} was deleted; its history stays at {collection}/{id}/events"
+            "{what} {id} was deleted; its history stays at /v1/audit/{collection}/{id}"
         ))
     }
 
