@@ -63,7 +63,7 @@ use crate::{apps, brokers, consumers, health, history, monitoring, problem, task
         document,
     ),
     modifiers(&BearerKeys, &UniqueOperationIds),
-    components(schemas(problem::Problem)),
+    components(schemas(problem::Problem, history::AuditKind)),
     tags(
         (name = "tasks", description = "Callback tasks"),
         (name = "brokers", description = "MQ clusters consumers read from"),
