@@ -33,6 +33,31 @@ pub enum Command {
     /// API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Console users.
+    #[command(subcommand)]
+    Users(UsersCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UsersCommand {
+    /// Make a console user; its password is read from standard input (one
+    /// line), so it stays out of the shell's history and the process list.
+    Create {
+        #[arg(long)]
+        username: String,
+        /// admin, operator or viewer
+        #[arg(long, default_value = "viewer")]
+        role: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
+    /// Set a console user's password (read from standard input); its sessions end.
+    Password {
+        #[arg(long)]
+        username: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]

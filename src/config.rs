@@ -3,6 +3,7 @@
 //! `__`), then command-line flags.
 
 use bida_actors::access::AuthConfig;
+use bida_actors::users::ConsoleConfig;
 use bida_actors::{DeliveryConfig, NotifyConfig, SchedulerConfig};
 use bida_api::ApiConfig;
 use bida_domain::consumer::{BreakerPolicy, ConsumerPolicy, PolicyDefaults};
@@ -27,6 +28,7 @@ pub struct Config {
     pub http_workers: usize,
     pub api: ApiConfig,
     pub auth: AuthConfig,
+    pub console: ConsoleConfig,
     /// Seals signing secrets at rest: 32 bytes, base64.
     pub secret_key: Option<String>,
     pub store: StoreConfig,
@@ -50,6 +52,7 @@ impl Default for Config {
             http_workers: 0,
             api: ApiConfig::default(),
             auth: AuthConfig::default(),
+            console: ConsoleConfig::default(),
             secret_key: None,
             store: StoreConfig::default(),
             tasks: TasksConfig::default(),

@@ -12,7 +12,7 @@ use clap::Parser;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use cli::{Cli, Command, KeysCommand, ProjectionsCommand};
+use cli::{Cli, Command, KeysCommand, ProjectionsCommand, UsersCommand};
 use config::Config;
 
 /// Delivering a message allocates and frees many small buffers on several
@@ -28,7 +28,9 @@ fn main() -> ExitCode {
         Command::Migrate(db)
         | Command::Projections(ProjectionsCommand::Rebuild { database: db, .. })
         | Command::Projections(ProjectionsCommand::Status { database: db })
-        | Command::Keys(KeysCommand::Create { database: db, .. }) => db.overrides(),
+        | Command::Keys(KeysCommand::Create { database: db, .. })
+        | Command::Users(UsersCommand::Create { database: db, .. })
+        | Command::Users(UsersCommand::Password { database: db, .. }) => db.overrides(),
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -57,6 +59,10 @@ fn main() -> ExitCode {
         Command::Projections(ProjectionsCommand::Rebuild { name, .. }) => run_async(rebuild(config, name)),
         Command::Projections(ProjectionsCommand::Status { .. }) => run_async(status(config)),
         Command::Keys(KeysCommand::Create { role, name, .. }) => run_async(create_key(config, role, name)),
+        Command::Users(UsersCommand::Create { username, role, .. }) => {
+            run_async(create_user(config, username, Some(role)))
+        }
+        Command::Users(UsersCommand::Password { username, .. }) => run_async(create_user(config, username, None)),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,6 +155,37 @@ async fn status(config: Config) -> anyhow::Result<()> {
     for name in bida_projections::ALL {
         let lag = bida_projections::lag(&store, name).await?;
         println!("{name}: {lag} events behind");
+    }
+    Ok(())
+}
+
+/// Makes a console user (`role` given) or sets one's password; the password
+/// is the first line of standard input.
+async fn create_user(config: Config, username: String, role: Option<String>) -> anyhow::Result<()> {
+    use bida_actors::audit::{acting_as, Requester};
+    use bida_actors::users::UserService;
+    let mut password = String::new();
+    std::io::stdin()
+        .read_line(&mut password)
+        .context("cannot read the password from standard input")?;
+    let password = password.trim_end_matches(['\r', '\n']);
+    let store = open(&config).await?;
+    let users = UserService::new(store, &config.console);
+    let work = async {
+        match &role {
+            Some(role) => {
+                let role = bida_domain::access::Role::parse(role)
+                    .with_context(|| format!("no role named {role}; use admin, operator or viewer"))?;
+                users.create(&username, role, password).await
+            }
+            None => users.change_password(&username, password).await,
+        }
+        .map_err(|e| anyhow::anyhow!(e))
+    };
+    let user = acting_as(Requester::command_line(), work).await?;
+    match role {
+        Some(_) => eprintln!("created the console user {} ({})", user.username, user.role),
+        None => eprintln!("set the password of {}; its sessions ended", user.username),
     }
     Ok(())
 }

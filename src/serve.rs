@@ -6,6 +6,7 @@ use anyhow::Context;
 use bida_actors::access::AccessService;
 use bida_actors::brokers::BrokerService;
 use bida_actors::consumer::ConsumerService;
+use bida_actors::users::UserService;
 use bida_actors::{Node, NodeConfig};
 use bida_api::{gate, problem_responses, routes, ApiState, KeyLimits};
 use bida_projections::TaskList;
@@ -56,6 +57,12 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!(e))
         .context("cannot make sure the installation has an admin key")?;
     let access_watch = access.spawn_watch();
+    let users = UserService::new(store.clone(), &config.console);
+    users
+        .bootstrap()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot make sure the console has a user")?;
     let projection = bida_projections::run(store.clone(), TaskList, config.projections.clone());
 
     let consumers = ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults());
@@ -73,6 +80,9 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         consumers,
         access,
         auth: config.auth.clone(),
+        users,
+        console: config.console.clone(),
+        login_limits: Arc::new(bida_api::LoginLimits::new(config.console.login_attempts_per_minute)),
         limits: Arc::new(KeyLimits::new(&config.api.rate_limit)),
         store,
         config: config.api.clone(),

@@ -25,6 +25,7 @@ pub mod sources;
 pub mod supervisor;
 pub mod task_actor;
 mod tasks;
+pub mod users;
 
 pub use config::{DeliveryConfig, NotifyConfig, NotifyFormat, NotifyWebhook, SchedulerConfig};
 pub use delivery::Delivery;

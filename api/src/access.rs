@@ -34,6 +34,12 @@ pub enum Access {
     Metrics,
     /// A key whose role meets the need.
     Key(Need),
+    /// A console page: a logged-in user whose role meets the need (others
+    /// are sent to the login page).
+    Page(Need),
+    /// A console form: as a page, from the console's own origin, with the
+    /// session's CSRF token (checked by [`crate::console::ConsoleForm`]).
+    Action(Need),
 }
 
 use Access::*;
@@ -94,7 +100,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
 /// pattern, `Err(allowed)` when it has others' methods only.
 pub fn rule(method: &str, pattern: &str) -> Result<Option<Access>, Vec<&'static str>> {
     let mut allowed = Vec::new();
-    for (m, p, access) in RULES {
+    for (m, p, access) in RULES.iter().chain(crate::console::CONSOLE_RULES) {
         if *p == pattern {
             if *m == method {
                 return Ok(Some(*access));
@@ -228,6 +234,11 @@ pub async fn gate(
         Document => state.auth.protect_openapi.then_some(ReadTasks),
         Metrics => state.auth.protect_metrics.then_some(Read),
         Key(need) => Some(need),
+        Page(need) | Action(need) => {
+            return crate::console::admit(request, next, &state, need, matches!(access, Action(_)))
+                .await
+                .map(ServiceResponse::map_into_right_body);
+        }
     };
     let Some(need) = need else {
         return next.call(request).await.map(ServiceResponse::map_into_left_body);

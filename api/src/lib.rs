@@ -5,6 +5,7 @@
 mod access;
 mod apps;
 mod brokers;
+mod console;
 mod consumers;
 mod health;
 mod history;
@@ -16,6 +17,7 @@ mod problem;
 mod tasks;
 
 pub use access::{gate, rule, Access, KeyLimits, RateLimitConfig, RULES};
+pub use console::{LoginLimits, CONSOLE_RULES};
 pub use openapi::ApiDoc;
 pub use problem::{problem_responses, Problem, PROBLEM_JSON};
 
@@ -60,6 +62,10 @@ pub struct ApiState {
     pub consumers: bida_actors::consumer::ConsumerService,
     pub access: bida_actors::access::AccessService,
     pub auth: bida_actors::access::AuthConfig,
+    pub users: bida_actors::users::UserService,
+    pub console: bida_actors::users::ConsoleConfig,
+    /// Failed console logins per client address.
+    pub login_limits: std::sync::Arc<LoginLimits>,
     /// Per-key rate limits, shared by the node's workers.
     pub limits: std::sync::Arc<KeyLimits>,
     pub store: Store,
@@ -85,5 +91,6 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/v1/audit/{kind}/{id}", web::get().to(history::audit))
         .route("/healthz", web::get().to(health::healthz))
         .route("/readyz", web::get().to(health::readyz))
-        .route("/openapi.json", web::get().to(openapi::document));
+        .route("/openapi.json", web::get().to(openapi::document))
+        .configure(console::routes);
 }

@@ -124,10 +124,10 @@ impl From<bida_projections::ProjectionError> for Problem {
 /// into problem documents too.
 pub fn problem_responses<B: MessageBody + 'static>() -> ErrorHandlers<B> {
     ErrorHandlers::new().default_handler(|response: ServiceResponse<B>| {
-        let already = response
-            .headers()
-            .get(CONTENT_TYPE)
-            .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        // Problems stay as they are; so do the console's own HTML pages.
+        let already = response.headers().get(CONTENT_TYPE).is_some_and(|v| {
+            v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()) || v.as_bytes().starts_with(b"text/html")
+        });
         if already {
             return Ok(ErrorHandlerResponse::Response(response.map_into_left_body()));
         }

@@ -11,6 +11,7 @@
 mod access;
 mod aggregates;
 mod checkpoints;
+mod console;
 mod db;
 mod error;
 mod events;
@@ -25,6 +26,7 @@ mod writer;
 pub use access::ACCESS_CHANNEL;
 pub use aggregates::RuntimeRow;
 pub use checkpoints::save_checkpoint_in;
+pub use console::SessionRow;
 pub use db::{Readiness, StoreConfig, MIGRATOR};
 pub use error::StoreError;
 pub use events::{FeedPosition, FeedRead, StoredEvent, STRIP_ABOVE_BYTES};

@@ -1,0 +1,217 @@
+//! The console's words in English and Simplified Chinese: chosen by the
+//! `bida_lang` cookie (the language switch), else by the browser's
+//! `Accept-Language`.
+
+use actix_web::http::header::ACCEPT_LANGUAGE;
+use actix_web::HttpRequest;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    En,
+    Zh,
+}
+
+impl Lang {
+    pub fn of(request: &HttpRequest) -> Self {
+        if let Some(cookie) = request.cookie("bida_lang") {
+            return Self::parse(cookie.value()).unwrap_or(Self::En);
+        }
+        let accepted = request
+            .headers()
+            .get(ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        // The first language named that the console speaks, in the browser's order.
+        accepted
+            .split(',')
+            .filter_map(|part| part.split(';').next())
+            .find_map(|tag| Self::parse(tag.trim()))
+            .unwrap_or(Self::En)
+    }
+
+    fn parse(tag: &str) -> Option<Self> {
+        let tag = tag.to_ascii_lowercase();
+        if tag.starts_with("zh") {
+            Some(Self::Zh)
+        } else if tag.starts_with("en") {
+            Some(Self::En)
+        } else {
+            None
+        }
+    }
+
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::En => "en",
+            Self::Zh => "zh-CN",
+        }
+    }
+}
+
+/// `key`, English, Chinese.
+const WORDS: &[(&str, &str, &str)] = &[
+    ("bida", "Bida callback center", "必达回调中心"),
+    ("overview", "Overview", "概览"),
+    ("tasks", "Tasks", "任务"),
+    ("consumers", "Consumers", "消费者"),
+    ("login", "Log in", "登录"),
+    ("logout", "Log out", "退出"),
+    ("username", "Username", "用户名"),
+    ("password", "Password", "密码"),
+    (
+        "login_failed",
+        "Wrong username or password, or too many attempts.",
+        "用户名或密码错误，或尝试次数过多。",
+    ),
+    ("refused", "Your role may not do this.", "你的角色无权执行此操作。"),
+    ("role", "Role", "角色"),
+    ("status", "Status", "状态"),
+    ("total", "Total", "总数"),
+    ("pending", "Pending", "待投递"),
+    ("delivering", "Delivering", "投递中"),
+    ("retrying", "Retrying", "重试中"),
+    ("delivered", "Delivered", "已送达"),
+    ("dead", "Dead letters", "死信"),
+    ("cancelled", "Cancelled", "已取消"),
+    ("messages_7d", "Messages per hour, last 7 days", "近 7 天每小时消息数"),
+    ("chart_empty", "No messages in the last 7 days.", "近 7 天没有消息。"),
+    ("last_hour", "Last hour", "最近一小时"),
+    ("attempts", "Attempts", "尝试次数"),
+    ("delivery_rate", "Delivered", "送达率"),
+    ("failure_rate", "Failed attempts", "失败率"),
+    ("apps", "Apps", "应用"),
+    ("app", "App", "应用"),
+    ("sent", "Sent", "发送"),
+    ("received", "Received", "接收"),
+    (
+        "failing_endpoints",
+        "Top failing endpoints (24 h)",
+        "失败最多的端点（24 小时）",
+    ),
+    ("endpoint", "Endpoint", "端点"),
+    ("failed", "Failed", "失败"),
+    ("nodes", "Nodes", "节点"),
+    ("node", "Node", "节点"),
+    ("version", "Version", "版本"),
+    ("heartbeat", "Heartbeat", "心跳"),
+    ("alive", "alive", "在线"),
+    ("down", "down", "离线"),
+    ("none", "None.", "无。"),
+    ("filter", "Filter", "筛选"),
+    ("any", "any", "全部"),
+    ("consumer", "Consumer", "消费者"),
+    ("created_after", "Created after", "创建晚于"),
+    ("created_before", "Created before", "创建早于"),
+    ("created", "Created", "创建时间"),
+    ("url", "URL", "URL"),
+    ("next_page", "Next page", "下一页"),
+    ("task", "Task", "任务"),
+    ("message_id", "Message id (webhook-id)", "消息 ID（webhook-id）"),
+    ("request", "Request", "请求"),
+    ("method", "Method", "方法"),
+    ("headers", "Headers", "请求头"),
+    ("body", "Body", "请求体"),
+    ("timeline", "Timeline", "时间线"),
+    ("attempt", "Attempt", "第几次"),
+    ("response", "Response", "响应"),
+    ("latency", "Latency", "耗时"),
+    ("error", "Error", "错误"),
+    ("retry", "Retry", "重试"),
+    ("cancel", "Cancel", "取消"),
+    ("edit_replay", "Edit and replay", "编辑并重放"),
+    ("replay", "Replay", "重放"),
+    ("reason", "Reason", "原因"),
+    ("history", "History (who changed what)", "变更历史（谁在何时改了什么）"),
+    ("who", "Who", "操作者"),
+    ("when", "When", "时间"),
+    ("event", "Event", "事件"),
+    ("name", "Name", "名称"),
+    ("state", "State", "状态"),
+    ("desired", "Desired", "期望状态"),
+    ("pause", "Pause", "暂停"),
+    ("resume", "Resume", "恢复"),
+    ("stop", "Stop", "停止"),
+    ("start", "Start", "启动"),
+    ("policy", "Policy (applies live)", "策略（实时生效）"),
+    ("concurrency", "Concurrency", "并发数"),
+    (
+        "rate_per_sec",
+        "Rate limit (messages/s, 0: none)",
+        "限速（条/秒，0 为不限）",
+    ),
+    ("timeout_ms", "Timeout (ms)", "超时（毫秒）"),
+    ("max_attempts", "Attempts", "最大尝试次数"),
+    ("save", "Save", "保存"),
+    ("source", "Source", "来源"),
+    ("broker", "Broker", "MQ 集群"),
+    ("consumed_per_sec", "Delivered/s (1 h)", "每秒送达（1 小时）"),
+    ("activity", "Activity (24 h)", "活跃度（24 小时）"),
+    ("lag", "Lag", "积压"),
+    ("updated_live", "Updates live", "实时更新"),
+    ("language", "中文", "English"),
+    ("not_found", "Not found.", "未找到。"),
+    ("attempts_of", "attempts", "次尝试"),
+    ("ms", "ms", "毫秒"),
+];
+
+/// The words of one language, for templates: `{{ t.get("tasks") }}`.
+#[derive(Clone, Copy, Debug)]
+pub struct Tr(pub Lang);
+
+impl Tr {
+    pub fn get(&self, key: &str) -> &'static str {
+        match WORDS.iter().find(|(k, _, _)| *k == key) {
+            Some((_, en, zh)) => match self.0 {
+                Lang::En => en,
+                Lang::Zh => zh,
+            },
+            None => {
+                tracing::warn!(key, "the console has no words for this key");
+                "?"
+            }
+        }
+    }
+
+    pub fn lang(&self) -> &'static str {
+        self.0.code()
+    }
+
+    /// The language the switch leads to.
+    pub fn other_lang(&self) -> &'static str {
+        match self.0 {
+            Lang::En => "zh",
+            Lang::Zh => "en",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_is_there_once_in_both_languages() {
+        for (i, (key, en, zh)) in WORDS.iter().enumerate() {
+            assert!(!en.is_empty() && !zh.is_empty(), "{key}");
+            assert!(!WORDS[i + 1..].iter().any(|(k, _, _)| k == key), "{key} twice");
+        }
+    }
+
+    #[test]
+    fn the_browser_language_chooses_unless_switched() {
+        use actix_web::test::TestRequest;
+        let chinese = TestRequest::default()
+            .insert_header((ACCEPT_LANGUAGE, "zh-CN,zh;q=0.9,en;q=0.8"))
+            .to_http_request();
+        assert_eq!(Lang::of(&chinese), Lang::Zh);
+        let french_then_english = TestRequest::default()
+            .insert_header((ACCEPT_LANGUAGE, "fr-FR, en;q=0.5"))
+            .to_http_request();
+        assert_eq!(Lang::of(&french_then_english), Lang::En);
+        let switched = TestRequest::default()
+            .insert_header((ACCEPT_LANGUAGE, "zh-CN"))
+            .cookie(actix_web::cookie::Cookie::new("bida_lang", "en"))
+            .to_http_request();
+        assert_eq!(Lang::of(&switched), Lang::En);
+    }
+}

@@ -1,0 +1,223 @@
+//! The web console: pages rendered on the server (askama templates, compiled
+//! into the binary with their styles and script) over the same services and
+//! read models as the JSON API, behind the same gate with the same roles.
+//! A person logs in with a username and password ([`session`]); every form
+//! carries the session's CSRF token.
+
+mod charts;
+mod consumers;
+mod i18n;
+mod overview;
+mod session;
+mod tasks;
+
+pub use session::LoginLimits;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use askama::Template;
+use bida_actors::audit::{acting_as, Requester};
+use bida_actors::users::Session;
+use bida_domain::access::{Caller, Need, Role};
+
+use crate::access::Access::{self, Action, Open, Page};
+use crate::problem::Problem;
+use crate::ApiState;
+use i18n::{Lang, Tr};
+use Need::*;
+
+/// Every console route with its access (the API's are in [`crate::RULES`]).
+pub const CONSOLE_RULES: &[(&str, &str, Access)] = &[
+    ("GET", "/login", Open),
+    ("POST", "/login", Open),
+    ("GET", "/static/{file}", Open),
+    ("POST", "/logout", Action(ReadTasks)),
+    ("GET", "/", Page(Read)),
+    ("GET", "/live/overview", Page(Read)),
+    ("GET", "/tasks", Page(Read)),
+    ("GET", "/tasks/{id}", Page(Read)),
+    ("POST", "/tasks/{id}/retry", Action(Operate)),
+    ("POST", "/tasks/{id}/cancel", Action(Operate)),
+    ("POST", "/tasks/{id}/replay", Action(Operate)),
+    ("GET", "/consumers", Page(Read)),
+    ("GET", "/consumers/{id}", Page(Read)),
+    ("POST", "/consumers/{id}/state", Action(Operate)),
+    ("POST", "/consumers/{id}/policy", Action(Operate)),
+];
+
+pub fn routes(config: &mut web::ServiceConfig) {
+    config
+        .route("/login", web::get().to(session::login_page))
+        .route("/login", web::post().to(session::log_in))
+        .route("/logout", web::post().to(session::log_out))
+        .route("/static/{file}", web::get().to(static_file))
+        .route("/", web::get().to(overview::page))
+        .route("/live/overview", web::get().to(overview::live))
+        .route("/tasks", web::get().to(tasks::list))
+        .route("/tasks/{id}", web::get().to(tasks::detail))
+        .route("/tasks/{id}/retry", web::post().to(tasks::retry))
+        .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
+        .route("/tasks/{id}/replay", web::post().to(tasks::replay))
+        .route("/consumers", web::get().to(consumers::list))
+        .route("/consumers/{id}", web::get().to(consumers::detail))
+        .route("/consumers/{id}/state", web::post().to(consumers::change_state))
+        .route("/consumers/{id}/policy", web::post().to(consumers::change_policy));
+}
+
+/// The gate's part for console routes: a logged-in user whose role meets the
+/// need; forms from the console's own origin only.
+pub async fn admit(
+    request: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+    state: &ApiState,
+    need: Need,
+    form: bool,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let session = match session::of(request.request(), state).await {
+        Ok(Some(session)) => session,
+        Ok(None) => {
+            let next_page = if form {
+                "/".to_string()
+            } else {
+                request.uri().to_string()
+            };
+            return Ok(request.into_response(session::to_login(&next_page)));
+        }
+        Err(problem) => return Ok(request.into_response(HttpResponse::from_error(problem))),
+    };
+    if form && !session::same_origin(request.request()) {
+        let refusal = Problem::new(
+            StatusCode::FORBIDDEN,
+            "cross-origin",
+            "console forms are taken from the console's own pages only",
+        );
+        return Ok(request.into_response(HttpResponse::from_error(refusal)));
+    }
+    let caller = Caller {
+        key_id: format!("user:{}", session.username),
+        app_id: None,
+        role: session.role,
+        networks: Vec::new(),
+    };
+    if !caller.may(need) {
+        let lang = Lang::of(request.request());
+        let page = refused(&session, lang);
+        return Ok(request.into_response(page));
+    }
+    let requester = Requester::new(&caller, request.peer_addr().map(|a| a.ip()));
+    request.extensions_mut().insert(session);
+    request.extensions_mut().insert(caller);
+    acting_as(requester, next.call(request))
+        .await
+        .map(ServiceResponse::map_into_boxed_body)
+}
+
+/// What every page shows around its content: who is logged in, the menu,
+/// the language, the CSRF token its forms carry.
+pub struct Chrome {
+    pub t: Tr,
+    pub username: String,
+    pub role: Role,
+    pub csrf: String,
+    /// The menu entry of this page.
+    pub section: &'static str,
+}
+
+impl Chrome {
+    fn of(request: &HttpRequest, section: &'static str) -> Result<Self, Problem> {
+        let session = request
+            .extensions()
+            .get::<Session>()
+            .cloned()
+            .ok_or_else(|| Problem::new(StatusCode::UNAUTHORIZED, "unauthorized", "log in first"))?;
+        Ok(Self {
+            t: Tr(Lang::of(request)),
+            username: session.username,
+            role: session.role,
+            csrf: session.csrf,
+            section,
+        })
+    }
+
+    /// Whether this user's role may do what buttons of `need` do: a viewer
+    /// sees no buttons it may not use (the server refuses them anyway).
+    pub fn may(&self, need: &str) -> bool {
+        let need = match need {
+            "operate" => Operate,
+            "administer" => Administer,
+            _ => Read,
+        };
+        self.role.may(need)
+    }
+}
+
+/// A page as an HTML answer (an error page if the template cannot render).
+fn html(page: &impl Template) -> HttpResponse {
+    match page.render() {
+        Ok(body) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, "text/html; charset=utf-8"))
+            .insert_header((header::CACHE_CONTROL, "no-store"))
+            .body(body),
+        Err(e) => HttpResponse::from_error(Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            format!("cannot render the page: {e}"),
+        )),
+    }
+}
+
+/// After a form: back to a page (303, so reloading does not post again).
+fn see_other(location: &str) -> HttpResponse {
+    HttpResponse::SeeOther()
+        .insert_header((header::LOCATION, location))
+        .finish()
+}
+
+#[derive(Template)]
+#[template(path = "refused.html")]
+struct Refused {
+    chrome: Chrome,
+}
+
+fn refused(session: &Session, lang: Lang) -> HttpResponse {
+    let page = Refused {
+        chrome: Chrome {
+            t: Tr(lang),
+            username: session.username.clone(),
+            role: session.role,
+            csrf: session.csrf.clone(),
+            section: "",
+        },
+    };
+    let mut response = html(&page);
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response
+}
+
+/// The console's own files, compiled into the binary.
+const STATIC_FILES: &[(&str, &str, &str)] = &[
+    (
+        "console.css",
+        "text/css; charset=utf-8",
+        include_str!("../../static/console.css"),
+    ),
+    (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../../static/console.js"),
+    ),
+];
+
+async fn static_file(file: web::Path<String>) -> HttpResponse {
+    match STATIC_FILES.iter().find(|(name, _, _)| *name == file.as_str()) {
+        Some((_, content_type, body)) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, HeaderValue::from_static(content_type)))
+            .insert_header((header::CACHE_CONTROL, "public, max-age=3600"))
+            .body(*body),
+        None => HttpResponse::from_error(Problem::not_found(format!("no console file {file}"))),
+    }
+}

@@ -1,0 +1,306 @@
+//! Tasks and dead letters: the filtered list, a task's page (its request,
+//! every attempt, who changed what), and retry, cancel, edit and replay.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use bida_domain::task::{RequestEdit, TaskDetail, TaskStatus, TaskSummary};
+use bida_projections::{TaskCursor, TaskFilter, TaskList};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+use super::session::{ConsoleForm, Empty};
+use super::{html, see_other, Chrome};
+use crate::history::{mask_secrets, MASK};
+use crate::problem::Problem;
+use crate::ApiState;
+
+const PAGE: i64 = 50;
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ListQuery {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    app: String,
+    #[serde(default)]
+    consumer_id: String,
+    /// A day (`2026-12-03`), from the form's date fields.
+    #[serde(default)]
+    created_after: String,
+    #[serde(default)]
+    created_before: String,
+    cursor: Option<String>,
+}
+
+/// The form's values, as shown again above the list.
+pub struct Filters {
+    pub status: String,
+    pub app: String,
+    pub consumer_id: String,
+    pub created_after: String,
+    pub created_before: String,
+}
+
+#[derive(Template)]
+#[template(path = "tasks.html")]
+struct TasksPage {
+    chrome: Chrome,
+    filters: Filters,
+    statuses: Vec<&'static str>,
+    tasks: Vec<TaskSummary>,
+    /// The next page's address, with the same filters.
+    next: Option<String>,
+}
+
+fn day(text: &str, field: &str) -> Result<Option<DateTime<Utc>>, Problem> {
+    if text.is_empty() {
+        return Ok(None);
+    }
+    NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|d| Some(d.and_utc()))
+        .ok_or_else(|| Problem::bad_request("invalid-query", format!("{field} is a day like 2026-12-03")))
+}
+
+fn some(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+pub async fn list(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "tasks")?;
+    let query = query.into_inner();
+    let filter = TaskFilter {
+        status: TaskStatus::parse(&query.status),
+        app: some(&query.app),
+        consumer_id: some(&query.consumer_id),
+        created_after: day(&query.created_after, "created_after")?,
+        created_before: day(&query.created_before, "created_before")?,
+        ..TaskFilter::default()
+    };
+    let cursor = query.cursor.as_deref().and_then(TaskCursor::decode);
+    let page = TaskList::page(&state.store, &filter, cursor.as_ref(), PAGE).await?;
+    let filters = Filters {
+        status: query.status,
+        app: query.app,
+        consumer_id: query.consumer_id,
+        created_after: query.created_after,
+        created_before: query.created_before,
+    };
+    let next = page.next_cursor.map(|cursor| {
+        let mut link = form_urlencoded::Serializer::new(String::new());
+        for (name, value) in [
+            ("status", &filters.status),
+            ("app", &filters.app),
+            ("consumer_id", &filters.consumer_id),
+            ("created_after", &filters.created_after),
+            ("created_before", &filters.created_before),
+        ] {
+            if !value.is_empty() {
+                link.append_pair(name, value);
+            }
+        }
+        link.append_pair("cursor", &cursor.encode());
+        format!("/tasks?{}", link.finish())
+    });
+    Ok(html(&TasksPage {
+        chrome,
+        filters,
+        statuses: TaskStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        tasks: page.items,
+        next,
+    }))
+}
+
+/// One line of a task's history.
+pub struct HistoryLine {
+    pub at: String,
+    pub event: String,
+    pub who: String,
+    pub detail: String,
+}
+
+#[derive(Template)]
+#[template(path = "task.html")]
+struct TaskPage {
+    chrome: Chrome,
+    task: TaskDetail,
+    headers: Vec<(String, String)>,
+    body: String,
+    history: Vec<HistoryLine>,
+    /// Dead or cancelled: it may be delivered again.
+    replayable: bool,
+    /// Not finished: it may be cancelled.
+    cancellable: bool,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct Notice {
+    error: Option<String>,
+}
+
+pub async fn detail(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "tasks")?;
+    let task = state
+        .tasks
+        .detail(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found(format!("no task with id {id}")))?;
+    let headers = task
+        .request
+        .headers
+        .iter()
+        .map(|(name, value)| {
+            let hidden = state.config.redact_headers.iter().any(|r| r.eq_ignore_ascii_case(name));
+            (name.clone(), if hidden { MASK.to_string() } else { value.clone() })
+        })
+        .collect();
+    let body = task
+        .request
+        .body
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
+        .unwrap_or_default();
+    let history = state
+        .tasks
+        .events(&id)
+        .await?
+        .into_iter()
+        .map(|event| {
+            let metadata: serde_json::Value = serde_json::from_str(&event.metadata).unwrap_or_default();
+            let mut payload: serde_json::Value = event
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or_default();
+            mask_secrets(&mut payload);
+            HistoryLine {
+                at: event.recorded_at.to_rfc3339(),
+                who: metadata["key_id"].as_str().unwrap_or("bida").to_string(),
+                detail: excerpt(&payload[&event.event_type]),
+                event: event.event_type,
+            }
+        })
+        .collect();
+    let status = task.summary.status;
+    Ok(html(&TaskPage {
+        chrome,
+        headers,
+        body,
+        history,
+        replayable: matches!(status, TaskStatus::Dead | TaskStatus::Cancelled),
+        cancellable: !matches!(status, TaskStatus::Delivered | TaskStatus::Dead | TaskStatus::Cancelled),
+        error: notice.into_inner().error,
+        task,
+    }))
+}
+
+/// What an event says, briefly: its fields without the request (shown above).
+fn excerpt(payload: &serde_json::Value) -> String {
+    let mut payload = payload.clone();
+    if let Some(fields) = payload.as_object_mut() {
+        fields.retain(|name, _| !matches!(name.as_str(), "spec" | "request"));
+    }
+    let text = payload.to_string();
+    match text.char_indices().nth(240) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text,
+    }
+}
+
+/// Back to the task's page, with what went wrong if something did.
+fn back(id: &str, outcome: Result<(), Problem>) -> HttpResponse {
+    match outcome {
+        Ok(()) => see_other(&format!("/tasks/{id}")),
+        Err(problem) => {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("error", &problem.detail)
+                .finish();
+            see_other(&format!("/tasks/{id}?{query}"))
+        }
+    }
+}
+
+pub async fn retry(state: web::Data<ApiState>, id: web::Path<String>, _form: ConsoleForm<Empty>) -> HttpResponse {
+    let outcome = state.tasks.retry(&id).await.map(drop).map_err(Problem::from);
+    back(&id, outcome)
+}
+
+#[derive(Deserialize)]
+pub struct CancelForm {
+    #[serde(default)]
+    reason: String,
+}
+
+pub async fn cancel(state: web::Data<ApiState>, id: web::Path<String>, form: ConsoleForm<CancelForm>) -> HttpResponse {
+    let outcome = state
+        .tasks
+        .cancel(&id, some(&form.0.reason))
+        .await
+        .map(drop)
+        .map_err(Problem::from);
+    back(&id, outcome)
+}
+
+#[derive(Deserialize)]
+pub struct ReplayForm {
+    url: String,
+    /// One `name: value` per line.
+    #[serde(default)]
+    headers: String,
+    #[serde(default)]
+    body: String,
+}
+
+pub async fn replay(state: web::Data<ApiState>, id: web::Path<String>, form: ConsoleForm<ReplayForm>) -> HttpResponse {
+    let form = form.0;
+    let outcome = async {
+        let current = state
+            .tasks
+            .detail(&id)
+            .await?
+            .ok_or_else(|| Problem::not_found(format!("no task with id {id}")))?;
+        let mut headers = BTreeMap::new();
+        for line in form.headers.lines().filter(|l| !l.trim().is_empty()) {
+            let (name, value) = line
+                .split_once(':')
+                .ok_or_else(|| Problem::bad_request("invalid-form", format!("`{line}` is not `name: value`")))?;
+            let (name, value) = (name.trim().to_ascii_lowercase(), value.trim().to_string());
+            // A redacted value left as shown keeps the one the task has.
+            let value = match current.request.headers.get(&name) {
+                Some(kept) if value == MASK => kept.clone(),
+                _ => value,
+            };
+            headers.insert(name, value);
+        }
+        let current_body = current
+            .request
+            .body
+            .as_ref()
+            .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
+            .unwrap_or_default();
+        let edit = RequestEdit {
+            url: Some(form.url.trim().to_string()).filter(|url| *url != current.request.url),
+            headers: Some(headers).filter(|h| *h != current.request.headers),
+            // Bodies that are not text are kept unless one is typed in.
+            body: Some(form.body).filter(|b| *b != current_body && !(b.is_empty() && current.request.body.is_some())),
+            body_base64: None,
+        };
+        state.tasks.replay(&id, Some(edit)).await?;
+        Ok(())
+    }
+    .await;
+    back(&id, outcome)
+}

@@ -1,0 +1,428 @@
+//! The web console in a real headless Chromium (Debian's `chromium` and
+//! `chromium-driver`, which `.ci/run` installs), driven over WebDriver: an
+//! operator logs in, fixes and replays a dead letter, pauses a consumer and
+//! raises its concurrency; the overview draws its chart; a viewer gets no
+//! buttons and is refused anyway. Any JavaScript error in the browser fails
+//! the test; each page is checked with axe-core (no serious or critical
+//! accessibility violation) and its screenshot written under
+//! `target/console-screenshots/`.
+
+mod support;
+
+use bida_testkit::rabbit::{self, TestQueue};
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{Bida, Receiver, Reply};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// chromedriver on a port of its own, killed with the test.
+struct Driver(Child, u16);
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+async fn driver() -> Driver {
+    let port = free_port();
+    let binary = std::env::var("BIDA_TEST_CHROMEDRIVER").unwrap_or_else(|_| "chromedriver".into());
+    let child = Command::new(&binary)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {binary} ({e}): apt-get install chromium chromium-driver"));
+    let driver = Driver(child, port);
+    let status = format!("http://127.0.0.1:{port}/status");
+    for _ in 0..100 {
+        if reqwest::get(&status).await.is_ok_and(|r| r.status().is_success()) {
+            return driver;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("chromedriver did not start on port {port}");
+}
+
+async fn browser(driver: &Driver, language: &str) -> Client {
+    let mut capabilities = serde_json::Map::new();
+    let binary = std::env::var("BIDA_TEST_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": binary,
+            "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                     "--window-size=1366,1000", format!("--lang={language}")],
+            "prefs": {"intl.accept_languages": language},
+        }),
+    );
+    capabilities.insert("goog:loggingPrefs".into(), json!({"browser": "ALL"}));
+    ClientBuilder::native()
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{}", driver.1))
+        .await
+        .expect("a Chromium session")
+}
+
+/// chromedriver's log of the browser's console (read once: it empties).
+#[derive(Debug)]
+struct BrowserLog;
+
+impl fantoccini::wd::WebDriverCompatibleCommand for BrowserLog {
+    fn endpoint(&self, base: &url::Url, session: Option<&str>) -> Result<url::Url, url::ParseError> {
+        base.join(&format!("session/{}/se/log", session.unwrap_or_default()))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (http::Method::POST, Some(r#"{"type":"browser"}"#.into()))
+    }
+}
+
+/// Fails on any error the page's scripts or loads reported.
+async fn no_errors(client: &Client, page: &str) {
+    let log = client.issue_cmd(BrowserLog).await.expect("browser log");
+    let errors: Vec<&Value> = log
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["level"] == "SEVERE")
+        .collect();
+    assert!(errors.is_empty(), "JavaScript errors on {page}: {errors:#?}");
+}
+
+fn axe_source() -> String {
+    let path = std::env::var("BIDA_TEST_AXE").map(PathBuf::from).unwrap_or_else(|_| {
+        PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/bida/axe-core/axe.min.js")
+    });
+    std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "axe-core is not at {} ({e}): `.ci/run` fetches it (npm pack axe-core@4), or set BIDA_TEST_AXE",
+            path.display()
+        )
+    })
+}
+
+/// Checks the page with axe-core, saves its screenshot, and fails on
+/// JavaScript errors.
+async fn inspect(client: &Client, name: &str, axe: &str) {
+    no_errors(client, name).await;
+    client.execute(axe, vec![]).await.expect("load axe-core");
+    let report = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             axe.run(document, {resultTypes: ['violations']}).then(r => done(r.violations), e => done(String(e)));",
+            vec![],
+        )
+        .await
+        .expect("axe.run");
+    let serious: Vec<&Value> = report
+        .as_array()
+        .unwrap_or_else(|| panic!("axe failed on {name}: {report}"))
+        .iter()
+        .filter(|v| matches!(v["impact"].as_str(), Some("serious" | "critical")))
+        .collect();
+    let summary: Vec<String> = serious
+        .iter()
+        .map(|v| {
+            format!(
+                "{}: {} ({:?})",
+                v["id"],
+                v["help"],
+                v["nodes"].as_array().map(|n| n.len())
+            )
+        })
+        .collect();
+    assert!(serious.is_empty(), "accessibility violations on {name}: {summary:#?}");
+    let folder = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/console-screenshots");
+    std::fs::create_dir_all(&folder).expect("screenshot folder");
+    let png = client.screenshot().await.expect("screenshot");
+    std::fs::write(folder.join(format!("{name}.png")), png).expect("write screenshot");
+}
+
+async fn text(client: &Client, css: &str) -> String {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .text()
+        .await
+        .expect("text")
+}
+
+async fn exists(client: &Client, css: &str) -> bool {
+    client
+        .find_all(Locator::Css(css))
+        .await
+        .is_ok_and(|found| !found.is_empty())
+}
+
+async fn fill(client: &Client, css: &str, value: &str) {
+    let field = client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"));
+    field.clear().await.expect("clear");
+    field.send_keys(value).await.expect("type");
+}
+
+async fn click(client: &Client, css: &str) {
+    client
+        .find(Locator::Css(css))
+        .await
+        .unwrap_or_else(|e| panic!("{css}: {e}"))
+        .click()
+        .await
+        .expect("click");
+}
+
+async fn log_in(client: &Client, bida: &Bida, username: &str, password: &str) {
+    client.goto(&format!("{}/", bida.url)).await.expect("open");
+    assert!(client.current_url().await.unwrap().path().starts_with("/login"));
+    fill(client, "#username", username).await;
+    fill(client, "#password", password).await;
+    click(client, "#login").await;
+    assert_eq!(client.current_url().await.unwrap().path(), "/", "logged in");
+}
+
+/// `bida users create`, the password on standard input.
+fn create_user(bida: &Bida, username: &str, role: &str, password: &str) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bida"))
+        .args(["users", "create", "--username", username, "--role", role])
+        .args(["--database-url", &bida.db_url])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bida users create");
+    writeln!(child.stdin.take().expect("stdin"), "{password}").expect("password");
+    let output = child.wait_with_output().expect("bida users create");
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// Reloads the page until `css` reads `expected`.
+async fn reload_until(client: &Client, css: &str, expected: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        if exists(client, css).await && text(client, css).await == expected {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{css} never read {expected}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        client.refresh().await.expect("reload");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_operator_runs_bida_from_the_browser() {
+    let endpoint = Receiver::start(|hit, _| {
+        if hit.path == "/broken" {
+            Reply::status(500)
+        } else {
+            Reply::ok().after(Duration::from_millis(40))
+        }
+    })
+    .await;
+    let bida = Bida::start("").await;
+    create_user(&bida, "ops", "admin", "operator-password-1");
+    create_user(&bida, "watcher", "viewer", "viewer-password-1");
+    let axe = axe_source();
+
+    // A dead letter: its endpoint URL is wrong.
+    let dead = bida
+        .submit(
+            json!({"url": endpoint.url("/broken"), "params": {"order": 42}, "max_attempts": 1, "source_app": "shop"}),
+        )
+        .await;
+    bida.wait_status(&dead, "dead", WAIT).await;
+    // A consumer working through a queue, one message at a time.
+    let queue = TestQueue::declare().await;
+    let (_, broker) = bida
+        .post(
+            "/v1/brokers",
+            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+        )
+        .await;
+    let (status, consumer) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "orders", "broker_id": broker["id"], "source": {"queue": queue.name},
+                   "endpoint": {"url": endpoint.url("/orders"), "timeout_ms": 2000},
+                   "policy": {"concurrency": 1}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{consumer}");
+    let consumer = consumer["id"].as_str().unwrap().to_string();
+    queue
+        .publish((0..3000).map(|i| (Some(format!("m{i}")), format!(r#"{{"n":{i}}}"#).into_bytes())))
+        .await;
+    assert!(endpoint.wait_for_hits(20, WAIT).await);
+
+    let driver = driver().await;
+    let client = browser(&driver, "en-US").await;
+    probe_the_judges(&client, &bida, &axe).await;
+    log_in(&client, &bida, "ops", "operator-password-1").await;
+
+    // The overview: counts, the 7-day chart drawn with data, live figures.
+    assert!(text(&client, "#count-dead").await.parse::<i64>().unwrap() >= 1);
+    let drawn = client
+        .execute(
+            "const c = document.querySelector('svg.chart');
+             return [Number(c.dataset.total), c.querySelectorAll('rect.bar').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        drawn[0].as_i64().unwrap() >= 1 && drawn[1].as_i64().unwrap() >= 1,
+        "{drawn}"
+    );
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let live = client
+        .execute(
+            "return document.getElementById('overview-live').dataset.refreshed || null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(live.is_string(), "the figures refreshed in place");
+    inspect(&client, "overview", &axe).await;
+
+    // The dead letter: found by filter, fixed and delivered again.
+    client.goto(&format!("{}/tasks?status=dead", bida.url)).await.unwrap();
+    assert!(text(&client, "#task-list").await.contains(&dead));
+    inspect(&client, "tasks", &axe).await;
+    click(&client, &format!("a[href='/tasks/{dead}']")).await;
+    assert_eq!(text(&client, "#task-status").await, "Dead letters");
+    click(&client, "#edit-replay summary").await;
+    inspect(&client, "task", &axe).await;
+    fill(&client, "#replay-url", &endpoint.url("/fixed")).await;
+    click(&client, "#replay").await;
+    reload_until(&client, "#task-status", "Delivered").await;
+    let (_, task) = bida.get(&format!("/v1/tasks/{dead}")).await;
+    assert_eq!(task["status"], "delivered", "{task}");
+    assert!(endpoint.hits().iter().any(|h| h.path == "/fixed"));
+    let (_, history) = bida.get(&format!("/v1/tasks/{dead}/events")).await;
+    let replay = history["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "RetryRequested")
+        .expect("the replay is in the history");
+    assert_eq!(replay["metadata"]["key_id"], "user:ops", "{replay}");
+
+    // The consumer: paused from the page, seen paused on the page and in the API.
+    client.goto(&format!("{}/consumers", bida.url)).await.unwrap();
+    assert!(text(&client, "#consumer-list").await.contains("orders"));
+    inspect(&client, "consumers", &axe).await;
+    click(&client, &format!("a[href='/consumers/{consumer}']")).await;
+    inspect(&client, "consumer", &axe).await;
+    let slow = rate(&endpoint, 2).await;
+    click(&client, "#pause").await;
+    assert_eq!(text(&client, "#desired-state").await, "paused");
+    let (_, view) = bida.get(&format!("/v1/consumers/{consumer}")).await;
+    assert_eq!(view["desired_state"], "paused", "{view}");
+    reload_until(&client, "#consumer-state", "paused").await;
+    // Its concurrency raised from the form; the running consumer uses it.
+    fill(&client, "#concurrency", "16").await;
+    click(&client, "#save-policy").await;
+    assert_eq!(text(&client, "#current-concurrency").await, "16");
+    let (_, view) = bida.get(&format!("/v1/consumers/{consumer}")).await;
+    assert_eq!(view["policy"]["concurrency"], 16, "{view}");
+    click(&client, "#resume").await;
+    reload_until(&client, "#consumer-state", "running").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let fast = rate(&endpoint, 2).await;
+    assert!(
+        fast > 3.0 * slow,
+        "concurrency 1 -> 16 took {slow:.0} -> {fast:.0} deliveries/s"
+    );
+
+    // Logging out ends the session.
+    click(&client, "#logout").await;
+    assert_eq!(client.current_url().await.unwrap().path(), "/login");
+    client.goto(&format!("{}/tasks", bida.url)).await.unwrap();
+    assert_eq!(client.current_url().await.unwrap().path(), "/login");
+    inspect(&client, "login", &axe).await;
+
+    // A viewer sees no buttons it may not use, and is refused anyway.
+    log_in(&client, &bida, "watcher", "viewer-password-1").await;
+    let cancelled = bida
+        .submit(json!({"url": endpoint.url("/later"), "delay_ms": 600000}))
+        .await;
+    bida.post(&format!("/v1/tasks/{cancelled}/cancel"), json!(null)).await;
+    client.goto(&format!("{}/tasks/{cancelled}", bida.url)).await.unwrap();
+    assert!(!exists(&client, "#retry").await && !exists(&client, "#replay").await);
+    no_errors(&client, "viewer's task").await;
+    let refused = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const csrf = document.querySelector('input[name=_csrf]').value;
+             fetch(arguments[0], {method: 'POST', headers: {'content-type': 'application/x-www-form-urlencoded'},
+                                  body: '_csrf=' + encodeURIComponent(csrf), redirect: 'manual'})
+               .then(r => done(r.status), e => done(String(e)));",
+            vec![json!(format!("/tasks/{cancelled}/retry"))],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, 403, "a viewer's retry is refused");
+    let (_, task) = bida.get(&format!("/v1/tasks/{cancelled}")).await;
+    assert_eq!(task["status"], "cancelled", "{task}");
+
+    client.close().await.unwrap();
+
+    // A browser that prefers Chinese gets the console in Chinese.
+    let chinese = browser(&driver, "zh-CN").await;
+    chinese.goto(&format!("{}/login", bida.url)).await.unwrap();
+    assert_eq!(text(&chinese, "#login").await, "登录");
+    log_in(&chinese, &bida, "ops", "operator-password-1").await;
+    assert!(text(&chinese, "nav").await.contains("任务"));
+    inspect(&chinese, "overview-zh", &axe).await;
+    chinese.close().await.unwrap();
+}
+
+/// The checks can fail: a thrown error reaches the browser log, and an image
+/// without a text alternative is an axe-core violation.
+async fn probe_the_judges(client: &Client, bida: &Bida, axe: &str) {
+    client.goto(&format!("{}/login", bida.url)).await.unwrap();
+    client
+        .execute("setTimeout(() => { throw new Error('probe'); });", vec![])
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let log = client.issue_cmd(BrowserLog).await.unwrap();
+    assert!(log.to_string().contains("probe"), "the browser log shows errors: {log}");
+    client.execute(axe, vec![]).await.unwrap();
+    let violations = client
+        .execute_async(
+            "const done = arguments[arguments.length - 1];
+             const img = document.createElement('img'); img.src = 'data:,'; document.body.appendChild(img);
+             axe.run(document).then(r => { img.remove(); done(r.violations.map(v => v.id)); });",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(
+        violations.to_string().contains("image-alt"),
+        "axe-core sees violations: {violations}"
+    );
+}
+
+/// Deliveries per second the endpoint gets over the next `seconds`.
+async fn rate(endpoint: &Receiver, seconds: u64) -> f64 {
+    let before = endpoint.hit_count();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    (endpoint.hit_count() - before) as f64 / seconds as f64
+}
