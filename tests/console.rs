@@ -188,13 +188,32 @@ async fn click(client: &Client, css: &str) {
         .expect("click");
 }
 
+/// Waits until the browser shows a loaded page at `path` (a click that
+/// navigates may return before the page it leads to).
+async fn wait_for_path(client: &Client, path: &str) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let at = client.current_url().await.unwrap();
+        let ready = client.execute("return document.readyState;", vec![]).await.unwrap();
+        if at.path() == path && ready == "complete" {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got to {path} (at {at}): {}",
+            text(client, "body").await
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn log_in(client: &Client, bida: &Bida, username: &str, password: &str) {
     client.goto(&format!("{}/", bida.url)).await.expect("open");
     assert!(client.current_url().await.unwrap().path().starts_with("/login"));
     fill(client, "#username", username).await;
     fill(client, "#password", password).await;
     click(client, "#login").await;
-    assert_eq!(client.current_url().await.unwrap().path(), "/", "logged in");
+    wait_for_path(client, "/").await;
 }
 
 /// `bida users create`, the password on standard input.
@@ -305,11 +324,13 @@ async fn an_operator_runs_bida_from_the_browser() {
     assert!(text(&client, "#task-list").await.contains(&dead));
     inspect(&client, "tasks", &axe).await;
     click(&client, &format!("a[href='/tasks/{dead}']")).await;
+    wait_for_path(&client, &format!("/tasks/{dead}")).await;
     assert_eq!(text(&client, "#task-status").await, "Dead letters");
     click(&client, "#edit-replay summary").await;
     inspect(&client, "task", &axe).await;
     fill(&client, "#replay-url", &endpoint.url("/fixed")).await;
     click(&client, "#replay").await;
+    wait_for_path(&client, &format!("/tasks/{dead}")).await;
     reload_until(&client, "#task-status", "Delivered").await;
     let (_, task) = bida.get(&format!("/v1/tasks/{dead}")).await;
     assert_eq!(task["status"], "delivered", "{task}");
@@ -328,17 +349,18 @@ async fn an_operator_runs_bida_from_the_browser() {
     assert!(text(&client, "#consumer-list").await.contains("orders"));
     inspect(&client, "consumers", &axe).await;
     click(&client, &format!("a[href='/consumers/{consumer}']")).await;
+    wait_for_path(&client, &format!("/consumers/{consumer}")).await;
     inspect(&client, "consumer", &axe).await;
     let slow = rate(&endpoint, 2).await;
     click(&client, "#pause").await;
-    assert_eq!(text(&client, "#desired-state").await, "paused");
+    reload_until(&client, "#desired-state", "paused").await;
     let (_, view) = bida.get(&format!("/v1/consumers/{consumer}")).await;
     assert_eq!(view["desired_state"], "paused", "{view}");
     reload_until(&client, "#consumer-state", "paused").await;
     // Its concurrency raised from the form; the running consumer uses it.
     fill(&client, "#concurrency", "16").await;
     click(&client, "#save-policy").await;
-    assert_eq!(text(&client, "#current-concurrency").await, "16");
+    reload_until(&client, "#current-concurrency", "16").await;
     let (_, view) = bida.get(&format!("/v1/consumers/{consumer}")).await;
     assert_eq!(view["policy"]["concurrency"], 16, "{view}");
     click(&client, "#resume").await;
@@ -350,9 +372,38 @@ async fn an_operator_runs_bida_from_the_browser() {
         "concurrency 1 -> 16 took {slow:.0} -> {fast:.0} deliveries/s"
     );
 
+    // Brokers, nodes, apps and users: the admin's pages.
+    client.goto(&format!("{}/brokers", bida.url)).await.unwrap();
+    inspect(&client, "brokers", &axe).await;
+    click(&client, "#broker-list a").await;
+    reload_until(&client, "#broker-health", "reachable").await;
+    inspect(&client, "broker", &axe).await;
+    client.goto(&format!("{}/nodes", bida.url)).await.unwrap();
+    assert!(text(&client, "#node-list").await.contains("alive"));
+    inspect(&client, "nodes", &axe).await;
+    client.goto(&format!("{}/apps", bida.url)).await.unwrap();
+    click(&client, "details summary").await;
+    fill(&client, "#app-name", "billing").await;
+    click(&client, "#create-app").await;
+    wait_for_path(&client, "/apps").await;
+    assert!(
+        text(&client, "#secret").await.starts_with("whsec_"),
+        "the signing secret, once"
+    );
+    let (_, apps) = bida.get("/v1/apps").await;
+    assert!(
+        apps["items"].as_array().unwrap().iter().any(|a| a["name"] == "billing"),
+        "{apps}"
+    );
+    client.goto(&format!("{}/apps", bida.url)).await.unwrap();
+    inspect(&client, "apps", &axe).await;
+    client.goto(&format!("{}/users", bida.url)).await.unwrap();
+    assert!(text(&client, "#user-list").await.contains("watcher"));
+    inspect(&client, "users", &axe).await;
+
     // Logging out ends the session.
     click(&client, "#logout").await;
-    assert_eq!(client.current_url().await.unwrap().path(), "/login");
+    wait_for_path(&client, "/login").await;
     client.goto(&format!("{}/tasks", bida.url)).await.unwrap();
     assert_eq!(client.current_url().await.unwrap().path(), "/login");
     inspect(&client, "login", &axe).await;
@@ -378,6 +429,12 @@ async fn an_operator_runs_bida_from_the_browser() {
         .await
         .unwrap();
     assert_eq!(refused, 403, "a viewer's retry is refused");
+    assert!(
+        !text(&client, "nav").await.contains("Users"),
+        "a viewer has no admin pages in its menu"
+    );
+    client.goto(&format!("{}/users", bida.url)).await.unwrap();
+    assert!(text(&client, "main").await.contains("Your role may not do this"));
     let (_, task) = bida.get(&format!("/v1/tasks/{cancelled}")).await;
     assert_eq!(task["status"], "cancelled", "{task}");
 

@@ -4,6 +4,7 @@
 //! A person logs in with a username and password ([`session`]); every form
 //! carries the session's CSRF token.
 
+mod admin;
 mod charts;
 mod consumers;
 mod i18n;
@@ -47,6 +48,18 @@ pub const CONSOLE_RULES: &[(&str, &str, Access)] = &[
     ("GET", "/consumers/{id}", Page(Read)),
     ("POST", "/consumers/{id}/state", Action(Operate)),
     ("POST", "/consumers/{id}/policy", Action(Operate)),
+    ("GET", "/brokers", Page(Read)),
+    ("GET", "/brokers/{id}", Page(Read)),
+    ("POST", "/brokers/{id}/online", Action(Operate)),
+    ("GET", "/nodes", Page(Read)),
+    ("GET", "/apps", Page(Administer)),
+    ("POST", "/apps", Action(Administer)),
+    ("POST", "/apps/{id}/secret", Action(Administer)),
+    ("POST", "/keys", Action(Administer)),
+    ("POST", "/keys/{id}/revoke", Action(Administer)),
+    ("GET", "/users", Page(Administer)),
+    ("POST", "/users", Action(Administer)),
+    ("POST", "/users/{username}", Action(Administer)),
 ];
 
 pub fn routes(config: &mut web::ServiceConfig) {
@@ -65,7 +78,19 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/consumers", web::get().to(consumers::list))
         .route("/consumers/{id}", web::get().to(consumers::detail))
         .route("/consumers/{id}/state", web::post().to(consumers::change_state))
-        .route("/consumers/{id}/policy", web::post().to(consumers::change_policy));
+        .route("/consumers/{id}/policy", web::post().to(consumers::change_policy))
+        .route("/brokers", web::get().to(admin::brokers))
+        .route("/brokers/{id}", web::get().to(admin::broker))
+        .route("/brokers/{id}/online", web::post().to(admin::set_online))
+        .route("/nodes", web::get().to(admin::nodes))
+        .route("/apps", web::get().to(admin::apps))
+        .route("/apps", web::post().to(admin::create_app))
+        .route("/apps/{id}/secret", web::post().to(admin::rotate_secret))
+        .route("/keys", web::post().to(admin::issue_key))
+        .route("/keys/{id}/revoke", web::post().to(admin::revoke_key))
+        .route("/users", web::get().to(admin::users))
+        .route("/users", web::post().to(admin::create_user))
+        .route("/users/{username}", web::post().to(admin::change_user));
 }
 
 /// The gate's part for console routes: a logged-in user whose role meets the

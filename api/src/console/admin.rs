@@ -1,0 +1,369 @@
+//! The pages an operator and an admin need besides tasks and consumers:
+//! brokers (health, topics and queues, offline and online), nodes, apps with
+//! their keys and signing secrets, and console users.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use askama::Template;
+use bida_actors::access::{AppView, KeyRequest, KeyView, RotateRequest};
+use bida_actors::brokers::BrokerView;
+use bida_actors::users::UserView;
+use bida_domain::access::{AppSpec, Role};
+use bida_store::NodeInfo;
+use chrono::Utc;
+use serde::Deserialize;
+
+use super::session::{ConsoleForm, Empty};
+use super::{html, see_other, Chrome};
+use crate::problem::Problem;
+use crate::ApiState;
+
+#[derive(Deserialize)]
+pub struct Notice {
+    error: Option<String>,
+}
+
+/// Back to `page`, with what went wrong if something did.
+fn back(page: &str, outcome: Result<(), Problem>) -> HttpResponse {
+    match outcome {
+        Ok(()) => see_other(page),
+        Err(problem) => {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("error", &problem.detail)
+                .finish();
+            see_other(&format!("{page}?{query}"))
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "brokers.html")]
+struct BrokersPage {
+    chrome: Chrome,
+    brokers: Vec<BrokerView>,
+}
+
+pub async fn brokers(request: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "brokers")?;
+    let mut brokers: Vec<BrokerView> = state.brokers.list().await?.into_iter().filter(|b| !b.deleted).collect();
+    brokers.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(html(&BrokersPage { chrome, brokers }))
+}
+
+#[derive(Template)]
+#[template(path = "broker.html")]
+struct BrokerPage {
+    chrome: Chrome,
+    broker: BrokerView,
+    /// How to reach it, passwords hidden.
+    connection: String,
+    /// Kafka: name, partitions, messages kept.
+    topics: Vec<(String, usize, i64)>,
+    error: Option<String>,
+}
+
+pub async fn broker(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "brokers")?;
+    let broker = state.brokers.view(&id, true).await?;
+    if broker.deleted {
+        return Err(Problem::gone_to_history("broker", &id, "brokers"));
+    }
+    let topics = broker
+        .topics
+        .iter()
+        .flatten()
+        .map(|t| {
+            let kept = t.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
+            (t.name.clone(), t.partitions.len(), kept)
+        })
+        .collect();
+    Ok(html(&BrokerPage {
+        chrome,
+        topics,
+        connection: serde_json::to_string(&broker.connection).unwrap_or_default(),
+        broker,
+        error: notice.into_inner().error,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct OnlineForm {
+    online: bool,
+}
+
+pub async fn set_online(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    form: ConsoleForm<OnlineForm>,
+) -> HttpResponse {
+    let outcome = state
+        .brokers
+        .set_online(&id, form.0.online)
+        .await
+        .map(drop)
+        .map_err(Problem::from);
+    back(&format!("/brokers/{id}"), outcome)
+}
+
+pub struct NodeLine {
+    pub info: NodeInfo,
+    pub alive: bool,
+    pub report: String,
+}
+
+#[derive(Template)]
+#[template(path = "nodes.html")]
+struct NodesPage {
+    chrome: Chrome,
+    nodes: Vec<NodeLine>,
+}
+
+pub async fn nodes(request: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "nodes")?;
+    let now = Utc::now();
+    let nodes = state
+        .store
+        .nodes()
+        .await?
+        .into_iter()
+        .map(|info| NodeLine {
+            alive: info.stopped_at.is_none()
+                && (now - info.heartbeat_at).to_std().is_ok_and(|age| age < state.node_ttl),
+            report: info.report.to_string(),
+            info,
+        })
+        .collect();
+    Ok(html(&NodesPage { chrome, nodes }))
+}
+
+pub struct AppLine {
+    pub app: AppView,
+    pub keys: Vec<KeyView>,
+}
+
+#[derive(Template)]
+#[template(path = "apps.html")]
+struct AppsPage {
+    chrome: Chrome,
+    apps: Vec<AppLine>,
+    installation_keys: Vec<KeyView>,
+    roles: Vec<&'static str>,
+    error: Option<String>,
+}
+
+pub async fn apps(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "apps")?;
+    let mut apps = Vec::new();
+    for app in state.access.apps().await? {
+        let keys = state.access.keys(Some(&app.id)).await?;
+        apps.push(AppLine { app, keys });
+    }
+    apps.sort_by(|a, b| a.app.name.cmp(&b.app.name));
+    Ok(html(&AppsPage {
+        chrome,
+        apps,
+        installation_keys: state.access.keys(None).await?,
+        roles: Role::ALL.iter().map(|r| r.as_str()).collect(),
+        error: notice.into_inner().error,
+    }))
+}
+
+/// A secret or key shown once, right after it was made.
+#[derive(Template)]
+#[template(path = "secret.html")]
+struct SecretPage {
+    chrome: Chrome,
+    what: String,
+    secret: String,
+}
+
+fn shown_once(request: &HttpRequest, what: String, secret: String) -> Result<HttpResponse, Problem> {
+    Ok(html(&SecretPage {
+        chrome: Chrome::of(request, "apps")?,
+        what,
+        secret,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct AppForm {
+    name: String,
+    /// CIDR networks, separated by commas or spaces.
+    #[serde(default)]
+    allowed_networks: String,
+}
+
+pub async fn create_app(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    form: ConsoleForm<AppForm>,
+) -> Result<HttpResponse, Problem> {
+    let form = form.0;
+    let networks: Result<Vec<_>, _> = form
+        .allowed_networks
+        .split([',', ' ', '\n'])
+        .filter(|n| !n.trim().is_empty())
+        .map(|n| n.trim().parse())
+        .collect();
+    let Ok(allowed_networks) = networks else {
+        return Ok(back(
+            "/apps",
+            Err(Problem::bad_request(
+                "invalid-form",
+                "allowed networks are CIDR ranges: 10.1.0.0/16",
+            )),
+        ));
+    };
+    match state
+        .access
+        .create_app(AppSpec {
+            name: form.name,
+            allowed_networks,
+        })
+        .await
+    {
+        Ok(created) => match created.signing_secret {
+            Some(secret) => shown_once(&request, format!("{} (whsec)", created.app.name), secret),
+            None => Ok(see_other("/apps")),
+        },
+        Err(e) => Ok(back("/apps", Err(e.into()))),
+    }
+}
+
+pub async fn rotate_secret(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    _form: ConsoleForm<Empty>,
+) -> Result<HttpResponse, Problem> {
+    match state.access.rotate_secret(&id, RotateRequest::default()).await {
+        Ok(rotated) => shown_once(&request, format!("{id} (whsec)"), rotated.signing_secret),
+        Err(e) => Ok(back("/apps", Err(e.into()))),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KeyForm {
+    name: String,
+    role: String,
+    /// Empty: an installation-wide key.
+    #[serde(default)]
+    app_id: String,
+}
+
+pub async fn issue_key(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    form: ConsoleForm<KeyForm>,
+) -> Result<HttpResponse, Problem> {
+    let form = form.0;
+    let Some(role) = Role::parse(&form.role) else {
+        return Ok(back("/apps", Err(Problem::bad_request("invalid-form", "no such role"))));
+    };
+    let app = Some(form.app_id.as_str()).filter(|a| !a.is_empty());
+    match state.access.issue(app, KeyRequest { name: form.name, role }).await {
+        Ok(issued) => shown_once(
+            &request,
+            format!("{} ({})", issued.view.name, issued.view.role),
+            issued.key,
+        ),
+        Err(e) => Ok(back("/apps", Err(e.into()))),
+    }
+}
+
+pub async fn revoke_key(
+    state: web::Data<ApiState>,
+    key_id: web::Path<String>,
+    _form: ConsoleForm<Empty>,
+) -> HttpResponse {
+    let outcome = async {
+        let key = state.access.key(&key_id).await?;
+        state.access.revoke(key.app_id.as_deref(), &key_id).await?;
+        Ok::<_, bida_actors::brokers::AdminError>(())
+    }
+    .await
+    .map_err(Problem::from);
+    back("/apps", outcome)
+}
+
+#[derive(Template)]
+#[template(path = "users.html")]
+struct UsersPage {
+    chrome: Chrome,
+    users: Vec<UserView>,
+    error: Option<String>,
+}
+
+pub async fn users(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "users")?;
+    Ok(html(&UsersPage {
+        chrome,
+        users: state.users.users().await?,
+        error: notice.into_inner().error,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct UserForm {
+    username: String,
+    role: String,
+    password: String,
+}
+
+pub async fn create_user(state: web::Data<ApiState>, form: ConsoleForm<UserForm>) -> HttpResponse {
+    let form = form.0;
+    let outcome = async {
+        let role = Role::parse(&form.role).ok_or_else(|| Problem::bad_request("invalid-form", "no such role"))?;
+        state.users.create(&form.username, role, &form.password).await?;
+        Ok(())
+    }
+    .await;
+    back("/users", outcome)
+}
+
+#[derive(Deserialize)]
+pub struct UserChange {
+    /// role, password or delete
+    change: String,
+    #[serde(default)]
+    role: String,
+    #[serde(default)]
+    password: String,
+}
+
+pub async fn change_user(
+    state: web::Data<ApiState>,
+    username: web::Path<String>,
+    form: ConsoleForm<UserChange>,
+) -> HttpResponse {
+    let form = form.0;
+    let outcome = async {
+        match form.change.as_str() {
+            "role" => {
+                let role =
+                    Role::parse(&form.role).ok_or_else(|| Problem::bad_request("invalid-form", "no such role"))?;
+                state.users.change_role(&username, role).await?;
+            }
+            "password" => {
+                state.users.change_password(&username, &form.password).await?;
+            }
+            "delete" => state.users.delete(&username).await?,
+            other => return Err(Problem::bad_request("invalid-form", format!("no change named {other}"))),
+        }
+        Ok(())
+    }
+    .await;
+    back("/users", outcome)
+}
