@@ -246,8 +246,8 @@ async fn reload_until(client: &Client, css: &str, expected: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_operator_runs_bida_from_the_browser() {
-    let endpoint = Receiver::start(|hit, _| {
-        if hit.path == "/broken" {
+    let endpoint = Receiver::start(|hit, nth| {
+        if hit.path == "/broken" || (hit.path == "/flaky" && nth == 1) {
             Reply::status(500)
         } else {
             Reply::ok().after(Duration::from_millis(40))
@@ -343,6 +343,30 @@ async fn an_operator_runs_bida_from_the_browser() {
         .find(|e| e["event_type"] == "RetryRequested")
         .expect("the replay is in the history");
     assert_eq!(replay["metadata"]["key_id"], "user:ops", "{replay}");
+
+    // Bulk replay of a filter: how many it will touch, then a confirmation.
+    let mut batch = Vec::new();
+    for n in 0..3 {
+        let id = bida
+            .submit(json!({"url": endpoint.url("/flaky"), "params": {"n": n}, "max_attempts": 1, "source_app": "bulk"}))
+            .await;
+        bida.wait_status(&id, "dead", WAIT).await;
+        batch.push(id);
+    }
+    client
+        .goto(&format!("{}/tasks?status=dead&app=bulk", bida.url))
+        .await
+        .unwrap();
+    click(&client, "#replay-these").await;
+    wait_for_path(&client, "/tasks/replay").await;
+    assert_eq!(text(&client, "#replay-count").await, "3");
+    inspect(&client, "replay", &axe).await;
+    click(&client, "#confirm-replay").await;
+    wait_for_path(&client, "/tasks").await;
+    assert!(text(&client, "#replay-done").await.starts_with("3 replayed"));
+    for id in &batch {
+        bida.wait_status(id, "delivered", WAIT).await;
+    }
 
     // The consumer: paused from the page, seen paused on the page and in the API.
     client.goto(&format!("{}/consumers", bida.url)).await.unwrap();

@@ -190,6 +190,10 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("change_role", "Change role", "修改角色"),
     ("set_password", "Set password", "设置密码"),
     ("delete", "Delete", "删除"),
+    ("replay_these", "Replay these tasks…", "重放这些任务…"),
+    ("replay_count", "Tasks this will deliver again", "将重新投递的任务数"),
+    ("replay_limit", "at most", "最多"),
+    ("confirm", "Confirm", "确认"),
 ];
 
 /// The words of one language, for templates: `{{ t.get("tasks") }}`.

@@ -40,6 +40,8 @@ pub const CONSOLE_RULES: &[(&str, &str, Access)] = &[
     ("GET", "/", Page(Read)),
     ("GET", "/live/overview", Page(Read)),
     ("GET", "/tasks", Page(Read)),
+    ("GET", "/tasks/replay", Page(Operate)),
+    ("POST", "/tasks/replay", Action(Operate)),
     ("GET", "/tasks/{id}", Page(Read)),
     ("POST", "/tasks/{id}/retry", Action(Operate)),
     ("POST", "/tasks/{id}/cancel", Action(Operate)),
@@ -71,6 +73,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/", web::get().to(overview::page))
         .route("/live/overview", web::get().to(overview::live))
         .route("/tasks", web::get().to(tasks::list))
+        .route("/tasks/replay", web::get().to(tasks::replay_preview))
+        .route("/tasks/replay", web::post().to(tasks::replay_many))
         .route("/tasks/{id}", web::get().to(tasks::detail))
         .route("/tasks/{id}/retry", web::post().to(tasks::retry))
         .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))

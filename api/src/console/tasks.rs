@@ -31,6 +31,8 @@ pub struct ListQuery {
     #[serde(default)]
     created_before: String,
     cursor: Option<String>,
+    /// What a bulk replay did (shown once after it).
+    done: Option<String>,
 }
 
 /// The form's values, as shown again above the list.
@@ -51,6 +53,10 @@ struct TasksPage {
     tasks: Vec<TaskSummary>,
     /// The next page's address, with the same filters.
     next: Option<String>,
+    /// Dead or cancelled tasks are listed: they may be replayed together.
+    replayable: bool,
+    replay_link: String,
+    done: Option<String>,
 }
 
 fn day(text: &str, field: &str) -> Result<Option<DateTime<Utc>>, Problem> {
@@ -75,47 +81,133 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, Problem> {
     let chrome = Chrome::of(&request, "tasks")?;
-    let query = query.into_inner();
-    let filter = TaskFilter {
+    let mut query = query.into_inner();
+    let query_done = query.done.take();
+    let filter = filter_of(&query)?;
+    let cursor = query.cursor.as_deref().and_then(TaskCursor::decode);
+    let page = TaskList::page(&state.store, &filter, cursor.as_ref(), PAGE).await?;
+    let filters = Filters::from(query);
+    let next = page.next_cursor.map(|cursor| {
+        let mut link = filters.query();
+        link.append_pair("cursor", &cursor.encode());
+        format!("/tasks?{}", link.finish())
+    });
+    Ok(html(&TasksPage {
+        replayable: matches!(filter.status, Some(TaskStatus::Dead | TaskStatus::Cancelled)),
+        replay_link: format!("/tasks/replay?{}", filters.query().finish()),
+        chrome,
+        filters,
+        statuses: TaskStatus::ALL.iter().map(|s| s.as_str()).collect(),
+        tasks: page.items,
+        next,
+        done: query_done,
+    }))
+}
+
+fn filter_of(query: &ListQuery) -> Result<TaskFilter, Problem> {
+    Ok(TaskFilter {
         status: TaskStatus::parse(&query.status),
         app: some(&query.app),
         consumer_id: some(&query.consumer_id),
         created_after: day(&query.created_after, "created_after")?,
         created_before: day(&query.created_before, "created_before")?,
         ..TaskFilter::default()
-    };
-    let cursor = query.cursor.as_deref().and_then(TaskCursor::decode);
-    let page = TaskList::page(&state.store, &filter, cursor.as_ref(), PAGE).await?;
-    let filters = Filters {
-        status: query.status,
-        app: query.app,
-        consumer_id: query.consumer_id,
-        created_after: query.created_after,
-        created_before: query.created_before,
-    };
-    let next = page.next_cursor.map(|cursor| {
+    })
+}
+
+impl From<ListQuery> for Filters {
+    fn from(query: ListQuery) -> Self {
+        Self {
+            status: query.status,
+            app: query.app,
+            consumer_id: query.consumer_id,
+            created_after: query.created_after,
+            created_before: query.created_before,
+        }
+    }
+}
+
+impl Filters {
+    /// The filters as a query string (empty ones left out).
+    fn query(&self) -> form_urlencoded::Serializer<'static, String> {
         let mut link = form_urlencoded::Serializer::new(String::new());
         for (name, value) in [
-            ("status", &filters.status),
-            ("app", &filters.app),
-            ("consumer_id", &filters.consumer_id),
-            ("created_after", &filters.created_after),
-            ("created_before", &filters.created_before),
+            ("status", &self.status),
+            ("app", &self.app),
+            ("consumer_id", &self.consumer_id),
+            ("created_after", &self.created_after),
+            ("created_before", &self.created_before),
         ] {
             if !value.is_empty() {
                 link.append_pair(name, value);
             }
         }
-        link.append_pair("cursor", &cursor.encode());
-        format!("/tasks?{}", link.finish())
-    });
-    Ok(html(&TasksPage {
+        link
+    }
+}
+
+#[derive(Template)]
+#[template(path = "replay.html")]
+struct ReplayPage {
+    chrome: Chrome,
+    filters: Filters,
+    /// Tasks the filter matches now, up to `limit`.
+    count: usize,
+    limit: i64,
+}
+
+/// Bulk replay, step one: how many tasks the filter would replay, and a
+/// button to confirm.
+pub async fn replay_preview(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "tasks")?;
+    let query = query.into_inner();
+    let filter = replayable_filter(&query)?;
+    let limit = state.config.max_replay;
+    let count = TaskList::ids(&state.store, &filter, limit).await?.len();
+    Ok(html(&ReplayPage {
         chrome,
-        filters,
-        statuses: TaskStatus::ALL.iter().map(|s| s.as_str()).collect(),
-        tasks: page.items,
-        next,
+        filters: Filters::from(query),
+        count,
+        limit,
     }))
+}
+
+/// Bulk replay covers dead letters (the default) and cancelled tasks only.
+fn replayable_filter(query: &ListQuery) -> Result<TaskFilter, Problem> {
+    let mut filter = filter_of(query)?;
+    match filter.status {
+        None => filter.status = Some(TaskStatus::Dead),
+        Some(TaskStatus::Dead | TaskStatus::Cancelled) => {}
+        Some(other) => {
+            return Err(Problem::bad_request(
+                "invalid-filter",
+                format!("replay takes dead or cancelled tasks, not {other}"),
+            ))
+        }
+    }
+    Ok(filter)
+}
+
+/// Bulk replay, step two: replays what the filter matches now.
+pub async fn replay_many(state: web::Data<ApiState>, form: ConsoleForm<ListQuery>) -> Result<HttpResponse, Problem> {
+    let query = form.0;
+    let filter = replayable_filter(&query)?;
+    let ids = TaskList::ids(&state.store, &filter, state.config.max_replay).await?;
+    let mut replayed = 0;
+    let mut left = 0;
+    for (_, outcome) in state.tasks.replay_many(ids).await {
+        match outcome {
+            Ok(()) => replayed += 1,
+            Err(_) => left += 1,
+        }
+    }
+    let mut link = Filters::from(query).query();
+    link.append_pair("done", &format!("{replayed} replayed, {left} left as they were"));
+    Ok(see_other(&format!("/tasks?{}", link.finish())))
 }
 
 /// One line of a task's history.
