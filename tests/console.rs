@@ -396,6 +396,37 @@ async fn an_operator_runs_bida_from_the_browser() {
         "concurrency 1 -> 16 took {slow:.0} -> {fast:.0} deliveries/s"
     );
 
+    // A consumer made from the form, with a policy of its own.
+    let refunds = TestQueue::declare().await;
+    client.goto(&format!("{}/consumers", bida.url)).await.unwrap();
+    click(&client, "#new-consumer").await;
+    wait_for_path(&client, "/consumers/new").await;
+    inspect(&client, "consumer-new", &axe).await;
+    fill(&client, "#name", "refunds").await;
+    fill(&client, "#queue", &refunds.name).await;
+    fill(&client, "#url", &endpoint.url("/refunds")).await;
+    fill(&client, "#max_attempts", "7").await;
+    fill(&client, "#retry_on", "5xx, 429").await;
+    click(&client, "#create-consumer").await;
+    reload_until(&client, "#desired-state", "running").await;
+    let (_, list) = bida.get("/v1/consumers").await;
+    let made = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "refunds")
+        .unwrap_or_else(|| panic!("the consumer was made: {list}"))
+        .clone();
+    assert_eq!(made["policy"]["max_attempts"], 7, "{made}");
+    assert_eq!(made["policy"]["retry_on"], json!(["5xx", "429"]), "{made}");
+    refunds.publish([(Some("r1".to_string()), b"{}".to_vec())]).await;
+    assert!(
+        endpoint
+            .wait_until(WAIT, |hits| hits.iter().any(|h| h.path == "/refunds"))
+            .await,
+        "the new consumer delivers"
+    );
+
     // Brokers, nodes, apps and users: the admin's pages.
     client.goto(&format!("{}/brokers", bida.url)).await.unwrap();
     inspect(&client, "brokers", &axe).await;

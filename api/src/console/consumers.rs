@@ -5,7 +5,12 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use bida_actors::consumer::ConsumerView;
-use bida_domain::consumer::{ConsumerPatch, EndpointInput, PolicyInput};
+use bida_actors::consumer::ResendRequest;
+use bida_domain::consumer::{
+    BreakerInput, ConsumerInput, ConsumerPatch, EndpointInput, OffsetReset, Ordering, PolicyInput, SourceInput,
+};
+use bida_domain::task::BackoffInput;
+use bida_domain::{Expect, StatusSet};
 use serde::Deserialize;
 
 use super::charts::sparkline;
@@ -106,6 +111,8 @@ struct ConsumerPage {
     source: String,
     history: Vec<ChangeLine>,
     error: Option<String>,
+    v: PolicyValues,
+    kafka: bool,
 }
 
 #[derive(Deserialize)]
@@ -152,6 +159,8 @@ pub async fn detail(
         .collect();
     Ok(html(&ConsumerPage {
         chrome,
+        v: PolicyValues::of(&consumer),
+        kafka: source["kind"] == "kafka",
         source: source.to_string(),
         history,
         error: notice.into_inner().error,
@@ -191,17 +200,80 @@ pub async fn change_state(
     back(&id, outcome)
 }
 
-/// The policy fields the form shows; an empty field stays as it is.
-#[derive(Deserialize)]
+/// The values a policy form shows: a consumer's, or none for a new one.
+#[derive(Default)]
+pub struct PolicyValues {
+    pub concurrency: String,
+    pub rate_per_sec: String,
+    pub max_attempts: String,
+    pub timeout_ms: String,
+    pub url: String,
+    pub method: String,
+    pub backoff_initial_ms: String,
+    pub backoff_max_ms: String,
+    pub backoff_multiplier: String,
+    pub retry_on: String,
+    pub expect_status: String,
+    pub expect_body_contains: String,
+    pub ordering: String,
+    pub breaker_failures: String,
+    pub breaker_open_ms: String,
+}
+
+impl PolicyValues {
+    fn of(consumer: &ConsumerView) -> Self {
+        let policy = &consumer.spec.policy;
+        let endpoint = &consumer.spec.endpoint;
+        Self {
+            concurrency: policy.concurrency.to_string(),
+            rate_per_sec: policy.rate_per_sec.to_string(),
+            max_attempts: policy.max_attempts.to_string(),
+            timeout_ms: endpoint.timeout_ms.to_string(),
+            url: endpoint.url.clone(),
+            method: endpoint.method.as_str().to_string(),
+            backoff_initial_ms: policy.backoff.initial_ms.to_string(),
+            backoff_max_ms: policy.backoff.max_ms.to_string(),
+            backoff_multiplier: policy.backoff.multiplier.to_string(),
+            retry_on: policy.retry_on.patterns().join(", "),
+            expect_status: policy
+                .expect
+                .status
+                .as_ref()
+                .map(|s| s.patterns().join(", "))
+                .unwrap_or_default(),
+            expect_body_contains: policy.expect.body_contains.clone().unwrap_or_default(),
+            ordering: match policy.ordering {
+                Ordering::Key => "key".into(),
+                Ordering::None => "none".into(),
+            },
+            breaker_failures: policy.breaker.failures.to_string(),
+            breaker_open_ms: policy.breaker.open_ms.to_string(),
+        }
+    }
+}
+
+/// The consumer form's fields (all text, as forms send them); an empty
+/// field takes the current value (or the default, for a new consumer).
+#[derive(Default, Deserialize)]
+#[serde(default)]
 pub struct PolicyForm {
-    #[serde(default)]
     concurrency: String,
-    #[serde(default)]
     rate_per_sec: String,
-    #[serde(default)]
     max_attempts: String,
-    #[serde(default)]
     timeout_ms: String,
+    url: String,
+    method: String,
+    backoff_initial_ms: String,
+    backoff_max_ms: String,
+    backoff_multiplier: String,
+    /// Status patterns, separated by commas (`5xx, 429`).
+    retry_on: String,
+    expect_status: String,
+    expect_body_contains: String,
+    /// none or key
+    ordering: String,
+    breaker_failures: String,
+    breaker_open_ms: String,
 }
 
 fn number<T: std::str::FromStr>(text: &str, field: &str) -> Result<Option<T>, Problem> {
@@ -211,7 +283,66 @@ fn number<T: std::str::FromStr>(text: &str, field: &str) -> Result<Option<T>, Pr
     }
     text.parse()
         .map(Some)
-        .map_err(|_| Problem::bad_request("invalid-form", format!("{field} must be a whole number")))
+        .map_err(|_| Problem::bad_request("invalid-form", format!("{field} must be a number")))
+}
+
+fn statuses(text: &str, field: &str) -> Result<Option<StatusSet>, Problem> {
+    if text.trim().is_empty() {
+        return Ok(None);
+    }
+    StatusSet::parse(text.split(','))
+        .map(Some)
+        .map_err(|e| Problem::bad_request("invalid-form", format!("{field}: {e}")))
+}
+
+impl PolicyForm {
+    fn policy(&self) -> Result<PolicyInput, Problem> {
+        let backoff = BackoffInput {
+            initial_ms: number(&self.backoff_initial_ms, "backoff_initial_ms")?,
+            max_ms: number(&self.backoff_max_ms, "backoff_max_ms")?,
+            multiplier: number(&self.backoff_multiplier, "backoff_multiplier")?,
+            jitter: None,
+        };
+        let breaker = BreakerInput {
+            failures: number(&self.breaker_failures, "breaker_failures")?,
+            open_ms: number(&self.breaker_open_ms, "breaker_open_ms")?,
+        };
+        let expect = Expect {
+            status: statuses(&self.expect_status, "expect_status")?,
+            body_contains: Some(self.expect_body_contains.clone()).filter(|b| !b.is_empty()),
+            json: None,
+        };
+        let ordering = match self.ordering.as_str() {
+            "" => None,
+            "key" => Some(Ordering::Key),
+            "none" => Some(Ordering::None),
+            other => {
+                return Err(Problem::bad_request(
+                    "invalid-form",
+                    format!("no ordering named {other}"),
+                ))
+            }
+        };
+        Ok(PolicyInput {
+            concurrency: number(&self.concurrency, "concurrency")?,
+            rate_per_sec: number(&self.rate_per_sec, "rate_per_sec")?,
+            max_attempts: number(&self.max_attempts, "max_attempts")?,
+            backoff: Some(backoff),
+            retry_on: statuses(&self.retry_on, "retry_on")?,
+            expect: (expect.status.is_some() || expect.body_contains.is_some()).then_some(expect),
+            ordering,
+            breaker: Some(breaker),
+        })
+    }
+
+    fn endpoint(&self) -> Result<EndpointInput, Problem> {
+        Ok(EndpointInput {
+            url: Some(self.url.trim().to_string()).filter(|u| !u.is_empty()),
+            method: Some(self.method.trim().to_string()).filter(|m| !m.is_empty()),
+            headers: None,
+            timeout_ms: number(&self.timeout_ms, "timeout_ms")?,
+        })
+    }
 }
 
 pub async fn change_policy(
@@ -221,23 +352,188 @@ pub async fn change_policy(
 ) -> HttpResponse {
     let form = form.0;
     let outcome = async {
-        let policy = PolicyInput {
-            concurrency: number(&form.concurrency, "concurrency")?,
-            rate_per_sec: number(&form.rate_per_sec, "rate_per_sec")?,
-            max_attempts: number(&form.max_attempts, "max_attempts")?,
-            ..PolicyInput::default()
-        };
-        let endpoint = number::<u64>(&form.timeout_ms, "timeout_ms")?.map(|timeout_ms| EndpointInput {
-            timeout_ms: Some(timeout_ms),
-            ..EndpointInput::default()
-        });
+        let current = PolicyValues::of(&state.consumers.view(&id).await?);
+        let mut policy = form.policy()?;
+        // The form shows no JSON expectation: an unchanged expectation is
+        // left as it is rather than rewritten without it.
+        if form.expect_status == current.expect_status && form.expect_body_contains == current.expect_body_contains {
+            policy.expect = None;
+        }
         let patch = ConsumerPatch {
-            endpoint,
+            endpoint: Some(form.endpoint()?),
             policy: Some(policy),
         };
         state.consumers.patch(&id, patch).await?;
         Ok(())
     }
     .await;
+    back(&id, outcome)
+}
+
+#[derive(Template)]
+#[template(path = "consumer_new.html")]
+struct NewConsumerPage {
+    chrome: Chrome,
+    v: PolicyValues,
+    brokers: Vec<(String, String)>,
+    apps: Vec<(String, String)>,
+    error: Option<String>,
+}
+
+pub async fn new_consumer(
+    request: HttpRequest,
+    state: web::Data<ApiState>,
+    notice: web::Query<Notice>,
+) -> Result<HttpResponse, Problem> {
+    let chrome = Chrome::of(&request, "consumers")?;
+    let brokers = state
+        .brokers
+        .list()
+        .await?
+        .into_iter()
+        .filter(|b| !b.deleted)
+        .map(|b| (b.id, format!("{} ({})", b.name, b.kind.as_str())))
+        .collect();
+    let apps = state.access.apps().await?.into_iter().map(|a| (a.id, a.name)).collect();
+    Ok(html(&NewConsumerPage {
+        chrome,
+        v: PolicyValues::default(),
+        brokers,
+        apps,
+        error: notice.into_inner().error,
+    }))
+}
+
+#[derive(Deserialize)]
+pub struct CreateForm {
+    name: String,
+    broker_id: String,
+    #[serde(default)]
+    app_id: String,
+    /// RabbitMQ
+    #[serde(default)]
+    queue: String,
+    /// Kafka: topics separated by commas
+    #[serde(default)]
+    topics: String,
+    #[serde(default)]
+    group: String,
+    #[serde(flatten)]
+    policy: PolicyForm,
+}
+
+pub async fn create(state: web::Data<ApiState>, form: ConsoleForm<CreateForm>) -> HttpResponse {
+    let form = form.0;
+    let created = async {
+        let topics: Vec<String> = form
+            .topics
+            .split(',')
+            .map(|t| t.trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect();
+        let source = SourceInput {
+            queue: Some(form.queue.trim().to_string()).filter(|q| !q.is_empty()),
+            topics: Some(topics).filter(|t| !t.is_empty()),
+            group: Some(form.group.trim().to_string()).filter(|g| !g.is_empty()),
+            ..SourceInput::default()
+        };
+        let input = ConsumerInput {
+            name: form.name,
+            broker_id: form.broker_id,
+            source,
+            endpoint: form.policy.endpoint()?,
+            policy: form.policy.policy()?,
+            app_id: Some(form.app_id).filter(|a| !a.is_empty()),
+        };
+        Ok::<_, Problem>(state.consumers.create(input).await?)
+    }
+    .await;
+    match created {
+        Ok(view) => see_other(&format!("/consumers/{}", view.id)),
+        Err(problem) => {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("error", &problem.detail)
+                .finish();
+            see_other(&format!("/consumers/new?{query}"))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct OffsetForm {
+    /// earliest, latest or timestamp
+    to: String,
+    /// `2026-12-03T10:00` (a datetime-local field, UTC)
+    #[serde(default)]
+    timestamp: String,
+}
+
+pub async fn reset_offsets(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    form: ConsoleForm<OffsetForm>,
+) -> HttpResponse {
+    let form = form.0;
+    let outcome = async {
+        let reset = match form.to.as_str() {
+            "earliest" => OffsetReset::Earliest,
+            "latest" => OffsetReset::Latest,
+            "timestamp" => {
+                let at = chrono::NaiveDateTime::parse_from_str(&form.timestamp, "%Y-%m-%dT%H:%M")
+                    .map_err(|_| Problem::bad_request("invalid-form", "the time is like 2026-12-03T10:00 (UTC)"))?;
+                OffsetReset::Timestamp {
+                    timestamp: at.and_utc(),
+                }
+            }
+            other => return Err(Problem::bad_request("invalid-form", format!("no reset to {other}"))),
+        };
+        state.consumers.reset_offsets(&id, reset).await?;
+        Ok(())
+    }
+    .await;
+    back(&id, outcome)
+}
+
+#[derive(Deserialize)]
+pub struct ResendForm {
+    topic: String,
+    partition: String,
+    from: String,
+    to: String,
+}
+
+pub async fn resend(state: web::Data<ApiState>, id: web::Path<String>, form: ConsoleForm<ResendForm>) -> HttpResponse {
+    let form = form.0;
+    let outcome = async {
+        let request = ResendRequest {
+            task_id: None,
+            topic: Some(form.topic.trim().to_string()),
+            partition: number(&form.partition, "partition")?,
+            from: number(&form.from, "from")?,
+            to: number(&form.to, "to")?,
+        };
+        state.consumers.resend(&id, request).await?;
+        Ok(())
+    }
+    .await;
+    back(&id, outcome)
+}
+
+#[derive(Deserialize)]
+pub struct LaneForm {
+    key: String,
+}
+
+pub async fn replay_lane(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    form: ConsoleForm<LaneForm>,
+) -> HttpResponse {
+    let outcome = state
+        .consumers
+        .replay_lane(&id, &form.0.key, std::time::Duration::from_secs(5))
+        .await
+        .map(drop)
+        .map_err(Problem::from);
     back(&id, outcome)
 }

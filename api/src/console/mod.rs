@@ -47,7 +47,12 @@ pub const CONSOLE_RULES: &[(&str, &str, Access)] = &[
     ("POST", "/tasks/{id}/cancel", Action(Operate)),
     ("POST", "/tasks/{id}/replay", Action(Operate)),
     ("GET", "/consumers", Page(Read)),
+    ("GET", "/consumers/new", Page(Operate)),
+    ("POST", "/consumers/new", Action(Operate)),
     ("GET", "/consumers/{id}", Page(Read)),
+    ("POST", "/consumers/{id}/offsets", Action(Operate)),
+    ("POST", "/consumers/{id}/resend", Action(Operate)),
+    ("POST", "/consumers/{id}/lane", Action(Operate)),
     ("POST", "/consumers/{id}/state", Action(Operate)),
     ("POST", "/consumers/{id}/policy", Action(Operate)),
     ("GET", "/brokers", Page(Read)),
@@ -80,7 +85,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
         .route("/tasks/{id}/replay", web::post().to(tasks::replay))
         .route("/consumers", web::get().to(consumers::list))
+        .route("/consumers/new", web::get().to(consumers::new_consumer))
+        .route("/consumers/new", web::post().to(consumers::create))
         .route("/consumers/{id}", web::get().to(consumers::detail))
+        .route("/consumers/{id}/offsets", web::post().to(consumers::reset_offsets))
+        .route("/consumers/{id}/resend", web::post().to(consumers::resend))
+        .route("/consumers/{id}/lane", web::post().to(consumers::replay_lane))
         .route("/consumers/{id}/state", web::post().to(consumers::change_state))
         .route("/consumers/{id}/policy", web::post().to(consumers::change_policy))
         .route("/brokers", web::get().to(admin::brokers))
