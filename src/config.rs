@@ -300,6 +300,15 @@ pub const KEYS: &[(&str, &str)] = &[
         "auth.cache_ttl_ms",
         "Longest a node trusts a checked key without hearing of a change (changes are announced at once).",
     ),
+    ("console.session_hours", "How long a console login lasts."),
+    (
+        "console.secure_cookies",
+        "Mark the console's session cookie Secure (HTTPS only); turn on behind TLS.",
+    ),
+    (
+        "console.login_attempts_per_minute",
+        "Console logins one client address may try per minute.",
+    ),
     (
         "store.pool_size",
         "Postgres connections shared by the writer, API and schedulers.",

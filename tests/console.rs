@@ -344,6 +344,49 @@ async fn an_operator_runs_bida_from_the_browser() {
         .expect("the replay is in the history");
     assert_eq!(replay["metadata"]["key_id"], "user:ops", "{replay}");
 
+    // Search: by task id, by the webhook-id a consumer's delivery carried, by
+    // an Idempotency-Key, and by text in a recent task's body.
+    let keyed = bida
+        .http
+        .post(format!("{}/v1/tasks", bida.url))
+        .header("Idempotency-Key", "invoice-77")
+        .json(&json!({"url": endpoint.url("/keyed"), "body": "refund of 77 yuan", "source_app": "shop"}))
+        .send()
+        .await
+        .unwrap();
+    let keyed: Value = keyed.json().await.unwrap();
+    let keyed = keyed["id"].as_str().unwrap().to_string();
+    let delivered_message = endpoint
+        .hits()
+        .into_iter()
+        .find(|h| h.path == "/orders")
+        .and_then(|h| h.message_id().map(str::to_string))
+        .expect("a consumer delivery");
+    for (query, expected) in [
+        (dead.clone(), dead.clone()),
+        (delivered_message.clone(), String::new()),
+        ("invoice-77".to_string(), keyed.clone()),
+        ("of 77 yuan".to_string(), keyed.clone()),
+    ] {
+        client.goto(&format!("{}/tasks", bida.url)).await.unwrap();
+        fill(&client, "#search", &query).await;
+        click(&client, "#filter").await;
+        wait_for_path(&client, "/tasks").await;
+        let list = text(&client, "#task-list").await;
+        let rows = client
+            .find_all(Locator::Css("#task-list tbody tr"))
+            .await
+            .unwrap()
+            .len();
+        assert_eq!(rows, 1, "{query} finds one task: {list}");
+        if expected.is_empty() {
+            assert!(list.contains("/orders"), "{query} finds the consumer's task: {list}");
+        } else {
+            assert!(list.contains(&expected), "{query} finds {expected}: {list}");
+        }
+    }
+    inspect(&client, "search", &axe).await;
+
     // Bulk replay of a filter: how many it will touch, then a confirmation.
     let mut batch = Vec::new();
     for n in 0..3 {

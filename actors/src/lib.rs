@@ -31,7 +31,7 @@ pub use config::{DeliveryConfig, NotifyConfig, NotifyFormat, NotifyWebhook, Sche
 pub use delivery::Delivery;
 pub use scheduler::Scheduler;
 pub use supervisor::Supervisor;
-pub use tasks::{Accepted, TaskService, TaskServiceError};
+pub use tasks::{idempotent_task_id, Accepted, TaskService, TaskServiceError};
 
 use actix::prelude::*;
 use bida_domain::task::{Limits, TaskDefaults};

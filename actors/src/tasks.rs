@@ -25,6 +25,12 @@ const MAX_REASON: usize = 1_000;
 /// Task ids derived from an idempotency key live in this namespace.
 const IDEMPOTENCY_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_a0c3_5f2e_4c8a_9d47_0b1d_a000_0001);
 
+/// The id of the task an app's `Idempotency-Key` names: the same key from the
+/// same app is the same task (so a search by key needs no index either).
+pub fn idempotent_task_id(app: &str, key: &str) -> String {
+    Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{}\n{key}", app.trim()).as_bytes()).to_string()
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum TaskServiceError {
     #[error("{0}")]
@@ -120,13 +126,9 @@ impl TaskService {
     ) -> Result<Accepted, TaskServiceError> {
         let now = Utc::now();
         let id = match &idempotency_key {
-            Some(key) => {
-                let app = submission.source_app.as_deref().unwrap_or_default().trim();
-                Uuid::new_v5(&IDEMPOTENCY_NAMESPACE, format!("{app}\n{key}").as_bytes())
-            }
-            None => Uuid::now_v7(),
-        }
-        .to_string();
+            Some(key) => idempotent_task_id(submission.source_app.as_deref().unwrap_or_default(), key),
+            None => Uuid::now_v7().to_string(),
+        };
         let spec = submission
             .into_spec(id.clone(), idempotency_key.clone(), &self.defaults, &self.limits, now)
             .map_err(TaskServiceError::Invalid)?;

@@ -33,7 +33,7 @@ pub struct ConsoleConfig {
     /// Mark the session cookie `Secure` (sent over HTTPS only). Turn it on
     /// when the console is served through TLS.
     pub secure_cookies: bool,
-    /// Failed logins one address may make per minute.
+    /// Logins one client address may try per minute.
     pub login_attempts_per_minute: u32,
 }
 

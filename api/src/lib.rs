@@ -64,7 +64,7 @@ pub struct ApiState {
     pub auth: bida_actors::access::AuthConfig,
     pub users: bida_actors::users::UserService,
     pub console: bida_actors::users::ConsoleConfig,
-    /// Failed console logins per client address.
+    /// Console login attempts per client address.
     pub login_limits: std::sync::Arc<LoginLimits>,
     /// Per-key rate limits, shared by the node's workers.
     pub limits: std::sync::Arc<KeyLimits>,
@@ -75,6 +75,13 @@ pub struct ApiState {
     pub node_ttl: std::time::Duration,
     /// This node's instruments as Prometheus text (`None`: `/metrics` is 404).
     pub metrics: Option<bida_telemetry::MetricsText>,
+}
+
+impl ApiState {
+    /// Whether a node is up: not stopped, and its heartbeat within `node_ttl`.
+    pub fn is_alive(&self, node: &bida_store::NodeInfo, now: chrono::DateTime<chrono::Utc>) -> bool {
+        node.stopped_at.is_none() && (now - node.heartbeat_at).to_std().is_ok_and(|age| age < self.node_ttl)
+    }
 }
 
 /// Registers every route; the app must also carry `web::Data<ApiState>`.

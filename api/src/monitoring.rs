@@ -174,8 +174,7 @@ pub async fn nodes(state: web::Data<ApiState>, query: QueryParams<PageQuery>) ->
     let views: Vec<NodeView> = nodes
         .into_iter()
         .map(|info| NodeView {
-            alive: info.stopped_at.is_none()
-                && (now - info.heartbeat_at).to_std().is_ok_and(|age| age < state.node_ttl),
+            alive: state.is_alive(&info, now),
             uptime_secs: (info.stopped_at.unwrap_or(now) - info.started_at).num_seconds(),
             info,
         })

@@ -201,6 +201,7 @@ pub async fn list(
         consumer_id: query.consumer_id,
         created_after: query.created_after,
         created_before: query.created_before,
+        ids: None,
     };
     let page = TaskList::page(&state.store, &filter, cursor.as_ref(), limit).await?;
     Ok(HttpResponse::Ok().json(TaskListPage {
@@ -356,6 +357,7 @@ pub async fn replay(
         consumer_id: request.consumer_id,
         created_after: request.created_after,
         created_before: request.created_before,
+        ids: None,
     };
     let ids = TaskList::ids(&state.store, &filter, limit).await?;
     let matched = ids.len();

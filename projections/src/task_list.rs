@@ -402,6 +402,8 @@ pub struct TaskFilter {
     pub consumer_id: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// Only these tasks (a search's candidates).
+    pub ids: Option<Vec<String>>,
 }
 
 impl TaskFilter {
@@ -540,6 +542,9 @@ impl TaskList {
             }
             if let Some(consumer) = &filter.consumer_id {
                 query.push(" AND v.consumer_id = ").push_bind(consumer);
+            }
+            if let Some(ids) = &filter.ids {
+                query.push(" AND v.id = ANY(").push_bind(ids).push(")");
             }
             if let Some(after) = filter.created_after {
                 query.push(" AND v.created_at >= ").push_bind(after);

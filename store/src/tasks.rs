@@ -142,3 +142,41 @@ impl Store {
         Ok(batch)
     }
 }
+
+impl Store {
+    /// Tasks submitted since `since` whose request body contains `text`,
+    /// newest first: a scan of those days' partitions only, cut off after
+    /// `budget` (a search of a large store answers fast, or says it could
+    /// not, rather than load the database).
+    pub async fn tasks_whose_body_contains(
+        &self,
+        text: &str,
+        since: DateTime<Utc>,
+        limit: i64,
+        budget: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        // Bodies sit in the payload's JSON as JSON strings: match the text as
+        // JSON writes it (quotes and backslashes escaped).
+        let encoded = serde_json::to_string(text).unwrap_or_default();
+        let needle = encoded.get(1..encoded.len().saturating_sub(1)).unwrap_or_default();
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(&format!("SET LOCAL statement_timeout = {}", budget.as_millis().max(1)))
+            .execute(&mut *tx)
+            .await?;
+        let ids = sqlx::query_scalar(
+            "SELECT aggregate_id FROM events
+             WHERE aggregate_type = $1 AND epoch >= $2 AND sequence = 1 AND recorded_at >= $3
+               AND strpos(payload::text, $4) > 0
+             ORDER BY position DESC LIMIT $5",
+        )
+        .bind(TASK_TYPE)
+        .bind(task_epoch(since))
+        .bind(since)
+        .bind(needle)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+}

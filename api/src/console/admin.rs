@@ -13,27 +13,9 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::session::{ConsoleForm, Empty};
-use super::{html, see_other, Chrome};
+use super::{back, html, see_other, Chrome, Notice};
 use crate::problem::Problem;
 use crate::ApiState;
-
-#[derive(Deserialize)]
-pub struct Notice {
-    error: Option<String>,
-}
-
-/// Back to `page`, with what went wrong if something did.
-fn back(page: &str, outcome: Result<(), Problem>) -> HttpResponse {
-    match outcome {
-        Ok(()) => see_other(page),
-        Err(problem) => {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("error", &problem.detail)
-                .finish();
-            see_other(&format!("{page}?{query}"))
-        }
-    }
-}
 
 #[derive(Template)]
 #[template(path = "brokers.html")]
@@ -131,8 +113,7 @@ pub async fn nodes(request: HttpRequest, state: web::Data<ApiState>) -> Result<H
         .await?
         .into_iter()
         .map(|info| NodeLine {
-            alive: info.stopped_at.is_none()
-                && (now - info.heartbeat_at).to_std().is_ok_and(|age| age < state.node_ttl),
+            alive: state.is_alive(&info, now),
             report: info.report.to_string(),
             info,
         })

@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::charts::sparkline;
 use super::session::ConsoleForm;
-use super::{html, see_other, Chrome};
+use super::{back, history_lines, html, see_other, Chrome, HistoryLine, Notice};
 use crate::history::mask_secrets;
 use crate::problem::Problem;
 use crate::ApiState;
@@ -95,13 +95,6 @@ pub async fn list(request: HttpRequest, state: web::Data<ApiState>) -> Result<Ht
     Ok(html(&ConsumersPage { chrome, consumers }))
 }
 
-pub struct ChangeLine {
-    pub at: String,
-    pub event: String,
-    pub who: String,
-    pub detail: String,
-}
-
 #[derive(Template)]
 #[template(path = "consumer.html")]
 struct ConsumerPage {
@@ -109,15 +102,10 @@ struct ConsumerPage {
     consumer: ConsumerView,
     /// What a viewer may see of the source (passwords never).
     source: String,
-    history: Vec<ChangeLine>,
+    history: Vec<HistoryLine>,
     error: Option<String>,
     v: PolicyValues,
     kafka: bool,
-}
-
-#[derive(Deserialize)]
-pub struct Notice {
-    error: Option<String>,
 }
 
 pub async fn detail(
@@ -133,30 +121,14 @@ pub async fn detail(
     }
     let mut source = serde_json::to_value(&consumer.spec.source).unwrap_or_default();
     mask_secrets(&mut source);
-    let history = state
+    let mut events = state
         .store
         .events_of(<bida_domain::consumer::Consumer as cqrs_es::Aggregate>::TYPE, &id)
-        .await?
-        .into_iter()
-        .rev()
-        .take(50)
-        .map(|event| {
-            let metadata: serde_json::Value = serde_json::from_str(&event.metadata).unwrap_or_default();
-            let mut payload: serde_json::Value = event
-                .payload
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or_default();
-            mask_secrets(&mut payload);
-            let detail = payload[&event.event_type].to_string();
-            ChangeLine {
-                at: event.recorded_at.to_rfc3339(),
-                who: metadata["key_id"].as_str().unwrap_or("bida").to_string(),
-                detail: detail.chars().take(300).collect(),
-                event: event.event_type,
-            }
-        })
-        .collect();
+        .await?;
+    // The latest 50 changes, newest first.
+    events.reverse();
+    events.truncate(50);
+    let history = history_lines(events, &[]);
     Ok(html(&ConsumerPage {
         chrome,
         v: PolicyValues::of(&consumer),
@@ -166,18 +138,6 @@ pub async fn detail(
         error: notice.into_inner().error,
         consumer,
     }))
-}
-
-fn back(id: &str, outcome: Result<(), Problem>) -> HttpResponse {
-    match outcome {
-        Ok(()) => see_other(&format!("/consumers/{id}")),
-        Err(problem) => {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("error", &problem.detail)
-                .finish();
-            see_other(&format!("/consumers/{id}?{query}"))
-        }
-    }
 }
 
 #[derive(Deserialize)]
@@ -197,7 +157,7 @@ pub async fn change_state(
         .await
         .map(drop)
         .map_err(Problem::from);
-    back(&id, outcome)
+    back(&format!("/consumers/{id}"), outcome)
 }
 
 /// The values a policy form shows: a consumer's, or none for a new one.
@@ -367,7 +327,7 @@ pub async fn change_policy(
         Ok(())
     }
     .await;
-    back(&id, outcome)
+    back(&format!("/consumers/{id}"), outcome)
 }
 
 #[derive(Template)]
@@ -491,7 +451,7 @@ pub async fn reset_offsets(
         Ok(())
     }
     .await;
-    back(&id, outcome)
+    back(&format!("/consumers/{id}"), outcome)
 }
 
 #[derive(Deserialize)]
@@ -516,7 +476,7 @@ pub async fn resend(state: web::Data<ApiState>, id: web::Path<String>, form: Con
         Ok(())
     }
     .await;
-    back(&id, outcome)
+    back(&format!("/consumers/{id}"), outcome)
 }
 
 #[derive(Deserialize)]
@@ -535,5 +495,5 @@ pub async fn replay_lane(
         .await
         .map(drop)
         .map_err(Problem::from);
-    back(&id, outcome)
+    back(&format!("/consumers/{id}"), outcome)
 }

@@ -195,6 +195,27 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("replay_limit", "at most", "最多"),
     ("confirm", "Confirm", "确认"),
     ("new_consumer", "New consumer", "新建消费者"),
+    ("search", "Search", "搜索"),
+    (
+        "search_hint",
+        "task id, webhook-id, idempotency key or body text",
+        "任务 ID、webhook-id、幂等键或请求体文本",
+    ),
+    (
+        "search_exact",
+        "Found by id, message id or idempotency key.",
+        "按 ID、消息 ID 或幂等键查找。",
+    ),
+    (
+        "search_body",
+        "Searched the bodies of the last 24 hours' tasks (200 at most).",
+        "已搜索最近 24 小时任务的请求体（最多 200 条）。",
+    ),
+    (
+        "search_cut",
+        "The body search took too long and was stopped; narrow it with an app or a day.",
+        "请求体搜索耗时过长已中止；请用应用或日期缩小范围。",
+    ),
     ("queue", "Queue", "队列"),
     ("group", "Consumer group", "消费组"),
     ("backoff_initial_ms", "First retry after (ms)", "首次重试间隔（毫秒）"),

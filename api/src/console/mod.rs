@@ -216,6 +216,65 @@ fn see_other(location: &str) -> HttpResponse {
         .finish()
 }
 
+/// After an action: back to `page`, with what went wrong if something did
+/// (the page shows `?error=`).
+fn back(page: &str, outcome: Result<(), Problem>) -> HttpResponse {
+    match outcome {
+        Ok(()) => see_other(page),
+        Err(problem) => {
+            let query = form_urlencoded::Serializer::new(String::new())
+                .append_pair("error", &problem.detail)
+                .finish();
+            see_other(&format!("{page}?{query}"))
+        }
+    }
+}
+
+/// What an action that went wrong left for its page to show.
+#[derive(serde::Deserialize)]
+pub struct Notice {
+    error: Option<String>,
+}
+
+/// One change in a history table: when, what, who, the event's fields.
+pub struct HistoryLine {
+    pub at: String,
+    pub event: String,
+    pub who: String,
+    pub detail: String,
+}
+
+/// A history's lines, credentials masked; `detail` shows an event's fields
+/// but those named in `left_out` (shown elsewhere on the page).
+fn history_lines(events: Vec<bida_store::StoredEvent>, left_out: &[&str]) -> Vec<HistoryLine> {
+    events
+        .into_iter()
+        .map(|event| {
+            let metadata: serde_json::Value = serde_json::from_str(&event.metadata).unwrap_or_default();
+            let mut payload: serde_json::Value = event
+                .payload
+                .as_deref()
+                .and_then(|p| serde_json::from_str(p).ok())
+                .unwrap_or_default();
+            crate::history::mask_secrets(&mut payload);
+            let mut fields = payload[&event.event_type].take();
+            if let Some(fields) = fields.as_object_mut() {
+                fields.retain(|name, _| !left_out.contains(&name.as_str()));
+            }
+            let text = fields.to_string();
+            HistoryLine {
+                at: event.recorded_at.to_rfc3339(),
+                who: metadata["key_id"].as_str().unwrap_or("bida").to_string(),
+                detail: match text.char_indices().nth(240) {
+                    Some((cut, _)) => format!("{}…", &text[..cut]),
+                    None => text,
+                },
+                event: event.event_type,
+            }
+        })
+        .collect()
+}
+
 #[derive(Template)]
 #[template(path = "refused.html")]
 struct Refused {

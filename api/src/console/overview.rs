@@ -181,8 +181,7 @@ async fn figures(state: &ApiState, t: Tr) -> Result<Figures, Problem> {
         .await?
         .into_iter()
         .map(|info| NodeLine {
-            alive: info.stopped_at.is_none()
-                && (now - info.heartbeat_at).to_std().is_ok_and(|age| age < state.node_ttl),
+            alive: state.is_alive(&info, now),
             heartbeat_at: info.heartbeat_at.to_rfc3339(),
             uptime: since(info.started_at),
             name: info.name,

@@ -23,7 +23,7 @@ pub const SESSION_COOKIE: &str = "bida_session";
 /// Largest console form accepted.
 const MAX_FORM: usize = 256 * 1024;
 
-/// Failed logins allowed per client address (GCRA).
+/// Login attempts allowed per client address (GCRA), right or wrong.
 pub struct LoginLimits(Option<DefaultKeyedRateLimiter<IpAddr>>);
 
 impl LoginLimits {

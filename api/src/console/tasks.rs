@@ -10,8 +10,8 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use super::session::{ConsoleForm, Empty};
-use super::{html, see_other, Chrome};
-use crate::history::{mask_secrets, MASK};
+use super::{back, history_lines, html, see_other, Chrome, HistoryLine, Notice};
+use crate::history::MASK;
 use crate::problem::Problem;
 use crate::ApiState;
 
@@ -19,6 +19,10 @@ const PAGE: i64 = 50;
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListQuery {
+    /// A task id, message id (`webhook-id`), idempotency key, or text of a
+    /// recent task's body.
+    #[serde(default)]
+    q: String,
     #[serde(default)]
     status: String,
     #[serde(default)]
@@ -37,6 +41,7 @@ pub struct ListQuery {
 
 /// The form's values, as shown again above the list.
 pub struct Filters {
+    pub q: String,
     pub status: String,
     pub app: String,
     pub consumer_id: String,
@@ -57,6 +62,8 @@ struct TasksPage {
     replayable: bool,
     replay_link: String,
     done: Option<String>,
+    /// Which search found the tasks listed (a word key), if one ran.
+    searched: Option<&'static str>,
 }
 
 fn day(text: &str, field: &str) -> Result<Option<DateTime<Utc>>, Problem> {
@@ -83,9 +90,34 @@ pub async fn list(
     let chrome = Chrome::of(&request, "tasks")?;
     let mut query = query.into_inner();
     let query_done = query.done.take();
-    let filter = filter_of(&query)?;
+    let mut filter = filter_of(&query)?;
     let cursor = query.cursor.as_deref().and_then(TaskCursor::decode);
-    let page = TaskList::page(&state.store, &filter, cursor.as_ref(), PAGE).await?;
+    let mut searched = None;
+    let q = query.q.trim();
+    if !q.is_empty() {
+        filter.ids = Some(known_ids(&state, q, filter.app.as_deref()).await?);
+        searched = Some("search_exact");
+    }
+    let mut page = TaskList::page(&state.store, &filter, cursor.as_ref(), PAGE).await?;
+    if !q.is_empty() && page.items.is_empty() && cursor.is_none() {
+        // Not an id or a key: text in the body of a recent task.
+        let since = chrono::Utc::now() - BODY_SEARCH_WINDOW;
+        match state
+            .store
+            .tasks_whose_body_contains(q, since, BODY_SEARCH_LIMIT, BODY_SEARCH_BUDGET)
+            .await
+        {
+            Ok(ids) => {
+                filter.ids = Some(ids);
+                searched = Some("search_body");
+                page = TaskList::page(&state.store, &filter, None, PAGE).await?;
+            }
+            Err(e) => {
+                tracing::info!(error = %e, "a body search was cut off");
+                searched = Some("search_cut");
+            }
+        }
+    }
     let filters = Filters::from(query);
     let next = page.next_cursor.map(|cursor| {
         let mut link = filters.query();
@@ -101,7 +133,40 @@ pub async fn list(
         tasks: page.items,
         next,
         done: query_done,
+        searched,
     }))
+}
+
+/// Recent tasks a body search reads (their days' partitions only).
+const BODY_SEARCH_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+const BODY_SEARCH_LIMIT: i64 = 200;
+/// Longest a body search may take before it gives up.
+const BODY_SEARCH_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The tasks `text` can name exactly, each found by its primary key: a task
+/// id; an API task's message id (its id); the task an `Idempotency-Key`
+/// names for the app filtered on, each app tasks name, or none; the task a consumer
+/// made of a message id, for each consumer and each of its offset resets.
+async fn known_ids(state: &ApiState, text: &str, app: Option<&str>) -> Result<Vec<String>, Problem> {
+    let mut ids = vec![text.to_string()];
+    // Apps as tasks name them (registered apps' ids, and free names).
+    let mut apps: Vec<String> = bida_projections::Stats::overview(&state.store)
+        .await?
+        .apps
+        .into_iter()
+        .map(|a| a.app)
+        .collect();
+    apps.extend(app.map(str::to_string));
+    apps.push(String::new());
+    ids.extend(apps.iter().map(|app| bida_actors::idempotent_task_id(app, text)));
+    for (consumer_id, consumer, _) in state.store.load_all::<bida_domain::consumer::Consumer>().await? {
+        for epoch in 0..=consumer.resets() {
+            ids.push(bida_actors::consumer::Pipeline::task_id(&consumer_id, epoch, text));
+        }
+    }
+    ids.sort();
+    ids.dedup();
+    Ok(ids)
 }
 
 fn filter_of(query: &ListQuery) -> Result<TaskFilter, Problem> {
@@ -118,6 +183,7 @@ fn filter_of(query: &ListQuery) -> Result<TaskFilter, Problem> {
 impl From<ListQuery> for Filters {
     fn from(query: ListQuery) -> Self {
         Self {
+            q: query.q,
             status: query.status,
             app: query.app,
             consumer_id: query.consumer_id,
@@ -132,6 +198,7 @@ impl Filters {
     fn query(&self) -> form_urlencoded::Serializer<'static, String> {
         let mut link = form_urlencoded::Serializer::new(String::new());
         for (name, value) in [
+            ("q", &self.q),
             ("status", &self.status),
             ("app", &self.app),
             ("consumer_id", &self.consumer_id),
@@ -210,14 +277,6 @@ pub async fn replay_many(state: web::Data<ApiState>, form: ConsoleForm<ListQuery
     Ok(see_other(&format!("/tasks?{}", link.finish())))
 }
 
-/// One line of a task's history.
-pub struct HistoryLine {
-    pub at: String,
-    pub event: String,
-    pub who: String,
-    pub detail: String,
-}
-
 #[derive(Template)]
 #[template(path = "task.html")]
 struct TaskPage {
@@ -230,11 +289,6 @@ struct TaskPage {
     replayable: bool,
     /// Not finished: it may be cancelled.
     cancellable: bool,
-    error: Option<String>,
-}
-
-#[derive(Deserialize)]
-pub struct Notice {
     error: Option<String>,
 }
 
@@ -265,27 +319,7 @@ pub async fn detail(
         .as_ref()
         .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
         .unwrap_or_default();
-    let history = state
-        .tasks
-        .events(&id)
-        .await?
-        .into_iter()
-        .map(|event| {
-            let metadata: serde_json::Value = serde_json::from_str(&event.metadata).unwrap_or_default();
-            let mut payload: serde_json::Value = event
-                .payload
-                .as_deref()
-                .and_then(|p| serde_json::from_str(p).ok())
-                .unwrap_or_default();
-            mask_secrets(&mut payload);
-            HistoryLine {
-                at: event.recorded_at.to_rfc3339(),
-                who: metadata["key_id"].as_str().unwrap_or("bida").to_string(),
-                detail: excerpt(&payload[&event.event_type]),
-                event: event.event_type,
-            }
-        })
-        .collect();
+    let history = history_lines(state.tasks.events(&id).await?, &["spec", "request"]);
     let status = task.summary.status;
     Ok(html(&TaskPage {
         chrome,
@@ -299,35 +333,9 @@ pub async fn detail(
     }))
 }
 
-/// What an event says, briefly: its fields without the request (shown above).
-fn excerpt(payload: &serde_json::Value) -> String {
-    let mut payload = payload.clone();
-    if let Some(fields) = payload.as_object_mut() {
-        fields.retain(|name, _| !matches!(name.as_str(), "spec" | "request"));
-    }
-    let text = payload.to_string();
-    match text.char_indices().nth(240) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
-}
-
-/// Back to the task's page, with what went wrong if something did.
-fn back(id: &str, outcome: Result<(), Problem>) -> HttpResponse {
-    match outcome {
-        Ok(()) => see_other(&format!("/tasks/{id}")),
-        Err(problem) => {
-            let query = form_urlencoded::Serializer::new(String::new())
-                .append_pair("error", &problem.detail)
-                .finish();
-            see_other(&format!("/tasks/{id}?{query}"))
-        }
-    }
-}
-
 pub async fn retry(state: web::Data<ApiState>, id: web::Path<String>, _form: ConsoleForm<Empty>) -> HttpResponse {
     let outcome = state.tasks.retry(&id).await.map(drop).map_err(Problem::from);
-    back(&id, outcome)
+    back(&format!("/tasks/{id}"), outcome)
 }
 
 #[derive(Deserialize)]
@@ -343,7 +351,7 @@ pub async fn cancel(state: web::Data<ApiState>, id: web::Path<String>, form: Con
         .await
         .map(drop)
         .map_err(Problem::from);
-    back(&id, outcome)
+    back(&format!("/tasks/{id}"), outcome)
 }
 
 #[derive(Deserialize)]
@@ -394,5 +402,5 @@ pub async fn replay(state: web::Data<ApiState>, id: web::Path<String>, form: Con
         Ok(())
     }
     .await;
-    back(&id, outcome)
+    back(&format!("/tasks/{id}"), outcome)
 }
