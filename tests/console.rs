@@ -476,6 +476,38 @@ async fn an_operator_runs_bida_from_the_browser() {
     click(&client, "#broker-list a").await;
     reload_until(&client, "#broker-health", "reachable").await;
     inspect(&client, "broker", &axe).await;
+    // A broker added, renamed and deleted from the console.
+    client.goto(&format!("{}/brokers", bida.url)).await.unwrap();
+    click(&client, "#new-broker").await;
+    wait_for_path(&client, "/brokers/new").await;
+    inspect(&client, "broker-new", &axe).await;
+    fill(&client, "#broker-name", "spare").await;
+    fill(&client, "#amqp-url", &rabbit::url()).await;
+    click(&client, "#create-broker").await;
+    reload_until(&client, "#broker-health", "reachable").await;
+    let spare = client
+        .current_url()
+        .await
+        .unwrap()
+        .path()
+        .trim_start_matches("/brokers/")
+        .to_string();
+    click(&client, "details summary").await;
+    fill(&client, "#broker-name", "standby").await;
+    click(&client, "#save-broker").await;
+    wait_for_path(&client, &format!("/brokers/{spare}")).await;
+    let (_, renamed) = bida.get(&format!("/v1/brokers/{spare}")).await;
+    assert_eq!(renamed["name"], "standby", "{renamed}");
+    assert!(
+        renamed["connection"]["url"].as_str().unwrap().contains("***"),
+        "an edit that leaves the URL empty keeps its password: {renamed}"
+    );
+    client.execute("window.confirm = () => true;", vec![]).await.unwrap();
+    click(&client, "#delete-broker").await;
+    wait_for_path(&client, "/brokers").await;
+    let (status, _) = bida.get(&format!("/v1/brokers/{spare}")).await;
+    assert_eq!(status, 404, "deleted");
+
     client.goto(&format!("{}/nodes", bida.url)).await.unwrap();
     assert!(text(&client, "#node-list").await.contains("alive"));
     inspect(&client, "nodes", &axe).await;

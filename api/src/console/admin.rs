@@ -5,9 +5,10 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use bida_actors::access::{AppView, KeyRequest, KeyView, RotateRequest};
-use bida_actors::brokers::BrokerView;
+use bida_actors::brokers::{BrokerPatch, BrokerView};
 use bida_actors::users::UserView;
 use bida_domain::access::{AppSpec, Role};
+use bida_domain::broker::{BrokerSpec, Connection};
 use bida_store::NodeInfo;
 use chrono::Utc;
 use serde::Deserialize;
@@ -89,6 +90,93 @@ pub async fn set_online(
         .map(drop)
         .map_err(Problem::from);
     back(&format!("/brokers/{id}"), outcome)
+}
+
+#[derive(Template)]
+#[template(path = "broker_new.html")]
+struct NewBrokerPage {
+    chrome: Chrome,
+    error: Option<String>,
+}
+
+pub async fn new_broker(request: HttpRequest, notice: web::Query<Notice>) -> Result<HttpResponse, Problem> {
+    Ok(html(&NewBrokerPage {
+        chrome: Chrome::of(&request, "brokers")?,
+        error: notice.into_inner().error,
+    }))
+}
+
+/// A broker's fields as a form sends them; an empty one is absent (on an
+/// edit: unchanged, so a hidden password is not overwritten).
+#[derive(Default, Deserialize)]
+#[serde(default)]
+pub struct BrokerForm {
+    name: String,
+    /// kafka or rabbitmq (new brokers)
+    kind: String,
+    url: String,
+    management_url: String,
+    bootstrap_servers: String,
+}
+
+fn given(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
+pub async fn create_broker(state: web::Data<ApiState>, form: ConsoleForm<BrokerForm>) -> HttpResponse {
+    let form = form.0;
+    let connection = match form.kind.as_str() {
+        "kafka" => Connection::Kafka {
+            bootstrap_servers: form.bootstrap_servers.trim().to_string(),
+            options: Default::default(),
+        },
+        _ => Connection::Rabbitmq {
+            url: form.url.trim().to_string(),
+            management_url: given(&form.management_url),
+        },
+    };
+    let spec = BrokerSpec {
+        name: form.name,
+        connection,
+    };
+    match state.brokers.register(spec).await {
+        Ok(view) => see_other(&format!("/brokers/{}", view.id)),
+        Err(e) => back("/brokers/new", Err(e.into())),
+    }
+}
+
+pub async fn edit_broker(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    form: ConsoleForm<BrokerForm>,
+) -> HttpResponse {
+    let form = form.0;
+    let patch = BrokerPatch {
+        name: given(&form.name),
+        url: given(&form.url),
+        management_url: given(&form.management_url),
+        bootstrap_servers: given(&form.bootstrap_servers),
+        options: None,
+    };
+    let outcome = state.brokers.update(&id, patch).await.map(drop).map_err(Problem::from);
+    back(&format!("/brokers/{id}"), outcome)
+}
+
+pub async fn delete_broker(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    _form: ConsoleForm<Empty>,
+) -> HttpResponse {
+    match state.brokers.delete(&id).await {
+        Ok(()) => see_other("/brokers"),
+        Err(e) => back(&format!("/brokers/{id}"), Err(e.into())),
+    }
+}
+
+pub async fn delete_app(state: web::Data<ApiState>, id: web::Path<String>, _form: ConsoleForm<Empty>) -> HttpResponse {
+    let outcome = state.access.delete_app(&id).await.map_err(Problem::from);
+    back("/apps", outcome)
 }
 
 pub struct NodeLine {

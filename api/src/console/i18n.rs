@@ -196,6 +196,23 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("confirm", "Confirm", "确认"),
     ("new_consumer", "New consumer", "新建消费者"),
     ("search", "Search", "搜索"),
+    ("new_broker", "New broker", "新建 MQ 集群"),
+    (
+        "edit",
+        "Edit (empty fields stay as they are)",
+        "编辑（留空的字段保持不变）",
+    ),
+    ("amqp_url", "AMQP URL (RabbitMQ)", "AMQP 地址（RabbitMQ）"),
+    (
+        "management_url",
+        "Management URL (RabbitMQ, optional)",
+        "管理接口地址（RabbitMQ，可选）",
+    ),
+    (
+        "bootstrap_servers",
+        "Bootstrap servers (Kafka)",
+        "Bootstrap 地址（Kafka）",
+    ),
     (
         "search_hint",
         "task id, webhook-id, idempotency key or body text",

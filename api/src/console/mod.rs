@@ -56,7 +56,12 @@ pub const CONSOLE_RULES: &[(&str, &str, Access)] = &[
     ("POST", "/consumers/{id}/state", Action(Operate)),
     ("POST", "/consumers/{id}/policy", Action(Operate)),
     ("GET", "/brokers", Page(Read)),
+    ("GET", "/brokers/new", Page(Operate)),
+    ("POST", "/brokers/new", Action(Operate)),
     ("GET", "/brokers/{id}", Page(Read)),
+    ("POST", "/brokers/{id}/edit", Action(Operate)),
+    ("POST", "/brokers/{id}/delete", Action(Operate)),
+    ("POST", "/apps/{id}/delete", Action(Administer)),
     ("POST", "/brokers/{id}/online", Action(Operate)),
     ("GET", "/nodes", Page(Read)),
     ("GET", "/apps", Page(Administer)),
@@ -94,7 +99,12 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/consumers/{id}/state", web::post().to(consumers::change_state))
         .route("/consumers/{id}/policy", web::post().to(consumers::change_policy))
         .route("/brokers", web::get().to(admin::brokers))
+        .route("/brokers/new", web::get().to(admin::new_broker))
+        .route("/brokers/new", web::post().to(admin::create_broker))
         .route("/brokers/{id}", web::get().to(admin::broker))
+        .route("/brokers/{id}/edit", web::post().to(admin::edit_broker))
+        .route("/brokers/{id}/delete", web::post().to(admin::delete_broker))
+        .route("/apps/{id}/delete", web::post().to(admin::delete_app))
         .route("/brokers/{id}/online", web::post().to(admin::set_online))
         .route("/nodes", web::get().to(admin::nodes))
         .route("/apps", web::get().to(admin::apps))
