@@ -144,7 +144,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("save", "Save", "保存"),
     ("source", "Source", "来源"),
     ("broker", "Broker", "MQ 集群"),
-    ("consumed_per_sec", "Delivered/s (1 h)", "每秒送达（1 小时）"),
+    ("consumed_per_sec", "Consumed / delivered per s", "每秒消费 / 送达"),
     ("activity", "Activity (24 h)", "活跃度（24 小时）"),
     ("lag", "Lag", "积压"),
     ("updated_live", "Updates live", "实时更新"),
