@@ -203,7 +203,7 @@ impl KafkaSource {
             group: spec.group.clone(),
             topics: spec.topics.clone(),
             rebalanced_at,
-            stuck_after: Arc::new(Mutex::new(STUCK_ASSIGNMENT)),
+            stuck_after: Arc::new(Mutex::new((STUCK_ASSIGNMENT, 0))),
             paused,
             progress: Arc::default(),
             anomalies,
@@ -635,10 +635,11 @@ struct KafkaProbe {
     group: String,
     topics: Vec<String>,
     rebalanced_at: Arc<Mutex<Instant>>,
-    /// How long an empty assignment is waited out before rejoining; doubles
-    /// after each rejoin that changed nothing, so a group where an empty
-    /// assignment is normal is not rebalanced over and over.
-    stuck_after: Arc<Mutex<Duration>>,
+    /// How long an empty assignment is waited out before rejoining, and how
+    /// many rejoins in a row changed nothing: the wait doubles after the
+    /// first few, so a group where an empty assignment is normal is not
+    /// rebalanced over and over.
+    stuck_after: Arc<Mutex<(Duration, u32)>>,
     /// Whether fetching is paused (a stalled partition is one that does not
     /// move while fetching).
     paused: Arc<AtomicBool>,
@@ -652,6 +653,8 @@ struct KafkaProbe {
 /// did not fit in the three minutes a test allows for a takeover.
 const STUCK_ASSIGNMENT: Duration = Duration::from_secs(20);
 const STUCK_ASSIGNMENT_MAX: Duration = Duration::from_secs(1800);
+/// Rejoins made every `STUCK_ASSIGNMENT` before the wait starts doubling.
+const FRUITLESS_REJOINS_AT_FIRST_PACE: u32 = 5;
 
 impl KafkaProbe {
     /// Joins the group again when it left this member without partitions it
@@ -661,16 +664,24 @@ impl KafkaProbe {
     /// at doubling intervals, only while this member has no partitions.
     fn rejoin_if_stuck(&self, consumer: &GroupConsumer, assigned: usize) {
         let since = self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()).elapsed();
-        let mut stuck_after = self.stuck_after.lock().unwrap_or_else(|p| p.into_inner());
+        let mut stuck = self.stuck_after.lock().unwrap_or_else(|p| p.into_inner());
         if assigned > 0 {
-            *stuck_after = STUCK_ASSIGNMENT;
+            *stuck = (STUCK_ASSIGNMENT, 0);
             return;
         }
-        if since < *stuck_after {
+        let (wait, fruitless) = *stuck;
+        if since < wait {
             return;
         }
-        *stuck_after = (*stuck_after * 2).min(STUCK_ASSIGNMENT_MAX);
-        drop(stuck_after);
+        // tansu sometimes needs a few rejoins (seen: two in a row gave the
+        // survivor nothing under load); the wait grows only after those.
+        let next = if fruitless < FRUITLESS_REJOINS_AT_FIRST_PACE {
+            STUCK_ASSIGNMENT
+        } else {
+            (wait * 2).min(STUCK_ASSIGNMENT_MAX)
+        };
+        *stuck = (next, fruitless.saturating_add(1));
+        drop(stuck);
         *self.rebalanced_at.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
         let members = match consumer.fetch_group_list(Some(&self.group), METADATA_TIMEOUT) {
             Ok(list) => list.groups().first().map_or(0, |g| g.members().len()),
