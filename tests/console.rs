@@ -415,6 +415,17 @@ async fn an_operator_runs_bida_from_the_browser() {
     client.goto(&format!("{}/consumers", bida.url)).await.unwrap();
     assert!(text(&client, "#consumer-list").await.contains("orders"));
     inspect(&client, "consumers", &axe).await;
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let live = client
+        .execute(
+            "return document.getElementById('consumers-live').dataset.refreshed || null;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(live.is_string(), "the consumer list refreshed in place");
+    assert!(text(&client, "#consumer-list").await.contains("orders"));
+    no_errors(&client, "consumers, refreshed").await;
     click(&client, &format!("a[href='/consumers/{consumer}']")).await;
     wait_for_path(&client, &format!("/consumers/{consumer}")).await;
     inspect(&client, "consumer", &axe).await;

@@ -14,6 +14,7 @@ use bida_domain::{Expect, StatusSet};
 use serde::Deserialize;
 
 use super::charts::sparkline;
+use super::i18n::{Lang, Tr};
 use super::session::ConsoleForm;
 use super::{back, history_lines, html, see_other, Chrome, HistoryLine, Notice};
 use crate::history::mask_secrets;
@@ -40,6 +41,33 @@ struct ConsumersPage {
 
 pub async fn list(request: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
     let chrome = Chrome::of(&request, "consumers")?;
+    let consumers = lines(&state, chrome.t).await?;
+    Ok(html(&ConsumersPage { chrome, consumers }))
+}
+
+#[derive(Template)]
+#[template(path = "consumers_live.html")]
+struct ConsumersLive {
+    chrome: LiveChrome,
+    consumers: Vec<ConsumerLine>,
+}
+
+/// What the refreshed table needs of the page around it.
+pub struct LiveChrome {
+    pub t: Tr,
+}
+
+/// The consumer table alone, fetched again every few seconds by the page.
+pub async fn live(request: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
+    let t = Tr(Lang::of(&request));
+    Ok(html(&ConsumersLive {
+        consumers: lines(&state, t).await?,
+        chrome: LiveChrome { t },
+    }))
+}
+
+/// Every consumer with its failure rate and a day's activity, by name.
+async fn lines(state: &ApiState, t: Tr) -> Result<Vec<ConsumerLine>, Problem> {
     let mut consumers: Vec<ConsumerView> = state
         .consumers
         .list()
@@ -73,7 +101,7 @@ pub async fn list(request: HttpRequest, state: web::Data<ApiState>) -> Result<Ht
             (series.key, hours)
         })
         .collect();
-    let consumers = consumers
+    Ok(consumers
         .into_iter()
         .map(|consumer| {
             let counters = &consumer.counters;
@@ -85,14 +113,13 @@ pub async fn list(request: HttpRequest, state: web::Data<ApiState>) -> Result<Ht
                     "–".into()
                 },
                 sparkline: sparkline(
-                    chrome.t.get("activity"),
+                    t.get("activity"),
                     activity.get(&consumer.id).map_or(&[][..], Vec::as_slice),
                 ),
                 consumer,
             }
         })
-        .collect();
-    Ok(html(&ConsumersPage { chrome, consumers }))
+        .collect())
 }
 
 #[derive(Template)]

@@ -47,6 +47,7 @@ pub const CONSOLE_RULES: &[(&str, &str, Access)] = &[
     ("POST", "/tasks/{id}/cancel", Action(Operate)),
     ("POST", "/tasks/{id}/replay", Action(Operate)),
     ("GET", "/consumers", Page(Read)),
+    ("GET", "/live/consumers", Page(Read)),
     ("GET", "/consumers/new", Page(Operate)),
     ("POST", "/consumers/new", Action(Operate)),
     ("GET", "/consumers/{id}", Page(Read)),
@@ -90,6 +91,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/tasks/{id}/cancel", web::post().to(tasks::cancel))
         .route("/tasks/{id}/replay", web::post().to(tasks::replay))
         .route("/consumers", web::get().to(consumers::list))
+        .route("/live/consumers", web::get().to(consumers::live))
         .route("/consumers/new", web::get().to(consumers::new_consumer))
         .route("/consumers/new", web::post().to(consumers::create))
         .route("/consumers/{id}", web::get().to(consumers::detail))
