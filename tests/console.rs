@@ -538,6 +538,28 @@ async fn an_operator_runs_bida_from_the_browser() {
     );
     client.goto(&format!("{}/apps", bida.url)).await.unwrap();
     inspect(&client, "apps", &axe).await;
+    // Its networks edited from the page.
+    let billing = apps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "billing")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client
+        .execute(
+            "document.querySelectorAll('details').forEach(d => d.open = true);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    fill(&client, &format!("[id='networks-{billing}']"), "10.1.0.0/16").await;
+    click(&client, &format!("[id='save-app-{billing}']")).await;
+    wait_for_path(&client, "/apps").await;
+    let (_, edited) = bida.get(&format!("/v1/apps/{billing}")).await;
+    assert_eq!(edited["allowed_networks"], json!(["10.1.0.0/16"]), "{edited}");
     client.goto(&format!("{}/users", bida.url)).await.unwrap();
     assert!(text(&client, "#user-list").await.contains("watcher"));
     inspect(&client, "users", &axe).await;

@@ -4,7 +4,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use bida_actors::access::{AppView, KeyRequest, KeyView, RotateRequest};
+use bida_actors::access::{AppPatch, AppView, KeyRequest, KeyView, RotateRequest};
 use bida_actors::brokers::{BrokerPatch, BrokerView};
 use bida_actors::users::UserView;
 use bida_domain::access::{AppSpec, Role};
@@ -174,6 +174,21 @@ pub async fn delete_broker(
     }
 }
 
+pub async fn edit_app(state: web::Data<ApiState>, id: web::Path<String>, form: ConsoleForm<AppForm>) -> HttpResponse {
+    let form = form.0;
+    let outcome = async {
+        let networks = networks_of(&form.allowed_networks)?;
+        let patch = AppPatch {
+            name: given(&form.name),
+            allowed_networks: Some(networks),
+        };
+        state.access.update_app(&id, patch).await?;
+        Ok(())
+    }
+    .await;
+    back("/apps", outcome)
+}
+
 pub async fn delete_app(state: web::Data<ApiState>, id: web::Path<String>, _form: ConsoleForm<Empty>) -> HttpResponse {
     let outcome = state.access.delete_app(&id).await.map_err(Problem::from);
     back("/apps", outcome)
@@ -262,6 +277,19 @@ fn shown_once(request: &HttpRequest, what: String, secret: String) -> Result<Htt
     }))
 }
 
+/// CIDR networks separated by commas, spaces or lines.
+fn networks_of(text: &str) -> Result<Vec<ipnet::IpNet>, Problem> {
+    text.split([',', ' ', '\n'])
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(|n| {
+            n.parse().map_err(|_| {
+                Problem::bad_request("invalid-form", format!("`{n}` is not a CIDR range like 10.1.0.0/16"))
+            })
+        })
+        .collect()
+}
+
 #[derive(Deserialize)]
 pub struct AppForm {
     name: String,
@@ -276,20 +304,9 @@ pub async fn create_app(
     form: ConsoleForm<AppForm>,
 ) -> Result<HttpResponse, Problem> {
     let form = form.0;
-    let networks: Result<Vec<_>, _> = form
-        .allowed_networks
-        .split([',', ' ', '\n'])
-        .filter(|n| !n.trim().is_empty())
-        .map(|n| n.trim().parse())
-        .collect();
-    let Ok(allowed_networks) = networks else {
-        return Ok(back(
-            "/apps",
-            Err(Problem::bad_request(
-                "invalid-form",
-                "allowed networks are CIDR ranges: 10.1.0.0/16",
-            )),
-        ));
+    let allowed_networks = match networks_of(&form.allowed_networks) {
+        Ok(networks) => networks,
+        Err(problem) => return Ok(back("/apps", Err(problem))),
     };
     match state
         .access

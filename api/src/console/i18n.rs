@@ -197,6 +197,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("new_consumer", "New consumer", "新建消费者"),
     ("search", "Search", "搜索"),
     ("new_broker", "New broker", "新建 MQ 集群"),
+    ("edit_app", "Edit", "编辑"),
     (
         "edit",
         "Edit (empty fields stay as they are)",

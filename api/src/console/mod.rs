@@ -63,6 +63,7 @@ pub const CONSOLE_RULES: &[(&str, &str, Access)] = &[
     ("POST", "/brokers/{id}/edit", Action(Operate)),
     ("POST", "/brokers/{id}/delete", Action(Operate)),
     ("POST", "/apps/{id}/delete", Action(Administer)),
+    ("POST", "/apps/{id}/edit", Action(Administer)),
     ("POST", "/brokers/{id}/online", Action(Operate)),
     ("GET", "/nodes", Page(Read)),
     ("GET", "/apps", Page(Administer)),
@@ -107,6 +108,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .route("/brokers/{id}/edit", web::post().to(admin::edit_broker))
         .route("/brokers/{id}/delete", web::post().to(admin::delete_broker))
         .route("/apps/{id}/delete", web::post().to(admin::delete_app))
+        .route("/apps/{id}/edit", web::post().to(admin::edit_app))
         .route("/brokers/{id}/online", web::post().to(admin::set_online))
         .route("/nodes", web::get().to(admin::nodes))
         .route("/apps", web::get().to(admin::apps))
