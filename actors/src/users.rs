@@ -113,26 +113,25 @@ async fn hash_password(password: &str) -> Result<PasswordHash, AdminError> {
 /// user) a hash is still checked, so the answer takes as long either way.
 async fn password_matches(password: &str, hash: Option<&PasswordHash>) -> bool {
     static DECOY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    let known = hash.is_some();
-    let hash = match hash {
-        Some(hash) => hash.0.clone(),
-        None => DECOY
-            .get_or_init(|| {
+    let known = hash.map(|h| h.0.clone());
+    let password = password.to_string();
+    // Hashing, the decoy's included, is slow on purpose: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let hash = known.as_deref().unwrap_or_else(|| {
+            DECOY.get_or_init(|| {
                 let salt = SaltString::generate(&mut OsRng);
                 Argon2::default()
                     .hash_password(b"no such user", &salt)
                     .map(|h| h.to_string())
                     .unwrap_or_default()
             })
-            .clone(),
-    };
-    let password = password.to_string();
-    let matches = tokio::task::spawn_blocking(move || {
-        Phc::new(&hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        });
+        let matches =
+            Phc::new(hash).is_ok_and(|parsed| Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok());
+        known.is_some() && matches
     })
     .await
-    .unwrap_or(false);
-    known && matches
+    .unwrap_or(false)
 }
 
 #[derive(Clone)]

@@ -14,7 +14,7 @@ use chrono::Utc;
 use serde::Deserialize;
 
 use super::session::{ConsoleForm, Empty};
-use super::{back, html, see_other, Chrome, Notice};
+use super::{back, given, html, see_other, Chrome, Notice};
 use crate::problem::Problem;
 use crate::ApiState;
 
@@ -117,11 +117,6 @@ pub struct BrokerForm {
     url: String,
     management_url: String,
     bootstrap_servers: String,
-}
-
-fn given(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_string())
 }
 
 pub async fn create_broker(state: web::Data<ApiState>, form: ConsoleForm<BrokerForm>) -> HttpResponse {

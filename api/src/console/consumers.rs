@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::charts::sparkline;
 use super::i18n::{Lang, Tr};
 use super::session::ConsoleForm;
-use super::{back, history_lines, html, see_other, Chrome, HistoryLine, Notice};
+use super::{back, given, history_lines, html, see_other, Chrome, HistoryLine, Notice};
 use crate::history::mask_secrets;
 use crate::problem::Problem;
 use crate::ApiState;
@@ -324,8 +324,8 @@ impl PolicyForm {
 
     fn endpoint(&self) -> Result<EndpointInput, Problem> {
         Ok(EndpointInput {
-            url: Some(self.url.trim().to_string()).filter(|u| !u.is_empty()),
-            method: Some(self.method.trim().to_string()).filter(|m| !m.is_empty()),
+            url: given(&self.url),
+            method: given(&self.method),
             headers: None,
             timeout_ms: number(&self.timeout_ms, "timeout_ms")?,
         })
@@ -419,9 +419,9 @@ pub async fn create(state: web::Data<ApiState>, form: ConsoleForm<CreateForm>) -
             .filter(|t| !t.is_empty())
             .collect();
         let source = SourceInput {
-            queue: Some(form.queue.trim().to_string()).filter(|q| !q.is_empty()),
+            queue: given(&form.queue),
             topics: Some(topics).filter(|t| !t.is_empty()),
-            group: Some(form.group.trim().to_string()).filter(|g| !g.is_empty()),
+            group: given(&form.group),
             ..SourceInput::default()
         };
         let input = ConsumerInput {

@@ -244,6 +244,12 @@ fn back(page: &str, outcome: Result<(), Problem>) -> HttpResponse {
     }
 }
 
+/// A form field as typed, trimmed; `None` when left empty.
+fn given(text: &str) -> Option<String> {
+    let text = text.trim();
+    (!text.is_empty()).then(|| text.to_string())
+}
+
 /// What an action that went wrong left for its page to show.
 #[derive(serde::Deserialize)]
 pub struct Notice {

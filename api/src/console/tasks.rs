@@ -10,7 +10,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use super::session::{ConsoleForm, Empty};
-use super::{back, history_lines, html, see_other, Chrome, HistoryLine, Notice};
+use super::{back, given, history_lines, html, see_other, Chrome, HistoryLine, Notice};
 use crate::history::MASK;
 use crate::problem::Problem;
 use crate::ApiState;
@@ -75,11 +75,6 @@ fn day(text: &str, field: &str) -> Result<Option<DateTime<Utc>>, Problem> {
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|d| Some(d.and_utc()))
         .ok_or_else(|| Problem::bad_request("invalid-query", format!("{field} is a day like 2026-12-03")))
-}
-
-fn some(text: &str) -> Option<String> {
-    let text = text.trim();
-    (!text.is_empty()).then(|| text.to_string())
 }
 
 pub async fn list(
@@ -172,8 +167,8 @@ async fn known_ids(state: &ApiState, text: &str, app: Option<&str>) -> Result<Ve
 fn filter_of(query: &ListQuery) -> Result<TaskFilter, Problem> {
     Ok(TaskFilter {
         status: TaskStatus::parse(&query.status),
-        app: some(&query.app),
-        consumer_id: some(&query.consumer_id),
+        app: given(&query.app),
+        consumer_id: given(&query.consumer_id),
         created_after: day(&query.created_after, "created_after")?,
         created_before: day(&query.created_before, "created_before")?,
         ..TaskFilter::default()
@@ -313,12 +308,7 @@ pub async fn detail(
             (name.clone(), if hidden { MASK.to_string() } else { value.clone() })
         })
         .collect();
-    let body = task
-        .request
-        .body
-        .as_ref()
-        .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
-        .unwrap_or_default();
+    let body = body_text(&task.request);
     let history = history_lines(state.tasks.events(&id).await?, &["spec", "request"]);
     let status = task.summary.status;
     Ok(html(&TaskPage {
@@ -347,11 +337,21 @@ pub struct CancelForm {
 pub async fn cancel(state: web::Data<ApiState>, id: web::Path<String>, form: ConsoleForm<CancelForm>) -> HttpResponse {
     let outcome = state
         .tasks
-        .cancel(&id, some(&form.0.reason))
+        .cancel(&id, given(&form.0.reason))
         .await
         .map(drop)
         .map_err(Problem::from);
     back(&format!("/tasks/{id}"), outcome)
+}
+
+/// A request's body as the page shows and edits it (bytes that are not
+/// UTF-8 shown replaced).
+fn body_text(request: &bida_domain::task::DeliveryRequest) -> String {
+    request
+        .body
+        .as_ref()
+        .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
+        .unwrap_or_default()
 }
 
 #[derive(Deserialize)]
@@ -385,12 +385,7 @@ pub async fn replay(state: web::Data<ApiState>, id: web::Path<String>, form: Con
             };
             headers.insert(name, value);
         }
-        let current_body = current
-            .request
-            .body
-            .as_ref()
-            .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned())
-            .unwrap_or_default();
+        let current_body = body_text(&current.request);
         let edit = RequestEdit {
             url: Some(form.url.trim().to_string()).filter(|url| *url != current.request.url),
             headers: Some(headers).filter(|h| *h != current.request.headers),
