@@ -263,6 +263,8 @@ async fn an_operator_runs_bida_from_the_browser() {
     let endpoint = Receiver::start(|hit, nth| {
         if hit.path == "/broken" || (hit.path == "/flaky" && nth == 1) {
             Reply::status(500)
+        } else if hit.path == "/refunds" {
+            Reply::ok().body(r#"{"data":{"code":0}}"#)
         } else {
             Reply::ok().after(Duration::from_millis(40))
         }
@@ -276,7 +278,8 @@ async fn an_operator_runs_bida_from_the_browser() {
     // A dead letter: its endpoint URL is wrong.
     let dead = bida
         .submit(
-            json!({"url": endpoint.url("/broken"), "params": {"order": 42}, "max_attempts": 1, "source_app": "shop"}),
+            json!({"url": endpoint.url("/broken"), "params": {"order": 42}, "max_attempts": 1, "source_app": "shop",
+                    "headers": {"authorization": "Bearer s3cret-token"}}),
         )
         .await;
     bida.wait_status(&dead, "dead", WAIT).await;
@@ -357,6 +360,35 @@ async fn an_operator_runs_bida_from_the_browser() {
         .find(|e| e["event_type"] == "RetryRequested")
         .expect("the replay is in the history");
     assert_eq!(replay["metadata"]["key_id"], "user:ops", "{replay}");
+    // Each attempt shows what it sent: the first to the broken URL, the
+    // second to the fixed one; credentials masked, Bida's headers included.
+    let sent = client
+        .execute(
+            "return [...document.querySelectorAll('#attempts details.sent')].map(d => d.textContent);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    let sent: Vec<String> = serde_json::from_value(sent).unwrap();
+    assert_eq!(sent.len(), 2, "{sent:?}");
+    assert!(
+        sent[0].contains("/broken") && sent[0].contains("bida-attempt: 1"),
+        "{sent:?}"
+    );
+    assert!(
+        sent[1].contains("/fixed") && sent[1].contains("bida-attempt: 2"),
+        "{sent:?}"
+    );
+    for attempt in &sent {
+        assert!(
+            attempt.contains("authorization: ***") && !attempt.contains("s3cret"),
+            "{attempt}"
+        );
+        assert!(
+            attempt.contains("webhook-id: ") && attempt.contains("webhook-timestamp: "),
+            "{attempt}"
+        );
+    }
 
     // Search: by task id, by the webhook-id a consumer's delivery carried, by
     // an Idempotency-Key, and by text in a recent task's body.
@@ -402,18 +434,38 @@ async fn an_operator_runs_bida_from_the_browser() {
     inspect(&client, "search", &axe).await;
 
     // Bulk replay of a filter: how many it will touch, then a confirmation.
+    // The filter names an endpoint host: the dead task of the same app sent
+    // to another host is left alone.
+    let elsewhere = bida
+        .submit(json!({"url": endpoint.url("/broken"), "max_attempts": 1, "source_app": "bulk"}))
+        .await;
+    bida.wait_status(&elsewhere, "dead", WAIT).await;
     let mut batch = Vec::new();
     for n in 0..3 {
+        let url = endpoint.url("/flaky").replace("127.0.0.1", "localhost");
         let id = bida
-            .submit(json!({"url": endpoint.url("/flaky"), "params": {"n": n}, "max_attempts": 1, "source_app": "bulk"}))
+            .submit(json!({"url": url, "params": {"n": n}, "max_attempts": 1, "source_app": "bulk"}))
             .await;
         bida.wait_status(&id, "dead", WAIT).await;
         batch.push(id);
     }
+    client.goto(&format!("{}/tasks", bida.url)).await.unwrap();
     client
-        .goto(&format!("{}/tasks?status=dead&app=bulk", bida.url))
+        .find(Locator::Css("#filter-status"))
+        .await
+        .unwrap()
+        .select_by_value("dead")
         .await
         .unwrap();
+    fill(&client, "input[name=app]", "bulk").await;
+    fill(&client, "#filter-host", "LocalHost").await;
+    click(&client, "#filter").await;
+    wait_for_path(&client, "/tasks").await;
+    let listed = text(&client, "#task-list").await;
+    assert!(
+        batch.iter().all(|id| listed.contains(id)) && !listed.contains(&elsewhere),
+        "{listed}"
+    );
     click(&client, "#replay-these").await;
     wait_for_path(&client, "/tasks/replay").await;
     assert_eq!(text(&client, "#replay-count").await, "3");
@@ -475,6 +527,8 @@ async fn an_operator_runs_bida_from_the_browser() {
     fill(&client, "#url", &endpoint.url("/refunds")).await;
     fill(&client, "#max_attempts", "7").await;
     fill(&client, "#retry_on", "5xx, 429").await;
+    fill(&client, "#expect_json_pointer", "data.code").await;
+    fill(&client, "#expect_json_equals", "0").await;
     click(&client, "#create-consumer").await;
     reload_until(&client, "#desired-state", "running").await;
     let (_, list) = bida.get("/v1/consumers").await;
@@ -487,6 +541,11 @@ async fn an_operator_runs_bida_from_the_browser() {
         .clone();
     assert_eq!(made["policy"]["max_attempts"], 7, "{made}");
     assert_eq!(made["policy"]["retry_on"], json!(["5xx", "429"]), "{made}");
+    assert_eq!(
+        made["policy"]["expect"]["json"],
+        json!({"pointer": "/data/code", "equals": 0}),
+        "{made}"
+    );
     refunds.publish([(Some("r1".to_string()), b"{}".to_vec())]).await;
     assert!(
         endpoint
@@ -494,6 +553,15 @@ async fn an_operator_runs_bida_from_the_browser() {
             .await,
         "the new consumer delivers"
     );
+    // Its JSON expectation holds on the endpoint's answer: delivered.
+    let made_id = made["id"].as_str().unwrap();
+    let delivered = api_until(
+        &bida,
+        &format!("/v1/tasks?consumer_id={made_id}&status=delivered"),
+        |page| !page["items"].as_array().unwrap().is_empty(),
+    )
+    .await;
+    assert_eq!(delivered["items"].as_array().unwrap().len(), 1, "{delivered}");
 
     // Brokers, nodes, apps and users: the admin's pages.
     client.goto(&format!("{}/brokers", bida.url)).await.unwrap();

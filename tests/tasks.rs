@@ -445,6 +445,87 @@ async fn bulk_replay_delivers_the_dead_letters_matching_a_filter() {
 }
 
 #[tokio::test]
+async fn tasks_are_listed_and_replayed_by_endpoint_host_and_time_range() {
+    let endpoint = Receiver::start(|_, _| Reply::status(500)).await;
+    let bida = Bida::start("").await;
+    let by_name = endpoint.url("/cb").replace("127.0.0.1", "LocalHost");
+    let dead = |url: String| {
+        let bida = &bida;
+        async move {
+            let id = bida.submit(json!({"url": url, "max_attempts": 1})).await;
+            bida.wait_status(&id, "dead", WAIT).await;
+            id
+        }
+    };
+    let early = dead(by_name.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let between = chrono::Utc::now();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let late = dead(by_name).await;
+    let by_address = dead(endpoint.url("/cb")).await;
+    let ids_of = |page: &Value| -> Vec<String> {
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while ids_of(&bida.get("/v1/tasks?status=dead").await.1).len() < 3 {
+        assert!(tokio::time::Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A host as typed (any case, with a port, or a whole URL) finds its tasks only.
+    for host in ["localhost", "LOCALHOST:9", "http://localhost/x"] {
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("endpoint_host", host)
+            .finish();
+        let (status, page) = bida.get(&format!("/v1/tasks?{query}")).await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(ids_of(&page), vec![late.clone(), early.clone()], "{host}: {page}");
+    }
+    let (_, page) = bida.get("/v1/tasks?endpoint_host=127.0.0.1").await;
+    assert_eq!(ids_of(&page), vec![by_address.clone()], "{page}");
+    for nothing in ["a/b", "%00", "[fe80::1"] {
+        let (status, page) = bida.get(&format!("/v1/tasks?endpoint_host={nothing}")).await;
+        assert_eq!((status, ids_of(&page).len()), (200, 0), "{nothing}: {page}");
+    }
+
+    // Replay by host and time: a dry run counts, the replay does what it counted.
+    endpoint.set_behavior(|_, _| Reply::ok());
+    let filter = json!({"endpoint_host": "localhost", "created_after": between, "dry_run": true});
+    let (status, outcome) = bida.post("/v1/tasks/replay", filter.clone()).await;
+    assert_eq!(status, 200, "{outcome}");
+    assert_eq!(
+        (outcome["matched"].as_u64(), outcome["retried"].as_u64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(outcome["matched_ids"], json!([late]), "{outcome}");
+    let (_, unchanged) = bida.get(&format!("/v1/tasks/{late}")).await;
+    assert_eq!(unchanged["status"], "dead", "a dry run replays nothing");
+    let (_, before) = bida
+        .post(
+            "/v1/tasks/replay",
+            json!({"endpoint_host": "localhost", "created_before": between, "dry_run": true}),
+        )
+        .await;
+    assert_eq!(before["matched_ids"], json!([early]), "{before}");
+
+    let mut replay = filter;
+    replay["dry_run"] = json!(false);
+    let (_, outcome) = bida.post("/v1/tasks/replay", replay).await;
+    assert_eq!(outcome["task_ids"], json!([late]), "{outcome}");
+    assert!(outcome.get("matched_ids").is_none(), "{outcome}");
+    bida.wait_status(&late, "delivered", WAIT).await;
+    for untouched in [&early, &by_address] {
+        let (_, task) = bida.get(&format!("/v1/tasks/{untouched}")).await;
+        assert_eq!(task["status"], "dead", "{task}");
+    }
+}
+
+#[tokio::test]
 async fn lists_page_with_cursors() {
     let endpoint = Receiver::ok().await;
     let bida = Bida::start("").await;

@@ -24,6 +24,8 @@ pub struct Attempted {
     pub latency_ms: u64,
     pub observation: Observation,
     pub response_excerpt: Option<String>,
+    /// The request carried a `webhook-signature`.
+    pub signed: bool,
     /// What the task's policy makes of the observation (judged once, here).
     pub verdict: Verdict,
 }
@@ -37,6 +39,7 @@ impl Attempted {
             latency_ms: self.latency_ms,
             observation: self.observation,
             response_excerpt: self.response_excerpt,
+            signed: self.signed,
             jitter_sample: rand::random::<f64>(),
         }
     }
@@ -95,6 +98,7 @@ impl Delivery {
             }
             _ => None,
         };
+        let signed = signature.is_some();
         let observation = match self.request(spec, &target, attempt, started_at, span.traceparent(), signature) {
             Err(error) => Observation::Unsendable { error },
             Ok(request) => match tokio::time::timeout(timeout, self.exchange(request)).await {
@@ -116,6 +120,7 @@ impl Delivery {
             latency_ms: elapsed.as_millis() as u64,
             observation,
             response_excerpt,
+            signed,
             verdict,
         }
     }
@@ -138,9 +143,9 @@ impl Delivery {
             headers.insert(name, value);
         }
         let stable = |text: &str| HeaderValue::from_str(text).map_err(|e| e.to_string());
-        headers.insert("webhook-id", stable(&spec.message_id)?);
-        headers.insert("webhook-timestamp", HeaderValue::from(now.timestamp()));
-        headers.insert("bida-attempt", HeaderValue::from(attempt));
+        for (name, value) in attempt_headers(&spec.message_id, attempt, now) {
+            headers.insert(name, stable(&value)?);
+        }
         if let Some(signature) = signature {
             headers.insert("webhook-signature", stable(&signature)?);
         }
@@ -196,8 +201,18 @@ impl Delivery {
     }
 }
 
+/// The headers every attempt carries besides the task's own, the signature
+/// and the trace context: what the task page shows an attempt sent.
+pub fn attempt_headers(message_id: &str, attempt: u32, started_at: DateTime<Utc>) -> [(&'static str, String); 3] {
+    [
+        ("webhook-id", message_id.to_string()),
+        ("webhook-timestamp", started_at.timestamp().to_string()),
+        ("bida-attempt", attempt.to_string()),
+    ]
+}
+
 /// The W3C trace-context header: taken from the message, sent onwards as the attempt's span.
-const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: &str = "traceparent";
 
 /// The endpoint of an attempt: its URL parsed, and as telemetry names it.
 struct Target {

@@ -2,7 +2,7 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use bida_domain::task::{RequestEdit, Submission, TaskDetail, TaskStatus, TaskSummary};
+use bida_domain::task::{EndpointHost, RequestEdit, Submission, TaskDetail, TaskStatus, TaskSummary};
 use bida_projections::{TaskCursor, TaskFilter, TaskList};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -129,6 +129,9 @@ pub struct ListQuery {
     app: Option<String>,
     /// Tasks of one consumer.
     consumer_id: Option<String>,
+    /// Tasks whose requests go to this host (`orders.example.com`, `[::1]`, or
+    /// a URL, whose host is taken).
+    endpoint_host: Option<String>,
     /// RFC 3339; tasks created at or after.
     created_after: Option<DateTime<Utc>>,
     /// RFC 3339; tasks created before.
@@ -199,6 +202,7 @@ pub async fn list(
         target_app: query.target_app,
         app: query.app,
         consumer_id: query.consumer_id,
+        endpoint_host: query.endpoint_host.as_deref().map(EndpointHost::typed),
         created_after: query.created_after,
         created_before: query.created_before,
         ids: None,
@@ -289,12 +293,18 @@ pub struct ReplayRequest {
     pub target_app: Option<String>,
     pub app: Option<String>,
     pub consumer_id: Option<String>,
+    /// Tasks whose requests go to this host (`orders.example.com`, `[::1]`, or
+    /// a URL, whose host is taken).
+    pub endpoint_host: Option<String>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// Most tasks to replay, oldest first; 1000 by default, at most
     /// `api.max_replay` (10,000 by default).
     #[schema(minimum = 1, maximum = 10000)]
     pub limit: Option<i64>,
+    /// Count (and list) what the filter matches; replay nothing.
+    #[serde(default)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -307,6 +317,9 @@ pub struct ReplayFailure {
 pub struct ReplayOutcome {
     /// Tasks the filter matched in the task list.
     pub matched: usize,
+    /// Ids of the matched tasks, oldest first: on a dry run only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub matched_ids: Option<Vec<String>>,
     /// Tasks put back in delivery.
     pub retried: usize,
     pub task_ids: Vec<String>,
@@ -355,6 +368,7 @@ pub async fn replay(
         target_app: request.target_app,
         app: request.app,
         consumer_id: request.consumer_id,
+        endpoint_host: request.endpoint_host.as_deref().map(EndpointHost::typed),
         created_after: request.created_after,
         created_before: request.created_before,
         ids: None,
@@ -363,11 +377,16 @@ pub async fn replay(
     let matched = ids.len();
     let mut outcome = ReplayOutcome {
         matched,
+        matched_ids: None,
         retried: 0,
         task_ids: Vec::with_capacity(matched),
         skipped: Vec::new(),
         failed: Vec::new(),
     };
+    if request.dry_run {
+        outcome.matched_ids = Some(ids);
+        return Ok(HttpResponse::Ok().json(outcome));
+    }
     for (id, result) in state.tasks.replay_many(ids).await {
         match result {
             Ok(()) => {

@@ -1,7 +1,7 @@
 //! The task list: one row per task with the columns lists filter on, and the
 //! task's summary as a JSON document.
 
-use bida_domain::task::{TaskEvent, TaskStatus, TaskSummary};
+use bida_domain::task::{EndpointHost, TaskEvent, TaskStatus, TaskSummary};
 use bida_store::{FeedPosition, StoredEvent, TASK_TYPE};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder, Transaction};
@@ -353,7 +353,17 @@ async fn upsert(
     let mut created = Vec::new();
     let mut updated = Vec::new();
     let mut docs = Vec::new();
+    let mut hosts: Vec<Option<String>> = Vec::new();
+    // A consumer's tasks share one URL: parse it once per run of them.
+    let mut last_url: Option<String> = None;
     for summary in summaries {
+        match (&last_url, hosts.last()) {
+            (Some(url), Some(host)) if *url == summary.url => hosts.push(host.clone()),
+            _ => {
+                hosts.push(EndpointHost::of_url(&summary.url).map(|host| host.to_string()));
+                last_url = Some(summary.url.clone());
+            }
+        }
         docs.push(
             serde_json::to_string(&summary).map_err(|e| bida_store::StoreError::Decode {
                 aggregate_id: summary.id.clone(),
@@ -370,13 +380,16 @@ async fn upsert(
         updated.push(summary.updated_at);
     }
     sqlx::query(
-        "INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id)
-         SELECT t.id, t.status, t.source_app, t.target_app, t.created_at, t.updated_at, t.doc::json, t.consumer_id
+        "INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id,
+                                endpoint_host)
+         SELECT t.id, t.status, t.source_app, t.target_app, t.created_at, t.updated_at, t.doc::json, t.consumer_id,
+                t.endpoint_host
          FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[], $6::timestamptz[], $7::text[],
-                     $8::text[])
-              AS t(id, status, source_app, target_app, created_at, updated_at, doc, consumer_id)
+                     $8::text[], $9::text[])
+              AS t(id, status, source_app, target_app, created_at, updated_at, doc, consumer_id, endpoint_host)
          ON CONFLICT (id) DO UPDATE
-             SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, doc = EXCLUDED.doc",
+             SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at, doc = EXCLUDED.doc,
+                 endpoint_host = EXCLUDED.endpoint_host",
     )
     .bind(&ids)
     .bind(&statuses)
@@ -386,6 +399,7 @@ async fn upsert(
     .bind(&updated)
     .bind(&docs)
     .bind(&consumers)
+    .bind(&hosts)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -400,6 +414,8 @@ pub struct TaskFilter {
     /// Either the source or the target app.
     pub app: Option<String>,
     pub consumer_id: Option<String>,
+    /// Tasks whose requests go to this host.
+    pub endpoint_host: Option<EndpointHost>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
     /// Only these tasks (a search's candidates).
@@ -407,12 +423,14 @@ pub struct TaskFilter {
 }
 
 impl TaskFilter {
-    /// Apps and consumer ids have no control characters (and Postgres text
+    /// Apps, consumer ids and hosts have no control characters (and Postgres text
     /// cannot hold NUL): a filter naming one matches no task.
     pub fn matches_nothing(&self) -> bool {
         [&self.source_app, &self.target_app, &self.app, &self.consumer_id]
             .into_iter()
             .flatten()
+            .map(String::as_str)
+            .chain(self.endpoint_host.as_ref().map(EndpointHost::as_str))
             .any(|name| name.chars().any(char::is_control))
     }
 }
@@ -542,6 +560,9 @@ impl TaskList {
             }
             if let Some(consumer) = &filter.consumer_id {
                 query.push(" AND v.consumer_id = ").push_bind(consumer);
+            }
+            if let Some(host) = &filter.endpoint_host {
+                query.push(" AND v.endpoint_host = ").push_bind(host.as_str());
             }
             if let Some(ids) = &filter.ids {
                 query.push(" AND v.id = ANY(").push_bind(ids).push(")");

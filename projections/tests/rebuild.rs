@@ -93,6 +93,7 @@ async fn rebuild_reproduces_the_incremental_read_model() {
                     stop_requested: false,
                 },
                 response_excerpt: None,
+                signed: false,
                 jitter_sample: 0.5,
             };
             if task.status().is_final() {

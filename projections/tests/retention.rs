@@ -73,6 +73,7 @@ impl Driven {
                 stop_requested: false,
             },
             response_excerpt: None,
+            signed: false,
             jitter_sample: 0.5,
         };
         let events = self.next(TaskCommand::RecordAttempt(report));

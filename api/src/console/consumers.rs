@@ -10,7 +10,7 @@ use bida_domain::consumer::{
     BreakerInput, ConsumerInput, ConsumerPatch, EndpointInput, OffsetReset, Ordering, PolicyInput, SourceInput,
 };
 use bida_domain::task::BackoffInput;
-use bida_domain::{Expect, StatusSet};
+use bida_domain::{Expect, JsonExpectation, StatusSet};
 use serde::Deserialize;
 
 use super::charts::sparkline;
@@ -202,6 +202,9 @@ pub struct PolicyValues {
     pub retry_on: String,
     pub expect_status: String,
     pub expect_body_contains: String,
+    pub expect_json_pointer: String,
+    /// The value as JSON (`0`, `"ok"`, `true`).
+    pub expect_json_equals: String,
     pub ordering: String,
     pub breaker_failures: String,
     pub breaker_open_ms: String,
@@ -229,6 +232,18 @@ impl PolicyValues {
                 .map(|s| s.patterns().join(", "))
                 .unwrap_or_default(),
             expect_body_contains: policy.expect.body_contains.clone().unwrap_or_default(),
+            expect_json_pointer: policy
+                .expect
+                .json
+                .as_ref()
+                .map(|j| j.pointer.clone())
+                .unwrap_or_default(),
+            expect_json_equals: policy
+                .expect
+                .json
+                .as_ref()
+                .map(|j| j.equals.to_string())
+                .unwrap_or_default(),
             ordering: match policy.ordering {
                 Ordering::Key => "key".into(),
                 Ordering::None => "none".into(),
@@ -257,6 +272,11 @@ pub struct PolicyForm {
     retry_on: String,
     expect_status: String,
     expect_body_contains: String,
+    /// A field of the JSON response (`/code` or `data.code`) ...
+    expect_json_pointer: String,
+    /// ... and the value it must equal, as JSON; text that is not JSON is
+    /// taken as a string (`ok` is `"ok"`).
+    expect_json_equals: String,
     /// none or key
     ordering: String,
     breaker_failures: String,
@@ -294,11 +314,7 @@ impl PolicyForm {
             failures: number(&self.breaker_failures, "breaker_failures")?,
             open_ms: number(&self.breaker_open_ms, "breaker_open_ms")?,
         };
-        let expect = Expect {
-            status: statuses(&self.expect_status, "expect_status")?,
-            body_contains: Some(self.expect_body_contains.clone()).filter(|b| !b.is_empty()),
-            json: None,
-        };
+        let expect = self.expect()?;
         let ordering = match self.ordering.as_str() {
             "" => None,
             "key" => Some(Ordering::Key),
@@ -316,9 +332,30 @@ impl PolicyForm {
             max_attempts: number(&self.max_attempts, "max_attempts")?,
             backoff: Some(backoff),
             retry_on: statuses(&self.retry_on, "retry_on")?,
-            expect: (expect.status.is_some() || expect.body_contains.is_some()).then_some(expect),
+            expect: (expect != Expect::default()).then_some(expect),
             ordering,
             breaker: Some(breaker),
+        })
+    }
+
+    fn expect(&self) -> Result<Expect, Problem> {
+        let json = match (self.expect_json_pointer.trim(), self.expect_json_equals.trim()) {
+            ("", "") => None,
+            ("", _) => {
+                return Err(Problem::bad_request(
+                    "invalid-form",
+                    "expect_json_pointer: name the response field the value is for",
+                ))
+            }
+            (pointer, equals) => Some(JsonExpectation {
+                pointer: pointer.to_string(),
+                equals: serde_json::from_str(equals).unwrap_or_else(|_| serde_json::Value::String(equals.to_string())),
+            }),
+        };
+        Ok(Expect {
+            status: statuses(&self.expect_status, "expect_status")?,
+            body_contains: given(&self.expect_body_contains),
+            json,
         })
     }
 
@@ -339,13 +376,12 @@ pub async fn change_policy(
 ) -> HttpResponse {
     let form = form.0;
     let outcome = async {
-        let current = PolicyValues::of(&state.consumers.view(&id).await?);
+        let current = state.consumers.view(&id).await?.spec.policy.expect;
         let mut policy = form.policy()?;
-        // The form shows no JSON expectation: an unchanged expectation is
-        // left as it is rather than rewritten without it.
-        if form.expect_status == current.expect_status && form.expect_body_contains == current.expect_body_contains {
-            policy.expect = None;
-        }
+        // Every field empty clears the expectation (back to any 2xx); the
+        // same expectation as now is no change at all.
+        let expect = form.expect()?;
+        policy.expect = (expect != current).then_some(expect);
         let patch = ConsumerPatch {
             endpoint: Some(form.endpoint()?),
             policy: Some(policy),

@@ -3,7 +3,10 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
-use bida_domain::task::{RequestEdit, TaskDetail, TaskStatus, TaskSummary};
+use bida_domain::task::{
+    attempts_with_requests, AttemptRecord, DeliveryRequest, EndpointHost, RequestEdit, TaskDetail, TaskEvent,
+    TaskStatus, TaskSummary,
+};
 use bida_projections::{TaskCursor, TaskFilter, TaskList};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Deserialize;
@@ -29,6 +32,8 @@ pub struct ListQuery {
     app: String,
     #[serde(default)]
     consumer_id: String,
+    #[serde(default)]
+    endpoint_host: String,
     /// A day (`2026-12-03`), from the form's date fields.
     #[serde(default)]
     created_after: String,
@@ -45,6 +50,7 @@ pub struct Filters {
     pub status: String,
     pub app: String,
     pub consumer_id: String,
+    pub endpoint_host: String,
     pub created_after: String,
     pub created_before: String,
 }
@@ -169,6 +175,7 @@ fn filter_of(query: &ListQuery) -> Result<TaskFilter, Problem> {
         status: TaskStatus::parse(&query.status),
         app: given(&query.app),
         consumer_id: given(&query.consumer_id),
+        endpoint_host: given(&query.endpoint_host).as_deref().map(EndpointHost::typed),
         created_after: day(&query.created_after, "created_after")?,
         created_before: day(&query.created_before, "created_before")?,
         ..TaskFilter::default()
@@ -182,6 +189,7 @@ impl From<ListQuery> for Filters {
             status: query.status,
             app: query.app,
             consumer_id: query.consumer_id,
+            endpoint_host: query.endpoint_host,
             created_after: query.created_after,
             created_before: query.created_before,
         }
@@ -197,6 +205,7 @@ impl Filters {
             ("status", &self.status),
             ("app", &self.app),
             ("consumer_id", &self.consumer_id),
+            ("endpoint_host", &self.endpoint_host),
             ("created_after", &self.created_after),
             ("created_before", &self.created_before),
         ] {
@@ -279,6 +288,8 @@ struct TaskPage {
     task: TaskDetail,
     headers: Vec<(String, String)>,
     body: String,
+    /// Every attempt with the request it sent, oldest first.
+    attempts: Vec<SentAttempt>,
     history: Vec<HistoryLine>,
     /// Dead or cancelled: it may be delivered again.
     replayable: bool,
@@ -299,22 +310,22 @@ pub async fn detail(
         .detail(&id)
         .await?
         .ok_or_else(|| Problem::not_found(format!("no task with id {id}")))?;
-    let headers = task
-        .request
-        .headers
-        .iter()
-        .map(|(name, value)| {
-            let hidden = state.config.redact_headers.iter().any(|r| r.eq_ignore_ascii_case(name));
-            (name.clone(), if hidden { MASK.to_string() } else { value.clone() })
-        })
-        .collect();
+    let redact = &state.config.redact_headers;
+    let headers = redacted(&task.request, redact).collect();
     let body = body_text(&task.request);
-    let history = history_lines(state.tasks.events(&id).await?, &["spec", "request"]);
+    let stored = state.tasks.events(&id).await?;
+    let events: Vec<TaskEvent> = stored.iter().filter_map(|e| e.decode().ok()).collect();
+    let attempts = attempts_with_requests(&events)
+        .into_iter()
+        .map(|(attempt, sent)| SentAttempt::of(attempt, sent, &task.summary.message_id, redact))
+        .collect();
+    let history = history_lines(stored, &["spec", "request"]);
     let status = task.summary.status;
     Ok(html(&TaskPage {
         chrome,
         headers,
         body,
+        attempts,
         history,
         replayable: matches!(status, TaskStatus::Dead | TaskStatus::Cancelled),
         cancellable: !matches!(status, TaskStatus::Delivered | TaskStatus::Dead | TaskStatus::Cancelled),
@@ -342,6 +353,51 @@ pub async fn cancel(state: web::Data<ApiState>, id: web::Path<String>, form: Con
         .map(drop)
         .map_err(Problem::from);
     back(&format!("/tasks/{id}"), outcome)
+}
+
+/// A request's headers as the page shows them: credentials masked.
+fn redacted<'a>(
+    request: &'a bida_domain::task::DeliveryRequest,
+    redact: &'a [String],
+) -> impl Iterator<Item = (String, String)> + 'a {
+    request.headers.iter().map(|(name, value)| {
+        let hidden = redact.iter().any(|r| r.eq_ignore_ascii_case(name));
+        (name.clone(), if hidden { MASK.to_string() } else { value.clone() })
+    })
+}
+
+/// One attempt on the task page, with what it sent.
+struct SentAttempt {
+    attempt: AttemptRecord,
+    /// `POST https://…`
+    request_line: String,
+    /// The headers as sent (credentials masked), Bida's own included.
+    headers: Vec<(String, String)>,
+}
+
+impl SentAttempt {
+    fn of(attempt: &AttemptRecord, sent: &DeliveryRequest, message_id: &str, redact: &[String]) -> Self {
+        use bida_actors::delivery::{attempt_headers, TRACEPARENT};
+        let mut headers: Vec<(String, String)> =
+            redacted(sent, redact).filter(|(name, _)| name != TRACEPARENT).collect();
+        headers.extend(
+            attempt_headers(message_id, attempt.number, attempt.started_at)
+                .into_iter()
+                .map(|(name, value)| (name.to_string(), value)),
+        );
+        if attempt.signed {
+            headers.push(("webhook-signature".into(), MASK.into()));
+        }
+        // The attempt's own span replaced the message's: only its trace is known.
+        if let Some(trace) = sent.headers.get(TRACEPARENT).and_then(|t| t.split('-').nth(1)) {
+            headers.push((TRACEPARENT.into(), format!("00-{trace}-… (this attempt's span)")));
+        }
+        Self {
+            attempt: attempt.clone(),
+            request_line: format!("{} {}", sent.method.as_str(), sent.url),
+            headers,
+        }
+    }
 }
 
 /// A request's body as the page shows and edits it (bytes that are not

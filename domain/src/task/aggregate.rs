@@ -149,6 +149,7 @@ impl CallbackTask {
             error: None,
             response_excerpt: report.response_excerpt,
             timed_out: matches!(report.observation, Observation::Timeout { .. }),
+            signed: report.signed,
         };
         let (reason, next_attempt_at) = match judge(&policy.expect, &policy.retry_on, &report.observation, finished_at)
         {
@@ -297,6 +298,7 @@ mod tests {
                 stop_requested: false,
             },
             response_excerpt: None,
+            signed: false,
             jitter_sample: 0.5,
         }
     }
@@ -310,6 +312,7 @@ mod tests {
             error: error.map(String::from),
             response_excerpt: None,
             timed_out: false,
+            signed: false,
         }
     }
 

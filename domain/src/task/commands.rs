@@ -47,5 +47,7 @@ pub struct AttemptReport {
     pub latency_ms: u64,
     pub observation: Observation,
     pub response_excerpt: Option<String>,
+    /// The request carried a `webhook-signature`.
+    pub signed: bool,
     pub jitter_sample: f64,
 }

@@ -71,6 +71,9 @@ pub struct AttemptRecord {
     /// The attempt was cut at the task's timeout.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub timed_out: bool,
+    /// The request carried a `webhook-signature` (its app had a signing secret).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub signed: bool,
 }
 
 impl TaskEvent {

@@ -14,10 +14,10 @@ pub use aggregate::CallbackTask;
 pub use commands::{AttemptReport, TaskCommand};
 pub use errors::TaskError;
 pub use events::{AttemptRecord, TaskEvent};
-pub use spec::{DeliveryPolicy, DeliveryRequest, Method, Origin, TaskSpec};
+pub use spec::{DeliveryPolicy, DeliveryRequest, EndpointHost, Method, Origin, TaskSpec};
 pub use status::TaskStatus;
 pub use submission::{BackoffInput, Limits, RequestEdit, Submission, TaskDefaults, RESERVED_HEADERS};
-pub use view::{TaskDetail, TaskSummary};
+pub use view::{attempts_with_requests, TaskDetail, TaskSummary};
 
 mod schedule;
 pub use schedule::ScheduleChange;

@@ -99,3 +99,72 @@ impl fmt::Display for Method {
         f.write_str(self.as_str())
     }
 }
+
+/// The host a task's requests go to, as the task list files and filters it:
+/// lowercase, IDNA-encoded, IPv6 in brackets (`url`'s host form).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EndpointHost(String);
+
+impl EndpointHost {
+    /// The host of a delivery URL; none when the URL does not parse or has none.
+    pub fn of_url(url: &str) -> Option<Self> {
+        url::Url::parse(url).ok()?.host_str().map(|host| Self(host.to_string()))
+    }
+
+    /// A host as a user types it in a filter (`Example.COM`, `[::1]`, `::1`,
+    /// `orders:8443`, or a whole URL), in the form [`EndpointHost::of_url`]
+    /// gives. Text that is no host is kept as typed (trimmed, lowercase): it
+    /// names no task's host, so such a filter finds nothing rather than failing.
+    pub fn typed(text: &str) -> Self {
+        let text = text.trim();
+        let parsed = if text.contains("://") {
+            Self::of_url(text)
+        } else if text.is_empty() || text.contains(['/', '?', '#', '@']) {
+            None
+        } else if text.parse::<std::net::Ipv6Addr>().is_ok() {
+            // A bare IPv6 address reads as a host with a port otherwise.
+            Self::of_url(&format!("http://[{text}]/"))
+        } else {
+            Self::of_url(&format!("http://{text}/"))
+        };
+        parsed.unwrap_or_else(|| Self(text.to_lowercase()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for EndpointHost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod endpoint_host_tests {
+    use super::EndpointHost;
+
+    #[test]
+    fn a_typed_host_and_a_urls_host_meet_in_one_form() {
+        let of_url = |url: &str| EndpointHost::of_url(url).map(|h| h.to_string());
+        let typed = |text: &str| EndpointHost::typed(text).to_string();
+        assert_eq!(
+            of_url("https://user:pw@Orders.Example.COM:8443/hook?x=1").as_deref(),
+            Some("orders.example.com")
+        );
+        assert_eq!(typed(" Orders.Example.COM "), "orders.example.com");
+        assert_eq!(typed("orders.example.com:8443"), "orders.example.com");
+        assert_eq!(typed("HTTPS://Orders.example.com/hook"), "orders.example.com");
+        assert_eq!(of_url("http://[::1]:9000/").as_deref(), Some("[::1]"));
+        assert_eq!(typed("::1"), "[::1]");
+        assert_eq!(typed("[::1]"), "[::1]");
+        assert_eq!(of_url("http://127.0.0.1:8/").as_deref(), Some("127.0.0.1"));
+        assert_eq!(typed("bücher.example"), "xn--bcher-kva.example");
+        assert_eq!(of_url("not a url"), None);
+        // No host: kept as typed, so it names no task's host.
+        assert_eq!(typed("a/b"), "a/b");
+        assert_eq!(typed("User@Host"), "user@host");
+        assert_eq!(typed(""), "");
+    }
+}

@@ -152,6 +152,30 @@ impl TaskDetail {
     }
 }
 
+/// Every attempt with the request it sent: the submission's, or the one an
+/// edit-and-replay put in its place before it. Oldest first.
+pub fn attempts_with_requests<'a>(
+    events: impl IntoIterator<Item = &'a TaskEvent>,
+) -> Vec<(&'a AttemptRecord, &'a DeliveryRequest)> {
+    let mut request = None;
+    let mut attempts = Vec::new();
+    for event in events {
+        if let Some((spec, _)) = event.submission() {
+            request = Some(&spec.request);
+        }
+        if let TaskEvent::RetryRequested {
+            request: Some(edited), ..
+        } = event
+        {
+            request = Some(&**edited);
+        }
+        if let (Some(attempt), Some(request)) = (event.attempt(), request) {
+            attempts.push((attempt, request));
+        }
+    }
+    attempts
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +218,7 @@ mod tests {
             error: None,
             response_excerpt: None,
             timed_out: false,
+            signed: false,
         };
         let event = TaskEvent::MessageDelivered {
             spec: Arc::new(spec()),
@@ -244,6 +269,7 @@ mod tests {
                 latency_ms: 5,
                 observation: crate::Observation::Timeout { after_ms: 10 },
                 response_excerpt: None,
+                signed: false,
                 jitter_sample: 0.0,
             }),
         );
@@ -261,5 +287,46 @@ mod tests {
         assert_eq!(detail.summary.status, TaskStatus::Retrying);
         assert_eq!(detail.summary.reason, None);
         assert_eq!(detail.summary.next_attempt_at, Some(now));
+    }
+
+    #[test]
+    fn each_attempt_is_paired_with_the_request_it_sent() {
+        let now = Utc::now();
+        let mut task = CallbackTask::default();
+        let mut events = Vec::new();
+        let mut run = |command| {
+            for event in task.decide(command).unwrap() {
+                task.apply_event(&event);
+                events.push(event);
+            }
+        };
+        let failed = |number| {
+            TaskCommand::RecordAttempt(crate::task::AttemptReport {
+                number,
+                started_at: now,
+                latency_ms: 5,
+                observation: crate::Observation::Timeout { after_ms: 10 },
+                response_excerpt: None,
+                signed: false,
+                jitter_sample: 0.0,
+            })
+        };
+        run(TaskCommand::Submit {
+            spec: Arc::new(spec()),
+            at: now,
+        });
+        run(failed(1));
+        let mut fixed = spec().request;
+        fixed.url = "http://fixed/".into();
+        run(TaskCommand::Replay {
+            at: now,
+            request: Some(Arc::new(fixed)),
+        });
+        run(failed(2));
+        let urls: Vec<(u32, &str)> = attempts_with_requests(&events)
+            .into_iter()
+            .map(|(attempt, request)| (attempt.number, request.url.as_str()))
+            .collect();
+        assert_eq!(urls, vec![(1, "http://h/"), (2, "http://fixed/")]);
     }
 }
