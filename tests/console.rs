@@ -234,6 +234,10 @@ fn create_user(bida: &Bida, username: &str, role: &str, password: &str) {
 /// The API's answer at `path` once `done` holds of it (or after 15 s, for
 /// the caller's assertion to say what it was): a form that leads back to the
 /// page it was on gives no navigation to wait for.
+fn management_url() -> String {
+    std::env::var("BIDA_TEST_RABBIT_MANAGEMENT").unwrap_or_else(|_| "http://guest:guest@127.0.0.1:15672/".to_string())
+}
+
 async fn api_until(bida: &Bida, path: &str, done: impl Fn(&Value) -> bool) -> Value {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -288,7 +292,7 @@ async fn an_operator_runs_bida_from_the_browser() {
     let (_, broker) = bida
         .post(
             "/v1/brokers",
-            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url(), "management_url": management_url()}),
         )
         .await;
     let (status, consumer) = bida
@@ -568,6 +572,9 @@ async fn an_operator_runs_bida_from_the_browser() {
     inspect(&client, "brokers", &axe).await;
     click(&client, "#broker-list a").await;
     reload_until(&client, "#broker-health", "reachable").await;
+    // Its management API adds the cluster's figures.
+    let version = text(&client, "#broker-version").await;
+    assert!(version.len() > "RabbitMQ ".len(), "{version}");
     inspect(&client, "broker", &axe).await;
     // A broker added, renamed and deleted from the console.
     client.goto(&format!("{}/brokers", bida.url)).await.unwrap();
