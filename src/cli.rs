@@ -36,6 +36,16 @@ pub enum Command {
     /// Console users.
     #[command(subcommand)]
     Users(UsersCommand),
+    /// Ask a running node whether it is ready (exit 0) or not (exit 1): the
+    /// container image's health check, which has no curl.
+    Health {
+        /// The node's readiness probe
+        #[arg(long, default_value = "http://127.0.0.1:8080/readyz")]
+        url: String,
+        /// Seconds to wait for the answer
+        #[arg(long, default_value_t = 5)]
+        timeout: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]

@@ -23,6 +23,10 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Health { url, timeout } = &cli.command {
+        // Not the node's configuration: only whether it answers.
+        return health(url, std::time::Duration::from_secs(*timeout));
+    }
     let overrides = match &cli.command {
         Command::Serve(args) | Command::Config(args) => args.overrides(),
         Command::Migrate(db)
@@ -31,6 +35,7 @@ fn main() -> ExitCode {
         | Command::Keys(KeysCommand::Create { database: db, .. })
         | Command::Users(UsersCommand::Create { database: db, .. })
         | Command::Users(UsersCommand::Password { database: db, .. }) => db.overrides(),
+        Command::Health { .. } => unreachable!("answered above"),
     };
     let config = match Config::load(cli.config.as_deref(), &overrides) {
         Ok(config) => config,
@@ -63,11 +68,31 @@ fn main() -> ExitCode {
             run_async(create_user(config, username, Some(role)))
         }
         Command::Users(UsersCommand::Password { username, .. }) => run_async(create_user(config, username, None)),
+        Command::Health { .. } => unreachable!("answered above"),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bida: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn health(url: &str, timeout: std::time::Duration) -> ExitCode {
+    let asked = run_async(async {
+        let client = reqwest::Client::builder().timeout(timeout).build()?;
+        let response = client.get(url).send().await?;
+        let status = response.status();
+        let body = response.text().await.unwrap_or_default();
+        anyhow::ensure!(status.is_success(), "{url}: HTTP {status} {body}");
+        println!("{url}: {body}");
+        Ok(())
+    });
+    match asked {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bida: not ready: {e:#}");
             ExitCode::FAILURE
         }
     }
