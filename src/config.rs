@@ -407,7 +407,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "scheduler.shutdown_grace_ms",
-        "At shutdown, how long in-flight attempts may take.",
+        "At SIGTERM, how long deliveries in flight may take: consumers' first, then tasks' attempts (up to twice this in all); what outlasts it is given back.",
     ),
     (
         "scheduler.orphan_grace_ms",

@@ -107,7 +107,20 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     for address in server.addrs() {
         tracing::info!("listening on http://{address}");
     }
-    let result = server.run().await;
+    // actix-server's own signal handling stops the actix System at SIGTERM,
+    // and with it the arbiters the consumers run on, before they could
+    // finish their deliveries; Bida stops the HTTP server itself instead and
+    // then drains the node with everything still running.
+    let server = server.disable_signals().run();
+    let handle = server.handle();
+    actix_rt::spawn(async move {
+        match shutdown_signal().await {
+            Ok(signal) => tracing::info!("{signal} received; stopping gracefully"),
+            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping"),
+        }
+        handle.stop(true).await;
+    });
+    let result = server.await;
     tracing::info!("stopping");
     projection.abort();
     access_watch.abort();
@@ -115,6 +128,17 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     probes.abort();
     node.shutdown().await;
     result.context("HTTP server failed")
+}
+
+/// Waits for SIGTERM (orchestrators) or SIGINT (Ctrl-C).
+async fn shutdown_signal() -> std::io::Result<&'static str> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = interrupt.recv() => "SIGINT",
+    })
 }
 
 fn redact(url: &str) -> String {

@@ -179,6 +179,8 @@ on_both_mqs!(
     ordering_by_key_survives_failures,
     two_nodes_share_the_work_and_one_takes_over,
     deliveries_go_on_while_commits_are_held_up,
+    sigterm_finishes_the_deliveries_in_flight,
+    sigterm_gives_back_what_outlasts_the_grace,
 );
 
 async fn ten_thousand_messages_arrive(mq: Mq) {
@@ -486,6 +488,104 @@ async fn two_nodes_share_the_work_and_one_takes_over(mq: Mq) {
     println!(
         "split while both ran: {split:?}; node B finished; duplicates: {}",
         duplicates(&endpoint)
+    );
+}
+
+/// Arrivals at the endpoint by message id, counted as requests come in (a
+/// delivery cut short never gets an answer, so the receiver's own hits,
+/// recorded when it answers, would not show it).
+#[derive(Clone, Default)]
+struct Arrivals(Arc<Mutex<HashMap<String, usize>>>);
+
+impl Arrivals {
+    fn answering(&self, answer: impl Fn() -> Reply + Send + Sync + 'static) -> impl Fn(&Hit, u32) -> Reply {
+        let arrivals = self.0.clone();
+        move |hit, _| {
+            let id = hit.message_id().unwrap_or_default().to_string();
+            *arrivals.lock().unwrap().entry(id).or_default() += 1;
+            answer()
+        }
+    }
+
+    fn snapshot(&self) -> HashMap<String, usize> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// Starts a node (with `grace_ms` to stop) draining 3,000 messages, waits
+/// until the endpoint answers slowly (`hold`) and 16 deliveries are at it,
+/// sends SIGTERM and checks that the node exits by itself; then restarts it
+/// and waits for every message. Returns how often each message arrived, and
+/// which were at the endpoint when SIGTERM came.
+async fn sigterm_mid_drain(mq: Mq, grace_ms: &str, hold: Duration) -> (HashMap<String, usize>, Vec<String>) {
+    let arrivals = Arrivals::default();
+    let endpoint = Receiver::start(arrivals.answering(|| Reply::ok().after(Duration::from_millis(5)))).await;
+    let mut bida = Bida::start_with_env("", &[("BIDA_SCHEDULER__SHUTDOWN_GRACE_MS", Some(grace_ms))]).await;
+    let broker = mq.broker(&bida).await;
+    let (status, consumer) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "drain", "broker_id": broker, "source": mq.source(),
+                   "endpoint": {"url": endpoint.url("/drain"), "timeout_ms": 180_000},
+                   "policy": {"concurrency": 16}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{consumer}");
+    mq.publish(numbered(3_000)).await;
+    assert!(eventually(WAIT, || endpoint.distinct_messages() >= 300).await);
+    let before = arrivals.snapshot();
+    endpoint.set_behavior(arrivals.answering(move || Reply::ok().after(hold)));
+    let in_flight = || {
+        let now = arrivals.snapshot();
+        now.into_iter()
+            .filter(|(id, n)| before.get(id) != Some(n))
+            .map(|(id, _)| id)
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        eventually(WAIT, || in_flight().len() >= 16).await,
+        "deliveries at the endpoint"
+    );
+    let at_sigterm = in_flight();
+    let asked = std::time::Instant::now();
+    let exit = bida.terminate().await.expect("it was running");
+    println!(
+        "exited {:?} after SIGTERM (grace {grace_ms} ms, endpoint answering after {hold:?})",
+        asked.elapsed()
+    );
+    assert!(
+        exit.success(),
+        "the node exits by itself at SIGTERM, not killed: {exit}\n{}",
+        bida.log()
+    );
+    endpoint.set_behavior(arrivals.answering(Reply::ok));
+    bida.restart().await;
+    assert!(
+        eventually(WAIT, || endpoint.distinct_messages() == 3_000).await,
+        "{} of 3000 after the restart\n{}",
+        endpoint.distinct_messages(),
+        bida.log()
+    );
+    (arrivals.snapshot(), at_sigterm)
+}
+
+/// SIGTERM while 16 deliveries wait on an endpoint that answers within the
+/// grace: they finish and are recorded before the node exits, so none of
+/// them is sent again after the restart; nothing is lost.
+async fn sigterm_finishes_the_deliveries_in_flight(mq: Mq) {
+    let (arrivals, at_sigterm) = sigterm_mid_drain(mq, "10000", Duration::from_millis(1500)).await;
+    let again: Vec<_> = at_sigterm.iter().filter(|id| arrivals[*id] > 1).collect();
+    assert!(again.is_empty(), "sent again after a graceful stop: {again:?}");
+}
+
+/// SIGTERM while the endpoint holds its answers longer than the grace (1 s)
+/// and the delivery timeout (180 s): the node does not wait for them; the
+/// broker has them still, and after the restart every message arrives.
+async fn sigterm_gives_back_what_outlasts_the_grace(mq: Mq) {
+    let (arrivals, at_sigterm) = sigterm_mid_drain(mq, "1000", Duration::from_secs(120)).await;
+    assert!(
+        at_sigterm.iter().all(|id| arrivals[id] >= 2),
+        "given back and sent again"
     );
 }
 

@@ -177,9 +177,10 @@ fn the_kubernetes_manifests_are_valid_and_their_settings_are_bidas() {
     assert_eq!(container["livenessProbe"]["httpGet"]["path"].as_str(), Some("/healthz"));
     let grace_ms: u64 = config["BIDA_SCHEDULER__SHUTDOWN_GRACE_MS"].parse().unwrap();
     let pod_grace_s = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    // Consumers' deliveries, then tasks' attempts, each up to the grace.
     assert!(
-        grace_ms + 5_000 < pod_grace_s * 1000,
-        "Kubernetes kills the pod ({pod_grace_s} s) before Bida's grace ({grace_ms} ms) and the pre-stop wait are over"
+        2 * grace_ms + 5_000 < pod_grace_s * 1000,
+        "Kubernetes kills the pod ({pod_grace_s} s) before Bida's grace (twice {grace_ms} ms) and the pre-stop wait are over"
     );
 
     // Rendered as `kubectl apply -k` would, where kubectl is installed.

@@ -321,8 +321,18 @@ impl<S: Source> Pump<S> {
         loop {
             let stopping = *self.stop.borrow();
             if stopping {
-                let deadline = *stop_deadline.get_or_insert_with(|| Instant::now() + self.grace);
+                let deadline = *stop_deadline.get_or_insert_with(|| {
+                    tracing::info!(in_flight, recording, grace = ?self.grace, "consumer stopping");
+                    Instant::now() + self.grace
+                });
                 if in_flight + recording == 0 || Instant::now() >= deadline {
+                    if in_flight + recording > 0 {
+                        tracing::warn!(
+                            in_flight,
+                            recording,
+                            "consumer stopped with deliveries unfinished; the broker delivers them again"
+                        );
+                    }
                     return Ok(());
                 }
             }
