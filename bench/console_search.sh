@@ -25,7 +25,8 @@ day=$(date -u -d '4 days ago' +%F)
 next=$(date -u -d '3 days ago' +%F)
 for request in "/tasks" "/tasks?status=dead&app=app-10" "/tasks?status=dead&created_after=$day&created_before=$next" \
                "/tasks?q=$id" "/tasks?q=$encoded" "/tasks?q=no+such+text+anywhere" "/tasks?status=dead&app=app-3" \
-               "/tasks?endpoint_host=hook-7.example.com" "/tasks?status=dead&endpoint_host=hook-7.example.com" \
+               "/tasks?endpoint_host=hook-7.example.com" "/tasks?status=dead&endpoint_host=hook-10.example.com" \
+               "/tasks?status=dead&endpoint_host=hook-7.example.com" \
                "/tasks?endpoint_host=rare.example.com" "/tasks?endpoint_host=nowhere.example.com"; do
   times=()
   for _ in 1 2 3 4 5; do
