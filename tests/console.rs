@@ -575,6 +575,12 @@ async fn an_operator_runs_bida_from_the_browser() {
     // Its management API adds the cluster's figures.
     let version = text(&client, "#broker-version").await;
     assert!(version.len() > "RabbitMQ ".len(), "{version}");
+    // Beside its queue, the Bida consumer reading it.
+    let queues = text(&client, "#queue-list").await;
+    assert!(
+        queues.lines().any(|l| l.contains(&queue.name) && l.contains("orders")),
+        "{queues}"
+    );
     inspect(&client, "broker", &axe).await;
     // A broker added, renamed and deleted from the console.
     client.goto(&format!("{}/brokers", bida.url)).await.unwrap();

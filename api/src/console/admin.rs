@@ -6,6 +6,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use askama::Template;
 use bida_actors::access::{AppPatch, AppView, KeyRequest, KeyView, RotateRequest};
 use bida_actors::brokers::{BrokerPatch, BrokerView};
+use bida_actors::consumer::ConsumerView;
 use bida_actors::users::UserView;
 use bida_domain::access::{AppSpec, Role};
 use bida_domain::broker::{BrokerSpec, Connection};
@@ -41,7 +42,19 @@ struct BrokerPage {
     connection: String,
     /// Kafka: name, partitions, messages kept.
     topics: Vec<(String, usize, i64)>,
+    /// Bida's consumers of this broker.
+    readers: Readers,
     error: Option<String>,
+}
+
+/// A broker's consumers in Bida, to show beside each topic or queue.
+struct Readers(Vec<ConsumerView>);
+
+impl Readers {
+    /// Those reading this topic or queue.
+    fn of<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a ConsumerView> + 'a {
+        self.0.iter().filter(move |c| c.spec.source.reads(name))
+    }
 }
 
 pub async fn broker(
@@ -55,6 +68,15 @@ pub async fn broker(
     if broker.deleted {
         return Err(Problem::gone_to_history("broker", &id, "brokers"));
     }
+    let readers = Readers(
+        state
+            .consumers
+            .list()
+            .await?
+            .into_iter()
+            .filter(|c| c.spec.broker_id == broker.id)
+            .collect(),
+    );
     let topics = broker
         .topics
         .iter()
@@ -67,6 +89,7 @@ pub async fn broker(
     Ok(html(&BrokerPage {
         chrome,
         topics,
+        readers,
         connection: serde_json::to_string(&broker.connection).unwrap_or_default(),
         broker,
         error: notice.into_inner().error,
@@ -192,7 +215,44 @@ pub async fn delete_app(state: web::Data<ApiState>, id: web::Path<String>, _form
 pub struct NodeLine {
     pub info: NodeInfo,
     pub alive: bool,
-    pub report: String,
+    /// What the node last said of itself (none before its first sample).
+    pub report: Option<NodeReport>,
+}
+
+/// A node's own figures, as its sampler writes them (src/gauges.rs).
+#[derive(Deserialize)]
+pub struct NodeReport {
+    pub uptime_secs: u64,
+    pub rss_bytes: u64,
+    pub cpu_seconds: f64,
+    pub cpus: u32,
+    pub task_actors: u64,
+    pub consumer_actors: u64,
+}
+
+impl NodeReport {
+    pub fn uptime(&self) -> String {
+        let (days, hours, minutes) = (
+            self.uptime_secs / 86_400,
+            self.uptime_secs / 3600 % 24,
+            self.uptime_secs / 60 % 60,
+        );
+        match (days, hours) {
+            (0, 0) => format!("{minutes} min"),
+            (0, _) => format!("{hours} h {minutes} min"),
+            _ => format!("{days} d {hours} h"),
+        }
+    }
+
+    pub fn memory_mib(&self) -> u64 {
+        self.rss_bytes / (1024 * 1024)
+    }
+
+    /// CPU used since start, as a share of all the node's cores.
+    pub fn cpu_percent(&self) -> String {
+        let available = self.uptime_secs.max(1) as f64 * f64::from(self.cpus.max(1));
+        format!("{:.1}", 100.0 * self.cpu_seconds / available)
+    }
 }
 
 #[derive(Template)]
@@ -212,7 +272,7 @@ pub async fn nodes(request: HttpRequest, state: web::Data<ApiState>) -> Result<H
         .into_iter()
         .map(|info| NodeLine {
             alive: state.is_alive(&info, now),
-            report: info.report.to_string(),
+            report: serde_json::from_value(info.report.clone()).ok(),
             info,
         })
         .collect();

@@ -16,6 +16,16 @@ pub enum Source {
     Kafka(KafkaSource),
 }
 
+impl Source {
+    /// Whether it reads this topic (Kafka) or queue (RabbitMQ).
+    pub fn reads(&self, name: &str) -> bool {
+        match self {
+            Source::Rabbitmq(source) => source.queue == name,
+            Source::Kafka(source) => source.topics.iter().any(|topic| topic == name),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RabbitmqSource {

@@ -207,6 +207,19 @@ mod tests {
         }
     }
 
+    /// Attempt `number`, cut at the task's timeout.
+    fn timed_out(number: u32, at: DateTime<Utc>) -> TaskCommand {
+        TaskCommand::RecordAttempt(crate::task::AttemptReport {
+            number,
+            started_at: at,
+            latency_ms: 5,
+            observation: crate::Observation::Timeout { after_ms: 10 },
+            response_excerpt: None,
+            signed: false,
+            jitter_sample: 0.0,
+        })
+    }
+
     #[test]
     fn a_message_delivered_at_once_is_a_delivered_task_with_one_attempt() {
         let now = Utc::now();
@@ -260,19 +273,7 @@ mod tests {
                 at: now,
             },
         );
-        run(
-            &mut task,
-            &mut events,
-            TaskCommand::RecordAttempt(crate::task::AttemptReport {
-                number: 1,
-                started_at: now,
-                latency_ms: 5,
-                observation: crate::Observation::Timeout { after_ms: 10 },
-                response_excerpt: None,
-                signed: false,
-                jitter_sample: 0.0,
-            }),
-        );
+        run(&mut task, &mut events, timed_out(1, now));
         let detail = TaskDetail::fold("t1", &events).unwrap();
         assert_eq!(detail.summary.status, TaskStatus::Dead);
         assert_eq!(detail.summary.status, task.status());
@@ -300,29 +301,18 @@ mod tests {
                 events.push(event);
             }
         };
-        let failed = |number| {
-            TaskCommand::RecordAttempt(crate::task::AttemptReport {
-                number,
-                started_at: now,
-                latency_ms: 5,
-                observation: crate::Observation::Timeout { after_ms: 10 },
-                response_excerpt: None,
-                signed: false,
-                jitter_sample: 0.0,
-            })
-        };
         run(TaskCommand::Submit {
             spec: Arc::new(spec()),
             at: now,
         });
-        run(failed(1));
+        run(timed_out(1, now));
         let mut fixed = spec().request;
         fixed.url = "http://fixed/".into();
         run(TaskCommand::Replay {
             at: now,
             request: Some(Arc::new(fixed)),
         });
-        run(failed(2));
+        run(timed_out(2, now));
         let urls: Vec<(u32, &str)> = attempts_with_requests(&events)
             .into_iter()
             .map(|(attempt, request)| (attempt.number, request.url.as_str()))
