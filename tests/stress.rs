@@ -4,7 +4,8 @@
 //! batch, offsets committed past the rest of it), so each run here draws its
 //! scenario from a seed: the broker's partitions, keys, the endpoint's
 //! failure rate, concurrency, a breaker that opens and closes, ordering by
-//! key, operator pauses, a node killed with SIGKILL mid-stream, and a
+//! key, operator pauses, a node stopped mid-stream (SIGKILL, or SIGTERM and
+//! its graceful drain) and started again, and a
 //! producer that batches while the consumer runs. The endpoint's side counts
 //! what arrived: lost must be 0.
 //!
@@ -57,10 +58,13 @@ struct Scenario {
     /// Failures in a row and open time; `None`: no breaker.
     breaker: Option<(u32, u64)>,
     ordered: bool,
-    /// SIGKILL the node and start it again once this share of messages arrived.
+    /// Stop the node (SIGKILL, or SIGTERM: `sigterm`) and start it again once
+    /// this share of messages arrived.
     kill_at: Option<f64>,
     /// Operator pauses (with a resume after a moment), at these shares.
     pauses: Vec<f64>,
+    /// Stop it with SIGTERM (a graceful drain) rather than SIGKILL.
+    sigterm: bool,
 }
 
 impl Scenario {
@@ -85,6 +89,7 @@ impl Scenario {
             ordered: keys.is_some() && rng.random_bool(0.25),
             kill_at: rng.random_bool(0.5).then(|| rng.random_range(0.1..0.8)),
             pauses,
+            sigterm: rng.random_bool(0.5),
         }
     }
 
@@ -261,6 +266,10 @@ async fn run(scenario: Scenario) -> Verdict {
             }
             if kill_at.is_some_and(|at| arrived >= at) {
                 kill_at = None;
+                if scenario.sigterm {
+                    let exit = bida.terminate().await.expect("running");
+                    assert!(exit.success(), "SIGTERM: {exit}\n{}", bida.log());
+                }
                 bida.restart().await;
             }
             if pauses.next_if(|at| arrived >= *at).is_some() {
