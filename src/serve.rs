@@ -116,7 +116,11 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     actix_rt::spawn(async move {
         match shutdown_signal().await {
             Ok(signal) => tracing::info!("{signal} received; stopping gracefully"),
-            Err(e) => tracing::warn!(error = %e, "cannot listen for SIGTERM; stopping"),
+            Err(e) => {
+                // Serving on is better than stopping at once; only SIGKILL stops it then.
+                tracing::error!(error = %e, "cannot listen for SIGTERM or SIGINT");
+                std::future::pending::<()>().await;
+            }
         }
         handle.stop(true).await;
     });
