@@ -494,6 +494,22 @@ async fn an_operator_runs_bida_from_the_browser() {
         .await
         .unwrap();
     assert!(live.is_string(), "the consumer list refreshed in place");
+    // A list does not ask the broker for lag: it shows what the nodes report.
+    let listed = api_until(&bida, "/v1/consumers", |list| {
+        list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == consumer.as_str() && c["lag_total"].as_i64() > Some(0))
+    })
+    .await;
+    let backlog = listed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == consumer.as_str())
+        .map(|c| c["lag_total"].as_i64().unwrap_or(0));
+    assert!(backlog > Some(0), "the queue's backlog is listed: {listed}");
     assert!(text(&client, "#consumer-list").await.contains("orders"));
     no_errors(&client, "consumers, refreshed").await;
     click(&client, &format!("a[href='/consumers/{consumer}']")).await;

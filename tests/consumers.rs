@@ -491,35 +491,74 @@ async fn two_nodes_share_the_work_and_one_takes_over(mq: Mq) {
     );
 }
 
-/// Arrivals at the endpoint by message id, counted as requests come in (a
+/// Arrivals at the endpoint, message ids in the order requests came in (a
 /// delivery cut short never gets an answer, so the receiver's own hits,
-/// recorded when it answers, would not show it).
-#[derive(Clone, Default)]
-struct Arrivals(Arc<Mutex<HashMap<String, usize>>>);
+/// recorded when it answers, would not show it). The first `fast` are
+/// answered at once, the rest after `hold`; the switch is made by the
+/// endpoint itself, so no test timing decides which messages are held.
+#[derive(Clone)]
+struct Arrivals {
+    order: Arc<Mutex<Vec<String>>>,
+    fast: usize,
+    hold: Arc<Mutex<Duration>>,
+}
 
 impl Arrivals {
-    fn answering(&self, answer: impl Fn() -> Reply + Send + Sync + 'static) -> impl Fn(&Hit, u32) -> Reply {
-        let arrivals = self.0.clone();
-        move |hit, _| {
-            let id = hit.message_id().unwrap_or_default().to_string();
-            *arrivals.lock().unwrap().entry(id).or_default() += 1;
-            answer()
+    fn new(fast: usize, hold: Duration) -> Self {
+        Self {
+            order: Arc::default(),
+            fast,
+            hold: Arc::new(Mutex::new(hold)),
         }
     }
 
-    fn snapshot(&self) -> HashMap<String, usize> {
-        self.0.lock().unwrap().clone()
+    fn behavior(&self) -> impl Fn(&Hit, u32) -> Reply {
+        let this = self.clone();
+        move |hit, _| {
+            let mut order = this.order.lock().unwrap();
+            order.push(hit.message_id().unwrap_or_default().to_string());
+            if order.len() <= this.fast {
+                Reply::ok()
+            } else {
+                Reply::ok().after(*this.hold.lock().unwrap())
+            }
+        }
+    }
+
+    /// From now on every request is answered at once.
+    fn answer_at_once(&self) {
+        *self.hold.lock().unwrap() = Duration::ZERO;
+    }
+
+    fn len(&self) -> usize {
+        self.order.lock().unwrap().len()
+    }
+
+    /// Distinct messages among the arrivals after the first `fast`.
+    fn held(&self) -> Vec<String> {
+        let order = self.order.lock().unwrap();
+        let held: HashSet<&String> = order.iter().skip(self.fast).collect();
+        held.into_iter().cloned().collect()
+    }
+
+    fn counts(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for id in self.order.lock().unwrap().iter() {
+            *counts.entry(id.clone()).or_default() += 1;
+        }
+        counts
     }
 }
 
-/// Starts a node (with `grace_ms` to stop) draining 3,000 messages, waits
-/// until the endpoint answers slowly (`hold`) and 16 deliveries are at it,
+/// Starts a node (with `grace_ms` to stop) draining 3,000 messages; after
+/// 300 the endpoint answers only after `hold`; once 16 deliveries wait on it,
 /// sends SIGTERM and checks that the node exits by itself; then restarts it
 /// and waits for every message. Returns how often each message arrived, and
 /// which were at the endpoint when SIGTERM came.
 async fn sigterm_mid_drain(mq: Mq, grace_ms: &str, hold: Duration) -> (HashMap<String, usize>, Vec<String>) {
-    let arrivals = Arrivals::default();
-    let endpoint = Receiver::start(arrivals.answering(|| Reply::ok().after(Duration::from_millis(5)))).await;
+    const FAST: usize = 300;
+    let arrivals = Arrivals::new(FAST, hold);
+    let endpoint = Receiver::start(arrivals.behavior()).await;
     let mut bida = Bida::start_with_env("", &[("BIDA_SCHEDULER__SHUTDOWN_GRACE_MS", Some(grace_ms))]).await;
     let broker = mq.broker(&bida).await;
     let (status, consumer) = bida
@@ -532,21 +571,13 @@ async fn sigterm_mid_drain(mq: Mq, grace_ms: &str, hold: Duration) -> (HashMap<S
         .await;
     assert_eq!(status, 201, "{consumer}");
     mq.publish(numbered(3_000)).await;
-    assert!(eventually(WAIT, || endpoint.distinct_messages() >= 300).await);
-    let before = arrivals.snapshot();
-    endpoint.set_behavior(arrivals.answering(move || Reply::ok().after(hold)));
-    let in_flight = || {
-        let now = arrivals.snapshot();
-        now.into_iter()
-            .filter(|(id, n)| before.get(id) != Some(n))
-            .map(|(id, _)| id)
-            .collect::<Vec<_>>()
-    };
     assert!(
-        eventually(WAIT, || in_flight().len() >= 16).await,
-        "deliveries at the endpoint"
+        eventually(WAIT, || arrivals.len() >= FAST + 16).await,
+        "16 deliveries held at the endpoint: {} arrivals\n{}",
+        arrivals.len(),
+        bida.log()
     );
-    let at_sigterm = in_flight();
+    let at_sigterm = arrivals.held();
     let asked = std::time::Instant::now();
     let exit = bida.terminate().await.expect("it was running");
     println!(
@@ -558,7 +589,7 @@ async fn sigterm_mid_drain(mq: Mq, grace_ms: &str, hold: Duration) -> (HashMap<S
         "the node exits by itself at SIGTERM, not killed: {exit}\n{}",
         bida.log()
     );
-    endpoint.set_behavior(arrivals.answering(Reply::ok));
+    arrivals.answer_at_once();
     bida.restart().await;
     assert!(
         eventually(WAIT, || endpoint.distinct_messages() == 3_000).await,
@@ -566,7 +597,7 @@ async fn sigterm_mid_drain(mq: Mq, grace_ms: &str, hold: Duration) -> (HashMap<S
         endpoint.distinct_messages(),
         bida.log()
     );
-    (arrivals.snapshot(), at_sigterm)
+    (arrivals.counts(), at_sigterm)
 }
 
 /// SIGTERM while 16 deliveries wait on an endpoint that answers within the

@@ -70,6 +70,8 @@ pub struct ConsumerView {
     pub counters: Counters,
     /// Backlog per partition or queue, read from the broker now.
     pub lag: Vec<Backlog>,
+    /// The sum of `lag`; in lists (which do not ask the broker), of the
+    /// backlogs the running nodes last reported (every few seconds).
     pub lag_total: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag_error: Option<String>,
@@ -327,6 +329,24 @@ impl ConsumerService {
         } else {
             "broker_offline".to_string()
         };
+        // Lists do not ask the broker: the nodes' last reports say it (a
+        // queue is reported by every node reading it, a partition by its owner).
+        let lag_total = if with_lag {
+            lag.iter().map(|b| b.lag).sum()
+        } else {
+            let mut reported: BTreeMap<&str, i64> = BTreeMap::new();
+            for backlog in nodes
+                .iter()
+                .filter_map(|n| n.report.get("backlog")?.as_array())
+                .flatten()
+            {
+                if let (Some(source), Some(lag)) = (backlog["source"].as_str(), backlog["lag"].as_i64()) {
+                    let entry = reported.entry(source).or_default();
+                    *entry = (*entry).max(lag);
+                }
+            }
+            reported.values().sum()
+        };
         let last_error = nodes
             .iter()
             .filter_map(|n| {
@@ -340,7 +360,7 @@ impl ConsumerService {
         Ok(ConsumerView {
             id: id.to_string(),
             last_error,
-            lag_total: lag.iter().map(|b| b.lag).sum(),
+            lag_total,
             desired_state: consumer.state(),
             state,
             counters,
