@@ -143,8 +143,8 @@ impl Delivery {
             headers.insert(name, value);
         }
         let stable = |text: &str| HeaderValue::from_str(text).map_err(|e| e.to_string());
-        for (name, value) in attempt_headers(&spec.message_id, attempt, now) {
-            headers.insert(name, stable(&value)?);
+        for (name, value) in attempt_headers(&spec.message_id, attempt, now)? {
+            headers.insert(name, value);
         }
         if let Some(signature) = signature {
             headers.insert("webhook-signature", stable(&signature)?);
@@ -202,13 +202,21 @@ impl Delivery {
 }
 
 /// The headers every attempt carries besides the task's own, the signature
-/// and the trace context: what the task page shows an attempt sent.
-pub fn attempt_headers(message_id: &str, attempt: u32, started_at: DateTime<Utc>) -> [(&'static str, String); 3] {
-    [
-        ("webhook-id", message_id.to_string()),
-        ("webhook-timestamp", started_at.timestamp().to_string()),
-        ("bida-attempt", attempt.to_string()),
-    ]
+/// and the trace context: what the task page shows an attempt sent. Fails
+/// only for a message id that is no header value.
+pub fn attempt_headers(
+    message_id: &str,
+    attempt: u32,
+    started_at: DateTime<Utc>,
+) -> Result<[(&'static str, HeaderValue); 3], String> {
+    Ok([
+        (
+            "webhook-id",
+            HeaderValue::from_str(message_id).map_err(|e| format!("webhook-id: {e}"))?,
+        ),
+        ("webhook-timestamp", HeaderValue::from(started_at.timestamp())),
+        ("bida-attempt", HeaderValue::from(attempt)),
+    ])
 }
 
 /// The W3C trace-context header: taken from the message, sent onwards as the attempt's span.

@@ -380,11 +380,11 @@ impl SentAttempt {
         use bida_actors::delivery::{attempt_headers, TRACEPARENT};
         let mut headers: Vec<(String, String)> =
             redacted(sent, redact).filter(|(name, _)| name != TRACEPARENT).collect();
-        headers.extend(
-            attempt_headers(message_id, attempt.number, attempt.started_at)
-                .into_iter()
-                .map(|(name, value)| (name.to_string(), value)),
-        );
+        // A message id that is no header value was never sent: nothing to show.
+        let ours = attempt_headers(message_id, attempt.number, attempt.started_at)
+            .into_iter()
+            .flatten();
+        headers.extend(ours.map(|(name, value)| (name.to_string(), value.to_str().unwrap_or_default().to_string())));
         if attempt.signed {
             headers.push(("webhook-signature".into(), MASK.into()));
         }
