@@ -1,7 +1,8 @@
 -- What the endpoint-host index costs each task-list row (migration 0010):
 -- 30,000 rows of a filled store (bench/sql/million_tasks.sql) inserted six
 -- times into a copy of task_view with every index, and into one without the
--- endpoint-host index (one transaction: no checkpoint between runs). Run on a migrated, filled database:
+-- endpoint-host index (in one transaction: no checkpoint between runs). Run
+-- on a migrated, filled database:
 --
 --   psql -d bida_million -f bench/sql/endpoint_host_index.sql
 --
