@@ -314,7 +314,6 @@ impl PolicyForm {
             failures: number(&self.breaker_failures, "breaker_failures")?,
             open_ms: number(&self.breaker_open_ms, "breaker_open_ms")?,
         };
-        let expect = self.expect()?;
         let ordering = match self.ordering.as_str() {
             "" => None,
             "key" => Some(Ordering::Key),
@@ -332,7 +331,9 @@ impl PolicyForm {
             max_attempts: number(&self.max_attempts, "max_attempts")?,
             backoff: Some(backoff),
             retry_on: statuses(&self.retry_on, "retry_on")?,
-            expect: (expect != Expect::default()).then_some(expect),
+            // The form shows the whole expectation: every field empty is
+            // "any 2xx" (and clears one a consumer had).
+            expect: Some(self.expect()?),
             ordering,
             breaker: Some(breaker),
         })
@@ -376,15 +377,9 @@ pub async fn change_policy(
 ) -> HttpResponse {
     let form = form.0;
     let outcome = async {
-        let current = state.consumers.view(&id).await?.spec.policy.expect;
-        let mut policy = form.policy()?;
-        // Every field empty clears the expectation (back to any 2xx); the
-        // same expectation as now is no change at all.
-        let expect = form.expect()?;
-        policy.expect = (expect != current).then_some(expect);
         let patch = ConsumerPatch {
             endpoint: Some(form.endpoint()?),
-            policy: Some(policy),
+            policy: Some(form.policy()?),
         };
         state.consumers.patch(&id, patch).await?;
         Ok(())
