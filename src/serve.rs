@@ -34,11 +34,32 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
              recorded in plain text; set one (`openssl rand -base64 32`) before putting Bida on a network"
         );
     }
+    let access = AccessService::new(store.clone(), &config.auth, sealer.clone());
+    access
+        .bootstrap(&config.auth)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot make sure the installation has an admin key")?;
+    let users = UserService::new(store.clone(), &config.console);
+    users
+        .bootstrap()
+        .await
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("cannot make sure the console has a user")?;
+    // Bound before anything starts: a taken port is told plainly, with no
+    // node half up (a task dropped after the runtime stops would abort).
+    let listeners = bind(&config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    // What the node reports is where it listens, its port even when asked for `:0`.
+    let addresses: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| l.local_addr().ok())
+        .map(|a| a.to_string())
+        .collect();
     let node = Node::start(
         store.clone(),
         NodeConfig {
             name: config.node_name.clone(),
-            listen: config.listen.clone(),
+            listen: addresses.join(", "),
             delivery: config.delivery.clone(),
             scheduler: config.scheduler.clone(),
             notify: config.notify.clone(),
@@ -50,19 +71,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     )
     .await
     .context("cannot start the node")?;
-    let access = AccessService::new(store.clone(), &config.auth, sealer.clone());
-    access
-        .bootstrap(&config.auth)
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("cannot make sure the installation has an admin key")?;
     let access_watch = access.spawn_watch();
-    let users = UserService::new(store.clone(), &config.console);
-    users
-        .bootstrap()
-        .await
-        .map_err(|e| anyhow::anyhow!(e))
-        .context("cannot make sure the console has a user")?;
     let projection = bida_projections::run(store.clone(), TaskList, config.projections.clone());
 
     let consumers = ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults());
@@ -101,10 +110,17 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     if config.http_workers > 0 {
         server = server.workers(config.http_workers);
     }
-    let server = server
-        .bind(&config.listen)
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    for address in server.addrs() {
+    for listener in listeners {
+        server = match server.listen(listener) {
+            Ok(server) => server,
+            Err(e) => {
+                stop_background([projection, access_watch, sampler, probes]).await;
+                node.shutdown().await;
+                return Err(e).with_context(|| format!("cannot listen on {}", config.listen));
+            }
+        };
+    }
+    for address in &addresses {
         tracing::info!("listening on http://{address}");
     }
     // actix-server's own signal handling stops the actix System at SIGTERM,
@@ -126,12 +142,50 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     });
     let result = server.await;
     tracing::info!("stopping");
-    projection.abort();
-    access_watch.abort();
-    sampler.abort();
-    probes.abort();
+    stop_background([projection, access_watch, sampler, probes]).await;
     node.shutdown().await;
     result.context("HTTP server failed")
+}
+
+/// Every address `listen` names (a host name may have several), bound as
+/// actix-web's own `bind` would; an error when none can be.
+fn bind(listen: &str) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::net::ToSocketAddrs;
+    let mut bound = Vec::new();
+    let mut last_error = None;
+    for address in listen.to_socket_addrs()? {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        let attempt = socket
+            .bind(&address.into())
+            .and_then(|()| socket.listen(1024))
+            .and_then(|()| socket.set_nonblocking(true));
+        match attempt {
+            Ok(()) => bound.push(socket.into()),
+            Err(e) => last_error = Some(e),
+        }
+    }
+    match (bound.is_empty(), last_error) {
+        (true, Some(e)) => Err(e),
+        (true, None) => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "names no address",
+        )),
+        (false, _) => Ok(bound),
+    }
+}
+
+/// Aborts the node's background tasks and waits until they are gone: a task
+/// left for the runtime's teardown is dropped outside it, where a Postgres
+/// listener's destructor panics and the process aborts.
+async fn stop_background<const N: usize>(tasks: [tokio::task::JoinHandle<()>; N]) {
+    for task in &tasks {
+        task.abort();
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
 }
 
 /// Waits for SIGTERM (orchestrators) or SIGINT (Ctrl-C).

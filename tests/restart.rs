@@ -196,3 +196,27 @@ async fn two_live_nodes_deliver_each_task_once() {
         "one failed and one good attempt each"
     );
 }
+
+/// A port already taken is said in one line and the process exits; it does
+/// not start a node first and abort in its teardown.
+#[tokio::test]
+async fn a_taken_port_is_refused_plainly() {
+    let node = Bida::start("").await;
+    let address = node.url.trim_start_matches("http://").to_string();
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_bida"))
+        .args(["serve", "--listen", &address, "--database-url", &node.db_url])
+        .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", support::ADMIN_KEY)
+        .env("BIDA_SECRET_KEY", support::SECRET_KEY)
+        .env("RUST_LOG", "warn")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(60), second)
+        .await
+        .expect("it exits by itself")
+        .expect("bida serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("cannot listen on {address}")), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (status, _) = node.get("/readyz").await;
+    assert_eq!(status, 200, "the node holding the port serves on");
+}

@@ -69,11 +69,22 @@ pub struct Bida {
     env: Vec<(String, Option<String>)>,
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+/// A directory of this process's own: tests run in parallel threads.
+fn own_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    std::env::temp_dir().join(format!("bida-test-{}-{n}", std::process::id()))
+}
+
+/// The port a node's log says it listens on. Nodes pick their own port the
+/// first time (`:0`): a port found free here and handed over could be taken
+/// by a parallel test before the node binds it, and the other test's node
+/// would then answer this test's requests.
+fn port_in_log(log: &str) -> Option<u16> {
+    const MARK: &str = "listening on http://127.0.0.1:";
+    let rest = &log[log.rfind(MARK)? + MARK.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
 }
 
 impl Bida {
@@ -96,19 +107,18 @@ impl Bida {
     }
 
     async fn launch_new(db: Option<TestDatabase>, db_url: String, extra: &str, env: &[(&str, Option<&str>)]) -> Self {
-        let port = free_port();
-        let dir = std::env::temp_dir().join(format!("bida-test-{port}-{}", std::process::id()));
+        let dir = own_dir();
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("bida.toml");
         std::fs::write(&config, format!("{FAST}\n{extra}")).expect("write config");
         let mut bida = Self {
             child: None,
-            url: format!("http://127.0.0.1:{port}"),
+            url: String::new(),
             db,
             db_url,
             config,
             log: dir.join("bida.log"),
-            port,
+            port: 0,
             http: api_client(Some(ADMIN_KEY)),
             env: env
                 .iter()
@@ -149,8 +159,25 @@ impl Bida {
                 None => command.env_remove(name),
             };
         }
+        let logged_before = std::fs::metadata(&self.log).map(|m| m.len() as usize).unwrap_or(0);
         self.child = Some(command.spawn().expect("start bida"));
         for _ in 0..300 {
+            if self.port == 0 {
+                let log = self.log();
+                match port_in_log(log.get(logged_before..).unwrap_or_default()) {
+                    Some(port) => {
+                        self.port = port;
+                        self.url = format!("http://127.0.0.1:{port}");
+                    }
+                    None => {
+                        if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                            panic!("bida exited with {status}; log:\n{log}");
+                        }
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                }
+            }
             if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
                 if r.status().is_success() {
                     return;
