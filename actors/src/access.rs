@@ -11,7 +11,7 @@ use base64::Engine;
 use bida_domain::access::{
     ApiKey, App, AppCommand, AppError, AppSpec, Caller, KeyCommand, KeyError, KeyHash, KeyIssue, Role, KEY_PREFIX,
 };
-use bida_store::{Store, StoreError};
+use bida_store::{Channel, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -237,7 +237,7 @@ impl AccessService {
         tokio::spawn(async move {
             let mut flush = tokio::time::interval(USAGE_FLUSH);
             loop {
-                let mut listener = match service.store.access_listener().await {
+                let mut listener = match service.store.listen(Channel::Access).await {
                     Ok(listener) => listener,
                     Err(e) => {
                         tracing::warn!(error = %e, "cannot listen for key changes; retrying");
@@ -250,9 +250,9 @@ impl AccessService {
                 service.forget();
                 loop {
                     tokio::select! {
-                        heard = listener.try_recv() => match heard {
-                            Ok(Some(_)) => service.forget(),
-                            Ok(None) | Err(_) => {
+                        heard = listener.next() => match heard {
+                            Some(_) => service.forget(),
+                            None => {
                                 tracing::warn!("lost the key-change listener; reconnecting");
                                 service.forget();
                                 break;
@@ -357,7 +357,7 @@ impl AccessService {
         self.forget();
         // The change is recorded; if the announcement is lost, nodes still
         // drop what they remembered within `cache_ttl_ms`.
-        if let Err(e) = self.store.announce_access_change().await {
+        if let Err(e) = self.store.announce(Channel::Access).await {
             tracing::warn!(error = %e, "cannot announce a key or app change");
         }
     }

@@ -93,6 +93,7 @@ pub mod broker;
 pub mod consumer;
 pub mod matcher;
 pub mod retry;
+pub mod stats;
 pub mod status_set;
 pub mod task;
 pub mod validation;

@@ -9,11 +9,13 @@ mod stats;
 mod status_counts;
 mod task_list;
 
-pub use runner::{catch_up, lag, rebuild, run, Projection, ProjectionError, RunnerConfig};
-pub use stats::{
-    endpoint_of, AppCounts, Counts, Dimension, Overview, Stats, StatsPoint, StatsQuery, StatsSeries, Step, TaskCounts,
+pub use bida_domain::stats::{
+    endpoint_of, AppCounts, Counts, Dimension, Overview, StatsPoint, StatsQuery, StatsSeries, Step, TaskCounts,
 };
-pub use task_list::{TaskCursor, TaskFilter, TaskList, TaskPage};
+pub use bida_domain::task::{TaskCursor, TaskFilter, TaskPage};
+pub use runner::{catch_up, lag, rebuild, run, Projection, ProjectionError, RunnerConfig};
+pub use stats::Stats;
+pub use task_list::TaskList;
 
 /// Names of every projection, for `bida projections rebuild`.
 pub const ALL: [&str; 1] = [TaskList::NAME];

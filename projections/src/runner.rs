@@ -1,6 +1,5 @@
-use bida_store::{save_checkpoint_in, FeedPosition, Store, StoreError, StoredEvent};
+use bida_store::{Fold, Store, StoreError, StoredEvent};
 use serde::{Deserialize, Serialize};
-use sqlx::{Postgres, Transaction};
 use std::future::Future;
 use std::time::Duration;
 
@@ -8,8 +7,6 @@ use std::time::Duration;
 pub enum ProjectionError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
     #[error("projection {0} was moved on by another runner")]
     Overtaken(&'static str),
 }
@@ -26,7 +23,7 @@ pub trait Projection: Send + Sync + 'static {
     /// Folds a page of events (in feed order) into the read model.
     fn apply(
         &self,
-        tx: &mut Transaction<'static, Postgres>,
+        fold: &mut Fold,
         events: &[StoredEvent],
     ) -> impl Future<Output = Result<Self::Committed, ProjectionError>> + Send;
 
@@ -38,10 +35,7 @@ pub trait Projection: Send + Sync + 'static {
     const WITHOUT: &'static [&'static str] = &[];
 
     /// Empties the read model, for a rebuild.
-    fn reset(
-        &self,
-        tx: &mut Transaction<'static, Postgres>,
-    ) -> impl Future<Output = Result<(), ProjectionError>> + Send;
+    fn reset(&self, fold: &mut Fold) -> impl Future<Output = Result<(), ProjectionError>> + Send;
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,24 +67,12 @@ async fn fold_page<P: Projection>(store: &Store, projection: &P, page: i64) -> R
     let Some(last) = events.last().map(StoredEvent::feed_position) else {
         return Ok(0);
     };
-    let mut tx = store.pool().begin().await?;
     // Serialises runners: a page is folded only from the checkpoint it was read at.
-    sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
-        .bind(P::NAME)
-        .execute(&mut *tx)
-        .await?;
-    let current: (i64, i64) = sqlx::query_as(
-        "SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE name = $1 FOR UPDATE",
-    )
-    .bind(P::NAME)
-    .fetch_one(&mut *tx)
-    .await?;
-    if current != (at.transaction_id, at.position) {
+    let Some(mut fold) = store.begin_fold(P::NAME, at).await? else {
         return Err(ProjectionError::Overtaken(P::NAME));
-    }
-    let effects = projection.apply(&mut tx, &events).await?;
-    save_checkpoint_in(&mut tx, P::NAME, last).await?;
-    tx.commit().await?;
+    };
+    let effects = projection.apply(&mut fold, &events).await?;
+    fold.commit(last).await?;
     projection.committed(effects);
     Ok(events.len())
 }
@@ -120,26 +102,15 @@ pub async fn rebuild<P: Projection>(
     projection: &P,
     config: &RunnerConfig,
 ) -> Result<usize, ProjectionError> {
-    let mut tx = store.pool().begin().await?;
-    projection.reset(&mut tx).await?;
-    save_checkpoint_in(&mut tx, P::NAME, FeedPosition::default()).await?;
-    tx.commit().await?;
+    let mut fold = store.begin_rebuild(P::NAME).await?;
+    projection.reset(&mut fold).await?;
+    fold.commit(bida_store::FeedPosition::default()).await?;
     catch_up(store, projection, config).await
 }
 
 /// How many readable events the projection has not folded yet.
 pub async fn lag(store: &Store, name: &str) -> Result<i64, ProjectionError> {
-    let at = store.checkpoint(name).await?;
-    let behind: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM events
-         WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
-           AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
-    )
-    .bind(at.transaction_id)
-    .bind(at.position)
-    .fetch_one(store.pool())
-    .await?;
-    Ok(behind)
+    Ok(store.unread_events(name).await?)
 }
 
 /// Keeps the projection up to date for as long as the process runs; only the

@@ -3,13 +3,9 @@
 //! node that a key or app changed.
 
 use chrono::{DateTime, Utc};
-use sqlx::postgres::PgListener;
 use std::collections::HashMap;
 
 use crate::{Store, StoreError};
-
-/// The channel on which a node announces that keys or apps changed.
-pub const ACCESS_CHANNEL: &str = "bida_access";
 
 impl Store {
     /// The id of the key whose hash (SHA-256, hex) this is, revoked or not.
@@ -55,21 +51,5 @@ impl Store {
             .fetch_all(self.pool())
             .await?;
         Ok(rows.into_iter().collect())
-    }
-
-    /// Tells every node (this one too) that keys or apps changed.
-    pub async fn announce_access_change(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_notify($1, '')")
-            .bind(ACCESS_CHANNEL)
-            .execute(self.control())
-            .await?;
-        Ok(())
-    }
-
-    /// A connection listening for [`Store::announce_access_change`].
-    pub async fn access_listener(&self) -> Result<PgListener, StoreError> {
-        let mut listener = PgListener::connect_with(self.control()).await?;
-        listener.listen(ACCESS_CHANNEL).await?;
-        Ok(listener)
     }
 }

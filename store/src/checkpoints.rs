@@ -22,6 +22,21 @@ impl Store {
         }))
     }
 
+    /// How many readable events the reader `name` has not read yet.
+    pub async fn unread_events(&self, name: &str) -> Result<i64, StoreError> {
+        let at = self.checkpoint(name).await?;
+        let behind: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events
+             WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
+               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .bind(at.transaction_id)
+        .bind(at.position)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(behind)
+    }
+
     pub async fn save_checkpoint(&self, name: &str, at: FeedPosition) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         save_checkpoint_in(&mut tx, name, at).await?;
@@ -32,7 +47,7 @@ impl Store {
 
 /// Saves a checkpoint inside the transaction that applied the events, so a
 /// projection folds each event exactly once.
-pub async fn save_checkpoint_in(
+pub(crate) async fn save_checkpoint_in(
     tx: &mut Transaction<'_, Postgres>,
     name: &str,
     at: FeedPosition,

@@ -10,6 +10,7 @@
 use actix::prelude::*;
 use bida_domain::broker::{Broker, BrokerSpec};
 use bida_domain::consumer::{Consumer, ConsumerCommand, DesiredState, Ordering, Source};
+use bida_store::Channel;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use std::collections::HashMap;
@@ -305,24 +306,23 @@ impl ConsumerSupervisor {
     /// Follows notifications of broker and consumer changes; a lost listener
     /// reconnects and asks for a full reload.
     fn listen(&mut self, ctx: &mut Context<Self>) {
-        let (pool, me) = (self.node.store.pool().clone(), ctx.address());
+        let (store, me) = (self.node.store.clone(), ctx.address());
         self.listener = Some(
             ctx.spawn(
                 async move {
                     loop {
-                        match sqlx::postgres::PgListener::connect_with(&pool).await {
+                        match store.listen(Channel::Config).await {
                             Ok(mut listener) => {
-                                if listener.listen("bida_config").await.is_ok() {
-                                    me.do_send(ReloadAll);
-                                    while let Ok(notification) = listener.recv().await {
-                                        if let Some((kind, id)) = notification.payload().split_once(':') {
-                                            me.do_send(Reload {
-                                                aggregate_type: kind.to_string(),
-                                                id: id.to_string(),
-                                            });
-                                        }
+                                me.do_send(ReloadAll);
+                                while let Some(payload) = listener.next().await {
+                                    if let Some((kind, id)) = payload.split_once(':') {
+                                        me.do_send(Reload {
+                                            aggregate_type: kind.to_string(),
+                                            id: id.to_string(),
+                                        });
                                     }
                                 }
+                                tracing::warn!("lost the configuration listener; reconnecting");
                             }
                             Err(e) => tracing::warn!(error = %e, "cannot listen for configuration changes"),
                         }
@@ -416,7 +416,7 @@ impl Handler<DrainConsumers> for ConsumerSupervisor {
     fn handle(&mut self, _: DrainConsumers, ctx: &mut Self::Context) -> Self::Result {
         self.draining = true;
         // The listener holds a pooled connection, which must be dropped while
-        // the runtime still runs (sqlx returns it with a spawned task).
+        // the runtime still runs (the store returns it with a spawned task).
         if let Some(listener) = self.listener.take() {
             ctx.cancel_future(listener);
         }

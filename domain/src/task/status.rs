@@ -7,7 +7,7 @@ use std::fmt;
 /// `Delivering` is never recorded as an event: it is derived from the durable
 /// schedule (the task is due and a node has claimed it), which saves an event
 /// per attempt on the hot path.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskStatus {

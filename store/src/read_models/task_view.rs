@@ -1,0 +1,183 @@
+//! Task lists read from `task_view`, joined with the schedule to tell
+//! which tasks are being delivered right now.
+
+use bida_domain::task::{TaskCursor, TaskFilter, TaskPage, TaskStatus, TaskSummary};
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, QueryBuilder};
+
+use crate::{Store, StoreError};
+
+/// Statuses as readers see them: a due task claimed by a node is delivering.
+const OBSERVED_STATUS: &str = "CASE WHEN v.status IN ('pending', 'retrying') AND s.owner IS NOT NULL
+                                     AND s.due_at <= now() THEN 'delivering' ELSE v.status END";
+
+/// An attempt is due and a node holds the task.
+const IN_FLIGHT: &str = "(s.owner IS NOT NULL AND s.due_at <= now())";
+
+/// Newest first (pages) or oldest first (replay).
+#[derive(Clone, Copy, PartialEq)]
+enum Order {
+    NewestFirst,
+    OldestFirst,
+}
+
+impl Order {
+    /// The ORDER BY clause over columns of `table` (`v.` or none).
+    fn sql(self, table: &str) -> String {
+        match self {
+            Self::NewestFirst => format!(" ORDER BY {table}created_at DESC, {table}id DESC"),
+            Self::OldestFirst => format!(" ORDER BY {table}created_at, {table}id"),
+        }
+    }
+}
+
+/// What a query returns per task.
+#[derive(Clone, Copy, PartialEq)]
+enum Columns {
+    /// id, summary document, observed status, created_at
+    Summaries,
+    /// id, created_at
+    Ids,
+}
+
+/// Each branch walks one index in list order and stops at the limit; an
+/// `app` filter is two branches (source, then target app), merged after.
+fn select<'a>(
+    filter: &'a TaskFilter,
+    after: Option<&'a TaskCursor>,
+    columns: Columns,
+    order: Order,
+    limit: i64,
+) -> QueryBuilder<'a, Postgres> {
+    let mut query = QueryBuilder::new(match columns {
+        Columns::Summaries => "SELECT id, doc, observed, created_at FROM (",
+        Columns::Ids => "SELECT id, created_at FROM (",
+    });
+    let branches: Vec<Option<(&str, &String)>> = match &filter.app {
+        Some(app) => vec![Some(("source_app", app)), Some(("target_app", app))],
+        None => vec![None],
+    };
+    for (n, branch) in branches.iter().enumerate() {
+        if n > 0 {
+            query.push(" UNION ALL ");
+        }
+        query.push("(SELECT v.id, v.created_at");
+        if columns == Columns::Summaries {
+            query
+                .push(", v.doc::text AS doc, ")
+                .push(OBSERVED_STATUS)
+                .push(" AS observed");
+        }
+        if filter.status == Some(TaskStatus::Delivering) {
+            // Few tasks are in flight: start from the schedule.
+            query.push(" FROM task_schedule s JOIN task_view v ON v.id = s.task_id WHERE ");
+            query.push(IN_FLIGHT).push(" AND v.status IN ('pending', 'retrying')");
+        } else {
+            query.push(" FROM task_view v LEFT JOIN task_schedule s ON s.task_id = v.id WHERE true");
+            // A literal, not a parameter: the status index leaves delivered
+            // tasks out (migrations/0007_lean_task_list.up.sql), and only a
+            // literal lets the planner see it may use it. Statuses are a
+            // closed set of plain words.
+            if let Some(status) = filter.status {
+                query.push(format_args!(" AND v.status = '{}'", status.as_str()));
+            }
+            if matches!(filter.status, Some(TaskStatus::Pending | TaskStatus::Retrying)) {
+                query.push(" AND NOT ").push(IN_FLIGHT);
+            }
+        }
+        if let Some((column, app)) = branch {
+            query.push(format!(" AND v.{column} = ")).push_bind(*app);
+            if n > 0 {
+                // Counted once when it is both the source and the target.
+                query.push(" AND v.source_app IS DISTINCT FROM ").push_bind(*app);
+            }
+        }
+        if let Some(app) = &filter.source_app {
+            query.push(" AND v.source_app = ").push_bind(app);
+        }
+        if let Some(app) = &filter.target_app {
+            query.push(" AND v.target_app = ").push_bind(app);
+        }
+        if let Some(consumer) = &filter.consumer_id {
+            query.push(" AND v.consumer_id = ").push_bind(consumer);
+        }
+        if let Some(host) = &filter.endpoint_host {
+            query.push(" AND v.endpoint_host = ").push_bind(host.as_str());
+        }
+        if let Some(ids) = &filter.ids {
+            query.push(" AND v.id = ANY(").push_bind(ids).push(")");
+        }
+        if let Some(after) = filter.created_after {
+            query.push(" AND v.created_at >= ").push_bind(after);
+        }
+        if let Some(before) = filter.created_before {
+            query.push(" AND v.created_at < ").push_bind(before);
+        }
+        if let Some(cursor) = after {
+            query.push(" AND (v.created_at, v.id) < (").push_bind(cursor.created_at);
+            query.push(", ").push_bind(&cursor.id).push(")");
+        }
+        query.push(order.sql("v."));
+        query.push(" LIMIT ").push_bind(limit).push(")");
+    }
+    query
+        .push(") page")
+        .push(order.sql(""))
+        .push(" LIMIT ")
+        .push_bind(limit);
+    query
+}
+
+impl Store {
+    /// One page of tasks, newest first.
+    pub async fn task_page(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&TaskCursor>,
+        limit: i64,
+    ) -> Result<TaskPage, StoreError> {
+        if filter.matches_nothing() {
+            return Ok(TaskPage {
+                items: Vec::new(),
+                next_cursor: None,
+            });
+        }
+        let rows: Vec<(String, String, String, DateTime<Utc>)> =
+            select(filter, after, Columns::Summaries, Order::NewestFirst, limit + 1)
+                .build_query_as()
+                .fetch_all(self.pool())
+                .await?;
+        let mut items = Vec::with_capacity(rows.len());
+        for (id, doc, status, _) in rows {
+            let mut summary: TaskSummary = serde_json::from_str(&doc).map_err(|e| StoreError::Decode {
+                aggregate_id: id,
+                sequence: 0,
+                message: format!("task_view document: {e}"),
+            })?;
+            summary.status = TaskStatus::parse(&status).unwrap_or(summary.status);
+            items.push(summary);
+        }
+        let next_cursor = if items.len() as i64 > limit {
+            items.truncate(limit as usize);
+            items.last().map(|last| TaskCursor {
+                created_at: last.created_at,
+                id: last.id.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(TaskPage { items, next_cursor })
+    }
+
+    /// Ids of up to `limit` tasks matching the filter, oldest first (for bulk replay).
+    pub async fn task_ids(&self, filter: &TaskFilter, limit: i64) -> Result<Vec<String>, StoreError> {
+        if filter.matches_nothing() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<(String, DateTime<Utc>)> = select(filter, None, Columns::Ids, Order::OldestFirst, limit)
+            .build_query_as()
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
+    }
+}
