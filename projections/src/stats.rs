@@ -45,7 +45,8 @@ impl StatsTally {
                 dimension,
                 key,
                 counts,
-            });
+            })
+            .collect();
         fold.add_stats(buckets).await?;
         Ok(())
     }

@@ -211,8 +211,8 @@ impl Projection for TaskList {
             moves.moved(initial.get(id).copied(), summary);
         }
         moves.save(fold).await?;
-        fold.save_task_summaries(summaries.into_values()).await?;
-        fold.add_consumer_counters(counters.into_iter().map(|(id, c)| (id, c.0)))
+        fold.save_task_summaries(summaries.into_values().collect()).await?;
+        fold.add_consumer_counters(counters.into_iter().map(|(id, c)| (id, c.0)).collect())
             .await?;
         stats.save(fold).await?;
         milestones.uncounted(fold).await

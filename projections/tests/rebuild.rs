@@ -27,7 +27,7 @@ async fn record(store: &Store, id: &str, task: &mut CallbackTask, version: &mut 
 async fn rows(store: &Store) -> Vec<(String, String, String)> {
     let mut rows: Vec<(String, String, String)> =
         sqlx::query_as("SELECT id, status, doc::text FROM task_view ORDER BY id")
-            .fetch_all(store.pool())
+            .fetch_all(store.postgres_pool().unwrap())
             .await
             .unwrap();
     let counters: Vec<(String, String, String)> = sqlx::query_as(
@@ -35,7 +35,7 @@ async fn rows(store: &Store) -> Vec<(String, String, String)> {
                 concat_ws(',', consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead)
          FROM consumer_counters ORDER BY consumer_id",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.postgres_pool().unwrap())
     .await
     .unwrap();
     rows.extend(counters);
@@ -109,14 +109,14 @@ async fn rebuild_reproduces_the_incremental_read_model() {
     // The gauges agree with the task statuses they summarise.
     let (retrying, dead): (i64, i64) =
         sqlx::query_as("SELECT sum(retrying)::bigint, sum(dead)::bigint FROM consumer_counters")
-            .fetch_one(store.pool())
+            .fetch_one(store.postgres_pool().unwrap())
             .await
             .unwrap();
     let (retrying_tasks, dead_tasks): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status = 'retrying'), count(*) FILTER (WHERE status = 'dead')
          FROM task_view WHERE consumer_id IS NOT NULL",
     )
-    .fetch_one(store.pool())
+    .fetch_one(store.postgres_pool().unwrap())
     .await
     .unwrap();
     assert_eq!((retrying, dead), (retrying_tasks, dead_tasks));
@@ -137,12 +137,12 @@ async fn rebuild_reproduces_the_incremental_read_model() {
     assert!(!dead.is_empty(), "the workload dead-letters some tasks");
 
     sqlx::query("UPDATE task_view SET status = 'corrupted'")
-        .execute(store.pool())
+        .execute(store.postgres_pool().unwrap())
         .await
         .unwrap();
     let folded = rebuild(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
     let events: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(store.pool())
+        .fetch_one(store.postgres_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(folded as i64, events);

@@ -83,7 +83,7 @@ impl Driven {
 
 async fn task_view_ids(store: &Store) -> Vec<String> {
     sqlx::query_scalar("SELECT id FROM task_view ORDER BY id")
-        .fetch_all(store.pool())
+        .fetch_all(store.postgres_pool().unwrap())
         .await
         .unwrap()
 }
@@ -92,14 +92,14 @@ async fn task_view_ids(store: &Store) -> Vec<String> {
 async fn assert_counts_agree(store: &Store) {
     let kept: Vec<(String, String, String, i64)> =
         sqlx::query_as("SELECT status, source_app, target_app, n FROM task_counts WHERE n <> 0 ORDER BY 1, 2, 3")
-            .fetch_all(store.pool())
+            .fetch_all(store.postgres_pool().unwrap())
             .await
             .unwrap();
     let counted: Vec<(String, String, String, i64)> = sqlx::query_as(
         "SELECT status, COALESCE(source_app, ''), COALESCE(target_app, ''), count(*) FROM task_view
          GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
     )
-    .fetch_all(store.pool())
+    .fetch_all(store.postgres_pool().unwrap())
     .await
     .unwrap();
     assert!(!counted.is_empty());
@@ -148,7 +148,7 @@ async fn ten_days_of_history(store: &Store) -> Vec<Driven> {
     // Time passes: what was recorded so far was recorded ten days ago.
     sqlx::query("UPDATE events SET recorded_at = recorded_at - interval '10 days' WHERE aggregate_type = $1")
         .bind(TASK_TYPE)
-        .execute(store.pool())
+        .execute(store.postgres_pool().unwrap())
         .await
         .unwrap();
     // Today an operator replays a dead letter of that day, and it goes through.
@@ -183,7 +183,7 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
     }
     let mut tasks = ten_days_of_history(&store).await;
     let events_before: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(store.pool())
+        .fetch_one(store.postgres_pool().unwrap())
         .await
         .unwrap();
 
@@ -210,7 +210,7 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
     );
     assert_counts_agree(&store).await;
     let events_after: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(store.pool())
+        .fetch_one(store.postgres_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(events_after, events_before - 4);
@@ -245,7 +245,7 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
     catch_up(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
     assert_eq!(lag(&store, "task_list").await.unwrap(), 0);
     let status: String = sqlx::query_scalar("SELECT status FROM task_view WHERE id = 'retrying'")
-        .fetch_one(store.pool())
+        .fetch_one(store.postgres_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(status, "delivered");
@@ -267,12 +267,12 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
     // Rebuilding the read model from what is left agrees with it.
     catch_up(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
     let incremental: Vec<(String, String)> = sqlx::query_as("SELECT id, doc::text FROM task_view ORDER BY id")
-        .fetch_all(store.pool())
+        .fetch_all(store.postgres_pool().unwrap())
         .await
         .unwrap();
     rebuild(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
     let rebuilt: Vec<(String, String)> = sqlx::query_as("SELECT id, doc::text FROM task_view ORDER BY id")
-        .fetch_all(store.pool())
+        .fetch_all(store.postgres_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(rebuilt, incremental);
@@ -282,7 +282,7 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
     let again = store.retain(&policy(RetentionAction::Drop), Utc::now()).await.unwrap();
     assert!(again.retained.is_empty() && again.deferred.is_empty(), "{again:?}");
     let logged: i64 = sqlx::query_scalar("SELECT count(*) FROM retention_log")
-        .fetch_one(store.pool())
+        .fetch_one(store.postgres_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(logged, 1);
@@ -299,7 +299,7 @@ async fn a_detached_day_is_kept_whole_as_an_archive_table() {
     let archived: Vec<String> = sqlx::query_scalar(&format!(
         "SELECT DISTINCT aggregate_id FROM {archive} ORDER BY aggregate_id"
     ))
-    .fetch_all(store.pool())
+    .fetch_all(store.postgres_pool().unwrap())
     .await
     .unwrap();
     assert_eq!(archived, ["cancelled", "dead", "delivered", "replayed", "retrying"]);
@@ -341,7 +341,7 @@ async fn a_task_id_cannot_be_recorded_again_on_another_day() {
         Err(StoreError::Conflict { .. })
     ));
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = 'redelivered'")
-        .fetch_one(store.pool())
+        .fetch_one(store.postgres_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(stored, 1);

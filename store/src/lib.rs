@@ -1,23 +1,26 @@
-//! Bida's event store on Postgres.
+//! Bida's store: events, the durable schedule, checkpoints, leadership of
+//! singleton readers, announcements and the read models, behind one
+//! interface ([`Backend`], one trait per concern) so that nothing above this
+//! crate knows which store runs.
 //!
-//! - [`Writer`] group-commits appends from many actors: one multi-row statement
-//!   per batch, so throughput follows the database's batch rate, not its commit
-//!   latency. Optimistic concurrency is kept per aggregate (a taken sequence
+//! - Appends are group-committed: many actors' appends become one write per
+//!   batch. Optimistic concurrency is kept per aggregate (a taken sequence
 //!   number is a [`StoreError::Conflict`]).
-//! - The task schedule is written in the same statement as the task's events.
-//! - Catch-up readers follow `(transaction_id, position)`, see `migrations/`.
+//! - The task schedule is written with the task's events, atomically.
+//! - Catch-up readers follow the feed by [`FeedPosition`], in commit order.
 //! - [`EventRepository`] implements cqrs-es's `PersistedEventRepository`.
+//!
+//! Stores: `postgres/` (production, several nodes).
 
-mod access;
 mod aggregates;
-mod checkpoints;
+mod backend;
 mod console;
 mod db;
 mod error;
 mod events;
-mod leader;
 mod nodes;
 mod notifications;
+mod postgres;
 mod read_models;
 mod repository;
 mod retention;
@@ -26,47 +29,40 @@ mod tasks;
 mod writer;
 
 pub use aggregates::RuntimeRow;
+pub use backend::*;
 pub use console::SessionRow;
-pub use db::{Readiness, StoreConfig, MIGRATOR};
+pub use db::{Readiness, StoreConfig};
 pub use error::StoreError;
 pub use events::{FeedPosition, FeedRead, StoredEvent, STRIP_ABOVE_BYTES};
-pub use leader::Singleton;
 pub use nodes::NodeInfo;
-pub use notifications::{Channel, Notifications};
-pub use read_models::{ConsumerCounterChange, Fold, StatsBucket, StatusCountChange};
+pub use notifications::Channel;
+pub(crate) use postgres::PgStore;
+pub use read_models::{ConsumerCounterChange, StatsBucket, StatusCountChange};
 pub use repository::EventRepository;
 pub use retention::{DayDeferred, DayRetained, RetentionAction, RetentionConfig, RetentionPolicy, RetentionReport};
 pub use schedule::{ClaimedTask, ScheduleEntry};
 pub use tasks::{new_task_append, submission_epoch, task_append, task_epoch, LoadedTask, LoadedTasks, TASK_TYPE};
-pub use writer::{Append, NewEvent, ScheduleWrite, Writer, WriterConfig, WriterStats};
+pub use writer::{Append, NewEvent, ScheduleWrite, WriterConfig, WriterStats};
 
-use sqlx::postgres::{PgConnectOptions, PgPool};
+use std::sync::Arc;
 
 /// A handle on the store: cheap to clone, shared by every actor and handler.
+/// What it can do is the [`Backend`]'s; callers never learn which store runs.
 #[derive(Clone)]
-pub struct Store {
-    pool: PgPool,
-    /// A small pool for liveness and scheduling, apart from the busy one.
-    control: PgPool,
-    options: PgConnectOptions,
-    writer: Writer,
+pub struct Store(Arc<dyn Backend>);
+
+impl std::ops::Deref for Store {
+    type Target = dyn Backend;
+
+    fn deref(&self) -> &Self::Target {
+        &*self.0
+    }
 }
 
 impl Store {
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
-    pub(crate) fn control(&self) -> &PgPool {
-        &self.control
-    }
-
-    pub fn writer(&self) -> &Writer {
-        &self.writer
-    }
-
-    /// Appends through the group-commit writer and waits until it is durable.
-    pub async fn append(&self, append: Append) -> Result<(), StoreError> {
-        self.writer.append(append).await
+    /// Opens the store `database_url` names, creating and migrating it as
+    /// needed. The only place that chooses a store.
+    pub async fn open(database_url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
+        Ok(Self(Arc::new(PgStore::open(database_url, config).await?)))
     }
 }

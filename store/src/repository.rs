@@ -9,7 +9,6 @@ use futures_core::Stream;
 use serde_json::Value;
 use std::borrow::Cow;
 
-use crate::events::COLUMNS;
 use crate::{submission_epoch, Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
 
 #[derive(Clone)]
@@ -146,20 +145,8 @@ impl PersistedEventRepository for EventRepository {
     }
 
     async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
-        let pool = self.store.pool().clone();
-        let (mut feed, stream) = ReplayStream::new(1_000);
-        tokio::spawn(async move {
-            use futures_util::StreamExt;
-            let sql = format!("SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 ORDER BY position");
-            let mut rows = sqlx::query_as::<_, StoredEvent>(&sql).bind(A::TYPE).fetch(&pool);
-            while let Some(row) = rows.next().await {
-                let item = row.map_err(|e| persistence(e.into())).and_then(serialized);
-                if feed.push(item).await.is_err() {
-                    return;
-                }
-            }
-        });
-        Ok(stream)
+        let events = self.store.events_of_type(A::TYPE).await.map_err(persistence)?;
+        Ok(replay(futures_util::stream::iter(events.into_iter().map(Ok))))
     }
 }
 

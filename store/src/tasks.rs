@@ -7,7 +7,7 @@ use cqrs_es::Aggregate;
 use std::borrow::Cow;
 use uuid::Uuid;
 
-use crate::{Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
+use crate::{Append, NewEvent, ScheduleWrite, StoreError, StoredEvent};
 
 /// The aggregate type of callback tasks in the event store.
 pub const TASK_TYPE: &str = CallbackTask::TYPE;
@@ -96,7 +96,7 @@ pub fn new_task_append(id: &str, events: &[TaskEvent], owner: Option<Uuid>) -> R
     task_append(id, epoch, 0, events, owner)
 }
 
-fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
+pub(crate) fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
     let events = stored
         .iter()
         .map(StoredEvent::decode)
@@ -108,75 +108,4 @@ fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
         events,
         version: stored.last().map_or(0, |e| e.sequence),
     })
-}
-
-impl Store {
-    /// The partition of task `id`, if it exists.
-    pub async fn task_stream_epoch(&self, id: &str) -> Result<Option<i32>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT epoch FROM task_streams WHERE task_id = $1")
-            .bind(id)
-            .fetch_optional(self.pool())
-            .await?)
-    }
-
-    pub async fn load_task(&self, id: &str) -> Result<Option<LoadedTask>, StoreError> {
-        let stored = self.events_of(CallbackTask::TYPE, id).await?;
-        if stored.is_empty() {
-            return Ok(None);
-        }
-        load(id, &stored).map(Some)
-    }
-
-    /// Loads many tasks in one query. Unknown ids are left out; tasks whose
-    /// events this version cannot decode come back apart, with the reason.
-    pub async fn load_tasks(&self, ids: &[String]) -> Result<LoadedTasks, StoreError> {
-        let stored = self.events_of_many(CallbackTask::TYPE, ids).await?;
-        let mut batch = LoadedTasks::default();
-        for group in stored.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
-            let Some(first) = group.first() else { continue };
-            match load(&first.aggregate_id, group) {
-                Ok(task) => batch.loaded.push(task),
-                Err(e) => batch.unreadable.push((first.aggregate_id.clone(), e)),
-            }
-        }
-        Ok(batch)
-    }
-}
-
-impl Store {
-    /// Tasks submitted since `since` whose request body contains `text`,
-    /// newest first: a scan of those days' partitions only, cut off after
-    /// `budget` (a search of a large store answers fast, or says it could
-    /// not, rather than load the database).
-    pub async fn tasks_whose_body_contains(
-        &self,
-        text: &str,
-        since: DateTime<Utc>,
-        limit: i64,
-        budget: std::time::Duration,
-    ) -> Result<Vec<String>, StoreError> {
-        // Bodies sit in the payload's JSON as JSON strings: match the text as
-        // JSON writes it (quotes and backslashes escaped).
-        let encoded = serde_json::to_string(text).unwrap_or_default();
-        let needle = encoded.get(1..encoded.len().saturating_sub(1)).unwrap_or_default();
-        let mut tx = self.pool().begin().await?;
-        sqlx::query(&format!("SET LOCAL statement_timeout = {}", budget.as_millis().max(1)))
-            .execute(&mut *tx)
-            .await?;
-        let ids = sqlx::query_scalar(
-            "SELECT aggregate_id FROM events
-             WHERE aggregate_type = $1 AND epoch >= $2 AND sequence = 1 AND recorded_at >= $3
-               AND strpos(payload::text, $4) > 0
-             ORDER BY position DESC LIMIT $5",
-        )
-        .bind(TASK_TYPE)
-        .bind(task_epoch(since))
-        .bind(since)
-        .bind(needle)
-        .bind(limit)
-        .fetch_all(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ids)
-    }
 }

@@ -71,12 +71,12 @@ async fn concurrent_appends_are_group_committed() {
     for result in futures::future::join_all(appends).await {
         result.unwrap().unwrap();
     }
-    let stats = store.writer().stats();
+    let stats = store.writer_stats();
     let batches = stats.batches.load(Ordering::Relaxed);
     assert_eq!(stats.events.load(Ordering::Relaxed), 1_000);
     assert!(batches < 500, "500 concurrent appends took {batches} batches");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM events")
-        .fetch_one(store.pool())
+        .fetch_one(store.postgres_pool().unwrap())
         .await
         .unwrap();
     assert_eq!(count, 1_000);
@@ -332,7 +332,7 @@ async fn the_feed_never_skips_an_event_committed_out_of_position_order() {
     let db = TestDatabase::create().await;
     let store = open(&db, WriterConfig::default()).await;
     // A slow transaction takes a lower position...
-    let mut slow = store.pool().begin().await.unwrap();
+    let mut slow = store.postgres_pool().unwrap().begin().await.unwrap();
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload)
          VALUES ('test', 'slow', 1, 'Happened', '1', '{}')",

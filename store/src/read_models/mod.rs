@@ -1,13 +1,10 @@
-//! The read models the task list projection folds (`task_view`,
-//! `task_counts`, `consumer_counters`, `stats_minute`): how a page of events
-//! is written into them together with its checkpoint, and how they are read.
+//! What the task list projection writes into its read models (task
+//! summaries, counts by status and app, consumers' totals, per-minute
+//! statistics), beside its checkpoint.
 //!
 //! The folding itself (what an event changes) is the projections crate's;
-//! here is only what reaches the database, so that the store is the one
-//! place that speaks SQL.
+//! the store only keeps what it is given.
 
 mod fold;
-mod stats;
-mod task_view;
 
-pub use fold::{ConsumerCounterChange, Fold, StatsBucket, StatusCountChange};
+pub use fold::{ConsumerCounterChange, StatsBucket, StatusCountChange};

@@ -1,11 +1,12 @@
 //! Task lists read from `task_view`, joined with the schedule to tell
 //! which tasks are being delivered right now.
 
+use async_trait::async_trait;
 use bida_domain::task::{TaskCursor, TaskFilter, TaskPage, TaskStatus, TaskSummary};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 
-use crate::{Store, StoreError};
+use crate::{PgStore, StoreError, TaskListReads};
 
 /// Statuses as readers see them: a due task claimed by a node is delivering.
 const OBSERVED_STATUS: &str = "CASE WHEN v.status IN ('pending', 'retrying') AND s.owner IS NOT NULL
@@ -128,9 +129,9 @@ fn select<'a>(
     query
 }
 
-impl Store {
-    /// One page of tasks, newest first.
-    pub async fn task_page(
+#[async_trait]
+impl TaskListReads for PgStore {
+    async fn task_page(
         &self,
         filter: &TaskFilter,
         after: Option<&TaskCursor>,
@@ -169,8 +170,7 @@ impl Store {
         Ok(TaskPage { items, next_cursor })
     }
 
-    /// Ids of up to `limit` tasks matching the filter, oldest first (for bulk replay).
-    pub async fn task_ids(&self, filter: &TaskFilter, limit: i64) -> Result<Vec<String>, StoreError> {
+    async fn task_ids(&self, filter: &TaskFilter, limit: i64) -> Result<Vec<String>, StoreError> {
         if filter.matches_nothing() {
             return Ok(Vec::new());
         }

@@ -2,14 +2,15 @@
 //! finding a key by its hash, when keys were last used, and telling every
 //! node that a key or app changed.
 
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 
-use crate::{Store, StoreError};
+use crate::{AccessRecords, PgStore, StoreError};
 
-impl Store {
-    /// The id of the key whose hash (SHA-256, hex) this is, revoked or not.
-    pub async fn key_id_by_hash(&self, hash: &str) -> Result<Option<String>, StoreError> {
+#[async_trait]
+impl AccessRecords for PgStore {
+    async fn key_id_by_hash(&self, hash: &str) -> Result<Option<String>, StoreError> {
         Ok(sqlx::query_scalar(
             "SELECT aggregate_id FROM events
              WHERE aggregate_type = 'api_key' AND payload -> 'KeyIssued' -> 'issue' ->> 'hash' = $1
@@ -20,8 +21,7 @@ impl Store {
         .await?)
     }
 
-    /// Whether any key was ever issued.
-    pub async fn has_keys(&self) -> Result<bool, StoreError> {
+    async fn has_keys(&self) -> Result<bool, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE aggregate_type = 'api_key')")
                 .fetch_one(self.pool())
@@ -29,8 +29,7 @@ impl Store {
         )
     }
 
-    /// Records that keys were used (the later time wins).
-    pub async fn touch_keys(&self, used: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
+    async fn touch_keys(&self, used: &[(String, DateTime<Utc>)]) -> Result<(), StoreError> {
         let ids: Vec<&str> = used.iter().map(|(id, _)| id.as_str()).collect();
         let times: Vec<DateTime<Utc>> = used.iter().map(|(_, at)| *at).collect();
         sqlx::query(
@@ -46,7 +45,7 @@ impl Store {
         Ok(())
     }
 
-    pub async fn key_usage(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    async fn key_usage(&self) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
         let rows: Vec<(String, DateTime<Utc>)> = sqlx::query_as("SELECT key_id, last_used_at FROM api_key_usage")
             .fetch_all(self.pool())
             .await?;

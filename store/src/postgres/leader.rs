@@ -5,45 +5,44 @@
 //! `read_feed`) and is released by Postgres the moment the node dies. The
 //! connection is kept between tries, so waiting nodes do not churn connections.
 
+use async_trait::async_trait;
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{Connection, PgConnection};
 
-use crate::{Store, StoreError};
+use crate::{Lead, Leadership, PgStore, Singleton, StoreError};
 
 /// Advisory lock class of Bida's singletons ("BIDA").
 const LOCK_CLASS: i32 = 0x4249_4441;
 
-pub struct Singleton {
-    store: Store,
+struct PgSingleton {
+    options: PgConnectOptions,
     name: String,
     connection: Option<PgConnection>,
     leading: bool,
 }
 
-impl Store {
-    /// A contender for leadership of `name`.
-    pub fn singleton(&self, name: &str) -> Singleton {
-        Singleton {
-            store: self.clone(),
+impl Leadership for PgStore {
+    fn singleton(&self, name: &str) -> Singleton {
+        Singleton(Box::new(PgSingleton {
+            options: self.connect_options().clone(),
             name: name.to_string(),
             connection: None,
             leading: false,
-        }
+        }))
     }
 }
 
-impl Singleton {
-    pub fn name(&self) -> &str {
+#[async_trait]
+impl Lead for PgSingleton {
+    fn name(&self) -> &str {
         &self.name
     }
 
-    /// Whether this node leads now, taking the lead if it is free. A lost
-    /// connection loses the lead (Postgres released the lock with it).
-    pub async fn lead(&mut self) -> Result<bool, StoreError> {
+    /// A lost connection loses the lead (Postgres released the lock with it).
+    async fn lead(&mut self) -> Result<bool, StoreError> {
         let connection = match &mut self.connection {
             Some(connection) => connection,
-            None => self
-                .connection
-                .insert(PgConnection::connect_with(self.store.connect_options()).await?),
+            None => self.connection.insert(PgConnection::connect_with(&self.options).await?),
         };
         let checked = if self.leading {
             connection.ping().await.map(|()| true)

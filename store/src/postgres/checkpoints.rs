@@ -1,16 +1,17 @@
 //! How far each catch-up reader has read the event feed.
 
+use async_trait::async_trait;
 use sqlx::{Postgres, Transaction};
 
-use crate::{FeedPosition, Store, StoreError};
+use crate::{Checkpoints, FeedPosition, PgStore, StoreError};
 
-impl Store {
-    /// Where the reader `name` stands; the start of the feed if it never read.
-    pub async fn checkpoint(&self, name: &str) -> Result<FeedPosition, StoreError> {
+#[async_trait]
+impl Checkpoints for PgStore {
+    async fn checkpoint(&self, name: &str) -> Result<FeedPosition, StoreError> {
         Ok(self.saved_checkpoint(name).await?.unwrap_or_default())
     }
 
-    pub async fn saved_checkpoint(&self, name: &str) -> Result<Option<FeedPosition>, StoreError> {
+    async fn saved_checkpoint(&self, name: &str) -> Result<Option<FeedPosition>, StoreError> {
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE name = $1")
                 .bind(name)
@@ -22,8 +23,7 @@ impl Store {
         }))
     }
 
-    /// How many readable events the reader `name` has not read yet.
-    pub async fn unread_events(&self, name: &str) -> Result<i64, StoreError> {
+    async fn unread_events(&self, name: &str) -> Result<i64, StoreError> {
         let at = self.checkpoint(name).await?;
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events
@@ -37,7 +37,7 @@ impl Store {
         Ok(behind)
     }
 
-    pub async fn save_checkpoint(&self, name: &str, at: FeedPosition) -> Result<(), StoreError> {
+    async fn save_checkpoint(&self, name: &str, at: FeedPosition) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
         save_checkpoint_in(&mut tx, name, at).await?;
         tx.commit().await?;

@@ -1,15 +1,16 @@
 //! Statistics read from `stats_minute` and `task_counts`.
 
+use async_trait::async_trait;
 use bida_domain::stats::{AppCounts, Counts, Overview, StatsPoint, StatsQuery, StatsSeries, TaskCounts};
 use bida_domain::task::TaskStatus;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 
-use crate::{Store, StoreError};
+use crate::{PgStore, StatsReads, StoreError};
 
-impl Store {
-    /// Series of the query, at most `max_series` of them (the busiest first).
-    pub async fn stats_series(&self, query: &StatsQuery, max_series: i64) -> Result<Vec<StatsSeries>, StoreError> {
+#[async_trait]
+impl StatsReads for PgStore {
+    async fn stats_series(&self, query: &StatsQuery, max_series: i64) -> Result<Vec<StatsSeries>, StoreError> {
         type Row = (String, DateTime<Utc>, i64, i64, i64, i64, i64, i64, i64, i64, i64);
         let rows: Vec<Row> = sqlx::query_as(
             "WITH chosen AS (
@@ -79,8 +80,7 @@ impl Store {
         Ok(series)
     }
 
-    /// Tasks by status, from the task list (every status, zeros included).
-    pub async fn tasks_by_status(&self) -> Result<HashMap<String, i64>, StoreError> {
+    async fn tasks_by_status(&self) -> Result<HashMap<String, i64>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, sum(n)::bigint FROM task_counts GROUP BY status")
             .fetch_all(self.pool())
             .await?;
@@ -92,8 +92,7 @@ impl Store {
         Ok(counts)
     }
 
-    /// Tasks by status, and per app, from the task list.
-    pub async fn task_overview(&self) -> Result<Overview, StoreError> {
+    async fn task_overview(&self) -> Result<Overview, StoreError> {
         let rows: Vec<(Option<String>, Option<String>, String, i64)> = sqlx::query_as(
             "SELECT NULLIF(source_app, ''), NULLIF(target_app, ''), status, n FROM task_counts WHERE n <> 0",
         )
@@ -129,8 +128,7 @@ impl Store {
         })
     }
 
-    /// Drops buckets older than `keep`; returns how many.
-    pub async fn prune_stats(&self, keep: TimeDelta) -> Result<u64, StoreError> {
+    async fn prune_stats(&self, keep: TimeDelta) -> Result<u64, StoreError> {
         let done = sqlx::query("DELETE FROM stats_minute WHERE minute < $1")
             .bind(Utc::now() - keep)
             .execute(self.pool())

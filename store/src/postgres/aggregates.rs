@@ -1,0 +1,69 @@
+//! Nodes' reports on the consumers they run, and consumers' totals and rates, in tables.
+
+use crate::{ConsumerRuntime, PgStore, RuntimeRow, StoreError};
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+#[async_trait]
+impl ConsumerRuntime for PgStore {
+    async fn replace_consumer_runtime(&self, node: Uuid, rows: &[(String, String, Value)]) -> Result<(), StoreError> {
+        let ids: Vec<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+        let states: Vec<&str> = rows.iter().map(|(_, state, _)| state.as_str()).collect();
+        let reports: Vec<String> = rows.iter().map(|(_, _, report)| report.to_string()).collect();
+        sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM consumer_runtime WHERE node_id = $1 AND consumer_id <> ALL($2::text[])
+             )
+             INSERT INTO consumer_runtime (consumer_id, node_id, state, report, updated_at)
+             SELECT t.id, $1, t.state, t.report::jsonb, now()
+             FROM UNNEST($2::text[], $3::text[], $4::text[]) AS t(id, state, report)
+             ON CONFLICT (consumer_id, node_id) DO UPDATE
+                 SET state = EXCLUDED.state, report = EXCLUDED.report, updated_at = EXCLUDED.updated_at",
+        )
+        .bind(node)
+        .bind(&ids)
+        .bind(&states)
+        .bind(&reports)
+        .execute(self.control())
+        .await?;
+        Ok(())
+    }
+
+    async fn consumer_runtime(&self, consumer_id: &str, fresh_secs: f64) -> Result<Vec<RuntimeRow>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT r.consumer_id, r.node_id, n.name AS node_name, r.state, r.report, r.updated_at
+             FROM consumer_runtime r LEFT JOIN nodes n ON n.id = r.node_id
+             WHERE r.consumer_id = $1 AND r.updated_at > now() - make_interval(secs => $2)
+             ORDER BY n.name, r.node_id",
+        )
+        .bind(consumer_id)
+        .bind(fresh_secs)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
+    async fn consumer_rates(&self, consumer_id: &str) -> Result<(f64, f64), StoreError> {
+        let (submitted, delivered, seconds): (i64, i64, f64) = sqlx::query_as(
+            "SELECT coalesce(sum(submitted), 0)::bigint, coalesce(sum(delivered), 0)::bigint,
+                    60 + extract(epoch FROM now() - date_trunc('minute', now()))::float8
+             FROM stats_minute
+             WHERE dimension = 'consumer' AND key = $1 AND minute >= date_trunc('minute', now()) - interval '1 minute'",
+        )
+        .bind(consumer_id)
+        .fetch_one(self.pool())
+        .await?;
+        Ok((submitted as f64 / seconds, delivered as f64 / seconds))
+    }
+
+    async fn consumer_counters(&self, consumer_id: &str) -> Result<Option<[i64; 7]>, StoreError> {
+        let row: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead
+             FROM consumer_counters WHERE consumer_id = $1",
+        )
+        .bind(consumer_id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|(a, b, c, d, e, f, g)| [a, b, c, d, e, f, g]))
+    }
+}

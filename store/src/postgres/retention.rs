@@ -1,0 +1,336 @@
+//! Retention: the events of finished tasks go a day at a time, by dropping (or
+//! detaching, for archiving) the day's partition rather than deleting rows.
+//!
+//! A day is expired once all of it is older than the retention age. Its tasks
+//! that are still live, that is
+//! - due an attempt (in `task_schedule`: pending, retrying, delayed),
+//! - or with an event newer than the age (finished recently, replayed),
+//! - or dead-lettered more recently than the dead-letter age (an operator may
+//!   still replay them),
+//!
+//! are copied into a fresh partition for that day, with their positions and
+//! transaction ids unchanged, in the same transaction that drops the old one;
+//! appends wait for that transaction, which only moves the few live tasks.
+//!
+//! Phase 1 (no lock) finds the tasks to keep and copies their events aside
+//! under one snapshot. Phase 2 locks `events`, takes in what was appended to
+//! the day unseen by that snapshot (found by transaction id), and swaps the
+//! partitions. A day whose dropped events some catch-up reader has not read
+//! yet waits for that reader.
+
+use crate::{
+    task_epoch, DayDeferred, DayRetained, PgStore, Retention, RetentionAction, RetentionPolicy, RetentionReport,
+    StoreError, TASK_TYPE,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, NaiveDate, Utc};
+use sqlx::{Connection, PgConnection};
+
+/// Days of partitions made ahead, so that a day's first task never waits for one.
+const DAYS_AHEAD: i32 = 2;
+/// Rows deleted per statement when cleaning up after a dropped day.
+const CLEANUP_BATCH: i64 = 10_000;
+/// Longest wait for the lock on `events`; appends queue behind a waiting lock.
+const LOCK_TIMEOUT: &str = "5s";
+
+fn partition_name(day: i32) -> String {
+    format!("events_{}", day_date(day).format("%Y%m%d"))
+}
+
+fn day_date(day: i32) -> NaiveDate {
+    DateTime::UNIX_EPOCH.date_naive() + ChronoDuration::days(i64::from(day))
+}
+
+enum Outcome {
+    Retained(DayRetained),
+    Deferred(String),
+    Nothing,
+}
+
+#[async_trait]
+impl Retention for PgStore {
+    async fn ensure_partitions(&self, now: DateTime<Utc>) -> Result<(), StoreError> {
+        let today = task_epoch(now);
+        sqlx::query("SELECT bida_events_partition(d) FROM generate_series($1::int, $2::int) AS d")
+            .bind(today - 1)
+            .bind(today + DAYS_AHEAD)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    async fn retain(&self, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<RetentionReport, StoreError> {
+        let last_expired = task_epoch(now - policy.completed_after) - 1;
+        let days: Vec<i32> = sqlx::query_scalar(
+            "SELECT (regexp_replace(c.relname, '^events_', '')::date - DATE '1970-01-01')::int AS day
+             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'events'::regclass AND c.relname ~ '^events_[0-9]{8}$'
+             ORDER BY day",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let mut report = RetentionReport::default();
+        for day in days.into_iter().filter(|d| *d <= last_expired) {
+            match self.retain_day(day, policy, now).await? {
+                Outcome::Retained(done) => report.retained.push(done),
+                Outcome::Deferred(reason) => report.deferred.push(DayDeferred {
+                    day: day_date(day),
+                    reason,
+                }),
+                Outcome::Nothing => {}
+            }
+            report.rows_cleaned += self.clean_up_day(day).await?;
+        }
+        Ok(report)
+    }
+}
+
+impl PgStore {
+    async fn retain_day(&self, day: i32, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
+        let mut connection = self.pool().acquire().await?;
+        let outcome = swap_partition(&mut connection, day, policy, now).await;
+        // Temporary tables live as long as the session, which the pool keeps.
+        sqlx::query("DROP TABLE IF EXISTS retention_tasks, retention_kept")
+            .execute(&mut *connection)
+            .await?;
+        outcome
+    }
+
+    /// Removes the `task_streams` and `task_view` rows of a day's tasks whose
+    /// events are gone. Idempotent, so a pass that died halfway is finished by
+    /// the next one.
+    async fn clean_up_day(&self, day: i32) -> Result<u64, StoreError> {
+        let partition = partition_name(day);
+        let mut cleaned = 0;
+        let streams = format!(
+            "WITH gone AS (
+                 DELETE FROM task_streams WHERE ctid IN (
+                     SELECT s.ctid FROM task_streams s
+                     WHERE s.epoch = $1 AND NOT EXISTS (
+                         SELECT 1 FROM {partition} e
+                         WHERE e.aggregate_type = '{TASK_TYPE}' AND e.aggregate_id = s.task_id AND e.sequence = 1)
+                     LIMIT $2)
+                 RETURNING 1)
+             SELECT count(*) FROM gone"
+        );
+        // task_view rows of the day (created_at is the submission time the day
+        // comes from), taken off the task counts in the same statement.
+        let views = "WITH gone AS (
+                         DELETE FROM task_view WHERE ctid IN (
+                             SELECT v.ctid FROM task_view v
+                             WHERE v.created_at >= to_timestamp($1 * 86400.0)
+                               AND v.created_at < to_timestamp(($1 + 1) * 86400.0)
+                               AND NOT EXISTS (SELECT 1 FROM task_streams s WHERE s.task_id = v.id)
+                             LIMIT $2)
+                         RETURNING status, source_app, target_app
+                     ), counted AS (
+                         INSERT INTO task_counts AS c (status, source_app, target_app, n)
+                         SELECT status, COALESCE(source_app, ''), COALESCE(target_app, ''), -count(*)
+                         FROM gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                         ON CONFLICT (status, source_app, target_app) DO UPDATE SET n = c.n + EXCLUDED.n
+                     )
+                     SELECT count(*) FROM gone";
+        // Streams first: the views go with the streams that are gone.
+        for statement in [streams.as_str(), views] {
+            loop {
+                let done: i64 = sqlx::query_scalar(statement)
+                    .bind(day)
+                    .bind(CLEANUP_BATCH)
+                    .fetch_one(self.pool())
+                    .await?;
+                cleaned += done as u64;
+                if done < CLEANUP_BATCH {
+                    break;
+                }
+            }
+        }
+        Ok(cleaned)
+    }
+}
+
+async fn swap_partition(
+    connection: &mut PgConnection,
+    day: i32,
+    policy: &RetentionPolicy,
+    now: DateTime<Utc>,
+) -> Result<Outcome, StoreError> {
+    let partition = partition_name(day);
+
+    // Phase 1: one snapshot, no lock.
+    let mut snapshot = connection.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        .execute(&mut *snapshot)
+        .await?;
+    let (seen, seen_xmin): (String, i64) =
+        sqlx::query_as("SELECT pg_current_snapshot()::text, pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+            .fetch_one(&mut *snapshot)
+            .await?;
+    sqlx::query(
+        "CREATE TEMP TABLE retention_tasks (
+             task_id TEXT PRIMARY KEY, keep BOOLEAN NOT NULL, events BIGINT NOT NULL, last_tx BIGINT NOT NULL)",
+    )
+    .execute(&mut *snapshot)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO retention_tasks (task_id, keep, events, last_tx)
+         SELECT t.aggregate_id,
+                t.last_at > $1
+                    OR (t.last_type = 'TaskDeadLettered' AND t.last_at > $2)
+                    OR EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.aggregate_id),
+                t.events, t.last_tx
+         FROM (SELECT aggregate_id, max(recorded_at) AS last_at, count(*) AS events,
+                      (array_agg(event_type ORDER BY sequence DESC))[1] AS last_type,
+                      max(transaction_id::text::bigint) AS last_tx
+               FROM {partition} WHERE aggregate_type = '{TASK_TYPE}'
+               GROUP BY aggregate_id) AS t"
+    ))
+    .bind(now - policy.completed_after)
+    .bind(now - policy.dead_after)
+    .execute(&mut *snapshot)
+    .await?;
+    let (dropping, last_dropped_tx): (i64, Option<i64>) =
+        sqlx::query_as("SELECT count(*), max(last_tx) FROM retention_tasks WHERE NOT keep")
+            .fetch_one(&mut *snapshot)
+            .await?;
+    if dropping == 0 {
+        snapshot.commit().await?;
+        return Ok(Outcome::Nothing);
+    }
+    let behind: Vec<String> = sqlx::query_scalar(
+        "SELECT name FROM projection_checkpoints WHERE transaction_id::text::bigint <= $1 ORDER BY name",
+    )
+    .bind(last_dropped_tx)
+    .fetch_all(&mut *snapshot)
+    .await?;
+    if !behind.is_empty() {
+        snapshot.commit().await?;
+        return Ok(Outcome::Deferred(format!(
+            "readers that have not read the day's events yet: {}",
+            behind.join(", ")
+        )));
+    }
+    sqlx::query(&format!(
+        "CREATE TEMP TABLE retention_kept AS
+         SELECT e.* FROM {partition} e JOIN retention_tasks t ON t.task_id = e.aggregate_id
+         WHERE t.keep AND e.aggregate_type = '{TASK_TYPE}'"
+    ))
+    .execute(&mut *snapshot)
+    .await?;
+    snapshot.commit().await?;
+
+    // Phase 2: the swap, with appends held back.
+    let mut swap = connection.begin().await?;
+    sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
+        .execute(&mut *swap)
+        .await?;
+    if let Err(e) = sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *swap)
+        .await
+    {
+        if matches!(&e, sqlx::Error::Database(db) if db.code().as_deref() == Some("55P03")) {
+            return Ok(Outcome::Deferred(format!("events stayed busy for {LOCK_TIMEOUT}")));
+        }
+        return Err(e.into());
+    }
+    // Tasks of the day that changed unseen by the snapshot are kept, as they are now.
+    let late: Vec<String> = sqlx::query_scalar(&format!(
+        "SELECT DISTINCT aggregate_id FROM {partition}
+         WHERE transaction_id >= ($1::bigint)::text::xid8
+           AND NOT pg_visible_in_snapshot(transaction_id, $2::pg_snapshot)
+           AND aggregate_type = '{TASK_TYPE}'"
+    ))
+    .bind(seen_xmin)
+    .bind(&seen)
+    .fetch_all(&mut *swap)
+    .await?;
+    if !late.is_empty() {
+        sqlx::query(
+            "INSERT INTO retention_tasks (task_id, keep, events, last_tx) SELECT id, true, 0, 0 FROM UNNEST($1::text[]) AS id
+             ON CONFLICT (task_id) DO UPDATE SET keep = true",
+        )
+        .bind(&late)
+        .execute(&mut *swap)
+        .await?;
+        sqlx::query("DELETE FROM retention_kept WHERE aggregate_id = ANY($1)")
+            .bind(&late)
+            .execute(&mut *swap)
+            .await?;
+        sqlx::query(&format!(
+            "INSERT INTO retention_kept
+             SELECT * FROM {partition} WHERE aggregate_type = '{TASK_TYPE}' AND aggregate_id = ANY($1)"
+        ))
+        .bind(&late)
+        .execute(&mut *swap)
+        .await?;
+    }
+    let (dropped_tasks, kept_tasks, dropped_events): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE NOT keep), count(*) FILTER (WHERE keep),
+                COALESCE(sum(events) FILTER (WHERE NOT keep), 0)::bigint
+         FROM retention_tasks",
+    )
+    .fetch_one(&mut *swap)
+    .await?;
+    let dropped_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size($1::regclass)")
+        .bind(&partition)
+        .fetch_one(&mut *swap)
+        .await?;
+    sqlx::query(&format!("ALTER TABLE events DETACH PARTITION {partition}"))
+        .execute(&mut *swap)
+        .await?;
+    let archived_as = match policy.action {
+        RetentionAction::Drop => {
+            sqlx::query(&format!("DROP TABLE {partition}"))
+                .execute(&mut *swap)
+                .await?;
+            None
+        }
+        RetentionAction::Detach => {
+            let archive = format!("events_archive_{}_{}", day_date(day).format("%Y%m%d"), now.timestamp());
+            // Index names are schema-wide: the new partition needs its own.
+            for suffix in ["pkey", "aggregate_sequence", "catch_up"] {
+                sqlx::query(&format!(
+                    "ALTER INDEX {partition}_{suffix} RENAME TO {archive}_{suffix}"
+                ))
+                .execute(&mut *swap)
+                .await?;
+            }
+            sqlx::query(&format!("ALTER TABLE {partition} RENAME TO {archive}"))
+                .execute(&mut *swap)
+                .await?;
+            Some(archive)
+        }
+    };
+    sqlx::query("SELECT bida_events_partition($1)")
+        .bind(day)
+        .execute(&mut *swap)
+        .await?;
+    sqlx::query("INSERT INTO events OVERRIDING SYSTEM VALUE SELECT * FROM retention_kept")
+        .execute(&mut *swap)
+        .await?;
+    let action = match policy.action {
+        RetentionAction::Drop => "drop",
+        RetentionAction::Detach => "detach",
+    };
+    sqlx::query(
+        "INSERT INTO retention_log (day, action, dropped_tasks, kept_tasks, dropped_events, dropped_bytes, archived_as)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(day_date(day))
+    .bind(action)
+    .bind(dropped_tasks)
+    .bind(kept_tasks)
+    .bind(dropped_events)
+    .bind(dropped_bytes)
+    .bind(&archived_as)
+    .execute(&mut *swap)
+    .await?;
+    swap.commit().await?;
+    Ok(Outcome::Retained(DayRetained {
+        day: day_date(day),
+        dropped_tasks,
+        kept_tasks,
+        dropped_events,
+        dropped_bytes,
+        archived_as,
+    }))
+}
