@@ -11,6 +11,8 @@ pub enum Channel {
 }
 
 impl Channel {
+    pub const ALL: [Channel; 2] = [Self::Access, Self::Config];
+
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Access => "bida_access",

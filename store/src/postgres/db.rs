@@ -3,7 +3,7 @@
 
 use super::writer::Writer;
 use crate::prelude::*;
-use crate::{Health, PgStore, Readiness, StoreConfig, StoreError};
+use crate::{Channel, Health, PgStore, Readiness, StoreConfig, StoreError};
 use async_trait::async_trait;
 use sqlx::migrate::{MigrateDatabase, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -43,6 +43,12 @@ impl PgStore {
             .acquire_timeout(acquire)
             .connect_with(options.clone())
             .await?;
+        // Each listener holds its connection for good: one per channel, apart
+        // from the pools above, which they would otherwise drain.
+        let listeners = PgPoolOptions::new()
+            .max_connections(Channel::ALL.len() as u32)
+            .acquire_timeout(acquire)
+            .connect_lazy_with(options.clone());
         // Without the statement deadline: a migration rewriting a large event
         // store takes as long as it takes, and nothing runs before it is done.
         let mut migrating = PgConnection::connect_with(&untimed).await?;
@@ -52,6 +58,7 @@ impl PgStore {
         let store = Self {
             pool,
             control,
+            listeners,
             options,
             writer,
         };

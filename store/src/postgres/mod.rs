@@ -33,6 +33,8 @@ pub(crate) struct PgStore {
     pool: PgPool,
     /// A small pool for liveness and scheduling, apart from the busy one.
     control: PgPool,
+    /// Connections of LISTEN, one per channel.
+    listeners: PgPool,
     options: PgConnectOptions,
     writer: Writer,
 }
@@ -44,6 +46,10 @@ impl PgStore {
 
     pub(crate) fn control(&self) -> &PgPool {
         &self.control
+    }
+
+    pub(crate) fn listeners(&self) -> &PgPool {
+        &self.listeners
     }
 }
 

@@ -20,7 +20,7 @@ impl Listener for PgChannel {
 #[async_trait]
 impl Announcements for PgStore {
     async fn listen(&self, channel: Channel) -> Result<Notifications, StoreError> {
-        let mut listener = PgListener::connect_with(self.control()).await?;
+        let mut listener = PgListener::connect_with(self.listeners()).await?;
         listener.listen(channel.name()).await?;
         Ok(Notifications(Box::new(PgChannel(listener))))
     }
