@@ -5,6 +5,7 @@ use bida_domain::task::ScheduleChange;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 use uuid::Uuid;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -81,4 +82,27 @@ pub struct WriterStats {
     pub failures: AtomicU64,
     /// Sum of batch commit times, in microseconds.
     pub commit_micros: AtomicU64,
+}
+
+/// Counts a committed batch's events by aggregate type.
+pub(crate) fn record_batch<'a>(appends: impl Iterator<Item = &'a Append>, events: usize, took: Duration) {
+    let metrics = bida_telemetry::instruments();
+    metrics.append_duration.record(took.as_secs_f64(), &[]);
+    metrics.append_batch_size.record(events as u64, &[]);
+    let mut by_type: Vec<(&str, u64)> = Vec::new();
+    for event in appends.flat_map(|a| &a.events) {
+        match by_type.iter_mut().find(|(t, _)| *t == event.aggregate_type) {
+            Some((_, n)) => *n += 1,
+            None => by_type.push((&event.aggregate_type, 1)),
+        }
+    }
+    for (aggregate_type, n) in by_type {
+        metrics.events_appended.add(
+            n,
+            &[bida_telemetry::KeyValue::new(
+                "bida.aggregate_type",
+                aggregate_type.to_string(),
+            )],
+        );
+    }
 }

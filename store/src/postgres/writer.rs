@@ -19,6 +19,7 @@
 //! concurrent batches lock in the same order and cannot deadlock each other.
 
 use crate::error::is_transient;
+use crate::writer::record_batch;
 use crate::{Append, NewEvent, ScheduleWrite, StoreError, WriterConfig, WriterStats, TASK_TYPE};
 use bida_domain::task::ScheduleChange;
 use chrono::{DateTime, Utc};
@@ -150,32 +151,9 @@ async fn settle(pool: &PgPool, mut jobs: Vec<Job>, stats: &WriterStats) {
     }
 }
 
-/// Counts a committed batch's events by aggregate type.
-fn record_batch(jobs: &[Job], events: usize, took: Duration) {
-    let metrics = bida_telemetry::instruments();
-    metrics.append_duration.record(took.as_secs_f64(), &[]);
-    metrics.append_batch_size.record(events as u64, &[]);
-    let mut by_type: Vec<(&str, u64)> = Vec::new();
-    for event in jobs.iter().flat_map(|j| &j.append.events) {
-        match by_type.iter_mut().find(|(t, _)| *t == event.aggregate_type) {
-            Some((_, n)) => *n += 1,
-            None => by_type.push((&event.aggregate_type, 1)),
-        }
-    }
-    for (aggregate_type, n) in by_type {
-        metrics.events_appended.add(
-            n,
-            &[bida_telemetry::KeyValue::new(
-                "bida.aggregate_type",
-                aggregate_type.to_string(),
-            )],
-        );
-    }
-}
-
 fn succeed(jobs: Vec<Job>, started: Instant, stats: &WriterStats) {
     let events: usize = jobs.iter().map(|j| j.append.events.len()).sum();
-    record_batch(&jobs, events, started.elapsed());
+    record_batch(jobs.iter().map(|j| &j.append), events, started.elapsed());
     stats.events.fetch_add(events as u64, Ordering::Relaxed);
     stats.batches.fetch_add(1, Ordering::Relaxed);
     stats

@@ -1,11 +1,11 @@
 //! Statistics read from `stats_minute` and `task_counts`.
 
 use async_trait::async_trait;
-use bida_domain::stats::{AppCounts, Counts, Overview, StatsPoint, StatsQuery, StatsSeries, TaskCounts};
-use bida_domain::task::TaskStatus;
+use bida_domain::stats::{Counts, Overview, StatsQuery, StatsSeries};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 
+use crate::read_models::{by_status_of, overview_of, series_of};
 use crate::{PgStore, StatsReads, StoreError};
 
 #[async_trait]
@@ -35,22 +35,10 @@ impl StatsReads for PgStore {
         .bind(max_series)
         .fetch_all(self.pool())
         .await?;
-        let mut series: Vec<StatsSeries> = Vec::new();
-        for (
-            key,
-            at,
-            submitted,
-            attempts,
-            delivered,
-            failed,
-            retried,
-            timeouts,
-            dead,
-            latency_sum_ms,
-            latency_max_ms,
-        ) in rows
-        {
-            let counts = Counts {
+        Ok(series_of(rows.into_iter().map(
+            |(
+                key,
+                at,
                 submitted,
                 attempts,
                 delivered,
@@ -60,36 +48,28 @@ impl StatsReads for PgStore {
                 dead,
                 latency_sum_ms,
                 latency_max_ms,
-            };
-            if series.last().is_none_or(|s| s.key != key) {
-                series.push(StatsSeries {
-                    key,
-                    total: Counts::default(),
-                    points: Vec::new(),
-                });
-            }
-            let current = series.last_mut().expect("pushed above");
-            current.total.add(&counts);
-            current.points.push(StatsPoint { at, counts });
-        }
-        series.sort_by(|a, b| {
-            (b.total.submitted + b.total.attempts)
-                .cmp(&(a.total.submitted + a.total.attempts))
-                .then_with(|| a.key.cmp(&b.key))
-        });
-        Ok(series)
+            )| {
+                let counts = Counts {
+                    submitted,
+                    attempts,
+                    delivered,
+                    failed,
+                    retried,
+                    timeouts,
+                    dead,
+                    latency_sum_ms,
+                    latency_max_ms,
+                };
+                (key, at, counts)
+            },
+        )))
     }
 
     async fn tasks_by_status(&self) -> Result<HashMap<String, i64>, StoreError> {
         let rows: Vec<(String, i64)> = sqlx::query_as("SELECT status, sum(n)::bigint FROM task_counts GROUP BY status")
             .fetch_all(self.pool())
             .await?;
-        let mut counts: HashMap<String, i64> = TaskStatus::ALL
-            .iter()
-            .map(|status| (status.as_str().to_string(), 0))
-            .collect();
-        counts.extend(rows);
-        Ok(counts)
+        Ok(by_status_of(rows))
     }
 
     async fn task_overview(&self) -> Result<Overview, StoreError> {
@@ -98,34 +78,7 @@ impl StatsReads for PgStore {
         )
         .fetch_all(self.pool())
         .await?;
-        let mut tasks = TaskCounts::default();
-        let mut apps: HashMap<String, (TaskCounts, TaskCounts)> = HashMap::new();
-        let tally = |counts: &mut TaskCounts, status: &str, n: i64| {
-            counts.total += n;
-            *counts.by_status.entry(status.to_string()).or_default() += n;
-        };
-        for (source, target, status, n) in rows {
-            tally(&mut tasks, &status, n);
-            if let Some(app) = source {
-                tally(&mut apps.entry(app).or_default().0, &status, n);
-            }
-            if let Some(app) = target {
-                tally(&mut apps.entry(app).or_default().1, &status, n);
-            }
-        }
-        for status in TaskStatus::ALL {
-            tasks.by_status.entry(status.as_str().to_string()).or_default();
-        }
-        let mut apps: Vec<AppCounts> = apps
-            .into_iter()
-            .map(|(app, (sent, received))| AppCounts { app, sent, received })
-            .collect();
-        apps.sort_by(|a, b| a.app.cmp(&b.app));
-        Ok(Overview {
-            tasks,
-            app_count: apps.len(),
-            apps,
-        })
+        Ok(overview_of(rows))
     }
 
     async fn prune_stats(&self, keep: TimeDelta) -> Result<u64, StoreError> {

@@ -2,10 +2,11 @@
 //! which tasks are being delivered right now.
 
 use async_trait::async_trait;
-use bida_domain::task::{TaskCursor, TaskFilter, TaskPage, TaskStatus, TaskSummary};
+use bida_domain::task::{TaskCursor, TaskFilter, TaskPage, TaskStatus};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
 
+use crate::read_models::page_of;
 use crate::{PgStore, StoreError, TaskListReads};
 
 /// Statuses as readers see them: a due task claimed by a node is delivering.
@@ -148,26 +149,10 @@ impl TaskListReads for PgStore {
                 .build_query_as()
                 .fetch_all(self.pool())
                 .await?;
-        let mut items = Vec::with_capacity(rows.len());
-        for (id, doc, status, _) in rows {
-            let mut summary: TaskSummary = serde_json::from_str(&doc).map_err(|e| StoreError::Decode {
-                aggregate_id: id,
-                sequence: 0,
-                message: format!("task_view document: {e}"),
-            })?;
-            summary.status = TaskStatus::parse(&status).unwrap_or(summary.status);
-            items.push(summary);
-        }
-        let next_cursor = if items.len() as i64 > limit {
-            items.truncate(limit as usize);
-            items.last().map(|last| TaskCursor {
-                created_at: last.created_at,
-                id: last.id.clone(),
-            })
-        } else {
-            None
-        };
-        Ok(TaskPage { items, next_cursor })
+        page_of(
+            rows.into_iter().map(|(id, doc, status, _)| (id, doc, status)).collect(),
+            limit,
+        )
     }
 
     async fn task_ids(&self, filter: &TaskFilter, limit: i64) -> Result<Vec<String>, StoreError> {
