@@ -99,9 +99,12 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct DatabaseArgs {
-    /// Postgres URL [env: BIDA_DATABASE_URL] [default: postgres://localhost/bida]
+    /// PostgreSQL URL, for production and several nodes [env: BIDA_DATABASE_URL] [default: none, the embedded store]
     #[arg(long, value_name = "URL")]
     pub database_url: Option<String>,
+    /// The embedded store's directory, when no database URL is given [env: BIDA_DATA_DIR] [default: bida-data]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +128,7 @@ impl ServeArgs {
         Overrides {
             listen: self.listen.clone(),
             database_url: self.database.database_url.clone(),
+            data_dir: self.database.data_dir.clone(),
             node_name: self.node_name.clone(),
         }
     }
@@ -134,6 +138,7 @@ impl DatabaseArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             database_url: self.database_url.clone(),
+            data_dir: self.data_dir.clone(),
             ..Overrides::default()
         }
     }

@@ -10,7 +10,7 @@ use bida_domain::consumer::{BreakerPolicy, ConsumerPolicy, PolicyDefaults};
 use bida_domain::task::{BackoffInput, Limits, TaskDefaults};
 use bida_domain::{Backoff, StatusSet};
 use bida_projections::RunnerConfig;
-use bida_store::{RetentionConfig, StoreConfig};
+use bida_store::{RetentionConfig, StoreConfig, StoreLocation};
 use bida_telemetry::TelemetryConfig;
 use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
@@ -22,7 +22,9 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: String,
-    pub database_url: String,
+    /// PostgreSQL; without it, the embedded store in `data_dir`.
+    pub database_url: Option<String>,
+    pub data_dir: String,
     pub node_name: String,
     pub log: String,
     pub http_workers: usize,
@@ -46,7 +48,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
-            database_url: "postgres://localhost/bida".into(),
+            database_url: None,
+            data_dir: "bida-data".into(),
             node_name: hostname(),
             log: "info,sqlx=warn".into(),
             http_workers: 0,
@@ -182,6 +185,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
 }
 
@@ -213,6 +218,14 @@ impl Config {
             .merge(Serialized::globals(overrides))
             .extract()
             .map_err(Box::new)
+    }
+
+    /// PostgreSQL when a database URL is given, the embedded store otherwise.
+    pub fn store_location(&self) -> StoreLocation {
+        match self.database_url.as_deref().filter(|url| !url.is_empty()) {
+            Some(url) => StoreLocation::Postgres(url.to_string()),
+            None => StoreLocation::Embedded(self.data_dir.clone().into()),
+        }
     }
 
     pub fn validate(&self) -> Result<(), String> {
@@ -259,7 +272,11 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "database_url",
-        "Postgres URL; the database is created and migrated at start if missing.",
+        "PostgreSQL URL (postgres://...), for production and several nodes; the database is created and migrated at start if missing. Without it, the embedded store in data_dir.",
+    ),
+    (
+        "data_dir",
+        "Directory of the embedded store (one node, no database server), created on first start; used when database_url is not set.",
     ),
     (
         "node_name",
@@ -561,7 +578,7 @@ mod tests {
             };
             let config = Config::load(Some(Path::new("bida.toml")), &overrides).map_err(|e| *e)?;
             assert_eq!(config.listen, "127.0.0.1:1");
-            assert_eq!(config.database_url, "postgres://db/other");
+            assert_eq!(config.database_url.as_deref(), Some("postgres://db/other"));
             assert_eq!(config.store.pool_size, 9);
             assert_eq!(config.tasks.defaults().backoff.initial_ms, 100);
             assert_eq!(config.tasks.defaults().backoff.max_ms, 3_600_000);

@@ -134,9 +134,10 @@ fn print_config(config: &Config) -> anyhow::Result<()> {
 }
 
 async fn open(config: &Config) -> anyhow::Result<Store> {
-    Store::open(&config.database_url, &config.store)
+    let location = config.store_location();
+    Store::open_at(&location, &config.store)
         .await
-        .context("cannot open the database")
+        .with_context(|| format!("cannot open {location}"))
 }
 
 async fn migrate(config: Config) -> anyhow::Result<()> {

@@ -19,9 +19,11 @@ use crate::config::Config;
 use crate::gauges::Sampler;
 
 pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
-    let store = Store::open(&config.database_url, &config.store)
+    let location = config.store_location();
+    let store = Store::open_at(&location, &config.store)
         .await
-        .with_context(|| format!("cannot open the database at {}", redact(&config.database_url)))?;
+        .with_context(|| format!("cannot open {location}"))?;
+    tracing::info!("events, schedule and read models in {location}");
     let sealer = config
         .secret_key
         .as_deref()
@@ -197,15 +199,4 @@ async fn shutdown_signal() -> std::io::Result<&'static str> {
         _ = term.recv() => "SIGTERM",
         _ = interrupt.recv() => "SIGINT",
     })
-}
-
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((credentials, host)) if credentials.contains(':') => {
-            let scheme_end = credentials.find("://").map_or(0, |i| i + 3);
-            let user = credentials[scheme_end..].split(':').next().unwrap_or_default();
-            format!("{}{user}:***@{host}", &credentials[..scheme_end])
-        }
-        _ => url.to_string(),
-    }
 }

@@ -134,6 +134,9 @@ async fn every_accepted_task_is_delivered_when_killed_mid_stream() {
 
 #[tokio::test]
 async fn a_surviving_node_takes_over_the_tasks_of_a_dead_one() {
+    if support::postgres_only("a node takes over a dead node's tasks") {
+        return;
+    }
     let endpoint = Receiver::start(|_, nth| if nth == 1 { Reply::status(503) } else { Reply::ok() }).await;
     let mut a = Bida::start("").await;
     let b = a.join("").await;
@@ -170,6 +173,9 @@ async fn a_surviving_node_takes_over_the_tasks_of_a_dead_one() {
 
 #[tokio::test]
 async fn two_live_nodes_deliver_each_task_once() {
+    if support::postgres_only("two nodes share the tasks") {
+        return;
+    }
     let endpoint = Receiver::start(|_, nth| if nth == 1 { Reply::status(503) } else { Reply::ok() }).await;
     let a = Bida::start("").await;
     let b = a.join("").await;

@@ -83,7 +83,7 @@ fn shown_url(text: &str) -> String {
 
 /// Crashes in a row worth telling: the third, then every tenth.
 fn worth_telling(consecutive: u32) -> bool {
-    consecutive == 3 || (consecutive > 3 && consecutive % 10 == 0)
+    consecutive == 3 || (consecutive > 3 && consecutive.is_multiple_of(10))
 }
 
 const WATCHED: [&str; 4] = [

@@ -23,6 +23,9 @@ pub enum StoreError {
     },
     #[error("the event writer has stopped")]
     WriterStopped,
+    /// The embedded store's data directory cannot be used.
+    #[error("data directory {}: {message}", dir.display())]
+    DataDir { dir: std::path::PathBuf, message: String },
 }
 
 impl StoreError {

@@ -10,7 +10,8 @@
 //! - Catch-up readers follow the feed by [`FeedPosition`], in commit order.
 //! - [`EventRepository`] implements cqrs-es's `PersistedEventRepository`.
 //!
-//! Stores: `postgres/` (production, several nodes).
+//! Stores: `postgres/` (production, several nodes) and `sqlite/` (embedded,
+//! one node, the default when no database URL is given).
 
 mod aggregates;
 mod backend;
@@ -25,6 +26,7 @@ mod read_models;
 mod repository;
 mod retention;
 mod schedule;
+mod sqlite;
 mod tasks;
 mod writer;
 
@@ -37,6 +39,7 @@ pub use events::{FeedPosition, FeedRead, StoredEvent, STRIP_ABOVE_BYTES};
 pub use nodes::NodeInfo;
 pub use notifications::Channel;
 pub(crate) use postgres::PgStore;
+
 pub use read_models::{ConsumerCounterChange, StatsBucket, StatusCountChange};
 pub use repository::EventRepository;
 pub use retention::{DayDeferred, DayRetained, RetentionAction, RetentionConfig, RetentionPolicy, RetentionReport};
@@ -59,9 +62,35 @@ impl std::ops::Deref for Store {
     }
 }
 
+/// Where the store is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreLocation {
+    /// A PostgreSQL database (its URL): production, several nodes.
+    Postgres(String),
+    /// The embedded store in this data directory: one node, no server.
+    Embedded(std::path::PathBuf),
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Postgres(url) => write!(f, "the database at {}", postgres::redact(url)),
+            Self::Embedded(dir) => write!(f, "the embedded store in {}", dir.display()),
+        }
+    }
+}
+
 impl Store {
-    /// Opens the store `database_url` names, creating and migrating it as
-    /// needed. The only place that chooses a store.
+    /// Opens the store at `location`, creating and migrating it as needed.
+    /// The only place that chooses a store.
+    pub async fn open_at(location: &StoreLocation, config: &StoreConfig) -> Result<Self, StoreError> {
+        Ok(match location {
+            StoreLocation::Postgres(url) => Self(Arc::new(PgStore::open(url, config).await?)),
+            StoreLocation::Embedded(dir) => Self(Arc::new(sqlite::SqliteStore::open(dir, config).await?)),
+        })
+    }
+
+    /// Opens the PostgreSQL store `database_url` names.
     pub async fn open(database_url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
         Ok(Self(Arc::new(PgStore::open(database_url, config).await?)))
     }

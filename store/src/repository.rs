@@ -27,7 +27,7 @@ fn persistence(e: StoreError) -> PersistenceError {
         StoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
         StoreError::Database(_) | StoreError::WriterStopped => PersistenceError::ConnectionError(Box::new(e)),
         StoreError::Decode { .. } => PersistenceError::DeserializationError(Box::new(e)),
-        StoreError::Migration(_) => PersistenceError::UnknownError(Box::new(e)),
+        StoreError::Migration(_) | StoreError::DataDir { .. } => PersistenceError::UnknownError(Box::new(e)),
     }
 }
 

@@ -87,6 +87,29 @@ fn port_in_log(log: &str) -> Option<u16> {
     digits.parse().ok()
 }
 
+/// An event as the store holds it.
+#[derive(Debug, sqlx::FromRow)]
+pub struct Recorded {
+    pub aggregate_type: String,
+    pub event_type: String,
+    pub payload: String,
+}
+
+/// The store tests run against: PostgreSQL, or the embedded store when
+/// `BIDA_TEST_STORE=embedded`.
+pub fn embedded() -> bool {
+    std::env::var("BIDA_TEST_STORE").as_deref() == Ok("embedded")
+}
+
+/// For a test of what only PostgreSQL does (several nodes, partitions):
+/// true, and a note, when the run is against the embedded store.
+pub fn postgres_only(what: &str) -> bool {
+    if embedded() {
+        println!("PostgreSQL only, not run against the embedded store: {what}");
+    }
+    embedded()
+}
+
 impl Bida {
     /// Starts bida with `FAST` plus `extra` TOML, on a new database.
     pub async fn start(extra: &str) -> Self {
@@ -101,8 +124,9 @@ impl Bida {
         Self::launch_new(Some(db), url, extra, env).await
     }
 
-    /// Another node on the same database.
+    /// Another node on the same database (PostgreSQL: see [`postgres_only`]).
     pub async fn join(&self, extra: &str) -> Self {
+        assert!(!embedded(), "several nodes need PostgreSQL");
         Self::launch_new(None, self.db_url.clone(), extra, &[]).await
     }
 
@@ -142,8 +166,7 @@ impl Bida {
             .arg(&self.config)
             .arg("--listen")
             .arg(format!("127.0.0.1:{}", self.port))
-            .arg("--database-url")
-            .arg(&self.db_url)
+            .args(self.store_args())
             .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("BIDA_DELIVERY__ALLOW_NETWORKS", ALLOW_LOOPBACK)
             .env("BIDA_SECRET_KEY", SECRET_KEY)
@@ -189,6 +212,16 @@ impl Bida {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!("bida did not become ready; log:\n{}", self.log());
+    }
+
+    /// Where the node keeps its data.
+    fn store_args(&self) -> [String; 2] {
+        if embedded() {
+            let dir = self.config.with_file_name("data");
+            ["--data-dir".into(), dir.display().to_string()]
+        } else {
+            ["--database-url".into(), self.db_url.clone()]
+        }
     }
 
     pub fn log(&self) -> String {
@@ -247,13 +280,41 @@ impl Bida {
     /// The payloads of every event of `aggregate_type` (all with `None`), as
     /// the event store holds them.
     pub async fn stored_payloads(&self, aggregate_type: Option<&str>) -> Vec<String> {
+        self.stored_events(aggregate_type)
+            .await
+            .into_iter()
+            .map(|event| event.payload)
+            .collect()
+    }
+
+    /// Every event of `aggregate_type` (all with `None`), read from
+    /// whichever store the node uses.
+    pub async fn stored_events(&self, aggregate_type: Option<&str>) -> Vec<Recorded> {
         use sqlx::Connection;
-        let mut db = sqlx::PgConnection::connect(&self.db_url).await.expect("database");
-        sqlx::query_scalar("SELECT payload::text FROM events WHERE $1::text IS NULL OR aggregate_type = $1")
+        if embedded() {
+            let file = self.config.with_file_name("data").join("bida.db");
+            let options = sqlx::sqlite::SqliteConnectOptions::new().filename(file).read_only(true);
+            let mut db = sqlx::SqliteConnection::connect_with(&options)
+                .await
+                .expect("embedded store");
+            sqlx::query_as(
+                "SELECT aggregate_type, event_type, payload FROM events WHERE ?1 IS NULL OR aggregate_type = ?1",
+            )
             .bind(aggregate_type)
             .fetch_all(&mut db)
             .await
             .expect("events")
+        } else {
+            let mut db = sqlx::PgConnection::connect(&self.db_url).await.expect("database");
+            sqlx::query_as(
+                "SELECT aggregate_type, event_type, payload::text FROM events
+                 WHERE $1::text IS NULL OR aggregate_type = $1",
+            )
+            .bind(aggregate_type)
+            .fetch_all(&mut db)
+            .await
+            .expect("events")
+        }
     }
 
     pub async fn delete(&self, path: &str) -> (u16, Value) {

@@ -23,6 +23,8 @@ mod schedule;
 mod tasks;
 mod writer;
 
+pub(crate) use db::redact;
+
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
 use crate::{Append, Appends, StoreError, WriterStats};
