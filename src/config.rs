@@ -527,7 +527,7 @@ mod tests {
     use super::*;
 
     /// Keys that are unset by default (so absent from the default values).
-    const UNSET_BY_DEFAULT: &[&str] = &["auth.bootstrap_admin_key", "secret_key"];
+    const UNSET_BY_DEFAULT: &[&str] = &["auth.bootstrap_admin_key", "secret_key", "database_url"];
 
     #[test]
     fn every_key_is_documented_and_every_documented_key_exists() {

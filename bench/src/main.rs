@@ -18,13 +18,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use process::BidaProcess;
+use process::{BidaProcess, StoreKind};
 use receiver::BenchReceiver;
 use report::Report;
 
 #[derive(Parser)]
 #[command(name = "bida-bench", about = "Measure Bida end to end on this machine")]
 struct Cli {
+    /// Where the node under test keeps its data.
+    #[arg(long, global = true, value_enum, default_value_t = StoreKind::Postgres)]
+    store: StoreKind,
     #[command(subcommand)]
     command: Command,
 }
@@ -73,13 +76,15 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+    let cli = Cli::parse();
+    let store = cli.store;
+    match cli.command {
         Command::Api {
             tasks,
             concurrency,
             size,
             config,
-        } => api(tasks, concurrency, size, &config).await,
+        } => api(tasks, concurrency, size, Node { config: &config, store }).await,
         Command::Mq {
             broker,
             messages,
@@ -88,8 +93,18 @@ async fn main() -> anyhow::Result<()> {
             partitions,
             paced_seconds,
             config,
-        } => consume(broker, messages, size, concurrency, partitions, paced_seconds, &config).await,
+        } => {
+            let node = Node { config: &config, store };
+            consume(broker, messages, size, concurrency, partitions, paced_seconds, node).await
+        }
     }
+}
+
+/// The node under test: extra TOML for its configuration, and its store.
+#[derive(Clone, Copy)]
+struct Node<'a> {
+    config: &'a str,
+    store: StoreKind,
 }
 
 async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> anyhow::Result<serde_json::Value> {
@@ -107,7 +122,7 @@ async fn consume(
     concurrency: u32,
     partitions: i32,
     paced_seconds: u64,
-    config: &str,
+    node: Node<'_>,
 ) -> anyhow::Result<()> {
     // The ceiling: the bare pipe drains the same backlog first, on an MQ and
     // a receiver of its own.
@@ -140,7 +155,7 @@ async fn consume(
     let receiver = BenchReceiver::start().await?;
     let epoch = receiver.epoch();
     let mq = mq::Mq::start(kind, partitions).await;
-    let mut bida = BidaProcess::start(config).await?;
+    let mut bida = BidaProcess::start(node.config, node.store).await?;
     let http = process::api_client(reqwest::Client::builder())?;
 
     // Throughput: a backlog of `messages`, drained by a fresh consumer.
@@ -305,9 +320,9 @@ async fn pace(mq: &mq::Mq, first: usize, rate: f64, seconds: u64, size: usize, e
     paced
 }
 
-async fn api(tasks: usize, concurrency: usize, size: usize, config: &str) -> anyhow::Result<()> {
+async fn api(tasks: usize, concurrency: usize, size: usize, node: Node<'_>) -> anyhow::Result<()> {
     let receiver = BenchReceiver::start().await?;
-    let mut bida = BidaProcess::start(config).await?;
+    let mut bida = BidaProcess::start(node.config, node.store).await?;
     let epoch = receiver.epoch();
     let http = process::api_client(reqwest::Client::builder().pool_max_idle_per_host(concurrency))?;
     let padding = "x".repeat(size.saturating_sub(60));

@@ -1,4 +1,4 @@
-//! The Bida under test: a release build on a fresh database, measured through /proc.
+//! The Bida under test: a release build on a fresh store, measured through /proc.
 
 use anyhow::{bail, Context};
 use bida_testkit::TestDatabase;
@@ -9,8 +9,45 @@ use std::time::Duration;
 pub struct BidaProcess {
     child: Child,
     pub url: String,
-    db: TestDatabase,
+    store: BenchStore,
     binary: PathBuf,
+}
+
+/// Which store the node under test keeps its data in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Postgres,
+    Embedded,
+}
+
+enum BenchStore {
+    Postgres(TestDatabase),
+    /// The embedded store's data directory.
+    Embedded(PathBuf),
+}
+
+impl BenchStore {
+    fn new(kind: StoreKind) -> Self {
+        let db = TestDatabase::reserve();
+        match kind {
+            StoreKind::Postgres => Self::Postgres(db),
+            StoreKind::Embedded => Self::Embedded(std::env::temp_dir().join(db.name())),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Self::Postgres(db) => db.name().to_string(),
+            Self::Embedded(dir) => dir.file_name().unwrap_or_default().to_string_lossy().into_owned(),
+        }
+    }
+
+    fn args(&self) -> [String; 2] {
+        match self {
+            Self::Postgres(db) => ["--database-url".into(), db.url().into()],
+            Self::Embedded(dir) => ["--data-dir".into(), dir.display().to_string()],
+        }
+    }
 }
 
 fn status_kib(pid: u32, field: &str) -> u64 {
@@ -128,21 +165,22 @@ pub fn api_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::C
 }
 
 impl BidaProcess {
-    pub async fn start(extra_config: &str) -> anyhow::Result<Self> {
+    pub async fn start(extra_config: &str, kind: StoreKind) -> anyhow::Result<Self> {
         let binary = binary()?;
-        let db = TestDatabase::reserve();
+        let store = BenchStore::new(kind);
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = std::env::temp_dir().join(format!("{}.toml", db.name()));
+        let config = std::env::temp_dir().join(format!("{}.toml", store.name()));
         // Gauges (projection lag) refreshed often enough to watch.
         std::fs::write(
             &config,
             format!("[telemetry]\nsample_interval_ms = 1000\n{extra_config}"),
         )?;
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("{}.log", db.name())))?;
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{}.log", store.name())))?;
         let child = Command::new(&binary)
             .args(["serve", "--config"])
             .arg(&config)
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--database-url", db.url()])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(store.args())
             .env("RUST_LOG", "warn")
             .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", BENCH_KEY)
             .env("BIDA_DELIVERY__ALLOW_NETWORKS", r#"["127.0.0.0/8"]"#)
@@ -156,7 +194,7 @@ impl BidaProcess {
         let process = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
-            db,
+            store,
             binary,
         };
         let http = reqwest::Client::new();
@@ -209,7 +247,8 @@ impl BidaProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let output = Command::new(&self.binary)
-            .args(["projections", "rebuild", "task_list", "--database-url", self.db.url()])
+            .args(["projections", "rebuild", "task_list"])
+            .args(self.store.args())
             .env("RUST_LOG", "warn")
             .output()?;
         if !output.status.success() {
@@ -234,7 +273,25 @@ impl BidaProcess {
     /// Bytes on disk of the event store and of what goes with each task.
     pub async fn storage(&self) -> anyhow::Result<Storage> {
         use sqlx::Connection;
-        let mut connection = sqlx::PgConnection::connect(self.db.url()).await?;
+        let db = match &self.store {
+            BenchStore::Postgres(db) => db,
+            BenchStore::Embedded(dir) => {
+                // dbstat: pages per table and index, in the file.
+                let mut connection = embedded(dir).await?;
+                let (events, read_model): (i64, i64) = sqlx::query_as(
+                    "SELECT coalesce(sum(CASE WHEN tbl_name = 'events' THEN pgsize END), 0),
+                            coalesce(sum(CASE WHEN tbl_name IN ('task_view', 'task_streams') THEN pgsize END), 0)
+                     FROM dbstat JOIN sqlite_schema ON dbstat.name = sqlite_schema.name",
+                )
+                .fetch_one(&mut connection)
+                .await?;
+                return Ok(Storage {
+                    events: events as u64,
+                    read_model: read_model as u64,
+                });
+            }
+        };
+        let mut connection = sqlx::PgConnection::connect(db.url()).await?;
         let (events, read_model): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COALESCE(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint
                      FROM pg_inherits i WHERE i.inhparent = 'events'::regclass),
@@ -250,11 +307,24 @@ impl BidaProcess {
 
     pub async fn count_events(&self) -> anyhow::Result<i64> {
         use sqlx::Connection;
-        let mut connection = sqlx::PgConnection::connect(self.db.url()).await?;
-        Ok(sqlx::query_scalar("SELECT count(*) FROM events")
-            .fetch_one(&mut connection)
-            .await?)
+        const COUNT: &str = "SELECT count(*) FROM events";
+        Ok(match &self.store {
+            BenchStore::Postgres(db) => {
+                let mut connection = sqlx::PgConnection::connect(db.url()).await?;
+                sqlx::query_scalar(COUNT).fetch_one(&mut connection).await?
+            }
+            BenchStore::Embedded(dir) => sqlx::query_scalar(COUNT).fetch_one(&mut embedded(dir).await?).await?,
+        })
     }
+}
+
+/// A read-only connection to the embedded store in `dir`.
+async fn embedded(dir: &std::path::Path) -> anyhow::Result<sqlx::SqliteConnection> {
+    use sqlx::Connection;
+    let options = sqlx::sqlite::SqliteConnectOptions::new()
+        .filename(dir.join("bida.db"))
+        .read_only(true);
+    Ok(sqlx::SqliteConnection::connect_with(&options).await?)
 }
 
 /// User + system CPU time of a process (`self` for this one) so far.

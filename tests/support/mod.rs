@@ -64,6 +64,9 @@ pub struct Bida {
     config: PathBuf,
     log: PathBuf,
     port: u16,
+    /// Started as the README's quick start does: no store given, so the
+    /// embedded store in `./bida-data` of its working directory.
+    quick_start: bool,
     pub http: reqwest::Client,
     /// Environment over the defaults (`None` removes a variable).
     env: Vec<(String, Option<String>)>,
@@ -95,10 +98,16 @@ pub struct Recorded {
     pub payload: String,
 }
 
-/// The store tests run against: PostgreSQL, or the embedded store when
-/// `BIDA_TEST_STORE=embedded`.
+/// The store tests run against: PostgreSQL, or the embedded store in the
+/// `embedded` test binary (tests/embedded.rs) or when `BIDA_TEST_STORE=embedded`.
 pub fn embedded() -> bool {
-    std::env::var("BIDA_TEST_STORE").as_deref() == Ok("embedded")
+    let binary = std::env::current_exe().ok();
+    let name = binary
+        .as_deref()
+        .and_then(|path| path.file_name())
+        .and_then(|name| name.to_str());
+    name.is_some_and(|name| name.starts_with("embedded-"))
+        || std::env::var("BIDA_TEST_STORE").as_deref() == Ok("embedded")
 }
 
 /// For a test of what only PostgreSQL does (several nodes, partitions):
@@ -124,6 +133,29 @@ impl Bida {
         Self::launch_new(Some(db), url, extra, env).await
     }
 
+    /// `bida serve` with no store given, as the README's quick start runs it
+    /// (its working directory a fresh one); `extra` TOML as for [`Bida::start`].
+    pub async fn quick_start(extra: &str) -> Self {
+        let dir = own_dir();
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let config = dir.join("bida.toml");
+        std::fs::write(&config, format!("{FAST}\n{extra}")).expect("write config");
+        let mut bida = Self {
+            child: None,
+            url: String::new(),
+            db: None,
+            db_url: String::new(),
+            config,
+            log: dir.join("bida.log"),
+            port: 0,
+            quick_start: true,
+            http: api_client(Some(ADMIN_KEY)),
+            env: vec![("BIDA_DATABASE_URL".into(), None), ("BIDA_DATA_DIR".into(), None)],
+        };
+        bida.launch().await;
+        bida
+    }
+
     /// Another node on the same database (PostgreSQL: see [`postgres_only`]).
     pub async fn join(&self, extra: &str) -> Self {
         assert!(!embedded(), "several nodes need PostgreSQL");
@@ -143,6 +175,7 @@ impl Bida {
             config,
             log: dir.join("bida.log"),
             port: 0,
+            quick_start: false,
             http: api_client(Some(ADMIN_KEY)),
             env: env
                 .iter()
@@ -176,6 +209,9 @@ impl Bida {
             )
             .stdout(Stdio::null())
             .stderr(log);
+        if self.quick_start {
+            command.current_dir(self.config.parent().expect("the test's directory"));
+        }
         for (name, value) in &self.env {
             match value {
                 Some(value) => command.env(name, value),
@@ -215,12 +251,27 @@ impl Bida {
     }
 
     /// Where the node keeps its data.
-    fn store_args(&self) -> [String; 2] {
-        if embedded() {
-            let dir = self.config.with_file_name("data");
-            ["--data-dir".into(), dir.display().to_string()]
+    fn store_args(&self) -> Vec<String> {
+        if self.quick_start {
+            Vec::new()
+        } else if embedded() {
+            vec!["--data-dir".into(), self.data_dir().display().to_string()]
         } else {
-            ["--database-url".into(), self.db_url.clone()]
+            vec!["--database-url".into(), self.db_url.clone()]
+        }
+    }
+
+    /// The node's own directory (its config, log and, for the quick start, data).
+    pub fn dir(&self) -> PathBuf {
+        self.config.parent().expect("the test's directory").to_path_buf()
+    }
+
+    /// The embedded store's directory.
+    fn data_dir(&self) -> PathBuf {
+        if self.quick_start {
+            self.config.with_file_name("bida-data")
+        } else {
+            self.config.with_file_name("data")
         }
     }
 
@@ -291,8 +342,8 @@ impl Bida {
     /// whichever store the node uses.
     pub async fn stored_events(&self, aggregate_type: Option<&str>) -> Vec<Recorded> {
         use sqlx::Connection;
-        if embedded() {
-            let file = self.config.with_file_name("data").join("bida.db");
+        if embedded() || self.quick_start {
+            let file = self.data_dir().join("bida.db");
             let options = sqlx::sqlite::SqliteConnectOptions::new().filename(file).read_only(true);
             let mut db = sqlx::SqliteConnection::connect_with(&options)
                 .await

@@ -1,0 +1,80 @@
+//! The README's quick start: `bida serve` with no database given keeps its
+//! data in `./bida-data` and needs no other server. No PostgreSQL URL is set
+//! (nor `BIDA_DATABASE_URL`): the node must work without one.
+
+mod support;
+
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+use support::{Bida, Receiver, Reply};
+
+#[tokio::test]
+async fn the_quick_start_delivers_retries_and_dead_letters_with_no_database_server() {
+    // Each message fails once, then succeeds; `/never` always fails.
+    let endpoint = Receiver::start(|request, nth| {
+        if request.path.starts_with("/never") || nth == 1 {
+            Reply::status(503)
+        } else {
+            Reply::ok()
+        }
+    })
+    .await;
+    let mut bida = Bida::quick_start("").await;
+    assert!(
+        bida.log().contains("in the embedded store in bida-data"),
+        "the quick start uses the embedded store:\n{}",
+        bida.log()
+    );
+
+    let dead = bida
+        .submit(json!({"url": endpoint.url("/never"), "max_attempts": 2, "backoff": {"initial_ms": 100}}))
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..50 {
+        ids.push(
+            bida.submit(json!({"url": endpoint.url("/retry"), "params": {"n": n},
+                               "backoff": {"initial_ms": 3000, "jitter": 0.0}}))
+                .await,
+        );
+    }
+    assert!(
+        endpoint
+            .wait_until(Duration::from_secs(20), |hits| hits.len() >= 52)
+            .await,
+        "first attempts did not happen\n{}",
+        bida.log()
+    );
+    bida.wait_status(&dead, "dead", Duration::from_secs(20)).await;
+
+    // SIGKILL while the 50 retries wait, then the same command again.
+    bida.kill9();
+    bida.restart().await;
+    for id in &ids {
+        bida.wait_status(id, "delivered", Duration::from_secs(40)).await;
+    }
+    let delivered: HashSet<String> = endpoint
+        .hits()
+        .iter()
+        .filter(|hit| hit.path.starts_with("/retry"))
+        .filter_map(|hit| hit.message_id().map(str::to_string))
+        .collect();
+    assert_eq!(delivered.len(), ids.len(), "every task reached the endpoint");
+    let (_, task) = bida.get(&format!("/v1/tasks/{dead}")).await;
+    assert_eq!(task["status"], "dead", "{task}");
+
+    // A second node on the same directory is refused, plainly.
+    let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_bida"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .current_dir(bida.dir())
+        .env_remove("BIDA_DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output();
+    let output = tokio::time::timeout(Duration::from_secs(30), second)
+        .await
+        .expect("it exits by itself")
+        .expect("bida serve");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("another Bida node"), "{stderr}");
+}
