@@ -27,6 +27,16 @@ pub enum Command {
     Migrate(DatabaseArgs),
     /// Print the effective configuration as TOML.
     Config(ServeArgs),
+    /// Copy this store's history (every event, and each task's schedule) into
+    /// another, new store: the embedded store into PostgreSQL when one node
+    /// is no longer enough. Stop the node first; start it on the target after.
+    Export {
+        /// The target: a PostgreSQL URL (postgres://...) or an embedded store's directory; it must hold no events yet
+        #[arg(long, value_name = "URL|DIR")]
+        to: String,
+        #[command(flatten)]
+        database: DatabaseArgs,
+    },
     /// Read models.
     #[command(subcommand)]
     Projections(ProjectionsCommand),

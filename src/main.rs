@@ -7,7 +7,7 @@ mod serve;
 
 use anyhow::Context;
 use bida_projections::{RunnerConfig, TaskList};
-use bida_store::Store;
+use bida_store::{Store, StoreLocation};
 use clap::Parser;
 use std::process::ExitCode;
 use std::time::Instant;
@@ -30,6 +30,7 @@ fn main() -> ExitCode {
     let overrides = match &cli.command {
         Command::Serve(args) | Command::Config(args) => args.overrides(),
         Command::Migrate(db)
+        | Command::Export { database: db, .. }
         | Command::Projections(ProjectionsCommand::Rebuild { database: db, .. })
         | Command::Projections(ProjectionsCommand::Status { database: db })
         | Command::Keys(KeysCommand::Create { database: db, .. })
@@ -61,6 +62,7 @@ fn main() -> ExitCode {
         },
         Command::Config(_) => print_config(&config),
         Command::Migrate(_) => run_async(migrate(config)),
+        Command::Export { to, .. } => run_async(export(config, to)),
         Command::Projections(ProjectionsCommand::Rebuild { name, .. }) => run_async(rebuild(config, name)),
         Command::Projections(ProjectionsCommand::Status { .. }) => run_async(status(config)),
         Command::Keys(KeysCommand::Create { role, name, .. }) => run_async(create_key(config, role, name)),
@@ -144,6 +146,29 @@ async fn migrate(config: Config) -> anyhow::Result<()> {
     let store = open(&config).await?;
     let ready = store.readiness().await;
     println!("database ready: {}", ready.is_ready());
+    Ok(())
+}
+
+/// `bida export --to`: this store's events into a new one.
+async fn export(config: Config, to: String) -> anyhow::Result<()> {
+    let source = open(&config).await?;
+    let target_location = if to.starts_with("postgres://") || to.starts_with("postgresql://") {
+        StoreLocation::Postgres(to)
+    } else {
+        StoreLocation::Embedded(to.into())
+    };
+    let target = Store::open_at(&target_location, &config.store)
+        .await
+        .with_context(|| format!("cannot open {target_location}"))?;
+    let started = std::time::Instant::now();
+    let copied = source
+        .copy_into(&target, |n| eprintln!("{n} events copied"))
+        .await
+        .with_context(|| format!("cannot copy into {target_location}"))?;
+    println!(
+        "{copied} events copied into {target_location} in {:.1} s; start Bida on it (the task list is folded again at start)",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }
 

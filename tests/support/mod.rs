@@ -156,6 +156,13 @@ impl Bida {
         bida
     }
 
+    /// A node on the PostgreSQL database `db` (which it owns from now on).
+    pub async fn start_on_postgres(db: TestDatabase, extra: &str) -> Self {
+        assert!(!embedded(), "a PostgreSQL node in a run against the embedded store");
+        let url = db.url().to_string();
+        Self::launch_new(Some(db), url, extra, &[]).await
+    }
+
     /// Another node on the same database (PostgreSQL: see [`postgres_only`]).
     pub async fn join(&self, extra: &str) -> Self {
         assert!(!embedded(), "several nodes need PostgreSQL");
