@@ -4,22 +4,24 @@
 
 mod support;
 
+use bida_testkit::Hit;
 use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 use support::{Bida, Receiver, Reply};
 
+/// Each message fails once, then succeeds; `/never` always fails.
+fn once_then_ok(request: &Hit, nth: u32) -> Reply {
+    if request.path.starts_with("/never") || nth == 1 {
+        Reply::status(503)
+    } else {
+        Reply::ok()
+    }
+}
+
 #[tokio::test]
 async fn the_quick_start_delivers_retries_and_dead_letters_with_no_database_server() {
-    // Each message fails once, then succeeds; `/never` always fails.
-    let endpoint = Receiver::start(|request, nth| {
-        if request.path.starts_with("/never") || nth == 1 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let endpoint = Receiver::start(once_then_ok).await;
     let mut bida = Bida::quick_start("").await;
     assert!(
         bida.log().contains("in the embedded store in bida-data"),
@@ -84,14 +86,7 @@ async fn the_quick_start_delivers_retries_and_dead_letters_with_no_database_serv
 /// and its dead letters.
 #[tokio::test]
 async fn a_project_moves_from_the_embedded_store_to_postgres() {
-    let endpoint = Receiver::start(|request, nth| {
-        if request.path.starts_with("/never") || nth == 1 {
-            Reply::status(503)
-        } else {
-            Reply::ok()
-        }
-    })
-    .await;
+    let endpoint = Receiver::start(once_then_ok).await;
     let mut small = Bida::quick_start("").await;
     let dead = small
         .submit(json!({"url": endpoint.url("/never"), "max_attempts": 2, "backoff": {"initial_ms": 100}}))

@@ -12,9 +12,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::{
-    Append, Channel, ClaimedTask, ConsumerCounterChange, FeedPosition, FeedRead, LoadedTask, LoadedTasks, NodeInfo,
-    Readiness, RetentionPolicy, RetentionReport, RuntimeRow, ScheduleEntry, SessionRow, StatsBucket, StatusCountChange,
-    StoreError, StoredEvent, WriterStats,
+    Append, Channel, ClaimedTask, ConsumerCounterChange, FeedPosition, FeedRead, NodeInfo, Readiness, RetentionPolicy,
+    RetentionReport, RuntimeRow, ScheduleEntry, SessionRow, StatsBucket, StatusCountChange, StoreError, StoredEvent,
+    WriterStats,
 };
 
 /// Every concern of a store.
@@ -198,7 +198,9 @@ pub trait ConsumerRuntime: Send + Sync {
 #[async_trait]
 pub trait Checkpoints: Send + Sync {
     /// Where the reader `name` stands; the start of the feed if it never read.
-    async fn checkpoint(&self, name: &str) -> Result<FeedPosition, StoreError>;
+    async fn checkpoint(&self, name: &str) -> Result<FeedPosition, StoreError> {
+        Ok(self.saved_checkpoint(name).await?.unwrap_or_default())
+    }
 
     async fn saved_checkpoint(&self, name: &str) -> Result<Option<FeedPosition>, StoreError>;
 
@@ -323,12 +325,6 @@ pub trait Schedule: Send + Sync {
 pub trait TaskStreams: Send + Sync {
     /// The partition of task `id`, if it exists.
     async fn task_stream_epoch(&self, id: &str) -> Result<Option<i32>, StoreError>;
-
-    async fn load_task(&self, id: &str) -> Result<Option<LoadedTask>, StoreError>;
-
-    /// Loads many tasks in one query. Unknown ids are left out; tasks whose
-    /// events this version cannot decode come back apart, with the reason.
-    async fn load_tasks(&self, ids: &[String]) -> Result<LoadedTasks, StoreError>;
 
     /// Tasks submitted since `since` whose request body contains `text`,
     /// newest first: a scan of those days' partitions only, cut off after

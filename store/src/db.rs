@@ -36,6 +36,23 @@ pub struct Readiness {
 }
 
 impl Readiness {
+    /// From the newest migration the store has applied (`None`: none),
+    /// against the newest this build knows.
+    pub(crate) fn of(applied: Result<Option<i64>, sqlx::Error>, latest: i64) -> Self {
+        match applied {
+            Ok(applied) => Readiness {
+                database: true,
+                migrations_applied: applied.unwrap_or(0) >= latest,
+                error: None,
+            },
+            Err(e) => Readiness {
+                database: false,
+                migrations_applied: false,
+                error: Some(e.to_string()),
+            },
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.database && self.migrations_applied
     }

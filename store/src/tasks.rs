@@ -7,7 +7,7 @@ use cqrs_es::Aggregate;
 use std::borrow::Cow;
 use uuid::Uuid;
 
-use crate::{Append, NewEvent, ScheduleWrite, StoreError, StoredEvent};
+use crate::{Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
 
 /// The aggregate type of callback tasks in the event store.
 pub const TASK_TYPE: &str = CallbackTask::TYPE;
@@ -96,7 +96,7 @@ pub fn new_task_append(id: &str, events: &[TaskEvent], owner: Option<Uuid>) -> R
     task_append(id, epoch, 0, events, owner)
 }
 
-pub(crate) fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
+fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, StoreError> {
     let events = stored
         .iter()
         .map(StoredEvent::decode)
@@ -108,4 +108,29 @@ pub(crate) fn load(id: &str, stored: &[StoredEvent]) -> Result<LoadedTask, Store
         events,
         version: stored.last().map_or(0, |e| e.sequence),
     })
+}
+
+impl Store {
+    pub async fn load_task(&self, id: &str) -> Result<Option<LoadedTask>, StoreError> {
+        let stored = self.events_of(TASK_TYPE, id).await?;
+        if stored.is_empty() {
+            return Ok(None);
+        }
+        load(id, &stored).map(Some)
+    }
+
+    /// Loads many tasks in one query. Unknown ids are left out; tasks whose
+    /// events this version cannot decode come back apart, with the reason.
+    pub async fn load_tasks(&self, ids: &[String]) -> Result<LoadedTasks, StoreError> {
+        let stored = self.events_of_many(TASK_TYPE, ids).await?;
+        let mut batch = LoadedTasks::default();
+        for group in stored.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
+            let Some(first) = group.first() else { continue };
+            match load(&first.aggregate_id, group) {
+                Ok(task) => batch.loaded.push(task),
+                Err(e) => batch.unreadable.push((first.aggregate_id.clone(), e)),
+            }
+        }
+        Ok(batch)
+    }
 }

@@ -136,22 +136,13 @@ impl Bida {
     /// `bida serve` with no store given, as the README's quick start runs it
     /// (its working directory a fresh one); `extra` TOML as for [`Bida::start`].
     pub async fn quick_start(extra: &str) -> Self {
-        let dir = own_dir();
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let config = dir.join("bida.toml");
-        std::fs::write(&config, format!("{FAST}\n{extra}")).expect("write config");
-        let mut bida = Self {
-            child: None,
-            url: String::new(),
-            db: None,
-            db_url: String::new(),
-            config,
-            log: dir.join("bida.log"),
-            port: 0,
-            quick_start: true,
-            http: api_client(Some(ADMIN_KEY)),
-            env: vec![("BIDA_DATABASE_URL".into(), None), ("BIDA_DATA_DIR".into(), None)],
-        };
+        let mut bida = Self::unstarted(
+            None,
+            String::new(),
+            extra,
+            &[("BIDA_DATABASE_URL", None), ("BIDA_DATA_DIR", None)],
+        );
+        bida.quick_start = true;
         bida.launch().await;
         bida
     }
@@ -169,12 +160,13 @@ impl Bida {
         Self::launch_new(None, self.db_url.clone(), extra, &[]).await
     }
 
-    async fn launch_new(db: Option<TestDatabase>, db_url: String, extra: &str, env: &[(&str, Option<&str>)]) -> Self {
+    /// A node's directory, config and settings, not started yet.
+    fn unstarted(db: Option<TestDatabase>, db_url: String, extra: &str, env: &[(&str, Option<&str>)]) -> Self {
         let dir = own_dir();
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("bida.toml");
         std::fs::write(&config, format!("{FAST}\n{extra}")).expect("write config");
-        let mut bida = Self {
+        Self {
             child: None,
             url: String::new(),
             db,
@@ -188,7 +180,11 @@ impl Bida {
                 .iter()
                 .map(|(name, value)| (name.to_string(), value.map(str::to_string)))
                 .collect(),
-        };
+        }
+    }
+
+    async fn launch_new(db: Option<TestDatabase>, db_url: String, extra: &str, env: &[(&str, Option<&str>)]) -> Self {
+        let mut bida = Self::unstarted(db, db_url, extra, env);
         bida.launch().await;
         bida
     }

@@ -7,10 +7,6 @@ use crate::{Checkpoints, FeedPosition, PgStore, StoreError};
 
 #[async_trait]
 impl Checkpoints for PgStore {
-    async fn checkpoint(&self, name: &str) -> Result<FeedPosition, StoreError> {
-        Ok(self.saved_checkpoint(name).await?.unwrap_or_default())
-    }
-
     async fn saved_checkpoint(&self, name: &str) -> Result<Option<FeedPosition>, StoreError> {
         let row: Option<(i64, i64)> =
             sqlx::query_as("SELECT transaction_id::text::bigint, position FROM projection_checkpoints WHERE name = $1")

@@ -72,22 +72,10 @@ impl PgStore {
 impl Health for PgStore {
     async fn readiness(&self) -> Readiness {
         let latest = MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0);
-        let applied: Result<Option<i64>, sqlx::Error> =
-            sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
-                .fetch_one(&self.pool)
-                .await;
-        match applied {
-            Ok(applied) => Readiness {
-                database: true,
-                migrations_applied: applied.unwrap_or(0) >= latest,
-                error: None,
-            },
-            Err(e) => Readiness {
-                database: false,
-                migrations_applied: false,
-                error: Some(e.to_string()),
-            },
-        }
+        let applied = sqlx::query_scalar("SELECT max(version) FROM _sqlx_migrations WHERE success")
+            .fetch_one(&self.pool)
+            .await;
+        Readiness::of(applied, latest)
     }
 }
 

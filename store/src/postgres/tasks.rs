@@ -1,12 +1,8 @@
 //! Loading tasks from their partition, and searching bodies a day at a time.
 
-use crate::prelude::*;
-use crate::tasks::load;
-use crate::{task_epoch, LoadedTask, LoadedTasks, PgStore, StoreError, TaskStreams, TASK_TYPE};
+use crate::{task_epoch, PgStore, StoreError, TaskStreams, TASK_TYPE};
 use async_trait::async_trait;
-use bida_domain::task::CallbackTask;
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
 
 #[async_trait]
 impl TaskStreams for PgStore {
@@ -15,27 +11,6 @@ impl TaskStreams for PgStore {
             .bind(id)
             .fetch_optional(self.pool())
             .await?)
-    }
-
-    async fn load_task(&self, id: &str) -> Result<Option<LoadedTask>, StoreError> {
-        let stored = self.events_of(CallbackTask::TYPE, id).await?;
-        if stored.is_empty() {
-            return Ok(None);
-        }
-        load(id, &stored).map(Some)
-    }
-
-    async fn load_tasks(&self, ids: &[String]) -> Result<LoadedTasks, StoreError> {
-        let stored = self.events_of_many(CallbackTask::TYPE, ids).await?;
-        let mut batch = LoadedTasks::default();
-        for group in stored.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
-            let Some(first) = group.first() else { continue };
-            match load(&first.aggregate_id, group) {
-                Ok(task) => batch.loaded.push(task),
-                Err(e) => batch.unreadable.push((first.aggregate_id.clone(), e)),
-            }
-        }
-        Ok(batch)
     }
 
     async fn tasks_whose_body_contains(

@@ -16,6 +16,36 @@ use std::collections::HashMap;
 
 use crate::StoreError;
 
+/// Task summaries from (id, document) rows.
+pub(crate) fn summaries_of(rows: Vec<(String, String)>) -> Result<HashMap<String, TaskSummary>, StoreError> {
+    let mut summaries = HashMap::with_capacity(rows.len());
+    for (id, doc) in rows {
+        let summary = serde_json::from_str(&doc).map_err(|e| StoreError::Decode {
+            aggregate_id: id.clone(),
+            sequence: 0,
+            message: format!("task_view document: {e}"),
+        })?;
+        summaries.insert(id, summary);
+    }
+    Ok(summaries)
+}
+
+/// The counts of a statistics row, in the table's column order.
+pub(crate) fn counts(columns: [i64; 9]) -> Counts {
+    let [submitted, attempts, delivered, failed, retried, timeouts, dead, latency_sum_ms, latency_max_ms] = columns;
+    Counts {
+        submitted,
+        attempts,
+        delivered,
+        failed,
+        retried,
+        timeouts,
+        dead,
+        latency_sum_ms,
+        latency_max_ms,
+    }
+}
+
 /// A page from the rows a list query returned (id, summary document, status
 /// as observed), `limit + 1` of them at most: one more tells there is a next page.
 pub(crate) fn page_of(rows: Vec<(String, String, String)>, limit: i64) -> Result<TaskPage, StoreError> {

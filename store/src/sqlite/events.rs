@@ -2,16 +2,12 @@
 //! order), checkpoints and tasks' streams.
 
 use async_trait::async_trait;
-use bida_domain::task::CallbackTask;
 use chrono::{DateTime, Utc};
-use cqrs_es::Aggregate;
 use sqlx::{Sqlite, Transaction};
 
 use super::{micros, now, time, SqliteStore};
-use crate::tasks::load;
 use crate::{
-    Checkpoints, EventLog, FeedPosition, FeedRead, LoadedTask, LoadedTasks, StoreError, StoredEvent, TaskStreams,
-    STRIP_ABOVE_BYTES, TASK_TYPE,
+    Checkpoints, EventLog, FeedPosition, FeedRead, StoreError, StoredEvent, TaskStreams, STRIP_ABOVE_BYTES, TASK_TYPE,
 };
 
 /// The columns of a [`StoredEvent`], in [`Row`]'s order.
@@ -159,10 +155,6 @@ impl EventLog for SqliteStore {
 
 #[async_trait]
 impl Checkpoints for SqliteStore {
-    async fn checkpoint(&self, name: &str) -> Result<FeedPosition, StoreError> {
-        Ok(self.saved_checkpoint(name).await?.unwrap_or_default())
-    }
-
     async fn saved_checkpoint(&self, name: &str) -> Result<Option<FeedPosition>, StoreError> {
         let position: Option<i64> = sqlx::query_scalar("SELECT position FROM projection_checkpoints WHERE name = ?")
             .bind(name)
@@ -215,27 +207,6 @@ impl TaskStreams for SqliteStore {
             .bind(id)
             .fetch_optional(self.pool())
             .await?)
-    }
-
-    async fn load_task(&self, id: &str) -> Result<Option<LoadedTask>, StoreError> {
-        let stored = self.events_of(CallbackTask::TYPE, id).await?;
-        if stored.is_empty() {
-            return Ok(None);
-        }
-        load(id, &stored).map(Some)
-    }
-
-    async fn load_tasks(&self, ids: &[String]) -> Result<LoadedTasks, StoreError> {
-        let stored = self.events_of_many(CallbackTask::TYPE, ids).await?;
-        let mut batch = LoadedTasks::default();
-        for group in stored.chunk_by(|a, b| a.aggregate_id == b.aggregate_id) {
-            let Some(first) = group.first() else { continue };
-            match load(&first.aggregate_id, group) {
-                Ok(task) => batch.loaded.push(task),
-                Err(e) => batch.unreadable.push((first.aggregate_id.clone(), e)),
-            }
-        }
-        Ok(batch)
     }
 
     async fn tasks_whose_body_contains(

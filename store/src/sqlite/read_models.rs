@@ -2,7 +2,7 @@
 //! its checkpoint, lists and statistics read back.
 
 use async_trait::async_trait;
-use bida_domain::stats::{Counts, Overview, StatsQuery, StatsSeries};
+use bida_domain::stats::{Overview, StatsQuery, StatsSeries};
 use bida_domain::task::{EndpointHost, TaskCursor, TaskFilter, TaskPage, TaskStatus, TaskSummary};
 use chrono::{TimeDelta, Utc};
 use sqlx::{QueryBuilder, Sqlite, Transaction};
@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::events::{json_list, save_checkpoint_in};
 use super::{micros, now, time, SqliteStore};
-use crate::read_models::{by_status_of, overview_of, page_of, series_of};
+use crate::read_models::{by_status_of, counts, overview_of, page_of, series_of, summaries_of};
 use crate::{
     ConsumerCounterChange, FeedPosition, Fold, FoldPage, Folds, StatsBucket, StatsReads, StatusCountChange, StoreError,
     TaskListReads,
@@ -79,16 +79,7 @@ impl FoldPage for SqliteFold {
                 .bind(json_list(ids))
                 .fetch_all(&mut *self.tx)
                 .await?;
-        let mut summaries = HashMap::with_capacity(rows.len());
-        for (id, doc) in rows {
-            let summary = serde_json::from_str(&doc).map_err(|e| StoreError::Decode {
-                aggregate_id: id.clone(),
-                sequence: 0,
-                message: format!("task_view document: {e}"),
-            })?;
-            summaries.insert(id, summary);
-        }
-        Ok(summaries)
+        summaries_of(rows)
     }
 
     async fn save_task_summaries(&mut self, summaries: Vec<TaskSummary>) -> Result<(), StoreError> {
@@ -389,32 +380,7 @@ impl StatsReads for SqliteStore {
         .fetch_all(self.pool())
         .await?;
         Ok(series_of(rows.into_iter().map(
-            |(
-                key,
-                at,
-                submitted,
-                attempts,
-                delivered,
-                failed,
-                retried,
-                timeouts,
-                dead,
-                latency_sum_ms,
-                latency_max_ms,
-            )| {
-                let counts = Counts {
-                    submitted,
-                    attempts,
-                    delivered,
-                    failed,
-                    retried,
-                    timeouts,
-                    dead,
-                    latency_sum_ms,
-                    latency_max_ms,
-                };
-                (key, time(at), counts)
-            },
+            |(key, at, a, b, c, d, e, f, g, h, i)| (key, time(at), counts([a, b, c, d, e, f, g, h, i])),
         )))
     }
 

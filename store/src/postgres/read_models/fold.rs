@@ -2,6 +2,7 @@
 //! locked first, multi-row upserts (UNNEST), the checkpoint moved last.
 
 use crate::postgres::checkpoints::save_checkpoint_in;
+use crate::read_models::summaries_of;
 use crate::{
     ConsumerCounterChange, FeedPosition, Fold, FoldPage, Folds, PgStore, StatsBucket, StatusCountChange, StoreError,
 };
@@ -79,16 +80,7 @@ impl FoldPage for PgFold {
             .bind(ids)
             .fetch_all(&mut *self.tx)
             .await?;
-        let mut summaries = HashMap::with_capacity(rows.len());
-        for (id, doc) in rows {
-            let summary = serde_json::from_str(&doc).map_err(|e| StoreError::Decode {
-                aggregate_id: id.clone(),
-                sequence: 0,
-                message: format!("task_view document: {e}"),
-            })?;
-            summaries.insert(id, summary);
-        }
-        Ok(summaries)
+        summaries_of(rows)
     }
 
     async fn save_task_summaries(&mut self, summaries: Vec<TaskSummary>) -> Result<(), StoreError> {

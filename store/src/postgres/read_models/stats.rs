@@ -1,11 +1,11 @@
 //! Statistics read from `stats_minute` and `task_counts`.
 
 use async_trait::async_trait;
-use bida_domain::stats::{Counts, Overview, StatsQuery, StatsSeries};
+use bida_domain::stats::{Overview, StatsQuery, StatsSeries};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::collections::HashMap;
 
-use crate::read_models::{by_status_of, overview_of, series_of};
+use crate::read_models::{by_status_of, counts, overview_of, series_of};
 use crate::{PgStore, StatsReads, StoreError};
 
 #[async_trait]
@@ -36,32 +36,7 @@ impl StatsReads for PgStore {
         .fetch_all(self.pool())
         .await?;
         Ok(series_of(rows.into_iter().map(
-            |(
-                key,
-                at,
-                submitted,
-                attempts,
-                delivered,
-                failed,
-                retried,
-                timeouts,
-                dead,
-                latency_sum_ms,
-                latency_max_ms,
-            )| {
-                let counts = Counts {
-                    submitted,
-                    attempts,
-                    delivered,
-                    failed,
-                    retried,
-                    timeouts,
-                    dead,
-                    latency_sum_ms,
-                    latency_max_ms,
-                };
-                (key, at, counts)
-            },
+            |(key, at, a, b, c, d, e, f, g, h, i)| (key, at, counts([a, b, c, d, e, f, g, h, i])),
         )))
     }
 
