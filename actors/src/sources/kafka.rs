@@ -647,7 +647,7 @@ struct KafkaProbe {
     anomalies: mpsc::UnboundedSender<Observed>,
 }
 
-/// An empty assignment this old, in a group with fewer members than
+/// An empty assignment this old, in a group with no more members than
 /// partitions, is a rebalance that never finished. A minute was too long:
 /// with a survivor revoked late under load, the rejoin and its own rebalance
 /// did not fit in the three minutes a test allows for a takeover.
@@ -699,7 +699,10 @@ impl KafkaProbe {
                 .sum(),
             Err(_) => return,
         };
-        if members < partitions {
+        // As many partitions as members or more: every member should have one.
+        // (Fewer members only was not enough: a survivor alone in the group
+        // of a one-partition topic, given nothing, waited for good.)
+        if members <= partitions {
             tracing::warn!(
                 group = %self.group, members, partitions, ?since,
                 "no partitions assigned to this member since the last rebalance; joining the group again"
