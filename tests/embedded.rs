@@ -1,8 +1,8 @@
 //! The same end-to-end tests of the task path, the scheduler, projections
-//! and the Kafka and RabbitMQ consumers, against the embedded store: this
-//! binary's name tells the harness which store to start (see
-//! `support::embedded`). Tests of what only PostgreSQL does say so and
-//! return.
+//! and the Kafka and RabbitMQ consumers (fixed and randomized scenarios),
+//! against the embedded store: this binary's name tells the harness which
+//! store to start (see `support::embedded`). Tests of what only PostgreSQL
+//! does say so and return.
 
 // Each file declares `mod support;` to build on its own as well; here that
 // makes one copy of the harness per file, which is what we want.
@@ -12,5 +12,7 @@
 mod consumers;
 #[path = "restart.rs"]
 mod restart;
+#[path = "stress.rs"]
+mod stress;
 #[path = "tasks.rs"]
 mod tasks;

@@ -27,30 +27,31 @@ async fn waiting_retries_and_delayed_tasks_survive_kill_9() {
     // Every first attempt fails, so each task waits for its retry when we kill.
     let endpoint = Receiver::start(|_, nth| if nth == 1 { Reply::status(503) } else { Reply::ok() }).await;
     let mut bida = Bida::start("").await;
-    let mut ids = Vec::new();
-    for n in 0..200 {
-        ids.push(
-            bida.submit(json!({
-                "url": endpoint.url("/retry"),
-                "params": {"n": n},
-                "backoff": {"initial_ms": 3000, "jitter": 0.0},
-            }))
-            .await,
-        );
-    }
-    for n in 0..20 {
-        ids.push(
-            bida.submit(json!({"url": endpoint.url("/delayed"), "params": {"n": n}, "delay_ms": 4000}))
-                .await,
-        );
-    }
+    // Submitted all at once: one by one, each waits for its own commit, and
+    // on a store whose commit costs an fsync the first tasks' retries could
+    // come before the last ones' first attempts.
+    let retrying = (0..200).map(|n| {
+        bida.submit(json!({
+            "url": endpoint.url("/retry"),
+            "params": {"n": n},
+            "backoff": {"initial_ms": 5000, "jitter": 0.0},
+        }))
+    });
+    let delayed =
+        (0..20).map(|n| bida.submit(json!({"url": endpoint.url("/delayed"), "params": {"n": n}, "delay_ms": 6000})));
+    let mut ids = futures::future::join_all(retrying).await;
+    ids.extend(futures::future::join_all(delayed).await);
     assert!(
         endpoint
             .wait_until(Duration::from_secs(20), |hits| hits.len() >= 200)
             .await,
         "first attempts did not happen"
     );
-    assert!(delivered(&endpoint).is_empty(), "nothing delivered before the kill");
+    assert!(
+        delivered(&endpoint).is_empty(),
+        "nothing delivered before the kill: {:?}",
+        delivered(&endpoint)
+    );
 
     bida.kill9();
     bida.restart().await;

@@ -72,11 +72,14 @@ pub struct Bida {
     env: Vec<(String, Option<String>)>,
 }
 
-/// A directory of this process's own: tests run in parallel threads.
+/// A directory of the node's own. Not a counter: tests run in parallel
+/// threads, and tests/embedded.rs holds several copies of this module.
 fn own_dir() -> PathBuf {
-    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    std::env::temp_dir().join(format!("bida-test-{}-{n}", std::process::id()))
+    std::env::temp_dir().join(format!(
+        "bida-test-{}-{}",
+        std::process::id(),
+        uuid::Uuid::new_v4().simple()
+    ))
 }
 
 /// The port a node's log says it listens on. Nodes pick their own port the
