@@ -134,3 +134,13 @@ impl Store {
         Ok(batch)
     }
 }
+
+/// `text` as it stands inside a payload's JSON: bodies are JSON strings
+/// there, with quotes and backslashes escaped.
+pub(crate) fn body_needle(text: &str) -> String {
+    let encoded = serde_json::to_string(text).unwrap_or_default();
+    encoded
+        .get(1..encoded.len().saturating_sub(1))
+        .unwrap_or_default()
+        .to_string()
+}

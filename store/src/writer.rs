@@ -4,8 +4,12 @@
 use bida_domain::task::ScheduleChange;
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::StoreError;
 use uuid::Uuid;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,7 +89,7 @@ pub struct WriterStats {
 }
 
 /// Counts a committed batch's events by aggregate type.
-pub(crate) fn record_batch<'a>(appends: impl Iterator<Item = &'a Append>, events: usize, took: Duration) {
+fn record_batch<'a>(appends: impl Iterator<Item = &'a Append>, events: usize, took: Duration) {
     let metrics = bida_telemetry::instruments();
     metrics.append_duration.record(took.as_secs_f64(), &[]);
     metrics.append_batch_size.record(events as u64, &[]);
@@ -104,5 +108,95 @@ pub(crate) fn record_batch<'a>(appends: impl Iterator<Item = &'a Append>, events
                 aggregate_type.to_string(),
             )],
         );
+    }
+}
+
+/// An append waiting for its batch, and where to answer.
+pub(crate) struct Job {
+    pub(crate) append: Append,
+    pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// The front of a store's group commit: appends queue here and wait for
+/// their batch; the store's collector takes them from the receiver.
+pub(crate) struct Writer {
+    queue: mpsc::Sender<Job>,
+    stats: Arc<WriterStats>,
+}
+
+impl Writer {
+    pub(crate) fn new(config: &WriterConfig) -> (Self, mpsc::Receiver<Job>, Arc<WriterStats>) {
+        let (queue, jobs) = mpsc::channel(config.queue.max(1));
+        let stats = Arc::new(WriterStats::default());
+        (
+            Self {
+                queue,
+                stats: stats.clone(),
+            },
+            jobs,
+            stats,
+        )
+    }
+
+    pub(crate) fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// Appends and waits until the batch holding it has committed.
+    pub(crate) async fn append(&self, append: Append) -> Result<(), StoreError> {
+        if append.events.is_empty() && append.schedule.is_none() {
+            return Ok(());
+        }
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Job { append, reply })
+            .await
+            .map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
+    }
+}
+
+/// `first` and what else is queued, up to the batch limits.
+pub(crate) fn gather(first: Job, jobs: &mut mpsc::Receiver<Job>, config: &WriterConfig) -> Vec<Job> {
+    let (mut events, mut bytes) = (first.append.events.len(), first.append.bytes());
+    let mut batch = vec![first];
+    while events < config.max_batch_events && bytes < config.max_batch_bytes {
+        match jobs.try_recv() {
+            Ok(job) => {
+                events += job.append.events.len();
+                bytes += job.append.bytes();
+                batch.push(job);
+            }
+            Err(_) => break,
+        }
+    }
+    batch
+}
+
+/// Counts a committed batch, in telemetry and in the writer's stats.
+pub(crate) fn count_committed(jobs: &[Job], started: Instant, stats: &WriterStats) {
+    let events: usize = jobs.iter().map(|j| j.append.events.len()).sum();
+    record_batch(jobs.iter().map(|j| &j.append), events, started.elapsed());
+    stats.events.fetch_add(events as u64, Ordering::Relaxed);
+    stats.batches.fetch_add(1, Ordering::Relaxed);
+    stats
+        .commit_micros
+        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+}
+
+pub(crate) fn fail_all(jobs: Vec<Job>, error: StoreError, stats: &WriterStats) {
+    tracing::warn!(appends = jobs.len(), %error, "append failed");
+    stats.failures.fetch_add(1, Ordering::Relaxed);
+    for job in jobs {
+        let _ = job.reply.send(Err(error.clone()));
+    }
+}
+
+/// The error of an append whose sequence another took.
+pub(crate) fn conflict(event: &NewEvent) -> StoreError {
+    StoreError::Conflict {
+        aggregate_type: event.aggregate_type.to_string(),
+        aggregate_id: event.aggregate_id.clone(),
+        sequence: event.sequence,
     }
 }

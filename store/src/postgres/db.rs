@@ -1,7 +1,7 @@
 //! Opening the Postgres store: the database created if missing, migrations
 //! applied, the pools and the group-commit writer started.
 
-use super::writer::Writer;
+use super::writer;
 use crate::prelude::*;
 use crate::{Channel, Health, PgStore, Readiness, StoreConfig, StoreError};
 use async_trait::async_trait;
@@ -54,7 +54,7 @@ impl PgStore {
         let mut migrating = PgConnection::connect_with(&untimed).await?;
         MIGRATOR.run(&mut migrating).await?;
         migrating.close().await?;
-        let writer = Writer::spawn(pool.clone(), config.writer.clone());
+        let writer = writer::spawn(pool.clone(), config.writer.clone());
         let store = Self {
             pool,
             control,

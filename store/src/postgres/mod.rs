@@ -27,8 +27,8 @@ pub(crate) use db::redact;
 
 use sqlx::postgres::{PgConnectOptions, PgPool};
 
+use crate::writer::Writer;
 use crate::{Append, Appends, StoreError, WriterStats};
-use writer::Writer;
 
 /// The store on PostgreSQL: several nodes share it.
 pub(crate) struct PgStore {

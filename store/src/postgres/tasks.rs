@@ -1,5 +1,6 @@
 //! Loading tasks from their partition, and searching bodies a day at a time.
 
+use crate::tasks::body_needle;
 use crate::{task_epoch, PgStore, StoreError, TaskStreams, TASK_TYPE};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -20,10 +21,7 @@ impl TaskStreams for PgStore {
         limit: i64,
         budget: std::time::Duration,
     ) -> Result<Vec<String>, StoreError> {
-        // Bodies sit in the payload's JSON as JSON strings: match the text as
-        // JSON writes it (quotes and backslashes escaped).
-        let encoded = serde_json::to_string(text).unwrap_or_default();
-        let needle = encoded.get(1..encoded.len().saturating_sub(1)).unwrap_or_default();
+        let needle = body_needle(text);
         let mut tx = self.pool().begin().await?;
         sqlx::query(&format!("SET LOCAL statement_timeout = {}", budget.as_millis().max(1)))
             .execute(&mut *tx)
@@ -37,7 +35,7 @@ impl TaskStreams for PgStore {
         .bind(TASK_TYPE)
         .bind(task_epoch(since))
         .bind(since)
-        .bind(needle)
+        .bind(&needle)
         .bind(limit)
         .fetch_all(&mut *tx)
         .await?;

@@ -19,8 +19,8 @@
 //! concurrent batches lock in the same order and cannot deadlock each other.
 
 use crate::error::is_transient;
-use crate::writer::record_batch;
-use crate::{Append, NewEvent, ScheduleWrite, StoreError, WriterConfig, WriterStats, TASK_TYPE};
+use crate::writer::{conflict, count_committed, fail_all, gather, Job, Writer};
+use crate::{NewEvent, ScheduleWrite, WriterConfig, WriterStats, TASK_TYPE};
 use bida_domain::task::ScheduleChange;
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -28,45 +28,14 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
 
-struct Job {
-    append: Append,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
-#[derive(Clone)]
-pub struct Writer {
-    queue: mpsc::Sender<Job>,
-    stats: Arc<WriterStats>,
-}
-
-impl Writer {
-    /// Starts the collector on the current Tokio runtime.
-    pub fn spawn(pool: PgPool, config: WriterConfig) -> Self {
-        let (queue, jobs) = mpsc::channel(config.queue.max(1));
-        let stats = Arc::new(WriterStats::default());
-        tokio::spawn(collect(pool, config, jobs, stats.clone()));
-        Self { queue, stats }
-    }
-
-    pub fn stats(&self) -> &WriterStats {
-        &self.stats
-    }
-
-    /// Appends and waits until the batch holding it has committed.
-    pub async fn append(&self, append: Append) -> Result<(), StoreError> {
-        if append.events.is_empty() && append.schedule.is_none() {
-            return Ok(());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job { append, reply })
-            .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
-    }
+/// Starts the collector on the current Tokio runtime.
+pub(super) fn spawn(pool: PgPool, config: WriterConfig) -> Writer {
+    let (writer, jobs, stats) = Writer::new(&config);
+    tokio::spawn(collect(pool, config, jobs, stats));
+    writer
 }
 
 async fn collect(pool: PgPool, config: WriterConfig, mut jobs: mpsc::Receiver<Job>, stats: Arc<WriterStats>) {
@@ -78,18 +47,7 @@ async fn collect(pool: PgPool, config: WriterConfig, mut jobs: mpsc::Receiver<Jo
         let Some(first) = jobs.recv().await else {
             return;
         };
-        let (mut events, mut bytes) = (first.append.events.len(), first.append.bytes());
-        let mut batch = vec![first];
-        while events < config.max_batch_events && bytes < config.max_batch_bytes {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    events += job.append.events.len();
-                    bytes += job.append.bytes();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = gather(first, &mut jobs, &config);
         let (pool, stats) = (pool.clone(), stats.clone());
         tokio::spawn(async move {
             commit(&pool, batch, &stats).await;
@@ -152,31 +110,9 @@ async fn settle(pool: &PgPool, mut jobs: Vec<Job>, stats: &WriterStats) {
 }
 
 fn succeed(jobs: Vec<Job>, started: Instant, stats: &WriterStats) {
-    let events: usize = jobs.iter().map(|j| j.append.events.len()).sum();
-    record_batch(jobs.iter().map(|j| &j.append), events, started.elapsed());
-    stats.events.fetch_add(events as u64, Ordering::Relaxed);
-    stats.batches.fetch_add(1, Ordering::Relaxed);
-    stats
-        .commit_micros
-        .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+    count_committed(&jobs, started, stats);
     for job in jobs {
         let _ = job.reply.send(Ok(()));
-    }
-}
-
-fn fail_all(jobs: Vec<Job>, error: StoreError, stats: &WriterStats) {
-    tracing::warn!(appends = jobs.len(), %error, "append failed");
-    stats.failures.fetch_add(1, Ordering::Relaxed);
-    for job in jobs {
-        let _ = job.reply.send(Err(error.clone()));
-    }
-}
-
-fn conflict(event: &NewEvent) -> StoreError {
-    StoreError::Conflict {
-        aggregate_type: event.aggregate_type.to_string(),
-        aggregate_id: event.aggregate_id.clone(),
-        sequence: event.sequence,
     }
 }
 

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use sqlx::{Sqlite, Transaction};
 
 use super::{micros, now, time, SqliteStore};
+use crate::tasks::body_needle;
 use crate::{
     Checkpoints, EventLog, FeedPosition, FeedRead, StoreError, StoredEvent, TaskStreams, STRIP_ABOVE_BYTES, TASK_TYPE,
 };
@@ -216,10 +217,7 @@ impl TaskStreams for SqliteStore {
         limit: i64,
         budget: std::time::Duration,
     ) -> Result<Vec<String>, StoreError> {
-        // Bodies sit in the payload's JSON as JSON strings: match the text as
-        // JSON writes it (quotes and backslashes escaped).
-        let encoded = serde_json::to_string(text).unwrap_or_default();
-        let needle = encoded.get(1..encoded.len().saturating_sub(1)).unwrap_or_default();
+        let needle = body_needle(text);
         let search = sqlx::query_scalar(
             "SELECT aggregate_id FROM events
              WHERE aggregate_type = ? AND sequence = 1 AND recorded_at >= ? AND instr(payload, ?) > 0
@@ -227,7 +225,7 @@ impl TaskStreams for SqliteStore {
         )
         .bind(TASK_TYPE)
         .bind(micros(since))
-        .bind(needle)
+        .bind(&needle)
         .bind(limit)
         .fetch_all(self.pool());
         match tokio::time::timeout(budget, search).await {

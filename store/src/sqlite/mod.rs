@@ -28,9 +28,9 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::writer::Writer;
 use crate::{Append, Appends, Health, Lead, Leadership, Readiness, Singleton, StoreConfig, StoreError, WriterStats};
 use notifications::Announcer;
-use writer::Writer;
 
 /// The embedded store's schema, applied at start-up.
 static MIGRATOR: Migrator = sqlx::migrate!("./migrations-sqlite");
@@ -72,7 +72,7 @@ impl SqliteStore {
             .await?;
         MIGRATOR.run(&pool).await?;
         let announcer = Announcer::default();
-        let writer = Writer::spawn(pool.clone(), config.writer.clone(), announcer.clone());
+        let writer = writer::spawn(pool.clone(), config.writer.clone(), announcer.clone());
         Ok(Self {
             pool,
             writer,

@@ -10,48 +10,18 @@ use sqlx::{SqliteConnection, SqlitePool};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::notifications::Announcer;
 use super::{micros, now};
-use crate::writer::record_batch;
-use crate::{Append, NewEvent, StoreError, WriterConfig, WriterStats, TASK_TYPE};
+use crate::writer::{conflict, count_committed, fail_all, gather, Job, Writer};
+use crate::{Append, StoreError, WriterConfig, WriterStats, TASK_TYPE};
 
-struct Job {
-    append: Append,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
-pub(crate) struct Writer {
-    queue: mpsc::Sender<Job>,
-    stats: Arc<WriterStats>,
-}
-
-impl Writer {
-    /// Starts the writer on the current Tokio runtime.
-    pub(crate) fn spawn(pool: SqlitePool, config: WriterConfig, announcer: Announcer) -> Self {
-        let (queue, jobs) = mpsc::channel(config.queue.max(1));
-        let stats = Arc::new(WriterStats::default());
-        tokio::spawn(collect(pool, config, jobs, stats.clone(), announcer));
-        Self { queue, stats }
-    }
-
-    pub(crate) fn stats(&self) -> &WriterStats {
-        &self.stats
-    }
-
-    /// Appends and waits until the batch holding it has committed.
-    pub(crate) async fn append(&self, append: Append) -> Result<(), StoreError> {
-        if append.events.is_empty() && append.schedule.is_none() {
-            return Ok(());
-        }
-        let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Job { append, reply })
-            .await
-            .map_err(|_| StoreError::WriterStopped)?;
-        answer.await.map_err(|_| StoreError::WriterStopped)?
-    }
+/// Starts the writer on the current Tokio runtime.
+pub(super) fn spawn(pool: SqlitePool, config: WriterConfig, announcer: Announcer) -> Writer {
+    let (writer, jobs, stats) = Writer::new(&config);
+    tokio::spawn(collect(pool, config, jobs, stats, announcer));
+    writer
 }
 
 async fn collect(
@@ -62,18 +32,7 @@ async fn collect(
     announcer: Announcer,
 ) {
     while let Some(first) = jobs.recv().await {
-        let (mut events, mut bytes) = (first.append.events.len(), first.append.bytes());
-        let mut batch = vec![first];
-        while events < config.max_batch_events && bytes < config.max_batch_bytes {
-            match jobs.try_recv() {
-                Ok(job) => {
-                    events += job.append.events.len();
-                    bytes += job.append.bytes();
-                    batch.push(job);
-                }
-                Err(_) => break,
-            }
-        }
+        let batch = gather(first, &mut jobs, &config);
         commit(&pool, batch, &stats, &announcer).await;
     }
 }
@@ -125,14 +84,8 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>, stats: &WriterStats, announc
         }
         return fail_all(written, e.into(), stats);
     }
-    let events: usize = written.iter().map(|j| j.append.events.len()).sum();
     if !written.is_empty() {
-        record_batch(written.iter().map(|j| &j.append), events, started.elapsed());
-        stats.events.fetch_add(events as u64, Ordering::Relaxed);
-        stats.batches.fetch_add(1, Ordering::Relaxed);
-        stats
-            .commit_micros
-            .fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+        count_committed(&written, started, stats);
     }
     for job in written {
         for event in &job.append.events {
@@ -201,20 +154,4 @@ async fn write(connection: &mut SqliteConnection, append: &Append) -> Result<(),
 /// A taken sequence number, or a task id registered already.
 fn is_sequence_conflict(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
-}
-
-fn conflict(event: &NewEvent) -> StoreError {
-    StoreError::Conflict {
-        aggregate_type: event.aggregate_type.to_string(),
-        aggregate_id: event.aggregate_id.clone(),
-        sequence: event.sequence,
-    }
-}
-
-fn fail_all(jobs: Vec<Job>, error: StoreError, stats: &WriterStats) {
-    tracing::warn!(appends = jobs.len(), %error, "append failed");
-    stats.failures.fetch_add(1, Ordering::Relaxed);
-    for job in jobs {
-        let _ = job.reply.send(Err(error.clone()));
-    }
 }
