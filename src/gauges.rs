@@ -113,10 +113,7 @@ impl Sampler {
                 ],
                 1.0,
             ));
-            let system = match consumer.spec.source {
-                bida_domain::consumer::Source::Kafka(_) => "kafka",
-                bida_domain::consumer::Source::Rabbitmq(_) => "rabbitmq",
-            };
+            let system = consumer.spec.source.kind().as_str();
             // Each node reports the partitions it holds (Kafka) or the queue's
             // depth (RabbitMQ): the union, the freshest report winning.
             let mut reports: Vec<_> = consumer.nodes.iter().collect();
@@ -136,17 +133,13 @@ impl Sampler {
                 }
             }
             for entry in latest.values() {
-                let (Some(source), Some(lag)) = (
-                    entry.get("source").and_then(|s| s.as_str()),
+                let (Some(destination), Some(lag)) = (
+                    entry.get("destination").and_then(|s| s.as_str()),
                     entry.get("lag").and_then(|l| l.as_i64()),
                 ) else {
                     continue;
                 };
-                // Kafka backlogs name `topic/partition`; RabbitMQ ones the queue.
-                let (destination, partition) = match (system, source.rsplit_once('/')) {
-                    ("kafka", Some((topic, partition))) => (topic, Some(partition)),
-                    _ => (source, None),
-                };
+                let partition = entry.get("partition").and_then(|p| p.as_i64());
                 let mut labels = vec![
                     KeyValue::new("bida.consumer", consumer.id.clone()),
                     KeyValue::new("messaging.system", system),
@@ -178,23 +171,21 @@ async fn probe_brokers(service: &BrokerService) {
             .as_ref()
             .and_then(|v| v.health.as_ref())
             .is_some_and(|h| h.reachable);
-        let system = match broker.kind {
-            bida_domain::broker::BrokerKind::Kafka => "kafka",
-            bida_domain::broker::BrokerKind::Rabbitmq => "rabbitmq",
-        };
+        let system = broker.kind.as_str();
         let labels = vec![
             KeyValue::new("bida.broker", broker.id.clone()),
             KeyValue::new("bida.broker.name", broker.name.clone()),
             KeyValue::new("messaging.system", system),
         ];
-        for topic in view.as_ref().and_then(|v| v.topics.as_ref()).into_iter().flatten() {
-            let mut topic_labels = labels.clone();
-            topic_labels.push(KeyValue::new("messaging.destination.name", topic.name.clone()));
-            let written: i64 = topic.partitions.iter().map(|p| p.end_offset.max(0)).sum();
-            produced.push((topic_labels, written as f64));
+        let figures = view.as_ref().and_then(|v| v.figures.as_ref());
+        for destination in figures.map(|f| f.destinations.as_slice()).unwrap_or_default() {
+            let Some(written) = destination.written else { continue };
+            let mut destination_labels = labels.clone();
+            destination_labels.push(KeyValue::new("messaging.destination.name", destination.name.clone()));
+            produced.push((destination_labels, written as f64));
         }
-        if let Some(cluster) = view.as_ref().and_then(|v| v.rabbitmq.as_ref()) {
-            publish_rates.push((labels.clone(), cluster.publish_rate));
+        if let Some(rate) = figures.and_then(|f| f.publish_rate) {
+            publish_rates.push((labels.clone(), rate));
         }
         points.push((labels, f64::from(u8::from(up))));
     }

@@ -543,7 +543,7 @@ async fn an_operator_runs_bida_from_the_browser() {
     wait_for_path(&client, "/consumers/new").await;
     inspect(&client, "consumer-new", &axe).await;
     fill(&client, "#name", "refunds").await;
-    fill(&client, "#queue", &refunds.name).await;
+    fill(&client, "#rabbitmq-queue", &refunds.name).await;
     fill(&client, "#url", &endpoint.url("/refunds")).await;
     fill(&client, "#max_attempts", "7").await;
     fill(&client, "#retry_on", "5xx, 429").await;
@@ -589,10 +589,10 @@ async fn an_operator_runs_bida_from_the_browser() {
     click(&client, "#broker-list a").await;
     reload_until(&client, "#broker-health", "reachable").await;
     // Its management API adds the cluster's figures.
-    let version = text(&client, "#broker-version").await;
+    let version = text(&client, "#broker-fact-version").await;
     assert!(version.len() > "RabbitMQ ".len(), "{version}");
     // Beside its queue, the Bida consumer reading it.
-    let queues = text(&client, "#queue-list").await;
+    let queues = text(&client, "#destination-list").await;
     assert!(
         queues.lines().any(|l| l.contains(&queue.name) && l.contains("orders")),
         "{queues}"
@@ -604,7 +604,7 @@ async fn an_operator_runs_bida_from_the_browser() {
     wait_for_path(&client, "/brokers/new").await;
     inspect(&client, "broker-new", &axe).await;
     fill(&client, "#broker-name", "spare").await;
-    fill(&client, "#amqp-url", &rabbit::url()).await;
+    fill(&client, "#rabbitmq-url", &rabbit::url()).await;
     click(&client, "#create-broker").await;
     reload_until(&client, "#broker-health", "reachable").await;
     let spare = client

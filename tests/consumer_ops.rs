@@ -152,6 +152,24 @@ async fn brokers_show_what_is_inside_and_going_offline_stops_their_consumers() {
         .patch(&format!("/v1/brokers/{rabbit}"), json!({"name": "main mq"}))
         .await;
     assert_eq!((status, renamed["name"].as_str()), (200, Some("main mq")), "{renamed}");
+    // A setting of another kind is refused by name, and changes nothing.
+    let (status, refused) = bida
+        .patch(
+            &format!("/v1/brokers/{rabbit}"),
+            json!({"bootstrap_servers": "k:9092", "management_url": "http://other:15672"}),
+        )
+        .await;
+    assert_eq!(
+        (status, refused["errors"][0]["field"].as_str()),
+        (422, Some("bootstrap_servers")),
+        "{refused}"
+    );
+    let (_, unchanged) = bida.get(&format!("/v1/brokers/{rabbit}")).await;
+    assert_eq!(
+        unchanged["connection"]["management_url"], renamed["connection"]["management_url"],
+        "{unchanged}"
+    );
+    assert_eq!(unchanged["capabilities"]["offset_reset"], false, "{unchanged}");
     let deleted = bida
         .http
         .delete(format!("{}/v1/consumers/{consumer}", bida.url))

@@ -1,20 +1,18 @@
 //! Broker operations for the API: register, edit, take offline, delete, and a
 //! live look inside (health, Kafka topics, RabbitMQ queues).
 
-use bida_domain::broker::{Broker, BrokerCommand, BrokerError, BrokerKind, BrokerSpec, Connection};
+use bida_domain::broker::{Broker, BrokerCommand, BrokerError, BrokerKind, BrokerSpec, Capabilities, Connection};
 use bida_domain::consumer::{Consumer, Source};
 use bida_domain::ValidationErrors;
 use bida_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use cqrs_es::AggregateError;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
 
 use crate::commands::Commands;
 use crate::secrets::{opened, Sealer};
-use crate::sources::{KafkaAdmin, QueueInfo, RabbitAdmin, RabbitOverview, TopicInfo};
 
 /// Longest a live look at a broker may take.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -59,20 +57,17 @@ pub(crate) fn admin_error<E: std::error::Error>(e: AggregateError<E>, not_found:
     }
 }
 
-/// A change of a broker's settings; fields of the other kind are refused.
+/// A change of a broker's settings: its name, and any settings of its kind
+/// (the fields it was registered with; `null` or `""` clears an optional
+/// one, `options` replaces all of Kafka's). Settings of another kind are
+/// refused by name.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BrokerPatch {
     pub name: Option<String>,
-    /// RabbitMQ
-    pub url: Option<String>,
-    /// RabbitMQ
-    pub management_url: Option<String>,
-    /// Kafka
-    pub bootstrap_servers: Option<String>,
-    /// Kafka: replaces all extra client options.
-    pub options: Option<BTreeMap<String, String>>,
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub settings: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -94,17 +89,22 @@ pub struct BrokerView {
     pub connection: Connection,
     pub online: bool,
     pub deleted: bool,
+    /// What its kind can do beyond delivering messages.
+    pub capabilities: Capabilities,
     /// Present when the broker was looked at live.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub health: Option<BrokerHealth>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub topics: Option<Vec<TopicInfo>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub queues: Option<Vec<QueueInfo>>,
-    /// RabbitMQ with a management API: connections, rates, and each node's
-    /// memory, disk and file descriptors.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub rabbitmq: Option<RabbitOverview>,
+    /// Present when the broker was looked at live: what is inside it, by
+    /// kind (Kafka's `topics`; RabbitMQ's `queues` and, with a management
+    /// API, `rabbitmq`: connections, rates and each node's memory, disk and
+    /// file descriptors).
+    #[serde(flatten)]
+    #[cfg_attr(feature = "openapi", schema(value_type = Object))]
+    pub inside: serde_json::Map<String, serde_json::Value>,
+    /// Messages ever written per destination and the publish rate, where
+    /// the broker tells: for gauges.
+    #[serde(skip)]
+    pub figures: Option<crate::sources::Inspection>,
 }
 
 #[derive(Clone)]
@@ -161,31 +161,9 @@ impl BrokerService {
         if let Some(name) = patch.name {
             spec.name = name;
         }
-        match &mut spec.connection {
-            Connection::Rabbitmq { url, management_url } => {
-                if patch.bootstrap_servers.is_some() || patch.options.is_some() {
-                    errors.add("bootstrap_servers", "is for Kafka brokers; this one is RabbitMQ");
-                }
-                if let Some(new) = patch.url {
-                    *url = new;
-                }
-                if let Some(new) = patch.management_url {
-                    *management_url = Some(new).filter(|m| !m.is_empty());
-                }
-            }
-            Connection::Kafka {
-                bootstrap_servers,
-                options,
-            } => {
-                if patch.url.is_some() || patch.management_url.is_some() {
-                    errors.add("url", "is for RabbitMQ brokers; this one is Kafka");
-                }
-                if let Some(new) = patch.bootstrap_servers {
-                    *bootstrap_servers = new;
-                }
-                if let Some(new) = patch.options {
-                    *options = new;
-                }
+        if !patch.settings.is_empty() {
+            if let Some(connection) = spec.connection.patched(patch.settings, &mut errors) {
+                spec.connection = connection;
             }
         }
         errors.finish(()).map_err(AdminError::Invalid)?;
@@ -236,13 +214,13 @@ impl BrokerService {
             id: id.to_string(),
             name: spec.name.clone(),
             kind: spec.kind(),
+            capabilities: spec.kind().capabilities(),
             connection: spec.connection,
             online: broker.is_online(),
             deleted: broker.is_deleted(),
             health: None,
-            topics: None,
-            queues: None,
-            rabbitmq: None,
+            inside: Default::default(),
+            figures: None,
         })
     }
 
@@ -254,33 +232,15 @@ impl BrokerService {
             return Ok(view);
         }
         let Some(spec) = broker.spec() else { return Ok(view) };
-        let looked = match &spec.connection {
-            Connection::Kafka {
-                bootstrap_servers,
-                options,
-            } => {
-                let admin = KafkaAdmin::new(bootstrap_servers, options);
-                tokio::time::timeout(LOOK_TIMEOUT, admin.topics())
-                    .await
-                    .map(|r| r.map(|topics| view.topics = Some(topics)))
-            }
-            Connection::Rabbitmq { url, management_url } => {
-                let admin = RabbitAdmin::new(url, management_url.as_deref());
-                let known = self.queues_of_consumers(id).await?;
-                tokio::time::timeout(LOOK_TIMEOUT, async {
-                    admin.check().await?;
-                    view.queues = Some(admin.queues(&known).await?);
-                    // The cluster figures need the `monitoring` tag; without
-                    // them the broker is still reachable and its queues listed.
-                    match admin.overview().await {
-                        Ok(overview) => view.rabbitmq = overview,
-                        Err(e) => tracing::debug!(error = %e, "RabbitMQ cluster figures unavailable"),
-                    }
-                    Ok(())
+        let known = self.sources_of_consumers(id).await?;
+        let looked = tokio::time::timeout(LOOK_TIMEOUT, crate::sources::look(&spec.connection, &known))
+            .await
+            .map(|looked| {
+                looked.map(|mut inspection| {
+                    view.inside = std::mem::take(&mut inspection.sections);
+                    view.figures = Some(inspection);
                 })
-                .await
-            }
-        };
+            });
         let error = match looked {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),
@@ -294,17 +254,14 @@ impl BrokerService {
         Ok(view)
     }
 
-    async fn queues_of_consumers(&self, broker_id: &str) -> Result<Vec<String>, AdminError> {
+    async fn sources_of_consumers(&self, broker_id: &str) -> Result<Vec<Source>, AdminError> {
         Ok(self
             .store
             .load_all::<Consumer>()
             .await?
             .into_iter()
             .filter_map(|(_, c, _)| match c.spec() {
-                Some(spec) if spec.broker_id == broker_id && !c.is_deleted() => match &spec.source {
-                    Source::Rabbitmq(source) => Some(source.queue.clone()),
-                    Source::Kafka(_) => None,
-                },
+                Some(spec) if spec.broker_id == broker_id && !c.is_deleted() => Some(spec.source.clone()),
                 _ => None,
             })
             .collect())

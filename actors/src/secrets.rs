@@ -152,10 +152,10 @@ mod tests {
         use bida_domain::broker::{BrokerSpec, Connection};
         let spec = BrokerSpec {
             name: "mq".into(),
-            connection: Connection::Rabbitmq {
+            connection: Connection::Rabbitmq(bida_domain::kinds::rabbitmq::RabbitmqConnection {
                 url: "amqp://guest:p%40ss+w%2Frd@mq:5672/%2f".into(),
                 management_url: Some("http://admin:hunter2@mq:15672/".into()),
-            },
+            }),
         };
         let sealed = spec.map_secrets(|text| sealer().seal_text(text));
         let text = format!("{sealed:?}");

@@ -194,32 +194,52 @@ fn refined(mut document: serde_json::Value) -> serde_json::Value {
         {"not": {"required": ["params", "body_base64"]}},
         {"not": {"required": ["body", "body_base64"]}},
     ]);
-    // BrokerSpec flattens the connection's kind into the broker: one object
-    // per kind, each closed to other fields (serde refuses them).
-    if let (Some(kinds), Some(name)) = (
-        schemas["Connection"]["oneOf"].as_array().cloned(),
-        schemas["BrokerSpec"]["allOf"][1]["properties"]["name"]
-            .as_object()
-            .cloned(),
-    ) {
-        let per_kind: Vec<serde_json::Value> = kinds
-            .into_iter()
-            .map(|mut kind| {
-                kind["properties"]["name"] = serde_json::Value::Object(name.clone());
-                if let Some(required) = kind["required"].as_array_mut() {
-                    required.push(json!("name"));
-                }
-                kind["additionalProperties"] = json!(false);
-                kind
-            })
-            .collect();
+    // BrokerSpec flattens the connection's kind into the broker: one closed
+    // object per kind (serde refuses other fields), each the kind's own
+    // settings with `kind` and `name`.
+    let per_kind = |enumerated: &str, extra: Option<(&str, serde_json::Value)>| -> Option<Vec<serde_json::Value>> {
+        let variants = schemas[enumerated]["oneOf"].as_array()?;
+        let mut closed = Vec::new();
+        for variant in variants {
+            let reference = variant["allOf"][0]["$ref"].as_str()?;
+            let tag = variant["allOf"][1]["properties"]["kind"].clone();
+            let own = &schemas[reference.trim_start_matches("#/components/schemas/")];
+            let mut object = json!({
+                "type": "object",
+                "properties": own["properties"].clone(),
+                "required": own["required"].as_array().cloned().unwrap_or_default(),
+                "additionalProperties": false,
+            });
+            if let Some(description) = own.get("description") {
+                object["description"] = description.clone();
+            }
+            object["properties"]["kind"] = tag;
+            object["required"].as_array_mut()?.push(json!("kind"));
+            if let Some((name, schema)) = &extra {
+                object["properties"][*name] = schema.clone();
+                object["required"].as_array_mut()?.push(json!(name));
+            }
+            closed.push(object);
+        }
+        Some(closed)
+    };
+    let name = schemas["BrokerSpec"]["allOf"][1]["properties"]["name"].clone();
+    if let Some(kinds) = per_kind("Connection", Some(("name", name))) {
         schemas["BrokerSpec"] =
-            json!({"oneOf": per_kind, "description": "A broker: its name and how to reach it, by kind."});
+            json!({"oneOf": kinds, "description": "A broker: its name and how to reach it, by kind."});
+    }
+    // A client's source is the fields of its broker's kind; several kinds'
+    // shapes may fit one object (all their fields are optional).
+    if let Some(kinds) = schemas["AnySourceInput"]["oneOf"].as_array().cloned() {
+        schemas["AnySourceInput"]["anyOf"] = json!(kinds);
+        if let Some(object) = schemas["AnySourceInput"].as_object_mut() {
+            object.remove("oneOf");
+        }
     }
     let option_names = json!({"type": "string", "pattern": bida_domain::broker::OPTION_NAME});
     for options in [
         "/BrokerSpec/oneOf/0/properties/options",
-        "/BrokerPatch/properties/options",
+        "/KafkaConnection/properties/options",
     ] {
         if let Some(serde_json::Value::Object(options)) = schemas.pointer_mut(options) {
             options.insert("propertyNames".into(), option_names.clone());

@@ -4,7 +4,7 @@
 //! ack / store the offset (contiguously per partition). It is the ceiling
 //! Bida is measured against.
 
-use bida_actors::sources::OffsetTracker;
+use bida_actors::sources::kafka::OffsetTracker;
 use futures::StreamExt;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::FieldTable;

@@ -5,8 +5,7 @@
 //! and starts a new actor after a backoff.
 
 use actix::prelude::*;
-use bida_domain::broker::{BrokerSpec, Connection};
-use bida_domain::consumer::Source as SourceSpec;
+use bida_domain::broker::BrokerSpec;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use std::sync::atomic::Ordering;
@@ -17,7 +16,7 @@ use tokio::sync::watch;
 use super::pipeline::{LiveConfig, Pipeline};
 use super::pump::{Pump, PumpError, PumpStatus, RunState};
 use super::supervisor::{ConsumerSupervisor, Crashed};
-use crate::sources::{Backlog, KafkaSource, RabbitSource, SourceError};
+use crate::sources::{Backlog, BoxedSource, Client};
 use crate::NodeContext;
 
 #[derive(Message)]
@@ -114,38 +113,15 @@ impl ConsumerActor {
     async fn consume(
         broker: BrokerSpec,
         config: watch::Receiver<Arc<LiveConfig>>,
-        pump: impl FnOnce(crate::sources::AnySource) -> Pump<crate::sources::AnySource>,
+        pump: impl FnOnce(BoxedSource) -> Pump<BoxedSource>,
         client_id: String,
     ) -> Result<(), PumpError> {
         let live = config.borrow().clone();
-        let source = match (&broker.connection, &live.spec.source) {
-            (
-                Connection::Kafka {
-                    bootstrap_servers,
-                    options,
-                },
-                SourceSpec::Kafka(spec),
-            ) => crate::sources::AnySource::Kafka(
-                KafkaSource::connect(
-                    bootstrap_servers,
-                    options,
-                    spec,
-                    &client_id,
-                    live.spec.policy.concurrency as usize,
-                )
-                .await?,
-            ),
-            (Connection::Rabbitmq { url, .. }, SourceSpec::Rabbitmq(spec)) => crate::sources::AnySource::Rabbitmq(
-                RabbitSource::connect(url, spec, &client_id, live.spec.policy.concurrency).await?,
-            ),
-            _ => {
-                return Err(SourceError::Broker(format!(
-                    "the consumer's source does not fit a {} broker",
-                    broker.kind().as_str()
-                ))
-                .into())
-            }
+        let client = Client {
+            id: client_id,
+            concurrency: live.spec.policy.concurrency,
         };
+        let source = crate::sources::open(&broker.connection, &live.spec.source, &client).await?;
         pump(source).run().await
     }
 }

@@ -8,6 +8,7 @@
 //! (not yet acknowledged). A slow commit then holds back only the
 //! acknowledgements, not the next deliveries, until the window is full.
 
+use bida_domain::broker::Position;
 use bida_domain::consumer::Ordering as Ordered;
 use bida_domain::consumer::SourceMessage;
 use chrono::{DateTime, Utc};
@@ -143,11 +144,11 @@ impl Lanes {
 
     /// Drops waiting messages read from partitions this consumer lost: their
     /// new owner reads them again from the committed offset, in order.
-    fn forget(&mut self, positions: &[String]) {
+    fn forget(&mut self, partitions: &[Position]) {
         for lane in self.lanes.values_mut() {
             let before = lane.waiting.len();
             lane.waiting
-                .retain(|held| !positions.iter().any(|p| held.message.position.starts_with(p.as_str())));
+                .retain(|held| !partitions.iter().any(|p| held.message.position.same_partition(p)));
             self.held -= before - lane.waiting.len();
         }
     }
@@ -196,21 +197,15 @@ pub fn prefetch(config: &LiveConfig) -> u32 {
 
 /// `messaging.client.consumed.messages`, with the conventions' attributes.
 fn count_consumed(config: &LiveConfig, message: &SourceMessage) {
-    use bida_domain::consumer::Source as Spec;
     use bida_telemetry::KeyValue;
-    let mut labels = vec![KeyValue::new("bida.consumer", config.consumer_id.clone())];
-    match &config.spec.source {
-        Spec::Kafka(kafka) => {
-            // The position is `topic/partition@offset`.
-            let topic = message.position.rsplit_once('/').map_or("", |(topic, _)| topic);
-            labels.push(KeyValue::new("messaging.system", "kafka"));
-            labels.push(KeyValue::new("messaging.destination.name", topic.to_string()));
-            labels.push(KeyValue::new("messaging.consumer.group.name", kafka.group.clone()));
-        }
-        Spec::Rabbitmq(rabbit) => {
-            labels.push(KeyValue::new("messaging.system", "rabbitmq"));
-            labels.push(KeyValue::new("messaging.destination.name", rabbit.queue.clone()));
-        }
+    let source = &config.spec.source;
+    let mut labels = vec![
+        KeyValue::new("bida.consumer", config.consumer_id.clone()),
+        KeyValue::new("messaging.system", source.kind().as_str()),
+        KeyValue::new("messaging.destination.name", message.position.destination.clone()),
+    ];
+    if let Some(group) = source.exclusive_group() {
+        labels.push(KeyValue::new("messaging.consumer.group.name", group.to_string()));
     }
     bida_telemetry::instruments().messages_consumed.add(1, &labels);
 }

@@ -2,10 +2,10 @@
 //! start, delete, reset Kafka offsets, resend, replay a parked lane; and the
 //! consumer's view from its events, its counters and its nodes' reports.
 
-use bida_domain::broker::{Broker, Connection};
+use bida_domain::broker::{Broker, Capabilities, Connection};
 use bida_domain::consumer::{
     Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, DesiredState, OffsetReset,
-    PartitionOffset, PolicyDefaults, RecordedAnomaly, Source, SourceMessage,
+    PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage,
 };
 use bida_domain::task::{TaskDetail, TaskStatus};
 use bida_domain::ValidationErrors;
@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::pipeline::Pipeline;
 use crate::brokers::{admin_error, AdminError, BrokerService};
 use crate::commands::Commands;
-use crate::sources::{Backlog, KafkaAdmin, RabbitAdmin, SourceError};
+use crate::sources::{Backlog, Range, SourceError};
 use crate::tasks::{TaskService, TaskServiceError};
 
 /// Reports older than this come from nodes that stopped reporting.
@@ -203,19 +203,17 @@ impl ConsumerService {
                 )));
             }
         }
-        // Two consumers in one Kafka group would each see only part of the messages.
-        if let Source::Kafka(source) = &spec.source {
+        // Two consumers in one group would each see only part of the messages.
+        if let Some(group) = spec.source.exclusive_group() {
             let clash = self.store.load_all::<Consumer>().await?.into_iter().find(|(_, c, _)| {
                 !c.is_deleted()
                     && c.spec().is_some_and(|other| {
-                        other.broker_id == spec.broker_id
-                            && matches!(&other.source, Source::Kafka(o) if o.group == source.group)
+                        other.broker_id == spec.broker_id && other.source.exclusive_group() == Some(group)
                     })
             });
             if let Some((other, _, _)) = clash {
                 return Err(AdminError::Rejected(format!(
-                    "consumer {other} already uses group {} on this broker; give this one its own group",
-                    source.group
+                    "consumer {other} already uses group {group} on this broker; give this one its own group"
                 )));
             }
         }
@@ -375,43 +373,14 @@ impl ConsumerService {
         })
     }
 
-    /// The whole group's lag (Kafka) or the queue's depth (RabbitMQ), now.
+    /// The source's backlog as its broker sees it now (a Kafka group's lag, a
+    /// queue's depth...).
     async fn lag(&self, spec: &ConsumerSpec) -> Result<Vec<Backlog>, AdminError> {
-        let broker = self.brokers.load(&spec.broker_id).await?;
-        let connection = broker.spec().map(|s| s.connection.clone());
-        let read = async {
-            match (connection, &spec.source) {
-                (
-                    Some(Connection::Kafka {
-                        bootstrap_servers,
-                        options,
-                    }),
-                    Source::Kafka(source),
-                ) => {
-                    KafkaAdmin::new(&bootstrap_servers, &options)
-                        .group_backlog(&source.group, &source.topics)
-                        .await
-                }
-                (Some(Connection::Rabbitmq { url, management_url }), Source::Rabbitmq(source)) => {
-                    let queues = RabbitAdmin::new(&url, management_url.as_deref())
-                        .queues(std::slice::from_ref(&source.queue))
-                        .await?;
-                    Ok(queues
-                        .into_iter()
-                        .filter(|q| q.name == source.queue)
-                        .map(|q| Backlog {
-                            source: q.name,
-                            lag: q.messages,
-                            committed: None,
-                            end: None,
-                            problem: None,
-                        })
-                        .collect())
-                }
-                _ => Ok(Vec::new()),
-            }
-        };
-        match tokio::time::timeout(LAG_TIMEOUT, read).await {
+        if !spec.source.kind().capabilities().lag {
+            return Ok(Vec::new());
+        }
+        let connection = self.connection_of(spec).await?;
+        match tokio::time::timeout(LAG_TIMEOUT, crate::sources::backlog(&connection, &spec.source)).await {
             Ok(result) => result.map_err(|e| AdminError::Broker(e.to_string())),
             Err(_) => Err(AdminError::Broker(format!(
                 "no answer within {} s",
@@ -420,24 +389,26 @@ impl ConsumerService {
         }
     }
 
-    fn kafka_of(consumer: &Consumer) -> Result<(&ConsumerSpec, &bida_domain::consumer::KafkaSource), AdminError> {
-        let spec = consumer.spec().ok_or_else(|| AdminError::NotFound("consumer".into()))?;
-        match &spec.source {
-            Source::Kafka(source) => Ok((spec, source)),
-            Source::Rabbitmq(_) => Err(AdminError::Rejected(
-                "this is a RabbitMQ consumer; offsets are a Kafka notion".into(),
-            )),
-        }
+    async fn connection_of(&self, spec: &ConsumerSpec) -> Result<Connection, AdminError> {
+        self.brokers
+            .load(&spec.broker_id)
+            .await?
+            .spec()
+            .map(|s| s.connection.clone())
+            .ok_or_else(|| AdminError::NotFound(format!("no broker with id {}", spec.broker_id)))
     }
 
-    async fn kafka_admin(&self, broker_id: &str) -> Result<KafkaAdmin, AdminError> {
-        match self.brokers.load(broker_id).await?.spec().map(|s| &s.connection) {
-            Some(Connection::Kafka {
-                bootstrap_servers,
-                options,
-            }) => Ok(KafkaAdmin::new(bootstrap_servers, options)),
-            _ => Err(AdminError::Rejected("the consumer's broker is not Kafka".into())),
+    /// The consumer's spec, if its kind can do `what` (a capability).
+    fn able(consumer: &Consumer, can: fn(Capabilities) -> bool, what: &str) -> Result<ConsumerSpec, AdminError> {
+        let spec = consumer.spec().ok_or_else(|| AdminError::NotFound("consumer".into()))?;
+        let kind = spec.source.kind();
+        if !can(kind.capabilities()) {
+            return Err(AdminError::Rejected(format!(
+                "a {} consumer cannot {what}",
+                kind.title()
+            )));
         }
+        Ok(spec.clone())
     }
 
     /// Commits new offsets for the consumer's group. The consumer must be
@@ -461,23 +432,24 @@ impl ConsumerService {
             other => other,
         };
         let consumer = self.load(id).await?;
-        let (spec, source) = Self::kafka_of(&consumer)?;
+        let spec = Self::able(&consumer, |can| can.offset_reset, "reset its offsets")?;
         if consumer.state() != DesiredState::Stopped {
             return Err(AdminError::Rejected(format!(
                 "stop the consumer before resetting its offsets (it is {})",
                 consumer.state().as_str()
             )));
         }
-        let admin = self.kafka_admin(&spec.broker_id).await?;
+        let connection = self.connection_of(&spec).await?;
         // Nodes leave the group within moments of the stop; until then Kafka refuses.
         let mut tries = 0;
         let committed = loop {
             tries += 1;
-            match admin.reset_offsets(&source.group, &source.topics, &reset).await {
+            match crate::sources::reset_offsets(&connection, &spec.source, &reset).await {
                 Ok(committed) => break committed,
                 Err(SourceError::Invalid(message)) => {
                     return Err(AdminError::Invalid(ValidationErrors::single("offsets", message)))
                 }
+                Err(SourceError::Unsupported(message)) => return Err(AdminError::Rejected(message)),
                 Err(_) if tries < 20 => tokio::time::sleep(Duration::from_millis(500)).await,
                 Err(e) => return Err(AdminError::Broker(e.to_string())),
             }
@@ -518,21 +490,19 @@ impl ConsumerService {
             self.tasks.submit_spec(&resent, spec).await?;
             return Ok(ResendOutcome { task_ids: vec![resent] });
         }
-        let (spec, source) = Self::kafka_of(&consumer)?;
-        let (Some(topic), Some(partition), Some(from), Some(to)) =
-            (request.topic, request.partition, request.from, request.to)
-        else {
+        let spec = Self::able(&consumer, |can| can.resend_range, "read a range of past messages again")?;
+        let (Some(topic), Some(from), Some(to)) = (request.topic, request.from, request.to) else {
             return Err(AdminError::Invalid(ValidationErrors::single(
                 "task_id",
                 "give task_id, or topic, partition, from and to",
             )));
         };
-        if !source.topics.contains(&topic) {
+        if !spec.source.reads(&topic) {
             return Err(AdminError::Invalid(ValidationErrors::single(
                 "topic",
                 format!(
-                    "the consumer reads {}; `{topic}` is not one of its topics",
-                    source.topics.join(", ")
+                    "the consumer reads {}; `{topic}` is not one of them",
+                    spec.source.destinations().join(", ")
                 ),
             )));
         }
@@ -542,11 +512,20 @@ impl ConsumerService {
                 format!("the range must be from <= to, at most {MAX_RESEND} offsets"),
             )));
         }
-        let admin = self.kafka_admin(&spec.broker_id).await?;
-        let messages = admin
-            .read_range(&topic, partition, from, to)
+        let range = Range {
+            destination: topic,
+            partition: request.partition,
+            from,
+            to,
+        };
+        let connection = self.connection_of(&spec).await?;
+        let messages = crate::sources::read_range(&connection, &spec.source, &range)
             .await
-            .map_err(|e| AdminError::Broker(e.to_string()))?;
+            .map_err(|e| match e {
+                SourceError::Invalid(message) => AdminError::Invalid(ValidationErrors::single("partition", message)),
+                SourceError::Unsupported(message) => AdminError::Rejected(message),
+                e => AdminError::Broker(e.to_string()),
+            })?;
         let mut task_ids = Vec::with_capacity(messages.len());
         for message in messages {
             let task_id = resend_task_id(id, &message, round);

@@ -1,18 +1,21 @@
-//! Message sources: where consumers read from. Each MQ implements the small
-//! [`Source`] trait; the consumer pipeline does the rest (concurrency, rate,
-//! ordering, delivery, recording, acknowledgement).
+//! Message sources: where consumers read from. Each broker kind is a folder
+//! here implementing [`Kind`] (its [`Source`], acknowledgement, backlog probe
+//! and admin operations); `registry.rs` joins them. The consumer pipeline
+//! does the rest (concurrency, rate, ordering, delivery, recording,
+//! acknowledgement), whatever the kind.
 
-mod kafka;
-mod offsets;
+mod dynamic;
+pub mod kafka;
 mod progress;
-mod rabbitmq;
+pub mod rabbitmq;
+mod registry;
 
-pub use kafka::{KafkaAdmin, KafkaSource, PartitionInfo, TopicInfo};
-pub use offsets::OffsetTracker;
+pub use dynamic::BoxedSource;
 pub use progress::{BacklogProblem, ProgressWatch, STALL_AFTER};
-pub use rabbitmq::{QueueInfo, RabbitAdmin, RabbitNode, RabbitOverview, RabbitSource};
+pub use registry::{backlog, look, open, read_range, reset_offsets};
 
-use bida_domain::consumer::{SourceAnomaly, SourceMessage};
+use bida_domain::broker::Position;
+use bida_domain::consumer::{OffsetReset, PartitionOffset, SourceAnomaly, SourceMessage};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::future::Future;
@@ -49,6 +52,9 @@ pub enum SourceError {
     /// The request does not fit the broker's data (a partition that does not exist...).
     #[error("{0}")]
     Invalid(String),
+    /// The kind of broker cannot do it (see its capabilities).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 /// Confirms a message to its broker once its outcome is recorded.
@@ -78,6 +84,10 @@ pub struct Observed {
 pub struct Backlog {
     /// `topic/partition`, or the queue name.
     pub source: String,
+    /// The topic, queue or stream.
+    pub destination: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
     /// Messages not yet consumed (Kafka: end offset minus committed offset;
     /// RabbitMQ: messages ready in the queue).
     pub lag: i64,
@@ -88,6 +98,25 @@ pub struct Backlog {
     /// What is wrong with it (a lag of 0 does not hide a stuck partition).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<BacklogProblem>,
+}
+
+impl Backlog {
+    /// The backlog of one partition (or of a destination without partitions).
+    pub fn of(destination: &str, partition: Option<i32>, lag: i64) -> Self {
+        let at = match partition {
+            Some(partition) => Position::partition(destination, partition),
+            None => Position::destination(destination),
+        };
+        Self {
+            source: at.to_string(),
+            destination: destination.to_string(),
+            partition,
+            lag,
+            committed: None,
+            end: None,
+            problem: None,
+        }
+    }
 }
 
 /// Reads the backlog without borrowing the source, which the pump holds.
@@ -109,9 +138,9 @@ pub trait Source: Send + 'static {
 
     fn backlog_probe(&self) -> std::sync::Arc<dyn BacklogProbe>;
 
-    /// Positions (`topic/partition@` prefixes) this consumer lost to another
-    /// since the last call: messages held from them must be let go.
-    fn take_revoked(&mut self) -> Vec<String> {
+    /// Partitions this consumer lost to another since the last call:
+    /// messages held from them must be let go.
+    fn take_revoked(&mut self) -> Vec<Position> {
         Vec::new()
     }
 
@@ -125,61 +154,120 @@ pub trait Source: Send + 'static {
     fn close(self) -> impl Future<Output = ()> + Send;
 }
 
-/// The sources Bida knows, behind one type for the pump (one per consumer,
-/// so its size does not matter).
-#[allow(clippy::large_enum_variant)]
-pub enum AnySource {
-    Kafka(KafkaSource),
-    Rabbitmq(RabbitSource),
+/// What a consumer's source is opened with.
+#[derive(Clone, Debug)]
+pub struct Client {
+    /// How the consumer names itself to the broker (`bida-<node>-<consumer>`).
+    pub id: String,
+    /// The consumer's concurrency, which sizes its fetching.
+    pub concurrency: u32,
 }
 
-impl Source for AnySource {
-    async fn next(&mut self) -> Result<Incoming, SourceError> {
-        match self {
-            Self::Kafka(source) => source.next().await,
-            Self::Rabbitmq(source) => source.next().await,
+/// A look inside a broker, for its view, the console and the gauges.
+#[derive(Clone, Debug, Default)]
+pub struct Inspection {
+    /// What the kind shows in the API, by name (Kafka's `topics`,
+    /// RabbitMQ's `queues`...).
+    pub sections: serde_json::Map<String, serde_json::Value>,
+    /// Its topics, queues or streams, for people and gauges.
+    pub destinations: Vec<Destination>,
+    /// Figures about the broker as a whole, for people.
+    pub facts: Vec<Fact>,
+    /// Messages published per second, where the broker tells.
+    pub publish_rate: Option<f64>,
+}
+
+/// A topic, queue or stream inside a broker.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Destination {
+    pub name: String,
+    /// Messages it holds now.
+    pub messages: Option<i64>,
+    /// Messages ever written to it.
+    pub written: Option<i64>,
+    pub partitions: Option<usize>,
+    /// Consumers attached to it (Bida's and others).
+    pub consumers: Option<i64>,
+}
+
+/// One figure about a broker: `key` names it in the page (`broker-fact-version`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Fact {
+    pub key: &'static str,
+    /// In English and in Chinese.
+    pub label: (&'static str, &'static str),
+    pub value: String,
+}
+
+impl Inspection {
+    pub fn section(&mut self, name: &str, value: impl Serialize) {
+        if let Ok(value) = serde_json::to_value(value) {
+            self.sections.insert(name.to_string(), value);
         }
     }
+}
 
-    async fn set_paused(&mut self, paused: bool) -> Result<(), SourceError> {
-        match self {
-            Self::Kafka(source) => source.set_paused(paused).await,
-            Self::Rabbitmq(source) => source.set_paused(paused).await,
-        }
+/// A range of one partition's (or destination's) messages to read again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Range {
+    pub destination: String,
+    pub partition: Option<i32>,
+    /// First offset (inclusive).
+    pub from: i64,
+    /// Last offset (inclusive).
+    pub to: i64,
+}
+
+/// One broker kind at run time. The registry hands each kind its own
+/// connection and source types; what a kind cannot do it leaves to the
+/// defaults, which say so.
+pub trait Kind {
+    type Connection;
+    type Source;
+
+    /// Connects a consumer's source.
+    fn open<'a>(
+        connection: &'a Self::Connection,
+        source: &'a Self::Source,
+        client: &'a Client,
+    ) -> BoxFuture<'a, Result<BoxedSource, SourceError>>;
+
+    /// Whether the broker answers, and what is inside it. `known` are the
+    /// sources of its consumers (for brokers that cannot list everything).
+    fn look<'a>(
+        connection: &'a Self::Connection,
+        known: Vec<&'a Self::Source>,
+    ) -> BoxFuture<'a, Result<Inspection, SourceError>>;
+
+    /// The backlog of a consumer's source as the broker sees it now.
+    fn backlog<'a>(
+        connection: &'a Self::Connection,
+        source: &'a Self::Source,
+    ) -> BoxFuture<'a, Result<Vec<Backlog>, SourceError>>;
+
+    /// Moves the consumer's position (it is stopped) and says where to.
+    fn reset_offsets<'a>(
+        _connection: &'a Self::Connection,
+        _source: &'a Self::Source,
+        _reset: &'a OffsetReset,
+    ) -> BoxFuture<'a, Result<Vec<PartitionOffset>, SourceError>> {
+        Box::pin(async {
+            Err(SourceError::Unsupported(
+                "this kind of broker has no offsets to reset".into(),
+            ))
+        })
     }
 
-    async fn set_prefetch(&mut self, messages: u32) -> Result<(), SourceError> {
-        match self {
-            Self::Kafka(source) => source.set_prefetch(messages).await,
-            Self::Rabbitmq(source) => source.set_prefetch(messages).await,
-        }
-    }
-
-    fn backlog_probe(&self) -> std::sync::Arc<dyn BacklogProbe> {
-        match self {
-            Self::Kafka(source) => source.backlog_probe(),
-            Self::Rabbitmq(source) => source.backlog_probe(),
-        }
-    }
-
-    fn take_revoked(&mut self) -> Vec<String> {
-        match self {
-            Self::Kafka(source) => source.take_revoked(),
-            Self::Rabbitmq(source) => source.take_revoked(),
-        }
-    }
-
-    fn take_anomaly_feed(&mut self) -> Option<tokio::sync::mpsc::UnboundedReceiver<Observed>> {
-        match self {
-            Self::Kafka(source) => source.take_anomaly_feed(),
-            Self::Rabbitmq(source) => source.take_anomaly_feed(),
-        }
-    }
-
-    async fn close(self) {
-        match self {
-            Self::Kafka(source) => source.close().await,
-            Self::Rabbitmq(source) => source.close().await,
-        }
+    /// The messages of a range, to deliver again.
+    fn read_range<'a>(
+        _connection: &'a Self::Connection,
+        _source: &'a Self::Source,
+        _range: &'a Range,
+    ) -> BoxFuture<'a, Result<Vec<SourceMessage>, SourceError>> {
+        Box::pin(async {
+            Err(SourceError::Unsupported(
+                "this kind of broker cannot read past messages again".into(),
+            ))
+        })
     }
 }

@@ -7,15 +7,17 @@ use askama::Template;
 use bida_actors::access::{AppPatch, AppView, KeyRequest, KeyView, RotateRequest};
 use bida_actors::brokers::{BrokerPatch, BrokerView};
 use bida_actors::consumer::ConsumerView;
+use bida_actors::sources::{Destination, Fact};
 use bida_actors::users::UserView;
 use bida_domain::access::{AppSpec, Role};
 use bida_domain::broker::{BrokerSpec, Connection};
 use bida_store::NodeInfo;
 use chrono::Utc;
 use serde::Deserialize;
+use std::collections::HashMap;
 
 use super::session::{ConsoleForm, Empty};
-use super::{back, given, html, see_other, Chrome, Notice};
+use super::{back, given, html, kind_named, see_other, Chrome, KindFields, Notice};
 use crate::problem::Problem;
 use crate::ApiState;
 
@@ -40,8 +42,11 @@ struct BrokerPage {
     broker: BrokerView,
     /// How to reach it, passwords hidden.
     connection: String,
-    /// Kafka: name, partitions, messages kept.
-    topics: Vec<(String, usize, i64)>,
+    /// Its topics, queues or streams, if it answered.
+    destinations: Vec<Destination>,
+    facts: Vec<Fact>,
+    /// The settings an edit may change.
+    settings: KindFields,
     /// Bida's consumers of this broker.
     readers: Readers,
     error: Option<String>,
@@ -77,18 +82,15 @@ pub async fn broker(
             .filter(|c| c.spec.broker_id == broker.id)
             .collect(),
     );
-    let topics = broker
-        .topics
-        .iter()
-        .flatten()
-        .map(|t| {
-            let kept = t.partitions.iter().map(|p| p.end_offset - p.start_offset).sum();
-            (t.name.clone(), t.partitions.len(), kept)
-        })
-        .collect();
+    let figures = broker.figures.clone().unwrap_or_default();
     Ok(html(&BrokerPage {
         chrome,
-        topics,
+        destinations: figures.destinations,
+        facts: figures.facts,
+        settings: KindFields {
+            kind: broker.kind,
+            fields: broker.kind.connection_form(),
+        },
         readers,
         connection: serde_json::to_string(&broker.connection).unwrap_or_default(),
         broker,
@@ -119,48 +121,52 @@ pub async fn set_online(
 #[template(path = "broker_new.html")]
 struct NewBrokerPage {
     chrome: Chrome,
+    kinds: Vec<KindFields>,
     error: Option<String>,
 }
 
 pub async fn new_broker(request: HttpRequest, notice: web::Query<Notice>) -> Result<HttpResponse, Problem> {
     Ok(html(&NewBrokerPage {
         chrome: Chrome::of(&request, "brokers")?,
+        kinds: KindFields::connections(),
         error: notice.into_inner().error,
     }))
 }
 
-/// A broker's fields as a form sends them; an empty one is absent (on an
+/// A broker's fields as a form sends them: its name, its kind and the
+/// settings of every kind (`<kind>.<field>`). An empty one is absent (on an
 /// edit: unchanged, so a hidden password is not overwritten).
 #[derive(Default, Deserialize)]
-#[serde(default)]
 pub struct BrokerForm {
+    #[serde(default)]
     name: String,
-    /// kafka or rabbitmq (new brokers)
     kind: String,
-    url: String,
-    management_url: String,
-    bootstrap_servers: String,
+    #[serde(flatten)]
+    settings: HashMap<String, String>,
 }
 
 pub async fn create_broker(state: web::Data<ApiState>, form: ConsoleForm<BrokerForm>) -> HttpResponse {
     let form = form.0;
-    let connection = match form.kind.as_str() {
-        "kafka" => Connection::Kafka {
-            bootstrap_servers: form.bootstrap_servers.trim().to_string(),
-            options: Default::default(),
-        },
-        _ => Connection::Rabbitmq {
-            url: form.url.trim().to_string(),
-            management_url: given(&form.management_url),
-        },
-    };
-    let spec = BrokerSpec {
-        name: form.name,
-        connection,
-    };
-    match state.brokers.register(spec).await {
+    let registered = async {
+        let kind = kind_named(&form.kind)?;
+        let mut settings = KindFields {
+            kind,
+            fields: kind.connection_form(),
+        }
+        .values(&form.settings);
+        settings.insert("kind".into(), kind.as_str().into());
+        let connection: Connection = serde_json::from_value(settings.into())
+            .map_err(|e| Problem::bad_request("invalid-request", e.to_string()))?;
+        let spec = BrokerSpec {
+            name: form.name,
+            connection,
+        };
+        Ok::<_, Problem>(state.brokers.register(spec).await?)
+    }
+    .await;
+    match registered {
         Ok(view) => see_other(&format!("/brokers/{}", view.id)),
-        Err(e) => back("/brokers/new", Err(e.into())),
+        Err(problem) => back("/brokers/new", Err(problem)),
     }
 }
 
@@ -170,14 +176,19 @@ pub async fn edit_broker(
     form: ConsoleForm<BrokerForm>,
 ) -> HttpResponse {
     let form = form.0;
-    let patch = BrokerPatch {
-        name: given(&form.name),
-        url: given(&form.url),
-        management_url: given(&form.management_url),
-        bootstrap_servers: given(&form.bootstrap_servers),
-        options: None,
-    };
-    let outcome = state.brokers.update(&id, patch).await.map(drop).map_err(Problem::from);
+    let outcome = async {
+        let kind = kind_named(&form.kind)?;
+        let patch = BrokerPatch {
+            name: given(&form.name),
+            settings: KindFields {
+                kind,
+                fields: kind.connection_form(),
+            }
+            .values(&form.settings),
+        };
+        state.brokers.update(&id, patch).await.map(drop).map_err(Problem::from)
+    }
+    .await;
     back(&format!("/brokers/{id}"), outcome)
 }
 

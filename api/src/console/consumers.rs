@@ -16,7 +16,7 @@ use serde::Deserialize;
 use super::charts::sparkline;
 use super::i18n::{Lang, Tr};
 use super::session::ConsoleForm;
-use super::{back, given, history_lines, html, see_other, Chrome, HistoryLine, Notice};
+use super::{back, given, history_lines, html, see_other, Chrome, HistoryLine, KindFields, Notice};
 use crate::history::mask_secrets;
 use crate::problem::Problem;
 use crate::ApiState;
@@ -132,7 +132,8 @@ struct ConsumerPage {
     history: Vec<HistoryLine>,
     error: Option<String>,
     v: PolicyValues,
-    kafka: bool,
+    /// What its kind can do: the buttons it cannot use are not shown.
+    can: bida_domain::broker::Capabilities,
 }
 
 pub async fn detail(
@@ -159,7 +160,7 @@ pub async fn detail(
     Ok(html(&ConsumerPage {
         chrome,
         v: PolicyValues::of(&consumer),
-        kafka: source["kind"] == "kafka",
+        can: consumer.spec.source.kind().capabilities(),
         source: source.to_string(),
         history,
         error: notice.into_inner().error,
@@ -395,6 +396,7 @@ struct NewConsumerPage {
     v: PolicyValues,
     brokers: Vec<(String, String)>,
     apps: Vec<(String, String)>,
+    kinds: Vec<KindFields>,
     error: Option<String>,
 }
 
@@ -418,6 +420,7 @@ pub async fn new_consumer(
         v: PolicyValues::default(),
         brokers,
         apps,
+        kinds: KindFields::sources(),
         error: notice.into_inner().error,
     }))
 }
@@ -428,33 +431,25 @@ pub struct CreateForm {
     broker_id: String,
     #[serde(default)]
     app_id: String,
-    /// RabbitMQ
-    #[serde(default)]
-    queue: String,
-    /// Kafka: topics separated by commas
-    #[serde(default)]
-    topics: String,
-    #[serde(default)]
-    group: String,
     #[serde(flatten)]
     policy: PolicyForm,
+    /// The source fields of every kind (`<kind>.<field>`); those of the
+    /// broker's kind are taken.
+    #[serde(flatten)]
+    source: HashMap<String, String>,
 }
 
 pub async fn create(state: web::Data<ApiState>, form: ConsoleForm<CreateForm>) -> HttpResponse {
     let form = form.0;
     let created = async {
-        let topics: Vec<String> = form
-            .topics
-            .split(',')
-            .map(|t| t.trim().to_string())
-            .filter(|t| !t.is_empty())
-            .collect();
-        let source = SourceInput {
-            queue: given(&form.queue),
-            topics: Some(topics).filter(|t| !t.is_empty()),
-            group: given(&form.group),
-            ..SourceInput::default()
-        };
+        let kind = state.brokers.view(&form.broker_id, false).await?.kind;
+        let source = SourceInput(
+            KindFields {
+                kind,
+                fields: kind.source_form(),
+            }
+            .values(&form.source),
+        );
         let input = ConsumerInput {
             name: form.name,
             broker_id: form.broker_id,

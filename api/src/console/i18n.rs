@@ -167,6 +167,7 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("topics", "Topics", "主题"),
     ("partitions", "Partitions", "分区"),
     ("queues", "Queues", "队列"),
+    ("destinations", "Topics, queues and streams", "主题、队列与流"),
     ("messages", "Messages", "消息数"),
     ("connections", "Connections", "连接数"),
     ("memory", "Memory", "内存"),
@@ -297,6 +298,14 @@ impl Tr {
                 tracing::warn!(key, "the console has no words for this key");
                 "?"
             }
+        }
+    }
+
+    /// Words that come with their own translation (a broker kind's fields).
+    pub fn pick(&self, words: &(&'static str, &'static str)) -> &'static str {
+        match self.0 {
+            Lang::En => words.0,
+            Lang::Zh => words.1,
         }
     }
 

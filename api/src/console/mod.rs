@@ -250,6 +250,60 @@ fn given(text: &str) -> Option<String> {
     (!text.is_empty()).then(|| text.to_string())
 }
 
+/// One broker kind's fields on a form (a broker's settings, or a consumer's
+/// source), each input named `<kind>.<field>`: the pages list every kind
+/// from the registry, so a new kind needs no console change.
+pub(crate) struct KindFields {
+    pub kind: bida_domain::broker::BrokerKind,
+    pub fields: &'static [bida_domain::kinds::FormField],
+}
+
+impl KindFields {
+    pub fn connections() -> Vec<Self> {
+        bida_domain::broker::BrokerKind::ALL
+            .iter()
+            .map(|&kind| Self {
+                kind,
+                fields: kind.connection_form(),
+            })
+            .collect()
+    }
+
+    pub fn sources() -> Vec<Self> {
+        bida_domain::broker::BrokerKind::ALL
+            .iter()
+            .map(|&kind| Self {
+                kind,
+                fields: kind.source_form(),
+            })
+            .collect()
+    }
+
+    /// What the form sent for these fields, as the API takes them; empty
+    /// fields left out.
+    pub fn values(
+        &self,
+        form: &std::collections::HashMap<String, String>,
+    ) -> serde_json::Map<String, serde_json::Value> {
+        self.fields
+            .iter()
+            .filter_map(|field| {
+                let sent = form.get(&format!("{}.{}", self.kind.as_str(), field.name))?;
+                Some((field.name.to_string(), field.value(sent)?))
+            })
+            .collect()
+    }
+}
+
+/// The kind a form names.
+fn kind_named(name: &str) -> Result<bida_domain::broker::BrokerKind, Problem> {
+    bida_domain::broker::BrokerKind::ALL
+        .iter()
+        .copied()
+        .find(|kind| kind.as_str() == name)
+        .ok_or_else(|| Problem::bad_request("invalid-request", format!("`{name}` is not a kind of broker")))
+}
+
 /// What an action that went wrong left for its page to show.
 #[derive(serde::Deserialize)]
 pub struct Notice {

@@ -161,10 +161,10 @@ mod tests {
     fn spec(name: &str) -> BrokerSpec {
         BrokerSpec {
             name: name.into(),
-            connection: Connection::Rabbitmq {
+            connection: Connection::Rabbitmq(crate::kinds::rabbitmq::RabbitmqConnection {
                 url: "amqp://127.0.0.1:5672/%2f".into(),
                 management_url: None,
-            },
+            }),
         }
     }
 
@@ -196,10 +196,10 @@ mod tests {
     fn the_kind_is_fixed() {
         let kafka = BrokerSpec {
             name: "k".into(),
-            connection: Connection::Kafka {
+            connection: Connection::Kafka(crate::kinds::kafka::KafkaConnection {
                 bootstrap_servers: "h:9092".into(),
                 options: Default::default(),
-            },
+            }),
         };
         TestFramework::<Broker>::with(())
             .given(vec![registered()])

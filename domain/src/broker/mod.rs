@@ -4,5 +4,7 @@
 mod aggregate;
 mod spec;
 
+pub use crate::kinds::kafka::{OPTION_NAME, RESERVED_OPTIONS as KAFKA_RESERVED_OPTIONS};
+pub use crate::kinds::{Capabilities, Offset, Position};
 pub use aggregate::{Broker, BrokerCommand, BrokerError, BrokerEvent};
-pub use spec::{BrokerKind, BrokerSpec, Connection, KAFKA_RESERVED_OPTIONS, OPTION_NAME};
+pub use spec::{BrokerKind, BrokerSpec, Connection};

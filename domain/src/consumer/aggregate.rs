@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{ConsumerPolicy, ConsumerSpec, Endpoint, Source, SourceAnomaly};
+use super::{ConsumerPolicy, ConsumerSpec, Endpoint, SourceAnomaly};
 
 /// What the operator wants the consumer to do; nodes make it so.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -220,8 +220,8 @@ pub enum ConsumerError {
     Deleted,
     #[error("cannot {action} a consumer that is {state}")]
     InvalidState { action: &'static str, state: &'static str },
-    #[error("offsets can be reset only for Kafka consumers")]
-    NotKafka,
+    #[error("a {0} consumer has no offsets to reset")]
+    NoOffsets(&'static str),
     #[error("the lane of key {0:?} is not parked")]
     LaneNotParked(String),
 }
@@ -352,8 +352,9 @@ impl Consumer {
             }
             ConsumerCommand::RecordOffsetReset { reset, committed, at } => {
                 let spec = self.live()?;
-                if !matches!(spec.source, Source::Kafka(_)) {
-                    return Err(ConsumerError::NotKafka);
+                let kind = spec.source.kind();
+                if !kind.capabilities().offset_reset {
+                    return Err(ConsumerError::NoOffsets(kind.title()));
                 }
                 self.transition(
                     "reset the offsets of",
@@ -549,7 +550,7 @@ mod tests {
                 ConsumerEvent::ConsumerStopped { at },
             ])
             .when(reset())
-            .then_expect_error(ConsumerError::NotKafka);
+            .then_expect_error(ConsumerError::NoOffsets("RabbitMQ"));
         TestFramework::<Consumer>::with(())
             .given(vec![created(BrokerKind::Kafka), ConsumerEvent::ConsumerStopped { at }])
             .when(reset())

@@ -4,140 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::broker::BrokerKind;
+pub use crate::kinds::kafka::{KafkaSource, StartAt};
+pub use crate::kinds::rabbitmq::RabbitmqSource;
+pub use crate::kinds::{Position, Source, SourceInput};
 use crate::task::{BackoffInput, DeliveryPolicy, DeliveryRequest, Method, Origin, TaskSpec};
 use crate::{Backoff, Body, Expect, StatusSet, ValidationErrors};
-
-/// Where a consumer reads from.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum Source {
-    Rabbitmq(RabbitmqSource),
-    Kafka(KafkaSource),
-}
-
-impl Source {
-    /// Whether it reads this topic (Kafka) or queue (RabbitMQ).
-    pub fn reads(&self, name: &str) -> bool {
-        match self {
-            Source::Rabbitmq(source) => source.queue == name,
-            Source::Kafka(source) => source.topics.iter().any(|topic| topic == name),
-        }
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct RabbitmqSource {
-    pub queue: String,
-    /// Declare the queue (durable) if it does not exist.
-    #[serde(default)]
-    pub declare: bool,
-    /// Bind the queue to this exchange (declared as a durable topic exchange if missing).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub exchange: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub routing_key: Option<String>,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct KafkaSource {
-    pub topics: Vec<String>,
-    /// The consumer group: nodes sharing it split the partitions.
-    pub group: String,
-    /// Where a group without committed offsets starts.
-    #[serde(default)]
-    pub start: StartAt,
-}
-
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum StartAt {
-    #[default]
-    Earliest,
-    Latest,
-}
-
-/// The source as a client writes it: `{"queue": "q"}` or `{"topics": ["t"], "group": "g"}`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct SourceInput {
-    /// RabbitMQ: the queue to consume.
-    pub queue: Option<String>,
-    /// RabbitMQ: declare the queue if missing.
-    pub declare: Option<bool>,
-    /// RabbitMQ: bind the queue to this exchange.
-    pub exchange: Option<String>,
-    /// RabbitMQ: the binding's routing key.
-    pub routing_key: Option<String>,
-    /// Kafka: topics to consume.
-    pub topics: Option<Vec<String>>,
-    /// Kafka: the consumer group.
-    pub group: Option<String>,
-    /// Kafka: earliest (default) or latest, for a new group.
-    pub start: Option<StartAt>,
-}
-
-impl SourceInput {
-    pub fn validate(self, kind: BrokerKind, errors: &mut ValidationErrors) -> Option<Source> {
-        let name_ok = |text: &str| !text.trim().is_empty() && text.len() <= 249 && !text.chars().any(char::is_control);
-        match kind {
-            BrokerKind::Rabbitmq => {
-                if self.topics.is_some() || self.group.is_some() || self.start.is_some() {
-                    errors.add("source", "topics, group and start are for Kafka; a RabbitMQ source takes queue (and declare, exchange, routing_key)");
-                }
-                let queue = self.queue.unwrap_or_default();
-                if !name_ok(&queue) {
-                    errors.add("source.queue", "is required: the queue to consume");
-                }
-                if self.routing_key.is_some() && self.exchange.is_none() {
-                    errors.add("source.routing_key", "needs source.exchange to bind to");
-                }
-                Some(Source::Rabbitmq(RabbitmqSource {
-                    queue,
-                    declare: self.declare.unwrap_or(false) || self.exchange.is_some(),
-                    exchange: self.exchange,
-                    routing_key: self.routing_key,
-                }))
-            }
-            BrokerKind::Kafka => {
-                if self.queue.is_some()
-                    || self.exchange.is_some()
-                    || self.routing_key.is_some()
-                    || self.declare.is_some()
-                {
-                    errors.add("source", "queue, declare, exchange and routing_key are for RabbitMQ; a Kafka source takes topics and group");
-                }
-                let topics = self.topics.unwrap_or_default();
-                if topics.is_empty() {
-                    errors.add("source.topics", "is required: one or more topic names");
-                }
-                for topic in &topics {
-                    // Kafka's legal characters; a leading `^` would be a regex subscription.
-                    let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
-                    if topic.is_empty() || topic.len() > 249 || !topic.chars().all(legal) {
-                        errors.add(
-                            "source.topics",
-                            format!("`{topic}` is not a Kafka topic name (letters, digits, . _ -)"),
-                        );
-                    }
-                }
-                let group = self.group.unwrap_or_default();
-                if !name_ok(&group) {
-                    errors.add("source.group", "is required: the consumer group id");
-                }
-                Some(Source::Kafka(KafkaSource {
-                    topics,
-                    group,
-                    start: self.start.unwrap_or_default(),
-                }))
-            }
-        }
-    }
-}
 
 /// Where a consumer delivers.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -431,8 +302,8 @@ pub struct ConsumerPatch {
 pub struct SourceMessage {
     /// Stable and unique per source message (Kafka: topic, partition and offset).
     pub message_id: String,
-    /// Where it was read: `topic/partition@offset`, or the queue.
-    pub position: String,
+    /// Where it was read.
+    pub position: Position,
     pub key: Option<String>,
     pub body: Bytes,
     pub content_type: Option<String>,
@@ -473,7 +344,7 @@ impl ConsumerSpec {
             idempotency_key: None,
             origin: Some(Origin {
                 consumer_id: consumer_id.to_string(),
-                position: message.position.clone(),
+                position: message.position.to_string(),
                 key: message.key.clone(),
             }),
         })
@@ -570,7 +441,7 @@ mod tests {
         .unwrap();
         let message = SourceMessage {
             message_id: "kafka:t:0:42".into(),
-            position: "t/0@42".into(),
+            position: Position::partition("t", 0).at(crate::kinds::Offset::Number(42)),
             key: Some("order-1".into()),
             body: Bytes::from_static(&[0, 1, 2, 255]),
             content_type: Some("application/octet-stream".into()),
@@ -586,5 +457,6 @@ mod tests {
         assert_eq!(task.request.headers["x-team"], "pay");
         assert_eq!(task.request.headers["content-type"], "application/octet-stream");
         assert_eq!(task.origin.as_ref().unwrap().consumer_id, "c1");
+        assert_eq!(task.origin.as_ref().unwrap().position, "t/0@42");
     }
 }

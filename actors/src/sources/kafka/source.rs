@@ -12,32 +12,30 @@
 //! and what it confirms, or offsets that go back, are reported as anomalies
 //! (recorded as consumer events before the commit moves past them).
 
-use bida_domain::consumer::{
-    KafkaSource as KafkaSpec, OffsetReset, PartitionOffset, SourceAnomaly, SourceMessage, StartAt, TopicPartition,
-};
+use bida_domain::broker::{Offset, Position};
+use bida_domain::consumer::{KafkaSource as KafkaSpec, SourceAnomaly, SourceMessage, StartAt, TopicPartition};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::{Headers, Message};
-use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use serde::Serialize;
+use rdkafka::{ClientContext, Offset as KafkaOffset, TopicPartitionList};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
-use super::offsets::{GapAction, QuietAction, Received, QUIET_READ_BACK};
-use super::{
-    clean_text, header_text, Acknowledge, Backlog, BacklogProbe, BacklogProblem, Incoming, Observed, OffsetTracker,
-    ProgressWatch, Source, SourceError,
+use super::offsets::{GapAction, OffsetTracker, QuietAction, Received, QUIET_READ_BACK};
+use crate::sources::{
+    clean_text, header_text, Acknowledge, Backlog, BacklogProbe, BacklogProblem, Incoming, Observed, ProgressWatch,
+    Source, SourceError,
 };
 
-const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+pub(super) const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Client settings shared by consumers and admin calls.
-fn client_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
+pub(super) fn client_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientConfig {
     let mut config = ClientConfig::new();
     for (key, value) in options {
         config.set(key, value);
@@ -46,7 +44,7 @@ fn client_config(bootstrap: &str, options: &BTreeMap<String, String>) -> ClientC
     config
 }
 
-fn broker_error(e: rdkafka::error::KafkaError) -> SourceError {
+pub(super) fn broker_error(e: rdkafka::error::KafkaError) -> SourceError {
     SourceError::Broker(e.to_string())
 }
 
@@ -61,7 +59,7 @@ fn partition_names(partitions: &TopicPartitionList) -> Vec<String> {
 struct GroupContext {
     tracker: Arc<Mutex<OffsetTracker>>,
     paused: Arc<AtomicBool>,
-    revoked: Arc<Mutex<Vec<String>>>,
+    revoked: Arc<Mutex<Vec<Position>>>,
     /// When the assignment last changed.
     rebalanced_at: Arc<Mutex<Instant>>,
 }
@@ -81,7 +79,7 @@ impl ConsumerContext for GroupContext {
             let mut revoked = self.revoked.lock().unwrap_or_else(|p| p.into_inner());
             for element in partitions.elements() {
                 tracker.revoke(element.topic(), element.partition());
-                revoked.push(format!("{}/{}@", element.topic(), element.partition()));
+                revoked.push(Position::partition(element.topic(), element.partition()));
             }
         }
     }
@@ -119,7 +117,7 @@ type GroupConsumer = StreamConsumer<GroupContext>;
 
 pub struct KafkaSource {
     consumer: Arc<GroupConsumer>,
-    revoked: Arc<Mutex<Vec<String>>>,
+    revoked: Arc<Mutex<Vec<Position>>>,
     incoming: mpsc::Receiver<Result<Incoming, SourceError>>,
     anomaly_feed: Option<mpsc::UnboundedReceiver<Observed>>,
     pause: watch::Sender<bool>,
@@ -296,9 +294,9 @@ impl Poller {
                     match action {
                         Some(GapAction::ReadFrom(from)) => {
                             tracing::info!(%topic, partition, expected, offset, from, "the broker skipped offsets; reading again");
-                            if let Err(e) = self
-                                .consumer
-                                .seek(topic, partition, Offset::Offset(from), Duration::ZERO)
+                            if let Err(e) =
+                                self.consumer
+                                    .seek(topic, partition, KafkaOffset::Offset(from), Duration::ZERO)
                             {
                                 tracing::warn!(%topic, partition, error = %e, "cannot read the skipped offsets again");
                             }
@@ -347,7 +345,7 @@ impl Poller {
             };
             if let Err(e) = self
                 .consumer
-                .seek(&topic, partition, Offset::Offset(from), Duration::ZERO)
+                .seek(&topic, partition, KafkaOffset::Offset(from), Duration::ZERO)
             {
                 tracing::warn!(%topic, partition, error = %e, "cannot read back a quiet partition");
             }
@@ -474,11 +472,11 @@ async fn poll(poller: Poller, mut pause: watch::Receiver<bool>, sender: mpsc::Se
 }
 
 /// A record as consumers and resends see it.
-fn source_message(message: &impl Message) -> SourceMessage {
+pub(super) fn source_message(message: &impl Message) -> SourceMessage {
     let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
     SourceMessage {
         message_id: format!("kafka:{topic}:{partition}:{offset}"),
-        position: format!("{topic}/{partition}@{offset}"),
+        position: Position::partition(topic, partition).at(Offset::Number(offset)),
         key: message.key().map(clean_text),
         body: Bytes::copy_from_slice(message.payload().unwrap_or_default()),
         content_type: content_type(message),
@@ -487,9 +485,9 @@ fn source_message(message: &impl Message) -> SourceMessage {
 }
 
 /// A concrete offset, if the list holds one (not "stored", "invalid"...).
-fn offset_of(offset: Offset) -> Option<i64> {
+fn offset_of(offset: KafkaOffset) -> Option<i64> {
     match offset {
-        Offset::Offset(offset) => Some(offset),
+        KafkaOffset::Offset(offset) => Some(offset),
         _ => None,
     }
 }
@@ -607,7 +605,7 @@ impl Source for KafkaSource {
         self.probe.clone()
     }
 
-    fn take_revoked(&mut self) -> Vec<String> {
+    fn take_revoked(&mut self) -> Vec<Position> {
         std::mem::take(&mut *self.revoked.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
@@ -731,7 +729,8 @@ impl KafkaProbe {
                 };
                 let theirs = offset_of(element.offset());
                 if theirs != Some(ours) {
-                    let _ = behind.add_partition_offset(element.topic(), element.partition(), Offset::Offset(ours));
+                    let _ =
+                        behind.add_partition_offset(element.topic(), element.partition(), KafkaOffset::Offset(ours));
                 }
             }
         }
@@ -807,7 +806,7 @@ impl BacklogProbe for KafkaProbe {
 }
 
 /// End offset minus committed offset, per partition of `committed`.
-fn partition_backlog<C: ConsumerContext, K: Consumer<C>>(
+pub(super) fn partition_backlog<C: ConsumerContext, K: Consumer<C>>(
     consumer: &K,
     committed: &TopicPartitionList,
 ) -> Result<Vec<Backlog>, SourceError> {
@@ -817,259 +816,16 @@ fn partition_backlog<C: ConsumerContext, K: Consumer<C>>(
             .fetch_watermarks(element.topic(), element.partition(), METADATA_TIMEOUT)
             .map_err(broker_error)?;
         let done = match element.offset() {
-            Offset::Offset(offset) => offset,
+            KafkaOffset::Offset(offset) => offset,
             _ => low,
         };
         backlog.push(Backlog {
-            source: format!("{}/{}", element.topic(), element.partition()),
-            lag: (high - done).max(0),
             committed: Some(done),
             end: Some(high),
             // The group-wide view has no history: only what one reading shows.
             problem: (high < done).then_some(BacklogProblem::EndBelowCommitted),
+            ..Backlog::of(element.topic(), Some(element.partition()), (high - done).max(0))
         });
     }
     Ok(backlog)
-}
-
-/// A topic as the broker view shows it.
-#[derive(Clone, Debug, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct TopicInfo {
-    pub name: String,
-    pub partitions: Vec<PartitionInfo>,
-}
-
-#[derive(Clone, Debug, Serialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct PartitionInfo {
-    pub partition: i32,
-    pub start_offset: i64,
-    pub end_offset: i64,
-}
-
-/// Operations on a Kafka cluster outside any consumer: health, topics, group
-/// offsets, resets, reading a range. All blocking calls run off the runtime.
-#[derive(Clone)]
-pub struct KafkaAdmin {
-    bootstrap: String,
-    options: BTreeMap<String, String>,
-}
-
-impl KafkaAdmin {
-    pub fn new(bootstrap: &str, options: &BTreeMap<String, String>) -> Self {
-        Self {
-            bootstrap: bootstrap.to_string(),
-            options: options.clone(),
-        }
-    }
-
-    fn consumer(&self, group: Option<&str>) -> Result<BaseConsumer, SourceError> {
-        let mut config = client_config(&self.bootstrap, &self.options);
-        config.set("enable.auto.commit", "false");
-        config.set("group.id", group.unwrap_or("bida-admin"));
-        config.create().map_err(|e| SourceError::Connect(e.to_string()))
-    }
-
-    async fn blocking<T: Send + 'static>(
-        &self,
-        work: impl FnOnce(Self) -> Result<T, SourceError> + Send + 'static,
-    ) -> Result<T, SourceError> {
-        let admin = self.clone();
-        tokio::task::spawn_blocking(move || work(admin))
-            .await
-            .map_err(|e| SourceError::Broker(e.to_string()))?
-    }
-
-    /// Topics (internal ones left out) with their partitions and offsets.
-    pub async fn topics(&self) -> Result<Vec<TopicInfo>, SourceError> {
-        self.blocking(|admin| {
-            let consumer = admin.consumer(None)?;
-            let metadata = consumer
-                .fetch_metadata(None, METADATA_TIMEOUT)
-                .map_err(|e| SourceError::Connect(e.to_string()))?;
-            let mut topics = Vec::new();
-            for topic in metadata.topics().iter().filter(|t| !t.name().starts_with("__")) {
-                let mut partitions = Vec::new();
-                for partition in topic.partitions() {
-                    let (low, high) = consumer
-                        .fetch_watermarks(topic.name(), partition.id(), METADATA_TIMEOUT)
-                        .map_err(broker_error)?;
-                    partitions.push(PartitionInfo {
-                        partition: partition.id(),
-                        start_offset: low,
-                        end_offset: high,
-                    });
-                }
-                partitions.sort_by_key(|p| p.partition);
-                topics.push(TopicInfo {
-                    name: topic.name().to_string(),
-                    partitions,
-                });
-            }
-            topics.sort_by(|a, b| a.name.cmp(&b.name));
-            Ok(topics)
-        })
-        .await
-    }
-
-    /// The partitions of `topics`.
-    fn partitions(consumer: &BaseConsumer, topics: &[String]) -> Result<Vec<(String, i32)>, SourceError> {
-        let mut found = Vec::new();
-        for topic in topics {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), METADATA_TIMEOUT)
-                .map_err(|e| SourceError::Connect(e.to_string()))?;
-            for t in metadata.topics() {
-                if t.error().is_some() {
-                    return Err(SourceError::Broker(format!("topic {topic}: {:?}", t.error())));
-                }
-                found.extend(t.partitions().iter().map(|p| (t.name().to_string(), p.id())));
-            }
-        }
-        Ok(found)
-    }
-
-    /// Lag of a consumer group over all partitions of its topics.
-    pub async fn group_backlog(&self, group: &str, topics: &[String]) -> Result<Vec<Backlog>, SourceError> {
-        let (group, topics) = (group.to_string(), topics.to_vec());
-        self.blocking(move |admin| {
-            let consumer = admin.consumer(Some(&group))?;
-            let mut list = TopicPartitionList::new();
-            for (topic, partition) in Self::partitions(&consumer, &topics)? {
-                list.add_partition(&topic, partition);
-            }
-            let committed = consumer
-                .committed_offsets(list, METADATA_TIMEOUT)
-                .map_err(broker_error)?;
-            partition_backlog(&consumer, &committed)
-        })
-        .await
-    }
-
-    /// Commits new offsets for the group (which must have no active members)
-    /// and returns them.
-    pub async fn reset_offsets(
-        &self,
-        group: &str,
-        topics: &[String],
-        reset: &OffsetReset,
-    ) -> Result<Vec<PartitionOffset>, SourceError> {
-        let (group, topics, reset) = (group.to_string(), topics.to_vec(), reset.clone());
-        self.blocking(move |admin| {
-            let consumer = admin.consumer(Some(&group))?;
-            let partitions = Self::partitions(&consumer, &topics)?;
-            let mut targets: Vec<PartitionOffset> = Vec::new();
-            match &reset {
-                OffsetReset::Earliest | OffsetReset::Latest => {
-                    for (topic, partition) in &partitions {
-                        let (low, high) = consumer
-                            .fetch_watermarks(topic, *partition, METADATA_TIMEOUT)
-                            .map_err(broker_error)?;
-                        let offset = if matches!(reset, OffsetReset::Earliest) {
-                            low
-                        } else {
-                            high
-                        };
-                        targets.push(PartitionOffset {
-                            topic: topic.clone(),
-                            partition: *partition,
-                            offset,
-                        });
-                    }
-                }
-                OffsetReset::Timestamp { timestamp } => {
-                    let mut query = TopicPartitionList::new();
-                    for (topic, partition) in &partitions {
-                        query
-                            .add_partition_offset(topic, *partition, Offset::Offset(timestamp.timestamp_millis()))
-                            .map_err(broker_error)?;
-                    }
-                    let found = consumer
-                        .offsets_for_times(query, METADATA_TIMEOUT)
-                        .map_err(broker_error)?;
-                    for element in found.elements() {
-                        let offset = match element.offset() {
-                            Offset::Offset(offset) => offset,
-                            // No message at or after the time: start at the end.
-                            _ => {
-                                consumer
-                                    .fetch_watermarks(element.topic(), element.partition(), METADATA_TIMEOUT)
-                                    .map_err(broker_error)?
-                                    .1
-                            }
-                        };
-                        targets.push(PartitionOffset {
-                            topic: element.topic().to_string(),
-                            partition: element.partition(),
-                            offset,
-                        });
-                    }
-                }
-                OffsetReset::Offsets { offsets } => {
-                    for wanted in offsets {
-                        if !partitions.contains(&(wanted.topic.clone(), wanted.partition)) {
-                            return Err(SourceError::Invalid(format!(
-                                "{}/{} is not a partition of the consumer's topics",
-                                wanted.topic, wanted.partition
-                            )));
-                        }
-                    }
-                    targets = offsets.clone();
-                }
-            }
-            let mut commit = TopicPartitionList::new();
-            for target in &targets {
-                commit
-                    .add_partition_offset(&target.topic, target.partition, Offset::Offset(target.offset))
-                    .map_err(broker_error)?;
-            }
-            consumer.commit(&commit, CommitMode::Sync).map_err(broker_error)?;
-            targets.sort_by(|a, b| (&a.topic, a.partition).cmp(&(&b.topic, b.partition)));
-            Ok(targets)
-        })
-        .await
-    }
-
-    /// The messages of one partition from `from` to `to` (inclusive).
-    pub async fn read_range(
-        &self,
-        topic: &str,
-        partition: i32,
-        from: i64,
-        to: i64,
-    ) -> Result<Vec<SourceMessage>, SourceError> {
-        let topic = topic.to_string();
-        self.blocking(move |admin| {
-            let consumer = admin.consumer(None)?;
-            let (_, high) = consumer
-                .fetch_watermarks(&topic, partition, METADATA_TIMEOUT)
-                .map_err(broker_error)?;
-            let last = to.min(high - 1);
-            let mut list = TopicPartitionList::new();
-            list.add_partition_offset(&topic, partition, Offset::Offset(from))
-                .map_err(broker_error)?;
-            consumer.assign(&list).map_err(broker_error)?;
-            let mut messages = Vec::new();
-            let deadline = std::time::Instant::now() + Duration::from_secs(30);
-            while messages.last().is_none_or(|m: &(i64, SourceMessage)| m.0 < last) && last >= from {
-                if std::time::Instant::now() > deadline {
-                    return Err(SourceError::Broker(format!(
-                        "timed out reading {topic}/{partition} at {from}..={to}"
-                    )));
-                }
-                match consumer.poll(Duration::from_millis(500)) {
-                    Some(Ok(message)) if message.offset() <= last => {
-                        let offset = message.offset();
-                        messages.push((offset, source_message(&message)));
-                    }
-                    Some(Ok(_)) => break,
-                    Some(Err(e)) => return Err(broker_error(e)),
-                    None => {}
-                }
-            }
-            Ok(messages.into_iter().map(|(_, m)| m).collect())
-        })
-        .await
-    }
 }
