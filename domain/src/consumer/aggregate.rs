@@ -433,10 +433,13 @@ mod tests {
     use crate::consumer::{ConsumerInput, PolicyDefaults};
     use cqrs_es::test::TestFramework;
 
+    /// A consumer of Kafka (which has offsets) or of RabbitMQ (which has none).
     fn spec(kind: BrokerKind) -> ConsumerSpec {
-        let source = match kind {
-            BrokerKind::Kafka => serde_json::json!({"topics": ["t"], "group": "g"}),
-            BrokerKind::Rabbitmq => serde_json::json!({"queue": "q"}),
+        let source = if kind == BrokerKind::Kafka {
+            serde_json::json!({"topics": ["t"], "group": "g"})
+        } else {
+            assert_eq!(kind, BrokerKind::Rabbitmq);
+            serde_json::json!({"queue": "q"})
         };
         serde_json::from_value::<ConsumerInput>(serde_json::json!({
             "name": "c", "broker_id": "b", "source": source, "endpoint": {"url": "http://h/"}
