@@ -6,7 +6,9 @@
 
 use actix::prelude::*;
 use bida_domain::broker::BrokerSpec;
+use bida_domain::consumer::Source as SourceSpec;
 use chrono::{DateTime, Utc};
+use futures_util::future::BoxFuture;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -16,8 +18,13 @@ use tokio::sync::watch;
 use super::pipeline::{LiveConfig, Pipeline};
 use super::pump::{Pump, PumpError, PumpStatus, RunState};
 use super::supervisor::{ConsumerSupervisor, Crashed};
-use crate::sources::{Backlog, BoxedSource, Client};
+use crate::sources::{Backlog, BoxedSource, Client, SourceError};
 use crate::NodeContext;
+
+/// Opens a consumer's source in place of the broker registry: the seam
+/// through which unit tests run consumers on an in-memory broker.
+pub(crate) type Opener =
+    Arc<dyn Fn(BrokerSpec, SourceSpec, Client) -> BoxFuture<'static, Result<BoxedSource, SourceError>> + Send + Sync>;
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -71,6 +78,7 @@ pub struct ConsumerActor {
     generation: u64,
     started: Instant,
     started_at: DateTime<Utc>,
+    opener: Option<Opener>,
 }
 
 impl ConsumerActor {
@@ -106,7 +114,14 @@ impl ConsumerActor {
             generation,
             started: Instant::now(),
             started_at: Utc::now(),
+            opener: None,
         }
+    }
+
+    /// Opens the source with `opener` instead of the broker registry.
+    pub(crate) fn with_opener(mut self, opener: Option<Opener>) -> Self {
+        self.opener = opener;
+        self
     }
 
     /// Connects the source named by the broker and the consumer's spec and runs the pump.
@@ -115,13 +130,18 @@ impl ConsumerActor {
         config: watch::Receiver<Arc<LiveConfig>>,
         pump: impl FnOnce(BoxedSource) -> Pump<BoxedSource>,
         client_id: String,
+        opener: Option<Opener>,
     ) -> Result<(), PumpError> {
         let live = config.borrow().clone();
         let client = Client {
             id: client_id,
             concurrency: live.spec.policy.concurrency,
+            delivery_timeout: Duration::from_millis(live.spec.endpoint.timeout_ms),
         };
-        let source = crate::sources::open(&broker.connection, &live.spec.source, &client).await?;
+        let source = match opener {
+            Some(open) => open(broker, live.spec.source.clone(), client).await?,
+            None => crate::sources::open(&broker.connection, &live.spec.source, &client).await?,
+        };
         pump(source).run().await
     }
 }
@@ -144,7 +164,7 @@ impl Actor for ConsumerActor {
             work,
             grace,
         };
-        let work = Self::consume(self.broker.clone(), config, pump, client_id);
+        let work = Self::consume(self.broker.clone(), config, pump, client_id, self.opener.clone());
         let (backlog, status_for_backlog) = (self.backlog.clone(), self.status.clone());
         ctx.run_interval(BACKLOG_EVERY, move |actor, ctx| {
             let probe = status_for_backlog

@@ -13,3 +13,6 @@ pub use actor::{ConsumerActor, ConsumerReport};
 pub use pipeline::{LiveConfig, Pipeline};
 pub use service::{ConsumerService, ConsumerView, ResendRequest};
 pub use supervisor::ConsumerSupervisor;
+
+#[cfg(test)]
+mod tests;

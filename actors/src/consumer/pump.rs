@@ -436,6 +436,13 @@ impl<S: Source> Pump<S> {
                 _ = tokio::time::sleep_until(stop_deadline.unwrap_or(now)), if stop_deadline.is_some() => {}
                 incoming = fetch(&mut self.source, rate.clone()), if fetch_now => {
                     let incoming = incoming?;
+                    // A revocation that came while this message was awaited
+                    // concerns what was held before it: the message itself is
+                    // of the new assignment and must not be let go with them.
+                    let revoked = self.source.take_revoked();
+                    if !revoked.is_empty() {
+                        lanes.forget(&revoked);
+                    }
                     self.pipeline.stats.fetched.fetch_add(1, Ordering::Relaxed);
                     count_consumed(&live, &incoming.message);
                     let probe = admission == Admission::Probe;

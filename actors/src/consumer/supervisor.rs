@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::actor::{ConsumerActor, Reconfigure, Report, StopConsumer};
+use super::actor::{ConsumerActor, Opener, Reconfigure, Report, StopConsumer};
 use super::pipeline::LiveConfig;
 use crate::commands::Commands;
 use crate::supervisor::Supervisor;
@@ -54,6 +54,8 @@ pub struct DrainConsumers;
 /// A run that lasted this long resets the count of crashes in a row.
 const HEALTHY_RUN: Duration = Duration::from_secs(60);
 const LONGEST_BACKOFF: Duration = Duration::from_secs(60);
+/// How long a stopping consumer's source may take to close after the grace.
+const SOURCE_CLOSE: Duration = Duration::from_secs(3);
 
 /// What an actor was started with: a change of any of it needs a new actor.
 struct Running {
@@ -88,6 +90,8 @@ pub struct ConsumerSupervisor {
     managed: HashMap<String, Managed>,
     draining: bool,
     listener: Option<SpawnHandle>,
+    /// Opens sources in place of the broker registry (tests).
+    opener: Option<Opener>,
 }
 
 impl ConsumerSupervisor {
@@ -103,7 +107,15 @@ impl ConsumerSupervisor {
             managed: HashMap::new(),
             draining: false,
             listener: None,
+            opener: None,
         }
+    }
+
+    /// Its consumers open their sources with `opener` (an in-memory broker).
+    #[cfg(test)]
+    pub(crate) fn with_opener(mut self, opener: Opener) -> Self {
+        self.opener = Some(opener);
+        self
     }
 
     /// Makes this node's actor for `id` match what the events ask for.
@@ -161,7 +173,8 @@ impl ConsumerSupervisor {
             (self.tasks.clone(), self.consumers.clone()),
             ctx.address(),
             generation,
-        );
+        )
+        .with_opener(self.opener.clone());
         let thread = &self.threads[self.next_thread % self.threads.len()];
         self.next_thread = self.next_thread.wrapping_add(1);
         let addr = ConsumerActor::start_in_arbiter(&thread.handle(), move |_| actor);
@@ -434,7 +447,9 @@ impl Handler<DrainConsumers> for ConsumerSupervisor {
         );
         Box::pin(
             async move {
-                let deadline = Instant::now() + grace;
+                // After the grace, sources close: they give back what they
+                // hold (NATS refuses its unacknowledged messages).
+                let deadline = Instant::now() + grace + SOURCE_CLOSE;
                 while addrs.iter().any(|a| a.connected()) && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }

@@ -6,6 +6,8 @@
 
 mod dynamic;
 pub mod kafka;
+#[cfg(test)]
+pub mod memory;
 mod progress;
 pub mod rabbitmq;
 mod registry;
@@ -161,6 +163,10 @@ pub struct Client {
     pub id: String,
     /// The consumer's concurrency, which sizes its fetching.
     pub concurrency: u32,
+    /// How long one delivery may take at the endpoint: brokers that hand an
+    /// unacknowledged message to another member after a deadline (NATS) set
+    /// it above this.
+    pub delivery_timeout: std::time::Duration,
 }
 
 /// A look inside a broker, for its view, the console and the gauges.
