@@ -1,11 +1,12 @@
-//! Consumers end to end, each scenario against the machine's RabbitMQ and a
-//! real Kafka-protocol broker (tansu): the real binary, a real HTTP receiver,
-//! messages counted by their `webhook-id`.
+//! The conformance suite: consumers end to end, each scenario against every
+//! kind of broker (`mqs/`: the machine's RabbitMQ and NATS, a Kafka-protocol
+//! broker (tansu) per test): the real binary, a real HTTP receiver, messages
+//! counted by their `webhook-id`.
 
+mod mqs;
 mod support;
 
-use bida_testkit::kafka::KafkaBroker;
-use bida_testkit::rabbit::{self, TestQueue};
+use mqs::{on_every_mq, Record, TestMq};
 use serde_json::{json, Value};
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{HashMap, HashSet};
@@ -15,81 +16,6 @@ use std::time::Duration;
 use support::{eventually, Bida, Hit, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(180);
-
-/// The MQ a scenario runs against (one per test: its size does not matter).
-#[allow(clippy::large_enum_variant)]
-enum Mq {
-    Rabbit(TestQueue),
-    Kafka(KafkaBroker, String),
-}
-
-/// One message: its id (RabbitMQ `message_id`), ordering key, body.
-struct Record {
-    id: String,
-    key: Option<String>,
-    body: Vec<u8>,
-}
-
-impl Mq {
-    async fn rabbit() -> Self {
-        Self::Rabbit(TestQueue::declare().await)
-    }
-
-    async fn kafka() -> Self {
-        let broker = KafkaBroker::start().await;
-        broker.create_topic("events", 4).await;
-        Self::Kafka(broker, "events".into())
-    }
-
-    async fn publish(&self, records: Vec<Record>) {
-        match self {
-            Self::Rabbit(queue) => {
-                queue
-                    .publish_keyed(records.into_iter().map(|r| (Some(r.id), r.key, r.body)))
-                    .await
-            }
-            Self::Kafka(broker, topic) => {
-                broker
-                    .produce(topic, records.into_iter().map(|r| (r.key, r.body)))
-                    .await
-            }
-        }
-    }
-
-    async fn broker(&self, bida: &Bida) -> String {
-        let body = match self {
-            Self::Rabbit(_) => json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-            Self::Kafka(broker, _) => json!({"name": "k", "kind": "kafka", "bootstrap_servers": broker.bootstrap}),
-        };
-        let (status, broker) = bida.post("/v1/brokers", body).await;
-        assert_eq!(status, 201, "{broker}");
-        broker["id"].as_str().unwrap().to_string()
-    }
-
-    fn source(&self) -> Value {
-        match self {
-            Self::Rabbit(queue) => json!({"queue": queue.name}),
-            Self::Kafka(_, topic) => json!({"topics": [topic], "group": "bida-tests"}),
-        }
-    }
-
-    /// Registers the broker (unless given) and creates a consumer.
-    async fn consumer(&self, bida: &Bida, broker: Option<&str>, endpoint: &str, policy: Value) -> String {
-        let broker = match broker {
-            Some(id) => id.to_string(),
-            None => self.broker(bida).await,
-        };
-        let (status, consumer) = bida
-            .post(
-                "/v1/consumers",
-                json!({"name": "c", "broker_id": broker, "source": self.source(),
-                       "endpoint": {"url": endpoint, "timeout_ms": 2000}, "policy": policy}),
-            )
-            .await;
-        assert_eq!(status, 201, "{consumer}");
-        consumer["id"].as_str().unwrap().to_string()
-    }
-}
 
 fn numbered(n: usize) -> Vec<Record> {
     (0..n)
@@ -152,25 +78,7 @@ fn duplicates(endpoint: &Receiver) -> usize {
     hits.len() - distinct.len()
 }
 
-macro_rules! on_both_mqs {
-    ($($scenario:ident),* $(,)?) => {
-        $(
-            mod $scenario {
-                #[tokio::test]
-                async fn rabbitmq() {
-                    super::$scenario(super::Mq::rabbit().await).await
-                }
-
-                #[tokio::test]
-                async fn kafka() {
-                    super::$scenario(super::Mq::kafka().await).await
-                }
-            }
-        )*
-    };
-}
-
-on_both_mqs!(
+on_every_mq!(
     ten_thousand_messages_arrive,
     a_flaky_endpoint_loses_nothing,
     a_dead_endpoint_opens_the_breaker_and_the_backlog_waits_in_the_mq,
@@ -183,7 +91,7 @@ on_both_mqs!(
     sigterm_gives_back_what_outlasts_the_grace,
 );
 
-async fn ten_thousand_messages_arrive(mq: Mq) {
+async fn ten_thousand_messages_arrive(mq: impl TestMq) {
     let endpoint = Receiver::ok().await;
     let bida = Bida::start("").await;
     let id = mq
@@ -223,7 +131,7 @@ async fn ten_thousand_messages_arrive(mq: Mq) {
     println!("10000 of 10000 arrived; duplicates: {}", duplicates(&endpoint));
 }
 
-async fn a_flaky_endpoint_loses_nothing(mq: Mq) {
+async fn a_flaky_endpoint_loses_nothing(mq: impl TestMq) {
     let accepted = Accepted::default();
     let tally = accepted.clone();
     let endpoint = Receiver::start(move |hit, nth| {
@@ -258,7 +166,7 @@ async fn a_flaky_endpoint_loses_nothing(mq: Mq) {
     );
 }
 
-async fn a_dead_endpoint_opens_the_breaker_and_the_backlog_waits_in_the_mq(mq: Mq) {
+async fn a_dead_endpoint_opens_the_breaker_and_the_backlog_waits_in_the_mq(mq: impl TestMq) {
     let accepted = Accepted::default();
     let endpoint = Receiver::start(|_, _| Reply::status(503)).await;
     let bida = Bida::start("").await;
@@ -329,7 +237,7 @@ async fn a_dead_endpoint_opens_the_breaker_and_the_backlog_waits_in_the_mq(mq: M
     println!("all 10000 arrived after recovery and a replay of {dead} dead letters");
 }
 
-async fn live_changes_apply_without_a_restart(mq: Mq) {
+async fn live_changes_apply_without_a_restart(mq: impl TestMq) {
     let endpoint = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(40))).await;
     let bida = Bida::start("").await;
     let id = mq
@@ -382,7 +290,7 @@ async fn rate(endpoint: &Receiver, seconds: u64) -> f64 {
     (endpoint.hit_count() - before) as f64 / seconds as f64
 }
 
-async fn kill_9_mid_stream_loses_nothing(mq: Mq) {
+async fn kill_9_mid_stream_loses_nothing(mq: impl TestMq) {
     let endpoint = Receiver::start(|_, _| Reply::ok().after(Duration::from_millis(5))).await;
     let mut bida = Bida::start("").await;
     mq.consumer(&bida, None, &endpoint.url("/k9"), json!({"concurrency": 16}))
@@ -404,7 +312,7 @@ async fn kill_9_mid_stream_loses_nothing(mq: Mq) {
     );
 }
 
-async fn ordering_by_key_survives_failures(mq: Mq) {
+async fn ordering_by_key_survives_failures(mq: impl TestMq) {
     let order: Arc<Mutex<HashMap<String, Vec<u64>>>> = Arc::default();
     let seen = order.clone();
     let endpoint = Receiver::start(move |hit, nth| {
@@ -451,7 +359,7 @@ async fn ordering_by_key_survives_failures(mq: Mq) {
     );
 }
 
-async fn two_nodes_share_the_work_and_one_takes_over(mq: Mq) {
+async fn two_nodes_share_the_work_and_one_takes_over(mq: impl TestMq) {
     if support::postgres_only("two nodes share a consumer") {
         return;
     }
@@ -555,7 +463,7 @@ impl Arrivals {
 /// sends SIGTERM and checks that the node exits by itself; then restarts it
 /// and waits for every message. Returns how often each message arrived, and
 /// which were at the endpoint when SIGTERM came.
-async fn sigterm_mid_drain(mq: Mq, grace_ms: &str, hold: Duration) -> (HashMap<String, usize>, Vec<String>) {
+async fn sigterm_mid_drain(mq: impl TestMq, grace_ms: &str, hold: Duration) -> (HashMap<String, usize>, Vec<String>) {
     const FAST: usize = 300;
     let arrivals = Arrivals::new(FAST, hold);
     let endpoint = Receiver::start(arrivals.behavior()).await;
@@ -603,7 +511,7 @@ async fn sigterm_mid_drain(mq: Mq, grace_ms: &str, hold: Duration) -> (HashMap<S
 /// SIGTERM while 16 deliveries wait on an endpoint that answers within the
 /// grace: they finish and are recorded before the node exits, so none of
 /// them is sent again after the restart; nothing is lost.
-async fn sigterm_finishes_the_deliveries_in_flight(mq: Mq) {
+async fn sigterm_finishes_the_deliveries_in_flight(mq: impl TestMq) {
     let (arrivals, at_sigterm) = sigterm_mid_drain(mq, "10000", Duration::from_millis(1500)).await;
     let again: Vec<_> = at_sigterm.iter().filter(|id| arrivals[*id] > 1).collect();
     assert!(again.is_empty(), "sent again after a graceful stop: {again:?}");
@@ -612,7 +520,7 @@ async fn sigterm_finishes_the_deliveries_in_flight(mq: Mq) {
 /// SIGTERM while the endpoint holds its answers longer than the grace (1 s)
 /// and the delivery timeout (180 s): the node does not wait for them; the
 /// broker has them still, and after the restart every message arrives.
-async fn sigterm_gives_back_what_outlasts_the_grace(mq: Mq) {
+async fn sigterm_gives_back_what_outlasts_the_grace(mq: impl TestMq) {
     let (arrivals, at_sigterm) = sigterm_mid_drain(mq, "1000", Duration::from_secs(120)).await;
     assert!(
         at_sigterm.iter().all(|id| arrivals[id] >= 2),
@@ -624,7 +532,7 @@ async fn sigterm_gives_back_what_outlasts_the_grace(mq: Mq) {
 /// of new tasks are held up, messages keep being delivered (up to the
 /// recording window) but none is acknowledged: killed then, Bida gets them
 /// all again from the broker and records every one.
-async fn deliveries_go_on_while_commits_are_held_up(mq: Mq) {
+async fn deliveries_go_on_while_commits_are_held_up(mq: impl TestMq) {
     if support::postgres_only("Postgres locks hold up the commits") {
         return;
     }

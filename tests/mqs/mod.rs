@@ -1,0 +1,74 @@
+//! The broker kinds the conformance suite runs against: one file per kind,
+//! each a [`TestMq`] (a broker of the test's own: a queue, a topic, a
+//! stream), and one line per kind in [`on_every_mq!`].
+
+pub mod kafka;
+pub mod rabbitmq;
+
+use super::support::Bida;
+use serde_json::{json, Value};
+
+/// One message: its id (where the kind carries one), ordering key, body.
+pub struct Record {
+    pub id: String,
+    pub key: Option<String>,
+    pub body: Vec<u8>,
+}
+
+/// A broker for one test.
+pub trait TestMq {
+    /// Publishes and waits for the broker to confirm.
+    async fn publish(&self, records: Vec<Record>);
+
+    /// The broker as `POST /v1/brokers` takes it.
+    fn broker_body(&self) -> Value;
+
+    /// The consumer's source as `POST /v1/consumers` takes it.
+    fn source(&self) -> Value;
+
+    /// Registers the broker.
+    async fn broker(&self, bida: &Bida) -> String {
+        let (status, broker) = bida.post("/v1/brokers", self.broker_body()).await;
+        assert_eq!(status, 201, "{broker}");
+        broker["id"].as_str().unwrap().to_string()
+    }
+
+    /// Registers the broker (unless given) and creates a consumer.
+    async fn consumer(&self, bida: &Bida, broker: Option<&str>, endpoint: &str, policy: Value) -> String {
+        let broker = match broker {
+            Some(id) => id.to_string(),
+            None => self.broker(bida).await,
+        };
+        let (status, consumer) = bida
+            .post(
+                "/v1/consumers",
+                json!({"name": "c", "broker_id": broker, "source": self.source(),
+                       "endpoint": {"url": endpoint, "timeout_ms": 2000}, "policy": policy}),
+            )
+            .await;
+        assert_eq!(status, 201, "{consumer}");
+        consumer["id"].as_str().unwrap().to_string()
+    }
+}
+
+/// Each scenario (`async fn scenario(mq: impl TestMq)`) as a module with one
+/// test per kind: `scenario::kafka`, `scenario::rabbitmq`...
+macro_rules! on_every_mq {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test]
+                async fn rabbitmq() {
+                    super::$scenario(super::mqs::rabbitmq::Queue::new().await).await
+                }
+
+                #[tokio::test]
+                async fn kafka() {
+                    super::$scenario(super::mqs::kafka::Topic::new().await).await
+                }
+            }
+        )*
+    };
+}
+
+pub(crate) use on_every_mq;
