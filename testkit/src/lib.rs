@@ -6,11 +6,13 @@
 //!   first N calls, time out, answer the wrong body...) and which records every
 //!   request it gets.
 //! - [`rabbit::TestQueue`] and [`kafka::KafkaBroker`]: the machine's RabbitMQ
-//!   with a queue of the test's own, and a Kafka-protocol broker per test.
+//!   with a queue of the test's own, and a Kafka-protocol broker per test;
+//!   [`nats::TestStream`]: a JetStream stream of the test's own.
 //! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
 mod database;
 pub mod kafka;
+pub mod nats;
 pub mod otlp;
 pub mod rabbit;
 mod receiver;

@@ -3,6 +3,7 @@
 //! stream), and one line per kind in [`on_every_mq!`].
 
 pub mod kafka;
+pub mod nats;
 pub mod rabbitmq;
 
 use super::support::Bida;
@@ -65,6 +66,11 @@ macro_rules! on_every_mq {
                 #[tokio::test]
                 async fn kafka() {
                     super::$scenario(super::mqs::kafka::Topic::new().await).await
+                }
+
+                #[tokio::test]
+                async fn nats() {
+                    super::$scenario(super::mqs::nats::Stream::new().await).await
                 }
             }
         )*

@@ -5,7 +5,7 @@
 use bida_domain::broker::Connection;
 use bida_domain::consumer::{OffsetReset, PartitionOffset, Source, SourceMessage};
 
-use super::{kafka::Kafka, rabbitmq::Rabbitmq};
+use super::{kafka::Kafka, nats::Nats, rabbitmq::Rabbitmq};
 use super::{Backlog, BoxedSource, Client, Inspection, Kind, Range, SourceError};
 
 macro_rules! registry {
@@ -69,6 +69,7 @@ macro_rules! registry {
 registry! {
     Kafka => Kafka,
     Rabbitmq => Rabbitmq,
+    Nats => Nats,
 }
 
 fn misfit(connection: &Connection, source: &Source) -> SourceError {

@@ -6,6 +6,7 @@
 
 mod fields;
 pub mod kafka;
+pub mod nats;
 mod position;
 pub mod rabbitmq;
 
@@ -255,6 +256,7 @@ macro_rules! kinds {
 kinds! {
     Kafka = "kafka", "Kafka": kafka::{KafkaConnection, KafkaSource, KafkaSourceInput},
     Rabbitmq = "rabbitmq", "RabbitMQ": rabbitmq::{RabbitmqConnection, RabbitmqSource, RabbitmqSourceInput},
+    Nats = "nats", "NATS JetStream": nats::{NatsConnection, NatsSource, NatsSourceInput},
 }
 
 /// [`SourceSpec`]'s questions, object-safe.
