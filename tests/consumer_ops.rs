@@ -718,3 +718,108 @@ async fn offsets_that_go_back_are_recorded_alerted_and_delivered() {
     // Committed where the log really is, not past it.
     wait_consumer(&bida, &consumer, |c| c["lag"][0]["committed"] == 5).await;
 }
+
+/// A NATS broker shows its streams; a consumer's lag is its durable
+/// consumer's pending count; past messages are resent by stream sequence;
+/// what the kind cannot do (offsets) is refused plainly.
+#[tokio::test]
+async fn nats_streams_are_shown_resent_by_sequence_and_have_no_offsets() {
+    let endpoint = Receiver::ok().await;
+    let stream = bida_testkit::nats::TestStream::create().await;
+    let bida = Bida::start("").await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "nats", "kind": "nats", "url": bida_testkit::nats::url()}),
+    )
+    .await;
+    stream
+        .publish((0..20).map(|i| (Some(format!("k{}", i % 4)), format!(r#"{{"n":{i}}}"#).into_bytes())))
+        .await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "n", "broker_id": broker, "source": {"stream": stream.name, "durable": "ops"},
+               "endpoint": {"url": endpoint.url("/in")}}),
+    )
+    .await;
+    let done = wait_consumer(&bida, &consumer, |c| {
+        c["counters"]["delivered"] == 20 && c["lag_total"] == 0
+    })
+    .await;
+    assert_eq!(done["lag"][0]["destination"], stream.name.as_str(), "{done}");
+    let keys: std::collections::HashSet<String> = endpoint
+        .hits()
+        .iter()
+        .map(|h| h.message_id().unwrap().to_string())
+        .collect();
+    assert!(keys.contains(&format!("nats:{}:1", stream.name)), "{keys:?}");
+
+    let (status, view) = bida.get(&format!("/v1/brokers/{broker}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["health"]["reachable"], true, "{view}");
+    assert_eq!(view["capabilities"]["offset_reset"], false, "{view}");
+    let listed = view["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stream.name.as_str())
+        .unwrap_or_else(|| panic!("the test stream is listed: {view}"))
+        .clone();
+    assert_eq!(
+        (listed["messages"].as_i64(), listed["consumers"].as_i64()),
+        (Some(20), Some(1)),
+        "{listed}"
+    );
+
+    let (status, resent) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": stream.name, "from": 3, "to": 5}),
+        )
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    assert_eq!(resent["task_ids"].as_array().unwrap().len(), 3, "{resent}");
+    assert!(
+        eventually(WAIT, || endpoint.hit_count() == 23).await,
+        "{}",
+        endpoint.hit_count()
+    );
+    let again: Vec<String> = endpoint.hits()[20..]
+        .iter()
+        .map(|h| h.message_id().unwrap().to_string())
+        .collect();
+    for sequence in 3..=5 {
+        assert!(again.contains(&format!("nats:{}:{sequence}", stream.name)), "{again:?}");
+    }
+
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("NATS JetStream"),
+        "{problem}"
+    );
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "twin", "broker_id": broker, "source": {"stream": stream.name, "durable": "ops"},
+                   "endpoint": {"url": endpoint.url("/twin")}}),
+        )
+        .await;
+    assert_eq!(status, 409, "one durable, one consumer: {problem}");
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "bad", "broker_id": broker, "source": {"queue": "q"},
+                   "endpoint": {"url": endpoint.url("/bad")}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+}
