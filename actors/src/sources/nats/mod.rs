@@ -1,7 +1,9 @@
 //! NATS JetStream through async-nats: a durable pull consumer per consumer
 //! (its nodes share it), each message acknowledged once its outcome is
-//! recorded and refused with a delay (`nak`) when let go unrecorded, so
-//! another node takes it at once; the backlog is the consumer's pending count.
+//! recorded (reported in progress meanwhile, so that the server does not send
+//! it again to a live node) and refused with a delay (`nak`) when let go
+//! unrecorded, so another node takes it at once; the backlog is the
+//! consumer's pending count.
 
 mod admin;
 mod source;

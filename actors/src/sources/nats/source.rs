@@ -16,11 +16,18 @@ use crate::sources::{
 };
 
 /// How long the server waits, beyond the endpoint's timeout, for an
-/// acknowledgement before it hands the message to another member: the time to
-/// record the outcome. It is also how long the messages of a node killed
-/// mid-delivery wait before another node gets them (JetStream has no
-/// connection-bound redelivery).
+/// acknowledgement (or a sign of progress) before it hands the message to
+/// another member. It is how long the messages of a node killed mid-delivery
+/// wait before another node gets them (JetStream has no connection-bound
+/// redelivery).
 const RECORDING_MARGIN: Duration = Duration::from_secs(20);
+/// How often the messages this node holds (at the endpoint, being recorded)
+/// are reported in progress, which restarts their ack wait: a live node keeps
+/// them however long their recording takes, as a live connection keeps its
+/// messages with RabbitMQ or Kafka, instead of the server sending them again
+/// every ack wait (delivered again, recorded again, piling up in the
+/// recording window).
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 /// How long one pull request waits for messages before the next is made.
 const PULL_EXPIRES: Duration = Duration::from_secs(5);
 /// How soon a message let go unrecorded (a node stopping) is offered again.
@@ -117,6 +124,8 @@ pub struct NatsMessages {
     batch: Option<pull::Batch>,
     requesting: Option<JoinHandle<Result<pull::Batch, SourceError>>>,
     outstanding: Outstanding,
+    /// Reports the outstanding messages in progress until the source closes.
+    progress: JoinHandle<()>,
     prefetch: usize,
 }
 
@@ -124,13 +133,15 @@ impl NatsMessages {
     pub async fn connect(connection: &NatsConnection, spec: &NatsSource, client: &Client) -> Result<Self, SourceError> {
         let jetstream = jetstream(connection, &client.id).await?;
         let consumer = durable(&jetstream, spec, client.delivery_timeout).await?;
+        let outstanding = Outstanding::default();
         Ok(Self {
             jetstream,
             consumer: Arc::new(consumer),
             spec: spec.clone(),
             batch: None,
             requesting: None,
-            outstanding: Outstanding::default(),
+            progress: keep_in_progress(outstanding.clone()),
+            outstanding,
             prefetch: client.concurrency.max(1) as usize,
         })
     }
@@ -170,7 +181,39 @@ impl NatsMessages {
 
 /// Messages handed out and not yet acknowledged, by stream sequence: what
 /// a closing source gives back.
-type Outstanding = Arc<Mutex<HashMap<u64, jetstream::message::Acker>>>;
+type Outstanding = Arc<Mutex<HashMap<u64, Arc<jetstream::message::Acker>>>>;
+
+/// Restarts the ack wait of every outstanding message every
+/// [`PROGRESS_EVERY`], until aborted (the source closed or dropped).
+fn keep_in_progress(outstanding: Outstanding) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(PROGRESS_EVERY);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        every.tick().await; // the first tick is immediate
+        loop {
+            every.tick().await;
+            let held: Vec<(u64, Arc<jetstream::message::Acker>)> = outstanding
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .map(|(sequence, acker)| (*sequence, acker.clone()))
+                .collect();
+            for (sequence, acker) in held {
+                // Acknowledged or given back meanwhile: a progress after a
+                // refusal would hold back its redelivery for a whole ack wait.
+                let still_held = outstanding
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .contains_key(&sequence);
+                if still_held {
+                    // Lost: the server sends the message again after the ack
+                    // wait, and its task id makes that a repeat.
+                    let _ = acker.ack_with(AckKind::Progress).await;
+                }
+            }
+        }
+    })
+}
 
 struct NatsAck {
     sequence: u64,
@@ -178,7 +221,7 @@ struct NatsAck {
 }
 
 impl NatsAck {
-    fn take(&self) -> Option<jetstream::message::Acker> {
+    fn take(&self) -> Option<Arc<jetstream::message::Acker>> {
         self.outstanding
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -274,7 +317,7 @@ impl Source for NatsMessages {
             self.outstanding
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .insert(sequence, acker);
+                .insert(sequence, Arc::new(acker));
             return Ok(Incoming {
                 message: source_message(&stream, sequence, &message),
                 ack: Box::new(NatsAck {
@@ -305,6 +348,7 @@ impl Source for NatsMessages {
     }
 
     async fn close(mut self) {
+        self.progress.abort();
         if let Some(requesting) = self.requesting.take() {
             if let Ok(Ok(batch)) = requesting.await {
                 self.batch = Some(batch);
@@ -324,6 +368,14 @@ impl Source for NatsMessages {
             let _ = acker.ack_with(AckKind::Nak(Some(NAK_DELAY))).await;
         }
         let _ = tokio::time::timeout(Duration::from_secs(2), self.jetstream.client().flush()).await;
+    }
+}
+
+/// A source dropped without being closed stops reporting progress: its
+/// messages come back after the ack wait.
+impl Drop for NatsMessages {
+    fn drop(&mut self) {
+        self.progress.abort();
     }
 }
 
