@@ -109,7 +109,7 @@ impl Sampler {
                 vec![
                     KeyValue::new("bida.consumer", consumer.id.clone()),
                     KeyValue::new("bida.consumer.name", consumer.spec.name.clone()),
-                    KeyValue::new("bida.state", consumer.state.clone()),
+                    KeyValue::new("bida.state", consumer.state.as_str()),
                 ],
                 1.0,
             ));

@@ -14,7 +14,6 @@ use bida_domain::consumer::SourceMessage;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use serde::Serialize;
 use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
@@ -46,17 +45,8 @@ pub enum PumpError {
     Pipeline(#[from] PipelineError),
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunState {
-    #[default]
-    Connecting,
-    Running,
-    Paused,
-    /// The endpoint kept failing: fetching stops until a probe succeeds.
-    BreakerOpen,
-    Stopping,
-}
+/// What a pump reports of itself: a node's part of the consumer.
+pub use bida_domain::consumer::NodeState as RunState;
 
 /// What the pump shows of itself, read by the consumer actor's reports.
 #[derive(Default)]

@@ -4,8 +4,8 @@
 
 use bida_domain::broker::{Broker, Capabilities, Connection};
 use bida_domain::consumer::{
-    Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, DesiredState, OffsetReset,
-    PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage,
+    Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, ConsumerState, DesiredState,
+    NodeState, OffsetReset, PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage,
 };
 use bida_domain::task::{TaskDetail, TaskStatus};
 use bida_domain::ValidationErrors;
@@ -50,7 +50,7 @@ pub struct NodeReport {
     pub node_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub node_name: Option<String>,
-    pub state: String,
+    pub state: NodeState,
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub report: serde_json::Value,
     pub updated_at: DateTime<Utc>,
@@ -64,9 +64,8 @@ pub struct ConsumerView {
     pub spec: ConsumerSpec,
     /// What the operator asked for: running, paused or stopped.
     pub desired_state: DesiredState,
-    /// What the nodes are doing: running, paused, breaker_open, restarting,
-    /// starting, stopped, broker_offline or deleted.
-    pub state: String,
+    /// What the nodes are doing.
+    pub state: ConsumerState,
     pub counters: Counters,
     /// Backlog per partition or queue, read from the broker now.
     pub lag: Vec<Backlog>,
@@ -294,7 +293,8 @@ impl ConsumerService {
             .map(|row| NodeReport {
                 node_id: row.node_id.to_string(),
                 node_name: row.node_name,
-                state: row.state,
+                // A state this version does not know (a newer node's) reads as starting.
+                state: NodeState::parse(&row.state).unwrap_or_default(),
                 report: row.report,
                 updated_at: row.updated_at,
             })
@@ -322,11 +322,12 @@ impl ConsumerService {
             (Vec::new(), None)
         };
         let broker_online = self.brokers.load(&spec.broker_id).await.is_ok_and(|b| b.is_online());
-        let state = if broker_online || consumer.is_deleted() {
-            observed_state(consumer, &nodes)
-        } else {
-            "broker_offline".to_string()
-        };
+        let state = ConsumerState::observed(
+            consumer.is_deleted(),
+            consumer.state(),
+            broker_online,
+            nodes.iter().map(|n| n.state),
+        );
         // Lists do not ask the broker: the nodes' last reports say it (a
         // queue is reported by every node reading it, a partition by its owner).
         let lag_total = if with_lag {
@@ -583,33 +584,4 @@ impl ConsumerService {
 fn resend_task_id(consumer_id: &str, message: &SourceMessage, round: i64) -> String {
     let base = Pipeline::task_id(consumer_id, 0, &message.message_id);
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{base}\nresend {round}").as_bytes()).to_string()
-}
-
-/// One word for what the nodes are doing.
-fn observed_state(consumer: &Consumer, nodes: &[NodeReport]) -> String {
-    if consumer.is_deleted() {
-        return "deleted".into();
-    }
-    if consumer.state() == DesiredState::Stopped {
-        return "stopped".into();
-    }
-    for state in [
-        "running",
-        "breaker_open",
-        "paused",
-        "restarting",
-        "connecting",
-        "stopping",
-    ] {
-        if nodes.iter().any(|n| n.state == state) {
-            return match state {
-                "connecting" => "starting".into(),
-                other => other.into(),
-            };
-        }
-    }
-    match consumer.state() {
-        DesiredState::Paused => "paused".into(),
-        _ => "starting".into(),
-    }
 }

@@ -17,6 +17,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bida_domain::consumer::NodeState;
+
 use super::actor::{ConsumerActor, Opener, Reconfigure, Report, StopConsumer};
 use super::pipeline::LiveConfig;
 use crate::commands::Commands;
@@ -290,7 +292,7 @@ impl ConsumerSupervisor {
                     let (at, error) = managed.last_error.clone().unzip();
                     rows.push((
                         id.clone(),
-                        "restarting".to_string(),
+                        NodeState::Restarting.as_str().to_string(),
                         json!({"crashes_in_a_row": managed.crashes, "restart_in_ms": restart_in,
                                "last_error": error, "last_error_at": at}),
                     ));
@@ -303,8 +305,7 @@ impl ConsumerSupervisor {
             async move {
                 for (id, addr) in asks {
                     if let Ok(Ok(report)) = tokio::time::timeout(Duration::from_secs(5), addr.send(Report)).await {
-                        let state = serde_json::to_value(report.state).unwrap_or_default();
-                        let state = state.as_str().unwrap_or("running").to_string();
+                        let state = report.state.as_str().to_string();
                         rows.push((id, state, serde_json::to_value(&report).unwrap_or_default()));
                     }
                 }

@@ -5,6 +5,7 @@
 mod aggregate;
 mod anomaly;
 mod spec;
+mod state;
 
 pub use aggregate::{
     Consumer, ConsumerCommand, ConsumerError, ConsumerEvent, DesiredState, OffsetReset, PartitionOffset,
@@ -15,3 +16,4 @@ pub use spec::{
     BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec, Endpoint, EndpointInput,
     KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource, Source, SourceInput, SourceMessage, StartAt,
 };
+pub use state::{ConsumerState, NodeState};
