@@ -604,6 +604,13 @@ async fn an_operator_runs_bida_from_the_browser() {
     wait_for_path(&client, "/brokers/new").await;
     inspect(&client, "broker-new", &axe).await;
     fill(&client, "#broker-name", "spare").await;
+    client
+        .find(Locator::Css("#broker-kind"))
+        .await
+        .unwrap()
+        .select_by_value("rabbitmq")
+        .await
+        .unwrap();
     fill(&client, "#rabbitmq-url", &rabbit::url()).await;
     click(&client, "#create-broker").await;
     reload_until(&client, "#broker-health", "reachable").await;
