@@ -20,9 +20,11 @@ impl Nodes for PgStore {
     }
 
     async fn heartbeat(&self, id: Uuid) -> Result<bool, StoreError> {
+        // On the control pool: a node whose main pool is saturated (commits
+        // held up) must still prove it is alive.
         let result = sqlx::query("UPDATE nodes SET heartbeat_at = now() WHERE id = $1 AND stopped_at IS NULL")
             .bind(id)
-            .execute(self.pool())
+            .execute(self.control())
             .await?;
         Ok(result.rows_affected() == 1)
     }
