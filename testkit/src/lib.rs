@@ -19,3 +19,19 @@ mod receiver;
 
 pub use database::TestDatabase;
 pub use receiver::{Hit, Receiver, Reply};
+
+/// Runs `work` to its end on a thread and runtime of its own: for clean-ups
+/// in `Drop`, where the caller's runtime may be blocked (a panic unwinding).
+pub(crate) fn run_apart<F>(work: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    let _ = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        runtime.block_on(work());
+    })
+    .join();
+}

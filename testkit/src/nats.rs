@@ -78,16 +78,8 @@ impl TestStream {
 impl Drop for TestStream {
     fn drop(&mut self) {
         let name = self.name.clone();
-        // The caller's runtime may be blocked (a panic unwinding through a drop).
-        let _ = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("runtime");
-            runtime.block_on(async {
-                let _ = context().await.delete_stream(&name).await;
-            });
-        })
-        .join();
+        crate::run_apart(move || async move {
+            let _ = context().await.delete_stream(&name).await;
+        });
     }
 }

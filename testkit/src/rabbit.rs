@@ -18,23 +18,16 @@ pub struct TestQueue {
 /// Deletes a queue on a connection and runtime of its own, on another thread:
 /// the caller's runtime may be blocked (a panic unwinding through a drop).
 fn delete_queue_now(name: String) {
-    let _ = std::thread::spawn(move || {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .expect("runtime");
-        runtime.block_on(async {
-            if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
-                if let Ok(channel) = connection.create_channel().await {
-                    let _ = channel
-                        .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-                        .await;
-                }
-                let _ = connection.close(200, "done".into()).await;
+    crate::run_apart(move || async move {
+        if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = channel
+                    .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                    .await;
             }
-        });
-    })
-    .join();
+            let _ = connection.close(200, "done".into()).await;
+        }
+    });
 }
 
 /// Makes sure the queue is gone (after a test that declared it through Bida).
