@@ -224,9 +224,18 @@ fn refined(mut document: serde_json::Value) -> serde_json::Value {
         Some(closed)
     };
     let name = schemas["BrokerSpec"]["allOf"][1]["properties"]["name"].clone();
-    if let Some(kinds) = per_kind("Connection", Some(("name", name))) {
+    let (brokers, connections) = (
+        per_kind("Connection", Some(("name", name))),
+        per_kind("Connection", None),
+    );
+    if let Some(kinds) = brokers {
         schemas["BrokerSpec"] =
             json!({"oneOf": kinds, "description": "A broker: its name and how to reach it, by kind."});
+    }
+    // A connection in a view: the same closed objects, without the name
+    // (each kind's struct is closed, which an `allOf` with the tag breaks).
+    if let Some(kinds) = connections {
+        schemas["Connection"] = json!({"oneOf": kinds, "description": "How to reach the broker, by kind."});
     }
     // A client's source is the fields of its broker's kind; several kinds'
     // shapes may fit one object (all their fields are optional).

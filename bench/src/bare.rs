@@ -1,5 +1,5 @@
 //! The bare pipe: the smallest at-least-once forwarder from an MQ to an HTTP
-//! endpoint, with the crates Bida uses (lapin, rdkafka, reqwest) and the same
+//! endpoint, with the crates Bida uses (lapin, rdkafka, async-nats, reqwest) and the same
 //! concurrency, but no event store: consume → POST (retried until 2xx) →
 //! ack / store the offset (contiguously per partition). It is the ceiling
 //! Bida is measured against.
@@ -117,6 +117,37 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                     if let Some(next) = next {
                         let _ = consumer.store_offset(&topic, partition, next - 1);
                     }
+                    drop(permit);
+                });
+            }
+        }
+        Mq::Nats(stream) => {
+            let client = async_nats::connect(bida_testkit::nats::url()).await?;
+            let jetstream = async_nats::jetstream::new(client);
+            let consumer: async_nats::jetstream::consumer::PullConsumer = jetstream
+                .get_stream(&stream.name)
+                .await?
+                .create_consumer(async_nats::jetstream::consumer::pull::Config {
+                    durable_name: Some(format!("bare-{}", uuid::Uuid::new_v4().simple())),
+                    ack_policy: async_nats::jetstream::consumer::AckPolicy::Explicit,
+                    ..Default::default()
+                })
+                .await?;
+            let mut messages = consumer.stream().max_messages_per_batch(concurrency).messages().await?;
+            loop {
+                let message = tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    next = messages.next() => match next {
+                        Some(message) => message.map_err(|e| anyhow::anyhow!("{e}"))?,
+                        None => return Ok(()),
+                    },
+                };
+                let sequence = message.info().map_err(|e| anyhow::anyhow!("{e}"))?.stream_sequence;
+                let permit = slots.clone().acquire_owned().await?;
+                let (http, url, name) = (http.clone(), url.clone(), stream.name.clone());
+                tokio::spawn(async move {
+                    post(&http, &url, format!("nats:{name}:{sequence}"), message.payload.to_vec()).await;
+                    let _ = message.ack().await;
                     drop(permit);
                 });
             }

@@ -221,10 +221,7 @@ async fn consume(
     let bida_latency = receiver.latency();
     let bida_slowest = receiver.slowest_per_second();
 
-    let label = match kind {
-        mq::MqKind::Rabbitmq => "RabbitMQ",
-        mq::MqKind::Kafka => "Kafka",
-    };
+    let label = kind.title();
     Report::new(&format!("{label} consumer → HTTP endpoint"))
         .row(
             "messages, payload bytes, concurrency",

@@ -1,8 +1,9 @@
-//! The MQ side of a benchmark: a RabbitMQ queue on the machine's broker or a
-//! Kafka topic on a tansu broker of the run's own, and a producer that stamps
-//! each payload with its send time.
+//! The MQ side of a benchmark: a RabbitMQ queue or a NATS JetStream stream on
+//! the machine's broker, or a Kafka topic on a tansu broker of the run's own,
+//! and a producer that stamps each payload with its send time.
 
 use bida_testkit::kafka::KafkaBroker;
+use bida_testkit::nats::TestStream;
 use bida_testkit::rabbit::{self, TestQueue};
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
@@ -15,12 +16,24 @@ pub enum Mq {
     /// One producer for the whole run: a new one per paced tick cost a
     /// connection and a metadata fetch every 100 ms, in the bare pipe's process.
     Kafka(KafkaBroker, String, FutureProducer),
+    Nats(TestStream),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum MqKind {
     Rabbitmq,
     Kafka,
+    Nats,
+}
+
+impl MqKind {
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Rabbitmq => "RabbitMQ",
+            Self::Kafka => "Kafka",
+            Self::Nats => "NATS JetStream",
+        }
+    }
 }
 
 impl Mq {
@@ -33,6 +46,7 @@ impl Mq {
                 let producer = broker.batching_producer();
                 Self::Kafka(broker, "bench".into(), producer)
             }
+            MqKind::Nats => Self::Nats(TestStream::create().await),
         }
     }
 
@@ -42,6 +56,7 @@ impl Mq {
             Self::Kafka(broker, _, _) => {
                 json!({"name": "bench", "kind": "kafka", "bootstrap_servers": broker.bootstrap})
             }
+            Self::Nats(_) => json!({"name": "bench", "kind": "nats", "url": bida_testkit::nats::url()}),
         }
     }
 
@@ -49,6 +64,7 @@ impl Mq {
         match self {
             Self::Rabbit(queue) => json!({"queue": queue.name}),
             Self::Kafka(_, topic, _) => json!({"topics": [topic], "group": "bench"}),
+            Self::Nats(stream) => json!({"stream": stream.name, "durable": "bench"}),
         }
     }
 
@@ -72,6 +88,11 @@ impl Mq {
                     .map(|seq| (Some(format!("k{}", seq % 64)), payload(seq)))
                     .collect();
                 KafkaBroker::send_all(producer, topic, records).await
+            }
+            Self::Nats(stream) => {
+                stream
+                    .publish((first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq))))
+                    .await
             }
         }
     }

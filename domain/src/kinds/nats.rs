@@ -37,9 +37,16 @@ pub const SOURCE_FORM: &[FormField] = &[
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NatsConnection {
     /// `nats://[user:password@]host:4222`; several servers separated by commas.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = r"^(nats|tls)://([^@/?#\s,]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(:(0|6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?(,(nats|tls)://([^@/?#\s,]*@)?[A-Za-z0-9][A-Za-z0-9.-]*(:(0|6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))?)*$"
+        )
+    )]
     pub url: String,
     /// An authentication token, for servers that use one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub token: Option<String>,
 }
 
