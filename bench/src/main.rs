@@ -49,7 +49,7 @@ enum Command {
         #[arg(long, default_value = "")]
         config: String,
     },
-    /// Consume from RabbitMQ or Kafka: drain a preloaded backlog (throughput),
+    /// Consume from RabbitMQ, Kafka or NATS JetStream: drain a preloaded backlog (throughput),
     /// then produce at half that rate (end-to-end latency).
     Mq {
         #[arg(long, value_enum)]
