@@ -41,7 +41,18 @@ pub(super) fn parse<T: DeserializeOwned>(
     match serde_json::from_value(Value::Object(fields)) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
-            errors.add(if context.is_empty() { "kind" } else { context }, e.to_string());
+            let message = e.to_string();
+            // A required field left out (or cleared by a patch) is named as itself.
+            let missing = message
+                .strip_prefix("missing field `")
+                .and_then(|rest| rest.split('`').next());
+            let field = match (missing, context.is_empty()) {
+                (Some(name), true) => name.to_string(),
+                (Some(name), false) => format!("{context}.{name}"),
+                (None, true) => "kind".to_string(),
+                (None, false) => context.to_string(),
+            };
+            errors.add(field, message);
             None
         }
     }
@@ -91,6 +102,19 @@ mod tests {
     struct Sample {
         queue: Option<String>,
         declare: Option<bool>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[allow(dead_code)]
+    struct Required {
+        url: String,
+    }
+
+    #[test]
+    fn a_missing_field_is_named() {
+        let mut errors = ValidationErrors::default();
+        assert!(parse::<Required>(BrokerKind::Rabbitmq, "", serde_json::Map::new(), &mut errors).is_none());
+        assert_eq!(errors.0[0].field, "url");
     }
 
     #[test]
