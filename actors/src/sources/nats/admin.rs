@@ -13,25 +13,30 @@ pub(super) async fn look(connection: &NatsConnection) -> Result<Inspection, Sour
     let mut streams = jetstream.streams();
     let mut listed = Vec::new();
     while let Some(info) = streams.next().await {
-        let info = info.map_err(|e| SourceError::Broker(e.to_string()))?;
-        listed.push(serde_json::json!({
-            "name": info.config.name,
-            "subjects": info.config.subjects,
-            "messages": info.state.messages,
-            "first_sequence": info.state.first_sequence,
-            "last_sequence": info.state.last_sequence,
-            "consumers": info.state.consumer_count,
-        }));
+        listed.push(info.map_err(|e| SourceError::Broker(e.to_string()))?);
     }
-    listed.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    listed.sort_by(|a, b| a.config.name.cmp(&b.config.name));
     let destinations = listed
         .iter()
-        .map(|stream| Destination {
-            name: stream["name"].as_str().unwrap_or_default().to_string(),
-            messages: stream["messages"].as_i64(),
-            written: stream["last_sequence"].as_i64(),
+        .map(|info| Destination {
+            name: info.config.name.clone(),
+            messages: Some(info.state.messages as i64),
+            written: Some(info.state.last_sequence as i64),
             partitions: None,
-            consumers: stream["consumers"].as_i64(),
+            consumers: Some(info.state.consumer_count as i64),
+        })
+        .collect();
+    let shown: Vec<serde_json::Value> = listed
+        .iter()
+        .map(|info| {
+            serde_json::json!({
+                "name": info.config.name,
+                "subjects": info.config.subjects,
+                "messages": info.state.messages,
+                "first_sequence": info.state.first_sequence,
+                "last_sequence": info.state.last_sequence,
+                "consumers": info.state.consumer_count,
+            })
         })
         .collect();
     let server = jetstream.client().server_info();
@@ -44,7 +49,7 @@ pub(super) async fn look(connection: &NatsConnection) -> Result<Inspection, Sour
         }],
         ..Inspection::default()
     };
-    inspection.section("streams", listed);
+    inspection.section("streams", shown);
     Ok(inspection)
 }
 

@@ -295,7 +295,6 @@ pub(super) fn stored_message(stream: &str, message: &jetstream::message::StreamM
 impl Source for NatsMessages {
     async fn next(&mut self) -> Result<Incoming, SourceError> {
         loop {
-            let stream = self.spec.stream.clone();
             let message = match self.batch().await?.next().await {
                 Some(Ok(message)) => message,
                 Some(Err(e)) => {
@@ -319,7 +318,7 @@ impl Source for NatsMessages {
                 .unwrap_or_else(|p| p.into_inner())
                 .insert(sequence, Arc::new(acker));
             return Ok(Incoming {
-                message: source_message(&stream, sequence, &message),
+                message: source_message(&self.spec.stream, sequence, &message),
                 ack: Box::new(NatsAck {
                     sequence,
                     outstanding: self.outstanding.clone(),
