@@ -102,7 +102,8 @@ pub struct BrokerView {
     #[cfg_attr(feature = "openapi", schema(value_type = Object))]
     pub inside: serde_json::Map<String, serde_json::Value>,
     /// Messages ever written per destination and the publish rate, where
-    /// the broker tells: for gauges.
+    /// the broker tells, and its destinations and facts for people: for the
+    /// console and gauges.
     #[serde(skip)]
     pub figures: Option<crate::sources::Inspection>,
 }
