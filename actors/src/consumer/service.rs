@@ -2,7 +2,7 @@
 //! start, delete, reset Kafka offsets, resend, replay a parked lane; and the
 //! consumer's view from its events, its counters and its nodes' reports.
 
-use bida_domain::broker::{Broker, Capabilities, Connection};
+use bida_domain::broker::{Broker, Capabilities, Connection, Offset};
 use bida_domain::consumer::{
     Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, ConsumerState, DesiredState,
     NodeState, OffsetReset, PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage,
@@ -99,10 +99,11 @@ pub struct ResendRequest {
     pub task_id: Option<String>,
     pub topic: Option<String>,
     pub partition: Option<i32>,
-    /// First offset (inclusive).
-    pub from: Option<i64>,
+    /// First offset (inclusive): a number, or an entry id for kinds whose
+    /// positions are ids (Redis Streams: `"1700000000000-0"`).
+    pub from: Option<Offset>,
     /// Last offset (inclusive).
-    pub to: Option<i64>,
+    pub to: Option<Offset>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -507,17 +508,21 @@ impl ConsumerService {
                 ),
             )));
         }
-        if from < 0 || to < from || to - from >= MAX_RESEND {
-            return Err(AdminError::Invalid(ValidationErrors::single(
-                "to",
-                format!("the range must be from <= to, at most {MAX_RESEND} offsets"),
-            )));
+        // Ranges of ids are bounded by the number read instead.
+        if let (Some(first), Some(last)) = (from.number(), to.number()) {
+            if first < 0 || last < first || last - first >= MAX_RESEND {
+                return Err(AdminError::Invalid(ValidationErrors::single(
+                    "to",
+                    format!("the range must be from <= to, at most {MAX_RESEND} offsets"),
+                )));
+            }
         }
         let range = Range {
             destination: topic,
             partition: request.partition,
             from,
             to,
+            limit: MAX_RESEND as usize,
         };
         let connection = self.connection_of(&spec).await?;
         let messages = crate::sources::read_range(&connection, &spec.source, &range)

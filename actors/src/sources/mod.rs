@@ -17,7 +17,7 @@ pub use dynamic::BoxedSource;
 pub use progress::{BacklogProblem, ProgressWatch, STALL_AFTER};
 pub use registry::{backlog, look, open, read_range, reset_offsets};
 
-use bida_domain::broker::Position;
+use bida_domain::broker::{Offset, Position};
 use bida_domain::consumer::{OffsetReset, PartitionOffset, SourceAnomaly, SourceMessage};
 use futures_util::future::BoxFuture;
 use serde::Serialize;
@@ -219,10 +219,22 @@ impl Inspection {
 pub struct Range {
     pub destination: String,
     pub partition: Option<i32>,
-    /// First offset (inclusive).
-    pub from: i64,
-    /// Last offset (inclusive).
-    pub to: i64,
+    /// First offset or id (inclusive).
+    pub from: Offset,
+    /// Last offset or id (inclusive).
+    pub to: Offset,
+    /// At most this many messages.
+    pub limit: usize,
+}
+
+impl Range {
+    /// The range as numbers, for kinds whose offsets are numbers.
+    pub fn numbers(&self, kind: &str) -> Result<(i64, i64), SourceError> {
+        match (self.from.number(), self.to.number()) {
+            (Some(from), Some(to)) => Ok((from, to)),
+            _ => Err(SourceError::Invalid(format!("{kind} offsets are numbers"))),
+        }
+    }
 }
 
 /// One broker kind at run time. The registry hands each kind its own

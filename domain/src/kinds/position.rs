@@ -12,8 +12,11 @@ pub struct Position {
     pub offset: Option<Offset>,
 }
 
-/// A message's number within its partition or stream.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+/// A message's number within its partition or stream: a number in JSON, or
+/// a string for ids that are not one (`"1700000000000-0"`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Offset {
     /// Kafka offsets, NATS stream sequences, RocketMQ queue offsets.
     Number(i64),
@@ -50,6 +53,48 @@ impl Position {
     /// kinds without partitions).
     pub fn same_partition(&self, other: &Position) -> bool {
         self.destination == other.destination && self.partition == other.partition
+    }
+}
+
+impl Offset {
+    pub fn number(&self) -> Option<i64> {
+        match self {
+            Self::Number(number) => Some(*number),
+            Self::Id(_) => None,
+        }
+    }
+}
+
+/// A JSON number (`7`, or `7.0` as JSON Schema counts it an integer) or a string.
+impl<'de> serde::Deserialize<'de> for Offset {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        match serde_json::Value::deserialize(deserializer)? {
+            serde_json::Value::String(id) => Ok(Self::Id(id)),
+            serde_json::Value::Number(number) => number
+                .as_i64()
+                .or_else(|| {
+                    number
+                        .as_f64()
+                        .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e18)
+                        .map(|f| f as i64)
+                })
+                .map(Self::Number)
+                .ok_or_else(|| D::Error::custom("an offset is a whole number or an entry id")),
+            _ => Err(D::Error::custom("an offset is a whole number or an entry id")),
+        }
+    }
+}
+
+/// A number where the text is one, an id otherwise.
+impl std::str::FromStr for Offset {
+    type Err = std::convert::Infallible;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(text
+            .parse()
+            .map(Self::Number)
+            .unwrap_or_else(|_| Self::Id(text.to_string())))
     }
 }
 
@@ -94,6 +139,23 @@ mod tests {
                 .to_string(),
             "s@1700000000000-0"
         );
+    }
+
+    #[test]
+    fn offsets_are_numbers_or_ids_in_json() {
+        let offsets: Vec<Offset> = serde_json::from_str(r#"[7, "1700000000000-0", 8.0]"#).unwrap();
+        assert_eq!(
+            offsets,
+            [
+                Offset::Number(7),
+                Offset::Id("1700000000000-0".into()),
+                Offset::Number(8)
+            ]
+        );
+        assert!(serde_json::from_str::<Offset>("7.5").is_err());
+        assert_eq!(serde_json::to_string(&offsets).unwrap(), r#"[7,"1700000000000-0",8]"#);
+        assert_eq!("42".parse::<Offset>(), Ok(Offset::Number(42)));
+        assert_eq!("1-0".parse::<Offset>(), Ok(Offset::Id("1-0".into())));
     }
 
     #[test]

@@ -96,8 +96,9 @@ impl Kind for Kafka {
             let partition = range
                 .partition
                 .ok_or_else(|| SourceError::Invalid("a Kafka range names its partition".into()))?;
+            let (from, to) = range.numbers("Kafka")?;
             admin(connection)
-                .read_range(&range.destination, partition, range.from, range.to)
+                .read_range(&range.destination, partition, from, to)
                 .await
         }
         .boxed()

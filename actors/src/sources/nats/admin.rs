@@ -63,13 +63,14 @@ pub(super) async fn read_range(
     if range.partition.is_some_and(|p| p != 0) {
         return Err(SourceError::Invalid("a NATS stream has no partitions".into()));
     }
+    let (from, to) = range.numbers("NATS stream")?;
     let jetstream = jetstream(connection, "bida-resend").await?;
     let stream = jetstream
         .get_stream(&source.stream)
         .await
         .map_err(|e| SourceError::Broker(e.to_string()))?;
     let mut messages = Vec::new();
-    for sequence in range.from.max(1)..=range.to {
+    for sequence in from.max(1)..=to {
         match stream.get_raw_message(sequence as u64).await {
             Ok(message) => {
                 let wanted = source
