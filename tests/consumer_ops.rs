@@ -823,3 +823,117 @@ async fn nats_streams_are_shown_resent_by_sequence_and_have_no_offsets() {
         .await;
     assert_eq!(status, 422, "{problem}");
 }
+
+/// A Redis broker shows its streams and groups; a consumer's lag is its
+/// group's; past entries are resent by id; the group is moved back to the
+/// start (offsets, which Redis has not, are refused plainly).
+#[tokio::test]
+async fn redis_streams_are_shown_resent_by_id_and_their_groups_moved() {
+    let endpoint = Receiver::ok().await;
+    let stream = bida_testkit::redis::TestStream::create();
+    let bida = Bida::start("").await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "redis", "kind": "redis", "url": bida_testkit::redis::url()}),
+    )
+    .await;
+    stream
+        .publish((0..20).map(|i| (Some(format!("k{}", i % 4)), format!(r#"{{"n":{i}}}"#).into_bytes())))
+        .await;
+    let ids = stream.ids().await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "r", "broker_id": broker, "source": {"stream": stream.name, "group": "ops"},
+               "endpoint": {"url": endpoint.url("/in")}}),
+    )
+    .await;
+    let done = wait_consumer(&bida, &consumer, |c| {
+        c["counters"]["delivered"] == 20 && c["lag_total"] == 0
+    })
+    .await;
+    assert_eq!(done["lag"][0]["destination"], stream.name.as_str(), "{done}");
+    let first = &endpoint.hits()[0];
+    assert_eq!(
+        first.message_id(),
+        Some(format!("redis:{}:{}", stream.name, ids[0]).as_str())
+    );
+    assert_eq!(&first.body[..], br#"{"n":0}"#, "the body field");
+
+    let (status, view) = bida.get(&format!("/v1/brokers/{broker}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["health"]["reachable"], true, "{view}");
+    assert_eq!(view["capabilities"]["offset_reset"], true, "{view}");
+    let listed = view["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == stream.name.as_str())
+        .unwrap_or_else(|| panic!("the test stream is listed: {view}"))
+        .clone();
+    assert_eq!(listed["length"], 20, "{listed}");
+    assert_eq!(listed["groups"][0]["name"], "ops", "{listed}");
+
+    let (status, resent) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": stream.name, "from": ids[3], "to": ids[5]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    assert_eq!(resent["task_ids"].as_array().unwrap().len(), 3, "{resent}");
+    assert!(
+        eventually(WAIT, || endpoint.hit_count() == 23).await,
+        "{}",
+        endpoint.hit_count()
+    );
+    let again: Vec<String> = endpoint.hits()[20..]
+        .iter()
+        .map(|h| h.message_id().unwrap().to_string())
+        .collect();
+    for id in &ids[3..=5] {
+        assert!(again.contains(&format!("redis:{}:{id}", stream.name)), "{again:?}");
+    }
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": stream.name, "from": "start", "to": ids[5]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "offsets", "offsets": [{"topic": stream.name, "partition": 0, "offset": 3}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, reset) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reset}");
+    let (_, stopped) = bida.get(&format!("/v1/consumers/{consumer}")).await;
+    assert_eq!(stopped["lag_total"], 20, "{stopped}");
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/start"), json!(null)).await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(WAIT, || endpoint.hit_count() == 43).await,
+        "all 20 again: {}",
+        endpoint.hit_count()
+    );
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "twin", "broker_id": broker, "source": {"stream": stream.name, "group": "ops"},
+                   "endpoint": {"url": endpoint.url("/twin")}}),
+        )
+        .await;
+    assert_eq!(status, 409, "one group, one consumer: {problem}");
+}

@@ -7,7 +7,8 @@
 //!   request it gets.
 //! - [`rabbit::TestQueue`] and [`kafka::KafkaBroker`]: the machine's RabbitMQ
 //!   with a queue of the test's own, and a Kafka-protocol broker per test;
-//!   [`nats::TestStream`]: a JetStream stream of the test's own.
+//!   [`nats::TestStream`]: a JetStream stream of the test's own;
+//!   [`redis::TestStream`]: a Redis stream of the test's own.
 //! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
 mod database;
@@ -16,6 +17,7 @@ pub mod nats;
 pub mod otlp;
 pub mod rabbit;
 mod receiver;
+pub mod redis;
 
 pub use database::TestDatabase;
 pub use receiver::{Hit, Receiver, Reply};

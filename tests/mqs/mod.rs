@@ -5,6 +5,7 @@
 pub mod kafka;
 pub mod nats;
 pub mod rabbitmq;
+pub mod redis;
 
 use super::support::Bida;
 use serde_json::{json, Value};
@@ -71,6 +72,11 @@ macro_rules! on_every_mq {
                 #[tokio::test]
                 async fn nats() {
                     super::$scenario(super::mqs::nats::Stream::new().await).await
+                }
+
+                #[tokio::test]
+                async fn redis() {
+                    super::$scenario(super::mqs::redis::Stream::new().await).await
                 }
             }
         )*

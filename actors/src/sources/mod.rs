@@ -11,6 +11,7 @@ pub mod memory;
 pub mod nats;
 mod progress;
 pub mod rabbitmq;
+pub mod redis;
 mod registry;
 
 pub use dynamic::BoxedSource;

@@ -5,7 +5,7 @@
 use bida_domain::broker::Connection;
 use bida_domain::consumer::{OffsetReset, PartitionOffset, Source, SourceMessage};
 
-use super::{kafka::Kafka, nats::Nats, rabbitmq::Rabbitmq};
+use super::{kafka::Kafka, nats::Nats, rabbitmq::Rabbitmq, redis::Redis};
 use super::{Backlog, BoxedSource, Client, Inspection, Kind, Range, SourceError};
 
 macro_rules! registry {
@@ -70,6 +70,7 @@ registry! {
     Kafka => Kafka,
     Rabbitmq => Rabbitmq,
     Nats => Nats,
+    Redis => Redis,
 }
 
 fn misfit(connection: &Connection, source: &Source) -> SourceError {

@@ -9,6 +9,7 @@ pub mod kafka;
 pub mod nats;
 mod position;
 pub mod rabbitmq;
+pub mod redis;
 
 pub use position::{Offset, Position};
 
@@ -257,6 +258,7 @@ kinds! {
     Kafka = "kafka", "Kafka": kafka::{KafkaConnection, KafkaSource, KafkaSourceInput},
     Rabbitmq = "rabbitmq", "RabbitMQ": rabbitmq::{RabbitmqConnection, RabbitmqSource, RabbitmqSourceInput},
     Nats = "nats", "NATS JetStream": nats::{NatsConnection, NatsSource, NatsSourceInput},
+    Redis = "redis", "Redis Streams": redis::{RedisConnection, RedisSource, RedisSourceInput},
 }
 
 /// [`SourceSpec`]'s questions, object-safe.
