@@ -1,5 +1,5 @@
 //! The bare pipe: the smallest at-least-once forwarder from an MQ to an HTTP
-//! endpoint, with the crates Bida uses (lapin, rdkafka, async-nats, reqwest) and the same
+//! endpoint, with the crates Bida uses (lapin, rdkafka, async-nats, redis, reqwest) and the same
 //! concurrency, but no event store: consume → POST (retried until 2xx) →
 //! ack / store the offset (contiguously per partition). It is the ceiling
 //! Bida is measured against.
@@ -150,6 +150,37 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                     let _ = message.ack().await;
                     drop(permit);
                 });
+            }
+        }
+        Mq::Redis(stream) => {
+            use redis::AsyncCommands;
+            let client = redis::Client::open(bida_testkit::redis::url())?;
+            let config = redis::AsyncConnectionConfig::new().set_response_timeout(Some(Duration::from_secs(10)));
+            let mut reader = client.get_multiplexed_async_connection_with_config(&config).await?;
+            let acks = client.get_multiplexed_async_connection().await?;
+            let group = format!("bare-{}", uuid::Uuid::new_v4().simple());
+            let () = reader.xgroup_create_mkstream(&stream.name, &group, "0").await?;
+            let options = redis::streams::StreamReadOptions::default()
+                .group(&group, "bare")
+                .count(concurrency)
+                .block(1000);
+            let keys = [stream.name.as_str()];
+            loop {
+                let reply: Option<redis::streams::StreamReadReply> = tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    read = reader.xread_options(&keys, &[">"], &options) => read?,
+                };
+                for entry in reply.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
+                    let body: Vec<u8> = entry.get("body").unwrap_or_default();
+                    let permit = slots.clone().acquire_owned().await?;
+                    let (http, url, mut acks) = (http.clone(), url.clone(), acks.clone());
+                    let (name, group) = (stream.name.clone(), group.clone());
+                    tokio::spawn(async move {
+                        post(&http, &url, format!("redis:{name}:{}", entry.id), body).await;
+                        let _: redis::RedisResult<i64> = acks.xack(&name, &group, &[&entry.id]).await;
+                        drop(permit);
+                    });
+                }
             }
         }
     }

@@ -1,10 +1,11 @@
-//! The MQ side of a benchmark: a RabbitMQ queue or a NATS JetStream stream on
-//! the machine's broker, or a Kafka topic on a tansu broker of the run's own,
+//! The MQ side of a benchmark: a RabbitMQ queue, a NATS JetStream stream or
+//! a Redis stream on the machine's broker, or a Kafka topic on a tansu broker of the run's own,
 //! and a producer that stamps each payload with its send time.
 
 use bida_testkit::kafka::KafkaBroker;
 use bida_testkit::nats::TestStream;
 use bida_testkit::rabbit::{self, TestQueue};
+use bida_testkit::redis::TestStream as RedisStream;
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -17,6 +18,7 @@ pub enum Mq {
     /// connection and a metadata fetch every 100 ms, in the bare pipe's process.
     Kafka(KafkaBroker, String, FutureProducer),
     Nats(TestStream),
+    Redis(RedisStream),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -24,6 +26,7 @@ pub enum MqKind {
     Rabbitmq,
     Kafka,
     Nats,
+    Redis,
 }
 
 impl MqKind {
@@ -32,6 +35,7 @@ impl MqKind {
             Self::Rabbitmq => "RabbitMQ",
             Self::Kafka => "Kafka",
             Self::Nats => "NATS JetStream",
+            Self::Redis => "Redis Streams",
         }
     }
 }
@@ -47,6 +51,7 @@ impl Mq {
                 Self::Kafka(broker, "bench".into(), producer)
             }
             MqKind::Nats => Self::Nats(TestStream::create().await),
+            MqKind::Redis => Self::Redis(RedisStream::create()),
         }
     }
 
@@ -57,6 +62,7 @@ impl Mq {
                 json!({"name": "bench", "kind": "kafka", "bootstrap_servers": broker.bootstrap})
             }
             Self::Nats(_) => json!({"name": "bench", "kind": "nats", "url": bida_testkit::nats::url()}),
+            Self::Redis(_) => json!({"name": "bench", "kind": "redis", "url": bida_testkit::redis::url()}),
         }
     }
 
@@ -65,6 +71,7 @@ impl Mq {
             Self::Rabbit(queue) => json!({"queue": queue.name}),
             Self::Kafka(_, topic, _) => json!({"topics": [topic], "group": "bench"}),
             Self::Nats(stream) => json!({"stream": stream.name, "durable": "bench"}),
+            Self::Redis(stream) => json!({"stream": stream.name, "group": "bench"}),
         }
     }
 
@@ -90,6 +97,11 @@ impl Mq {
                 KafkaBroker::send_all(producer, topic, records).await
             }
             Self::Nats(stream) => {
+                stream
+                    .publish((first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq))))
+                    .await
+            }
+            Self::Redis(stream) => {
                 stream
                     .publish((first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq))))
                     .await
