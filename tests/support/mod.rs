@@ -160,7 +160,10 @@ impl Bida {
     /// Another node on the same database (PostgreSQL: see [`postgres_only`]).
     pub async fn join(&self, extra: &str) -> Self {
         assert!(!embedded(), "several nodes need PostgreSQL");
-        Self::launch_new(None, self.db_url.clone(), extra, &[]).await
+        // A name of its own, as every node of a cluster has (brokers that
+        // keep sessions by client id tell nodes apart by it).
+        let name = format!("joined-{}", uuid::Uuid::new_v4().simple());
+        Self::launch_new(None, self.db_url.clone(), extra, &[("BIDA_NODE_NAME", Some(&name))]).await
     }
 
     /// A node's directory, config and settings, not started yet.

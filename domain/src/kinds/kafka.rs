@@ -12,6 +12,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     offset_reset: true,
     resend_range: true,
     keys: true,
+    takeover: true,
 };
 
 pub const CONNECTION_FORM: &[FormField] = &[FormField::text(

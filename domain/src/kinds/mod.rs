@@ -31,6 +31,10 @@ pub struct Capabilities {
     pub resend_range: bool,
     /// Messages carry keys, so `ordering: key` orders each key's messages.
     pub keys: bool,
+    /// What a node leaves unacknowledged (and, for brokers that assign
+    /// messages to members ahead, its share) goes to the other nodes when it
+    /// leaves; without it, it waits for that node to come back.
+    pub takeover: bool,
 }
 
 /// A setting as the console's forms ask for it.

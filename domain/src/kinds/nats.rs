@@ -14,6 +14,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     offset_reset: false,
     resend_range: true,
     keys: true,
+    takeover: true,
 };
 
 pub const CONNECTION_FORM: &[FormField] = &[FormField::text(

@@ -12,6 +12,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     offset_reset: false,
     resend_range: false,
     keys: true,
+    takeover: true,
 };
 
 pub const CONNECTION_FORM: &[FormField] = &[

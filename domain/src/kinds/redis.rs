@@ -16,6 +16,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     offset_reset: true,
     resend_range: true,
     keys: true,
+    takeover: true,
 };
 
 pub const CONNECTION_FORM: &[FormField] = &[FormField::text(
