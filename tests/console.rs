@@ -152,14 +152,21 @@ async fn inspect(client: &Client, name: &str, axe: &str) {
     std::fs::write(folder.join(format!("{name}.png")), png).expect("write screenshot");
 }
 
+/// The element's text; found again when live updates replaced it between
+/// the finding and the reading.
 async fn text(client: &Client, css: &str) -> String {
-    client
-        .find(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("{css}: {e}"))
-        .text()
-        .await
-        .expect("text")
+    let mut tries = 0;
+    loop {
+        let element = client
+            .find(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css}: {e}"));
+        match element.text().await {
+            Ok(text) => return text,
+            Err(e) if tries < 5 && e.to_string().contains("stale") => tries += 1,
+            Err(e) => panic!("text of {css}: {e}"),
+        }
+    }
 }
 
 async fn exists(client: &Client, css: &str) -> bool {
@@ -186,6 +193,31 @@ async fn click(client: &Client, css: &str) {
         .click()
         .await
         .expect("click");
+}
+
+/// Clicks a button that submits a form to the page it is on, and waits for
+/// the new page: the path alone cannot tell the old page from the new.
+async fn submit(client: &Client, css: &str) {
+    client
+        .execute("window.bidaOldPage = true;", vec![])
+        .await
+        .expect("mark the page");
+    click(client, css).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let loaded = client
+            .execute(
+                "return window.bidaOldPage === undefined && document.readyState === 'complete';",
+                vec![],
+            )
+            .await
+            .unwrap_or(Value::Bool(false));
+        if loaded == Value::Bool(true) {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{css} never loaded a new page");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until the browser shows a loaded page at `path` (a click that
@@ -350,8 +382,7 @@ async fn an_operator_runs_bida_from_the_browser() {
     click(&client, "#edit-replay summary").await;
     inspect(&client, "task", &axe).await;
     fill(&client, "#replay-url", &endpoint.url("/fixed")).await;
-    click(&client, "#replay").await;
-    wait_for_path(&client, &format!("/tasks/{dead}")).await;
+    submit(&client, "#replay").await;
     reload_until(&client, "#task-status", "Delivered").await;
     let (_, task) = bida.get(&format!("/v1/tasks/{dead}")).await;
     assert_eq!(task["status"], "delivered", "{task}");
@@ -420,8 +451,7 @@ async fn an_operator_runs_bida_from_the_browser() {
     ] {
         client.goto(&format!("{}/tasks", bida.url)).await.unwrap();
         fill(&client, "#search", &query).await;
-        click(&client, "#filter").await;
-        wait_for_path(&client, "/tasks").await;
+        submit(&client, "#filter").await;
         let list = text(&client, "#task-list").await;
         let rows = client
             .find_all(Locator::Css("#task-list tbody tr"))
@@ -463,8 +493,7 @@ async fn an_operator_runs_bida_from_the_browser() {
         .unwrap();
     fill(&client, "input[name=app]", "bulk").await;
     fill(&client, "#filter-host", "LocalHost").await;
-    click(&client, "#filter").await;
-    wait_for_path(&client, "/tasks").await;
+    submit(&client, "#filter").await;
     let listed = text(&client, "#task-list").await;
     assert!(
         batch.iter().all(|id| listed.contains(id)) && !listed.contains(&elsewhere),
@@ -643,8 +672,7 @@ async fn an_operator_runs_bida_from_the_browser() {
     client.goto(&format!("{}/apps", bida.url)).await.unwrap();
     click(&client, "details summary").await;
     fill(&client, "#app-name", "billing").await;
-    click(&client, "#create-app").await;
-    wait_for_path(&client, "/apps").await;
+    submit(&client, "#create-app").await;
     assert!(
         text(&client, "#secret").await.starts_with("whsec_"),
         "the signing secret, once"
