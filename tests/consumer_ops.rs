@@ -937,3 +937,87 @@ async fn redis_streams_are_shown_resent_by_id_and_their_groups_moved() {
         .await;
     assert_eq!(status, 409, "one group, one consumer: {problem}");
 }
+
+/// An MQTT broker shows what it tells of itself and the topic filters read
+/// from it; each message keeps the id its publisher gave it; MQTT keeps no
+/// positions, so resends and offset resets are refused plainly.
+#[tokio::test]
+async fn mqtt_topics_are_shown_and_positions_refused() {
+    let endpoint = Receiver::ok().await;
+    let mqtt = bida_testkit::mqtt::TestBroker::start().await;
+    let bida = Bida::start("").await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "mqtt", "kind": "mqtt", "url": mqtt.url()}),
+    )
+    .await;
+    let filter = format!("{}/#", mqtt.base);
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "m", "broker_id": broker, "source": {"topic": filter, "group": "ops"},
+               "endpoint": {"url": endpoint.url("/in")}}),
+    )
+    .await;
+    wait_consumer(&bida, &consumer, |c| c["state"] == "running").await;
+    mqtt.publish((0..10).map(|i| {
+        (
+            format!("order-{i}"),
+            Some(format!("k{}", i % 2)),
+            format!(r#"{{"n":{i}}}"#).into_bytes(),
+        )
+    }))
+    .await;
+    wait_consumer(&bida, &consumer, |c| c["counters"]["delivered"] == 10).await;
+    let ids: std::collections::HashSet<String> = endpoint
+        .hits()
+        .iter()
+        .map(|h| h.message_id().unwrap().to_string())
+        .collect();
+    assert!(ids.contains("mqtt:order-0") && ids.contains("mqtt:order-9"), "{ids:?}");
+
+    let (status, view) = bida.get(&format!("/v1/brokers/{broker}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["health"]["reachable"], true, "{view}");
+    for capability in ["lag", "offset_reset", "resend_range", "takeover"] {
+        assert_eq!(view["capabilities"][capability], false, "{capability}: {view}");
+    }
+    assert!(
+        view.to_string().contains(&filter),
+        "the consumer's filter is listed: {view}"
+    );
+    assert!(
+        view["mqtt"]["version"]
+            .as_str()
+            .is_some_and(|v| v.contains("mosquitto")),
+        "what the broker tells under $SYS: {view}"
+    );
+
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": filter, "from": 1, "to": 2}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("MQTT"), "{problem}");
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "bad", "broker_id": broker, "source": {"topic": "a/#/b", "group": "g"},
+                   "endpoint": {"url": endpoint.url("/bad")}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("source.topic"), "{problem}");
+}

@@ -496,6 +496,7 @@ async fn sigterm_mid_drain(mq: impl TestMq, grace_ms: &str, hold: Duration) -> (
         )
         .await;
     assert_eq!(status, 201, "{consumer}");
+    mq.ready(&bida, consumer["id"].as_str().unwrap()).await;
     mq.publish(numbered(3_000)).await;
     assert!(
         eventually(WAIT, || arrivals.len() >= FAST + 16).await,

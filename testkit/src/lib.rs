@@ -8,11 +8,13 @@
 //! - [`rabbit::TestQueue`] and [`kafka::KafkaBroker`]: the machine's RabbitMQ
 //!   with a queue of the test's own, and a Kafka-protocol broker per test;
 //!   [`nats::TestStream`]: a JetStream stream of the test's own;
-//!   [`redis::TestStream`]: a Redis stream of the test's own.
+//!   [`redis::TestStream`]: a Redis stream of the test's own;
+//!   [`mqtt::TestBroker`]: a Mosquitto broker of the test's own.
 //! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
 mod database;
 pub mod kafka;
+pub mod mqtt;
 pub mod nats;
 pub mod otlp;
 pub mod rabbit;

@@ -3,6 +3,7 @@
 //! stream), and one line per kind in [`on_every_mq!`].
 
 pub mod kafka;
+pub mod mqtt;
 pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
@@ -49,7 +50,27 @@ pub trait TestMq {
             )
             .await;
         assert_eq!(status, 201, "{consumer}");
-        consumer["id"].as_str().unwrap().to_string()
+        let id = consumer["id"].as_str().unwrap().to_string();
+        self.ready(bida, &id).await;
+        id
+    }
+
+    /// Waits until the consumer takes what is published from now on, for
+    /// kinds whose brokers keep nothing for a subscriber not yet there.
+    async fn ready(&self, _bida: &Bida, _consumer: &str) {}
+}
+
+/// Waits until every node running `consumer` has opened its source.
+pub async fn every_node_running(bida: &Bida, consumer: &str) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (_, view) = bida.get(&format!("/v1/consumers/{consumer}")).await;
+        let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
+        if !nodes.is_empty() && nodes.iter().all(|node| node["state"] == "running") {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the consumer never ran: {view}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
 
@@ -77,6 +98,11 @@ macro_rules! on_every_mq {
                 #[tokio::test]
                 async fn redis() {
                     super::$scenario(super::mqs::redis::Stream::new().await).await
+                }
+
+                #[tokio::test]
+                async fn mqtt() {
+                    super::$scenario(super::mqs::mqtt::Broker::new().await).await
                 }
             }
         )*

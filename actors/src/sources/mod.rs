@@ -8,6 +8,7 @@ mod dynamic;
 pub mod kafka;
 #[cfg(test)]
 pub mod memory;
+pub mod mqtt;
 pub mod nats;
 mod progress;
 pub mod rabbitmq;

@@ -5,7 +5,7 @@
 use bida_domain::broker::Connection;
 use bida_domain::consumer::{OffsetReset, PartitionOffset, Source, SourceMessage};
 
-use super::{kafka::Kafka, nats::Nats, rabbitmq::Rabbitmq, redis::Redis};
+use super::{kafka::Kafka, mqtt::Mqtt, nats::Nats, rabbitmq::Rabbitmq, redis::Redis};
 use super::{Backlog, BoxedSource, Client, Inspection, Kind, Range, SourceError};
 
 macro_rules! registry {
@@ -71,6 +71,7 @@ registry! {
     Rabbitmq => Rabbitmq,
     Nats => Nats,
     Redis => Redis,
+    Mqtt => Mqtt,
 }
 
 fn misfit(connection: &Connection, source: &Source) -> SourceError {

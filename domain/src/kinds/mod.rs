@@ -6,6 +6,7 @@
 
 mod fields;
 pub mod kafka;
+pub mod mqtt;
 pub mod nats;
 mod position;
 pub mod rabbitmq;
@@ -263,6 +264,7 @@ kinds! {
     Rabbitmq = "rabbitmq", "RabbitMQ": rabbitmq::{RabbitmqConnection, RabbitmqSource, RabbitmqSourceInput},
     Nats = "nats", "NATS JetStream": nats::{NatsConnection, NatsSource, NatsSourceInput},
     Redis = "redis", "Redis Streams": redis::{RedisConnection, RedisSource, RedisSourceInput},
+    Mqtt = "mqtt", "MQTT 5": mqtt::{MqttConnection, MqttSource, MqttSourceInput},
 }
 
 /// [`SourceSpec`]'s questions, object-safe.
