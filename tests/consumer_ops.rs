@@ -1021,3 +1021,133 @@ async fn mqtt_topics_are_shown_and_positions_refused() {
     assert_eq!(status, 422, "{problem}");
     assert!(problem.to_string().contains("source.topic"), "{problem}");
 }
+
+/// An ActiveMQ broker shows its figures and queues (its statistics plugin); a
+/// consumer's lag is its queue's size, stopped or running; a virtual topic is
+/// read through its group's queue; queues keep no positions, so resends and
+/// offset resets are refused plainly.
+#[tokio::test]
+async fn activemq_queues_are_shown_virtual_topics_read_and_positions_refused() {
+    let endpoint = Receiver::ok().await;
+    let queue = bida_testkit::activemq::TestQueue::create();
+    let bida = Bida::start("").await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "activemq", "kind": "activemq", "url": bida_testkit::activemq::url()}),
+    )
+    .await;
+    queue
+        .publish((0..20).map(|i| (Some(format!("k{}", i % 4)), format!(r#"{{"n":{i}}}"#).into_bytes())))
+        .await;
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "q", "broker_id": broker, "source": {"queue": queue.name},
+               "endpoint": {"url": endpoint.url("/in")}}),
+    )
+    .await;
+    let done = wait_consumer(&bida, &consumer, |c| {
+        c["counters"]["delivered"] == 20 && c["lag_total"] == 0
+    })
+    .await;
+    assert_eq!(done["lag"][0]["destination"], queue.name.as_str(), "{done}");
+    // Keys are ordered, not the queue as a whole: n=0 need not come first.
+    let hits = endpoint.hits();
+    for hit in &hits {
+        assert!(
+            hit.message_id().is_some_and(|id| id.starts_with("activemq:ID:")),
+            "the broker's message id: {:?}",
+            hit.message_id()
+        );
+    }
+    assert!(
+        hits.iter().any(|hit| &hit.body[..] == br#"{"n":0}"#),
+        "the bodies as sent"
+    );
+
+    let (status, view) = bida.get(&format!("/v1/brokers/{broker}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["health"]["reachable"], true, "{view}");
+    for (capability, has) in [
+        ("lag", true),
+        ("takeover", true),
+        ("offset_reset", false),
+        ("resend_range", false),
+    ] {
+        assert_eq!(view["capabilities"][capability], has, "{capability}: {view}");
+    }
+    assert!(
+        view["activemq"]["brokerName"].is_string(),
+        "the broker's figures: {view}"
+    );
+    let listed = view["queues"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|q| q["name"] == queue.name.as_str())
+        .unwrap_or_else(|| panic!("the test queue is listed: {view}"))
+        .clone();
+    assert_eq!(listed["enqueued"], 20, "{listed}");
+    assert_eq!(listed["consumers"], 1, "{listed}");
+
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": queue.name, "from": 1, "to": 2}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("ActiveMQ"), "{problem}");
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    queue
+        .publish((20..25).map(|i| (None, format!(r#"{{"n":{i}}}"#).into_bytes())))
+        .await;
+    wait_consumer(&bida, &consumer, |c| c["lag_total"] == 5).await;
+
+    // A virtual topic: the group's queue gets each message published to the topic.
+    let topic = format!("bida-test-{}", uuid::Uuid::new_v4().simple());
+    let grouped = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "vt", "broker_id": broker, "source": {"virtual_topic": topic, "group": "ops"},
+               "endpoint": {"url": endpoint.url("/vt")}}),
+    )
+    .await;
+    wait_consumer(&bida, &grouped, |c| c["state"] == "running").await;
+    bida_testkit::activemq::publish(
+        &format!("/topic/VirtualTopic.{topic}"),
+        (0..3).map(|i| (None, format!(r#"{{"vt":{i}}}"#).into_bytes())),
+    )
+    .await;
+    wait_consumer(&bida, &grouped, |c| c["counters"]["delivered"] == 3).await;
+    assert_eq!(
+        endpoint.hits().iter().filter(|h| h.path == "/vt").count(),
+        3,
+        "each message once"
+    );
+    let (_, view) = bida.get(&format!("/v1/consumers/{grouped}")).await;
+    assert_eq!(
+        view["lag"][0]["destination"],
+        format!("Consumer.ops.VirtualTopic.{topic}").as_str(),
+        "{view}"
+    );
+
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "bad", "broker_id": broker, "source": {"queue": "orders.>"},
+                   "endpoint": {"url": endpoint.url("/bad")}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("source.queue"), "{problem}");
+}

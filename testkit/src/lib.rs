@@ -9,9 +9,11 @@
 //!   with a queue of the test's own, and a Kafka-protocol broker per test;
 //!   [`nats::TestStream`]: a JetStream stream of the test's own;
 //!   [`redis::TestStream`]: a Redis stream of the test's own;
-//!   [`mqtt::TestBroker`]: a Mosquitto broker of the test's own.
+//!   [`mqtt::TestBroker`]: a Mosquitto broker of the test's own;
+//!   [`activemq::TestQueue`]: the machine's ActiveMQ with a queue of the test's own.
 //! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
+pub mod activemq;
 mod database;
 pub mod kafka;
 pub mod mqtt;

@@ -2,6 +2,7 @@
 //! each a [`TestMq`] (a broker of the test's own: a queue, a topic, a
 //! stream), and one line per kind in [`on_every_mq!`].
 
+pub mod activemq;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
@@ -98,6 +99,11 @@ macro_rules! on_every_mq {
                 #[tokio::test]
                 async fn redis() {
                     super::$scenario(super::mqs::redis::Stream::new().await).await
+                }
+
+                #[tokio::test]
+                async fn activemq() {
+                    super::$scenario(super::mqs::activemq::Queue::new().await).await
                 }
 
                 #[tokio::test]

@@ -4,6 +4,7 @@
 //! does the rest (concurrency, rate, ordering, delivery, recording,
 //! acknowledgement), whatever the kind.
 
+pub mod activemq;
 mod dynamic;
 pub mod kafka;
 #[cfg(test)]

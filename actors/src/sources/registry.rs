@@ -5,7 +5,7 @@
 use bida_domain::broker::Connection;
 use bida_domain::consumer::{OffsetReset, PartitionOffset, Source, SourceMessage};
 
-use super::{kafka::Kafka, mqtt::Mqtt, nats::Nats, rabbitmq::Rabbitmq, redis::Redis};
+use super::{activemq::Activemq, kafka::Kafka, mqtt::Mqtt, nats::Nats, rabbitmq::Rabbitmq, redis::Redis};
 use super::{Backlog, BoxedSource, Client, Inspection, Kind, Range, SourceError};
 
 macro_rules! registry {
@@ -72,6 +72,7 @@ registry! {
     Nats => Nats,
     Redis => Redis,
     Mqtt => Mqtt,
+    Activemq => Activemq,
 }
 
 fn misfit(connection: &Connection, source: &Source) -> SourceError {

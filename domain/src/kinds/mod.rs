@@ -4,6 +4,7 @@
 //! names them all. The enums it generates keep the API's and the event
 //! store's shape: `{"kind": "kafka", ...the kind's own fields}`.
 
+pub mod activemq;
 mod fields;
 pub mod kafka;
 pub mod mqtt;
@@ -265,6 +266,7 @@ kinds! {
     Nats = "nats", "NATS JetStream": nats::{NatsConnection, NatsSource, NatsSourceInput},
     Redis = "redis", "Redis Streams": redis::{RedisConnection, RedisSource, RedisSourceInput},
     Mqtt = "mqtt", "MQTT 5": mqtt::{MqttConnection, MqttSource, MqttSourceInput},
+    Activemq = "activemq", "ActiveMQ": activemq::{ActivemqConnection, ActivemqSource, ActivemqSourceInput},
 }
 
 /// [`SourceSpec`]'s questions, object-safe.

@@ -1,0 +1,123 @@
+//! ActiveMQ for tests: the machine's broker (STOMP on 127.0.0.1:61613, or
+//! `BIDA_TEST_ACTIVEMQ`), a queue of each test's own, and a publisher that
+//! writes STOMP by hand (not Bida's client: the two check each other) and
+//! waits for the broker's receipt of every message.
+
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::net::TcpStream;
+
+pub fn url() -> String {
+    std::env::var("BIDA_TEST_ACTIVEMQ").unwrap_or_else(|_| "stomp://127.0.0.1:61613".to_string())
+}
+
+pub struct TestQueue {
+    pub name: String,
+}
+
+/// STOMP 1.2 header escaping.
+fn escape(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('\n', "\\n")
+        .replace('\r', "\\r")
+        .replace(':', "\\c")
+}
+
+fn frame(command: &str, headers: &[(&str, &str)], body: &[u8]) -> Vec<u8> {
+    let mut out = format!("{command}\n").into_bytes();
+    for (name, value) in headers {
+        out.extend_from_slice(format!("{}:{}\n", escape(name), escape(value)).as_bytes());
+    }
+    out.extend_from_slice(format!("content-length:{}\n\n", body.len()).as_bytes());
+    out.extend_from_slice(body);
+    out.push(0);
+    out
+}
+
+/// Reads frames until `count` have the command `command` (heart-beats and
+/// other frames skipped); panics on an ERROR frame.
+async fn read_until(stream: &mut (impl AsyncReadExt + Unpin), buffer: &mut Vec<u8>, command: &str, count: usize) {
+    let mut seen = 0;
+    while seen < count {
+        while let Some(end) = buffer.iter().position(|b| *b == 0) {
+            let text = String::from_utf8_lossy(&buffer[..end]).to_string();
+            buffer.drain(..=end);
+            let text = text.trim_start_matches(['\n', '\r']);
+            assert!(!text.starts_with("ERROR"), "ActiveMQ refused: {text}");
+            if text.starts_with(command) {
+                seen += 1;
+            }
+        }
+        if seen >= count {
+            break;
+        }
+        let mut chunk = [0u8; 65536];
+        let read = tokio::time::timeout(Duration::from_secs(60), stream.read(&mut chunk))
+            .await
+            .unwrap_or_else(|_| panic!("{seen} of {count} {command} frames from ActiveMQ"))
+            .expect("read from ActiveMQ");
+        assert!(read > 0, "ActiveMQ closed the connection ({seen} of {count} {command})");
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+}
+
+impl TestQueue {
+    pub fn create() -> Self {
+        Self {
+            name: format!("bida-test-{}", uuid::Uuid::new_v4().simple()),
+        }
+    }
+
+    /// Sends each message (persistent, its key in `bida-key`) to the queue.
+    pub async fn publish(&self, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+        publish(&format!("/queue/{}", self.name), messages).await
+    }
+}
+
+/// Sends each message to `destination` (`/queue/...` or `/topic/...`) and
+/// waits for a receipt of each.
+pub async fn publish(destination: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+    let address = url();
+    let host_port = address.trim_start_matches("stomp://").trim_end_matches('/');
+    let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
+    let mut stream = TcpStream::connect(host_port)
+        .await
+        .unwrap_or_else(|e| panic!("connect to ActiveMQ at {host_port} ({e}; set BIDA_TEST_ACTIVEMQ)"));
+    let mut buffer = Vec::new();
+    stream
+        .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\0")
+        .await
+        .expect("CONNECT");
+    read_until(&mut stream, &mut buffer, "CONNECTED", 1).await;
+    // Written while the receipts are read: a broker whose answers are not
+    // read stops reading too.
+    let frames: Vec<Vec<u8>> = messages
+        .into_iter()
+        .enumerate()
+        .map(|(n, (key, body))| {
+            let receipt = format!("m{n}");
+            let mut headers = vec![
+                ("destination", destination),
+                ("persistent", "true"),
+                ("receipt", &receipt),
+            ];
+            if let Some(key) = &key {
+                headers.push(("bida-key", key));
+            }
+            frame("SEND", &headers, &body)
+        })
+        .collect();
+    let sent = frames.len();
+    let (mut reading, writing) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let mut writer = BufWriter::new(writing);
+        for frame in frames {
+            writer.write_all(&frame).await.expect("SEND");
+        }
+        writer.flush().await.expect("SEND");
+        writer.into_inner()
+    });
+    read_until(&mut reading, &mut buffer, "RECEIPT", sent).await;
+    let mut writing = writer.await.expect("the writer");
+    let _ = writing.write_all(b"DISCONNECT\n\n\0").await;
+}
