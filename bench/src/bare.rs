@@ -1,8 +1,8 @@
 //! The bare pipe: the smallest at-least-once forwarder from an MQ to an HTTP
-//! endpoint, with the crates Bida uses (lapin, rdkafka, async-nats, redis, reqwest) and the same
-//! concurrency, but no event store: consume → POST (retried until 2xx) →
-//! ack / store the offset (contiguously per partition). It is the ceiling
-//! Bida is measured against.
+//! endpoint, with the crates Bida uses (lapin, rdkafka, async-nats, redis,
+//! rumqttc, Bida's STOMP client, reqwest) and the same concurrency, but no event store: consume →
+//! POST (retried until 2xx) → ack / store the offset (contiguously per
+//! partition). It is the ceiling Bida is measured against.
 
 use bida_actors::sources::kafka::OffsetTracker;
 use futures::StreamExt;
@@ -11,11 +11,71 @@ use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::Message;
+use rumqttc::v5::mqttbytes::v5::{Packet, SubscribeReasonCode};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 
 use crate::mq::Mq;
+
+/// The bare pipe's MQTT session: one client id, kept by the broker while the
+/// pipe is away, as Bida's nodes' sessions are.
+const MQTT_CLIENT_ID: &str = "bida-bench-bare";
+const MQTT_SESSION_EXPIRY: Duration = Duration::from_secs(3600);
+
+fn mqtt_options(broker: &bida_testkit::mqtt::TestBroker) -> MqttOptions {
+    let mut options = MqttOptions::new(MQTT_CLIENT_ID, "127.0.0.1", broker.port);
+    options
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(Some(64 * 1024 * 1024))
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(MQTT_SESSION_EXPIRY.as_secs() as u32));
+    options
+}
+
+/// Makes the broker keep what is produced for the pipe before it starts, where
+/// it keeps nothing for a subscriber not there yet (MQTT: the pipe's session
+/// subscribes to `$share/bare/<base>/#` at QoS 1, then disconnects, leaving
+/// the subscription in the session). Nothing to do for the other kinds: their
+/// backlog waits in a queue, stream or topic.
+pub async fn subscribe(mq: &Mq) -> anyhow::Result<()> {
+    let Mq::Mqtt(broker) = mq else {
+        return Ok(());
+    };
+    let (client, mut events) = AsyncClient::new(mqtt_options(broker), 16);
+    client
+        .subscribe(format!("$share/bare/{}/#", broker.base), QoS::AtLeastOnce)
+        .await?;
+    tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Event::Incoming(Packet::SubAck(ack)) = events.poll().await? {
+                if let Some(refused) = ack
+                    .return_codes
+                    .iter()
+                    .find(|code| !matches!(code, SubscribeReasonCode::Success(_)))
+                {
+                    anyhow::bail!("the broker refused the subscription: {refused:?}");
+                }
+                return Ok(());
+            }
+        }
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("the MQTT subscription was not answered within 15 s"))??;
+    client.disconnect().await?;
+    // Until the DISCONNECT is out (the connection then ends).
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Ok(event) = events.poll().await {
+            if matches!(event, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
+                return;
+            }
+        }
+    })
+    .await;
+    Ok(())
+}
 
 /// POSTs until the endpoint answers 2xx, with a message id for de-duplication.
 async fn post(http: &reqwest::Client, url: &str, id: String, body: Vec<u8>) {
@@ -181,6 +241,98 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                         drop(permit);
                     });
                 }
+            }
+        }
+        Mq::Mqtt(broker) => {
+            // The session [`subscribe`] left, taken back: what was queued in
+            // it comes first. At most `concurrency` unacknowledged at a time.
+            let mut options = mqtt_options(broker);
+            options
+                .set_receive_maximum(Some(concurrency.clamp(1, u16::MAX as usize) as u16))
+                .set_manual_acks(true);
+            let (client, mut events) = AsyncClient::new(options, concurrency + 16);
+            // The event loop is driven on its own (it must not wait for a
+            // free slot): messages come through a channel.
+            let (sender, mut incoming) = tokio::sync::mpsc::unbounded_channel();
+            let driver = tokio::spawn(async move {
+                loop {
+                    match events.poll().await {
+                        Ok(Event::Incoming(Packet::Publish(publish))) => {
+                            if sender.send(Ok(publish)).is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => {
+                            let _ = sender.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+            });
+            let result: anyhow::Result<()> = async {
+                loop {
+                    let publish = tokio::select! {
+                        _ = stop.changed() => return Ok(()),
+                        next = incoming.recv() => match next {
+                            Some(publish) => publish?,
+                            None => return Ok(()),
+                        },
+                    };
+                    let permit = slots.clone().acquire_owned().await?;
+                    let (http, url, client) = (http.clone(), url.clone(), client.clone());
+                    tokio::spawn(async move {
+                        let id = match publish.properties.as_ref().and_then(|p| p.correlation_data.as_ref()) {
+                            Some(id) => format!("bare:mqtt:{}", String::from_utf8_lossy(id)),
+                            None => format!("bare:mqtt:pkid:{}", publish.pkid),
+                        };
+                        post(&http, &url, id, publish.payload.to_vec()).await;
+                        let _ = client.ack(&publish).await;
+                        drop(permit);
+                    });
+                }
+            }
+            .await;
+            // The broker goes with the phase: no need to leave it cleanly.
+            driver.abort();
+            result
+        }
+        Mq::Activemq(queue) => {
+            use bida_actors::sources::activemq::stomp::{Address, Connection, Frame};
+            let mut stomp = Connection::open(&Address::parse(&bida_testkit::activemq::url())?).await?;
+            stomp
+                .request(
+                    Frame::new("SUBSCRIBE")
+                        .header("destination", format!("/queue/{}", queue.name))
+                        .header("id", "bare")
+                        .header("ack", "client-individual")
+                        // As Bida's: the broker is not waited for between messages.
+                        .header(
+                            "activemq.prefetchSize",
+                            (concurrency + bida_actors::consumer::pump::RECORDING_WINDOW).to_string(),
+                        ),
+                    drop,
+                )
+                .await?;
+            loop {
+                let frame = tokio::select! {
+                    _ = stop.changed() => return Ok(()),
+                    frame = stomp.next() => frame?,
+                };
+                if frame.command != "MESSAGE" {
+                    continue;
+                }
+                let (Some(id), Some(ack)) = (frame.get("message-id"), frame.get("ack")) else {
+                    anyhow::bail!("a MESSAGE without its ids");
+                };
+                let (id, ack) = (format!("activemq:{id}"), ack.to_string());
+                let permit = slots.clone().acquire_owned().await?;
+                let (http, url, sender) = (http.clone(), url.clone(), stomp.sender.clone());
+                tokio::spawn(async move {
+                    post(&http, &url, id, frame.body.to_vec()).await;
+                    let _ = sender.send(Frame::new("ACK").header("id", ack));
+                    drop(permit);
+                });
             }
         }
     }

@@ -49,8 +49,8 @@ enum Command {
         #[arg(long, default_value = "")]
         config: String,
     },
-    /// Consume from RabbitMQ, Kafka or NATS JetStream: drain a preloaded backlog (throughput),
-    /// then produce at half that rate (end-to-end latency).
+    /// Consume from RabbitMQ, Kafka, NATS JetStream, Redis Streams, MQTT or ActiveMQ: drain a preloaded
+    /// backlog (throughput), then produce at half that rate (end-to-end latency).
     Mq {
         #[arg(long, value_enum)]
         broker: mq::MqKind,
@@ -129,6 +129,7 @@ async fn consume(
     let (bare_throughput, bare_cpu) = {
         let receiver = BenchReceiver::start().await?;
         let mq = mq::Mq::start(kind, partitions).await;
+        bare::subscribe(&mq).await?;
         mq.produce(0, messages, size, receiver.epoch()).await;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let cpu_before = process::cpu_seconds_of("self");
@@ -158,20 +159,28 @@ async fn consume(
     let mut bida = BidaProcess::start(node.config, node.store).await?;
     let http = process::api_client(reqwest::Client::builder())?;
 
-    // Throughput: a backlog of `messages`, drained by a fresh consumer.
-    mq.produce(0, messages, size, epoch).await;
+    // Throughput: a backlog of `messages`, drained by a fresh consumer. Where
+    // the broker keeps nothing for a subscriber not there yet (MQTT), the
+    // consumer subscribes first and is stopped while the backlog is produced
+    // (its sessions keep the subscription and queue the messages), then
+    // started on the clock.
     let broker = post(&http, format!("{}/v1/brokers", bida.url), mq.broker()).await?;
+    let consumer = json!({"name": "bench", "broker_id": broker["id"], "source": mq.source(),
+                          "endpoint": {"url": receiver.url()}, "policy": {"concurrency": concurrency}});
+    let subscribed = if mq.keeps_nothing_for_absent_subscribers() {
+        Some(subscribe_stopped(&http, &bida.url, &consumer).await?)
+    } else {
+        None
+    };
+    mq.produce(0, messages, size, epoch).await;
     let lag_watch = bida.watch_projection_lag();
     let cpu_before = bida.cpu_seconds();
     let postgres_before = process::cpu_seconds_of_program("postgres");
     let started = Instant::now();
-    post(
-        &http,
-        format!("{}/v1/consumers", bida.url),
-        json!({"name": "bench", "broker_id": broker["id"], "source": mq.source(),
-               "endpoint": {"url": receiver.url()}, "policy": {"concurrency": concurrency}}),
-    )
-    .await?;
+    match &subscribed {
+        Some(id) => post(&http, format!("{}/v1/consumers/{id}/start", bida.url), json!({})).await?,
+        None => post(&http, format!("{}/v1/consumers", bida.url), consumer).await?,
+    };
     let drained = receiver.wait_for(messages, Duration::from_secs(900)).await;
     let drain = started.elapsed();
     let cpu = bida.cpu_seconds() - cpu_before;
@@ -197,6 +206,8 @@ async fn consume(
     let (bare_latency, bare_slowest) = {
         let receiver = BenchReceiver::start().await?;
         let mq = mq::Mq::start(kind, partitions).await;
+        // The first message must wait for the pipe wherever it is by then.
+        bare::subscribe(&mq).await?;
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let url = receiver.url();
         let forwarding = bare::forward(&mq, url, concurrency as usize, stopped);
@@ -295,6 +306,47 @@ async fn consume(
         messages + paced
     );
     Ok(())
+}
+
+/// Creates the consumer `body`, waits until every node running it has
+/// subscribed, then stops it and waits until no node runs it; returns its id.
+/// Its sessions keep the subscription: what is published meanwhile waits for
+/// it to start again.
+async fn subscribe_stopped(http: &reqwest::Client, bida: &str, body: &serde_json::Value) -> anyhow::Result<String> {
+    let consumer = post(http, format!("{bida}/v1/consumers"), body.clone()).await?;
+    let id = consumer["id"].as_str().context("the consumer's id")?.to_string();
+    let url = format!("{bida}/v1/consumers/{id}");
+    wait_for_consumer(http, &url, "every node running it subscribed", |nodes| {
+        !nodes.is_empty() && nodes.iter().all(|node| node["state"] == "running")
+    })
+    .await?;
+    post(http, format!("{url}/stop"), json!({})).await?;
+    wait_for_consumer(http, &url, "no node running it", |nodes| nodes.is_empty()).await?;
+    // A node's report goes when it lets go of the actor, which may still be
+    // closing its session: a moment for the broker to see it gone.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(id)
+}
+
+/// Polls the consumer at `url` until its nodes' reports satisfy `done` (one minute at most).
+async fn wait_for_consumer(
+    http: &reqwest::Client,
+    url: &str,
+    what: &str,
+    done: impl Fn(&[serde_json::Value]) -> bool,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let response = http.get(url).send().await?;
+        let status = response.status();
+        let view: serde_json::Value = response.json().await?;
+        anyhow::ensure!(status.is_success(), "{status}: {view}");
+        if done(view["nodes"].as_array().map(Vec::as_slice).unwrap_or_default()) {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "waited a minute for {what}: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Produces `rate` messages a second for `seconds`, numbered from `first`;

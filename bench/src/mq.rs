@@ -1,8 +1,11 @@
 //! The MQ side of a benchmark: a RabbitMQ queue, a NATS JetStream stream or
-//! a Redis stream on the machine's broker, or a Kafka topic on a tansu broker of the run's own,
-//! and a producer that stamps each payload with its send time.
+//! a Redis stream or an ActiveMQ queue on the machine's broker, a Kafka topic
+//! on a tansu broker of the run's own or MQTT topics on a Mosquitto of the run's own (unbounded
+//! queues), and a producer that stamps each payload with its send time.
 
+use bida_testkit::activemq::TestQueue as ActivemqQueue;
 use bida_testkit::kafka::KafkaBroker;
+use bida_testkit::mqtt::TestBroker as MqttBroker;
 use bida_testkit::nats::TestStream;
 use bida_testkit::rabbit::{self, TestQueue};
 use bida_testkit::redis::TestStream as RedisStream;
@@ -19,6 +22,9 @@ pub enum Mq {
     Kafka(KafkaBroker, String, FutureProducer),
     Nats(TestStream),
     Redis(RedisStream),
+    /// Messages go to `<base>/<key>`; consumers read `<base>/#`.
+    Mqtt(MqttBroker),
+    Activemq(ActivemqQueue),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -27,6 +33,8 @@ pub enum MqKind {
     Kafka,
     Nats,
     Redis,
+    Mqtt,
+    Activemq,
 }
 
 impl MqKind {
@@ -36,6 +44,8 @@ impl MqKind {
             Self::Kafka => "Kafka",
             Self::Nats => "NATS JetStream",
             Self::Redis => "Redis Streams",
+            Self::Mqtt => "MQTT",
+            Self::Activemq => "ActiveMQ",
         }
     }
 }
@@ -52,7 +62,17 @@ impl Mq {
             }
             MqKind::Nats => Self::Nats(TestStream::create().await),
             MqKind::Redis => Self::Redis(RedisStream::create()),
+            MqKind::Mqtt => Self::Mqtt(MqttBroker::start().await),
+            MqKind::Activemq => Self::Activemq(ActivemqQueue::create()),
         }
+    }
+
+    /// Whether the broker keeps nothing for a subscriber that is not there
+    /// yet (MQTT: a message published to a topic nobody subscribes to is
+    /// dropped): a consumer must subscribe before its backlog is produced,
+    /// where the other kinds' backlogs wait in a queue, stream or topic.
+    pub fn keeps_nothing_for_absent_subscribers(&self) -> bool {
+        matches!(self, Self::Mqtt(_))
     }
 
     pub fn broker(&self) -> Value {
@@ -63,6 +83,8 @@ impl Mq {
             }
             Self::Nats(_) => json!({"name": "bench", "kind": "nats", "url": bida_testkit::nats::url()}),
             Self::Redis(_) => json!({"name": "bench", "kind": "redis", "url": bida_testkit::redis::url()}),
+            Self::Mqtt(broker) => json!({"name": "bench", "kind": "mqtt", "url": broker.url()}),
+            Self::Activemq(_) => json!({"name": "bench", "kind": "activemq", "url": bida_testkit::activemq::url()}),
         }
     }
 
@@ -72,6 +94,8 @@ impl Mq {
             Self::Kafka(_, topic, _) => json!({"topics": [topic], "group": "bench"}),
             Self::Nats(stream) => json!({"stream": stream.name, "durable": "bench"}),
             Self::Redis(stream) => json!({"stream": stream.name, "group": "bench"}),
+            Self::Mqtt(broker) => json!({"topic": format!("{}/#", broker.base), "group": "bench"}),
+            Self::Activemq(queue) => json!({"queue": queue.name}),
         }
     }
 
@@ -103,6 +127,21 @@ impl Mq {
             }
             Self::Redis(stream) => {
                 stream
+                    .publish((first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq))))
+                    .await
+            }
+            // The id as correlation data (Bida's message id), the key as the
+            // topic's last level.
+            Self::Mqtt(broker) => {
+                broker
+                    .publish(
+                        (first..first + count)
+                            .map(|seq| (format!("b{seq}"), Some(format!("k{}", seq % 64)), payload(seq))),
+                    )
+                    .await
+            }
+            Self::Activemq(queue) => {
+                queue
                     .publish((first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq))))
                     .await
             }

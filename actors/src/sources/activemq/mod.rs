@@ -6,7 +6,8 @@
 
 mod admin;
 mod source;
-mod stomp;
+/// Public for the benchmark's bare pipe, which reads with the same client.
+pub mod stomp;
 
 pub use source::ActivemqMessages;
 
