@@ -15,14 +15,19 @@
 //! BIDA_TEST_STRESS_RUNS=50 cargo test --release --test stress -- --ignored --nocapture
 //! ```
 //!
-//! `BIDA_TEST_STRESS_BROKER=kafka` (or `rabbitmq`) runs one broker only;
+//! `BIDA_TEST_STRESS_BROKER=kafka` (or `rabbitmq`, `nats`, `redis`, `mqtt`,
+//! `activemq`) runs one broker only;
 //! `BIDA_TEST_STRESS_SEED=N` replays one scenario. Each run prints one line:
 //! `stress seed=... broker=... (scenario) -> produced, delivered, lost, duplicates, anomalies, seconds`.
 
 mod support;
 
+use bida_testkit::activemq::TestQueue as ActivemqQueue;
 use bida_testkit::kafka::KafkaBroker;
+use bida_testkit::mqtt::TestBroker as MqttBroker;
+use bida_testkit::nats::TestStream as NatsStream;
 use bida_testkit::rabbit::{self, TestQueue};
+use bida_testkit::redis::TestStream as RedisStream;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -41,6 +46,14 @@ const NO_PROGRESS: Duration = Duration::from_secs(180);
 enum Mq {
     Kafka,
     Rabbitmq,
+    Nats,
+    Redis,
+    Mqtt,
+    Activemq,
+}
+
+impl Mq {
+    const ALL: [Mq; 6] = [Mq::Kafka, Mq::Rabbitmq, Mq::Nats, Mq::Redis, Mq::Mqtt, Mq::Activemq];
 }
 
 /// One run's conditions, drawn from its seed.
@@ -131,6 +144,11 @@ fn endpoint(seed: u64, rate: f64, accepted: Accepted) -> impl Fn(&Hit, u32) -> R
 enum Broker {
     Kafka(KafkaBroker),
     Rabbitmq(TestQueue),
+    Nats(NatsStream),
+    Redis(RedisStream),
+    /// Messages go to `<base>/<n>`; the consumer reads `<base>/#`.
+    Mqtt(MqttBroker),
+    Activemq(ActivemqQueue),
 }
 
 impl Broker {
@@ -142,6 +160,10 @@ impl Broker {
                 Self::Kafka(kafka)
             }
             Mq::Rabbitmq => Self::Rabbitmq(TestQueue::declare().await),
+            Mq::Nats => Self::Nats(NatsStream::create().await),
+            Mq::Redis => Self::Redis(RedisStream::create()),
+            Mq::Mqtt => Self::Mqtt(MqttBroker::start().await),
+            Mq::Activemq => Self::Activemq(ActivemqQueue::create()),
         }
     }
 
@@ -159,7 +181,29 @@ impl Broker {
                 json!({"name": "stress", "kind": "rabbitmq", "url": rabbit::url()}),
                 json!({"queue": queue.name}),
             ),
+            Self::Nats(stream) => (
+                json!({"name": "stress", "kind": "nats", "url": bida_testkit::nats::url()}),
+                json!({"stream": stream.name, "durable": "bida-stress"}),
+            ),
+            Self::Redis(stream) => (
+                json!({"name": "stress", "kind": "redis", "url": bida_testkit::redis::url()}),
+                json!({"stream": stream.name, "group": "bida-stress"}),
+            ),
+            Self::Mqtt(broker) => (
+                json!({"name": "stress", "kind": "mqtt", "url": broker.url()}),
+                json!({"topic": format!("{}/#", broker.base), "group": "bida-stress"}),
+            ),
+            Self::Activemq(queue) => (
+                json!({"name": "stress", "kind": "activemq", "url": bida_testkit::activemq::url()}),
+                json!({"queue": queue.name}),
+            ),
         }
+    }
+
+    /// Whether what is published before the consumer subscribes is dropped
+    /// (MQTT keeps nothing for a subscriber that is not there yet).
+    fn needs_a_subscriber_first(&self) -> bool {
+        matches!(self, Self::Mqtt(_))
     }
 
     /// Produces the scenario's messages in chunks of random size and pace,
@@ -168,7 +212,7 @@ impl Broker {
         let mut rng = StdRng::seed_from_u64(scenario.seed ^ 0x5eed);
         let producer = match self {
             Self::Kafka(kafka) => Some(kafka.batching_producer()),
-            Self::Rabbitmq(_) => None,
+            _ => None,
         };
         let mut start = 0;
         while start < ids.len() {
@@ -179,6 +223,19 @@ impl Broker {
                 (Self::Rabbitmq(queue), _) => {
                     let records: Vec<_> = records.map(|(key, body)| (None, key, body)).collect();
                     queue.publish_keyed(records).await
+                }
+                (Self::Nats(stream), _) => stream.publish(records).await,
+                (Self::Redis(stream), _) => stream.publish(records).await,
+                (Self::Activemq(queue), _) => queue.publish(records).await,
+                // Each message's id as its correlation data (Bida's message id).
+                (Self::Mqtt(broker), _) => {
+                    broker
+                        .publish(
+                            (start..end)
+                                .zip(records)
+                                .map(|(i, (key, body))| (ids[i].clone(), key, body)),
+                        )
+                        .await
                 }
                 (Self::Kafka(_), None) => unreachable!("a Kafka broker has a producer"),
             }
@@ -246,6 +303,9 @@ async fn run(scenario: Scenario) -> Verdict {
         .await;
     assert_eq!(status, 201, "{consumer}");
     let consumer_id = consumer["id"].as_str().expect("consumer id").to_string();
+    if broker.needs_a_subscriber_first() {
+        bida.every_node_running(&consumer_id).await;
+    }
 
     let ids: Vec<String> = (0..scenario.messages)
         .map(|i| format!("s{}-{i}", scenario.seed))
@@ -361,6 +421,26 @@ async fn randomized_rabbitmq_runs_lose_nothing() {
     runs(Mq::Rabbitmq, seeds(2)).await;
 }
 
+#[tokio::test]
+async fn randomized_nats_runs_lose_nothing() {
+    runs(Mq::Nats, seeds(2)).await;
+}
+
+#[tokio::test]
+async fn randomized_redis_runs_lose_nothing() {
+    runs(Mq::Redis, seeds(2)).await;
+}
+
+#[tokio::test]
+async fn randomized_mqtt_runs_lose_nothing() {
+    runs(Mq::Mqtt, seeds(2)).await;
+}
+
+#[tokio::test]
+async fn randomized_activemq_runs_lose_nothing() {
+    runs(Mq::Activemq, seeds(2)).await;
+}
+
 /// The long version: `BIDA_TEST_STRESS_RUNS` runs per broker (20 by default).
 #[tokio::test]
 #[ignore = "minutes per broker; run with --ignored"]
@@ -370,7 +450,7 @@ async fn stress() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(20);
     let only = std::env::var("BIDA_TEST_STRESS_BROKER").ok();
-    for mq in [Mq::Kafka, Mq::Rabbitmq] {
+    for mq in Mq::ALL {
         if only
             .as_deref()
             .is_some_and(|only| !format!("{mq:?}").eq_ignore_ascii_case(only))

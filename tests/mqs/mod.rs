@@ -61,20 +61,6 @@ pub trait TestMq {
     async fn ready(&self, _bida: &Bida, _consumer: &str) {}
 }
 
-/// Waits until every node running `consumer` has opened its source.
-pub async fn every_node_running(bida: &Bida, consumer: &str) {
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    loop {
-        let (_, view) = bida.get(&format!("/v1/consumers/{consumer}")).await;
-        let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
-        if !nodes.is_empty() && nodes.iter().all(|node| node["state"] == "running") {
-            return;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "the consumer never ran: {view}");
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-}
-
 /// Each scenario (`async fn scenario(mq: impl TestMq)`) as a module with one
 /// test per kind: `scenario::kafka`, `scenario::rabbitmq`...
 macro_rules! on_every_mq {

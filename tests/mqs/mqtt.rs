@@ -3,7 +3,7 @@
 use bida_testkit::mqtt::TestBroker;
 use serde_json::{json, Value};
 
-use super::{every_node_running, Bida, Record, TestMq};
+use super::{Bida, Record, TestMq};
 
 pub struct Broker(pub TestBroker);
 
@@ -29,6 +29,6 @@ impl TestMq for Broker {
 
     /// MQTT keeps nothing for a group nobody has subscribed to yet.
     async fn ready(&self, bida: &Bida, consumer: &str) {
-        every_node_running(bida, consumer).await
+        bida.every_node_running(consumer).await
     }
 }

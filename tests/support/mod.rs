@@ -392,6 +392,21 @@ impl Bida {
         read(response).await
     }
 
+    /// Waits until every node running `consumer` has opened its source
+    /// (a minute at most).
+    pub async fn every_node_running(&self, consumer: &str) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, view) = self.get(&format!("/v1/consumers/{consumer}")).await;
+            let nodes = view["nodes"].as_array().cloned().unwrap_or_default();
+            if !nodes.is_empty() && nodes.iter().all(|node| node["state"] == "running") {
+                return;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "the consumer never ran: {view}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Submits a task and returns its id (panics unless 202).
     pub async fn submit(&self, task: Value) -> String {
         let (status, body) = self.post("/v1/tasks", task).await;
