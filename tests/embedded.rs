@@ -1,5 +1,5 @@
 //! The same end-to-end tests of the task path, the scheduler, projections
-//! and the Kafka and RabbitMQ consumers (fixed and randomized scenarios),
+//! and every kind's consumers (fixed and randomized scenarios),
 //! against the embedded store: this binary's name tells the harness which
 //! store to start (see `support::embedded`). Tests of what only PostgreSQL
 //! does say so and return.
