@@ -62,6 +62,33 @@ async fn alert(alerts: &Receiver, kind: &str) -> Value {
     alerts.hits().iter().find_map(|h| of_kind(&h.body)).unwrap()
 }
 
+/// For a kind without positions: a resend is refused naming the kind, and,
+/// once the consumer is stopped, an offset reset too.
+async fn positions_refused(bida: &Bida, consumer: &str, topic: &str, kind: &str) {
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": topic, "from": 1, "to": 2}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains(kind), "{problem}");
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 409, "{problem}");
+}
+
+/// Messages `n` in `range`, keyed `k<n % 4>`, with bodies `{"n":<n>}`.
+fn numbered(range: std::ops::Range<usize>) -> impl Iterator<Item = (Option<String>, Vec<u8>)> {
+    range.map(|i| (Some(format!("k{}", i % 4)), format!(r#"{{"n":{i}}}"#).into_bytes()))
+}
+
 fn rabbit_consumer(broker: &str, queue: &str, endpoint: &str) -> Value {
     json!({"name": "c", "broker_id": broker, "source": {"queue": queue}, "endpoint": {"url": endpoint}})
 }
@@ -733,9 +760,7 @@ async fn nats_streams_are_shown_resent_by_sequence_and_have_no_offsets() {
         json!({"name": "nats", "kind": "nats", "url": bida_testkit::nats::url()}),
     )
     .await;
-    stream
-        .publish((0..20).map(|i| (Some(format!("k{}", i % 4)), format!(r#"{{"n":{i}}}"#).into_bytes())))
-        .await;
+    stream.publish(numbered(0..20)).await;
     let consumer = created(
         &bida,
         "/v1/consumers",
@@ -838,9 +863,7 @@ async fn redis_streams_are_shown_resent_by_id_and_their_groups_moved() {
         json!({"name": "redis", "kind": "redis", "url": bida_testkit::redis::url()}),
     )
     .await;
-    stream
-        .publish((0..20).map(|i| (Some(format!("k{}", i % 4)), format!(r#"{{"n":{i}}}"#).into_bytes())))
-        .await;
+    stream.publish(numbered(0..20)).await;
     let ids = stream.ids().await;
     let consumer = created(
         &bida,
@@ -994,23 +1017,7 @@ async fn mqtt_topics_are_shown_and_positions_refused() {
         "what the broker tells under $SYS: {view}"
     );
 
-    let (status, problem) = bida
-        .post(
-            &format!("/v1/consumers/{consumer}/resend"),
-            json!({"topic": filter, "from": 1, "to": 2}),
-        )
-        .await;
-    assert_eq!(status, 409, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("MQTT"), "{problem}");
-    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
-    assert_eq!(status, 200);
-    let (status, problem) = bida
-        .post(
-            &format!("/v1/consumers/{consumer}/reset-offsets"),
-            json!({"to": "earliest"}),
-        )
-        .await;
-    assert_eq!(status, 409, "{problem}");
+    positions_refused(&bida, &consumer, &filter, "MQTT").await;
     let (status, problem) = bida
         .post(
             "/v1/consumers",
@@ -1037,9 +1044,7 @@ async fn activemq_queues_are_shown_virtual_topics_read_and_positions_refused() {
         json!({"name": "activemq", "kind": "activemq", "url": bida_testkit::activemq::url()}),
     )
     .await;
-    queue
-        .publish((0..20).map(|i| (Some(format!("k{}", i % 4)), format!(r#"{{"n":{i}}}"#).into_bytes())))
-        .await;
+    queue.publish(numbered(0..20)).await;
     let consumer = created(
         &bida,
         "/v1/consumers",
@@ -1091,23 +1096,7 @@ async fn activemq_queues_are_shown_virtual_topics_read_and_positions_refused() {
     assert_eq!(listed["enqueued"], 20, "{listed}");
     assert_eq!(listed["consumers"], 1, "{listed}");
 
-    let (status, problem) = bida
-        .post(
-            &format!("/v1/consumers/{consumer}/resend"),
-            json!({"topic": queue.name, "from": 1, "to": 2}),
-        )
-        .await;
-    assert_eq!(status, 409, "{problem}");
-    assert!(problem["detail"].as_str().unwrap().contains("ActiveMQ"), "{problem}");
-    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
-    assert_eq!(status, 200);
-    let (status, problem) = bida
-        .post(
-            &format!("/v1/consumers/{consumer}/reset-offsets"),
-            json!({"to": "earliest"}),
-        )
-        .await;
-    assert_eq!(status, 409, "{problem}");
+    positions_refused(&bida, &consumer, &queue.name, "ActiveMQ").await;
     queue
         .publish((20..25).map(|i| (None, format!(r#"{{"n":{i}}}"#).into_bytes())))
         .await;
