@@ -297,7 +297,7 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
             driver.abort();
             result
         }
-        Mq::Activemq(queue) => {
+        Mq::Activemq(queue, _) => {
             use bida_actors::sources::activemq::stomp::{Address, Connection, Frame};
             let mut stomp = Connection::open(&Address::parse(&bida_testkit::activemq::url())?).await?;
             stomp

@@ -3,7 +3,7 @@
 //! on a tansu broker of the run's own or MQTT topics on a Mosquitto of the run's own (unbounded
 //! queues), and a producer that stamps each payload with its send time.
 
-use bida_testkit::activemq::TestQueue as ActivemqQueue;
+use bida_testkit::activemq::{Publisher as ActivemqPublisher, TestQueue as ActivemqQueue};
 use bida_testkit::kafka::KafkaBroker;
 use bida_testkit::mqtt::TestBroker as MqttBroker;
 use bida_testkit::nats::TestStream;
@@ -24,7 +24,8 @@ pub enum Mq {
     Redis(RedisStream),
     /// Messages go to `<base>/<key>`; consumers read `<base>/#`.
     Mqtt(MqttBroker),
-    Activemq(ActivemqQueue),
+    /// One connection for the whole run, as Kafka's producer.
+    Activemq(ActivemqQueue, tokio::sync::Mutex<ActivemqPublisher>),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -63,7 +64,10 @@ impl Mq {
             MqKind::Nats => Self::Nats(TestStream::create().await),
             MqKind::Redis => Self::Redis(RedisStream::create()),
             MqKind::Mqtt => Self::Mqtt(MqttBroker::start().await),
-            MqKind::Activemq => Self::Activemq(ActivemqQueue::create()),
+            MqKind::Activemq => Self::Activemq(
+                ActivemqQueue::create(),
+                tokio::sync::Mutex::new(ActivemqPublisher::connect().await),
+            ),
         }
     }
 
@@ -84,7 +88,7 @@ impl Mq {
             Self::Nats(_) => json!({"name": "bench", "kind": "nats", "url": bida_testkit::nats::url()}),
             Self::Redis(_) => json!({"name": "bench", "kind": "redis", "url": bida_testkit::redis::url()}),
             Self::Mqtt(broker) => json!({"name": "bench", "kind": "mqtt", "url": broker.url()}),
-            Self::Activemq(_) => json!({"name": "bench", "kind": "activemq", "url": bida_testkit::activemq::url()}),
+            Self::Activemq(..) => json!({"name": "bench", "kind": "activemq", "url": bida_testkit::activemq::url()}),
         }
     }
 
@@ -95,7 +99,7 @@ impl Mq {
             Self::Nats(stream) => json!({"stream": stream.name, "durable": "bench"}),
             Self::Redis(stream) => json!({"stream": stream.name, "group": "bench"}),
             Self::Mqtt(broker) => json!({"topic": format!("{}/#", broker.base), "group": "bench"}),
-            Self::Activemq(queue) => json!({"queue": queue.name}),
+            Self::Activemq(queue, _) => json!({"queue": queue.name}),
         }
     }
 
@@ -140,10 +144,10 @@ impl Mq {
                     )
                     .await
             }
-            Self::Activemq(queue) => {
-                queue
-                    .publish((first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq))))
-                    .await
+            Self::Activemq(queue, publisher) => {
+                let destination = format!("/queue/{}", queue.name);
+                let messages = (first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq)));
+                publisher.lock().await.send(&destination, messages).await
             }
         }
     }

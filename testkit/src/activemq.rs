@@ -4,7 +4,7 @@
 //! waits for the broker's receipt of every message.
 
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 pub fn url() -> String {
@@ -75,27 +75,49 @@ impl TestQueue {
 }
 
 /// Sends each message to `destination` (`/queue/...` or `/topic/...`) and
-/// waits for a receipt of each.
+/// waits for a receipt of each, on a connection of its own.
 pub async fn publish(destination: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
-    let address = url();
-    let host_port = address.trim_start_matches("stomp://").trim_end_matches('/');
-    let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
-    let mut stream = TcpStream::connect(host_port)
-        .await
-        .unwrap_or_else(|e| panic!("connect to ActiveMQ at {host_port} ({e}; set BIDA_TEST_ACTIVEMQ)"));
-    let mut buffer = Vec::new();
-    stream
-        .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\0")
-        .await
-        .expect("CONNECT");
-    read_until(&mut stream, &mut buffer, "CONNECTED", 1).await;
-    // Written while the receipts are read: a broker whose answers are not
-    // read stops reading too.
-    let frames: Vec<Vec<u8>> = messages
-        .into_iter()
-        .enumerate()
-        .map(|(n, (key, body))| {
-            let receipt = format!("m{n}");
+    let mut publisher = Publisher::connect().await;
+    publisher.send(destination, messages).await;
+    publisher.disconnect().await;
+}
+
+/// A connection that publishes again and again (a paced producer would
+/// otherwise pay a connection per batch).
+pub struct Publisher {
+    stream: TcpStream,
+    buffer: Vec<u8>,
+    sent: usize,
+}
+
+impl Publisher {
+    pub async fn connect() -> Self {
+        let address = url();
+        let host_port = address.trim_start_matches("stomp://").trim_end_matches('/');
+        let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
+        let mut stream = TcpStream::connect(host_port)
+            .await
+            .unwrap_or_else(|e| panic!("connect to ActiveMQ at {host_port} ({e}; set BIDA_TEST_ACTIVEMQ)"));
+        let mut buffer = Vec::new();
+        stream
+            .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\0")
+            .await
+            .expect("CONNECT");
+        read_until(&mut stream, &mut buffer, "CONNECTED", 1).await;
+        Self {
+            stream,
+            buffer,
+            sent: 0,
+        }
+    }
+
+    /// Sends each message (persistent, its key in `bida-key`) and waits for
+    /// the broker's receipt of each.
+    pub async fn send(&mut self, destination: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {
+        let mut frames = Vec::new();
+        let mut count = 0;
+        for (key, body) in messages {
+            let receipt = format!("m{}", self.sent + count);
             let mut headers = vec![
                 ("destination", destination),
                 ("persistent", "true"),
@@ -104,20 +126,21 @@ pub async fn publish(destination: &str, messages: impl IntoIterator<Item = (Opti
             if let Some(key) = &key {
                 headers.push(("bida-key", key));
             }
-            frame("SEND", &headers, &body)
-        })
-        .collect();
-    let sent = frames.len();
-    let (mut reading, writing) = stream.into_split();
-    let writer = tokio::spawn(async move {
-        let mut writer = BufWriter::new(writing);
-        for frame in frames {
-            writer.write_all(&frame).await.expect("SEND");
+            frames.extend_from_slice(&frame("SEND", &headers, &body));
+            count += 1;
         }
-        writer.flush().await.expect("SEND");
-        writer.into_inner()
-    });
-    read_until(&mut reading, &mut buffer, "RECEIPT", sent).await;
-    let mut writing = writer.await.expect("the writer");
-    let _ = writing.write_all(b"DISCONNECT\n\n\0").await;
+        self.sent += count;
+        // Written while the receipts are read: a broker whose answers are
+        // not read stops reading too.
+        let (mut reading, mut writing) = self.stream.split();
+        let write = async {
+            writing.write_all(&frames).await.expect("SEND");
+            writing.flush().await.expect("SEND");
+        };
+        tokio::join!(write, read_until(&mut reading, &mut self.buffer, "RECEIPT", count));
+    }
+
+    pub async fn disconnect(mut self) {
+        let _ = self.stream.write_all(b"DISCONNECT\n\n\0").await;
+    }
 }
