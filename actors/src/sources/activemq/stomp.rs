@@ -475,11 +475,10 @@ mod tests {
         let mut wire = encoded(frame.clone());
         assert!(wire.starts_with(b"MESSAGE\nmessage-id:ID\\chost-1\\c2\\c3\nodd:a\\\\b\\nc\n"));
         wire.extend_from_slice(b"\n\r\n");
-        let mut all = wire.clone();
         // Byte by byte: nothing comes out until the frame is whole.
         let mut buffer = BytesMut::new();
         let mut decoded = Vec::new();
-        for byte in all.split_to(all.len()) {
+        for byte in wire {
             buffer.put_u8(byte);
             while let Some(received) = Codec.decode(&mut buffer).unwrap() {
                 decoded.push(received);
