@@ -10,7 +10,8 @@
 //!   [`nats::TestStream`]: a JetStream stream of the test's own;
 //!   [`redis::TestStream`]: a Redis stream of the test's own;
 //!   [`mqtt::TestBroker`]: a Mosquitto broker of the test's own;
-//!   [`activemq::TestQueue`]: the machine's ActiveMQ with a queue of the test's own.
+//!   [`activemq::TestQueue`]: the machine's ActiveMQ with a queue of the test's own;
+//!   [`rocketmq::TestTopic`]: the machine's RocketMQ with a topic of the test's own.
 //! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
 pub mod activemq;
@@ -22,6 +23,7 @@ pub mod otlp;
 pub mod rabbit;
 mod receiver;
 pub mod redis;
+pub mod rocketmq;
 
 pub use database::TestDatabase;
 pub use receiver::{Hit, Receiver, Reply};
