@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{eventually, Bida, Receiver, Reply};
+use support::{eventually, until, Bida, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -1141,4 +1141,140 @@ async fn activemq_queues_are_shown_virtual_topics_read_and_positions_refused() {
         .await;
     assert_eq!(status, 422, "{problem}");
     assert!(problem.to_string().contains("source.queue"), "{problem}");
+}
+
+#[tokio::test]
+async fn rocketmq_topics_are_shown_filtered_by_tag_reset_and_resent() {
+    let endpoint = Receiver::ok().await;
+    let topic = bida_testkit::rocketmq::TestTopic::create().await;
+    let bida = Bida::start("").await;
+    let broker = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "rocketmq", "kind": "rocketmq", "name_server": bida_testkit::rocketmq::name_server()}),
+    )
+    .await;
+    topic.publish_tagged("void", numbered(0..5)).await;
+    let mut publisher = bida_testkit::rocketmq::Publisher::connect(&topic).await;
+    let mut paid = Vec::new();
+    for (key, body) in numbered(5..25) {
+        paid.push(publisher.send_tagged(Some("paid"), key.as_deref(), &body).await);
+    }
+    let consumer = created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "r", "broker_id": broker,
+               "source": {"topic": topic.name, "group": topic.group, "tags": "paid || refunded"},
+               "endpoint": {"url": endpoint.url("/in")}}),
+    )
+    .await;
+    // The filtered messages count as consumed: the lag reaches 0.
+    let caught_up = |c: &Value| {
+        c["counters"]["delivered"] == 20 && c["lag_total"] == 0 && c["lag"].as_array().map(Vec::len) == Some(4)
+    };
+    wait_consumer(&bida, &consumer, caught_up).await;
+    let ids: std::collections::HashSet<String> = endpoint
+        .hits()
+        .iter()
+        .map(|h| h.message_id().unwrap().to_string())
+        .collect();
+    let sent: std::collections::HashSet<String> = paid.iter().map(|s| format!("rocketmq:{}", s.id)).collect();
+    assert_eq!(ids, sent, "the producer's ids, and only the tagged messages");
+    let ends = topic.end_offsets().await;
+    assert!(
+        until(WAIT, || async {
+            let committed = topic.committed(&topic.group).await;
+            committed.iter().zip(&ends).all(|(c, e)| *c == Some(*e))
+        })
+        .await,
+        "every queue committed to its end: {:?} of {ends:?}",
+        topic.committed(&topic.group).await
+    );
+
+    let (status, view) = bida.get(&format!("/v1/brokers/{broker}")).await;
+    assert_eq!(status, 200);
+    assert_eq!(view["health"]["reachable"], true, "{view}");
+    assert_eq!(view["capabilities"]["offset_reset"], true, "{view}");
+    let listed = view["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["name"] == topic.name.as_str())
+        .unwrap_or_else(|| panic!("the test topic is listed: {view}"))
+        .clone();
+    assert_eq!(
+        (listed["queues"].as_i64(), listed["messages"].as_i64()),
+        (Some(4), Some(25)),
+        "{listed}"
+    );
+    assert!(view["brokers"].as_array().is_some_and(|b| !b.is_empty()), "{view}");
+
+    // A range of one queue read again: the tagged messages at its offsets.
+    let first = &paid[0];
+    let (status, resent) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": topic.name, "partition": first.queue, "from": first.offset, "to": first.offset}),
+        )
+        .await;
+    assert_eq!(status, 200, "{resent}");
+    assert_eq!(resent["task_ids"].as_array().unwrap().len(), 1, "{resent}");
+    assert!(eventually(WAIT, || endpoint.hit_count() == 21).await);
+    assert_eq!(
+        endpoint.hits()[20].message_id(),
+        Some(format!("rocketmq:{}", first.id).as_str())
+    );
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/resend"),
+            json!({"topic": topic.name, "partition": 9, "from": 0, "to": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, problem["errors"][0]["field"].as_str()),
+        (422, Some("partition")),
+        "{problem}"
+    );
+
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, reset) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "earliest"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{reset}");
+    let committed = reset["committed"].as_array().unwrap();
+    assert_eq!(committed.len(), 4, "{reset}");
+    assert!(committed.iter().all(|p| p["offset"] == 0), "{reset}");
+    assert_eq!(topic.committed(&topic.group).await, vec![Some(0); 4]);
+    let (_, stopped) = bida.get(&format!("/v1/consumers/{consumer}")).await;
+    assert_eq!(stopped["lag_total"], 25, "{stopped}");
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/start"), json!(null)).await;
+    assert_eq!(status, 200);
+    assert!(
+        eventually(WAIT, || endpoint.hit_count() == 41).await,
+        "the 20 again: {}",
+        endpoint.hit_count()
+    );
+    assert_eq!(endpoint.distinct_messages(), 20, "the same message ids");
+
+    let (status, _) = bida.post(&format!("/v1/consumers/{consumer}/stop"), json!(null)).await;
+    assert_eq!(status, 200);
+    let (status, problem) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/reset-offsets"),
+            json!({"to": "offsets", "offsets": [{"topic": topic.name, "partition": 7, "offset": 0}]}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, problem) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "twin", "broker_id": broker, "source": {"topic": topic.name, "group": topic.group},
+                   "endpoint": {"url": endpoint.url("/twin")}}),
+        )
+        .await;
+    assert_eq!(status, 409, "one group, one consumer: {problem}");
 }

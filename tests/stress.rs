@@ -28,6 +28,7 @@ use bida_testkit::mqtt::TestBroker as MqttBroker;
 use bida_testkit::nats::TestStream as NatsStream;
 use bida_testkit::rabbit::{self, TestQueue};
 use bida_testkit::redis::TestStream as RedisStream;
+use bida_testkit::rocketmq::TestTopic as RocketmqTopic;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -50,10 +51,19 @@ enum Mq {
     Redis,
     Mqtt,
     Activemq,
+    Rocketmq,
 }
 
 impl Mq {
-    const ALL: [Mq; 6] = [Mq::Kafka, Mq::Rabbitmq, Mq::Nats, Mq::Redis, Mq::Mqtt, Mq::Activemq];
+    const ALL: [Mq; 7] = [
+        Mq::Kafka,
+        Mq::Rabbitmq,
+        Mq::Nats,
+        Mq::Redis,
+        Mq::Mqtt,
+        Mq::Activemq,
+        Mq::Rocketmq,
+    ];
 }
 
 /// One run's conditions, drawn from its seed.
@@ -149,6 +159,8 @@ enum Broker {
     /// Messages go to `<base>/<n>`; the consumer reads `<base>/#`.
     Mqtt(MqttBroker),
     Activemq(ActivemqQueue),
+    /// A topic of 4 queues, a key's messages in its queue.
+    Rocketmq(RocketmqTopic),
 }
 
 impl Broker {
@@ -164,6 +176,7 @@ impl Broker {
             Mq::Redis => Self::Redis(RedisStream::create()),
             Mq::Mqtt => Self::Mqtt(MqttBroker::start().await),
             Mq::Activemq => Self::Activemq(ActivemqQueue::create()),
+            Mq::Rocketmq => Self::Rocketmq(RocketmqTopic::create().await),
         }
     }
 
@@ -197,6 +210,10 @@ impl Broker {
                 json!({"name": "stress", "kind": "activemq", "url": bida_testkit::activemq::url()}),
                 json!({"queue": queue.name}),
             ),
+            Self::Rocketmq(topic) => (
+                json!({"name": "stress", "kind": "rocketmq", "name_server": bida_testkit::rocketmq::name_server()}),
+                json!({"topic": topic.name, "group": topic.group}),
+            ),
         }
     }
 
@@ -227,6 +244,7 @@ impl Broker {
                 (Self::Nats(stream), _) => stream.publish(records).await,
                 (Self::Redis(stream), _) => stream.publish(records).await,
                 (Self::Activemq(queue), _) => queue.publish(records).await,
+                (Self::Rocketmq(topic), _) => topic.publish(records).await,
                 // Each message's id as its correlation data (Bida's message id).
                 (Self::Mqtt(broker), _) => {
                     broker
@@ -439,6 +457,11 @@ async fn randomized_mqtt_runs_lose_nothing() {
 #[tokio::test]
 async fn randomized_activemq_runs_lose_nothing() {
     runs(Mq::Activemq, seeds(2)).await;
+}
+
+#[tokio::test]
+async fn randomized_rocketmq_runs_lose_nothing() {
+    runs(Mq::Rocketmq, seeds(2)).await;
 }
 
 /// The long version: `BIDA_TEST_STRESS_RUNS` runs per broker (20 by default).

@@ -8,6 +8,7 @@ pub mod mqtt;
 pub mod nats;
 pub mod rabbitmq;
 pub mod redis;
+pub mod rocketmq;
 
 use super::support::Bida;
 use serde_json::{json, Value};
@@ -95,6 +96,11 @@ macro_rules! on_every_mq {
                 #[tokio::test]
                 async fn mqtt() {
                     super::$scenario(super::mqs::mqtt::Broker::new().await).await
+                }
+
+                #[tokio::test]
+                async fn rocketmq() {
+                    super::$scenario(super::mqs::rocketmq::Topic::new().await).await
                 }
             }
         )*

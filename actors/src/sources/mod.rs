@@ -15,6 +15,7 @@ mod progress;
 pub mod rabbitmq;
 pub mod redis;
 mod registry;
+pub mod rocketmq;
 
 pub use dynamic::BoxedSource;
 pub use progress::{BacklogProblem, ProgressWatch, STALL_AFTER};

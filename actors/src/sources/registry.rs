@@ -5,7 +5,9 @@
 use bida_domain::broker::Connection;
 use bida_domain::consumer::{OffsetReset, PartitionOffset, Source, SourceMessage};
 
-use super::{activemq::Activemq, kafka::Kafka, mqtt::Mqtt, nats::Nats, rabbitmq::Rabbitmq, redis::Redis};
+use super::{
+    activemq::Activemq, kafka::Kafka, mqtt::Mqtt, nats::Nats, rabbitmq::Rabbitmq, redis::Redis, rocketmq::Rocketmq,
+};
 use super::{Backlog, BoxedSource, Client, Inspection, Kind, Range, SourceError};
 
 macro_rules! registry {
@@ -73,6 +75,7 @@ registry! {
     Redis => Redis,
     Mqtt => Mqtt,
     Activemq => Activemq,
+    Rocketmq => Rocketmq,
 }
 
 fn misfit(connection: &Connection, source: &Source) -> SourceError {

@@ -12,6 +12,7 @@ pub mod nats;
 mod position;
 pub mod rabbitmq;
 pub mod redis;
+pub mod rocketmq;
 
 pub use position::{Offset, Position};
 
@@ -267,6 +268,7 @@ kinds! {
     Redis = "redis", "Redis Streams": redis::{RedisConnection, RedisSource, RedisSourceInput},
     Mqtt = "mqtt", "MQTT 5": mqtt::{MqttConnection, MqttSource, MqttSourceInput},
     Activemq = "activemq", "ActiveMQ": activemq::{ActivemqConnection, ActivemqSource, ActivemqSourceInput},
+    Rocketmq = "rocketmq", "RocketMQ": rocketmq::{RocketmqConnection, RocketmqSource, RocketmqSourceInput},
 }
 
 /// [`SourceSpec`]'s questions, object-safe.
