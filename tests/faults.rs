@@ -1,6 +1,7 @@
-//! The fault suite: a live workload from RabbitMQ, Kafka and the task API
-//! into a counting endpoint, a fault injected mid-stream, recovery, and a
-//! verdict that counts every message: lost must be 0.
+//! The fault suite: a live workload from RabbitMQ, Kafka (RocketMQ in a
+//! scenario of its own) and the task API into a counting endpoint, a fault
+//! injected mid-stream, recovery, and a verdict that counts every message:
+//! lost must be 0.
 //!
 //! Scenarios restart the machine's RabbitMQ and Postgres, so they run one at
 //! a time (a lock), and no other test binary runs beside this one (cargo runs
@@ -578,4 +579,49 @@ async fn kafka_broker_restarted_mid_stream() {
     // SIGKILL: the broker gets no chance to flush anything.
     flow.workload.kafka.restart(Duration::from_secs(3)).await;
     flow.finish("Kafka broker restarted").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rocketmq_broker_restarted_mid_stream() {
+    let _turn = TURN.lock().await;
+    let accepted = Accepted::default();
+    let endpoint = Receiver::start(counting_endpoint(&accepted, Duration::from_millis(5))).await;
+    let bida = Bida::start("").await;
+    let topic = bida_testkit::rocketmq::TestTopic::create().await;
+    let (status, broker) = bida
+        .post(
+            "/v1/brokers",
+            json!({"name": "rocketmq", "kind": "rocketmq", "name_server": bida_testkit::rocketmq::name_server()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{broker}");
+    let (status, consumer) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "faults", "broker_id": broker["id"], "source": {"topic": topic.name, "group": topic.group},
+                   "endpoint": {"url": endpoint.url("/rocketmq-restart"), "timeout_ms": 2000},
+                   "policy": {"concurrency": 4}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{consumer}");
+    let batch = |round: usize, n: usize| (0..n).map(move |i| format!("q-{round}-{i}")).collect::<Vec<_>>();
+    let publish = |ids: Vec<String>| {
+        let topic = &topic;
+        async move {
+            topic
+                .publish(
+                    ids.iter()
+                        .map(|id| (Some(id.clone()), json!({"id": id}).to_string().into_bytes())),
+                )
+                .await;
+            ids
+        }
+    };
+    let mut produced = publish(batch(0, 2_000)).await;
+    assert!(eventually(CONVERGE, || accepted.distinct() >= 1_000).await);
+    // SIGKILL mid-stream; what was stored stays in its files.
+    bida_testkit::rocketmq::restart_broker(&topic, Duration::from_secs(3)).await;
+    let since = Instant::now();
+    produced.extend(publish(batch(1, 1_000)).await);
+    verdict("RocketMQ broker restarted", &produced, &accepted, 0, since, &bida).await;
 }
