@@ -1,8 +1,9 @@
 //! The bare pipe: the smallest at-least-once forwarder from an MQ to an HTTP
 //! endpoint, with the crates Bida uses (lapin, rdkafka, async-nats, redis,
-//! rumqttc, Bida's STOMP client, reqwest) and the same concurrency, but no event store: consume →
-//! POST (retried until 2xx) → ack / store the offset (contiguously per
-//! partition). It is the ceiling Bida is measured against.
+//! rumqttc, Bida's STOMP client, Bida's RocketMQ source, reqwest) and the same
+//! concurrency, but no event store: consume → POST (retried until 2xx) → ack /
+//! store the offset (contiguously per partition). It is the ceiling Bida is
+//! measured against.
 
 use bida_actors::sources::kafka::OffsetTracker;
 use futures::StreamExt;
@@ -334,6 +335,50 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                     drop(permit);
                 });
             }
+        }
+        Mq::Rocketmq(topic, _) => {
+            // Bida's own source (its remoting client, rebalance, pullers and
+            // contiguous commits), without Bida's recording. The group is the
+            // phase's topic's own: each phase has a topic of its own, so it is
+            // never Bida's group, and it goes with the topic.
+            use bida_actors::sources::rocketmq::RocketmqMessages;
+            use bida_actors::sources::{Client, Source};
+            use bida_domain::kinds::rocketmq::{RocketmqConnection, RocketmqSource};
+            let connection = RocketmqConnection {
+                name_server: bida_testkit::rocketmq::name_server(),
+            };
+            let source = RocketmqSource {
+                topic: topic.name.clone(),
+                group: topic.group.clone(),
+                tags: None,
+                start: Default::default(),
+            };
+            let client = Client {
+                id: format!("bida-bench-bare-{}", uuid::Uuid::new_v4().simple()),
+                concurrency: concurrency.min(u32::MAX as usize) as u32,
+                delivery_timeout: Duration::from_secs(30),
+            };
+            let mut messages = RocketmqMessages::connect(&connection, &source, &client).await?;
+            let result: anyhow::Result<()> = async {
+                loop {
+                    let incoming = tokio::select! {
+                        _ = stop.changed() => return Ok(()),
+                        next = messages.next() => next?,
+                    };
+                    let permit = slots.clone().acquire_owned().await?;
+                    let (http, url) = (http.clone(), url.clone());
+                    tokio::spawn(async move {
+                        let message = incoming.message;
+                        post(&http, &url, message.message_id, message.body.to_vec()).await;
+                        let _ = incoming.ack.ack().await;
+                        drop(permit);
+                    });
+                }
+            }
+            .await;
+            // Commits what is done and leaves the group.
+            messages.close().await;
+            result
         }
     }
 }

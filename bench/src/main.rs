@@ -49,8 +49,8 @@ enum Command {
         #[arg(long, default_value = "")]
         config: String,
     },
-    /// Consume from RabbitMQ, Kafka, NATS JetStream, Redis Streams, MQTT or ActiveMQ: drain a preloaded
-    /// backlog (throughput), then produce at half that rate (end-to-end latency).
+    /// Consume from RabbitMQ, Kafka, NATS JetStream, Redis Streams, MQTT, ActiveMQ or RocketMQ: drain a
+    /// preloaded backlog (throughput), then produce at half that rate (end-to-end latency).
     Mq {
         #[arg(long, value_enum)]
         broker: mq::MqKind,

@@ -1,7 +1,8 @@
-//! The MQ side of a benchmark: a RabbitMQ queue, a NATS JetStream stream or
-//! a Redis stream or an ActiveMQ queue on the machine's broker, a Kafka topic
-//! on a tansu broker of the run's own or MQTT topics on a Mosquitto of the run's own (unbounded
-//! queues), and a producer that stamps each payload with its send time.
+//! The MQ side of a benchmark: a RabbitMQ queue, a NATS JetStream stream, a
+//! Redis stream, an ActiveMQ queue or a RocketMQ topic (4 queues) on the
+//! machine's broker, a Kafka topic on a tansu broker of the run's own or MQTT
+//! topics on a Mosquitto of the run's own (unbounded queues), and a producer
+//! that stamps each payload with its send time.
 
 use bida_testkit::activemq::{Publisher as ActivemqPublisher, TestQueue as ActivemqQueue};
 use bida_testkit::kafka::KafkaBroker;
@@ -9,6 +10,7 @@ use bida_testkit::mqtt::TestBroker as MqttBroker;
 use bida_testkit::nats::TestStream;
 use bida_testkit::rabbit::{self, TestQueue};
 use bida_testkit::redis::TestStream as RedisStream;
+use bida_testkit::rocketmq::{Publisher as RocketmqPublisher, TestTopic as RocketmqTopic};
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
 use std::time::Instant;
@@ -26,6 +28,9 @@ pub enum Mq {
     Mqtt(MqttBroker),
     /// One connection for the whole run, as Kafka's producer.
     Activemq(ActivemqQueue, tokio::sync::Mutex<ActivemqPublisher>),
+    /// One connection for the whole run; it waits for the broker's answer
+    /// to each message.
+    Rocketmq(RocketmqTopic, tokio::sync::Mutex<RocketmqPublisher>),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -36,6 +41,7 @@ pub enum MqKind {
     Redis,
     Mqtt,
     Activemq,
+    Rocketmq,
 }
 
 impl MqKind {
@@ -47,6 +53,7 @@ impl MqKind {
             Self::Redis => "Redis Streams",
             Self::Mqtt => "MQTT",
             Self::Activemq => "ActiveMQ",
+            Self::Rocketmq => "RocketMQ",
         }
     }
 }
@@ -68,6 +75,11 @@ impl Mq {
                 ActivemqQueue::create(),
                 tokio::sync::Mutex::new(ActivemqPublisher::connect().await),
             ),
+            MqKind::Rocketmq => {
+                let topic = RocketmqTopic::create().await;
+                let publisher = RocketmqPublisher::connect(&topic).await;
+                Self::Rocketmq(topic, tokio::sync::Mutex::new(publisher))
+            }
         }
     }
 
@@ -89,6 +101,9 @@ impl Mq {
             Self::Redis(_) => json!({"name": "bench", "kind": "redis", "url": bida_testkit::redis::url()}),
             Self::Mqtt(broker) => json!({"name": "bench", "kind": "mqtt", "url": broker.url()}),
             Self::Activemq(..) => json!({"name": "bench", "kind": "activemq", "url": bida_testkit::activemq::url()}),
+            Self::Rocketmq(..) => {
+                json!({"name": "bench", "kind": "rocketmq", "name_server": bida_testkit::rocketmq::name_server()})
+            }
         }
     }
 
@@ -100,6 +115,7 @@ impl Mq {
             Self::Redis(stream) => json!({"stream": stream.name, "group": "bench"}),
             Self::Mqtt(broker) => json!({"topic": format!("{}/#", broker.base), "group": "bench"}),
             Self::Activemq(queue, _) => json!({"queue": queue.name}),
+            Self::Rocketmq(topic, _) => json!({"topic": topic.name, "group": topic.group}),
         }
     }
 
@@ -148,6 +164,13 @@ impl Mq {
                 let destination = format!("/queue/{}", queue.name);
                 let messages = (first..first + count).map(|seq| (Some(format!("k{}", seq % 64)), payload(seq)));
                 publisher.lock().await.send(&destination, messages).await
+            }
+            // The key in KEYS, each key's messages to one queue.
+            Self::Rocketmq(_, publisher) => {
+                let mut publisher = publisher.lock().await;
+                for seq in first..first + count {
+                    publisher.send(Some(&format!("k{}", seq % 64)), &payload(seq)).await;
+                }
             }
         }
     }

@@ -611,7 +611,7 @@ pub async fn restart_broker(topic: &TestTopic, down: Duration) {
         None => std::process::Stdio::null(),
     };
     use std::os::unix::process::CommandExt;
-    std::process::Command::new(&command[0])
+    let mut broker = std::process::Command::new(&command[0])
         .args(&command[1..])
         .env_clear()
         .envs(environment)
@@ -623,6 +623,8 @@ pub async fn restart_broker(topic: &TestTopic, down: Duration) {
         .process_group(0)
         .spawn()
         .expect("start the RocketMQ broker again");
+    // Reaped if it ends while this process lives; it is not stopped with it.
+    std::thread::spawn(move || broker.wait());
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(Ok(mut connection)) = tokio::time::timeout(Duration::from_secs(2), try_open(&topic.broker)).await {
