@@ -548,17 +548,6 @@ impl Publisher {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn parses_java_json_with_unquoted_integer_keys() {
-        let value = super::parse_json(br#"{"brokerAddrs":{0:"127.0.0.1:10911",1:"a,{2:b"},"n":-1}"#);
-        assert_eq!(value["brokerAddrs"]["0"], "127.0.0.1:10911");
-        assert_eq!(value["brokerAddrs"]["1"], "a,{2:b");
-        assert_eq!(value["n"], -1);
-    }
-}
-
 /// Kills the machine's RocketMQ broker (SIGKILL: nothing flushed on the way
 /// out), leaves it down for `down`, and starts it again exactly as it was
 /// started (its command line, environment, directory and log file, read
@@ -652,4 +641,15 @@ async fn try_open(address: &str) -> Result<Connection, ()> {
         stream,
         buffer: Vec::new(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn parses_java_json_with_unquoted_integer_keys() {
+        let value = super::parse_json(br#"{"brokerAddrs":{0:"127.0.0.1:10911",1:"a,{2:b"},"n":-1}"#);
+        assert_eq!(value["brokerAddrs"]["0"], "127.0.0.1:10911");
+        assert_eq!(value["brokerAddrs"]["1"], "a,{2:b");
+        assert_eq!(value["n"], -1);
+    }
 }
