@@ -361,9 +361,14 @@ impl Driver {
         }
         let members = members(&broker, member.group()).await?;
         if !members.contains(&member.client_id) {
-            // The broker forgot this member (it restarted): join again first.
+            // The broker forgot this member (it restarted, or the connection
+            // was lost): join again first, and commit every queue again, for
+            // a restarted broker may have lost its latest offsets.
             member.heartbeat(&broker).await?;
             *last_heartbeat = Instant::now();
+            for progress in lock(&member.queues).progress.values_mut() {
+                progress.committed = None;
+            }
             return Ok(());
         }
         let all: Vec<i32> = route.queue_ids().collect();
