@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod delivery;
 pub mod egress;
 pub mod notifier;
+pub mod produce;
 mod retention;
 pub mod scheduler;
 pub mod secrets;

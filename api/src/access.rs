@@ -67,6 +67,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("GET", "/v1/brokers/{id}/events", Key(Read)),
     ("POST", "/v1/brokers/{id}/offline", Key(Operate)),
     ("POST", "/v1/brokers/{id}/online", Key(Operate)),
+    ("POST", "/v1/brokers/{id}/messages", Key(Submit)),
     ("POST", "/v1/consumers", Key(Operate)),
     ("GET", "/v1/consumers", Key(Read)),
     ("GET", "/v1/consumers/{id}", Key(Read)),

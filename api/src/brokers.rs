@@ -26,7 +26,8 @@ pub fn routes(config: &mut web::ServiceConfig) {
         )
         .service(web::resource("/v1/brokers/{id}/events").route(web::get().to(events)))
         .service(web::resource("/v1/brokers/{id}/offline").route(web::post().to(offline)))
-        .service(web::resource("/v1/brokers/{id}/online").route(web::post().to(online)));
+        .service(web::resource("/v1/brokers/{id}/online").route(web::post().to(online)))
+        .service(web::resource("/v1/brokers/{id}/messages").route(web::post().to(produce)));
 }
 
 #[derive(Serialize, ToSchema)]
@@ -121,4 +122,53 @@ pub async fn events(
         return Err(Problem::gone_to_history("broker", &id, "brokers"));
     }
     history::of::<bida_domain::broker::Broker>(&state, &id, &query.0, "broker").await
+}
+
+/// What a write answers: where each message landed, in the request's order.
+#[derive(Serialize, ToSchema)]
+pub struct ProduceResult {
+    pub messages: Vec<bida_actors::produce::Written>,
+}
+
+/// A message to write: `body` (JSON) or `body_base64` (bytes), an optional
+/// `content_type` and `headers`, and the broker kind's own fields (Kafka:
+/// `topic`, `key`, `partition`; RabbitMQ: `exchange`, `routing_key`,
+/// `message_id`, `correlation_id`, `priority`, `expiration_ms`, `persistent`).
+/// Or a batch: `{"messages": [ ... ]}` (1 to 1,000).
+#[derive(serde::Deserialize, ToSchema)]
+#[allow(dead_code)]
+pub struct ProduceRequest {
+    /// The body as JSON, written as its JSON text.
+    #[schema(value_type = Option<Object>)]
+    body: Option<serde_json::Value>,
+    /// The body as bytes, base64-encoded.
+    body_base64: Option<String>,
+    /// Defaults to application/json for `body`, application/octet-stream for `body_base64`.
+    content_type: Option<String>,
+    headers: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(flatten)]
+    #[schema(inline, value_type = Object)]
+    target: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// Write messages to the broker (Kafka: acks=all; RabbitMQ: publisher
+/// confirms, mandatory): answered once the broker confirmed every one, with
+/// where each landed. A broker that is down or does not confirm answers 503
+/// with the messages it did confirm (`written`); the others were not written.
+#[utoipa::path(post, path = "/v1/brokers/{id}/messages", tag = "brokers", params(("id" = String, Path)),
+    request_body = ProduceRequest,
+    responses(
+        (status = 200, body = ProduceResult),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, body = Problem, content_type = "application/problem+json"),
+        (status = 422, body = Problem, content_type = "application/problem+json"),
+        (status = 503, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn produce(
+    state: web::Data<ApiState>,
+    id: web::Path<String>,
+    body: JsonBody<serde_json::Value>,
+) -> Result<HttpResponse, Problem> {
+    let messages = state.producers.produce(&id, body.0).await?;
+    Ok(HttpResponse::Ok().json(ProduceResult { messages }))
 }

@@ -59,6 +59,8 @@ impl Default for ApiConfig {
 pub struct ApiState {
     pub tasks: TaskService,
     pub brokers: bida_actors::brokers::BrokerService,
+    /// Writes messages to brokers (a producer per broker, kept).
+    pub producers: bida_actors::produce::Producers,
     pub consumers: bida_actors::consumer::ConsumerService,
     pub access: bida_actors::access::AccessService,
     pub auth: bida_actors::access::AuthConfig,

@@ -30,6 +30,7 @@ use crate::{apps, brokers, consumers, health, history, monitoring, problem, task
         brokers::events,
         brokers::offline,
         brokers::online,
+        brokers::produce,
         consumers::create,
         consumers::list,
         consumers::view,

@@ -28,6 +28,11 @@ pub struct Problem {
     /// The fields at fault, for validation problems.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// When messages were written to a broker before the failure: those the
+    /// broker confirmed (the others were not written).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub written: Option<Box<Vec<serde_json::Value>>>,
 }
 
 impl Problem {
@@ -38,6 +43,7 @@ impl Problem {
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
+            written: None,
         }
     }
 
@@ -185,6 +191,30 @@ impl From<bida_store::StoreError> for Problem {
         } else {
             tracing::error!(error = %e, "store error");
             Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        }
+    }
+}
+
+impl From<bida_actors::produce::ProduceError> for Problem {
+    fn from(e: bida_actors::produce::ProduceError) -> Self {
+        use bida_actors::produce::ProduceError;
+        let written = |written: Vec<bida_actors::produce::Written>| {
+            Some(Box::new(
+                written.iter().filter_map(|w| serde_json::to_value(w).ok()).collect(),
+            ))
+        };
+        match e {
+            ProduceError::Admin(e) => e.into(),
+            ProduceError::Unavailable { reason, written: done } => {
+                let mut problem = Self::new(StatusCode::SERVICE_UNAVAILABLE, "broker-unavailable", reason);
+                problem.written = written(done);
+                problem
+            }
+            ProduceError::Refused { errors, written: done } => {
+                let mut problem = Self::validation(errors);
+                problem.written = written(done);
+                problem
+            }
         }
     }
 }

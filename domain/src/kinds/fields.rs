@@ -13,6 +13,18 @@ use crate::ValidationErrors;
 pub(super) fn parse<T: DeserializeOwned>(
     kind: BrokerKind,
     context: &str,
+    fields: Map<String, Value>,
+    errors: &mut ValidationErrors,
+) -> Option<T> {
+    let what = if context.is_empty() { "broker" } else { context };
+    parse_as(kind, context, what, fields, errors)
+}
+
+/// [`parse`], naming the thing the fields describe (`message`) in errors.
+pub(super) fn parse_as<T: DeserializeOwned>(
+    kind: BrokerKind,
+    context: &str,
+    what: &str,
     mut fields: Map<String, Value>,
     errors: &mut ValidationErrors,
 ) -> Option<T> {
@@ -24,7 +36,6 @@ pub(super) fn parse<T: DeserializeOwned>(
         .collect();
     if !unknown.is_empty() {
         let takes = known.join(", ");
-        let what = if context.is_empty() { "broker" } else { context };
         for name in &unknown {
             fields.remove(name);
             let field = if context.is_empty() {

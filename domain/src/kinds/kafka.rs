@@ -171,6 +171,35 @@ impl SourceSpec for KafkaSource {
     }
 }
 
+/// Where a message written through Bida goes (`POST /v1/brokers/{id}/messages`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct KafkaTarget {
+    pub topic: String,
+    /// The record key (its partition, unless `partition` is given).
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
+    pub partition: Option<i32>,
+}
+
+impl KafkaTarget {
+    pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
+        let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
+        if self.topic.is_empty() || self.topic.len() > 249 || !self.topic.chars().all(legal) {
+            errors.add(
+                format!("{context}topic"),
+                "must be a Kafka topic name (letters, digits, ., _ and -; at most 249)",
+            );
+        }
+        if self.partition.is_some_and(|p| p < 0) {
+            errors.add(format!("{context}partition"), "must be 0 or more");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

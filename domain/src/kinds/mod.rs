@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 mod position;
+pub mod produce;
 pub mod rabbitmq;
 pub mod redis;
 pub mod rocketmq;

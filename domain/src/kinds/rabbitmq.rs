@@ -129,6 +129,49 @@ impl SourceSpec for RabbitmqSource {
     }
 }
 
+/// Where a message written through Bida goes, and its AMQP properties.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RabbitmqTarget {
+    /// The exchange; the default exchange (`""`) routes by queue name.
+    #[serde(default)]
+    pub exchange: String,
+    pub routing_key: String,
+    #[serde(default)]
+    pub message_id: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    #[serde(default)]
+    pub priority: Option<u8>,
+    /// How long the message may wait in a queue.
+    #[serde(default)]
+    pub expiration_ms: Option<u64>,
+    /// Written to disk by the broker (delivery mode 2); true unless false.
+    #[serde(default = "persistent")]
+    pub persistent: bool,
+}
+
+fn persistent() -> bool {
+    true
+}
+
+impl RabbitmqTarget {
+    pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
+        // AMQP short strings: at most 255 bytes.
+        for (field, value) in [
+            ("exchange", Some(&self.exchange)),
+            ("routing_key", Some(&self.routing_key)),
+            ("message_id", self.message_id.as_ref()),
+            ("correlation_id", self.correlation_id.as_ref()),
+        ] {
+            if value.is_some_and(|v| v.len() > 255) {
+                errors.add(format!("{context}{field}"), "must be at most 255 bytes");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 
 mod admin;
 mod offsets;
+pub(crate) mod producer;
 mod source;
 
 pub use admin::{KafkaAdmin, PartitionInfo, TopicInfo};

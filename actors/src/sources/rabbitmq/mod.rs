@@ -3,6 +3,7 @@
 //! from the management API when the broker names one.
 
 mod admin;
+pub(crate) mod producer;
 mod source;
 
 pub use admin::{QueueInfo, RabbitAdmin, RabbitNode, RabbitOverview};
