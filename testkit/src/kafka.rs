@@ -274,3 +274,66 @@ impl Drop for KafkaBroker {
         let _ = self.child.wait();
     }
 }
+
+/// A record read back: where it is, its key, headers and payload.
+#[derive(Debug, Clone)]
+pub struct ReadRecord {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    /// In the order written; a header without a value has `None`.
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl KafkaBroker {
+    /// Every record of `topic`'s partitions with its key and headers, read
+    /// from the start with a fresh consumer until nothing new comes for a
+    /// few seconds (as [`KafkaBroker::read_all`]).
+    pub async fn read_records(&self, topic: &str, partitions: i32) -> Vec<ReadRecord> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::Headers;
+        use rdkafka::Message;
+        let (bootstrap, topic) = (self.bootstrap.clone(), topic.to_string());
+        tokio::task::spawn_blocking(move || {
+            let consumer: BaseConsumer = ClientConfig::new()
+                .set("bootstrap.servers", &bootstrap)
+                .set("group.id", format!("read-records-{}", uuid::Uuid::new_v4().simple()))
+                .set("enable.auto.commit", "false")
+                .create()
+                .expect("consumer");
+            let mut records = Vec::new();
+            for partition in 0..partitions {
+                let mut list = rdkafka::TopicPartitionList::new();
+                list.add_partition_offset(&topic, partition, rdkafka::Offset::Beginning)
+                    .expect("partition");
+                consumer.assign(&list).expect("assign");
+                let mut idle = std::time::Instant::now();
+                while idle.elapsed() < Duration::from_secs(3) {
+                    if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+                        idle = std::time::Instant::now();
+                        let headers = message
+                            .headers()
+                            .map(|headers| {
+                                headers
+                                    .iter()
+                                    .map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec)))
+                                    .collect()
+                            })
+                            .unwrap_or_default();
+                        records.push(ReadRecord {
+                            partition: message.partition(),
+                            offset: message.offset(),
+                            key: message.key().map(<[u8]>::to_vec),
+                            payload: message.payload().unwrap_or_default().to_vec(),
+                            headers,
+                        });
+                    }
+                }
+            }
+            records
+        })
+        .await
+        .expect("read task")
+    }
+}

@@ -196,3 +196,140 @@ impl Drop for TestQueue {
         delete_queue_now(self.name.clone());
     }
 }
+
+/// A message read back from a queue: its body, headers and properties.
+#[derive(Debug, Clone)]
+pub struct ReadMessage {
+    pub exchange: String,
+    pub routing_key: String,
+    pub body: Vec<u8>,
+    /// String headers as they are; other values in their debug form.
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub content_type: Option<String>,
+    pub message_id: Option<String>,
+    pub correlation_id: Option<String>,
+    /// 2: persistent, 1: transient.
+    pub delivery_mode: Option<u8>,
+    pub priority: Option<u8>,
+    /// Milliseconds, as the property's text.
+    pub expiration: Option<String>,
+}
+
+impl ReadMessage {
+    fn of(delivery: &lapin::message::Delivery) -> Self {
+        let properties = &delivery.properties;
+        let text = |value: &Option<lapin::types::ShortString>| value.as_ref().map(|s| s.as_str().to_string());
+        let headers = properties
+            .headers()
+            .as_ref()
+            .map(|table| {
+                table
+                    .inner()
+                    .iter()
+                    .map(|(name, value)| {
+                        let value = match value {
+                            lapin::types::AMQPValue::LongString(s) => {
+                                String::from_utf8_lossy(s.as_bytes()).into_owned()
+                            }
+                            lapin::types::AMQPValue::ShortString(s) => s.as_str().to_string(),
+                            other => format!("{other:?}"),
+                        };
+                        (name.as_str().to_string(), value)
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            exchange: delivery.exchange.as_str().to_string(),
+            routing_key: delivery.routing_key.as_str().to_string(),
+            body: delivery.data.clone(),
+            headers,
+            content_type: text(properties.content_type()),
+            message_id: text(properties.message_id()),
+            correlation_id: text(properties.correlation_id()),
+            delivery_mode: *properties.delivery_mode(),
+            priority: *properties.priority(),
+            expiration: text(properties.expiration()),
+        }
+    }
+}
+
+impl TestQueue {
+    /// Takes every message ready in the queue (basic.get, no ack), in order.
+    pub async fn get_all(&self) -> Vec<ReadMessage> {
+        let mut messages = Vec::new();
+        while let Some(message) = self
+            .channel
+            .basic_get(
+                self.name.as_str().into(),
+                lapin::options::BasicGetOptions { no_ack: true },
+            )
+            .await
+            .expect("basic.get")
+        {
+            messages.push(ReadMessage::of(&message.delivery));
+        }
+        messages
+    }
+}
+
+/// A direct exchange named for one test (transient), deleted when dropped.
+pub struct TestExchange {
+    pub name: String,
+    channel: Channel,
+    _connection: Connection,
+}
+
+impl TestExchange {
+    pub async fn declare_direct() -> Self {
+        let name = format!("bida-test-x-{}", uuid::Uuid::new_v4().simple());
+        let connection = Connection::connect(&url(), ConnectionProperties::default())
+            .await
+            .expect("connect to RabbitMQ (set BIDA_TEST_AMQP if it is not at 127.0.0.1:5672)");
+        let channel = connection.create_channel().await.expect("channel");
+        channel
+            .exchange_declare(
+                name.as_str().into(),
+                lapin::ExchangeKind::Direct,
+                lapin::options::ExchangeDeclareOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("declare exchange");
+        Self {
+            name,
+            channel,
+            _connection: connection,
+        }
+    }
+
+    /// Binds `queue` to the exchange with `routing_key`.
+    pub async fn bind(&self, queue: &str, routing_key: &str) {
+        self.channel
+            .queue_bind(
+                queue.into(),
+                self.name.as_str().into(),
+                routing_key.into(),
+                lapin::options::QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind queue");
+    }
+}
+
+impl Drop for TestExchange {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        crate::run_apart(move || async move {
+            if let Ok(connection) = Connection::connect(&url(), ConnectionProperties::default()).await {
+                if let Ok(channel) = connection.create_channel().await {
+                    let _ = channel
+                        .exchange_delete(name.as_str().into(), lapin::options::ExchangeDeleteOptions::default())
+                        .await;
+                }
+                let _ = connection.close(200, "done".into()).await;
+            }
+        });
+    }
+}

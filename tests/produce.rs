@@ -1,0 +1,557 @@
+//! Producing over HTTP (`POST /v1/brokers/{id}/messages`): messages written
+//! to RabbitMQ and Kafka and read back with native clients byte for byte,
+//! unroutable messages, brokers that are down, and bad input.
+
+mod support;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use bida_testkit::kafka::{KafkaBroker, ReadRecord};
+use bida_testkit::rabbit::{self, TestExchange, TestQueue};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+use support::Bida;
+
+/// Longer than any wait of Bida's own (a broker confirms in about 10 s or
+/// the answer is 503): only there so that a hung request fails the test.
+const ANSWER_WITHIN: Duration = Duration::from_secs(90);
+
+async fn created(bida: &Bida, path: &str, body: Value) -> String {
+    let (status, created) = bida.post(path, body).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+async fn rabbit_broker(bida: &Bida) -> String {
+    created(
+        bida,
+        "/v1/brokers",
+        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+    )
+    .await
+}
+
+async fn kafka_broker(bida: &Bida, bootstrap: &str) -> String {
+    created(
+        bida,
+        "/v1/brokers",
+        json!({"name": "k", "kind": "kafka", "bootstrap_servers": bootstrap}),
+    )
+    .await
+}
+
+/// Posts to `/v1/brokers/{broker}/messages`; every answer but a 200 must be
+/// a problem (`application/problem+json`).
+async fn produce(bida: &Bida, broker: &str, request: &Value) -> (u16, Value) {
+    let sent = bida
+        .http
+        .post(format!("{}/v1/brokers/{broker}/messages", bida.url))
+        .json(request)
+        .send();
+    let response = tokio::time::timeout(ANSWER_WITHIN, sent)
+        .await
+        .unwrap_or_else(|_| panic!("no answer within {ANSWER_WITHIN:?} to {request}"))
+        .expect("POST");
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let (status, body) = support::read(response).await;
+    if status != 200 {
+        assert!(
+            content_type.starts_with("application/problem+json"),
+            "{status} answered as {content_type:?}: {body}"
+        );
+    }
+    (status, body)
+}
+
+/// The fields a 422 names.
+fn fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|errors| {
+            errors
+                .iter()
+                .filter_map(|e| e["field"].as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A 422 naming one of `expected` among its fields.
+async fn refused(bida: &Bida, broker: &str, request: Value, expected: &[&str]) -> Value {
+    let (status, problem) = produce(bida, broker, &request).await;
+    assert_eq!(status, 422, "{request} → {problem}");
+    let named = fields(&problem);
+    assert!(
+        named.iter().any(|f| expected.contains(&f.as_str())),
+        "{request}: expected a field among {expected:?}, got {named:?}: {problem}"
+    );
+    for error in problem["errors"].as_array().unwrap() {
+        assert!(
+            error["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "every error says what is wrong: {problem}"
+        );
+    }
+    problem
+}
+
+/// The results of a 200, one per message.
+fn results(answer: &Value) -> Vec<Value> {
+    answer["messages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no messages in {answer}"))
+        .clone()
+}
+
+/// A RabbitMQ result: index, exchange, routing key, confirmed.
+fn assert_confirmed(result: &Value, index: usize, exchange: &str, routing_key: &str) {
+    assert_eq!(result["index"], index, "{result}");
+    assert_eq!(result["exchange"], exchange, "{result}");
+    assert_eq!(result["routing_key"], routing_key, "{result}");
+    assert_eq!(result["confirmed"], true, "{result}");
+}
+
+fn strings(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+}
+
+/// A record's headers by name (a name written twice fails).
+fn record_headers(record: &ReadRecord) -> BTreeMap<String, Vec<u8>> {
+    let headers: BTreeMap<String, Vec<u8>> = record
+        .headers
+        .iter()
+        .map(|(name, value)| (name.clone(), value.clone().unwrap_or_default()))
+        .collect();
+    assert_eq!(
+        headers.len(),
+        record.headers.len(),
+        "a header written twice: {record:?}"
+    );
+    headers
+}
+
+fn byte_headers(pairs: &[(&str, &str)]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
+        .collect()
+}
+
+#[tokio::test]
+async fn rabbitmq_messages_are_written_and_read_back_byte_for_byte() {
+    let queue = TestQueue::declare().await;
+    let bida = Bida::start("").await;
+    let broker = rabbit_broker(&bida).await;
+
+    // Keys in order and no spaces: its JSON text is the same however it is
+    // serialized.
+    let document = json!({"id": "order-1", "items": [1, 2.5, null, true], "note": "héllo ✓ \"quoted\""});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x01, 0xFE, b'\n', 0x80, 0x00, 0x7F];
+    let transient: Vec<u8> = vec![0xFF, 0x00];
+    let request = json!({"messages": [
+        {
+            "routing_key": queue.name,
+            "body": document,
+            "headers": {"x-trace": "t-1", "tenant": "acme"},
+            "message_id": "m-1",
+            "correlation_id": "c-1",
+        },
+        {
+            "exchange": "",
+            "routing_key": queue.name,
+            "body_base64": STANDARD.encode(&binary),
+            "content_type": "image/png",
+            "priority": 7,
+            "expiration_ms": 600_000,
+        },
+        {"routing_key": queue.name, "body_base64": STANDARD.encode(&transient), "persistent": false},
+    ]});
+    let (status, answer) = produce(&bida, &broker, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let written = results(&answer);
+    assert_eq!(written.len(), 3, "{answer}");
+    for (index, result) in written.iter().enumerate() {
+        assert_confirmed(result, index, "", &queue.name);
+    }
+
+    let read = queue.get_all().await;
+    assert_eq!(read.len(), 3, "{read:?}");
+
+    let json_message = &read[0];
+    assert_eq!(
+        json_message.body,
+        serde_json::to_vec(&document).unwrap(),
+        "the body's JSON text"
+    );
+    assert_eq!(json_message.content_type.as_deref(), Some("application/json"));
+    assert_eq!(json_message.headers, strings(&[("x-trace", "t-1"), ("tenant", "acme")]));
+    assert_eq!(json_message.message_id.as_deref(), Some("m-1"));
+    assert_eq!(json_message.correlation_id.as_deref(), Some("c-1"));
+    assert_eq!(json_message.delivery_mode, Some(2), "persistent by default");
+    assert_eq!(
+        (json_message.exchange.as_str(), json_message.routing_key.as_str()),
+        ("", queue.name.as_str())
+    );
+
+    let binary_message = &read[1];
+    assert_eq!(binary_message.body, binary, "bytes as sent, 0x00 and 0xFF included");
+    assert_eq!(binary_message.content_type.as_deref(), Some("image/png"));
+    assert_eq!(binary_message.priority, Some(7));
+    assert_eq!(binary_message.expiration.as_deref(), Some("600000"));
+    assert_eq!(binary_message.delivery_mode, Some(2));
+    assert!(binary_message.headers.is_empty(), "{binary_message:?}");
+    assert_eq!(binary_message.message_id, None);
+
+    let transient_message = &read[2];
+    assert_eq!(transient_message.body, transient);
+    assert_eq!(
+        transient_message.content_type.as_deref(),
+        Some("application/octet-stream"),
+        "the default for body_base64"
+    );
+    assert_ne!(
+        transient_message.delivery_mode,
+        Some(2),
+        "persistent: false: {transient_message:?}"
+    );
+}
+
+#[tokio::test]
+async fn rabbitmq_unroutable_messages_are_refused() {
+    let queue = TestQueue::declare().await;
+    let exchange = TestExchange::declare_direct().await;
+    exchange.bind(&queue.name, "bound").await;
+    let bida = Bida::start("").await;
+    let broker = rabbit_broker(&bida).await;
+
+    // Through the exchange with a key that is bound: written, one result in
+    // the same shape as a batch's.
+    let (status, answer) = produce(
+        &bida,
+        &broker,
+        &json!({"exchange": exchange.name, "routing_key": "bound", "body": "via the exchange"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let written = results(&answer);
+    assert_eq!(written.len(), 1, "{answer}");
+    assert_confirmed(&written[0], 0, &exchange.name, "bound");
+    let read = queue.get_all().await;
+    assert_eq!(read.len(), 1, "{read:?}");
+    assert_eq!(read[0].body, br#""via the exchange""#);
+    assert_eq!(read[0].exchange, exchange.name);
+
+    // A key nothing is bound to: no queue takes it.
+    let problem = refused(
+        &bida,
+        &broker,
+        json!({"exchange": exchange.name, "routing_key": "nobody", "body": {"n": 1}}),
+        &["routing_key"],
+    )
+    .await;
+    assert_eq!(problem["written"], json!([]), "{problem}");
+
+    // In a batch: the unroutable one is named by its place; `written` says
+    // which were written, and the queue holds exactly those.
+    let problem = refused(
+        &bida,
+        &broker,
+        json!({"messages": [
+            {"exchange": exchange.name, "routing_key": "bound", "body": {"n": 0}},
+            {"exchange": exchange.name, "routing_key": "nobody", "body": {"n": 1}},
+            {"exchange": exchange.name, "routing_key": "bound", "body": {"n": 2}},
+        ]}),
+        &["messages[1].routing_key"],
+    )
+    .await;
+    let written = problem["written"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no written in {problem}"))
+        .clone();
+    assert!(!written.is_empty(), "the first message was confirmed before: {problem}");
+    assert_confirmed(&written[0], 0, &exchange.name, "bound");
+    assert!(
+        written.iter().all(|w| w["index"] != 1),
+        "the unroutable one is not written: {problem}"
+    );
+    let reported: BTreeSet<u64> = written.iter().map(|w| w["index"].as_u64().unwrap()).collect();
+    let in_queue: BTreeSet<u64> = queue
+        .get_all()
+        .await
+        .iter()
+        .map(|m| serde_json::from_slice::<Value>(&m.body).unwrap()["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(reported, in_queue, "written names what the queue holds: {problem}");
+
+    // The default exchange with a queue that does not exist.
+    let problem = refused(
+        &bida,
+        &broker,
+        json!({"routing_key": format!("{}-missing", queue.name), "body": {}}),
+        &["routing_key"],
+    )
+    .await;
+    assert_eq!(problem["written"], json!([]), "{problem}");
+}
+
+/// A record's key, payload and headers.
+type Written = (Option<&'static [u8]>, Vec<u8>, BTreeMap<String, Vec<u8>>);
+
+#[tokio::test]
+async fn kafka_messages_are_written_with_keys_partitions_and_headers() {
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("orders", 2).await;
+    let bida = Bida::start("").await;
+    let broker = kafka_broker(&bida, &kafka.bootstrap).await;
+
+    let document = json!({"n": 0, "text": "héllo ✓"});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x10, 0x80, 0x7F, 0x00, 0xC3];
+    let request = json!({"messages": [
+        {"topic": "orders", "key": "customer-7", "body": document, "headers": {"trace": "t-0", "tenant": "acme"}},
+        {
+            "topic": "orders",
+            "key": "customer-8",
+            "partition": 1,
+            "body_base64": STANDARD.encode(&binary),
+            "content_type": "image/png",
+            "headers": {"trace": "t-1"},
+        },
+        {"topic": "orders", "body": "just text"},
+    ]});
+    let (status, answer) = produce(&bida, &broker, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let written = results(&answer);
+    assert_eq!(written.len(), 3, "{answer}");
+    for (index, result) in written.iter().enumerate() {
+        assert_eq!(result["index"], index, "{answer}");
+        assert_eq!(result["topic"], "orders", "{answer}");
+        assert!(
+            result["partition"].as_i64().is_some_and(|p| (0..2).contains(&p)),
+            "{answer}"
+        );
+        assert!(result["offset"].as_i64().is_some_and(|o| o >= 0), "{answer}");
+    }
+    assert_eq!(written[1]["partition"], 1, "the partition asked for: {answer}");
+
+    // (key, payload, headers) each message should have been written with.
+    let expected: [Written; 3] = [
+        (
+            Some(b"customer-7"),
+            serde_json::to_vec(&document).unwrap(),
+            byte_headers(&[
+                ("trace", "t-0"),
+                ("tenant", "acme"),
+                ("content-type", "application/json"),
+            ]),
+        ),
+        (
+            Some(b"customer-8"),
+            binary.clone(),
+            byte_headers(&[("trace", "t-1"), ("content-type", "image/png")]),
+        ),
+        (
+            None,
+            br#""just text""#.to_vec(),
+            byte_headers(&[("content-type", "application/json")]),
+        ),
+    ];
+
+    let records = kafka.read_records("orders", 2).await;
+    assert_eq!(records.len(), 3, "{records:?}");
+    for (result, (key, payload, headers)) in written.iter().zip(&expected) {
+        let (partition, offset) = (
+            result["partition"].as_i64().unwrap(),
+            result["offset"].as_i64().unwrap(),
+        );
+        let record = records
+            .iter()
+            .find(|r| i64::from(r.partition) == partition && r.offset == offset)
+            .unwrap_or_else(|| panic!("no record at {partition}/{offset}: {records:?}"));
+        assert_eq!(&record.payload, payload, "bytes as sent at {partition}/{offset}");
+        assert_eq!(record.key.as_deref(), *key, "key at {partition}/{offset}");
+        assert_eq!(&record_headers(record), headers, "headers at {partition}/{offset}");
+    }
+
+    // One message alone: the same shape, at the next offset of its partition.
+    let (status, answer) = produce(
+        &bida,
+        &broker,
+        &json!({"topic": "orders", "partition": 1, "body_base64": STANDARD.encode([0xFFu8])}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    let single = results(&answer);
+    assert_eq!(single.len(), 1, "{answer}");
+    assert_eq!(
+        (&single[0]["index"], &single[0]["partition"]),
+        (&json!(0), &json!(1)),
+        "{answer}"
+    );
+    let last_in_partition_1 = records.iter().filter(|r| r.partition == 1).map(|r| r.offset).max();
+    assert!(
+        single[0]["offset"].as_i64() > last_in_partition_1,
+        "after {last_in_partition_1:?}: {answer}"
+    );
+    let records = kafka.read_records("orders", 2).await;
+    let record = records
+        .iter()
+        .find(|r| r.partition == 1 && Some(r.offset) == single[0]["offset"].as_i64())
+        .unwrap_or_else(|| panic!("no record where {answer} says: {records:?}"));
+    assert_eq!(record.payload, [0xFF]);
+    assert_eq!(
+        record_headers(record),
+        byte_headers(&[("content-type", "application/octet-stream")])
+    );
+}
+
+#[tokio::test]
+async fn a_broker_that_is_down_answers_503_and_reports_nothing_written() {
+    let bida = Bida::start("").await;
+    let kafka = kafka_broker(&bida, "127.0.0.1:1").await;
+    let rabbit = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "gone", "kind": "rabbitmq", "url": "amqp://guest:guest@127.0.0.1:1/%2f"}),
+    )
+    .await;
+
+    for (broker, message) in [
+        (&kafka, json!({"topic": "orders", "body": {"n": 1}})),
+        (&rabbit, json!({"routing_key": "orders", "body": {"n": 1}})),
+    ] {
+        for request in [message.clone(), json!({"messages": [message.clone(), message.clone()]})] {
+            let (status, problem) = produce(&bida, broker, &request).await;
+            assert_eq!(status, 503, "{request} → {problem}");
+            assert_eq!(problem["written"], json!([]), "{problem}");
+            assert!(
+                problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+                "says why: {problem}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_produce_input_gets_problems() {
+    let kafka = KafkaBroker::start().await;
+    kafka.create_topic("orders", 1).await;
+    let bida = Bida::start("").await;
+    let broker = kafka_broker(&bida, &kafka.bootstrap).await;
+    let rabbit = rabbit_broker(&bida).await;
+
+    let (status, problem) = produce(&bida, "unknown", &json!({"topic": "orders", "body": 1})).await;
+    assert_eq!(status, 404, "{problem}");
+    assert!(
+        !problem["detail"].as_str().unwrap_or_default().contains("no route"),
+        "the route exists; the broker does not: {problem}"
+    );
+
+    refused(&bida, &broker, json!({"body": {"n": 1}}), &["topic"]).await;
+    refused(
+        &bida,
+        &broker,
+        json!({"topic": "orders", "body": 1, "colour": "blue"}),
+        &["colour"],
+    )
+    .await;
+    refused(
+        &bida,
+        &broker,
+        json!({"topic": "orders", "body": 1, "body_base64": "AA=="}),
+        &["body", "body_base64"],
+    )
+    .await;
+    refused(&bida, &broker, json!({"topic": "orders"}), &["body", "body_base64"]).await;
+    refused(
+        &bida,
+        &broker,
+        json!({"topic": "orders", "body_base64": "not base64!"}),
+        &["body_base64"],
+    )
+    .await;
+    refused(
+        &bida,
+        &broker,
+        json!({"topic": "orders", "body": 1, "partition": -1}),
+        &["partition"],
+    )
+    .await;
+    refused(
+        &bida,
+        &broker,
+        json!({"topic": "orders", "body": 1, "headers": {"n": 1}}),
+        &["headers", "headers.n"],
+    )
+    .await;
+    // The other kind's fields are not this kind's.
+    refused(
+        &bida,
+        &broker,
+        json!({"topic": "orders", "body": 1, "routing_key": "orders"}),
+        &["routing_key"],
+    )
+    .await;
+    refused(&bida, &rabbit, json!({"body": 1}), &["routing_key"]).await;
+    refused(
+        &bida,
+        &rabbit,
+        json!({"routing_key": "orders", "body": 1, "topic": "orders"}),
+        &["topic"],
+    )
+    .await;
+    refused(
+        &bida,
+        &rabbit,
+        json!({"routing_key": "orders", "body": 1, "priority": 256}),
+        &["priority"],
+    )
+    .await;
+
+    // In a batch, a message is named by its place, and none is written.
+    let good = json!({"topic": "orders", "body": {"n": 1}});
+    refused(
+        &bida,
+        &broker,
+        json!({"messages": [good, good, {"body": {"n": 3}}]}),
+        &["messages[2].topic"],
+    )
+    .await;
+    refused(
+        &bida,
+        &broker,
+        json!({"messages": [{"topic": "orders", "body": 1, "colour": "blue"}]}),
+        &["messages[0].colour"],
+    )
+    .await;
+    refused(&bida, &broker, json!({"messages": []}), &["messages"]).await;
+    let too_many: Vec<Value> = (0..1_001).map(|_| good.clone()).collect();
+    refused(&bida, &broker, json!({ "messages": too_many }), &["messages"]).await;
+    let records = kafka.read_records("orders", 1).await;
+    assert!(records.is_empty(), "nothing written from refused requests: {records:?}");
+
+    // A kind that cannot produce (yet) says so, whatever the message looks like.
+    let nats = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "n", "kind": "nats", "url": bida_testkit::nats::url()}),
+    )
+    .await;
+    for request in [
+        json!({"body": {"n": 1}}),
+        json!({"subject": "orders", "body": {"n": 1}}),
+    ] {
+        let (status, problem) = produce(&bida, &nats, &request).await;
+        assert_eq!(status, 409, "{request} → {problem}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.to_lowercase().contains("nats")),
+            "names the kind: {problem}"
+        );
+    }
+}
