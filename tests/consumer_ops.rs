@@ -291,7 +291,7 @@ async fn bad_consumer_and_broker_input_gets_problems() {
         .map(|e| e["field"].as_str().unwrap())
         .collect();
     assert!(
-        fields.contains(&"source") && fields.contains(&"source.topics"),
+        fields.contains(&"source.queue") && fields.contains(&"source.topics"),
         "{problem}"
     );
     let (status, problem) = bida

@@ -178,7 +178,8 @@ impl Producers {
             }
             Some((_, e)) => {
                 // A producer that failed may be broken: the next request opens another.
-                self.pool.lock().await.remove(broker_id);
+                let pooled = self.pool.lock().await.remove(broker_id);
+                let_go((producer, pooled));
                 Err(unavailable(e, outcome.written))
             }
         }
@@ -192,15 +193,21 @@ impl Producers {
             }
         }
         let producer = Arc::new(Producer::open(connection).await?);
-        pool.insert(
+        let replaced = pool.insert(
             broker_id.to_string(),
             Pooled {
                 connection: connection.clone(),
                 producer: producer.clone(),
             },
         );
+        let_go(replaced);
         Ok(producer)
     }
+}
+
+/// Drops producers off the async workers: librdkafka's flushes on the way out.
+fn let_go<T: Send + 'static>(producers: T) {
+    tokio::task::spawn_blocking(move || drop(producers));
 }
 
 fn unavailable(e: SourceError, written: Vec<Written>) -> ProduceError {

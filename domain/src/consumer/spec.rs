@@ -400,7 +400,7 @@ mod tests {
             fields(errors),
             [
                 "name",
-                "source",
+                "source.queue",
                 "source.topics",
                 "source.group",
                 "endpoint.url",

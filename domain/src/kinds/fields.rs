@@ -41,7 +41,7 @@ pub(super) fn parse_as<T: DeserializeOwned>(
             let field = if context.is_empty() {
                 name.clone()
             } else {
-                context.to_string()
+                format!("{context}.{name}")
             };
             errors.add(
                 field,
@@ -49,16 +49,23 @@ pub(super) fn parse_as<T: DeserializeOwned>(
             );
         }
     }
-    match serde_json::from_value(Value::Object(fields)) {
+    match serde_path_to_error::deserialize::<_, T>(Value::Object(fields)) {
         Ok(parsed) => Some(parsed),
         Err(e) => {
-            let message = e.to_string();
-            // A required field left out (or cleared by a patch) is named as itself.
+            // The field at fault by name: a value of the wrong type at its
+            // path, a required one left out (or cleared by a patch) as itself.
+            let path = e.path().to_string();
+            let message = e.into_inner().to_string();
             let missing = message
                 .strip_prefix("missing field `")
                 .and_then(|rest| rest.split('`').next());
-            let field = match (missing, context.is_empty()) {
-                (Some(name), true) => name.to_string(),
+            let name = match missing {
+                Some(name) => Some(name.to_string()),
+                None if path != "." && !path.is_empty() => Some(path),
+                None => None,
+            };
+            let field = match (name, context.is_empty()) {
+                (Some(name), true) => name,
                 (Some(name), false) => format!("{context}.{name}"),
                 (None, true) => "kind".to_string(),
                 (None, false) => context.to_string(),
@@ -152,7 +159,7 @@ mod tests {
         assert_eq!(
             reported,
             [(
-                "source",
+                "source.topics",
                 "`topics` is not a field of a RabbitMQ source; it takes queue, declare"
             )]
         );
@@ -165,6 +172,7 @@ mod tests {
             &mut errors
         )
         .is_none());
-        assert_eq!(errors.0[0].field, "source");
+        // A value of the wrong type is named by its field.
+        assert_eq!(errors.0[0].field, "source.declare");
     }
 }

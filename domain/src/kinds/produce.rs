@@ -294,7 +294,7 @@ mod tests {
             fields(&errors),
             [
                 "messages[1].body",
-                "messages[2]",
+                "messages[2].colour",
                 "messages[2].topic",
                 "messages[3].body_base64",
                 "messages[4].topic",

@@ -39,7 +39,9 @@ pub struct RocketmqConnection {
     /// `host:9876`, several separated by `;` (RocketMQ's own notation) or `,`.
     #[cfg_attr(
         feature = "openapi",
-        schema(pattern = r"^[^;,\s]+:[0-9]{1,5}([;,][^;,\s]+:[0-9]{1,5})*$")
+        schema(
+            pattern = r"^[^;,\s/@]+:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})([;,] ?[^;,\s/@]+:(6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}))*$"
+        )
     )]
     pub name_server: String,
 }
