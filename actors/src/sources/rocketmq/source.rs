@@ -313,8 +313,8 @@ impl Driver {
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
-                notice = notified.recv() => {
-                    if notice.is_some_and(|code| code != code::NOTIFY_CONSUMER_IDS_CHANGED) {
+                Some(notice) = notified.recv() => {
+                    if notice != code::NOTIFY_CONSUMER_IDS_CHANGED {
                         continue;
                     }
                 }
