@@ -1,7 +1,8 @@
 //! ActiveMQ for tests: the machine's broker (STOMP on 127.0.0.1:61613, or
 //! `BIDA_TEST_ACTIVEMQ`), a queue of each test's own, and a publisher that
 //! writes STOMP by hand (not Bida's client: the two check each other) and
-//! waits for the broker's receipt of every message.
+//! waits for the broker's receipt of every message; the broker restarted
+//! with its init script for the fault suite.
 
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -142,5 +143,80 @@ impl Publisher {
 
     pub async fn disconnect(mut self) {
         let _ = self.stream.write_all(b"DISCONNECT\n\n\0").await;
+    }
+}
+
+/// The packaged broker's init script (`.ci/run` starts ActiveMQ with it).
+const INIT_SCRIPT: &str = "/etc/init.d/activemq";
+
+/// Runs the init script with `action`.
+async fn init_script(action: &'static str) {
+    let status = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(INIT_SCRIPT)
+            .arg(action)
+            .stdout(std::process::Stdio::null())
+            .status()
+    })
+    .await
+    .expect("init script");
+    assert!(
+        status.as_ref().is_ok_and(|s| s.success()),
+        "{INIT_SCRIPT} {action}: {status:?}"
+    );
+}
+
+/// Whether the broker answers a STOMP `CONNECT`.
+async fn answers() -> bool {
+    let address = url();
+    let host_port = address.trim_start_matches("stomp://").trim_end_matches('/');
+    let host_port = host_port.rsplit('@').next().unwrap_or(host_port).to_string();
+    tokio::time::timeout(Duration::from_secs(5), async move {
+        let mut stream = TcpStream::connect(&host_port).await.ok()?;
+        stream
+            .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\0")
+            .await
+            .ok()?;
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        while !answer.contains(&0) {
+            let read = stream.read(&mut chunk).await.ok()?;
+            if read == 0 {
+                return None;
+            }
+            answer.extend_from_slice(&chunk[..read]);
+        }
+        let _ = stream.write_all(b"DISCONNECT\n\n\0").await;
+        Some(String::from_utf8_lossy(&answer).trim_start().starts_with("CONNECTED"))
+    })
+    .await
+    .ok()
+    .flatten()
+    .unwrap_or(false)
+}
+
+/// Stops the machine's ActiveMQ with its init script (SIGTERM, and SIGKILL
+/// if it still runs 2 s later: the script's way), leaves it down for
+/// `down`, starts it again with the script, and returns once STOMP answers.
+/// Persistent messages are in KahaDB's journal. For the fault suite, which
+/// runs alone.
+pub async fn restart_broker(down: Duration) {
+    init_script("stop").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while answers().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ActiveMQ still answers after `{INIT_SCRIPT} stop`"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(down).await;
+    init_script("start").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(180);
+    while !answers().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "ActiveMQ did not answer STOMP within 3 minutes of `{INIT_SCRIPT} start`"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }

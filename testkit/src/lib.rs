@@ -12,6 +12,8 @@
 //!   [`mqtt::TestBroker`]: a Mosquitto broker of the test's own;
 //!   [`activemq::TestQueue`]: the machine's ActiveMQ with a queue of the test's own;
 //!   [`rocketmq::TestTopic`]: the machine's RocketMQ with a topic of the test's own.
+//! - [`process::Started`]: a machine's service restarted as it was started
+//!   (read from `/proc`), for the fault suite.
 //! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
 pub mod activemq;
@@ -20,6 +22,7 @@ pub mod kafka;
 pub mod mqtt;
 pub mod nats;
 pub mod otlp;
+pub mod process;
 pub mod rabbit;
 mod receiver;
 pub mod redis;

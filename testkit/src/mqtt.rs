@@ -1,10 +1,11 @@
 //! MQTT for tests: a Mosquitto broker of each test's own on a free port
 //! (queues unbounded: Mosquitto's default drops QoS 1 messages past 1,000
 //! queued per session; `$SYS` figures every second), and a publisher that
-//! waits for every `PUBACK`.
+//! waits for every `PUBACK`. A persistent broker keeps its sessions and
+//! their queued messages in a directory of its own over a restart.
 
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
+use rumqttc::v5::mqttbytes::v5::{Packet, PubAckReason, PublishProperties};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use std::process::{Child, Command, Stdio};
@@ -28,52 +29,106 @@ fn mosquitto() -> String {
 pub struct TestBroker {
     child: Child,
     config: std::path::PathBuf,
+    /// Where a persistent broker keeps its database; removed when dropped.
+    store: Option<std::path::PathBuf>,
     pub port: u16,
     /// Messages go to `<base>/<key>`; a source reads `<base>/#`.
     pub base: String,
 }
 
+fn spawn(config: &std::path::Path) -> Child {
+    Command::new(mosquitto())
+        .arg("-c")
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start `{}` ({e}); install mosquitto or set BIDA_TEST_MOSQUITTO",
+                mosquitto()
+            )
+        })
+}
+
 impl TestBroker {
+    /// A broker keeping everything in memory.
     pub async fn start() -> Self {
+        Self::launch(false).await
+    }
+
+    /// A broker keeping its sessions (subscriptions, queued and in-flight
+    /// QoS 1 messages) and retained messages in a directory of its own: it
+    /// writes them when stopped (SIGTERM) and reads them back when started,
+    /// so they survive [`Self::restart`].
+    pub async fn start_persistent() -> Self {
+        Self::launch(true).await
+    }
+
+    async fn launch(persistent: bool) -> Self {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map(|a| a.port())
             .expect("free port");
-        let config = std::env::temp_dir().join(format!("bida-mosquitto-{}.conf", uuid::Uuid::new_v4().simple()));
+        let name = format!("bida-mosquitto-{}", uuid::Uuid::new_v4().simple());
+        let config = std::env::temp_dir().join(format!("{name}.conf"));
+        let store = persistent.then(|| {
+            let store = std::env::temp_dir().join(&name);
+            std::fs::create_dir_all(&store).expect("broker store");
+            // Run as root, Mosquitto drops to its own user, which writes here.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).expect("broker store");
+            store
+        });
+        let persistence = match &store {
+            // The location ends with a separator: Mosquitto appends the file name.
+            Some(store) => format!("persistence true\npersistence_location {}/\n", store.display()),
+            None => "persistence false\n".to_string(),
+        };
         std::fs::write(
             &config,
             format!(
-                "listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n\
+                "listener {port} 127.0.0.1\nallow_anonymous true\n{persistence}\
                  max_queued_messages 0\nmax_inflight_messages 0\nsys_interval 1\nlog_dest none\n"
             ),
         )
         .expect("broker config");
-        let child = Command::new(mosquitto())
-            .arg("-c")
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `{}` ({e}); install mosquitto or set BIDA_TEST_MOSQUITTO",
-                    mosquitto()
-                )
-            });
         // Owned at once: dropped (killed) if it never answers.
         let broker = Self {
-            child,
+            child: spawn(&config),
             config,
+            store,
             port,
             base: format!("bida-test/{}", uuid::Uuid::new_v4().simple()),
         };
+        broker.wait_listening().await;
+        broker
+    }
+
+    async fn wait_listening(&self) {
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
-                return broker;
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("mosquitto did not start on port {port}");
+        panic!("mosquitto did not start on port {}", self.port);
+    }
+
+    /// Stops the broker as a service is stopped (SIGTERM: a persistent one
+    /// writes its database on the way out), leaves it down for `down`, and
+    /// starts it again on the same port and configuration.
+    pub async fn restart(&mut self, down: Duration) {
+        let status = Command::new("kill")
+            .args(["-s", "TERM", &self.child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill -s TERM mosquitto: {status}");
+        let exit = self.child.wait().expect("mosquitto stopped");
+        assert!(exit.success(), "mosquitto stopped with {exit}");
+        tokio::time::sleep(down).await;
+        self.child = spawn(&self.config);
+        self.wait_listening().await;
     }
 
     pub fn url(&self) -> String {
@@ -93,6 +148,34 @@ impl TestBroker {
     /// Publishes each message at QoS 1 (its id as correlation data) and
     /// waits until the broker has acknowledged them all.
     pub async fn publish(&self, messages: impl IntoIterator<Item = (String, Option<String>, Vec<u8>)>) {
+        self.publish_acknowledged(messages).await;
+    }
+
+    /// [`Self::publish`], returning how many messages the broker dropped
+    /// for want of a subscriber (MQTT keeps nothing for a subscription that
+    /// does not exist yet: Mosquitto acknowledges those with reason 16, no
+    /// matching subscribers); panics if it refused any.
+    pub async fn publish_to_subscribers(
+        &self,
+        messages: impl IntoIterator<Item = (String, Option<String>, Vec<u8>)>,
+    ) -> usize {
+        let reasons = self.publish_acknowledged(messages).await;
+        let refused: Vec<_> = reasons
+            .iter()
+            .filter(|reason| !matches!(reason, PubAckReason::Success | PubAckReason::NoMatchingSubscribers))
+            .collect();
+        assert!(refused.is_empty(), "MQTT refused messages: {refused:?}");
+        reasons
+            .iter()
+            .filter(|reason| matches!(reason, PubAckReason::NoMatchingSubscribers))
+            .count()
+    }
+
+    /// Publishes and returns the reason of each `PUBACK`.
+    async fn publish_acknowledged(
+        &self,
+        messages: impl IntoIterator<Item = (String, Option<String>, Vec<u8>)>,
+    ) -> Vec<PubAckReason> {
         let mut options = MqttOptions::new(
             format!("publisher-{}", uuid::Uuid::new_v4().simple()),
             "127.0.0.1",
@@ -116,10 +199,11 @@ impl TestBroker {
                     .expect("publish");
             }
         });
-        let mut acknowledged = 0;
-        while acknowledged < count {
+        let mut reasons = Vec::with_capacity(count);
+        while reasons.len() < count {
+            let acknowledged = reasons.len();
             match tokio::time::timeout(Duration::from_secs(30), events.poll()).await {
-                Ok(Ok(Event::Incoming(Packet::PubAck(_)))) => acknowledged += 1,
+                Ok(Ok(Event::Incoming(Packet::PubAck(ack)))) => reasons.push(ack.reason),
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => panic!("publishing to MQTT: {e}"),
                 Err(_) => panic!("{acknowledged} of {count} MQTT messages acknowledged"),
@@ -127,6 +211,7 @@ impl TestBroker {
         }
         sending.await.expect("publisher");
         let _ = client.disconnect().await;
+        reasons
     }
 }
 
@@ -135,5 +220,8 @@ impl Drop for TestBroker {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.config);
+        if let Some(store) = &self.store {
+            let _ = std::fs::remove_dir_all(store);
+        }
     }
 }

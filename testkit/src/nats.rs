@@ -1,8 +1,10 @@
 //! NATS JetStream for tests: the machine's server, a stream of each test's
-//! own (subjects `<stream>.<key>`), deleted when dropped.
+//! own (subjects `<stream>.<key>`; in memory, or on disk to outlive a
+//! restart of the server), deleted when dropped.
 
 use async_nats::jetstream::{self, stream};
 use bytes::Bytes;
+use std::time::{Duration, Instant};
 
 pub fn url() -> String {
     std::env::var("BIDA_TEST_NATS").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
@@ -21,14 +23,25 @@ async fn context() -> jetstream::Context {
 }
 
 impl TestStream {
+    /// A stream kept in memory (gone if the server restarts).
     pub async fn create() -> Self {
+        Self::with_storage(stream::StorageType::Memory).await
+    }
+
+    /// A stream kept in files (the server's `-sd` store directory), which
+    /// survives a restart of the server.
+    pub async fn create_on_disk() -> Self {
+        Self::with_storage(stream::StorageType::File).await
+    }
+
+    async fn with_storage(storage: stream::StorageType) -> Self {
         let name = format!("BIDA_TEST_{}", uuid::Uuid::new_v4().simple());
         let jetstream = context().await;
         jetstream
             .create_stream(stream::Config {
                 name: name.clone(),
                 subjects: vec![format!("{name}.>")],
-                storage: stream::StorageType::Memory,
+                storage,
                 ..Default::default()
             })
             .await
@@ -72,6 +85,35 @@ impl TestStream {
         for ack in acks {
             ack.await.expect("stream acknowledgement");
         }
+    }
+}
+
+/// Kills the machine's nats-server (SIGKILL: nothing flushed on the way
+/// out), leaves it down for `down`, and starts it again exactly as it was
+/// started ([`crate::process`]); returns once JetStream serves `stream`
+/// again (a stream on disk: [`TestStream::create_on_disk`]). For the fault
+/// suite, which runs alone.
+pub async fn restart_server(stream: &TestStream, down: Duration) {
+    crate::process::Started::find("nats-server")
+        .expect("a running nats-server process (.ci/run starts one)")
+        .restart("KILL", down)
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let answered = tokio::time::timeout(Duration::from_secs(5), async {
+            let client = async_nats::connect(url()).await.ok()?;
+            jetstream::new(client).get_stream(&stream.name).await.ok()
+        })
+        .await;
+        if let Ok(Some(_)) = answered {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "nats-server did not serve {} again in 2 minutes",
+            stream.name
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 

@@ -550,70 +550,14 @@ impl Publisher {
 
 /// Kills the machine's RocketMQ broker (SIGKILL: nothing flushed on the way
 /// out), leaves it down for `down`, and starts it again exactly as it was
-/// started (its command line, environment, directory and log file, read
-/// from `/proc`); returns once it takes requests for `topic` again. For the
-/// fault suite, which runs alone.
+/// started (its command line, environment, directory, user and log files,
+/// read from `/proc`: [`crate::process`]); returns once it takes requests
+/// for `topic` again. For the fault suite, which runs alone.
 pub async fn restart_broker(topic: &TestTopic, down: Duration) {
-    let pid = std::fs::read_dir("/proc")
-        .expect("/proc")
-        .filter_map(|entry| entry.ok()?.file_name().into_string().ok()?.parse::<u32>().ok())
-        .find(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|line| {
-                line.split(|b| *b == 0)
-                    .next()
-                    .is_some_and(|arg| arg.ends_with(b"rocketmq-broker-rust"))
-            })
-        })
-        .expect("a running rocketmq-broker-rust process (.ci/run starts one)");
-    let split = |bytes: Vec<u8>| -> Vec<String> {
-        bytes
-            .split(|b| *b == 0)
-            .filter(|part| !part.is_empty())
-            .map(|part| String::from_utf8_lossy(part).into_owned())
-            .collect()
-    };
-    let command = split(std::fs::read(format!("/proc/{pid}/cmdline")).expect("the broker's command line"));
-    let environment: Vec<(String, String)> = split(std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default())
-        .into_iter()
-        .filter_map(|pair| pair.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
-        .collect();
-    let directory = std::fs::read_link(format!("/proc/{pid}/cwd")).expect("the broker's directory");
-    let log = std::fs::read_link(format!("/proc/{pid}/fd/1"))
-        .ok()
-        .filter(|path| path.is_file());
-    let status = std::process::Command::new("kill")
-        .args(["-9", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success(), "kill -9 {pid}: {status}");
-    let gone = Instant::now() + TIMEOUT;
-    while std::path::Path::new(&format!("/proc/{pid}")).exists() && Instant::now() < gone {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(down).await;
-    let output = |log: &Option<std::path::PathBuf>| match log {
-        Some(path) => std::fs::OpenOptions::new()
-            .append(true)
-            .open(path)
-            .map(std::process::Stdio::from)
-            .unwrap_or_else(|_| std::process::Stdio::null()),
-        None => std::process::Stdio::null(),
-    };
-    use std::os::unix::process::CommandExt;
-    let mut broker = std::process::Command::new(&command[0])
-        .args(&command[1..])
-        .env_clear()
-        .envs(environment)
-        .current_dir(directory)
-        .stdin(std::process::Stdio::null())
-        .stdout(output(&log))
-        .stderr(output(&log))
-        // Its own process group: it outlives the test, as the one it replaces.
-        .process_group(0)
-        .spawn()
-        .expect("start the RocketMQ broker again");
-    // Reaped if it ends while this process lives; it is not stopped with it.
-    std::thread::spawn(move || broker.wait());
+    crate::process::Started::find("rocketmq-broker-rust")
+        .expect("a running rocketmq-broker-rust process (.ci/run starts one)")
+        .restart("KILL", down)
+        .await;
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         if let Ok(Ok(mut connection)) = tokio::time::timeout(Duration::from_secs(2), try_open(&topic.broker)).await {
