@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection};
+use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm};
 use std::time::Duration;
 
 use super::source::connect;
@@ -46,13 +46,23 @@ impl RabbitProducer {
         self.channel.status().connected()
     }
 
+    /// Publishes the messages in their order (the broker keeps it within a
+    /// queue), then waits for all their confirms at once.
     pub async fn write(&self, messages: &[(usize, &Outgoing, &RabbitmqTarget)]) -> Outcome {
-        let sends = messages
-            .iter()
-            .map(|(index, message, target)| async move { (*index, target, self.publish(message, target).await) });
+        let mut pending = Vec::with_capacity(messages.len());
+        for (index, message, target) in messages {
+            pending.push((*index, *target, self.publish(message, target).await));
+        }
+        let confirms = pending.into_iter().map(|(index, target, published)| async move {
+            let confirmed = match published {
+                Ok(confirm) => Self::confirmed(confirm, target).await,
+                Err(e) => Err(e),
+            };
+            (index, target, confirmed)
+        });
         let mut outcome = Outcome::default();
-        for (index, target, published) in join_all(sends).await {
-            match published {
+        for (index, target, confirmed) in join_all(confirms).await {
+            match confirmed {
                 Ok(()) => outcome.written.push(Written {
                     index,
                     at: Landed::Exchange {
@@ -67,7 +77,7 @@ impl RabbitProducer {
         outcome
     }
 
-    async fn publish(&self, message: &Outgoing, target: &RabbitmqTarget) -> Result<(), SourceError> {
+    async fn publish(&self, message: &Outgoing, target: &RabbitmqTarget) -> Result<PublisherConfirm, SourceError> {
         let mut headers = FieldTable::default();
         for (name, value) in &message.headers {
             headers.insert(name.as_str().into(), AMQPValue::LongString(value.as_str().into()));
@@ -88,9 +98,7 @@ impl RabbitProducer {
         if let Some(ms) = target.expiration_ms {
             properties = properties.with_expiration(ms.to_string().into());
         }
-        let lost = |e: lapin::Error| SourceError::Lost(e.to_string());
-        let confirm = self
-            .channel
+        self.channel
             .basic_publish(
                 target.exchange.as_str().into(),
                 target.routing_key.as_str().into(),
@@ -102,11 +110,15 @@ impl RabbitProducer {
                 properties,
             )
             .await
-            .map_err(lost)?;
+            .map_err(|e| SourceError::Lost(e.to_string()))
+    }
+
+    /// The broker's confirm of one message, or why it was not written.
+    async fn confirmed(confirm: PublisherConfirm, target: &RabbitmqTarget) -> Result<(), SourceError> {
         let confirmation = tokio::time::timeout(CONFIRM_TIMEOUT, confirm)
             .await
             .map_err(|_| SourceError::Lost(format!("the broker did not confirm in {CONFIRM_TIMEOUT:?}")))?
-            .map_err(lost)?;
+            .map_err(|e| SourceError::Lost(e.to_string()))?;
         match confirmation {
             Confirmation::Ack(None) => Ok(()),
             Confirmation::Ack(Some(returned)) | Confirmation::Nack(Some(returned)) => {
