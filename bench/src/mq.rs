@@ -13,7 +13,11 @@ use bida_testkit::redis::TestStream as RedisStream;
 use bida_testkit::rocketmq::{Publisher as RocketmqPublisher, TestTopic as RocketmqTopic};
 use rdkafka::producer::FutureProducer;
 use serde_json::{json, Value};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long the RocketMQ publisher's connection may have been idle and still
+/// be used: the broker closes one idle for 120 s.
+const ROCKETMQ_IDLE: Duration = Duration::from_secs(60);
 
 /// One per run: its size does not matter.
 #[allow(clippy::large_enum_variant)]
@@ -28,9 +32,11 @@ pub enum Mq {
     Mqtt(MqttBroker),
     /// One connection for the whole run, as Kafka's producer.
     Activemq(ActivemqQueue, tokio::sync::Mutex<ActivemqPublisher>),
-    /// One connection for the whole run; it waits for the broker's answer
-    /// to each message.
-    Rocketmq(RocketmqTopic, tokio::sync::Mutex<RocketmqPublisher>),
+    /// One connection for the whole run (it waits for the broker's answer to
+    /// each message), and when it last sent: the broker closes a connection
+    /// idle for 120 s, as it is while the bench builds Bida, so one idle
+    /// for [`ROCKETMQ_IDLE`] is replaced before it sends again.
+    Rocketmq(RocketmqTopic, tokio::sync::Mutex<(RocketmqPublisher, Instant)>),
 }
 
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
@@ -78,7 +84,7 @@ impl Mq {
             MqKind::Rocketmq => {
                 let topic = RocketmqTopic::create().await;
                 let publisher = RocketmqPublisher::connect(&topic).await;
-                Self::Rocketmq(topic, tokio::sync::Mutex::new(publisher))
+                Self::Rocketmq(topic, tokio::sync::Mutex::new((publisher, Instant::now())))
             }
         }
     }
@@ -166,11 +172,16 @@ impl Mq {
                 publisher.lock().await.send(&destination, messages).await
             }
             // The key in KEYS, each key's messages to one queue.
-            Self::Rocketmq(_, publisher) => {
+            Self::Rocketmq(topic, publisher) => {
                 let mut publisher = publisher.lock().await;
+                let (publisher, used) = &mut *publisher;
+                if used.elapsed() >= ROCKETMQ_IDLE {
+                    *publisher = RocketmqPublisher::connect(topic).await;
+                }
                 for seq in first..first + count {
                     publisher.send(Some(&format!("k{}", seq % 64)), &payload(seq)).await;
                 }
+                *used = Instant::now();
             }
         }
     }
