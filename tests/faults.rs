@@ -582,51 +582,6 @@ async fn kafka_broker_restarted_mid_stream() {
     flow.finish("Kafka broker restarted").await;
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn rocketmq_broker_restarted_mid_stream() {
-    let _turn = TURN.lock().await;
-    let accepted = Accepted::default();
-    let endpoint = Receiver::start(counting_endpoint(&accepted, Duration::from_millis(5))).await;
-    let bida = Bida::start("").await;
-    let topic = bida_testkit::rocketmq::TestTopic::create().await;
-    let (status, broker) = bida
-        .post(
-            "/v1/brokers",
-            json!({"name": "rocketmq", "kind": "rocketmq", "name_server": bida_testkit::rocketmq::name_server()}),
-        )
-        .await;
-    assert_eq!(status, 201, "{broker}");
-    let (status, consumer) = bida
-        .post(
-            "/v1/consumers",
-            json!({"name": "faults", "broker_id": broker["id"], "source": {"topic": topic.name, "group": topic.group},
-                   "endpoint": {"url": endpoint.url("/rocketmq-restart"), "timeout_ms": 2000},
-                   "policy": {"concurrency": 4}}),
-        )
-        .await;
-    assert_eq!(status, 201, "{consumer}");
-    let batch = |round: usize, n: usize| (0..n).map(move |i| format!("q-{round}-{i}")).collect::<Vec<_>>();
-    let publish = |ids: Vec<String>| {
-        let topic = &topic;
-        async move {
-            topic
-                .publish(
-                    ids.iter()
-                        .map(|id| (Some(id.clone()), json!({"id": id}).to_string().into_bytes())),
-                )
-                .await;
-            ids
-        }
-    };
-    let mut produced = publish(batch(0, 2_000)).await;
-    assert!(eventually(CONVERGE, || accepted.distinct() >= 1_000).await);
-    // SIGKILL mid-stream; what was stored stays in its files.
-    bida_testkit::rocketmq::restart_broker(&topic, Duration::from_secs(3)).await;
-    let since = Instant::now();
-    produced.extend(publish(batch(1, 1_000)).await);
-    verdict("RocketMQ broker restarted", &produced, &accepted, 0, since, &bida).await;
-}
-
 /// One broker kind's consumer (concurrency 4) delivering to a counting
 /// endpoint: the broker restart scenarios of the kinds without a place in
 /// [`Workload`].
@@ -809,4 +764,27 @@ async fn activemq_restarted_mid_stream() {
     queue.publish(keyed(&more)).await;
     produced.extend(more);
     run.finish("ActiveMQ restarted", &produced, since).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn rocketmq_broker_restarted_mid_stream() {
+    use bida_testkit::rocketmq;
+    let _turn = TURN.lock().await;
+    let topic = rocketmq::TestTopic::create().await;
+    let run = OneKind::start(
+        "/rocketmq-restart",
+        json!({"name": "rocketmq", "kind": "rocketmq", "name_server": rocketmq::name_server()}),
+        json!({"topic": topic.name, "group": topic.group}),
+    )
+    .await;
+    let mut produced = round("q", 0, 2_000);
+    topic.publish(keyed(&produced)).await;
+    run.halfway().await;
+    // SIGKILL mid-stream; what was stored stays in its files.
+    rocketmq::restart_broker(&topic, Duration::from_secs(3)).await;
+    let since = Instant::now();
+    let more = round("q", 1, 1_000);
+    topic.publish(keyed(&more)).await;
+    produced.extend(more);
+    run.finish("RocketMQ broker restarted", &produced, since).await;
 }

@@ -185,15 +185,17 @@ impl Producers {
         }
     }
 
+    /// The broker's pooled producer, or a new one. A new one is opened
+    /// outside the pool's lock (a connection may take seconds), so other
+    /// brokers' requests do not wait for it.
     async fn producer(&self, broker_id: &str, connection: &Connection) -> Result<Arc<Producer>, SourceError> {
-        let mut pool = self.pool.lock().await;
-        if let Some(pooled) = pool.get(broker_id) {
+        if let Some(pooled) = self.pool.lock().await.get(broker_id) {
             if &pooled.connection == connection && pooled.producer.usable() {
                 return Ok(pooled.producer.clone());
             }
         }
         let producer = Arc::new(Producer::open(connection).await?);
-        let replaced = pool.insert(
+        let replaced = self.pool.lock().await.insert(
             broker_id.to_string(),
             Pooled {
                 connection: connection.clone(),
