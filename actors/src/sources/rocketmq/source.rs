@@ -82,6 +82,10 @@ struct Member {
     /// The subscription's version, fixed for the member's life: a newer one
     /// tells the broker the subscription changed.
     sub_version: i64,
+    /// The tag filter, as the broker takes it and as arrivals are checked
+    /// against it (worked out once, not per pull or message).
+    expression: String,
+    tags: Vec<String>,
 }
 
 pub struct RocketmqMessages {
@@ -108,6 +112,8 @@ impl RocketmqMessages {
             client_id: client.id.clone(),
             queues: Arc::default(),
             sub_version: chrono::Utc::now().timestamp_millis(),
+            expression: spec.expression(),
+            tags: spec.tag_set().into_iter().map(String::from).collect(),
         });
         // Fail fast: the topic must exist and its broker answer.
         let route = member.cluster.route(&spec.topic).await?;
@@ -153,7 +159,7 @@ impl Member {
 
     /// Tells the broker this member is in the group, with its subscription.
     async fn heartbeat(&self, broker: &Remote) -> Result<(), SourceError> {
-        let tags = self.spec.tag_set();
+        let tags = &self.tags;
         let codes: Vec<i32> = tags.iter().map(|tag| java_hash(tag)).collect();
         let body = serde_json::json!({
             "clientID": self.client_id,
@@ -169,7 +175,7 @@ impl Member {
                 "subscriptionDataSet": [{
                     "classFilterMode": false,
                     "topic": self.topic(),
-                    "subString": self.spec.expression(),
+                    "subString": self.expression,
                     "tagsSet": tags,
                     "codeSet": codes,
                     "subVersion": self.sub_version,
@@ -498,7 +504,7 @@ impl Puller {
                 self.queue,
                 offset,
                 PULL_BATCH,
-                &member.spec.expression(),
+                &member.expression,
                 true,
             )
             .await;
@@ -589,8 +595,8 @@ impl Puller {
     /// refuses it: the broker filters by the tags' hashes, which collide).
     /// False when the source is gone.
     async fn hand_over(&self, message: StoredMessage) -> bool {
-        let tags = self.member.spec.tag_set();
-        if !tags.is_empty() && !message.property(TAGS).is_some_and(|tag| tags.contains(&tag)) {
+        let tags = &self.member.tags;
+        if !tags.is_empty() && !message.property(TAGS).is_some_and(|tag| tags.iter().any(|t| t == tag)) {
             self.pass(message.queue_offset + 1);
             return true;
         }
