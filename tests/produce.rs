@@ -1,12 +1,15 @@
 //! Producing over HTTP (`POST /v1/brokers/{id}/messages`): messages written
-//! to RabbitMQ and Kafka and read back with native clients byte for byte,
-//! unroutable messages, brokers that are down, and bad input.
+//! to every kind of broker (RabbitMQ, Kafka, NATS JetStream, Redis Streams,
+//! MQTT, ActiveMQ, RocketMQ) and read back with native clients byte for
+//! byte, refusals, brokers that are down, and bad input.
 
 mod support;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bida_testkit::kafka::{KafkaBroker, ReadRecord};
+use bida_testkit::mqtt::TestBroker as MqttBroker;
+use bida_testkit::nats::TestStream;
 use bida_testkit::rabbit::{self, TestExchange, TestQueue};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -420,10 +423,46 @@ async fn a_broker_that_is_down_answers_503_and_reports_nothing_written() {
     )
     .await;
 
-    for (broker, message) in [
-        (&kafka, json!({"topic": "orders", "body": {"n": 1}})),
-        (&rabbit, json!({"routing_key": "orders", "body": {"n": 1}})),
+    let mut down = vec![
+        (kafka, json!({"topic": "orders", "body": {"n": 1}})),
+        (rabbit, json!({"routing_key": "orders", "body": {"n": 1}})),
+    ];
+    for (kind, settings, message) in [
+        (
+            "nats",
+            json!({"url": "nats://127.0.0.1:1"}),
+            json!({"subject": "orders", "body": {"n": 1}}),
+        ),
+        (
+            "redis",
+            json!({"url": "redis://127.0.0.1:1"}),
+            json!({"stream": "orders", "body": {"n": 1}}),
+        ),
+        (
+            "mqtt",
+            json!({"url": "mqtt://127.0.0.1:1"}),
+            json!({"topic": "orders", "body": {"n": 1}}),
+        ),
+        (
+            "activemq",
+            json!({"url": "stomp://127.0.0.1:1"}),
+            json!({"queue": "orders", "body": {"n": 1}}),
+        ),
+        (
+            "rocketmq",
+            json!({"name_server": "127.0.0.1:1"}),
+            json!({"topic": "orders", "body": {"n": 1}}),
+        ),
     ] {
+        let mut broker = json!({"name": format!("gone-{kind}"), "kind": kind});
+        broker
+            .as_object_mut()
+            .unwrap()
+            .extend(settings.as_object().unwrap().clone());
+        down.push((created(&bida, "/v1/brokers", broker).await, message));
+    }
+
+    for (broker, message) in &down {
         for request in [message.clone(), json!({"messages": [message.clone(), message.clone()]})] {
             let (status, problem) = produce(&bida, broker, &request).await;
             assert_eq!(status, 503, "{request} → {problem}");
@@ -534,24 +573,305 @@ async fn bad_produce_input_gets_problems() {
     let records = kafka.read_records("orders", 1).await;
     assert!(records.is_empty(), "nothing written from refused requests: {records:?}");
 
-    // A kind that cannot produce (yet) says so, whatever the message looks like.
+    // Every kind names its own fields, and refuses the others'.
     let nats = created(
         &bida,
         "/v1/brokers",
         json!({"name": "n", "kind": "nats", "url": bida_testkit::nats::url()}),
     )
     .await;
-    for request in [
-        json!({"body": {"n": 1}}),
-        json!({"subject": "orders", "body": {"n": 1}}),
-    ] {
-        let (status, problem) = produce(&bida, &nats, &request).await;
-        assert_eq!(status, 409, "{request} → {problem}");
-        assert!(
-            problem["detail"]
-                .as_str()
-                .is_some_and(|d| d.to_lowercase().contains("nats")),
-            "names the kind: {problem}"
-        );
+    refused(&bida, &nats, json!({"body": {"n": 1}}), &["subject"]).await;
+    refused(
+        &bida,
+        &nats,
+        json!({"subject": "orders", "topic": "orders", "body": 1}),
+        &["topic"],
+    )
+    .await;
+}
+
+async fn broker_of(bida: &Bida, kind: &str, settings: Value) -> String {
+    let mut broker = json!({"name": kind, "kind": kind});
+    broker
+        .as_object_mut()
+        .unwrap()
+        .extend(settings.as_object().unwrap().clone());
+    created(bida, "/v1/brokers", broker).await
+}
+
+#[tokio::test]
+async fn nats_messages_are_acknowledged_by_their_stream_and_read_back() {
+    let stream = TestStream::create().await;
+    let bida = Bida::start("").await;
+    let broker = broker_of(&bida, "nats", json!({"url": bida_testkit::nats::url()})).await;
+    let (paid, refunded) = (format!("{}.paid", stream.name), format!("{}.refunded", stream.name));
+
+    let document = json!({"id": "order-1", "note": "héllo ✓"});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x01, 0xFE, b'\n', 0x80];
+    let request = json!({"messages": [
+        {"subject": paid, "body": document, "headers": {"x-trace": "t-1", "tenant": "acme"}, "msg_id": "m-1"},
+        {"subject": refunded, "body_base64": STANDARD.encode(&binary), "content_type": "image/png"},
+        {"subject": paid, "body": "the same id again", "msg_id": "m-1"},
+    ]});
+    let (status, answer) = produce(&bida, &broker, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let written = results(&answer);
+    assert_eq!(written.len(), 3, "{answer}");
+    for (index, (subject, sequence, duplicate)) in [(&paid, 1, false), (&refunded, 2, false), (&paid, 1, true)]
+        .into_iter()
+        .enumerate()
+    {
+        assert_eq!(written[index]["index"], index, "{answer}");
+        assert_eq!(written[index]["subject"], *subject, "{answer}");
+        assert_eq!(written[index]["stream"], stream.name, "{answer}");
+        assert_eq!(written[index]["sequence"], sequence, "{answer}");
+        assert_eq!(written[index]["duplicate"], duplicate, "{answer}");
     }
+
+    let stored = stream.read_all().await;
+    assert_eq!(stored.len(), 2, "the duplicate is not stored: {stored:?}");
+    assert_eq!((stored[0].sequence, stored[0].subject.as_str()), (1, paid.as_str()));
+    assert_eq!(stored[0].payload, serde_json::to_vec(&document).unwrap());
+    assert_eq!(
+        stored[0].headers,
+        strings(&[
+            ("Content-Type", "application/json"),
+            ("x-trace", "t-1"),
+            ("tenant", "acme"),
+            ("Nats-Msg-Id", "m-1"),
+        ])
+    );
+    assert_eq!(stored[1].payload, binary, "bytes as sent, 0x00 and 0xFF included");
+    assert_eq!(stored[1].headers, strings(&[("Content-Type", "image/png")]));
+
+    // One message alone: the same shape, the next sequence.
+    let (status, answer) = produce(&bida, &broker, &json!({"subject": paid, "body_base64": "AP8="})).await;
+    assert_eq!(status, 200, "{answer}");
+    let single = results(&answer);
+    assert_eq!((single.len(), &single[0]["sequence"]), (1, &json!(3)), "{answer}");
+    let stored = stream.read_all().await;
+    assert_eq!(stored[2].payload, [0x00, 0xFF]);
+    assert_eq!(
+        stored[2].headers,
+        strings(&[("Content-Type", "application/octet-stream")])
+    );
+
+    // A subject no stream takes is refused by name, nothing written.
+    let problem = refused(
+        &bida,
+        &broker,
+        json!({"subject": format!("{}-none.x", stream.name), "body": 1}),
+        &["subject"],
+    )
+    .await;
+    assert_eq!(problem["written"], json!([]), "{problem}");
+}
+
+#[tokio::test]
+async fn redis_messages_are_appended_as_entries_and_read_back() {
+    let stream = bida_testkit::redis::TestStream::create();
+    let bida = Bida::start("").await;
+    let broker = broker_of(&bida, "redis", json!({"url": bida_testkit::redis::url()})).await;
+
+    // An entry id of the client's own first, then Redis's.
+    let (status, answer) = produce(
+        &bida,
+        &broker,
+        &json!({"stream": stream.name, "id": "5-1", "body": {"n": 0}}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        results(&answer),
+        [json!({"index": 0, "stream": stream.name, "id": "5-1"})]
+    );
+
+    let document = json!({"id": "order-1", "note": "héllo ✓"});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x01, 0xFE, b'\n', 0x80];
+    let traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    let request = json!({"messages": [
+        {"stream": stream.name, "key": "customer-7", "body": document, "headers": {"traceparent": traceparent, "tenant": "acme"}},
+        {"stream": stream.name, "body_base64": STANDARD.encode(&binary), "content_type": "image/png", "maxlen": 1000},
+    ]});
+    let (status, answer) = produce(&bida, &broker, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let written = results(&answer);
+    assert_eq!(written.len(), 2, "{answer}");
+
+    let entries = stream.entries().await;
+    assert_eq!(entries.len(), 3, "{entries:?}");
+    let ids: Vec<&str> = entries.iter().map(|(id, _)| id.as_str()).collect();
+    assert_eq!(ids[0], "5-1");
+    for (index, result) in written.iter().enumerate() {
+        assert_eq!(result["index"], index, "{answer}");
+        assert_eq!(result["stream"], stream.name, "{answer}");
+        assert_eq!(result["id"], ids[index + 1], "the id the entry got: {answer}");
+    }
+    let byte_fields = |pairs: &[(&str, &[u8])]| -> BTreeMap<String, Vec<u8>> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_vec())).collect()
+    };
+    let json_body = serde_json::to_vec(&document).unwrap();
+    assert_eq!(
+        entries[1].1,
+        byte_fields(&[
+            ("body", &json_body),
+            ("key", b"customer-7"),
+            ("content_type", b"application/json"),
+            ("traceparent", traceparent.as_bytes()),
+            ("tenant", b"acme"),
+        ])
+    );
+    assert_eq!(
+        entries[2].1,
+        byte_fields(&[("body", &binary), ("content_type", b"image/png")]),
+        "bytes as sent, 0x00 and 0xFF included"
+    );
+
+    // An id not above the stream's last is refused by name, nothing written.
+    let problem = refused(
+        &bida,
+        &broker,
+        json!({"stream": stream.name, "id": "5-1", "body": 1}),
+        &["id"],
+    )
+    .await;
+    assert_eq!(problem["written"], json!([]), "{problem}");
+    // A header may not take a field the message fills.
+    refused(
+        &bida,
+        &broker,
+        json!({"stream": stream.name, "body": 1, "headers": {"key": "x"}}),
+        &["headers.key"],
+    )
+    .await;
+    assert_eq!(stream.entries().await.len(), 3, "nothing written from refused requests");
+}
+
+#[tokio::test]
+async fn mqtt_messages_are_acknowledged_and_received_with_their_properties() {
+    let mqtt = MqttBroker::start().await;
+    let mut subscriber = mqtt.subscribe(&format!("{}/#", mqtt.base)).await;
+    let bida = Bida::start("").await;
+    let broker = broker_of(&bida, "mqtt", json!({"url": mqtt.url()})).await;
+
+    let document = json!({"id": "order-1", "note": "héllo ✓"});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x01, 0xFE, b'\n', 0x80];
+    let topic = |level: &str| format!("{}/{level}", mqtt.base);
+    let request = json!({"messages": [
+        {"topic": topic("a"), "key": "customer-7", "message_id": "m-1", "body": document, "headers": {"x-trace": "t-1"}},
+        {"topic": topic("b"), "qos": 2, "body_base64": STANDARD.encode(&binary), "content_type": "image/png"},
+        {"topic": topic("c"), "qos": 0, "body": "at most once"},
+    ]});
+    let (status, answer) = produce(&bida, &broker, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        results(&answer),
+        [
+            json!({"index": 0, "topic": topic("a"), "qos": 1, "confirmed": true}),
+            json!({"index": 1, "topic": topic("b"), "qos": 2, "confirmed": true}),
+            json!({"index": 2, "topic": topic("c"), "qos": 0, "confirmed": false}),
+        ]
+    );
+
+    let mut received = subscriber.take(3).await;
+    received.sort_by(|a, b| a.topic.cmp(&b.topic));
+    let first = &received[0];
+    assert_eq!(first.payload, serde_json::to_vec(&document).unwrap());
+    assert_eq!((first.topic.as_str(), first.qos), (topic("a").as_str(), 1));
+    assert_eq!(first.content_type.as_deref(), Some("application/json"));
+    assert_eq!(first.correlation_data.as_deref(), Some(&b"m-1"[..]));
+    assert_eq!(
+        first.user_properties,
+        [
+            ("x-trace".to_string(), "t-1".to_string()),
+            ("bida-key".to_string(), "customer-7".to_string())
+        ]
+    );
+    let second = &received[1];
+    assert_eq!(second.payload, binary, "bytes as sent, 0x00 and 0xFF included");
+    assert_eq!((second.qos, second.content_type.as_deref()), (2, Some("image/png")));
+    assert!(second.user_properties.is_empty() && second.correlation_data.is_none());
+    assert_eq!(received[2].payload, br#""at most once""#);
+
+    // Retained: a subscriber that comes later gets it.
+    let (status, answer) = produce(
+        &bida,
+        &broker,
+        &json!({"topic": topic("kept"), "retain": true, "body_base64": "AP8="}),
+    )
+    .await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(results(&answer)[0]["confirmed"], true, "{answer}");
+    let mut later = mqtt.subscribe(&topic("kept")).await;
+    let kept = later.take(1).await;
+    assert_eq!((kept[0].payload.as_slice(), kept[0].retain), (&[0x00, 0xFF][..], true));
+}
+
+#[tokio::test]
+async fn activemq_messages_are_received_by_the_broker_and_read_back() {
+    let queue = bida_testkit::activemq::TestQueue::create();
+    let bida = Bida::start("").await;
+    let broker = broker_of(&bida, "activemq", json!({"url": bida_testkit::activemq::url()})).await;
+
+    let document = json!({"id": "order-1", "note": "héllo ✓"});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x01, 0xFE, b'\n', 0x80, 0x00];
+    let request = json!({"messages": [
+        {
+            "queue": queue.name,
+            "key": "customer-7",
+            "correlation_id": "c-1",
+            "priority": 7,
+            "body": document,
+            "headers": {"x-trace": "t-1", "colon:and\\back": "a:b"},
+        },
+        {"queue": queue.name, "persistent": false, "body_base64": STANDARD.encode(&binary), "content_type": "image/png"},
+    ]});
+    let (status, answer) = produce(&bida, &broker, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let destination = format!("/queue/{}", queue.name);
+    assert_eq!(
+        results(&answer),
+        [
+            json!({"index": 0, "destination": destination, "confirmed": true}),
+            json!({"index": 1, "destination": destination, "confirmed": true}),
+        ]
+    );
+    let (status, answer) = produce(&bida, &broker, &json!({"queue": queue.name, "body_base64": "AP8="})).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(results(&answer).len(), 1, "{answer}");
+
+    // ActiveMQ keeps persistent and non-persistent messages apart: they
+    // may come in another order.
+    let read = queue.take(3).await;
+    let with_type = |content_type: &str| {
+        read.iter()
+            .find(|m| m.header("content-type") == Some(content_type))
+            .unwrap_or_else(|| panic!("no {content_type} message in {read:?}"))
+    };
+    let first = with_type("application/json");
+    assert_eq!(first.body, serde_json::to_vec(&document).unwrap());
+    for (name, value) in [
+        ("content-type", "application/json"),
+        ("bida-key", "customer-7"),
+        ("correlation-id", "c-1"),
+        ("priority", "7"),
+        ("persistent", "true"),
+        ("x-trace", "t-1"),
+        ("colon:and\\back", "a:b"),
+    ] {
+        assert_eq!(first.header(name), Some(value), "{name} of {first:?}");
+    }
+    let second = with_type("image/png");
+    assert_eq!(second.body, binary, "bytes as sent, 0x00 and 0xFF included");
+    assert_ne!(second.header("persistent"), Some("true"), "{second:?}");
+    assert_eq!(with_type("application/octet-stream").body, [0x00, 0xFF]);
+
+    // A header STOMP gives a meaning of its own is refused by name.
+    refused(
+        &bida,
+        &broker,
+        json!({"queue": queue.name, "body": 1, "headers": {"destination": "/queue/other"}}),
+        &["headers.destination"],
+    )
+    .await;
 }

@@ -75,6 +75,113 @@ impl TestQueue {
     }
 }
 
+/// A message as a STOMP subscriber received it: its headers (unescaped)
+/// and its body (as long as its `content-length` says).
+#[derive(Clone, Debug)]
+pub struct ReadMessage {
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl ReadMessage {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    }
+}
+
+fn unescape(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('r') => out.push('\r'),
+            Some('c') => out.push(':'),
+            Some(other) => out.push(other),
+            None => {}
+        }
+    }
+    out
+}
+
+/// One whole frame from `buffer` (heart-beats skipped), if it holds one.
+fn parse_frame(buffer: &mut Vec<u8>) -> Option<(String, ReadMessage)> {
+    while buffer.first().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        buffer.remove(0);
+    }
+    let head_end = buffer.windows(2).position(|w| w == b"\n\n")? + 2;
+    let head = String::from_utf8_lossy(&buffer[..head_end]).to_string();
+    let mut lines = head.lines().map(|line| line.trim_end_matches('\r'));
+    let command = lines.next().unwrap_or_default().to_string();
+    let headers: Vec<(String, String)> = lines
+        .filter(|line| !line.is_empty())
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (unescape(name), unescape(value)))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(name, _)| name == "content-length")
+        .map(|(_, value)| value.parse::<usize>().expect("a content-length"));
+    let body_end = match length {
+        Some(length) => (buffer.len() > head_end + length).then_some(head_end + length)?,
+        None => head_end + buffer[head_end..].iter().position(|b| *b == 0)?,
+    };
+    let body = buffer[head_end..body_end].to_vec();
+    buffer.drain(..=body_end);
+    Some((command, ReadMessage { headers, body }))
+}
+
+impl TestQueue {
+    /// Takes `count` messages off the queue (acknowledged as they come),
+    /// on a connection of its own; panics if they do not come in 30 s.
+    pub async fn take(&self, count: usize) -> Vec<ReadMessage> {
+        let address = url();
+        let host_port = address.trim_start_matches("stomp://").trim_end_matches('/');
+        let host_port = host_port.rsplit('@').next().unwrap_or(host_port);
+        let mut stream = TcpStream::connect(host_port).await.expect("connect to ActiveMQ");
+        stream
+            .write_all(b"CONNECT\naccept-version:1.2\nhost:localhost\nheart-beat:0,0\n\n\0")
+            .await
+            .expect("CONNECT");
+        let subscribe = frame(
+            "SUBSCRIBE",
+            &[
+                ("destination", &format!("/queue/{}", self.name)),
+                ("id", "0"),
+                ("ack", "auto"),
+            ],
+            &[],
+        );
+        stream.write_all(&subscribe).await.expect("SUBSCRIBE");
+        let mut buffer = Vec::new();
+        let mut taken = Vec::new();
+        while taken.len() < count {
+            while let Some((command, message)) = parse_frame(&mut buffer) {
+                assert_ne!(command, "ERROR", "ActiveMQ refused: {message:?}");
+                if command == "MESSAGE" {
+                    taken.push(message);
+                }
+            }
+            if taken.len() >= count {
+                break;
+            }
+            let mut chunk = [0u8; 65536];
+            let read = tokio::time::timeout(Duration::from_secs(30), stream.read(&mut chunk))
+                .await
+                .unwrap_or_else(|_| panic!("{} of {count} messages from {}", taken.len(), self.name))
+                .expect("read from ActiveMQ");
+            assert!(read > 0, "ActiveMQ closed the connection");
+            buffer.extend_from_slice(&chunk[..read]);
+        }
+        let _ = stream.write_all(b"DISCONNECT\n\n\0").await;
+        taken
+    }
+}
+
 /// Sends each message to `destination` (`/queue/...` or `/topic/...`) and
 /// waits for a receipt of each, on a connection of its own.
 pub async fn publish(destination: &str, messages: impl IntoIterator<Item = (Option<String>, Vec<u8>)>) {

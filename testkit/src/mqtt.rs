@@ -215,6 +215,89 @@ impl TestBroker {
     }
 }
 
+/// A message as a subscriber received it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    pub topic: String,
+    pub payload: Vec<u8>,
+    pub qos: u8,
+    pub retain: bool,
+    pub content_type: Option<String>,
+    pub correlation_data: Option<Vec<u8>>,
+    pub user_properties: Vec<(String, String)>,
+}
+
+/// A subscriber (QoS 2: messages come at the QoS they were published
+/// with) whose messages arrive on a channel.
+pub struct Subscriber {
+    messages: tokio::sync::mpsc::UnboundedReceiver<Received>,
+    driver: tokio::task::JoinHandle<()>,
+}
+
+impl TestBroker {
+    /// Subscribes to `filter` and returns once the broker confirmed it.
+    pub async fn subscribe(&self, filter: &str) -> Subscriber {
+        let options = MqttOptions::new(
+            format!("subscriber-{}", uuid::Uuid::new_v4().simple()),
+            "127.0.0.1",
+            self.port,
+        );
+        let (client, mut events) = AsyncClient::new(options, 64);
+        client.subscribe(filter, QoS::ExactlyOnce).await.expect("subscribe");
+        loop {
+            match tokio::time::timeout(Duration::from_secs(30), events.poll()).await {
+                Ok(Ok(Event::Incoming(Packet::SubAck(_)))) => break,
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => panic!("subscribing to MQTT: {e}"),
+                Err(_) => panic!("no SUBACK from MQTT in 30 s"),
+            }
+        }
+        let (sender, messages) = tokio::sync::mpsc::unbounded_channel();
+        let driver = tokio::spawn(async move {
+            let _client = client;
+            while let Ok(event) = events.poll().await {
+                if let Event::Incoming(Packet::Publish(publish)) = event {
+                    let properties = publish.properties.clone().unwrap_or_default();
+                    let received = Received {
+                        topic: String::from_utf8_lossy(&publish.topic).into_owned(),
+                        payload: publish.payload.to_vec(),
+                        qos: publish.qos as u8,
+                        retain: publish.retain,
+                        content_type: properties.content_type,
+                        correlation_data: properties.correlation_data.map(|data| data.to_vec()),
+                        user_properties: properties.user_properties,
+                    };
+                    if sender.send(received).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Subscriber { messages, driver }
+    }
+}
+
+impl Subscriber {
+    /// The next `count` messages (panics if they do not come within 30 s).
+    pub async fn take(&mut self, count: usize) -> Vec<Received> {
+        let mut taken = Vec::with_capacity(count);
+        while taken.len() < count {
+            let received = tokio::time::timeout(Duration::from_secs(30), self.messages.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{} of {count} MQTT messages came", taken.len()))
+                .expect("the subscriber's connection");
+            taken.push(received);
+        }
+        taken
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.driver.abort();
+    }
+}
+
 impl Drop for TestBroker {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -86,6 +86,44 @@ impl TestStream {
             ack.await.expect("stream acknowledgement");
         }
     }
+
+    /// Every message the stream holds, oldest first.
+    pub async fn read_all(&self) -> Vec<StoredMessage> {
+        let mut stream = self.jetstream.get_stream(&self.name).await.expect("the test stream");
+        let state = stream.info().await.expect("stream info").state.clone();
+        let mut messages = Vec::new();
+        if state.messages == 0 {
+            return messages;
+        }
+        for sequence in state.first_sequence..=state.last_sequence {
+            let message = stream.get_raw_message(sequence).await.expect("a stored message");
+            let headers = message
+                .headers
+                .iter()
+                .map(|(name, values)| {
+                    let values: Vec<String> = values.iter().map(|v| v.as_str().to_string()).collect();
+                    (name.to_string(), values.join(","))
+                })
+                .collect();
+            messages.push(StoredMessage {
+                sequence,
+                subject: message.subject.to_string(),
+                headers,
+                payload: message.payload.to_vec(),
+            });
+        }
+        messages
+    }
+}
+
+/// A message as the stream stored it.
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    pub sequence: u64,
+    pub subject: String,
+    /// Header values by name (several values joined by commas).
+    pub headers: std::collections::BTreeMap<String, String>,
+    pub payload: Vec<u8>,
 }
 
 /// Kills the machine's nats-server (SIGKILL: nothing flushed on the way

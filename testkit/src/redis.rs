@@ -51,6 +51,31 @@ impl TestStream {
         }
     }
 
+    /// The stream's entries (id, fields), oldest first.
+    pub async fn entries(&self) -> Vec<(String, std::collections::BTreeMap<String, Vec<u8>>)> {
+        let entries: redis::streams::StreamRangeReply =
+            connection().await.xrange_all(&self.name).await.expect("XRANGE");
+        entries
+            .ids
+            .into_iter()
+            .map(|entry| {
+                let fields = entry
+                    .map
+                    .into_iter()
+                    .map(|(name, value)| {
+                        let bytes = match value {
+                            redis::Value::BulkString(bytes) => bytes,
+                            redis::Value::SimpleString(text) => text.into_bytes(),
+                            other => panic!("a stream field of another type: {other:?}"),
+                        };
+                        (name, bytes)
+                    })
+                    .collect();
+                (entry.id, fields)
+            })
+            .collect()
+    }
+
     /// The stream's entry ids, oldest first.
     pub async fn ids(&self) -> Vec<String> {
         let entries: redis::streams::StreamRangeReply =

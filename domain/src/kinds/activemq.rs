@@ -171,6 +171,154 @@ impl SourceSpec for ActivemqSource {
     }
 }
 
+/// Where a message written through Bida goes (`POST /v1/brokers/{id}/messages`):
+/// a STOMP `SEND` to a queue, a virtual topic (read by each group's queue)
+/// or a plain topic, written once the broker's receipt comes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ActivemqTarget {
+    /// A queue (`orders`).
+    #[serde(default)]
+    pub queue: Option<String>,
+    /// A virtual topic (`orders`, sent to `VirtualTopic.orders`): every
+    /// group reading it gets the message.
+    #[serde(default)]
+    pub virtual_topic: Option<String>,
+    /// A plain topic: only subscribers connected now get it.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// The ordering key, as the `bida-key` header.
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub correlation_id: Option<String>,
+    /// 0 to 9 (JMS priority; 4 by default).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 9))]
+    pub priority: Option<u8>,
+    /// How long the message may wait before the broker drops it.
+    #[serde(default)]
+    pub expiration_ms: Option<u64>,
+    /// Kept on disk by the broker; true unless false.
+    #[serde(default = "persistent")]
+    pub persistent: bool,
+}
+
+fn persistent() -> bool {
+    true
+}
+
+/// Headers STOMP or ActiveMQ give a meaning of their own: the message's
+/// fields set them.
+pub const RESERVED_HEADERS: [&str; 14] = [
+    "destination",
+    "receipt",
+    "content-length",
+    "content-type",
+    "transaction",
+    "persistent",
+    "priority",
+    "expires",
+    "correlation-id",
+    "reply-to",
+    "message-id",
+    "subscription",
+    "ack",
+    "bida-key",
+];
+
+impl ActivemqTarget {
+    /// The STOMP destination: `/queue/<name>` or `/topic/<name>`.
+    pub fn stomp_destination(&self) -> String {
+        match (&self.queue, &self.virtual_topic, &self.topic) {
+            (Some(queue), _, _) => format!("/queue/{queue}"),
+            (None, Some(topic), _) => format!("/topic/VirtualTopic.{topic}"),
+            (None, None, Some(topic)) => format!("/topic/{topic}"),
+            (None, None, None) => String::new(),
+        }
+    }
+
+    /// Where the message goes, as lists name it: the queue, or the topic.
+    pub fn destination(&self) -> String {
+        match (&self.queue, &self.virtual_topic, &self.topic) {
+            (Some(queue), _, _) => queue.clone(),
+            (None, Some(topic), _) => format!("VirtualTopic.{topic}"),
+            (None, None, Some(topic)) => topic.clone(),
+            (None, None, None) => String::new(),
+        }
+    }
+
+    /// The field naming the destination (what a refusal names).
+    pub fn destination_field(&self) -> &'static str {
+        match (&self.queue, &self.virtual_topic) {
+            (Some(_), _) => "queue",
+            (None, Some(_)) => "virtual_topic",
+            (None, None) => "topic",
+        }
+    }
+
+    pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
+        let named = [
+            ("queue", &self.queue),
+            ("virtual_topic", &self.virtual_topic),
+            ("topic", &self.topic),
+        ];
+        match named.iter().filter(|(_, value)| value.is_some()).count() {
+            0 => errors.add(
+                format!("{context}queue"),
+                "is required: a queue, a virtual_topic or a topic",
+            ),
+            1 => {}
+            _ => errors.add(
+                format!("{context}{}", self.destination_field()),
+                "name one of queue, virtual_topic and topic",
+            ),
+        }
+        for (field, value) in named {
+            if let Some(name) = value {
+                let name = if field == "virtual_topic" {
+                    name.strip_prefix("VirtualTopic.").unwrap_or(name)
+                } else {
+                    name
+                };
+                if !is_plain_name(name) {
+                    errors.add(
+                        format!("{context}{field}"),
+                        "must be a destination name (no *, >, commas, slashes or spaces)",
+                    );
+                }
+            }
+        }
+        if self.priority.is_some_and(|p| p > 9) {
+            errors.add(format!("{context}priority"), "must be 0 to 9");
+        }
+        if self.expiration_ms == Some(0) {
+            errors.add(format!("{context}expiration_ms"), "must be 1 or more");
+        }
+    }
+
+    /// Headers go as STOMP headers: not those the message's fields set.
+    pub fn check_headers(
+        &self,
+        headers: &std::collections::BTreeMap<String, String>,
+        context: &str,
+        errors: &mut ValidationErrors,
+    ) {
+        for name in headers.keys() {
+            if RESERVED_HEADERS
+                .iter()
+                .any(|reserved| reserved.eq_ignore_ascii_case(name))
+            {
+                errors.add(
+                    format!("{context}headers.{name}"),
+                    "is a STOMP header the message's own fields set",
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

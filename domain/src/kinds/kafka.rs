@@ -186,6 +186,11 @@ pub struct KafkaTarget {
 }
 
 impl KafkaTarget {
+    /// Where the message goes, as lists name it: the topic.
+    pub fn destination(&self) -> String {
+        self.topic.clone()
+    }
+
     pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
         let legal = |c: char| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-');
         if self.topic.is_empty() || self.topic.len() > 249 || !self.topic.chars().all(legal) {

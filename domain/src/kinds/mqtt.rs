@@ -128,6 +128,66 @@ impl SourceSpec for MqttSource {
     }
 }
 
+/// Where a message written through Bida goes (`POST /v1/brokers/{id}/messages`):
+/// an MQTT 5 publish, its content type in the content type property and
+/// its headers as user properties.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MqttTarget {
+    /// The topic (no wildcards).
+    pub topic: String,
+    /// 1 (default): written once the broker acknowledges it (`PUBACK`);
+    /// 2: once it completes (`PUBCOMP`); 0: sent, not confirmed.
+    #[serde(default = "at_least_once")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 2))]
+    pub qos: u8,
+    /// The broker keeps it as the topic's retained message.
+    #[serde(default)]
+    pub retain: bool,
+    /// The ordering key, as the `bida-key` user property (Bida's MQTT
+    /// consumers use the topic otherwise).
+    #[serde(default)]
+    pub key: Option<String>,
+    /// Sent as correlation data, which Bida's MQTT consumers take as the
+    /// message id (repeats with the same id are one task).
+    #[serde(default)]
+    pub message_id: Option<String>,
+    /// How long the broker keeps it for subscribers that are away.
+    #[serde(default)]
+    pub expiry_seconds: Option<u32>,
+}
+
+fn at_least_once() -> u8 {
+    1
+}
+
+impl MqttTarget {
+    /// Where the message goes, as lists name it: the topic.
+    pub fn destination(&self) -> String {
+        self.topic.clone()
+    }
+
+    pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
+        let topic = &self.topic;
+        if topic.is_empty() || topic.len() > 65_535 || topic.contains(['+', '#']) || topic.chars().any(char::is_control)
+        {
+            errors.add(
+                format!("{context}topic"),
+                "must be a topic name (orders/paid; no + or # wildcards, no control characters)",
+            );
+        }
+        if self.qos > 2 {
+            errors.add(format!("{context}qos"), "must be 0, 1 or 2");
+        }
+        for (field, value) in [("key", &self.key), ("message_id", &self.message_id)] {
+            if value.as_ref().is_some_and(|v| v.is_empty() || v.len() > 65_535) {
+                errors.add(format!("{context}{field}"), "must be 1 to 65,535 bytes");
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,7 @@
 //! through a durable pull consumer, the subject being a message's key.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::kafka::StartAt;
 use super::{is_destination_name, is_url, map_url_password, Capabilities, ConnectionSpec, FormField, SourceSpec};
@@ -161,6 +162,66 @@ impl SourceSpec for NatsSource {
 
     fn exclusive_group(&self) -> Option<&str> {
         Some(&self.durable)
+    }
+}
+
+/// Where a message written through Bida goes (`POST /v1/brokers/{id}/messages`):
+/// a subject of a JetStream stream, which acknowledges it with its sequence.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct NatsTarget {
+    /// The subject (`orders.paid`); a stream must take it. Bida's NATS
+    /// consumers read it as the message's key.
+    pub subject: String,
+    /// Sent as `Nats-Msg-Id`: the stream drops a message with an id it saw
+    /// within its duplicate window (answered `duplicate: true`).
+    #[serde(default)]
+    pub msg_id: Option<String>,
+}
+
+impl NatsTarget {
+    /// Where the message goes, as lists name it: the subject.
+    pub fn destination(&self) -> String {
+        self.subject.clone()
+    }
+
+    pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
+        let subject = &self.subject;
+        if subject.is_empty()
+            || subject.len() > 4096
+            || subject
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || c == '*' || c == '>')
+            || subject.split('.').any(str::is_empty)
+        {
+            errors.add(
+                format!("{context}subject"),
+                "must be a subject like orders.paid (no spaces, wildcards or empty tokens)",
+            );
+        }
+        if self
+            .msg_id
+            .as_ref()
+            .is_some_and(|id| id.is_empty() || id.len() > 1024 || id.chars().any(char::is_control))
+        {
+            errors.add(
+                format!("{context}msg_id"),
+                "must be 1 to 1024 characters without control characters",
+            );
+        }
+    }
+
+    /// NATS header names are visible ASCII without `:`.
+    pub fn check_headers(&self, headers: &BTreeMap<String, String>, context: &str, errors: &mut ValidationErrors) {
+        for name in headers.keys() {
+            if !name.chars().all(|c| c.is_ascii_graphic() && c != ':') {
+                errors.add(
+                    format!("{context}headers.{name}"),
+                    "NATS header names are visible ASCII characters without `:`",
+                );
+            }
+        }
     }
 }
 

@@ -1,8 +1,8 @@
 //! Messages written to a broker through Bida (`POST /v1/brokers/{id}/messages`):
 //! the body, content type and headers every kind shares, and where each
 //! goes in its kind's own fields (`topic` for Kafka, `routing_key` for
-//! RabbitMQ...). The `targets!` line is the one place naming the kinds that
-//! can be written to; the others are refused by name.
+//! RabbitMQ, `subject` for NATS...). The `targets!` line is the one place
+//! naming the kinds that can be written to; the others are refused by name.
 
 use base64::Engine;
 use bytes::Bytes;
@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-use super::{fields, kafka, rabbitmq, BrokerKind};
+use super::{activemq, fields, kafka, mqtt, nats, rabbitmq, redis, rocketmq, BrokerKind};
 use crate::ValidationErrors;
 
 /// At most this many messages per request.
@@ -34,16 +34,38 @@ macro_rules! targets {
             $($variant($module::$target)),+
         }
 
+        impl Target {
+            /// Where the message goes, as lists and filters name it (a topic,
+            /// a subject, `exchange/routing_key`...).
+            pub fn destination(&self) -> String {
+                match self {
+                    $(Self::$variant(target) => target.destination()),+
+                }
+            }
+        }
+
         /// Whether Bida can write to this kind of broker.
         pub fn can_produce(kind: BrokerKind) -> bool {
             matches!(kind, $(BrokerKind::$variant)|+)
         }
 
-        fn parse_target(kind: BrokerKind, context: &str, rest: Map<String, Value>, errors: &mut ValidationErrors) -> Option<Target> {
+        /// The kinds Bida writes to.
+        pub const WRITABLE: &[BrokerKind] = &[$(BrokerKind::$variant),+];
+
+        fn parse_target(
+            kind: BrokerKind,
+            context: &str,
+            rest: Map<String, Value>,
+            headers: &BTreeMap<String, String>,
+            errors: &mut ValidationErrors,
+        ) -> Option<Target> {
             match kind {
                 $(BrokerKind::$variant => {
                     let target: $module::$target = fields::parse_as(kind, context, "message", rest, errors)?;
                     target.validate(&prefix(context), errors);
+                    // The kind's own `check_headers` where it has one (an
+                    // inherent method wins over the trait's), else none.
+                    target.check_headers(headers, &prefix(context), errors);
                     Some(Target::$variant(target))
                 })+
                 #[allow(unreachable_patterns)]
@@ -65,6 +87,25 @@ macro_rules! targets {
 targets! {
     Kafka => kafka::KafkaTarget,
     Rabbitmq => rabbitmq::RabbitmqTarget,
+    Nats => nats::NatsTarget,
+    Redis => redis::RedisTarget,
+    Mqtt => mqtt::MqttTarget,
+    Activemq => activemq::ActivemqTarget,
+    Rocketmq => rocketmq::RocketmqTarget,
+}
+
+/// Headers every kind takes as they are, unless its target has a
+/// `check_headers` of its own (Redis entry fields, STOMP headers and
+/// RocketMQ properties keep some names for themselves).
+trait AnyHeaders {
+    fn check_headers(&self, _headers: &BTreeMap<String, String>, _context: &str, _errors: &mut ValidationErrors) {}
+}
+
+impl<T> AnyHeaders for T {}
+
+/// The kinds Bida writes to, for people: `Kafka, RabbitMQ, ...`.
+fn writable_titles() -> String {
+    WRITABLE.iter().map(|kind| kind.title()).collect::<Vec<_>>().join(", ")
 }
 
 fn prefix(context: &str) -> String {
@@ -96,7 +137,7 @@ impl Request {
 
 /// A kind of broker Bida does not write to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("Bida cannot write to {} brokers yet (Kafka and RabbitMQ only)", .0.title())]
+#[error("Bida cannot write to {} brokers (only to {})", .0.title(), writable_titles())]
 pub struct CannotProduce(pub BrokerKind);
 
 /// The messages of a request: one message object, or `{"messages": [...]}`.
@@ -209,7 +250,7 @@ fn parse_message(kind: BrokerKind, context: &str, message: Value, errors: &mut V
             BTreeMap::new()
         }
     };
-    let target = parse_target(kind, context, fields, errors);
+    let target = parse_target(kind, context, fields, &headers, errors);
     (errors.0.len() == before).then_some(Outgoing {
         body,
         content_type,
@@ -305,9 +346,116 @@ mod tests {
         let mut errors = ValidationErrors::default();
         parse_request(BrokerKind::Kafka, json!({"messages": []}), &mut errors).unwrap();
         assert_eq!(fields(&errors), ["messages"]);
-        assert!(parse_request(BrokerKind::Nats, json!({"body": 1}), &mut errors).is_err());
+        assert!(
+            BrokerKind::ALL.iter().all(|kind| can_produce(*kind)),
+            "every kind is written to"
+        );
         let mut errors = ValidationErrors::default();
         parse_request(BrokerKind::Rabbitmq, json!({"body": 1}), &mut errors).unwrap();
         assert_eq!(fields(&errors), ["routing_key"]);
+    }
+
+    #[test]
+    fn every_kind_takes_its_own_fields_and_names_its_mistakes() {
+        let cases = [
+            (
+                BrokerKind::Nats,
+                json!({"subject": "orders.paid", "msg_id": "m-1", "body": 1}),
+                vec![],
+            ),
+            (
+                BrokerKind::Nats,
+                json!({"subject": "orders.*", "body": 1}),
+                vec!["subject"],
+            ),
+            (
+                BrokerKind::Nats,
+                json!({"subject": "a", "body": 1, "headers": {"a b": "x"}}),
+                vec!["headers.a b"],
+            ),
+            (
+                BrokerKind::Redis,
+                json!({"stream": "s", "key": "k", "id": "5-1", "maxlen": 10, "body": 1}),
+                vec![],
+            ),
+            (
+                BrokerKind::Redis,
+                json!({"stream": "s", "id": "x-1", "maxlen": 0, "body": 1}),
+                vec!["id", "maxlen"],
+            ),
+            (
+                BrokerKind::Redis,
+                json!({"stream": "s", "body": 1, "headers": {"body": "x", "trace": "t"}}),
+                vec!["headers.body"],
+            ),
+            (
+                BrokerKind::Mqtt,
+                json!({"topic": "a/b", "qos": 2, "retain": true, "body": 1}),
+                vec![],
+            ),
+            (
+                BrokerKind::Mqtt,
+                json!({"topic": "a/#", "qos": 3, "body": 1}),
+                vec!["topic", "qos"],
+            ),
+            (
+                BrokerKind::Activemq,
+                json!({"queue": "orders", "priority": 9, "body": 1}),
+                vec![],
+            ),
+            (
+                BrokerKind::Activemq,
+                json!({"virtual_topic": "orders", "body": 1, "headers": {"x": "y"}}),
+                vec![],
+            ),
+            (BrokerKind::Activemq, json!({"body": 1}), vec!["queue"]),
+            (
+                BrokerKind::Activemq,
+                json!({"queue": "a", "topic": "b", "priority": 10, "body": 1}),
+                vec!["queue", "priority"],
+            ),
+            (
+                BrokerKind::Activemq,
+                json!({"queue": "a", "body": 1, "headers": {"Persistent": "x"}}),
+                vec!["headers.Persistent"],
+            ),
+            (
+                BrokerKind::Rocketmq,
+                json!({"topic": "t", "tags": "paid", "keys": "k1 k2", "sharding_key": "s", "body": 1}),
+                vec![],
+            ),
+            (
+                BrokerKind::Rocketmq,
+                json!({"topic": "a b", "tags": "a || b", "body": 1, "headers": {"KEYS": "k"}}),
+                vec!["topic", "tags", "headers.KEYS"],
+            ),
+        ];
+        for (kind, request, expected) in cases {
+            let mut errors = ValidationErrors::default();
+            let parsed = parse_request(kind, request.clone(), &mut errors).unwrap();
+            assert_eq!(fields(&errors), expected, "{kind:?} {request}");
+            assert_eq!(parsed.messages.len(), usize::from(expected.is_empty()), "{request}");
+        }
+        let mut errors = ValidationErrors::default();
+        let parsed = parse_request(BrokerKind::Mqtt, json!({"topic": "a", "body": 1}), &mut errors).unwrap();
+        let Target::Mqtt(target) = &parsed.messages[0].target else {
+            panic!("an MQTT target")
+        };
+        assert_eq!((target.qos, target.retain), (1, false), "QoS 1 unless asked");
+        assert_eq!(parsed.messages[0].target.destination(), "a");
+        let parsed = parse_request(
+            BrokerKind::Activemq,
+            json!({"virtual_topic": "o", "body": 1}),
+            &mut errors,
+        )
+        .unwrap();
+        let Target::Activemq(target) = &parsed.messages[0].target else {
+            panic!("an ActiveMQ target")
+        };
+        assert_eq!(target.stomp_destination(), "/topic/VirtualTopic.o");
+        assert!(target.persistent);
+        assert!(CannotProduce(BrokerKind::Kafka)
+            .to_string()
+            .contains("Kafka, RabbitMQ, NATS"));
     }
 }

@@ -157,6 +157,16 @@ fn persistent() -> bool {
 }
 
 impl RabbitmqTarget {
+    /// Where the message goes, as lists name it: the routing key (a queue,
+    /// through the default exchange), or `exchange/routing_key`.
+    pub fn destination(&self) -> String {
+        if self.exchange.is_empty() {
+            self.routing_key.clone()
+        } else {
+            format!("{}/{}", self.exchange, self.routing_key)
+        }
+    }
+
     pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
         // AMQP short strings: at most 255 bytes.
         for (field, value) in [

@@ -4,6 +4,7 @@
 //! trace context each in a field of their own.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 use super::kafka::StartAt;
 use super::{is_destination_name, is_url, map_url_password, Capabilities, ConnectionSpec, FormField, SourceSpec};
@@ -155,6 +156,77 @@ impl SourceSpec for RedisSource {
 
     fn exclusive_group(&self) -> Option<&str> {
         Some(&self.group)
+    }
+}
+
+/// Where a message written through Bida goes (`POST /v1/brokers/{id}/messages`):
+/// an entry appended to a stream (`XADD`), in the fields Bida's Redis
+/// consumers read: `body`, `key`, `content_type`, and each header as a
+/// field of its own (`traceparent` included).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RedisTarget {
+    /// The stream's key (created by the first entry).
+    pub stream: String,
+    /// The ordering key, written in the `key` field.
+    #[serde(default)]
+    pub key: Option<String>,
+    /// The entry id (`1700000000000-0`); Redis makes one when absent, and
+    /// refuses one not above the stream's last.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// Trims the stream to about this many entries (`MAXLEN ~`).
+    #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
+    pub maxlen: Option<u64>,
+}
+
+/// Entry fields the message itself fills: headers may not take them.
+pub const RESERVED_FIELDS: [&str; 3] = [DEFAULT_BODY_FIELD, DEFAULT_KEY_FIELD, "content_type"];
+
+impl RedisTarget {
+    /// Where the message goes, as lists name it: the stream's key.
+    pub fn destination(&self) -> String {
+        self.stream.clone()
+    }
+
+    pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
+        if self.stream.is_empty() || self.stream.len() > 1024 || self.stream.chars().any(char::is_control) {
+            errors.add(
+                format!("{context}stream"),
+                "must be a stream key (1 to 1024 characters, no control characters)",
+            );
+        }
+        if let Some(id) = &self.id {
+            let number = |text: &str| !text.is_empty() && text.len() <= 20 && text.parse::<u64>().is_ok();
+            let valid = match id.split_once('-') {
+                Some((ms, "*")) => number(ms),
+                Some((ms, seq)) => number(ms) && number(seq),
+                None => number(id),
+            };
+            if !valid || id == "0-0" || id == "0" {
+                errors.add(
+                    format!("{context}id"),
+                    "must be an entry id above 0-0: <milliseconds>-<sequence>, <milliseconds>-* or <milliseconds>",
+                );
+            }
+        }
+        if self.maxlen == Some(0) {
+            errors.add(format!("{context}maxlen"), "must be 1 or more");
+        }
+    }
+
+    /// Headers become entry fields: not the fields the message fills.
+    pub fn check_headers(&self, headers: &BTreeMap<String, String>, context: &str, errors: &mut ValidationErrors) {
+        for name in headers.keys() {
+            if RESERVED_FIELDS.contains(&name.as_str()) {
+                errors.add(
+                    format!("{context}headers.{name}"),
+                    "is a field the message fills (body, key, content_type): use the message's own field",
+                );
+            }
+        }
     }
 }
 

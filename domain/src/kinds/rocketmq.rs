@@ -181,6 +181,104 @@ impl SourceSpec for RocketmqSource {
     }
 }
 
+/// Where a message written through Bida goes (`POST /v1/brokers/{id}/messages`):
+/// a topic's queue (the sharding key's, or the next in turn), written once
+/// the broker stored it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RocketmqTarget {
+    pub topic: String,
+    /// The message's tag (`paid`), which tag filters match.
+    #[serde(default)]
+    pub tags: Option<String>,
+    /// Its keys (`KEYS`, separated by spaces): RocketMQ indexes them, and
+    /// Bida's consumers take the first as the ordering key.
+    #[serde(default)]
+    pub keys: Option<String>,
+    /// Messages with one sharding key go to one queue, in order; Bida's
+    /// consumers take it as the ordering key.
+    #[serde(default)]
+    pub sharding_key: Option<String>,
+}
+
+/// Property names RocketMQ keeps for itself (its `MessageConst`): headers
+/// may not take them.
+pub const RESERVED_PROPERTIES: [&str; 18] = [
+    "KEYS",
+    "TAGS",
+    "WAIT",
+    "DELAY",
+    "RETRY_TOPIC",
+    "REAL_TOPIC",
+    "REAL_QID",
+    "TRAN_MSG",
+    "PGROUP",
+    "MIN_OFFSET",
+    "MAX_OFFSET",
+    "BUYER_ID",
+    "ORIGIN_MESSAGE_ID",
+    "UNIQ_KEY",
+    "MSG_REGION",
+    "TRACE_ON",
+    "__SHARDINGKEY",
+    "content-type",
+];
+
+impl RocketmqTarget {
+    /// Where the message goes, as lists name it: the topic.
+    pub fn destination(&self) -> String {
+        self.topic.clone()
+    }
+
+    pub fn validate(&self, context: &str, errors: &mut ValidationErrors) {
+        if !is_rocketmq_name(&self.topic) {
+            errors.add(
+                format!("{context}topic"),
+                "must be a RocketMQ topic (letters, digits, %, |, _ and -; at most 127)",
+            );
+        }
+        for (field, value) in [
+            ("tags", &self.tags),
+            ("keys", &self.keys),
+            ("sharding_key", &self.sharding_key),
+        ] {
+            if value
+                .as_ref()
+                .is_some_and(|v| v.trim().is_empty() || v.len() > 1024 || v.chars().any(char::is_control))
+            {
+                errors.add(
+                    format!("{context}{field}"),
+                    "must be 1 to 1024 characters without control characters",
+                );
+            }
+        }
+        if self.tags.as_ref().is_some_and(|tags| tags.contains("||")) {
+            errors.add(format!("{context}tags"), "is one tag (|| belongs to filters)");
+        }
+    }
+
+    /// Headers go as message properties: not those RocketMQ keeps.
+    pub fn check_headers(
+        &self,
+        headers: &std::collections::BTreeMap<String, String>,
+        context: &str,
+        errors: &mut ValidationErrors,
+    ) {
+        for name in headers.keys() {
+            if RESERVED_PROPERTIES
+                .iter()
+                .any(|reserved| reserved.eq_ignore_ascii_case(name))
+            {
+                errors.add(
+                    format!("{context}headers.{name}"),
+                    "is a property RocketMQ keeps for itself",
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,6 +5,7 @@
 //! offset reset or resend.
 
 mod admin;
+pub(crate) mod producer;
 mod source;
 /// Public for the benchmark's bare pipe, which reads with the same client.
 pub mod stomp;

@@ -5,13 +5,13 @@
 use bida_domain::kinds::kafka::{KafkaConnection, KafkaTarget};
 use bida_domain::kinds::produce::Outgoing;
 use futures_util::future::join_all;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use std::time::Duration;
 
 use super::source::client_config;
-use crate::produce::{Landed, Outcome, Written};
+use crate::produce::{Landed, Outcome, Produce};
 use crate::sources::SourceError;
 
 /// How long a record may wait for the brokers before it is reported unwritten.
@@ -19,8 +19,11 @@ const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct KafkaProducer(FutureProducer);
 
-impl KafkaProducer {
-    pub fn new(connection: &KafkaConnection) -> Result<Self, SourceError> {
+impl Produce for KafkaProducer {
+    type Connection = KafkaConnection;
+    type Target = KafkaTarget;
+
+    async fn open(connection: &KafkaConnection) -> Result<Self, SourceError> {
         let mut config = client_config(&connection.bootstrap_servers, &connection.options);
         config
             .set("acks", "all")
@@ -34,7 +37,7 @@ impl KafkaProducer {
 
     /// Writes every message at once; the outcome lists each that was
     /// written, and the first failure.
-    pub async fn write(&self, messages: &[(usize, &Outgoing, &KafkaTarget)]) -> Outcome {
+    async fn write(&self, messages: &[(usize, &Outgoing, &KafkaTarget)]) -> Outcome {
         let sends = messages.iter().map(|(index, message, target)| async move {
             let mut headers = OwnedHeaders::new_with_capacity(message.headers.len() + 1);
             headers = headers.insert(Header {
@@ -62,26 +65,25 @@ impl KafkaProducer {
         let mut outcome = Outcome::default();
         for (index, target, sent) in join_all(sends).await {
             match sent {
-                Ok(delivery) => outcome.written.push(Written {
+                Ok(delivery) => outcome.wrote(
                     index,
-                    at: Landed::Partition {
+                    Landed::Partition {
                         topic: target.topic.clone(),
                         partition: delivery.partition,
                         offset: delivery.offset,
                     },
-                }),
-                Err((e, _)) => outcome.fail(index, failure(e)),
+                ),
+                Err((e, _)) => match e.rdkafka_error_code() {
+                    Some(RDKafkaErrorCode::UnknownTopicOrPartition) => {
+                        outcome.refuse(index, "topic", format!("no such topic: {e}"))
+                    }
+                    Some(RDKafkaErrorCode::UnknownPartition) => {
+                        outcome.refuse(index, "partition", format!("no such partition: {e}"))
+                    }
+                    _ => outcome.fail(index, SourceError::Lost(e.to_string())),
+                },
             }
         }
         outcome
-    }
-}
-
-fn failure(e: KafkaError) -> SourceError {
-    match e.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownPartition) => {
-            SourceError::Invalid(format!("no such topic or partition: {e}"))
-        }
-        _ => SourceError::Lost(e.to_string()),
     }
 }

@@ -3,6 +3,7 @@
 //! their outcomes are recorded. MQTT tells no backlog and keeps no
 //! positions: no lag, offset reset or resend.
 
+pub(crate) mod producer;
 mod source;
 
 pub use source::{MqttMessages, SESSION_EXPIRY};

@@ -6,6 +6,7 @@
 //! consumer's pending count.
 
 mod admin;
+pub(crate) mod producer;
 mod source;
 
 pub use source::NatsMessages;

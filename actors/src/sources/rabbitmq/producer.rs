@@ -12,7 +12,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection, PublisherConfirm
 use std::time::Duration;
 
 use super::source::connect;
-use crate::produce::{Landed, Outcome, Written};
+use crate::produce::{Landed, Outcome, Produce};
 use crate::sources::SourceError;
 
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,8 +22,11 @@ pub struct RabbitProducer {
     channel: Channel,
 }
 
-impl RabbitProducer {
-    pub async fn new(connection: &RabbitmqConnection) -> Result<Self, SourceError> {
+impl Produce for RabbitProducer {
+    type Connection = RabbitmqConnection;
+    type Target = RabbitmqTarget;
+
+    async fn open(connection: &RabbitmqConnection) -> Result<Self, SourceError> {
         let opened = tokio::time::timeout(CONFIRM_TIMEOUT, connect(&connection.url, "bida-produce"))
             .await
             .map_err(|_| SourceError::Connect(format!("no answer from the broker in {CONFIRM_TIMEOUT:?}")))??;
@@ -42,13 +45,13 @@ impl RabbitProducer {
     }
 
     /// Whether the channel can still publish (a broken one is replaced).
-    pub fn usable(&self) -> bool {
+    fn usable(&self) -> bool {
         self.channel.status().connected()
     }
 
     /// Publishes the messages in their order (the broker keeps it within a
     /// queue), then waits for all their confirms at once.
-    pub async fn write(&self, messages: &[(usize, &Outgoing, &RabbitmqTarget)]) -> Outcome {
+    async fn write(&self, messages: &[(usize, &Outgoing, &RabbitmqTarget)]) -> Outcome {
         let mut pending = Vec::with_capacity(messages.len());
         for (index, message, target) in messages {
             pending.push((*index, *target, self.publish(message, target).await));
@@ -63,20 +66,23 @@ impl RabbitProducer {
         let mut outcome = Outcome::default();
         for (index, target, confirmed) in join_all(confirms).await {
             match confirmed {
-                Ok(()) => outcome.written.push(Written {
+                Ok(()) => outcome.wrote(
                     index,
-                    at: Landed::Exchange {
+                    Landed::Exchange {
                         exchange: target.exchange.clone(),
                         routing_key: target.routing_key.clone(),
                         confirmed: true,
                     },
-                }),
+                ),
+                Err(SourceError::Invalid(reason)) => outcome.refuse(index, "routing_key", reason),
                 Err(e) => outcome.fail(index, e),
             }
         }
         outcome
     }
+}
 
+impl RabbitProducer {
     async fn publish(&self, message: &Outgoing, target: &RabbitmqTarget) -> Result<PublisherConfirm, SourceError> {
         let mut headers = FieldTable::default();
         for (name, value) in &message.headers {

@@ -4,6 +4,7 @@
 //! lag and pending entries.
 
 mod admin;
+pub(crate) mod producer;
 mod source;
 
 pub use source::RedisEntries;

@@ -31,6 +31,8 @@ struct TopicRouteData {
 struct QueueData {
     broker_name: String,
     read_queue_nums: i32,
+    #[serde(default)]
+    write_queue_nums: i32,
     #[serde(default = "readable")]
     perm: i32,
 }
@@ -40,6 +42,7 @@ fn readable() -> i32 {
 }
 
 const PERM_READ: i32 = 0x1 << 2;
+const PERM_WRITE: i32 = 0x1 << 1;
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -67,17 +70,32 @@ impl Route {
 }
 
 fn route_of(topic: &str, data: TopicRouteData) -> Result<Route, SourceError> {
+    route_with(topic, data, Access::Read)
+}
+
+/// Reading a topic's queues, or writing to them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Access {
+    Read,
+    Write,
+}
+
+fn route_with(topic: &str, data: TopicRouteData, access: Access) -> Result<Route, SourceError> {
+    let (perm, what) = match access {
+        Access::Read => (PERM_READ, "readable"),
+        Access::Write => (PERM_WRITE, "writable"),
+    };
+    let count = |queue: &QueueData| match access {
+        Access::Read => queue.read_queue_nums,
+        Access::Write => queue.write_queue_nums,
+    };
     let readable: Vec<&QueueData> = data
         .queue_datas
         .iter()
-        .filter(|queue| queue.perm & PERM_READ != 0 && queue.read_queue_nums > 0)
+        .filter(|queue| queue.perm & perm != 0 && count(queue) > 0)
         .collect();
     let queue = match readable.as_slice() {
-        [] => {
-            return Err(SourceError::Invalid(format!(
-                "the topic {topic} has no readable queues"
-            )))
-        }
+        [] => return Err(SourceError::Invalid(format!("the topic {topic} has no {what} queues"))),
         [one] => *one,
         many => {
             return Err(SourceError::Unsupported(format!(
@@ -100,7 +118,7 @@ fn route_of(topic: &str, data: TopicRouteData) -> Result<Route, SourceError> {
     Ok(Route {
         broker_name: queue.broker_name.clone(),
         address: address.clone(),
-        queues: queue.read_queue_nums,
+        queues: count(queue),
     })
 }
 
@@ -159,6 +177,17 @@ impl Cluster {
             return Err(SourceError::Invalid(format!("the topic {topic} does not exist")));
         }
         route_of(topic, response.ok()?.json()?)
+    }
+
+    /// Where the topic's queues take messages (a topic in one broker group).
+    pub async fn write_route(&self, topic: &str) -> Result<Route, SourceError> {
+        let response = self
+            .ask_name_server(Request::new(code::GET_ROUTEINFO_BY_TOPIC).field("topic", topic))
+            .await?;
+        if response.code == status::TOPIC_NOT_EXIST {
+            return Err(SourceError::Invalid(format!("the topic {topic} does not exist")));
+        }
+        route_with(topic, response.ok()?.json()?, Access::Write)
     }
 
     /// The cluster as the name server knows it: broker groups and their addresses.

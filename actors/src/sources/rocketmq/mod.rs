@@ -10,6 +10,7 @@
 mod admin;
 mod cluster;
 mod message;
+pub(crate) mod producer;
 mod queues;
 mod remoting;
 mod source;

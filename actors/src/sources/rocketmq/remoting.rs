@@ -20,6 +20,7 @@ use crate::sources::SourceError;
 
 /// Request codes Bida uses.
 pub mod code {
+    pub const SEND_MESSAGE: i32 = 10;
     pub const PULL_MESSAGE: i32 = 11;
     pub const QUERY_CONSUMER_OFFSET: i32 = 14;
     pub const UPDATE_CONSUMER_OFFSET: i32 = 15;
@@ -39,6 +40,8 @@ pub mod code {
 /// Response codes Bida tells apart.
 pub mod status {
     pub const SUCCESS: i32 = 0;
+    pub const MESSAGE_ILLEGAL: i32 = 13;
+    pub const NO_PERMISSION: i32 = 16;
     pub const TOPIC_NOT_EXIST: i32 = 17;
     pub const PULL_NOT_FOUND: i32 = 19;
     pub const PULL_RETRY_IMMEDIATELY: i32 = 20;
