@@ -88,7 +88,8 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     let state = web::Data::new(ApiState {
         tasks: node.tasks(),
         brokers: BrokerService::new(store.clone(), sealer.clone()),
-        producers: bida_actors::produce::Producers::new(BrokerService::new(store.clone(), sealer.clone())),
+        producers: node.producers(),
+        delayed: node.delayed(),
         consumers,
         access,
         auth: config.auth.clone(),

@@ -1,5 +1,5 @@
-//! The same end-to-end tests of the task path, the scheduler, projections
-//! and every kind's consumers (fixed and randomized scenarios),
+//! The same end-to-end tests of the task path, the scheduler, projections,
+//! delayed messages and every kind's consumers (fixed and randomized scenarios),
 //! against the embedded store: this binary's name tells the harness which
 //! store to start (see `support::embedded`). Tests of what only PostgreSQL
 //! does say so and return.
@@ -10,6 +10,8 @@
 
 #[path = "consumers.rs"]
 mod consumers;
+#[path = "delayed.rs"]
+mod delayed;
 #[path = "restart.rs"]
 mod restart;
 #[path = "stress.rs"]

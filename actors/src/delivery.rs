@@ -341,6 +341,7 @@ impl Target {
             Observation::Timeout { .. } => Some("timeout".to_string()),
             Observation::Failed { .. } => Some("connection".to_string()),
             Observation::Unsendable { .. } => Some("invalid_request".to_string()),
+            Observation::Written { .. } => None,
         };
         if let Some(error) = &error {
             http.push(KeyValue::new("error.type", error.clone()));

@@ -14,6 +14,7 @@ pub mod brokers;
 pub mod commands;
 mod config;
 pub mod consumer;
+pub mod delayed;
 pub mod delivery;
 pub mod egress;
 pub mod notifier;
@@ -35,7 +36,7 @@ pub use supervisor::Supervisor;
 pub use tasks::{idempotent_task_id, Accepted, TaskService, TaskServiceError};
 
 use actix::prelude::*;
-use bida_domain::task::{Limits, TaskDefaults};
+use bida_domain::task::{Limits, TaskDefaults, TaskSpec};
 use bida_store::{RetentionConfig, Store, StoreError};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -50,6 +51,8 @@ pub struct NodeContext {
     pub listen: String,
     pub store: Store,
     pub delivery: Delivery,
+    /// Writes the messages of broker-writing tasks (delayed messages).
+    pub producers: Arc<produce::Producers>,
     /// Where consumer deliveries run: a work-stealing pool over every core.
     pub work: tokio::runtime::Handle,
     pub scheduler: SchedulerConfig,
@@ -63,6 +66,15 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
+    /// Makes attempt number `attempt` of a task: an HTTP request, or a write
+    /// to a broker.
+    pub async fn attempt(&self, spec: &TaskSpec, attempt: u32) -> delivery::Attempted {
+        match &spec.produce {
+            Some(produce) => delayed::attempt(&self.producers, spec, produce, attempt).await,
+            None => self.delivery.attempt(spec, attempt).await,
+        }
+    }
+
     /// Whether one more task of `bytes` may be held in memory.
     pub fn has_room_for(&self, bytes: usize) -> bool {
         self.in_memory.load(Ordering::Relaxed) < self.max_in_memory
@@ -167,6 +179,10 @@ impl Node {
                     .clone()
                     .map(|sealer| Arc::new(signing::Signer::new(store.clone(), sealer))),
             )?,
+            producers: Arc::new(produce::Producers::new(brokers::BrokerService::new(
+                store.clone(),
+                config.sealer.clone(),
+            ))),
             scheduler: config.scheduler.clone(),
             sealer: config.sealer.clone(),
             in_memory: AtomicUsize::new(0),
@@ -219,6 +235,19 @@ impl Node {
 
     pub fn tasks(&self) -> TaskService {
         self.tasks.clone()
+    }
+
+    /// The node's producers, one per broker (shared by the API's writes and
+    /// its delayed messages).
+    pub fn producers(&self) -> Arc<produce::Producers> {
+        self.context.producers.clone()
+    }
+
+    pub fn delayed(&self) -> delayed::DelayedService {
+        delayed::DelayedService::new(
+            self.tasks.clone(),
+            brokers::BrokerService::new(self.context.store.clone(), self.context.sealer.clone()),
+        )
     }
 
     pub fn store(&self) -> &Store {

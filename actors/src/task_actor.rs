@@ -109,7 +109,7 @@ impl TaskActor {
                     Err(e) => return Err(Interrupted::Store(e)),
                 }
             }
-            Ok(node.delivery.attempt(&spec, number).await)
+            Ok(node.attempt(&spec, number).await)
         };
         let handle = ctx.spawn(work.into_actor(self).map(move |result, actor, ctx| match result {
             Ok(attempted) => actor.judge(number, attempted, ctx),

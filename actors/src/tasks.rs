@@ -105,6 +105,10 @@ impl TaskService {
         &self.limits
     }
 
+    pub fn defaults(&self) -> &TaskDefaults {
+        &self.defaults
+    }
+
     /// The node's sealer of stored credentials, if it has a `secret_key`.
     pub fn sealer(&self) -> Option<crate::secrets::Sealer> {
         self.node.sealer.clone()
@@ -119,8 +123,7 @@ impl TaskService {
         }
     }
 
-    /// Records a new task durably, then hands it to a local actor when it is
-    /// due soon and the node has room (otherwise the schedule keeps it).
+    /// Checks a client's task and records it ([`TaskService::accept`]).
     pub async fn submit(
         &self,
         submission: Submission,
@@ -136,6 +139,19 @@ impl TaskService {
             .map_err(TaskServiceError::Invalid)?;
         self.check_target("url", &spec.request.url)
             .map_err(TaskServiceError::Invalid)?;
+        self.accept(id, spec, idempotency_key, now).await
+    }
+
+    /// Records a new task checked by its maker durably, then hands it to a
+    /// local actor when it is due soon and the node has room (otherwise the
+    /// schedule keeps it).
+    pub(crate) async fn accept(
+        &self,
+        id: String,
+        spec: TaskSpec,
+        idempotency_key: Option<String>,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<Accepted, TaskServiceError> {
         let events = CallbackTask::default()
             .decide(TaskCommand::Submit {
                 spec: Arc::new(spec),
@@ -288,6 +304,12 @@ impl TaskService {
                     .detail(id)
                     .await?
                     .ok_or_else(|| TaskServiceError::NotFound(id.to_string()))?;
+                if detail.produce.is_some() {
+                    return Err(TaskServiceError::Invalid(ValidationErrors::single(
+                        "request",
+                        "a delayed message is replayed as it was submitted; submit a new one to change it",
+                    )));
+                }
                 let request = edit
                     .over(&detail.request, &self.defaults, &self.limits, Utc::now())
                     .map_err(TaskServiceError::Invalid)?;

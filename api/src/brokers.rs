@@ -1,11 +1,13 @@
 //! `/v1/brokers`: register the MQ clusters consumers read from, look inside them.
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use bida_actors::brokers::{BrokerPatch, BrokerView};
+use bida_actors::delayed::Submitted;
 use bida_domain::broker::BrokerSpec;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use crate::access::caller;
 use crate::json::{JsonBody, QueryParams};
 use crate::paging::{page, PageQuery};
 use crate::problem::Problem;
@@ -151,14 +153,38 @@ pub struct ProduceRequest {
     target: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
+/// A write held until its time: the delayed messages' ids, in the request's order.
+#[derive(Serialize, ToSchema)]
+pub struct DelayedAccepted {
+    /// The message's id, when the request was one message (not a batch).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub messages: Vec<DelayedId>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DelayedId {
+    pub index: usize,
+    /// For `GET` and `DELETE /v1/delayed/{id}`.
+    pub id: String,
+    pub deliver_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 /// Write messages to the broker (Kafka: acks=all; RabbitMQ: publisher
 /// confirms, mandatory): answered once the broker confirmed every one, with
 /// where each landed. A broker that is down or does not confirm answers 503
 /// with the messages it did confirm (`written`); the others were not written.
+///
+/// With `deliver_at` (RFC 3339) or `delay_ms` on the message (on every
+/// message of a batch), the messages are held durably and written when due:
+/// the answer is 202 with their ids (`/v1/delayed/{id}` shows and cancels
+/// them). A delayed write that fails is retried with the task defaults'
+/// backoff, then dead-lettered.
 #[utoipa::path(post, path = "/v1/brokers/{id}/messages", tag = "brokers", params(("id" = String, Path)),
     request_body = ProduceRequest,
     responses(
         (status = 200, body = ProduceResult),
+        (status = 202, description = "Delayed: held until due", body = DelayedAccepted),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -166,9 +192,30 @@ pub struct ProduceRequest {
     ))]
 pub async fn produce(
     state: web::Data<ApiState>,
+    request: HttpRequest,
     id: web::Path<String>,
     body: JsonBody<serde_json::Value>,
 ) -> Result<HttpResponse, Problem> {
-    let messages = state.producers.produce(&id, body.0).await?;
-    Ok(HttpResponse::Ok().json(ProduceResult { messages }))
+    let app = caller(&request)?.app_id;
+    match state.delayed.submit(&id, app, body.0).await? {
+        Submitted::Now(request) => {
+            let messages = state.producers.produce(&id, request).await?;
+            Ok(HttpResponse::Ok().json(ProduceResult { messages }))
+        }
+        Submitted::Delayed { tasks, batch } => {
+            let messages: Vec<DelayedId> = tasks
+                .into_iter()
+                .enumerate()
+                .map(|(index, task)| DelayedId {
+                    index,
+                    id: task.id,
+                    deliver_at: task.deliver_at,
+                })
+                .collect();
+            Ok(HttpResponse::Accepted().json(DelayedAccepted {
+                id: (!batch).then(|| messages.first().map(|m| m.id.clone())).flatten(),
+                messages,
+            }))
+        }
+    }
 }

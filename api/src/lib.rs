@@ -7,6 +7,7 @@ mod apps;
 mod brokers;
 mod console;
 mod consumers;
+mod delayed;
 mod health;
 mod history;
 mod json;
@@ -60,7 +61,8 @@ pub struct ApiState {
     pub tasks: TaskService,
     pub brokers: bida_actors::brokers::BrokerService,
     /// Writes messages to brokers (a producer per broker, kept).
-    pub producers: bida_actors::produce::Producers,
+    pub producers: std::sync::Arc<bida_actors::produce::Producers>,
+    pub delayed: bida_actors::delayed::DelayedService,
     pub consumers: bida_actors::consumer::ConsumerService,
     pub access: bida_actors::access::AccessService,
     pub auth: bida_actors::access::AuthConfig,
@@ -94,6 +96,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         }))
         .configure(tasks::routes)
         .configure(brokers::routes)
+        .configure(delayed::routes)
         .configure(consumers::routes)
         .configure(monitoring::routes)
         .configure(apps::routes)

@@ -5,7 +5,7 @@ use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::PROBLEM_JSON;
-use crate::{apps, brokers, consumers, health, history, monitoring, problem, tasks};
+use crate::{apps, brokers, consumers, delayed, health, history, monitoring, problem, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,9 @@ use crate::{apps, brokers, consumers, health, history, monitoring, problem, task
         brokers::offline,
         brokers::online,
         brokers::produce,
+        delayed::list,
+        delayed::detail,
+        delayed::cancel,
         consumers::create,
         consumers::list,
         consumers::view,
@@ -68,6 +71,7 @@ use crate::{apps, brokers, consumers, health, history, monitoring, problem, task
     tags(
         (name = "tasks", description = "Callback tasks"),
         (name = "brokers", description = "MQ clusters consumers read from"),
+        (name = "delayed", description = "Messages held until their time, then written to a broker"),
         (name = "consumers", description = "Broker sources bound to endpoints"),
         (name = "apps", description = "Apps and their API keys (admin)"),
         (name = "monitoring", description = "Statistics, nodes and metrics"),

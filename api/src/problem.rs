@@ -195,6 +195,15 @@ impl From<bida_store::StoreError> for Problem {
     }
 }
 
+impl From<bida_actors::delayed::DelayedError> for Problem {
+    fn from(e: bida_actors::delayed::DelayedError) -> Self {
+        match e {
+            bida_actors::delayed::DelayedError::Admin(e) => e.into(),
+            bida_actors::delayed::DelayedError::Task(e) => e.into(),
+        }
+    }
+}
+
 impl From<bida_actors::produce::ProduceError> for Problem {
     fn from(e: bida_actors::produce::ProduceError) -> Self {
         use bida_actors::produce::ProduceError;

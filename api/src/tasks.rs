@@ -205,6 +205,7 @@ pub async fn list(
         endpoint_host: query.endpoint_host.as_deref().map(EndpointHost::typed),
         created_after: query.created_after,
         created_before: query.created_before,
+        produced_to: None,
         ids: None,
     };
     let page = TaskList::page(&state.store, &filter, cursor.as_ref(), limit).await?;
@@ -371,6 +372,7 @@ pub async fn replay(
         endpoint_host: request.endpoint_host.as_deref().map(EndpointHost::typed),
         created_after: request.created_after,
         created_before: request.created_before,
+        produced_to: None,
         ids: None,
     };
     let ids = TaskList::ids(&state.store, &filter, limit).await?;

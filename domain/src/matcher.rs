@@ -141,6 +141,11 @@ pub enum Observation {
     Unsendable {
         error: String,
     },
+    /// A broker confirmed the write of a broker-writing task (a delayed
+    /// message), which lands at `at` (a partition and offset...).
+    Written {
+        at: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -175,6 +180,7 @@ pub fn judge(expect: &Expect, retry_on: &StatusSet, observed: &Observation, now:
                 reason: format!("the request cannot be sent: {error}"),
             }
         }
+        Observation::Written { .. } => return Verdict::Success,
         Observation::Response {
             status,
             body,

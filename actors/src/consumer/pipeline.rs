@@ -202,7 +202,7 @@ impl Pipeline {
         let key = message.key.clone();
         let spec = config.spec.task_for(&config.consumer_id, &message);
         let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
-        let attempted = self.node.delivery.attempt(&spec, 1).await;
+        let attempted = self.node.attempt(&spec, 1).await;
         slot.attempted(Self::health(&attempted, probe));
         let mut task = CallbackTask::default();
         let mut events = Vec::with_capacity(2);
@@ -281,7 +281,7 @@ impl Pipeline {
                 _ = tokio::time::sleep(wait) => {}
             }
             let number = task.attempts() + 1;
-            let attempted = self.node.delivery.attempt(&spec, number).await;
+            let attempted = self.node.attempt(&spec, number).await;
             health = Self::health(&attempted, false);
             let report = attempted.into_report(number);
             let command = match number {

@@ -283,6 +283,10 @@ impl TestNode {
             listen: "127.0.0.1:0".into(),
             store: store.clone(),
             delivery,
+            producers: Arc::new(crate::produce::Producers::new(crate::brokers::BrokerService::new(
+                store.clone(),
+                None,
+            ))),
             work: work.handle().clone(),
             scheduler: SchedulerConfig {
                 // No retry stays in memory: a failed first attempt becomes a

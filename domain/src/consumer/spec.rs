@@ -347,6 +347,7 @@ impl ConsumerSpec {
                 position: message.position.to_string(),
                 key: message.key.clone(),
             }),
+            produce: None,
         })
     }
 }

@@ -275,6 +275,7 @@ mod tests {
             deliver_at: None,
             idempotency_key: None,
             origin: None,
+            produce: None,
         })
     }
 

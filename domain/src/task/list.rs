@@ -17,6 +17,9 @@ pub struct TaskFilter {
     pub endpoint_host: Option<EndpointHost>,
     pub created_after: Option<DateTime<Utc>>,
     pub created_before: Option<DateTime<Utc>>,
+    /// Only tasks that write to a broker (delayed messages), of this broker
+    /// and destination when given.
+    pub produced_to: Option<super::ProducedTo>,
     /// Only these tasks (a search's candidates).
     pub ids: Option<Vec<String>>,
 }
@@ -30,6 +33,12 @@ impl TaskFilter {
             .flatten()
             .map(String::as_str)
             .chain(self.endpoint_host.as_ref().map(EndpointHost::as_str))
+            .chain(
+                self.produced_to
+                    .iter()
+                    .flat_map(|p| p.broker_id.iter().chain(&p.destination))
+                    .map(String::as_str),
+            )
             .any(|name| name.chars().any(char::is_control))
     }
 }

@@ -24,6 +24,10 @@ pub struct TaskSpec {
     /// The consumer and source message the task came from (none for API tasks).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
+    /// A write to a broker instead of an HTTP request (a delayed message);
+    /// `request` then holds its locator and body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub produce: Option<super::ProduceSpec>,
 }
 
 /// Where a consumer's task came from.

@@ -197,7 +197,7 @@ impl Submission {
 
         let source_app = check_app_name("source_app", self.source_app, limits, &mut errors);
         let target_app = check_app_name("target_app", self.target_app, limits, &mut errors);
-        let deliver_at = check_deliver_at(self.deliver_at, self.delay_ms, limits, now, &mut errors);
+        let deliver_at = check_deliver_at(self.deliver_at, self.delay_ms, limits, now, "", &mut errors);
         if let Some(key) = &idempotency_key {
             if key.is_empty() || key.len() > limits.idempotency_key_len {
                 errors.add(
@@ -228,6 +228,7 @@ impl Submission {
             deliver_at,
             idempotency_key,
             origin: None,
+            produce: None,
         })
     }
 }
@@ -382,11 +383,15 @@ fn check_app_name(field: &str, name: Option<String>, limits: &Limits, errors: &m
     Some(name.trim().to_string())
 }
 
-fn check_deliver_at(
+/// When something asked for at `deliver_at`, or `delay_ms` from `now`, is
+/// due; none when neither is given. Mistakes are named under `context`
+/// (`messages[2].` in a batch).
+pub fn check_deliver_at(
     deliver_at: Option<DateTime<Utc>>,
     delay_ms: Option<u64>,
     limits: &Limits,
     now: DateTime<Utc>,
+    context: &str,
     errors: &mut ValidationErrors,
 ) -> Option<DateTime<Utc>> {
     let latest = ChronoDuration::from_std(limits.delay)
@@ -395,7 +400,7 @@ fn check_deliver_at(
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let when = match (deliver_at, delay_ms) {
         (Some(_), Some(_)) => {
-            errors.add("delay_ms", "give deliver_at or delay_ms, not both");
+            errors.add(format!("{context}delay_ms"), "give deliver_at or delay_ms, not both");
             return None;
         }
         (Some(at), None) => at,
@@ -409,7 +414,7 @@ fn check_deliver_at(
     if when > latest {
         let field = if deliver_at.is_some() { "deliver_at" } else { "delay_ms" };
         errors.add(
-            field,
+            format!("{context}{field}"),
             format!("is more than {} days ahead", limits.delay.as_secs() / 86_400),
         );
         return None;

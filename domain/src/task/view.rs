@@ -117,6 +117,9 @@ pub struct TaskDetail {
     pub summary: TaskSummary,
     pub request: DeliveryRequest,
     pub policy: DeliveryPolicy,
+    /// The broker write a delayed message makes instead of an HTTP request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub produce: Option<super::ProduceSpec>,
     /// Every attempt, oldest first.
     pub attempts: Vec<AttemptRecord>,
     /// Sequence number of the last event (the task's version).
@@ -132,6 +135,7 @@ impl TaskDetail {
             summary: TaskSummary::start(id, first)?,
             request: spec.request.clone(),
             policy: spec.policy.clone(),
+            produce: spec.produce.clone(),
             attempts: first.attempt().into_iter().cloned().collect(),
             version: 1,
         };
@@ -204,6 +208,7 @@ mod tests {
             deliver_at: None,
             idempotency_key: None,
             origin: None,
+            produce: None,
         }
     }
 

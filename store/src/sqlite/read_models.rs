@@ -295,6 +295,12 @@ fn select<'a>(
         if let Some(host) = &filter.endpoint_host {
             query.push(" AND v.endpoint_host = ").push_bind(host.as_str());
         }
+        if let Some(produced_to) = &filter.produced_to {
+            query
+                .push(" AND json_extract(v.doc, '$.url') LIKE ")
+                .push_bind(produced_to.like_pattern())
+                .push(" ESCAPE '\\'");
+        }
         if let Some(ids) = &filter.ids {
             query
                 .push(" AND v.id IN (SELECT value FROM json_each(")
