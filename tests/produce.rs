@@ -875,3 +875,102 @@ async fn activemq_messages_are_received_by_the_broker_and_read_back() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn rocketmq_messages_are_stored_in_their_queues_and_read_back() {
+    let topic = bida_testkit::rocketmq::TestTopic::create().await;
+    let bida = Bida::start("").await;
+    let broker = broker_of(
+        &bida,
+        "rocketmq",
+        json!({"name_server": bida_testkit::rocketmq::name_server()}),
+    )
+    .await;
+
+    let document = json!({"id": "order-1", "note": "héllo ✓"});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x01, 0xFE, b'\n', 0x80, 0x00];
+    let request = json!({"messages": [
+        {"topic": topic.name, "keys": "order-1 order-x", "tags": "paid", "body": document, "headers": {"x-trace": "t-1"}},
+        {"topic": topic.name, "sharding_key": "customer-7", "body_base64": STANDARD.encode(&binary), "content_type": "image/png"},
+        {"topic": topic.name, "sharding_key": "customer-7", "body": "the key's second"},
+    ]});
+    let (status, answer) = produce(&bida, &broker, &request).await;
+    assert_eq!(status, 200, "{answer}");
+    let written = results(&answer);
+    assert_eq!(written.len(), 3, "{answer}");
+    for (index, result) in written.iter().enumerate() {
+        assert_eq!(result["index"], index, "{answer}");
+        assert_eq!(result["topic"], topic.name, "{answer}");
+        assert!(result["broker"].as_str().is_some_and(|b| !b.is_empty()), "{answer}");
+        assert!(
+            result["message_id"].as_str().is_some_and(|id| id.len() == 32),
+            "{answer}"
+        );
+    }
+    assert_eq!(
+        written[1]["queue"], written[2]["queue"],
+        "one sharding key, one queue: {answer}"
+    );
+    assert_eq!(
+        written[2]["offset"].as_i64(),
+        written[1]["offset"].as_i64().map(|o| o + 1),
+        "in their order: {answer}"
+    );
+
+    let stored = topic.read_all().await;
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    let at = |result: &Value| {
+        stored
+            .iter()
+            .find(|m| {
+                Some(i64::from(m.queue)) == result["queue"].as_i64() && Some(m.offset) == result["offset"].as_i64()
+            })
+            .unwrap_or_else(|| panic!("nothing stored where {result} says: {stored:?}"))
+    };
+    let property = |message: &bida_testkit::rocketmq::StoredMessage, name: &str| message.properties.get(name).cloned();
+    let first = at(&written[0]);
+    assert_eq!(first.body, serde_json::to_vec(&document).unwrap());
+    assert_eq!(
+        property(first, "UNIQ_KEY").as_deref(),
+        written[0]["message_id"].as_str()
+    );
+    assert_eq!(property(first, "KEYS").as_deref(), Some("order-1 order-x"));
+    assert_eq!(property(first, "TAGS").as_deref(), Some("paid"));
+    assert_eq!(property(first, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(property(first, "x-trace").as_deref(), Some("t-1"));
+    assert_eq!(property(first, "__SHARDINGKEY"), None);
+    let second = at(&written[1]);
+    assert_eq!(second.body, binary, "bytes as sent, 0x00 and 0xFF included");
+    assert_eq!(property(second, "__SHARDINGKEY").as_deref(), Some("customer-7"));
+    assert_eq!(property(second, "content-type").as_deref(), Some("image/png"));
+    assert_eq!(at(&written[2]).body, br#""the key's second""#);
+
+    // One message alone: the same shape.
+    let (status, answer) = produce(&bida, &broker, &json!({"topic": topic.name, "body_base64": "AP8="})).await;
+    assert_eq!(status, 200, "{answer}");
+    let single = results(&answer);
+    assert_eq!(single.len(), 1, "{answer}");
+    let stored = topic.read_all().await;
+    assert_eq!(stored.len(), 4, "{stored:?}");
+    let alone = stored
+        .iter()
+        .find(|m| {
+            Some(i64::from(m.queue)) == single[0]["queue"].as_i64() && Some(m.offset) == single[0]["offset"].as_i64()
+        })
+        .unwrap_or_else(|| panic!("nothing stored where {answer} says: {stored:?}"));
+    assert_eq!(alone.body, [0x00, 0xFF]);
+    assert_eq!(
+        alone.properties.get("UNIQ_KEY").map(String::as_str),
+        single[0]["message_id"].as_str()
+    );
+
+    // A topic that does not exist is refused by name, nothing written.
+    let problem = refused(
+        &bida,
+        &broker,
+        json!({"topic": format!("{}-missing", topic.name), "body": 1}),
+        &["topic"],
+    )
+    .await;
+    assert_eq!(problem["written"], json!([]), "{problem}");
+}

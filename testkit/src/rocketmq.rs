@@ -29,6 +29,7 @@ pub fn name_server() -> String {
 /// Request codes (RocketMQ's `RequestCode`).
 mod code {
     pub const SEND_MESSAGE: i32 = 10;
+    pub const PULL_MESSAGE: i32 = 11;
     pub const QUERY_CONSUMER_OFFSET: i32 = 14;
     pub const UPDATE_AND_CREATE_TOPIC: i32 = 17;
     pub const GET_MAX_OFFSET: i32 = 30;
@@ -414,6 +415,125 @@ impl TestTopic {
         }
         offsets
     }
+}
+
+/// A message as the broker stored it (read back with `PULL_MESSAGE`).
+#[derive(Clone, Debug)]
+pub struct StoredMessage {
+    pub queue: i32,
+    pub offset: i64,
+    pub body: Vec<u8>,
+    pub properties: HashMap<String, String>,
+}
+
+impl TestTopic {
+    /// Every message of every queue, by queue and then offset, pulled from
+    /// the broker by a group of its own (which commits nothing).
+    pub async fn read_all(&self) -> Vec<StoredMessage> {
+        let ends = self.end_offsets().await;
+        let mut connection = Connection::open(&self.broker).await;
+        let group = format!("{}-reader", self.group);
+        let mut messages = Vec::new();
+        for (queue, end) in ends.into_iter().enumerate() {
+            let mut offset = 0;
+            while offset < end {
+                let (queue_id, from) = (queue.to_string(), offset.to_string());
+                let subscription_version = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .expect("a clock after 1970")
+                    .as_millis()
+                    .to_string();
+                let response = connection
+                    .request(
+                        code::PULL_MESSAGE,
+                        &[
+                            ("consumerGroup", &group),
+                            ("topic", &self.name),
+                            ("queueId", &queue_id),
+                            ("queueOffset", &from),
+                            ("maxMsgNums", "32"),
+                            ("sysFlag", "4"),
+                            ("commitOffset", "0"),
+                            ("suspendTimeoutMillis", "0"),
+                            ("subscription", "*"),
+                            ("subVersion", &subscription_version),
+                            ("expressionType", "TAG"),
+                        ],
+                        &[],
+                    )
+                    .await;
+                assert_eq!(
+                    response.code, SUCCESS,
+                    "PULL_MESSAGE of queue {queue} at {offset} (end {end}): {:?}",
+                    response.remark
+                );
+                let pulled = decode_stored(&response.body);
+                assert!(!pulled.is_empty(), "a pull answer without messages");
+                offset = pulled.last().map(|m| m.offset + 1).unwrap_or(end);
+                messages.extend(pulled);
+            }
+        }
+        messages
+    }
+}
+
+/// The messages of a pull answer, in RocketMQ's stored layout: size,
+/// magic, CRC, queue, flag, queue offset, commit log offset, system flag,
+/// born time and host, store time and host, reconsume times, transaction
+/// offset, body, topic, properties.
+fn decode_stored(mut bytes: &[u8]) -> Vec<StoredMessage> {
+    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> &'a [u8] {
+        assert!(bytes.len() >= n, "a truncated stored message");
+        let (head, rest) = bytes.split_at(n);
+        *bytes = rest;
+        head
+    }
+    fn int(bytes: &mut &[u8]) -> i32 {
+        i32::from_be_bytes(take(bytes, 4).try_into().unwrap())
+    }
+    fn long(bytes: &mut &[u8]) -> i64 {
+        i64::from_be_bytes(take(bytes, 8).try_into().unwrap())
+    }
+    let mut messages = Vec::new();
+    while !bytes.is_empty() {
+        let size = i32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+        let mut message = take(&mut bytes, size);
+        let _size = int(&mut message);
+        let magic = int(&mut message);
+        let _crc = int(&mut message);
+        let queue = int(&mut message);
+        let _flag = int(&mut message);
+        let offset = long(&mut message);
+        let _commit_log = long(&mut message);
+        let system = int(&mut message);
+        let _born = long(&mut message);
+        take(&mut message, if system & (1 << 4) != 0 { 20 } else { 8 });
+        let _stored = long(&mut message);
+        take(&mut message, if system & (1 << 5) != 0 { 20 } else { 8 });
+        let _reconsumed = int(&mut message);
+        let _transaction = long(&mut message);
+        let body_length = int(&mut message) as usize;
+        let body = take(&mut message, body_length).to_vec();
+        let topic_length = if magic == -626_843_477 {
+            u16::from_be_bytes(take(&mut message, 2).try_into().unwrap()) as usize
+        } else {
+            take(&mut message, 1)[0] as usize
+        };
+        take(&mut message, topic_length);
+        let properties_length = u16::from_be_bytes(take(&mut message, 2).try_into().unwrap()) as usize;
+        let properties = String::from_utf8_lossy(take(&mut message, properties_length))
+            .split(PROPERTY_SEPARATOR)
+            .filter_map(|pair| pair.split_once(NAME_VALUE_SEPARATOR))
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        messages.push(StoredMessage {
+            queue,
+            offset,
+            body,
+            properties,
+        });
+    }
+    messages
 }
 
 impl Drop for TestTopic {
