@@ -135,8 +135,12 @@ pub struct ProduceResult {
 /// A message to write: `body` (JSON) or `body_base64` (bytes), an optional
 /// `content_type` and `headers`, and the broker kind's own fields (Kafka:
 /// `topic`, `key`, `partition`; RabbitMQ: `exchange`, `routing_key`,
-/// `message_id`, `correlation_id`, `priority`, `expiration_ms`, `persistent`).
-/// Or a batch: `{"messages": [ ... ]}` (1 to 1,000).
+/// `message_id`, `correlation_id`, `priority`, `expiration_ms`, `persistent`;
+/// NATS: `subject`, `msg_id`; Redis: `stream`, `key`, `id`, `maxlen`; MQTT:
+/// `topic`, `qos`, `retain`, `key`, `message_id`, `expiry_seconds`;
+/// ActiveMQ: `queue`, `virtual_topic` or `topic`, `key`, `correlation_id`,
+/// `priority`, `expiration_ms`, `persistent`; RocketMQ: `topic`, `tags`,
+/// `keys`, `sharding_key`). Or a batch: `{"messages": [ ... ]}` (1 to 1,000).
 #[derive(serde::Deserialize, ToSchema)]
 #[allow(dead_code)]
 pub struct ProduceRequest {
