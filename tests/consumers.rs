@@ -97,6 +97,7 @@ on_every_mq!(
     deliveries_go_on_while_commits_are_held_up,
     sigterm_finishes_the_deliveries_in_flight,
     sigterm_gives_back_what_outlasts_the_grace,
+    messages_written_over_http_arrive_as_written,
 );
 
 async fn ten_thousand_messages_arrive(mq: impl TestMq) {
@@ -589,4 +590,57 @@ async fn deliveries_go_on_while_commits_are_held_up(mq: impl TestMq) {
     wait_consumer(&bida, &id, |c| c["counters"]["delivered"] == 51 && c["lag_total"] == 0).await;
     // Unacknowledged, they came back from the broker and went out again.
     assert!(duplicates(&endpoint) >= 50, "{} delivered twice", duplicates(&endpoint));
+}
+
+/// What Bida writes to a broker over HTTP, Bida's own consumer of that
+/// kind delivers with the same body (byte for byte), content type and
+/// trace context.
+async fn messages_written_over_http_arrive_as_written(mq: impl TestMq) {
+    let endpoint = Receiver::ok().await;
+    let bida = Bida::start("").await;
+    let broker = mq.broker(&bida).await;
+    mq.consumer(&bida, Some(&broker), &endpoint.url("/in"), json!({})).await;
+    let document = json!({"n": 1, "text": "héllo ✓"});
+    let binary: Vec<u8> = vec![0x00, 0xFF, 0x01, 0xFE, b'\n', 0x80, 0x00];
+    let trace = "0af7651916cd43dd8448eb211c80319c";
+    let message = |key: &str, fields: Value| {
+        let mut message = mq.target(key);
+        message
+            .as_object_mut()
+            .unwrap()
+            .extend(fields.as_object().unwrap().clone());
+        message
+    };
+    use base64::Engine;
+    let request = json!({"messages": [
+        message("k1", json!({"body": document, "headers": {"traceparent": format!("00-{trace}-b7ad6b7169203331-01")}})),
+        message("k2", json!({"body_base64": base64::engine::general_purpose::STANDARD.encode(&binary), "content_type": "image/png"})),
+    ]});
+    let (status, answer) = bida.post(&format!("/v1/brokers/{broker}/messages"), request).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(
+        endpoint.wait_for_hits(2, WAIT).await,
+        "{} of 2 arrived",
+        endpoint.hits().len()
+    );
+    let hits = endpoint.hits();
+    let with_type = |content_type: &str| {
+        hits.iter()
+            .find(|hit| hit.header("content-type") == Some(content_type))
+            .unwrap_or_else(|| panic!("no {content_type} delivery among {hits:?}"))
+    };
+    let json_hit = with_type("application/json");
+    assert_eq!(
+        json_hit.body.as_ref(),
+        serde_json::to_vec(&document).unwrap().as_slice()
+    );
+    assert!(
+        json_hit.header("traceparent").is_some_and(|t| t.contains(trace)),
+        "the trace goes on: {json_hit:?}"
+    );
+    assert_eq!(
+        with_type("image/png").body.as_ref(),
+        binary.as_slice(),
+        "bytes as written"
+    );
 }

@@ -26,4 +26,9 @@ impl TestMq for Queue {
     fn source(&self) -> Value {
         json!({"queue": self.0.name})
     }
+
+    /// The queue, keyed (`bida-key`).
+    fn target(&self, key: &str) -> Value {
+        json!({"queue": self.0.name, "key": key})
+    }
 }

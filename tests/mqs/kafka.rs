@@ -35,4 +35,9 @@ impl TestMq for Topic {
     fn source(&self) -> Value {
         json!({"topics": [self.name], "group": "bida-tests"})
     }
+
+    /// The topic, keyed.
+    fn target(&self, key: &str) -> Value {
+        json!({"topic": self.name, "key": key})
+    }
 }

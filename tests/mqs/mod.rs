@@ -31,6 +31,11 @@ pub trait TestMq {
     /// The consumer's source as `POST /v1/consumers` takes it.
     fn source(&self) -> Value;
 
+    /// Where a message written over HTTP (`POST /v1/brokers/{id}/messages`)
+    /// goes to reach the source, with this ordering key: the kind's own
+    /// message fields.
+    fn target(&self, key: &str) -> Value;
+
     /// Registers the broker.
     async fn broker(&self, bida: &Bida) -> String {
         let (status, broker) = bida.post("/v1/brokers", self.broker_body()).await;

@@ -27,6 +27,11 @@ impl TestMq for Broker {
         json!({"topic": format!("{}/#", self.0.base), "group": "bida-tests"})
     }
 
+    /// A topic under the source's filter, keyed (`bida-key`).
+    fn target(&self, key: &str) -> Value {
+        json!({"topic": format!("{}/{key}", self.0.base), "key": key})
+    }
+
     /// MQTT keeps nothing for a group nobody has subscribed to yet.
     async fn ready(&self, bida: &Bida, consumer: &str) {
         bida.every_node_running(consumer).await

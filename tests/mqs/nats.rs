@@ -27,4 +27,9 @@ impl TestMq for Stream {
     fn source(&self) -> Value {
         json!({"stream": self.0.name, "durable": "bida-tests"})
     }
+
+    /// A subject of the stream (its key).
+    fn target(&self, key: &str) -> Value {
+        json!({"subject": format!("{}.{key}", self.0.name)})
+    }
 }

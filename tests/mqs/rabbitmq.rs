@@ -27,4 +27,10 @@ impl TestMq for Queue {
     fn source(&self) -> Value {
         json!({"queue": self.0.name})
     }
+
+    /// The queue, through the default exchange (a RabbitMQ message's key
+    /// is its `bida-key` header, which no message field sets).
+    fn target(&self, _key: &str) -> Value {
+        json!({"routing_key": self.0.name})
+    }
 }

@@ -26,4 +26,9 @@ impl TestMq for Stream {
     fn source(&self) -> Value {
         json!({"stream": self.0.name, "group": "bida-tests"})
     }
+
+    /// The stream, keyed.
+    fn target(&self, key: &str) -> Value {
+        json!({"stream": self.0.name, "key": key})
+    }
 }

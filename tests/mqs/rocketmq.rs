@@ -27,4 +27,9 @@ impl TestMq for Topic {
     fn source(&self) -> Value {
         json!({"topic": self.0.name, "group": self.0.group})
     }
+
+    /// The topic, by sharding key.
+    fn target(&self, key: &str) -> Value {
+        json!({"topic": self.0.name, "sharding_key": key})
+    }
 }
