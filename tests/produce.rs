@@ -974,3 +974,90 @@ async fn rocketmq_messages_are_stored_in_their_queues_and_read_back() {
     .await;
     assert_eq!(problem["written"], json!([]), "{problem}");
 }
+
+/// A full batch (1,000 messages, the most a request takes) to each kind
+/// new to producing: every message answered written, once, where the broker
+/// holds it.
+#[tokio::test]
+async fn a_full_batch_is_written_to_nats_redis_mqtt_activemq_and_rocketmq() {
+    let bida = Bida::start("").await;
+    let batch = |target: Value| -> Value {
+        let messages: Vec<Value> = (0..1_000)
+            .map(|n| {
+                let mut message = target.clone();
+                message["body"] = json!({"n": n});
+                message
+            })
+            .collect();
+        json!({ "messages": messages })
+    };
+    let written = |answer: &Value| -> Vec<Value> {
+        let written = results(answer);
+        assert_eq!(written.len(), 1_000, "{answer}");
+        for (index, result) in written.iter().enumerate() {
+            assert_eq!(result["index"], index, "in the request's order");
+        }
+        written
+    };
+
+    let stream = TestStream::create().await;
+    let nats = broker_of(&bida, "nats", json!({"url": bida_testkit::nats::url()})).await;
+    let (status, answer) = produce(&bida, &nats, &batch(json!({"subject": format!("{}.n", stream.name)}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let sequences: BTreeSet<u64> = written(&answer)
+        .iter()
+        .map(|w| w["sequence"].as_u64().unwrap())
+        .collect();
+    assert_eq!(sequences, (1..=1_000).collect(), "one sequence each");
+    assert_eq!(stream.read_all().await.len(), 1_000);
+
+    let entries = bida_testkit::redis::TestStream::create();
+    let redis = broker_of(&bida, "redis", json!({"url": bida_testkit::redis::url()})).await;
+    let (status, answer) = produce(&bida, &redis, &batch(json!({"stream": entries.name}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let ids: Vec<String> = written(&answer)
+        .iter()
+        .map(|w| w["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, entries.ids().await, "the entries, in order");
+
+    let mqtt = MqttBroker::start().await;
+    let mut subscriber = mqtt.subscribe(&format!("{}/#", mqtt.base)).await;
+    let broker = broker_of(&bida, "mqtt", json!({"url": mqtt.url()})).await;
+    let (status, answer) = produce(&bida, &broker, &batch(json!({"topic": format!("{}/n", mqtt.base)}))).await;
+    assert_eq!(status, 200, "{answer}");
+    assert!(written(&answer).iter().all(|w| w["confirmed"] == true), "{answer}");
+    let received = subscriber.take(1_000).await;
+    let numbers: BTreeSet<u64> = received
+        .iter()
+        .map(|m| {
+            serde_json::from_slice::<Value>(&m.payload).unwrap()["n"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(numbers, (0..1_000).collect());
+
+    let queue = bida_testkit::activemq::TestQueue::create();
+    let activemq = broker_of(&bida, "activemq", json!({"url": bida_testkit::activemq::url()})).await;
+    let (status, answer) = produce(&bida, &activemq, &batch(json!({"queue": queue.name}))).await;
+    assert_eq!(status, 200, "{answer}");
+    written(&answer);
+    assert_eq!(queue.take(1_000).await.len(), 1_000);
+
+    let topic = bida_testkit::rocketmq::TestTopic::create().await;
+    let rocketmq = broker_of(
+        &bida,
+        "rocketmq",
+        json!({"name_server": bida_testkit::rocketmq::name_server()}),
+    )
+    .await;
+    let (status, answer) = produce(&bida, &rocketmq, &batch(json!({"topic": topic.name}))).await;
+    assert_eq!(status, 200, "{answer}");
+    let places: BTreeSet<(i64, i64)> = written(&answer)
+        .iter()
+        .map(|w| (w["queue"].as_i64().unwrap(), w["offset"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(places.len(), 1_000, "one place each");
+    assert_eq!(topic.read_all().await.len(), 1_000);
+}
