@@ -1061,3 +1061,23 @@ async fn a_full_batch_is_written_to_nats_redis_mqtt_activemq_and_rocketmq() {
     assert_eq!(places.len(), 1_000, "one place each");
     assert_eq!(topic.read_all().await.len(), 1_000);
 }
+
+/// A producer whose broker went away is replaced: the request after a
+/// restart of the broker is written on a new connection (MQTT here, with a
+/// broker of the test's own to restart).
+#[tokio::test]
+async fn a_producer_is_replaced_once_its_broker_restarted() {
+    let mut mqtt = MqttBroker::start().await;
+    let bida = Bida::start("").await;
+    let broker = broker_of(&bida, "mqtt", json!({"url": mqtt.url()})).await;
+    let message = json!({"topic": format!("{}/n", mqtt.base), "body": 1});
+    let (status, answer) = produce(&bida, &broker, &message).await;
+    assert_eq!(status, 200, "{answer}");
+
+    mqtt.restart(Duration::from_millis(500)).await;
+    let mut subscriber = mqtt.subscribe(&format!("{}/#", mqtt.base)).await;
+    let (status, answer) = produce(&bida, &broker, &message).await;
+    assert_eq!(status, 200, "a new connection: {answer}");
+    assert_eq!(results(&answer)[0]["confirmed"], true, "{answer}");
+    assert_eq!(subscriber.take(1).await[0].payload, b"1");
+}
