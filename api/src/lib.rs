@@ -19,7 +19,7 @@ mod tasks;
 
 pub use access::{gate, rule, Access, KeyLimits, RateLimitConfig, RULES};
 pub use console::{LoginLimits, CONSOLE_RULES};
-pub use openapi::ApiDoc;
+pub use openapi::{openapi_document, ApiDoc};
 pub use problem::{problem_responses, Problem, PROBLEM_JSON};
 
 use actix_web::web;

@@ -335,6 +335,12 @@ pub fn document_json() -> &'static serde_json::Value {
     DOCUMENT.get_or_init(|| refined(serde_json::to_value(ApiDoc::openapi()).unwrap_or_default()))
 }
 
+/// The document `/openapi.json` serves, for clients that check themselves
+/// against it (the `bida-client` crate's tests).
+pub fn openapi_document() -> serde_json::Value {
+    document_json().clone()
+}
+
 /// This document (OpenAPI 3.1).
 #[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI document")))]
 pub async fn document() -> HttpResponse {
