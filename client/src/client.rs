@@ -277,10 +277,9 @@ impl Client {
     pub async fn submit_task(&self, task: &Submission, idempotency_key: Option<&str>) -> Result<Submitted, Error> {
         let mut headers = HeaderMap::new();
         if let Some(key) = idempotency_key {
-            let value = key.parse().map_err(|_| Error::Unexpected {
-                status: 0,
-                body: format!("Idempotency-Key must be visible ASCII: {key:?}"),
-            })?;
+            let value = key
+                .parse()
+                .map_err(|_| Error::Invalid(format!("Idempotency-Key must be visible ASCII: {key:?}")))?;
             headers.insert("idempotency-key", value);
         }
         let body = serde_json::to_value(task).ok();

@@ -71,6 +71,10 @@ pub enum Error {
         #[source]
         source: serde_json::Error,
     },
+    /// A request the client cannot send as given (an `Idempotency-Key` that
+    /// is not visible ASCII, say).
+    #[error("invalid request: {0}")]
+    Invalid(String),
     /// The base URL given to the client cannot be used.
     #[error("invalid base URL: {0}")]
     BaseUrl(String),
@@ -94,7 +98,7 @@ impl Error {
             Error::Api(problem) => Some(problem.status),
             Error::Unexpected { status, .. } | Error::Decode { status, .. } => Some(*status),
             Error::Http(e) => e.status().map(|s| s.as_u16()),
-            Error::BaseUrl(_) => None,
+            Error::BaseUrl(_) | Error::Invalid(_) => None,
         }
     }
 }

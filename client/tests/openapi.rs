@@ -273,6 +273,27 @@ fn struct_table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
     ]
 }
 
+/// Request types the client fills: every property their schema requires
+/// is a field of theirs (a field the server starts to require is found).
+fn request_table() -> Vec<(&'static str, Vec<&'static str>)> {
+    vec![
+        ("Submission", fields::<Submission>()),
+        ("CancelRequest", vec!["reason"]),
+        ("RequestEdit", fields::<RequestEdit>()),
+        ("ReplayRequest", fields::<ReplayRequest>()),
+        ("Expect", fields::<Expect>()),
+        ("JsonExpectation", fields::<JsonExpectation>()),
+        ("BackoffInput", fields::<BackoffInput>()),
+        ("ConsumerInput", fields::<ConsumerInput>()),
+        ("EndpointInput", fields::<EndpointInput>()),
+        ("PolicyInput", fields::<PolicyInput>()),
+        ("BreakerInput", fields::<BreakerInput>()),
+        ("ConsumerPatch", fields::<ConsumerPatch>()),
+        ("ResendRequest", fields::<ResendRequest>()),
+        ("PartitionOffset", fields::<PartitionOffset>()),
+    ]
+}
+
 fn enum_table() -> Vec<(&'static str, Vec<&'static str>)> {
     vec![
         ("TaskStatus", variants::<TaskStatus>()),
@@ -350,6 +371,22 @@ fn mismatches(doc: &Value) -> Vec<String> {
             if !known.contains(field) {
                 found.push(format!(
                     "{client_type}.{field}: not a property of {schema_name} ({known:?})"
+                ));
+            }
+        }
+    }
+
+    // What request schemas require.
+    for (schema_name, fields) in request_table() {
+        let required = schema(doc, schema_name)
+            .and_then(|s| s["required"].as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        for field in required {
+            if !fields.contains(&field) {
+                found.push(format!(
+                    "{schema_name} requires {field}, which the client does not send"
                 ));
             }
         }
@@ -463,6 +500,12 @@ fn a_rename_on_the_server_is_found() {
                     parameter["name"] = "broker".into();
                 }
             }
+        }),
+        ("a required field added to a request", |doc| {
+            doc["components"]["schemas"]["ConsumerInput"]["required"]
+                .as_array_mut()
+                .unwrap()
+                .push("tenant".into());
         }),
         ("an answer's schema", |doc| {
             doc["paths"]["/v1/tasks"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]["$ref"] =
