@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bida_client::{
     BrokerSpec, Client, ConsumerInput, ConsumerPatch, ConsumerState, Delay, DelayedQuery, DelayedState, DesiredState,
-    Error, Message, PageQuery, PolicyInput, RequestEdit, Submission, TaskQuery, TaskStatus,
+    Error, Message, PageQuery, PolicyInput, RequestEdit, ResendRequest, Submission, TaskQuery, TaskStatus,
 };
 use bida_testkit::rabbit::{self, TestQueue};
 use bida_testkit::Receiver;
@@ -98,6 +98,13 @@ async fn a_task_is_submitted_once_delivered_listed_and_replayed() {
     assert_eq!(hits[0].path, "/paid");
     assert_eq!(hits[0].header("x-shop"), Some("acme"));
     assert_eq!(serde_json::from_slice::<Value>(&hits[0].body).ok(), Some(params));
+
+    let again = client.retry_task(&first.task.id).await.expect_err("delivered already");
+    assert_eq!(
+        again.problem().map(|p| (p.status, p.short_kind())),
+        Some((409, "invalid-state")),
+        "{again}"
+    );
 
     // A task for later, cancelled, then replayed to another path.
     let later = client
@@ -356,6 +363,33 @@ async fn a_consumer_is_created_paused_resumed_and_deleted() {
         serde_json::from_slice::<Value>(&endpoint.hits()[0].body).ok(),
         Some(json!({"n": 1}))
     );
+
+    // The delivered message sent again, as a new task.
+    let consumer_tasks = TaskQuery {
+        consumer_id: Some(id.clone()),
+        ..TaskQuery::default()
+    };
+    let page = until(
+        || client.tasks(&consumer_tasks),
+        |page| page.as_ref().is_ok_and(|p| p.items.len() == 1),
+    )
+    .await
+    .expect("the consumer's task");
+    let resent = client
+        .resend(&id, &ResendRequest::task(&page.items[0].id))
+        .await
+        .expect("resent");
+    assert_eq!(resent.len(), 1);
+    assert_ne!(resent[0], page.items[0].id);
+    assert!(endpoint.wait_for_hits(2, WAIT).await, "delivered again");
+    wait_task(&client, &resent[0], TaskStatus::Delivered).await;
+
+    // Stopped and started again.
+    let stopped = client.stop_consumer(&id).await.expect("stopped");
+    assert_eq!(stopped.desired_state, DesiredState::Stopped);
+    wait_state(ConsumerState::Stopped).await;
+    client.start_consumer(&id).await.expect("started");
+    wait_state(ConsumerState::Running).await;
 
     let patched = client
         .patch_consumer(
