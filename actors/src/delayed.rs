@@ -74,7 +74,7 @@ impl DelayedService {
             return Err(AdminError::Invalid(errors).into());
         }
         let defaults = self.tasks.defaults();
-        let mut accepted = Vec::with_capacity(parsed.messages.len());
+        let mut specs = Vec::with_capacity(parsed.messages.len());
         for ((outgoing, fields), due) in std::mem::take(&mut parsed.messages)
             .into_iter()
             .zip(messages(request))
@@ -90,8 +90,8 @@ impl DelayedService {
                 message,
             };
             let id = Uuid::now_v7().to_string();
-            let spec = TaskSpec {
-                message_id: id.clone(),
+            specs.push(TaskSpec {
+                message_id: id,
                 request: DeliveryRequest {
                     url: produce.locator(),
                     method: Method::Post,
@@ -111,9 +111,18 @@ impl DelayedService {
                 idempotency_key: None,
                 origin: None,
                 produce: Some(produce),
-            };
-            accepted.push(self.tasks.accept(id, spec, None, now).await?.task);
+            });
         }
+        // Together, so that the writer commits a batch's tasks in one group.
+        let accepted = futures_util::future::try_join_all(
+            specs
+                .into_iter()
+                .map(|spec| self.tasks.accept(spec.message_id.clone(), spec, None, now)),
+        )
+        .await?
+        .into_iter()
+        .map(|accepted| accepted.task)
+        .collect();
         Ok(Submitted::Delayed {
             tasks: accepted,
             batch: parsed.batch,

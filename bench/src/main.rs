@@ -5,6 +5,7 @@
 //! submit-to-delivery latency without sharing state with the submitters.
 
 mod bare;
+mod delayed;
 mod mq;
 mod process;
 mod receiver;
@@ -72,6 +73,24 @@ enum Command {
         #[arg(long, default_value = "")]
         config: String,
     },
+    /// Delayed messages to RabbitMQ: lateness of messages due over a window,
+    /// then memory and storage per pending message.
+    Delayed {
+        /// Messages due within the window.
+        #[arg(long, default_value_t = 10_000)]
+        messages: usize,
+        /// Seconds the due times are spread over.
+        #[arg(long, default_value_t = 30)]
+        over: u64,
+        /// Seconds from the start until the first is due (time to submit them all).
+        #[arg(long, default_value_t = 15)]
+        lead: u64,
+        /// Messages then left pending (due in an hour) to measure what each holds.
+        #[arg(long, default_value_t = 1_000_000)]
+        pending: usize,
+        #[arg(long, default_value = "")]
+        config: String,
+    },
 }
 
 #[tokio::main]
@@ -97,6 +116,13 @@ async fn main() -> anyhow::Result<()> {
             let node = Node { config: &config, store };
             consume(broker, messages, size, concurrency, partitions, paced_seconds, node).await
         }
+        Command::Delayed {
+            messages,
+            over,
+            lead,
+            pending,
+            config,
+        } => delayed::run(messages, over, lead, pending, Node { config: &config, store }).await,
     }
 }
 

@@ -257,6 +257,29 @@ impl BidaProcess {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_string())
     }
 
+    /// The resident set size now.
+    pub fn rss_kib(&self) -> u64 {
+        status_kib(self.child.id(), "VmRSS:")
+    }
+
+    /// Bytes the whole store takes on disk (database or data directory).
+    pub async fn database_bytes(&self) -> anyhow::Result<u64> {
+        use sqlx::Connection;
+        match &self.store {
+            BenchStore::Postgres(db) => {
+                let mut connection = sqlx::PgConnection::connect(db.url()).await?;
+                let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
+                    .fetch_one(&mut connection)
+                    .await?;
+                Ok(bytes as u64)
+            }
+            BenchStore::Embedded(dir) => Ok(std::fs::read_dir(dir)?
+                .filter_map(|entry| entry.ok()?.metadata().ok())
+                .map(|m| m.len())
+                .sum()),
+        }
+    }
+
     /// Samples the resident set size every `every` until stopped.
     pub fn watch_rss(&self, every: Duration) -> RssWatch {
         let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
