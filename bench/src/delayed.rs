@@ -128,7 +128,7 @@ pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: No
     let (rss_after, bytes_after) = (bida.rss_kib(), bida.database_bytes().await?);
     let per = |before: u64, after: u64| (after as f64 - before as f64) / pending.max(1) as f64;
 
-    Report::new("Delayed messages → RabbitMQ")
+    let mut report = Report::new("Delayed messages → RabbitMQ")
         .row(
             "messages, due over",
             format!("{messages}, {over} s (one every {step:.1} ms)"),
@@ -151,33 +151,36 @@ pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: No
             "bida CPU while writing",
             format!("{:.2} s per 10k", cpu * 10_000.0 / received.max(1) as f64),
         )
-        .row("bida RSS while writing", process::rss_summary(&rss))
-        .row(
-            "pending messages",
-            format!(
-                "{pending} submitted in {pending_seconds:.1} s ({:.0} msgs/s)",
-                pending as f64 / pending_seconds
-            ),
-        )
-        .row(
-            "node memory per pending message",
-            format!(
-                "{:.1} bytes (RSS {} → {} MiB)",
-                per(rss_before * 1024, rss_after * 1024),
-                rss_before / 1024,
-                rss_after / 1024
-            ),
-        )
-        .row(
-            "database per pending message",
-            format!(
-                "{:.0} bytes ({} → {} MiB)",
-                per(bytes_before, bytes_after),
-                bytes_before >> 20,
-                bytes_after >> 20
-            ),
-        )
-        .print();
+        .row("bida RSS while writing", process::rss_summary(&rss));
+    if pending > 0 {
+        report = report
+            .row(
+                "pending messages",
+                format!(
+                    "{pending} submitted in {pending_seconds:.1} s ({:.0} msgs/s)",
+                    pending as f64 / pending_seconds
+                ),
+            )
+            .row(
+                "node memory per pending message",
+                format!(
+                    "{:.1} bytes (RSS {} → {} MiB)",
+                    per(rss_before * 1024, rss_after * 1024),
+                    rss_before / 1024,
+                    rss_after / 1024
+                ),
+            )
+            .row(
+                "database per pending message",
+                format!(
+                    "{:.0} bytes ({} → {} MiB)",
+                    per(bytes_before, bytes_after),
+                    bytes_before >> 20,
+                    bytes_after >> 20
+                ),
+            );
+    }
+    report.print();
     anyhow::ensure!(received == messages, "only {received} of {messages} were written");
     anyhow::ensure!(early == 0, "{early} were written before their time");
     Ok(())
