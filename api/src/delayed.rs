@@ -7,7 +7,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use bida_domain::access::Caller;
 use bida_domain::task::{ProducedTo, TaskDetail, TaskStatus, TaskSummary, BROKER_SCHEME};
-use bida_projections::{TaskCursor, TaskFilter, TaskList};
+use bida_projections::{TaskFilter, TaskList};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -273,22 +273,7 @@ pub async fn list(
     if let Some(own) = caller(&request)?.only_app() {
         query.app = Some(own.to_string());
     }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=state.config.max_page).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid-query",
-            format!("limit must be between 1 and {}", state.config.max_page),
-        ));
-    }
-    let cursor = match &query.cursor {
-        Some(text) => Some(TaskCursor::decode(text).ok_or_else(|| {
-            Problem::bad_request(
-                "invalid-query",
-                "cursor is not one this API returned; start again without it",
-            )
-        })?),
-        None => None,
-    };
+    let (limit, cursor) = crate::tasks::list_page(&state, query.limit, query.cursor.as_deref())?;
     let status = match query.state.as_deref() {
         None => None,
         Some(text) => Some(

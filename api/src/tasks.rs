@@ -152,6 +152,31 @@ pub struct TaskListPage {
     pub next_cursor: Option<String>,
 }
 
+/// A task list's page size (50 by default) and where it starts.
+pub(crate) fn list_page(
+    state: &ApiState,
+    limit: Option<i64>,
+    cursor: Option<&str>,
+) -> Result<(i64, Option<TaskCursor>), Problem> {
+    let limit = limit.unwrap_or(50);
+    if !(1..=state.config.max_page).contains(&limit) {
+        return Err(Problem::bad_request(
+            "invalid-query",
+            format!("limit must be between 1 and {}", state.config.max_page),
+        ));
+    }
+    let cursor = match cursor {
+        Some(text) => Some(TaskCursor::decode(text).ok_or_else(|| {
+            Problem::bad_request(
+                "invalid-query",
+                "cursor is not one this API returned; start again without it",
+            )
+        })?),
+        None => None,
+    };
+    Ok((limit, cursor))
+}
+
 fn parse_status(text: &str) -> Result<TaskStatus, Problem> {
     TaskStatus::parse(text).ok_or_else(|| {
         let known: Vec<&str> = TaskStatus::ALL.iter().map(|s| s.as_str()).collect();
@@ -180,22 +205,7 @@ pub async fn list(
     if let Some(own) = caller(&request)?.only_app() {
         query.source_app = Some(own.to_string());
     }
-    let limit = query.limit.unwrap_or(50);
-    if !(1..=state.config.max_page).contains(&limit) {
-        return Err(Problem::bad_request(
-            "invalid-query",
-            format!("limit must be between 1 and {}", state.config.max_page),
-        ));
-    }
-    let cursor = match &query.cursor {
-        Some(text) => Some(TaskCursor::decode(text).ok_or_else(|| {
-            Problem::bad_request(
-                "invalid-query",
-                "cursor is not one this API returned; start again without it",
-            )
-        })?),
-        None => None,
-    };
+    let (limit, cursor) = list_page(&state, query.limit, query.cursor.as_deref())?;
     let filter = TaskFilter {
         status: query.status.as_deref().map(parse_status).transpose()?,
         source_app: query.source_app,

@@ -305,17 +305,14 @@ impl ActivemqTarget {
         context: &str,
         errors: &mut ValidationErrors,
     ) {
-        for name in headers.keys() {
-            if RESERVED_HEADERS
-                .iter()
-                .any(|reserved| reserved.eq_ignore_ascii_case(name))
-            {
-                errors.add(
-                    format!("{context}headers.{name}"),
-                    "is a STOMP header the message's own fields set",
-                );
-            }
-        }
+        let reserved = |name: &str| RESERVED_HEADERS.iter().any(|r| r.eq_ignore_ascii_case(name));
+        super::fields::refuse_headers(
+            headers,
+            context,
+            errors,
+            reserved,
+            "is a STOMP header the message's own fields set",
+        );
     }
 }
 

@@ -109,6 +109,20 @@ impl<'de> Deserializer<'de> for FieldCatcher<'_> {
     }
 }
 
+/// Names every header of a message that `refused` says no to, with `why`
+/// (a name the kind keeps for itself, or cannot carry).
+pub(super) fn refuse_headers(
+    headers: &std::collections::BTreeMap<String, String>,
+    context: &str,
+    errors: &mut crate::ValidationErrors,
+    refused: impl Fn(&str) -> bool,
+    why: &str,
+) {
+    for name in headers.keys().filter(|name| refused(name)) {
+        errors.add(format!("{context}headers.{name}"), why);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

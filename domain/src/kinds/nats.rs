@@ -214,14 +214,14 @@ impl NatsTarget {
 
     /// NATS header names are visible ASCII without `:`.
     pub fn check_headers(&self, headers: &BTreeMap<String, String>, context: &str, errors: &mut ValidationErrors) {
-        for name in headers.keys() {
-            if !name.chars().all(|c| c.is_ascii_graphic() && c != ':') {
-                errors.add(
-                    format!("{context}headers.{name}"),
-                    "NATS header names are visible ASCII characters without `:`",
-                );
-            }
-        }
+        let illegal = |name: &str| !name.chars().all(|c| c.is_ascii_graphic() && c != ':');
+        super::fields::refuse_headers(
+            headers,
+            context,
+            errors,
+            illegal,
+            "NATS header names are visible ASCII characters without `:`",
+        );
     }
 }
 

@@ -219,14 +219,13 @@ impl RedisTarget {
 
     /// Headers become entry fields: not the fields the message fills.
     pub fn check_headers(&self, headers: &BTreeMap<String, String>, context: &str, errors: &mut ValidationErrors) {
-        for name in headers.keys() {
-            if RESERVED_FIELDS.contains(&name.as_str()) {
-                errors.add(
-                    format!("{context}headers.{name}"),
-                    "is a field the message fills (body, key, content_type): use the message's own field",
-                );
-            }
-        }
+        super::fields::refuse_headers(
+            headers,
+            context,
+            errors,
+            |name| RESERVED_FIELDS.contains(&name),
+            "is a field the message fills (body, key, content_type): use the message's own field",
+        );
     }
 }
 

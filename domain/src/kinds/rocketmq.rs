@@ -265,17 +265,14 @@ impl RocketmqTarget {
         context: &str,
         errors: &mut ValidationErrors,
     ) {
-        for name in headers.keys() {
-            if RESERVED_PROPERTIES
-                .iter()
-                .any(|reserved| reserved.eq_ignore_ascii_case(name))
-            {
-                errors.add(
-                    format!("{context}headers.{name}"),
-                    "is a property RocketMQ keeps for itself",
-                );
-            }
-        }
+        let reserved = |name: &str| RESERVED_PROPERTIES.iter().any(|r| r.eq_ignore_ascii_case(name));
+        super::fields::refuse_headers(
+            headers,
+            context,
+            errors,
+            reserved,
+            "is a property RocketMQ keeps for itself",
+        );
     }
 }
 

@@ -30,22 +30,7 @@ impl Produce for NatsProducer {
     /// Connects at once or fails: no retrying in the background, where
     /// messages would wait in the client's buffer past the request's answer.
     async fn open(connection: &NatsConnection) -> Result<Self, SourceError> {
-        let mut options = async_nats::ConnectOptions::new()
-            .name("bida-produce")
-            .connection_timeout(Duration::from_secs(5));
-        if let Some(token) = &connection.token {
-            options = options.token(token.clone());
-        }
-        let servers: Vec<async_nats::ServerAddr> = connection
-            .url
-            .split(',')
-            .map(|url| url.trim().parse())
-            .collect::<Result<_, _>>()
-            .map_err(|e: std::io::Error| SourceError::Connect(e.to_string()))?;
-        let client = tokio::time::timeout(Duration::from_secs(10), options.connect(servers))
-            .await
-            .map_err(|_| SourceError::Connect("no answer within 10 s".into()))?
-            .map_err(|e| SourceError::Connect(e.to_string()))?;
+        let client = super::source::connect(connection, "bida-produce", async_nats::ConnectOptions::new()).await?;
         let mut jetstream = jetstream::new(client.clone());
         jetstream.set_timeout(ACK_TIMEOUT);
         Ok(Self { client, jetstream })

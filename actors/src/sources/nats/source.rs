@@ -38,10 +38,17 @@ const MAX_ACK_PENDING: i64 = 100_000;
 
 /// The client, named for the broker's connection list.
 pub(super) async fn jetstream(connection: &NatsConnection, name: &str) -> Result<jetstream::Context, SourceError> {
-    let mut options = async_nats::ConnectOptions::new()
-        .name(name)
-        .connection_timeout(Duration::from_secs(5))
-        .retry_on_initial_connect();
+    let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
+    Ok(jetstream::new(connect(connection, name, options).await?))
+}
+
+/// Connects to the connection's servers with `options`, its token and name.
+pub(super) async fn connect(
+    connection: &NatsConnection,
+    name: &str,
+    options: async_nats::ConnectOptions,
+) -> Result<async_nats::Client, SourceError> {
+    let mut options = options.name(name).connection_timeout(Duration::from_secs(5));
     if let Some(token) = &connection.token {
         options = options.token(token.clone());
     }
@@ -51,11 +58,10 @@ pub(super) async fn jetstream(connection: &NatsConnection, name: &str) -> Result
         .map(|url| url.trim().parse())
         .collect::<Result<_, _>>()
         .map_err(|e: std::io::Error| SourceError::Connect(e.to_string()))?;
-    let client = tokio::time::timeout(Duration::from_secs(10), options.connect(servers))
+    tokio::time::timeout(Duration::from_secs(10), options.connect(servers))
         .await
         .map_err(|_| SourceError::Connect("no answer within 10 s".into()))?
-        .map_err(|e| SourceError::Connect(e.to_string()))?;
-    Ok(jetstream::new(client))
+        .map_err(|e| SourceError::Connect(e.to_string()))
 }
 
 fn broker_error(e: impl std::fmt::Display) -> SourceError {
