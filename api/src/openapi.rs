@@ -259,6 +259,34 @@ fn refined(mut document: serde_json::Value) -> serde_json::Value {
             options.insert("propertyNames".into(), option_names.clone());
         }
     }
+    // A message is its shared fields and its kind's, open: one object (the
+    // `allOf` utoipa makes of the flattened kind fields leaves schemathesis
+    // 4.32 unable to generate bodies), with the delayed and batch forms.
+    if let Some(shared) = schemas
+        .pointer("/ProduceRequest/allOf/1/properties")
+        .and_then(serde_json::Value::as_object)
+        .cloned()
+    {
+        let mut properties = shared;
+        properties.insert(
+            "deliver_at".into(),
+            json!({"type": "string", "format": "date-time",
+                   "description": "Hold the message until this time, then write it (answered 202)."}),
+        );
+        properties.insert(
+            "delay_ms".into(),
+            json!({"type": "integer", "minimum": 0,
+                   "description": "Hold the message this many milliseconds, then write it (answered 202)."}),
+        );
+        properties.insert(
+            "messages".into(),
+            json!({"type": "array", "minItems": 1, "maxItems": bida_domain::kinds::produce::MAX_BATCH,
+                   "items": {"type": "object"},
+                   "description": "A batch: messages of this same shape (then no other field beside it)."}),
+        );
+        let description = schemas["ProduceRequest"]["description"].clone();
+        schemas["ProduceRequest"] = json!({"type": "object", "description": description, "properties": properties});
+    }
     // serde refuses fields a kind of reset does not take.
     if let Some(kinds) = schemas["OffsetReset"]["oneOf"].as_array_mut() {
         for kind in kinds {
@@ -275,7 +303,29 @@ fn refined(mut document: serde_json::Value) -> serde_json::Value {
         ]
     });
     add_created_links(&mut document);
+    add_delayed_links(&mut document);
     document
+}
+
+/// A delayed write's answer (202) leads to its message: the first id of
+/// `POST /v1/brokers/{id}/messages`'s `messages` is `/v1/delayed/{id}`'s.
+fn add_delayed_links(document: &mut serde_json::Value) {
+    use serde_json::json;
+    let operations: Vec<String> = ["get", "delete"]
+        .into_iter()
+        .filter_map(|method| document["paths"]["/v1/delayed/{id}"][method]["operationId"].as_str())
+        .map(String::from)
+        .collect();
+    let accepted = &mut document["paths"]["/v1/brokers/{id}/messages"]["post"]["responses"]["202"];
+    if accepted.is_null() {
+        return;
+    }
+    for operation in operations {
+        accepted["links"][&operation] = json!({
+            "operationId": operation,
+            "parameters": {"id": "$response.body#/messages/0/id"},
+        });
+    }
 }
 
 /// What a create answers leads to the routes of what it created: the `id` of
