@@ -800,6 +800,8 @@ struct Figures {
     worst_late_finished_ms: i64,
     /// The latest (by `finished_at`): its number and due time, after the start.
     latest: Option<(usize, i64)>,
+    /// A few messages written more than once, as they were seen.
+    duplicate_samples: Vec<String>,
     seconds: f64,
     failures: Vec<String>,
 }
@@ -1007,9 +1009,25 @@ async fn run(scenario: &Scenario) -> Figures {
                 failures.push(format!("its body's due time is after its own: {}", what(cancel)));
             }
         }
+        // A write in flight at the kill reaches the queue within moments of
+        // it; the restarted node takes the killed one's messages over only
+        // after `scheduler.node_ttl_ms` (1.5 s). So a second copy is that
+        // write's only when there are two and the first may have come by
+        // then (a second of slack on the queue's side).
+        let by_the_killed_node = |a: &&Arrival| killed_at.is_some_and(|k| a.after < k + chrono::Duration::seconds(1));
         if !cancelled(n) {
             figures.written += usize::from(!found.is_empty());
             figures.duplicates += found.len().saturating_sub(1);
+            if found.len() > 1 && !(found.len() == 2 && by_the_killed_node(&found[0])) {
+                failures.push(format!(
+                    "written more than once, and not by a write in flight at the kill: {}",
+                    what(cancel)
+                ));
+            }
+            if found.len() > 1 && figures.duplicate_samples.len() < 5 {
+                let kill = killed_at.map_or(String::new(), |k| format!(" (the kill at {})", k.format("%T%.3f")));
+                figures.duplicate_samples.push(format!("{}{kill}", what(cancel)));
+            }
         }
         match cancel {
             Some(c) if c.status == 200 => {
@@ -1025,7 +1043,7 @@ async fn run(scenario: &Scenario) -> Figures {
                 // with no record of it: a cancel after the kill finds the
                 // message pending. Only that, and only once.
                 let in_flight_at_kill = killed_at
-                    .is_some_and(|k| due < k && c.sent > k && found.len() == 1 && found.iter().all(|a| a.after < k));
+                    .is_some_and(|k| due < k && c.sent > k && found.len() == 1 && found.iter().all(by_the_killed_node));
                 if in_flight_at_kill {
                     figures.written_before_kill_cancelled_after += 1;
                 } else if !found.is_empty() {
@@ -1072,9 +1090,6 @@ async fn run(scenario: &Scenario) -> Figures {
                 figures.latest = Some((n, ms(due - started_at)));
             }
         }
-    }
-    if killed_at.is_none() && figures.duplicates > 0 {
-        failures.push(format!("{} duplicates in a run without a kill", figures.duplicates));
     }
     // A sample of each kind of failure, not hundreds of lines.
     let mut shown: HashMap<String, usize> = HashMap::new();
@@ -1130,6 +1145,9 @@ async fn runs(seeds: impl IntoIterator<Item = u64>) {
             f.failures.len(),
             f.seconds
         );
+        for sample in &f.duplicate_samples {
+            println!("  written more than once: {sample}");
+        }
         if !f.failures.is_empty() {
             failed.push(format!("seed {seed}:\n  {}", f.failures.join("\n  ")));
         }
