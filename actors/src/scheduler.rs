@@ -112,7 +112,11 @@ impl Scheduler {
         let node = self.node.clone();
         ctx.spawn(
             async move {
-                match node.store.free_tasks_of_dead_nodes(node.scheduler.node_ttl()).await {
+                match node
+                    .store
+                    .free_tasks_of_dead_nodes(node.node_id, node.scheduler.node_ttl())
+                    .await
+                {
                     Ok(0) => {}
                     Ok(freed) => tracing::info!(freed, "took back tasks held by dead nodes"),
                     Err(e) => tracing::warn!(error = %e, "cannot free tasks of dead nodes"),

@@ -43,6 +43,8 @@ pub enum TaskServiceError {
     Conflict,
     #[error("an attempt of task {0} is in flight; retry once it has finished")]
     InFlight(String),
+    #[error("task {id} is due within {margin_ms} ms: it is about to run and can no longer be cancelled")]
+    TooLate { id: String, margin_ms: u64 },
     #[error("Idempotency-Key {key:?} was already used for a different request (task {task_id})")]
     IdempotencyMismatch { key: String, task_id: String },
     #[error("the event store is unavailable ({0}); the request may or may not have taken effect")]
@@ -275,6 +277,30 @@ impl TaskService {
             }
         }
         self.command(id, TaskCommand::Cancel { reason, at: Utc::now() }).await
+    }
+
+    /// Cancels a task unless it is due within `margin`: a write that must not
+    /// happen once its cancel was answered (a delayed message) is refused
+    /// that close to its time, when a node may already be making it.
+    ///
+    /// The margin narrows the race between a cancel and an attempt that
+    /// starts while the cancel is being recorded; it does not close it for
+    /// a cancel whose recording takes longer than the margin.
+    pub async fn cancel_unless_due(
+        &self,
+        id: &str,
+        reason: Option<String>,
+        margin: std::time::Duration,
+    ) -> Result<TaskDetail, TaskServiceError> {
+        let entry = self.node.store.schedule_of(&[id.to_string()]).await?;
+        let horizon = Utc::now() + chrono::Duration::from_std(margin).unwrap_or_default();
+        if entry.get(id).is_some_and(|e| e.due_at <= horizon) {
+            return Err(TaskServiceError::TooLate {
+                id: id.to_string(),
+                margin_ms: margin.as_millis() as u64,
+            });
+        }
+        self.cancel(id, reason).await
     }
 
     /// Manual compensation: deliver the task again, with a fresh round of

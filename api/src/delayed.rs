@@ -18,6 +18,9 @@ use crate::json::QueryParams;
 use crate::problem::Problem;
 use crate::ApiState;
 
+/// How long before its time a delayed message can no longer be cancelled.
+const CANCEL_MARGIN: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(web::resource("/v1/delayed").route(web::get().to(list)))
@@ -203,15 +206,17 @@ pub async fn detail(
     Ok(HttpResponse::Ok().json(find(&state, &caller, &id).await?))
 }
 
-/// Cancel a delayed message that was not produced yet. A message already
-/// produced is a 409: what is in the broker stays there.
+/// Cancel a delayed message that is not due yet. From one second before
+/// its time, and once produced, the answer is a 409 (`too-late`,
+/// `invalid-state`): a node may be writing it, and what is in the broker
+/// stays there. A 200 means it is never written.
 #[utoipa::path(
     delete, path = "/v1/delayed/{id}", tag = "delayed",
     params(("id" = String, Path, description = "The id the write answered")),
     responses(
         (status = 200, description = "The message, cancelled", body = DelayedMessage),
         (status = 404, description = "No such delayed message", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already produced (or cancelled)", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Due within a second, already produced, or cancelled", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub async fn cancel(
@@ -221,7 +226,7 @@ pub async fn cancel(
 ) -> Result<HttpResponse, Problem> {
     let caller = caller(&request)?;
     find(&state, &caller, &id).await?;
-    let detail = state.tasks.cancel(&id, None).await?;
+    let detail = state.tasks.cancel_unless_due(&id, None, CANCEL_MARGIN).await?;
     let shown =
         DelayedMessage::of(&detail).ok_or_else(|| Problem::not_found(format!("no delayed message with id {id}")))?;
     Ok(HttpResponse::Ok().json(shown))

@@ -101,6 +101,7 @@ impl From<TaskServiceError> for Problem {
             TaskServiceError::Rejected(_) => Self::new(StatusCode::CONFLICT, "invalid-state", text),
             TaskServiceError::Conflict => Self::new(StatusCode::CONFLICT, "concurrent-change", text),
             TaskServiceError::InFlight(_) => Self::new(StatusCode::CONFLICT, "attempt-in-flight", text),
+            TaskServiceError::TooLate { .. } => Self::new(StatusCode::CONFLICT, "too-late", text),
             TaskServiceError::IdempotencyMismatch { .. } => {
                 Self::new(StatusCode::UNPROCESSABLE_ENTITY, "idempotency-key-reused", text)
             }

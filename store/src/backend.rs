@@ -301,8 +301,10 @@ pub trait Schedule: Send + Sync {
     async fn claim_due(&self, node: Uuid, lookahead: Duration, limit: i64) -> Result<Vec<ClaimedTask>, StoreError>;
 
     /// Frees the tasks held by nodes that stopped or whose heartbeat is older
-    /// than `ttl`, so any live node can claim them.
-    async fn free_tasks_of_dead_nodes(&self, ttl: Duration) -> Result<u64, StoreError>;
+    /// than `ttl`, so any live node can claim them; never those of `caller`,
+    /// which is alive whatever its heartbeat says (a node whose heartbeat
+    /// was late freed its own tasks, and wrote them twice).
+    async fn free_tasks_of_dead_nodes(&self, caller: Uuid, ttl: Duration) -> Result<u64, StoreError>;
 
     /// Tasks this node has held for longer than `older_than` (to find ones no
     /// actor holds any more).

@@ -177,8 +177,13 @@ async fn claims_are_disjoint_and_dead_nodes_lose_their_tasks() {
 
     // b stops: its tasks go back to the shared schedule; a's stay a's.
     store.mark_node_stopped(b).await.unwrap();
-    let freed = store.free_tasks_of_dead_nodes(Duration::from_secs(60)).await.unwrap();
+    let freed = store
+        .free_tasks_of_dead_nodes(a, Duration::from_secs(60))
+        .await
+        .unwrap();
     assert_eq!(freed as usize, claimed_b.len());
+    // A node never frees its own, even with a heartbeat older than the ttl.
+    assert_eq!(store.free_tasks_of_dead_nodes(a, Duration::ZERO).await.unwrap(), 0);
     let reclaimed = store.claim_due(a, Duration::ZERO, 100).await.unwrap();
     assert_eq!(reclaimed.len(), claimed_b.len());
 }

@@ -30,10 +30,10 @@ impl Schedule for PgStore {
         .await?)
     }
 
-    async fn free_tasks_of_dead_nodes(&self, ttl: Duration) -> Result<u64, StoreError> {
+    async fn free_tasks_of_dead_nodes(&self, caller: Uuid, ttl: Duration) -> Result<u64, StoreError> {
         // Owners are few; look each up once rather than per held task.
         let result = sqlx::query(
-            "WITH owners AS (SELECT DISTINCT owner FROM task_schedule WHERE owner IS NOT NULL),
+            "WITH owners AS (SELECT DISTINCT owner FROM task_schedule WHERE owner IS NOT NULL AND owner <> $2),
                   dead AS (
                       SELECT o.owner FROM owners o
                       WHERE NOT EXISTS (
@@ -44,6 +44,7 @@ impl Schedule for PgStore {
              WHERE owner IN (SELECT owner FROM dead)",
         )
         .bind(ttl.as_secs_f64())
+        .bind(caller)
         .execute(self.control())
         .await?;
         Ok(result.rows_affected())

@@ -44,14 +44,15 @@ impl Schedule for SqliteStore {
             .collect())
     }
 
-    async fn free_tasks_of_dead_nodes(&self, ttl: Duration) -> Result<u64, StoreError> {
+    async fn free_tasks_of_dead_nodes(&self, caller: Uuid, ttl: Duration) -> Result<u64, StoreError> {
         let result = sqlx::query(
             "UPDATE task_schedule SET owner = NULL, updated_at = ?1
-             WHERE owner IS NOT NULL AND owner NOT IN (
+             WHERE owner IS NOT NULL AND owner <> ?3 AND owner NOT IN (
                  SELECT id FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?2)",
         )
         .bind(now())
         .bind(ago(ttl))
+        .bind(caller.to_string())
         .execute(self.pool())
         .await?;
         Ok(result.rows_affected())
