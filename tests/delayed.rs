@@ -82,7 +82,8 @@ async fn rabbitmq_messages_are_written_when_due_and_not_before() {
         .post(
             &format!("/v1/brokers/{broker}/messages"),
             json!({"routing_key": queue.name, "body_base64": STANDARD.encode(&binary),
-                   "headers": {"tenant": "acme"}, "message_id": "m-1", "delay_ms": 2_500}),
+                   "headers": {"tenant": "acme", "Authorization": "Bearer s3cret"},
+                   "message_id": "m-1", "delay_ms": 2_500}),
         )
         .await;
     assert_eq!(status, 202, "{accepted}");
@@ -95,6 +96,10 @@ async fn rabbitmq_messages_are_written_when_due_and_not_before() {
     assert_eq!(pending["destination"], queue.name.as_str());
     assert_eq!(pending["message"]["body_base64"], STANDARD.encode(&binary), "{pending}");
     assert_eq!(pending["message"]["headers"]["tenant"], "acme", "{pending}");
+    assert_eq!(
+        pending["message"]["headers"]["Authorization"], "***",
+        "credentials masked: {pending}"
+    );
     let due = time(&pending["deliver_at"]);
 
     // Not a moment early: nothing is in the queue until just before its time.
@@ -111,6 +116,11 @@ async fn rabbitmq_messages_are_written_when_due_and_not_before() {
     assert_eq!(read.len(), 1, "{read:?}");
     assert_eq!(read[0].body, binary, "byte for byte");
     assert_eq!(read[0].headers.get("tenant").map(String::as_str), Some("acme"));
+    assert_eq!(
+        read[0].headers.get("Authorization").map(String::as_str),
+        Some("Bearer s3cret"),
+        "written as given"
+    );
     assert_eq!(read[0].message_id.as_deref(), Some("m-1"));
     assert_eq!(read[0].content_type.as_deref(), Some("application/octet-stream"));
 
@@ -118,6 +128,7 @@ async fn rabbitmq_messages_are_written_when_due_and_not_before() {
     let (_, task) = bida.get(&format!("/v1/tasks/{id}")).await;
     assert_eq!(task["status"], "delivered", "{task}");
     assert_eq!(task["produce"]["broker_id"], broker.as_str(), "{task}");
+    assert_eq!(task["produce"]["message"]["headers"]["Authorization"], "***", "{task}");
 }
 
 #[tokio::test]
@@ -216,36 +227,37 @@ async fn pending_messages_are_cancelled_and_produced_ones_are_not() {
     // messages are not among them.
     bida.submit(json!({"url": "http://127.0.0.1:9/hook", "delay_ms": 60_000}))
         .await;
-    let listed = |query: String| {
+    // The list is a projection: it follows the messages' states shortly
+    // after, so each page is asked for until it shows what it must.
+    let listed = |query: String, expected: BTreeSet<String>| {
         let bida = &bida;
         async move {
-            let (status, page) = bida.get(&format!("/v1/delayed{query}")).await;
-            assert_eq!(status, 200, "{page}");
-            page["items"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|m| m["id"].as_str().unwrap().to_string())
-                .collect::<BTreeSet<_>>()
+            let page = || async {
+                let (status, page) = bida.get(&format!("/v1/delayed{query}")).await;
+                assert_eq!(status, 200, "{page}");
+                page["items"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|m| m["id"].as_str().unwrap().to_string())
+                    .collect::<BTreeSet<_>>()
+            };
+            let shown = until(Duration::from_secs(20), || async { page().await == expected }).await;
+            assert!(shown, "{query}: {:?}, not {expected:?}", page().await);
         }
     };
     let all: BTreeSet<String> = [&later, &soon, &elsewhere].into_iter().cloned().collect();
-    assert_eq!(listed(String::new()).await, all);
-    assert_eq!(
-        listed("?state=pending".into()).await,
-        BTreeSet::from([elsewhere.clone()])
-    );
-    assert_eq!(listed("?state=cancelled".into()).await, BTreeSet::from([later.clone()]));
-    assert_eq!(listed("?state=produced".into()).await, BTreeSet::from([soon.clone()]));
-    assert_eq!(
-        listed(format!("?topic={}", other.name)).await,
-        BTreeSet::from([elsewhere.clone()])
-    );
-    assert_eq!(
-        listed(format!("?broker_id={broker}&topic={}", queue.name)).await,
-        BTreeSet::from([later.clone(), soon.clone()])
-    );
-    assert_eq!(listed("?broker_id=nobody".into()).await, BTreeSet::new());
+    listed(String::new(), all).await;
+    listed("?state=pending".into(), BTreeSet::from([elsewhere.clone()])).await;
+    listed("?state=cancelled".into(), BTreeSet::from([later.clone()])).await;
+    listed("?state=produced".into(), BTreeSet::from([soon.clone()])).await;
+    listed(format!("?topic={}", other.name), BTreeSet::from([elsewhere.clone()])).await;
+    listed(
+        format!("?broker_id={broker}&topic={}", queue.name),
+        BTreeSet::from([later.clone(), soon.clone()]),
+    )
+    .await;
+    listed("?broker_id=nobody".into(), BTreeSet::new()).await;
     let (status, problem) = bida.get("/v1/delayed?state=lost").await;
     assert_eq!(status, 400, "{problem}");
     let (status, problem) = bida.get("/v1/delayed/not-an-id").await;
@@ -511,22 +523,21 @@ async fn delayed_messages_count_for_their_app_and_only_it_sees_them() {
 
     // A producer key lists its own app's messages only, whatever it asks for.
     let list = |query: &str| format!("{}/v1/delayed{query}", bida.url);
+    // The list is a projection: it follows the messages' states shortly after.
     let settled = until(Duration::from_secs(20), || async {
         listed_ids(&shop_http, list("")).await == shops
             && listed_ids(&bank_http, list("")).await == BTreeSet::from([banks.clone()])
+            && listed_ids(&shop_http, list("?state=pending")).await == BTreeSet::from([later.clone()])
     })
     .await;
     assert!(
         settled,
-        "shop lists {:?}, bank lists {:?}",
+        "shop lists {:?} ({:?} pending), bank lists {:?}",
         listed_ids(&shop_http, list("")).await,
+        listed_ids(&shop_http, list("?state=pending")).await,
         listed_ids(&bank_http, list("")).await
     );
     assert_eq!(listed_ids(&shop_http, list(&format!("?app={bank}"))).await, shops);
-    assert_eq!(
-        listed_ids(&shop_http, list("?state=pending")).await,
-        BTreeSet::from([later.clone()])
-    );
     assert_eq!(
         listed_ids(&bank_http, list(&format!("?broker_id={broker}&topic={}", queue.name))).await,
         BTreeSet::from([banks.clone()])

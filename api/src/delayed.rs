@@ -172,6 +172,13 @@ impl DelayedMessage {
     }
 }
 
+/// A delayed message as answered: the values of credential headers masked.
+fn shown(state: &ApiState, message: DelayedMessage) -> serde_json::Value {
+    let mut value = serde_json::to_value(message).unwrap_or_default();
+    crate::history::mask_headers(&mut value, "/message/headers", &state.config.redact_headers);
+    value
+}
+
 /// Whether a message of `source_app` is visible to the caller; another app's
 /// is a 404 to a producer key, so that ids do not leak.
 fn visible(caller: &Caller, source_app: Option<&str>) -> bool {
@@ -203,7 +210,7 @@ pub async fn detail(
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
     let caller = caller(&request)?;
-    Ok(HttpResponse::Ok().json(find(&state, &caller, &id).await?))
+    Ok(HttpResponse::Ok().json(shown(&state, find(&state, &caller, &id).await?)))
 }
 
 /// Cancel a delayed message that is not due yet. From one second before
@@ -227,9 +234,9 @@ pub async fn cancel(
     let caller = caller(&request)?;
     find(&state, &caller, &id).await?;
     let detail = state.tasks.cancel_unless_due(&id, None, CANCEL_MARGIN).await?;
-    let shown =
+    let message =
         DelayedMessage::of(&detail).ok_or_else(|| Problem::not_found(format!("no delayed message with id {id}")))?;
-    Ok(HttpResponse::Ok().json(shown))
+    Ok(HttpResponse::Ok().json(shown(&state, message)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -158,17 +158,27 @@ pub fn mask_secrets(value: &mut Value) {
     }
 }
 
-/// A task as answered: the values of credential headers masked.
+/// A task as answered: the values of credential headers masked, in its
+/// request and in the message a delayed write carries.
 pub fn shown_task(detail: &bida_domain::task::TaskDetail, redact: &[String]) -> Value {
     let mut value = serde_json::to_value(detail).unwrap_or(Value::Null);
-    if let Some(Value::Object(headers)) = value.pointer_mut("/request/headers") {
+    for headers in ["/request/headers", "/produce/message/headers"] {
+        mask_headers(&mut value, headers, redact);
+    }
+    value
+}
+
+/// Masks the values of credential headers (and those of `redact`) in the
+/// header object at `pointer`, if there is one.
+pub fn mask_headers(value: &mut Value, pointer: &str, redact: &[String]) {
+    if let Some(Value::Object(headers)) = value.pointer_mut(pointer) {
         for (name, inner) in headers.iter_mut() {
-            if redact.iter().any(|r| r.eq_ignore_ascii_case(name)) || SECRET_HEADERS.contains(&name.as_str()) {
+            let secret = SECRET_HEADERS.iter().any(|s| s.eq_ignore_ascii_case(name));
+            if secret || redact.iter().any(|r| r.eq_ignore_ascii_case(name)) {
                 *inner = Value::String(MASK.into());
             }
         }
     }
-    value
 }
 
 #[cfg(test)]
