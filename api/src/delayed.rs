@@ -6,7 +6,7 @@
 use actix_web::{web, HttpRequest, HttpResponse};
 use base64::Engine;
 use bida_domain::access::Caller;
-use bida_domain::task::{ProducedTo, TaskDetail, TaskStatus, TaskSummary, BROKER_SCHEME};
+use bida_domain::task::{ProduceSpec, ProducedTo, TaskDetail, TaskStatus, TaskSummary};
 use bida_projections::{TaskFilter, TaskList};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -118,11 +118,7 @@ pub struct DelayedSummary {
 impl DelayedSummary {
     /// The task as a delayed message; none for a task that writes no message.
     fn of(task: &TaskSummary) -> Option<Self> {
-        let (broker_id, destination) = task
-            .url
-            .strip_prefix(BROKER_SCHEME)?
-            .strip_prefix("://")?
-            .split_once('/')?;
+        let (broker_id, destination) = ProduceSpec::parse_locator(&task.url)?;
         let last = task.last_attempt.as_ref();
         Some(Self {
             id: task.id.clone(),

@@ -31,6 +31,12 @@ impl ProduceSpec {
         format!("{BROKER_SCHEME}://{}/{}", self.broker_id, self.destination)
     }
 
+    /// The broker id and destination of a task `url` made by
+    /// [`ProduceSpec::locator`]; none for another task's.
+    pub fn parse_locator(url: &str) -> Option<(&str, &str)> {
+        url.strip_prefix(BROKER_SCHEME)?.strip_prefix("://")?.split_once('/')
+    }
+
     /// The message as the produce route takes it, body included.
     pub fn request(&self, body: Option<&Body>) -> Value {
         use base64::Engine;
@@ -86,6 +92,11 @@ mod tests {
                 .clone(),
         };
         assert_eq!(spec.locator(), "broker://orders-kafka/orders");
+        assert_eq!(
+            ProduceSpec::parse_locator(&spec.locator()),
+            Some(("orders-kafka", "orders"))
+        );
+        assert_eq!(ProduceSpec::parse_locator("https://orders-kafka/orders"), None);
         let request = spec.request(Some(&Body(Bytes::from_static(b"{\"n\":1}"))));
         assert_eq!(request["body_base64"], "eyJuIjoxfQ==");
         assert_eq!(request["key"], "k");
