@@ -90,6 +90,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         brokers: BrokerService::new(store.clone(), sealer.clone()),
         producers: node.producers(),
         delayed: node.delayed(),
+        pulls: node.pulls(),
         consumers,
         access,
         auth: config.auth.clone(),

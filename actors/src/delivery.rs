@@ -3,7 +3,7 @@
 
 use bida_domain::matcher::{judge, Verdict, STOP_RETRY_HEADER};
 use bida_domain::task::{AttemptReport, TaskSpec};
-use bida_domain::Observation;
+use bida_domain::{Observation, StatusSet};
 use bida_telemetry::{instruments, AttemptSpan, KeyValue};
 use bytes::{Bytes, BytesMut};
 use chrono::{DateTime, Utc};
@@ -31,6 +31,24 @@ pub struct Attempted {
 }
 
 impl Attempted {
+    /// An attempt that could not be made at all (nothing was sent).
+    pub fn unsendable(error: String) -> Self {
+        let observation = Observation::Unsendable { error };
+        Self {
+            started_at: Utc::now(),
+            latency_ms: 0,
+            verdict: judge(
+                &Default::default(),
+                &StatusSet::default_retry_on(),
+                &observation,
+                Utc::now(),
+            ),
+            observation,
+            response_excerpt: None,
+            signed: false,
+        }
+    }
+
     /// The attempt as the task records it.
     pub fn into_report(self, number: u32) -> AttemptReport {
         AttemptReport {
@@ -341,7 +359,9 @@ impl Target {
             Observation::Timeout { .. } => Some("timeout".to_string()),
             Observation::Failed { .. } => Some("connection".to_string()),
             Observation::Unsendable { .. } => Some("invalid_request".to_string()),
-            Observation::Written { .. } => None,
+            Observation::Written { .. } | Observation::Acked { .. } => None,
+            Observation::Nacked { .. } => Some("nacked".to_string()),
+            Observation::LeaseExpired { .. } => Some("lease_expired".to_string()),
         };
         if let Some(error) = &error {
             http.push(KeyValue::new("error.type", error.clone()));

@@ -19,6 +19,7 @@ pub mod delivery;
 pub mod egress;
 pub mod notifier;
 pub mod produce;
+pub mod pull;
 mod retention;
 pub mod scheduler;
 pub mod secrets;
@@ -53,6 +54,8 @@ pub struct NodeContext {
     pub delivery: Delivery,
     /// Writes the messages of broker-writing tasks (delayed messages).
     pub producers: Arc<produce::Producers>,
+    /// Wakes this node's waiting pulls when their lane gets messages.
+    pub pulls: Arc<pull::PullWakers>,
     /// Where consumer deliveries run: a work-stealing pool over every core.
     pub work: tokio::runtime::Handle,
     pub scheduler: SchedulerConfig,
@@ -69,6 +72,13 @@ impl NodeContext {
     /// Makes attempt number `attempt` of a task: an HTTP request, or a write
     /// to a broker.
     pub async fn attempt(&self, spec: &TaskSpec, attempt: u32) -> delivery::Attempted {
+        if spec.pull_lane().is_some() {
+            // Never claimed by a scheduler (its lane keeps it for members'
+            // pulls); should one get here, it fails rather than loops.
+            return delivery::Attempted::unsendable(
+                "a pulled message is delivered by its members' pulls, not by a node".into(),
+            );
+        }
         match &spec.produce {
             Some(produce) => delayed::attempt(&self.producers, spec, produce, attempt).await,
             None => self.delivery.attempt(spec, attempt).await,
@@ -183,6 +193,7 @@ impl Node {
                 store.clone(),
                 config.sealer.clone(),
             ))),
+            pulls: Arc::default(),
             scheduler: config.scheduler.clone(),
             sealer: config.sealer.clone(),
             in_memory: AtomicUsize::new(0),
@@ -241,6 +252,11 @@ impl Node {
     /// its delayed messages).
     pub fn producers(&self) -> Arc<produce::Producers> {
         self.context.producers.clone()
+    }
+
+    /// What members of pull consumers ask of the node.
+    pub fn pulls(&self) -> pull::PullService {
+        pull::PullService::new(self.context.clone())
     }
 
     pub fn delayed(&self) -> delayed::DelayedService {

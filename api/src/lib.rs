@@ -15,6 +15,7 @@ mod monitoring;
 mod openapi;
 mod paging;
 mod problem;
+mod pull;
 mod tasks;
 
 pub use access::{gate, rule, Access, KeyLimits, RateLimitConfig, RULES};
@@ -64,6 +65,8 @@ pub struct ApiState {
     pub producers: std::sync::Arc<bida_actors::produce::Producers>,
     pub delayed: bida_actors::delayed::DelayedService,
     pub consumers: bida_actors::consumer::ConsumerService,
+    /// What members of pull consumers ask: pull, ack, nack, heartbeat.
+    pub pulls: bida_actors::pull::PullService,
     pub access: bida_actors::access::AccessService,
     pub auth: bida_actors::access::AuthConfig,
     pub users: bida_actors::users::UserService,
@@ -97,6 +100,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(tasks::routes)
         .configure(brokers::routes)
         .configure(delayed::routes)
+        .configure(pull::routes)
         .configure(consumers::routes)
         .configure(monitoring::routes)
         .configure(apps::routes)

@@ -5,7 +5,7 @@ use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::PROBLEM_JSON;
-use crate::{apps, brokers, consumers, delayed, health, history, monitoring, problem, tasks};
+use crate::{apps, brokers, consumers, delayed, health, history, monitoring, problem, pull, tasks};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +44,11 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
         consumers::reset_offsets,
         consumers::resend,
         consumers::replay_lane,
+        pull::pull,
+        pull::ack,
+        pull::nack,
+        pull::heartbeat,
+        pull::members,
         apps::create,
         apps::list,
         apps::view,
@@ -73,6 +78,7 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
         (name = "brokers", description = "MQ clusters consumers read from"),
         (name = "delayed", description = "Messages held until their time, then written to a broker"),
         (name = "consumers", description = "Broker sources bound to endpoints"),
+        (name = "pull", description = "Members of pull consumers: pull, ack, nack, heartbeat"),
         (name = "apps", description = "Apps and their API keys (admin)"),
         (name = "monitoring", description = "Statistics, nodes and metrics"),
         (name = "health", description = "Probes"),

@@ -146,6 +146,23 @@ pub enum Observation {
     Written {
         at: String,
     },
+    /// A pulled message's member acknowledged it within its lease.
+    Acked {
+        member: String,
+    },
+    /// A member gave a pulled message back: to retry after `retry_after`
+    /// (or the backoff), or (`give_up`) to dead-letter it now.
+    Nacked {
+        member: String,
+        reason: Option<String>,
+        retry_after: Option<Duration>,
+        give_up: bool,
+    },
+    /// A member neither acked nor nacked a pulled message within its lease
+    /// (or stopped heartbeating meanwhile).
+    LeaseExpired {
+        member: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -180,7 +197,31 @@ pub fn judge(expect: &Expect, retry_on: &StatusSet, observed: &Observation, now:
                 reason: format!("the request cannot be sent: {error}"),
             }
         }
-        Observation::Written { .. } => return Verdict::Success,
+        Observation::Written { .. } | Observation::Acked { .. } => return Verdict::Success,
+        Observation::Nacked {
+            member,
+            reason,
+            retry_after,
+            give_up,
+        } => {
+            let reason = match reason {
+                Some(reason) => format!("nacked by member {member}: {reason}"),
+                None => format!("nacked by member {member}"),
+            };
+            return match give_up {
+                true => Verdict::GiveUp { reason },
+                false => Verdict::Retry {
+                    reason,
+                    retry_after: *retry_after,
+                },
+            };
+        }
+        Observation::LeaseExpired { member } => {
+            return Verdict::Retry {
+                reason: format!("member {member} held its lease to the end without an ack"),
+                retry_after: None,
+            }
+        }
         Observation::Response {
             status,
             body,

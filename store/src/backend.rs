@@ -12,9 +12,9 @@ use std::time::Duration;
 use uuid::Uuid;
 
 use crate::{
-    Append, Channel, ClaimedTask, ConsumerCounterChange, FeedPosition, FeedRead, NodeInfo, Readiness, RetentionPolicy,
-    RetentionReport, RuntimeRow, ScheduleEntry, SessionRow, StatsBucket, StatusCountChange, StoreError, StoredEvent,
-    WriterStats,
+    Append, Channel, ClaimedTask, ConsumerCounterChange, FeedPosition, FeedRead, HeldLease, LaneBacklog, LeaseRequest,
+    Leased, MemberRow, NodeInfo, Readiness, RetentionPolicy, RetentionReport, RuntimeRow, ScheduleEntry, SessionRow,
+    StatsBucket, StatusCountChange, StoreError, StoredEvent, WriterStats,
 };
 
 /// Every concern of a store.
@@ -29,6 +29,7 @@ pub trait Backend:
     + Health
     + Leadership
     + Nodes
+    + PullQueues
     + Retention
     + Schedule
     + Sessions
@@ -49,6 +50,7 @@ impl<T> Backend for T where
         + Health
         + Leadership
         + Nodes
+        + PullQueues
         + Retention
         + Schedule
         + Sessions
@@ -63,7 +65,7 @@ impl<T> Backend for T where
 pub mod prelude {
     pub use super::{
         AccessRecords, Announcements, Appends, Checkpoints, ConsumerRuntime, EventLog, Folds, Health, Leadership,
-        Nodes, Retention, Schedule, Sessions, StatsReads, TaskListReads, TaskStreams,
+        Nodes, PullQueues, Retention, Schedule, Sessions, StatsReads, TaskListReads, TaskStreams,
     };
 }
 
@@ -320,6 +322,42 @@ pub trait Schedule: Send + Sync {
 
     /// How many tasks have an attempt due, and how many are overdue by more than `late`.
     async fn schedule_depth(&self, late: Duration) -> Result<(i64, i64), StoreError>;
+}
+
+/// Pull lanes and their members (pull consumers).
+#[async_trait]
+pub trait PullQueues: Send + Sync {
+    /// Leases up to `limit` of the lane's due rows to the member, earliest
+    /// first; rows whose lease ran out (or whose member is gone) come back
+    /// as [`Leased::Expired`] instead, not leased.
+    async fn lease_due(&self, request: LeaseRequest<'_>) -> Result<Vec<Leased>, StoreError>;
+
+    /// The leases among `lease_ids` that are still held (whatever their lane).
+    async fn held_leases(&self, lease_ids: &[Uuid]) -> Result<Vec<HeldLease>, StoreError>;
+
+    /// Records that the member was heard from (a pull or a heartbeat).
+    async fn touch_member(
+        &self,
+        consumer_id: &str,
+        member: &str,
+        address: Option<&str>,
+        client_version: Option<&str>,
+    ) -> Result<(), StoreError>;
+
+    /// Counts `acked` acks of the member.
+    async fn count_acks(&self, consumer_id: &str, member: &str, acked: i64) -> Result<(), StoreError>;
+
+    /// The consumer's members, with the leases each holds.
+    async fn members(&self, consumer_id: &str) -> Result<Vec<MemberRow>, StoreError>;
+
+    /// The members heard from within `timeout`.
+    async fn live_members(&self, consumer_id: &str, timeout: Duration) -> Result<Vec<String>, StoreError>;
+
+    /// Each of the consumer's lanes with what waits in it.
+    async fn lane_backlogs(&self, consumer_id: &str) -> Result<Vec<LaneBacklog>, StoreError>;
+
+    /// Forgets the consumer's members (it was deleted).
+    async fn forget_members(&self, consumer_id: &str) -> Result<u64, StoreError>;
 }
 
 /// Tasks' event streams, loaded for the API and searched.

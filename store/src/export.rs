@@ -81,6 +81,7 @@ fn by_aggregate(page: Vec<StoredEvent>) -> Result<Vec<Append>, StoreError> {
                 task_id: key.1.clone(),
                 change,
                 owner: None,
+                lane: crate::submission_lane(&decoded),
             })
         } else {
             None

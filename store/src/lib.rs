@@ -23,6 +23,7 @@ mod export;
 mod nodes;
 mod notifications;
 mod postgres;
+mod pull;
 mod read_models;
 mod repository;
 mod retention;
@@ -42,11 +43,14 @@ pub use nodes::NodeInfo;
 pub use notifications::Channel;
 pub(crate) use postgres::PgStore;
 
+pub use pull::{HeldLease, LaneBacklog, LeaseRequest, Leased, MemberRow, ACK_WINDOW_SECS, EXPIRY_HOLD};
 pub use read_models::{ConsumerCounterChange, StatsBucket, StatusCountChange};
 pub use repository::EventRepository;
 pub use retention::{DayDeferred, DayRetained, RetentionAction, RetentionConfig, RetentionPolicy, RetentionReport};
 pub use schedule::{ClaimedTask, ScheduleEntry};
-pub use tasks::{new_task_append, submission_epoch, task_append, task_epoch, LoadedTask, LoadedTasks, TASK_TYPE};
+pub use tasks::{
+    new_task_append, submission_epoch, submission_lane, task_append, task_epoch, LoadedTask, LoadedTasks, TASK_TYPE,
+};
 pub use writer::{Append, NewEvent, ScheduleWrite, WriterConfig, WriterStats};
 
 use std::sync::Arc;

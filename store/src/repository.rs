@@ -9,7 +9,7 @@ use futures_core::Stream;
 use serde_json::Value;
 use std::borrow::Cow;
 
-use crate::{submission_epoch, Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
+use crate::{submission_epoch, submission_lane, Append, NewEvent, ScheduleWrite, Store, StoreError, StoredEvent};
 
 #[derive(Clone)]
 pub struct EventRepository {
@@ -45,12 +45,14 @@ fn serialized(event: StoredEvent) -> Result<SerializedEvent, PersistenceError> {
     ))
 }
 
-/// Tasks appended through cqrs-es are left for any node's scheduler to claim.
-fn task_schedule(task_id: &str, events: &[TaskEvent]) -> Option<ScheduleWrite> {
+/// Tasks appended through cqrs-es are left for any node's scheduler (or, in
+/// a pull lane, any member's pull) to claim.
+fn task_schedule(task_id: &str, events: &[TaskEvent], lane: Option<String>) -> Option<ScheduleWrite> {
     ScheduleChange::after(events).map(|change| ScheduleWrite {
         task_id: task_id.to_string(),
         change,
         owner: None,
+        lane,
     })
 }
 
@@ -76,7 +78,20 @@ impl EventRepository {
                 .map_err(persistence)?
                 .ok_or(PersistenceError::OptimisticLockError)?,
         };
-        Ok((epoch, task_schedule(&first.aggregate_id, &decoded)))
+        // A retried pulled message goes back to its lane: a final task has
+        // no schedule row left to keep the lane in.
+        let lane = match submission_lane(&decoded) {
+            Some(lane) => Some(lane),
+            None if decoded.iter().any(|e| matches!(e, TaskEvent::RetryRequested { .. })) => self
+                .store
+                .load_task(&first.aggregate_id)
+                .await
+                .map_err(persistence)?
+                .and_then(|task| task.task.spec().and_then(|spec| spec.pull_lane()))
+                .map(|lane| lane.key()),
+            None => None,
+        };
+        Ok((epoch, task_schedule(&first.aggregate_id, &decoded, lane)))
     }
 }
 

@@ -25,6 +25,12 @@ pub fn submission_epoch(events: &[TaskEvent]) -> Option<i32> {
     Some(task_epoch(submitted_at))
 }
 
+/// The pull lane of a task whose `events` start with its submission.
+pub fn submission_lane(events: &[TaskEvent]) -> Option<String> {
+    let (spec, _) = events.first()?.submission()?;
+    spec.pull_lane().map(|lane| lane.key())
+}
+
 /// A task as loaded from its events.
 #[derive(Clone, Debug)]
 pub struct LoadedTask {
@@ -82,6 +88,7 @@ pub fn task_append(
                 ScheduleChange::Due(_) => owner,
                 ScheduleChange::Clear => None,
             },
+            lane: submission_lane(events),
         });
     Ok(Append { events: rows, schedule })
 }

@@ -59,6 +59,9 @@ pub struct ScheduleWrite {
     /// The node that keeps the task in memory until it is due; `None` leaves it
     /// to whichever node's scheduler claims it.
     pub owner: Option<Uuid>,
+    /// The pull lane of a pulled message's task (`PullLane::key`): only
+    /// members' pulls claim it. `None` keeps the lane the row has.
+    pub lane: Option<String>,
 }
 
 /// What one caller appends atomically: events of one aggregate, with the

@@ -122,6 +122,7 @@ async fn schedule_rows_follow_the_events_in_the_same_statement() {
         task_id: "t1".into(),
         change: ScheduleChange::Due(due),
         owner: Some(node),
+        lane: None,
     });
     store.append(first).await.unwrap();
     let entries = store.schedule_of(&["t1".into()]).await.unwrap();
@@ -134,6 +135,7 @@ async fn schedule_rows_follow_the_events_in_the_same_statement() {
         task_id: "t1".into(),
         change: ScheduleChange::Clear,
         owner: None,
+        lane: None,
     });
     assert!(store.append(stale).await.is_err());
     assert!(store.schedule_of(&["t1".into()]).await.unwrap().contains_key("t1"));
@@ -143,6 +145,7 @@ async fn schedule_rows_follow_the_events_in_the_same_statement() {
         task_id: "t1".into(),
         change: ScheduleChange::Clear,
         owner: None,
+        lane: None,
     });
     store.append(done).await.unwrap();
     assert!(store.schedule_of(&["t1".into()]).await.unwrap().is_empty());
@@ -160,6 +163,7 @@ async fn claims_are_disjoint_and_dead_nodes_lose_their_tasks() {
             task_id: id,
             change: ScheduleChange::Due(now),
             owner: None,
+            lane: None,
         });
         store.append(a).await.unwrap();
     }

@@ -100,6 +100,7 @@ impl ConsumerActor {
             consumers: pipeline_parts.1,
             stats: Default::default(),
             stopping,
+            members: Default::default(),
         });
         Self {
             backlog: Arc::default(),
@@ -136,7 +137,7 @@ impl ConsumerActor {
         let client = Client {
             id: client_id,
             concurrency: live.spec.policy.concurrency,
-            delivery_timeout: Duration::from_millis(live.spec.endpoint.timeout_ms),
+            delivery_timeout: Duration::from_millis(live.spec.endpoint.delivery_timeout_ms()),
         };
         let source = match opener {
             Some(open) => open(broker, live.spec.source.clone(), client).await?,

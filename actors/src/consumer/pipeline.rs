@@ -12,6 +12,7 @@
 //! attempts are used up.
 
 use actix::Addr;
+use bida_domain::consumer::pull::{MemberName, PullEndpoint, PullLane, PullMode};
 use bida_domain::consumer::{Consumer, ConsumerCommand, ConsumerSpec};
 use bida_domain::matcher::Verdict;
 use bida_domain::task::{CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskStatus};
@@ -113,7 +114,12 @@ pub struct Pipeline {
     pub stats: PipelineStats,
     /// True once the consumer is stopping.
     pub stopping: watch::Receiver<bool>,
+    /// A broadcast pull consumer's live members, read at most once a second.
+    pub members: std::sync::Mutex<Option<(std::time::Instant, Vec<MemberName>)>>,
 }
+
+/// How long a broadcast consumer uses the live members it read.
+const MEMBERS_FRESH: Duration = Duration::from_secs(1);
 
 impl Pipeline {
     /// The same for every redelivery of a message, so that a message whose
@@ -190,6 +196,113 @@ impl Pipeline {
         }
     }
 
+    /// The live members a broadcast consumer copies each message to; waits
+    /// while there are none, so that the broker keeps the messages.
+    async fn broadcast_members(&self, consumer_id: &str, timeout: Duration) -> Option<Vec<MemberName>> {
+        let mut stopping = self.stopping.clone();
+        loop {
+            let cached = self
+                .members
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .as_ref()
+                .filter(|(read, _)| read.elapsed() < MEMBERS_FRESH)
+                .map(|(_, members)| members.clone());
+            let members = match cached {
+                Some(members) => members,
+                None => {
+                    let members: Vec<MemberName> = match self.node.store.live_members(consumer_id, timeout).await {
+                        Ok(names) => names.iter().filter_map(|name| MemberName::parse(name)).collect(),
+                        Err(e) => {
+                            tracing::warn!(consumer = consumer_id, error = %e, "cannot read the live members yet");
+                            Vec::new()
+                        }
+                    };
+                    *self.members.lock().unwrap_or_else(|e| e.into_inner()) =
+                        Some((std::time::Instant::now(), members.clone()));
+                    members
+                }
+            };
+            if !members.is_empty() {
+                return Some(members);
+            }
+            tokio::select! {
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => return None,
+                _ = tokio::time::sleep(MEMBERS_FRESH) => {}
+            }
+        }
+    }
+
+    /// A pull consumer's message: recorded as a task in its lane (one per
+    /// live member in broadcast mode) for members to pull, then acknowledged
+    /// to the broker. The members' acks and nacks are the task's attempts.
+    async fn hold_for_members(
+        self: Arc<Self>,
+        config: Arc<LiveConfig>,
+        pull: PullEndpoint,
+        incoming: Incoming,
+        slot: &mut Slot,
+    ) -> Result<Done, PipelineError> {
+        let Incoming { message, ack } = incoming;
+        let key = message.key.clone();
+        let consumer_id = &config.consumer_id;
+        let lanes = match pull.mode {
+            PullMode::Cluster => vec![PullLane::cluster(consumer_id)],
+            PullMode::Broadcast => {
+                let timeout = Duration::from_millis(pull.member_timeout_ms);
+                match self.broadcast_members(consumer_id, timeout).await {
+                    Some(members) => members.into_iter().map(|m| PullLane::member(consumer_id, m)).collect(),
+                    None => {
+                        return Ok(Done {
+                            key,
+                            outcome: Outcome::Abandoned,
+                            parked_at: None,
+                        })
+                    }
+                }
+            }
+        };
+        slot.attempted(Health {
+            healthy: Some(true),
+            probe: false,
+            error: None,
+        });
+        let at = Utc::now();
+        let records = lanes.iter().map(|lane| {
+            let spec = config.spec.task_for(consumer_id, &message, Some(lane));
+            let message_id = match &lane.member {
+                None => message.message_id.clone(),
+                Some(member) => format!("{}\n{member}", message.message_id),
+            };
+            let task_id = Self::task_id(consumer_id, config.epoch, &message_id);
+            let events = crate::pull::submitted(spec, at);
+            let this = self.clone();
+            async move { this.record(&task_id, &events, None).await }
+        });
+        let mut outcome = Outcome::Retrying;
+        let mut first_id = None;
+        for recorded in futures_util::future::join_all(records).await {
+            match recorded? {
+                Recorded::New(id) => first_id = first_id.or(Some(id)),
+                Recorded::Before(existing) => {
+                    outcome = Outcome::AlreadyRecorded;
+                    first_id = first_id.or(Some(existing.id));
+                }
+            }
+        }
+        for lane in &lanes {
+            self.node.pulls.wake(&lane.key());
+        }
+        Self::acknowledge(ack, first_id.as_deref().unwrap_or_default()).await;
+        self.count(outcome);
+        Ok(Done {
+            key,
+            outcome,
+            parked_at: None,
+        })
+    }
+
     /// Delivers once, records, acknowledges; a failure becomes a retrying task.
     pub async fn deliver(
         self: Arc<Self>,
@@ -198,9 +311,12 @@ impl Pipeline {
         probe: bool,
         slot: &mut Slot,
     ) -> Result<Done, PipelineError> {
+        if let Some(pull) = config.spec.endpoint.pull().copied() {
+            return self.hold_for_members(config, pull, incoming, slot).await;
+        }
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
-        let spec = config.spec.task_for(&config.consumer_id, &message);
+        let spec = config.spec.task_for(&config.consumer_id, &message, None);
         let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let attempted = self.node.attempt(&spec, 1).await;
         slot.attempted(Self::health(&attempted, probe));
@@ -263,7 +379,7 @@ impl Pipeline {
     ) -> Result<Done, PipelineError> {
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
-        let spec = config.spec.task_for(&config.consumer_id, &message);
+        let spec = config.spec.task_for(&config.consumer_id, &message, None);
         let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let mut task = CallbackTask::default();
         let mut events = Vec::new();

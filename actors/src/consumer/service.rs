@@ -4,8 +4,8 @@
 
 use bida_domain::broker::{Broker, Capabilities, Connection, Offset};
 use bida_domain::consumer::{
-    Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, ConsumerState, DesiredState,
-    NodeState, OffsetReset, PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage,
+    check_pairing, Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, ConsumerState,
+    DesiredState, NodeState, OffsetReset, PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage,
 };
 use bida_domain::task::{TaskDetail, TaskStatus};
 use bida_domain::ValidationErrors;
@@ -191,9 +191,11 @@ impl ConsumerService {
             .map(|s| s.kind())
             .ok_or_else(|| AdminError::Internal("broker without spec".into()))?;
         let spec = input.into_spec(kind, &self.defaults).map_err(AdminError::Invalid)?;
-        self.tasks
-            .check_target("endpoint.url", &spec.endpoint.url)
-            .map_err(AdminError::Invalid)?;
+        if let Some(http) = spec.endpoint.http() {
+            self.tasks
+                .check_target("endpoint.url", &http.url)
+                .map_err(AdminError::Invalid)?;
+        }
         if let Some(app_id) = &spec.app_id {
             let live = self.store.load_aggregate::<bida_domain::access::App>(app_id).await?;
             if live.is_none_or(|(app, _)| app.live().is_none()) {
@@ -232,10 +234,15 @@ impl ConsumerService {
             .endpoint
             .map(|input| input.over(Some(&spec.endpoint), self.defaults.timeout_ms, &mut errors));
         let policy = patch.policy.map(|input| input.over(&spec.policy, &mut errors));
+        check_pairing(
+            endpoint.as_ref().unwrap_or(&spec.endpoint),
+            policy.as_ref().unwrap_or(&spec.policy),
+            &mut errors,
+        );
         errors.finish(()).map_err(AdminError::Invalid)?;
-        if let Some(endpoint) = &endpoint {
+        if let Some(http) = endpoint.as_ref().and_then(|e| e.http()) {
             self.tasks
-                .check_target("endpoint.url", &endpoint.url)
+                .check_target("endpoint.url", &http.url)
                 .map_err(AdminError::Invalid)?;
         }
         let at = Utc::now();
@@ -263,7 +270,10 @@ impl ConsumerService {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), AdminError> {
-        self.execute(id, ConsumerCommand::Delete { at: Utc::now() }).await
+        self.execute(id, ConsumerCommand::Delete { at: Utc::now() }).await?;
+        // A pull consumer's members go with it (its pulls now answer 404).
+        self.store.forget_members(id).await?;
+        Ok(())
     }
 
     pub async fn list(&self) -> Result<Vec<ConsumerView>, AdminError> {
@@ -535,7 +545,7 @@ impl ConsumerService {
         let mut task_ids = Vec::with_capacity(messages.len());
         for message in messages {
             let task_id = resend_task_id(id, &message, round);
-            let task = spec.task_for(id, &message);
+            let task = spec.task_for(id, &message, None);
             self.tasks.submit_spec(&task_id, task).await?;
             task_ids.push(task_id);
         }

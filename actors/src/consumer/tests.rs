@@ -9,8 +9,8 @@
 use actix::prelude::*;
 use bida_domain::broker::{Broker, BrokerCommand, BrokerSpec, Connection};
 use bida_domain::consumer::{
-    BreakerPolicy, Consumer, ConsumerCommand, ConsumerPolicy, ConsumerSpec, Endpoint as EndpointSpec, Ordering,
-    RabbitmqSource, Source as SourceSpec,
+    BreakerPolicy, Consumer, ConsumerCommand, ConsumerPolicy, ConsumerSpec, HttpEndpoint, Ordering, RabbitmqSource,
+    Source as SourceSpec,
 };
 use bida_domain::kinds::rabbitmq::RabbitmqConnection;
 use bida_domain::task::{Method, TaskStatus};
@@ -287,6 +287,7 @@ impl TestNode {
                 store.clone(),
                 None,
             ))),
+            pulls: Default::default(),
             work: work.handle().clone(),
             scheduler: SchedulerConfig {
                 // No retry stays in memory: a failed first attempt becomes a
@@ -375,6 +376,7 @@ impl TestNode {
             consumers: self.consumers.clone(),
             stats: Default::default(),
             stopping: stop_rx.clone(),
+            members: Default::default(),
         });
         let status = Arc::new(PumpStatus::default());
         let pump = Pump {
@@ -483,14 +485,14 @@ fn spec(url: &str, policy: ConsumerPolicy) -> ConsumerSpec {
             exchange: None,
             routing_key: None,
         }),
-        endpoint: EndpointSpec {
+        endpoint: bida_domain::consumer::Endpoint::Http(HttpEndpoint {
             url: url.to_string(),
             method: Method::Post,
             headers: BTreeMap::new(),
             // Longer than any test: a held request must not turn into a
             // timeout and a retry behind the test's back.
             timeout_ms: 60_000,
-        },
+        }),
         policy,
         app_id: None,
     }

@@ -219,9 +219,13 @@ impl PolicyValues {
             concurrency: policy.concurrency.to_string(),
             rate_per_sec: policy.rate_per_sec.to_string(),
             max_attempts: policy.max_attempts.to_string(),
-            timeout_ms: endpoint.timeout_ms.to_string(),
-            url: endpoint.url.clone(),
-            method: endpoint.method.as_str().to_string(),
+            // A pull endpoint has none of these: left empty, the form keeps it as it is.
+            timeout_ms: endpoint.http().map(|h| h.timeout_ms.to_string()).unwrap_or_default(),
+            url: endpoint.http().map(|h| h.url.clone()).unwrap_or_default(),
+            method: endpoint
+                .http()
+                .map(|h| h.method.as_str().to_string())
+                .unwrap_or_default(),
             backoff_initial_ms: policy.backoff.initial_ms.to_string(),
             backoff_max_ms: policy.backoff.max_ms.to_string(),
             backoff_multiplier: policy.backoff.multiplier.to_string(),
@@ -365,8 +369,8 @@ impl PolicyForm {
         Ok(EndpointInput {
             url: given(&self.url),
             method: given(&self.method),
-            headers: None,
             timeout_ms: number(&self.timeout_ms, "timeout_ms")?,
+            ..EndpointInput::default()
         })
     }
 }

@@ -1,9 +1,10 @@
-//! A consumer: one broker source bound to one HTTP endpoint with a delivery
+//! A consumer: one broker source bound to one endpoint (HTTP push or members' pull) with a delivery
 //! policy. Its configuration is live: every change is an event that running
 //! consumer actors apply without a restart.
 
 mod aggregate;
 mod anomaly;
+pub mod pull;
 mod spec;
 mod state;
 
@@ -13,7 +14,8 @@ pub use aggregate::{
 };
 pub use anomaly::{SourceAnomaly, TopicPartition};
 pub use spec::{
-    BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec, Endpoint, EndpointInput,
-    KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource, Source, SourceInput, SourceMessage, StartAt,
+    check_pairing, BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec, Endpoint,
+    EndpointInput, EndpointKind, HttpEndpoint, KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource,
+    Source, SourceInput, SourceMessage, StartAt,
 };
 pub use state::{ConsumerState, NodeState};

@@ -3,6 +3,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use super::pull::{PullEndpoint, PullLane, PullMode};
 use crate::broker::BrokerKind;
 pub use crate::kinds::kafka::{KafkaSource, StartAt};
 pub use crate::kinds::rabbitmq::RabbitmqSource;
@@ -10,10 +11,114 @@ pub use crate::kinds::{Position, Source, SourceInput};
 use crate::task::{BackoffInput, DeliveryPolicy, DeliveryRequest, Method, Origin, TaskSpec};
 use crate::{Backoff, Body, Expect, StatusSet, ValidationErrors};
 
-/// Where a consumer delivers.
+/// Where a consumer delivers: pushed to an HTTP endpoint, or kept for
+/// members to pull ([`super::pull`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", from = "EndpointRepr")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Endpoint {
+    Http(HttpEndpoint),
+    Pull(PullEndpoint),
+}
+
+/// How endpoints are read back: consumers recorded before pull endpoints
+/// existed have no `kind` and push over HTTP.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum EndpointRepr {
+    Pull {
+        #[allow(dead_code)]
+        kind: PullTag,
+        #[serde(flatten)]
+        pull: PullEndpoint,
+    },
+    Http(HttpEndpoint),
+}
+
+#[derive(Deserialize)]
+enum PullTag {
+    #[serde(rename = "pull")]
+    Pull,
+}
+
+impl From<EndpointRepr> for Endpoint {
+    fn from(repr: EndpointRepr) -> Self {
+        match repr {
+            EndpointRepr::Pull { pull, .. } => Self::Pull(pull),
+            EndpointRepr::Http(http) => Self::Http(http),
+        }
+    }
+}
+
+impl Endpoint {
+    pub fn http(&self) -> Option<&HttpEndpoint> {
+        match self {
+            Self::Http(http) => Some(http),
+            Self::Pull(_) => None,
+        }
+    }
+
+    pub fn pull(&self) -> Option<&PullEndpoint> {
+        match self {
+            Self::Pull(pull) => Some(pull),
+            Self::Http(_) => None,
+        }
+    }
+
+    /// The longest one delivery may take: the HTTP timeout; for a pull
+    /// endpoint, recording the message (the member's lease is not waited for).
+    pub fn delivery_timeout_ms(&self) -> u64 {
+        match self {
+            Self::Http(http) => http.timeout_ms,
+            Self::Pull(_) => 10_000,
+        }
+    }
+
+    /// One line for lists and pages: `POST https://...`, or how members pull.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::Http(http) => format!("{} {}", http.method.as_str(), http.url),
+            Self::Pull(pull) => format!(
+                "pull ({}, lease {} ms, batch {})",
+                match pull.mode {
+                    PullMode::Cluster => "cluster",
+                    PullMode::Broadcast => "broadcast",
+                },
+                pull.lease_ms,
+                pull.batch
+            ),
+        }
+    }
+
+    pub fn kind(&self) -> EndpointKind {
+        match self {
+            Self::Http(_) => EndpointKind::Http,
+            Self::Pull(_) => EndpointKind::Pull,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum EndpointKind {
+    Http,
+    Pull,
+}
+
+impl EndpointKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Pull => "pull",
+        }
+    }
+}
+
+/// An HTTP endpoint messages are pushed to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Endpoint {
+pub struct HttpEndpoint {
     pub url: String,
     pub method: Method,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -21,20 +126,95 @@ pub struct Endpoint {
     pub timeout_ms: u64,
 }
 
+/// An endpoint as a client gives it: `kind` `http` (the default) with
+/// `url`, `method`, `headers`, `timeout_ms`; or `pull` with `mode`,
+/// `lease_ms`, `batch`, `member_timeout_ms`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EndpointInput {
+    /// `http` (default) or `pull`; fixed once the consumer exists.
+    pub kind: Option<EndpointKind>,
     pub url: Option<String>,
     /// POST (default), PUT or PATCH: the message body is sent as produced.
     pub method: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
     pub timeout_ms: Option<u64>,
+    /// Pull: `cluster` (default) or `broadcast`.
+    pub mode: Option<PullMode>,
+    /// Pull: how long a member holds a message before it is given again (default 30000).
+    pub lease_ms: Option<u64>,
+    /// Pull: most messages one pull returns (default 100).
+    pub batch: Option<u32>,
+    /// Pull: silence after which a member is gone (default 30000).
+    pub member_timeout_ms: Option<u64>,
 }
 
 impl EndpointInput {
     /// The endpoint after applying this input over `current` (or the defaults).
     pub fn over(self, current: Option<&Endpoint>, default_timeout_ms: u64, errors: &mut ValidationErrors) -> Endpoint {
+        let kind = match (self.kind, current.map(Endpoint::kind)) {
+            (Some(asked), Some(now)) if asked != now => {
+                errors.add(
+                    "endpoint.kind",
+                    format!("a {} consumer stays one; create another consumer", now.as_str()),
+                );
+                now
+            }
+            (Some(asked), _) => asked,
+            (None, now) => now.unwrap_or(EndpointKind::Http),
+        };
+        match kind {
+            EndpointKind::Http => {
+                Endpoint::Http(self.http_over(current.and_then(Endpoint::http), default_timeout_ms, errors))
+            }
+            EndpointKind::Pull => Endpoint::Pull(self.pull_over(current.and_then(Endpoint::pull), errors)),
+        }
+    }
+
+    fn pull_over(self, current: Option<&PullEndpoint>, errors: &mut ValidationErrors) -> PullEndpoint {
+        let unused = [
+            ("url", self.url.is_some()),
+            ("method", self.method.is_some()),
+            ("headers", self.headers.is_some()),
+            ("timeout_ms", self.timeout_ms.is_some()),
+        ];
+        for (field, given) in unused {
+            if given {
+                errors.add(format!("endpoint.{field}"), "is not used by a pull endpoint");
+            }
+        }
+        let current = current.copied().unwrap_or(PullEndpoint::DEFAULT);
+        let pull = PullEndpoint {
+            mode: self.mode.unwrap_or(current.mode),
+            lease_ms: self.lease_ms.unwrap_or(current.lease_ms),
+            batch: self.batch.unwrap_or(current.batch),
+            member_timeout_ms: self.member_timeout_ms.unwrap_or(current.member_timeout_ms),
+        };
+        pull.validate(errors);
+        pull
+    }
+
+    fn http_over(
+        self,
+        current: Option<&HttpEndpoint>,
+        default_timeout_ms: u64,
+        errors: &mut ValidationErrors,
+    ) -> HttpEndpoint {
+        let unused = [
+            ("mode", self.mode.is_some()),
+            ("lease_ms", self.lease_ms.is_some()),
+            ("batch", self.batch.is_some()),
+            ("member_timeout_ms", self.member_timeout_ms.is_some()),
+        ];
+        for (field, given) in unused {
+            if given {
+                errors.add(
+                    format!("endpoint.{field}"),
+                    "is only for a pull endpoint (\"kind\": \"pull\")",
+                );
+            }
+        }
         let url = match (self.url, current) {
             (Some(url), _) => url,
             (None, Some(current)) => current.url.clone(),
@@ -87,7 +267,7 @@ impl EndpointInput {
         if timeout_ms == 0 || timeout_ms > 300_000 {
             errors.add("endpoint.timeout_ms", "must be between 1 and 300000");
         }
-        Endpoint {
+        HttpEndpoint {
             url,
             method,
             headers,
@@ -276,6 +456,7 @@ impl ConsumerInput {
         let source = self.source.validate(kind, &mut errors);
         let endpoint = self.endpoint.over(None, defaults.timeout_ms, &mut errors);
         let policy = self.policy.over(&defaults.policy, &mut errors);
+        check_pairing(&endpoint, &policy, &mut errors);
         errors.finish(())?;
         Ok(ConsumerSpec {
             name,
@@ -285,6 +466,16 @@ impl ConsumerInput {
             policy,
             app_id: self.app_id,
         })
+    }
+}
+
+/// Settings that do not go together: members pull in no key order.
+pub fn check_pairing(endpoint: &Endpoint, policy: &ConsumerPolicy, errors: &mut ValidationErrors) {
+    if endpoint.pull().is_some() && policy.ordering == Ordering::Key {
+        errors.add(
+            "policy.ordering",
+            "`key` is not available for a pull endpoint: members pull and ack in their own order",
+        );
     }
 }
 
@@ -312,9 +503,21 @@ pub struct SourceMessage {
 }
 
 impl ConsumerSpec {
-    /// The callback task delivering one message, with the policy of the moment.
-    pub fn task_for(&self, consumer_id: &str, message: &SourceMessage) -> Arc<TaskSpec> {
-        let mut headers = self.endpoint.headers.clone();
+    /// The callback task delivering one message, with the policy of the moment:
+    /// to the HTTP endpoint, or (a pull consumer) held in the lane `pull`
+    /// for a member to pull.
+    pub fn task_for(&self, consumer_id: &str, message: &SourceMessage, pull: Option<&PullLane>) -> Arc<TaskSpec> {
+        let (url, method, mut headers, timeout_ms) = match (&self.endpoint, pull) {
+            (Endpoint::Http(http), _) => (http.url.clone(), http.method, http.headers.clone(), http.timeout_ms),
+            (Endpoint::Pull(settings), lane) => (
+                lane.cloned()
+                    .unwrap_or_else(|| PullLane::cluster(consumer_id))
+                    .locator(),
+                Method::Post,
+                BTreeMap::new(),
+                settings.lease_ms,
+            ),
+        };
         if let Some(content_type) = &message.content_type {
             headers
                 .entry("content-type".into())
@@ -326,14 +529,14 @@ impl ConsumerSpec {
         Arc::new(TaskSpec {
             message_id: message.message_id.clone(),
             request: DeliveryRequest {
-                url: self.endpoint.url.clone(),
-                method: self.endpoint.method,
+                url,
+                method,
                 headers,
                 body: Some(Body(message.body.clone())),
             },
             policy: DeliveryPolicy {
                 max_attempts: self.policy.max_attempts,
-                timeout_ms: self.endpoint.timeout_ms,
+                timeout_ms,
                 backoff: self.policy.backoff,
                 retry_on: self.policy.retry_on.clone(),
                 expect: self.policy.expect.clone(),
@@ -385,7 +588,7 @@ mod tests {
         .into_spec(BrokerKind::Kafka, &PolicyDefaults::default())
         .unwrap();
         assert!(matches!(kafka.source, Source::Kafka(ref s) if s.group == "g" && s.start == StartAt::Earliest));
-        assert_eq!(kafka.endpoint.timeout_ms, 10_000);
+        assert_eq!(kafka.endpoint.http().unwrap().timeout_ms, 10_000);
     }
 
     #[test]
@@ -410,6 +613,42 @@ mod tests {
                 "policy.max_attempts"
             ]
         );
+    }
+
+    #[test]
+    fn a_pull_endpoint_takes_its_own_fields_and_keeps_its_kind() {
+        let spec = input(json!({
+            "name": "p", "broker_id": "b", "source": {"queue": "q"},
+            "endpoint": {"kind": "pull", "mode": "broadcast", "lease_ms": 5000}
+        }))
+        .into_spec(BrokerKind::Rabbitmq, &PolicyDefaults::default())
+        .unwrap();
+        let pull = *spec.endpoint.pull().unwrap();
+        assert_eq!((pull.mode, pull.lease_ms, pull.batch), (PullMode::Broadcast, 5000, 100));
+        let stored = serde_json::to_value(&spec.endpoint).unwrap();
+        assert_eq!(stored["kind"], "pull");
+        assert_eq!(serde_json::from_value::<Endpoint>(stored).unwrap(), spec.endpoint);
+        // Recorded before endpoints had a kind: an HTTP one.
+        let legacy: Endpoint =
+            serde_json::from_value(json!({"url": "http://h/cb", "method": "POST", "timeout_ms": 5})).unwrap();
+        assert_eq!(legacy.http().unwrap().url, "http://h/cb");
+        assert_eq!(serde_json::to_value(&legacy).unwrap()["kind"], "http");
+
+        let mut errors = ValidationErrors::default();
+        let http_patch: EndpointInput = serde_json::from_value(json!({"kind": "http", "url": "http://h"})).unwrap();
+        http_patch.over(Some(&spec.endpoint), 1000, &mut errors);
+        let mixed: EndpointInput = serde_json::from_value(json!({"url": "http://h", "batch": 5})).unwrap();
+        mixed.over(Some(&spec.endpoint), 1000, &mut errors);
+        // The first names its kind and its URL (a pull endpoint has none), the second its URL.
+        assert_eq!(fields(errors), ["endpoint.kind", "endpoint.url", "endpoint.url"]);
+
+        let keyed = input(json!({
+            "name": "p", "broker_id": "b", "source": {"queue": "q"},
+            "endpoint": {"kind": "pull"}, "policy": {"ordering": "key"}
+        }))
+        .into_spec(BrokerKind::Rabbitmq, &PolicyDefaults::default())
+        .unwrap_err();
+        assert_eq!(fields(keyed), ["policy.ordering"]);
     }
 
     #[test]
@@ -448,7 +687,7 @@ mod tests {
             content_type: Some("application/octet-stream".into()),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
-        let task = spec.task_for("c1", &message);
+        let task = spec.task_for("c1", &message, None);
         assert_eq!(
             task.request.headers.get("traceparent").map(String::as_str),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")

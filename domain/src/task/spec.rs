@@ -30,6 +30,14 @@ pub struct TaskSpec {
     pub produce: Option<super::ProduceSpec>,
 }
 
+impl TaskSpec {
+    /// The pull lane a pulled message's task waits in; none for a task
+    /// that is pushed or written.
+    pub fn pull_lane(&self) -> Option<crate::consumer::pull::PullLane> {
+        crate::consumer::pull::PullLane::parse_locator(&self.request.url)
+    }
+}
+
 /// Where a consumer's task came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

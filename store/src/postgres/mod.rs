@@ -17,6 +17,7 @@ pub(crate) mod events;
 mod leader;
 mod nodes;
 mod notifications;
+mod pull;
 mod read_models;
 mod retention;
 mod schedule;

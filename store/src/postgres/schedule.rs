@@ -14,7 +14,7 @@ impl Schedule for PgStore {
         Ok(sqlx::query_as(
             "WITH due AS (
                  SELECT task_id FROM task_schedule
-                 WHERE owner IS NULL AND due_at <= now() + make_interval(secs => $2)
+                 WHERE owner IS NULL AND lane IS NULL AND due_at <= now() + make_interval(secs => $2)
                  ORDER BY due_at
                  LIMIT $3
                  FOR UPDATE SKIP LOCKED
@@ -95,7 +95,7 @@ impl Schedule for PgStore {
     async fn schedule_depth(&self, late: Duration) -> Result<(i64, i64), StoreError> {
         Ok(sqlx::query_as(
             "SELECT count(*), count(*) FILTER (WHERE due_at < now() - make_interval(secs => $1))
-             FROM task_schedule",
+             FROM task_schedule WHERE lane IS NULL",
         )
         .bind(late.as_secs_f64())
         .fetch_one(self.pool())

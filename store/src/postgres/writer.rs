@@ -236,11 +236,13 @@ WITH appended AS (
     SELECT * FROM UNNEST($13::text[], $14::int[])
     RETURNING 1
 ), scheduled AS (
-    INSERT INTO task_schedule (task_id, due_at, owner, updated_at)
-    SELECT t.task_id, t.due_at, t.owner, now()
-    FROM UNNEST($8::text[], $9::timestamptz[], $10::uuid[]) AS t(task_id, due_at, owner)
+    INSERT INTO task_schedule (task_id, due_at, owner, updated_at, lane)
+    SELECT t.task_id, t.due_at, t.owner, now(), t.lane
+    FROM UNNEST($8::text[], $9::timestamptz[], $10::uuid[], $15::text[]) AS t(task_id, due_at, owner, lane)
     ON CONFLICT (task_id) DO UPDATE
-        SET due_at = EXCLUDED.due_at, owner = EXCLUDED.owner, updated_at = EXCLUDED.updated_at
+        SET due_at = EXCLUDED.due_at, owner = EXCLUDED.owner, updated_at = EXCLUDED.updated_at,
+            lane = COALESCE(EXCLUDED.lane, task_schedule.lane),
+            lease_member = NULL, lease_id = NULL, leased_at = NULL
     RETURNING 1
 ), cleared AS (
     DELETE FROM task_schedule WHERE task_id = ANY($11::text[]) RETURNING 1
@@ -288,6 +290,7 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
     let mut due_ids: Vec<&str> = Vec::new();
     let mut due_at: Vec<DateTime<Utc>> = Vec::new();
     let mut owners: Vec<Option<Uuid>> = Vec::new();
+    let mut lanes: Vec<Option<&str>> = Vec::new();
     let mut cleared: Vec<&str> = Vec::new();
     for (task_id, write) in schedule {
         match write.change {
@@ -295,6 +298,7 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
                 due_ids.push(task_id);
                 due_at.push(at);
                 owners.push(write.owner);
+                lanes.push(write.lane.as_deref());
             }
             ScheduleChange::Clear => cleared.push(task_id),
         }
@@ -315,6 +319,7 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
         .bind(&epochs)
         .bind(&new_tasks)
         .bind(&new_task_epochs)
+        .bind(&lanes)
         .execute(pool);
     // A connection that went silent must not hold the batch (and its callers)
     // until TCP gives up; the server's statement_timeout cannot reach it.

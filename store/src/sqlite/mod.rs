@@ -17,6 +17,7 @@
 mod access;
 mod events;
 mod notifications;
+mod pull;
 mod read_models;
 mod schedule;
 mod writer;

@@ -25,7 +25,7 @@ impl Schedule for SqliteStore {
         let horizon = now().saturating_add(i64::try_from(lookahead.as_micros()).unwrap_or(i64::MAX));
         let rows: Vec<(String, i64)> = sqlx::query_as(
             "UPDATE task_schedule SET owner = ?1, updated_at = ?2
-             WHERE task_id IN (SELECT task_id FROM task_schedule WHERE owner IS NULL AND due_at <= ?3
+             WHERE task_id IN (SELECT task_id FROM task_schedule WHERE owner IS NULL AND lane IS NULL AND due_at <= ?3
                                ORDER BY due_at LIMIT ?4)
              RETURNING task_id, due_at",
         )
@@ -111,7 +111,7 @@ impl Schedule for SqliteStore {
 
     async fn schedule_depth(&self, late: Duration) -> Result<(i64, i64), StoreError> {
         Ok(
-            sqlx::query_as("SELECT count(*), coalesce(sum(due_at < ?), 0) FROM task_schedule")
+            sqlx::query_as("SELECT count(*), coalesce(sum(due_at < ?), 0) FROM task_schedule WHERE lane IS NULL")
                 .bind(ago(late))
                 .fetch_one(self.pool())
                 .await?,

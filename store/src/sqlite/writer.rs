@@ -129,14 +129,17 @@ async fn write(connection: &mut SqliteConnection, append: &Append) -> Result<(),
         match write.change {
             ScheduleChange::Due(at) => {
                 sqlx::query(
-                    "INSERT INTO task_schedule (task_id, due_at, owner, updated_at) VALUES (?, ?, ?, ?)
+                    "INSERT INTO task_schedule (task_id, due_at, owner, updated_at, lane) VALUES (?, ?, ?, ?, ?)
                      ON CONFLICT (task_id) DO UPDATE
-                         SET due_at = excluded.due_at, owner = excluded.owner, updated_at = excluded.updated_at",
+                         SET due_at = excluded.due_at, owner = excluded.owner, updated_at = excluded.updated_at,
+                             lane = coalesce(excluded.lane, task_schedule.lane),
+                             lease_member = NULL, lease_id = NULL, leased_at = NULL",
                 )
                 .bind(&write.task_id)
                 .bind(micros(at))
                 .bind(write.owner.map(|owner| owner.to_string()))
                 .bind(recorded_at)
+                .bind(write.lane.as_deref())
                 .execute(&mut *connection)
                 .await?;
             }
