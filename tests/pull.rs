@@ -1,0 +1,511 @@
+//! Pull consumers end to end: the real binary, the real RabbitMQ and a
+//! Kafka-protocol broker (tansu), members pulling over HTTP as client
+//! processes do. Messages are told apart by their bodies (`{"n": i}`).
+
+mod mqs;
+mod support;
+
+use mqs::{on_every_mq, Record, TestMq};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::Bida;
+
+const WAIT: Duration = Duration::from_secs(120);
+
+/// Each scenario against RabbitMQ and Kafka: `scenario::rabbitmq`, `scenario::kafka`.
+macro_rules! on_rabbitmq_and_kafka {
+    ($($scenario:ident),* $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test]
+                async fn rabbitmq() {
+                    super::$scenario(super::mqs::rabbitmq::Queue::new().await).await
+                }
+
+                #[tokio::test]
+                async fn kafka() {
+                    super::$scenario(super::mqs::kafka::Topic::new().await).await
+                }
+            }
+        )*
+    };
+}
+
+on_every_mq!(three_members_share_every_message);
+
+on_rabbitmq_and_kafka!(
+    a_silent_members_messages_go_to_another,
+    broadcast_gives_every_member_every_message,
+);
+
+fn numbered(n: usize) -> Vec<Record> {
+    (0..n)
+        .map(|i| Record {
+            id: format!("m{i}"),
+            key: Some(format!("k{}", i % 8)),
+            body: format!(r#"{{"n":{i}}}"#).into_bytes(),
+        })
+        .collect()
+}
+
+fn bodies(n: usize) -> BTreeSet<String> {
+    (0..n).map(|i| format!(r#"{{"n":{i}}}"#)).collect()
+}
+
+/// Creates a pull consumer on the test's broker with `endpoint`'s settings.
+async fn pull_consumer(mq: &impl TestMq, bida: &Bida, endpoint: Value, policy: Value) -> String {
+    let broker = mq.broker(bida).await;
+    let mut pull = json!({"kind": "pull"});
+    pull.as_object_mut()
+        .unwrap()
+        .extend(endpoint.as_object().unwrap().clone());
+    let (status, consumer) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "pulled", "broker_id": broker, "source": mq.source(),
+                   "endpoint": pull, "policy": policy}),
+        )
+        .await;
+    assert_eq!(status, 201, "{consumer}");
+    assert_eq!(consumer["endpoint"]["kind"], "pull", "{consumer}");
+    let id = consumer["id"].as_str().unwrap().to_string();
+    mq.ready(bida, &id).await;
+    id
+}
+
+async fn pull(bida: &Bida, consumer: &str, member: &str, max: u32, wait_ms: u64) -> Value {
+    let (status, pulled) = bida
+        .post(
+            &format!("/v1/consumers/{consumer}/pull"),
+            json!({"member": member, "max": max, "wait_ms": wait_ms}),
+        )
+        .await;
+    assert_eq!(status, 200, "{pulled}\n{}", bida.log());
+    pulled
+}
+
+fn leases(pulled: &Value) -> Vec<Value> {
+    pulled["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["lease"].clone())
+        .collect()
+}
+
+fn text(message: &Value) -> String {
+    message["body"]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{message}"))
+        .to_string()
+}
+
+async fn settle(bida: &Bida, consumer: &str, verb: &str, body: Value) -> Value {
+    let (status, settled) = bida.post(&format!("/v1/consumers/{consumer}/{verb}"), body).await;
+    assert_eq!(status, 200, "{settled}");
+    settled
+}
+
+async fn ack(bida: &Bida, consumer: &str, member: &str, leases: Vec<Value>) -> Value {
+    settle(bida, consumer, "ack", json!({"leases": leases, "member": member})).await
+}
+
+/// A member that pulls and acks until `until` says stop (or the time is up);
+/// what it received, in order, with each message's attempt number.
+async fn member(
+    bida: &Bida,
+    consumer: &str,
+    name: &str,
+    max: u32,
+    received: Arc<Mutex<Vec<(String, String, u64)>>>,
+    until: impl Fn() -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !until() && tokio::time::Instant::now() < deadline {
+        let pulled = pull(bida, consumer, name, max, 500).await;
+        let messages = pulled["messages"].as_array().unwrap().clone();
+        if messages.is_empty() {
+            continue;
+        }
+        for message in &messages {
+            received
+                .lock()
+                .unwrap()
+                .push((name.to_string(), text(message), message["attempt"].as_u64().unwrap()));
+        }
+        let settled = ack(bida, consumer, name, leases(&pulled)).await;
+        assert_eq!(
+            settled["settled"].as_array().unwrap().len(),
+            messages.len(),
+            "{settled}"
+        );
+    }
+}
+
+async fn consumer_view(bida: &Bida, id: &str) -> Value {
+    bida.get(&format!("/v1/consumers/{id}")).await.1
+}
+
+async fn wait_view(bida: &Bida, path: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (_, view) = bida.get(path).await;
+        if done(&view) {
+            return view;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never got there: {view}\n{}",
+            bida.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Cluster mode: three members pulling at once get disjoint sets of messages
+/// that together are every message, and the broker's backlog drains.
+async fn three_members_share_every_message(mq: impl TestMq) {
+    let bida = Bida::start("").await;
+    let id = pull_consumer(&mq, &bida, json!({"lease_ms": 120000}), json!({})).await;
+    mq.publish(numbered(300)).await;
+    let received = Arc::new(Mutex::new(Vec::<(String, String, u64)>::new()));
+    let all_in = || received.lock().unwrap().len() >= 300;
+    tokio::join!(
+        member(&bida, &id, "m1", 7, received.clone(), all_in),
+        member(&bida, &id, "m2", 7, received.clone(), all_in),
+        member(&bida, &id, "m3", 7, received.clone(), all_in),
+    );
+    let received = received.lock().unwrap().clone();
+    let mut by_body: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (member, body, _) in &received {
+        by_body.entry(body).or_default().push(member);
+    }
+    let twice: Vec<_> = by_body.iter().filter(|(_, members)| members.len() > 1).collect();
+    assert!(twice.is_empty(), "given to two members: {twice:?}");
+    assert_eq!(
+        by_body.keys().map(|b| b.to_string()).collect::<BTreeSet<_>>(),
+        bodies(300)
+    );
+    let members: BTreeSet<&str> = received.iter().map(|(m, _, _)| m.as_str()).collect();
+    assert!(members.len() >= 2, "one member took everything: {members:?}");
+    let view = wait_view(&bida, &format!("/v1/consumers/{id}"), |c| {
+        c["counters"]["delivered"] == 300 && c["lag_total"] == 0
+    })
+    .await;
+    assert_eq!(view["counters"]["dead"], 0, "{view}");
+    let (_, listed) = bida.get(&format!("/v1/consumers/{id}/members")).await;
+    let acked: i64 = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["acked"].as_i64().unwrap())
+        .sum();
+    assert_eq!(acked, 300, "{listed}");
+    assert_eq!(listed["lanes"][0]["waiting"], 0, "{listed}");
+    assert_eq!(listed["lanes"][0]["leased"], 0, "{listed}");
+}
+
+/// A member that stops heartbeating mid-lease (killed) is gone after the
+/// consumer's `member_timeout_ms`: its leased messages go to another member
+/// long before their lease would end, as a second attempt.
+async fn a_silent_members_messages_go_to_another(mq: impl TestMq) {
+    let bida = Bida::start("").await;
+    let id = pull_consumer(
+        &mq,
+        &bida,
+        json!({"lease_ms": 600000, "member_timeout_ms": 3000}),
+        json!({"backoff": {"initial_ms": 100, "max_ms": 100}}),
+    )
+    .await;
+    mq.publish(numbered(20)).await;
+    let mut held = BTreeMap::new();
+    while held.is_empty() {
+        let pulled = pull(&bida, &id, "doomed", 5, 5000).await;
+        for message in pulled["messages"].as_array().unwrap() {
+            held.insert(text(message), message["task_id"].as_str().unwrap().to_string());
+        }
+    }
+    // "doomed" never acks and never heartbeats again.
+    let received = Arc::new(Mutex::new(Vec::<(String, String, u64)>::new()));
+    let got_all = || {
+        let received = received.lock().unwrap();
+        received
+            .iter()
+            .map(|(_, body, _)| body.clone())
+            .collect::<BTreeSet<_>>()
+            .len()
+            >= 20
+    };
+    member(&bida, &id, "survivor", 10, received.clone(), got_all).await;
+    let received = received.lock().unwrap().clone();
+    let bodies_seen: BTreeSet<String> = received.iter().map(|(_, b, _)| b.clone()).collect();
+    assert_eq!(bodies_seen, bodies(20), "{}", bida.log());
+    for (body, task_id) in &held {
+        let again = received.iter().find(|(_, b, _)| b == body).unwrap();
+        assert_eq!(again.2, 2, "{body}: its second lease");
+        let (_, task) = bida.get(&format!("/v1/tasks/{task_id}")).await;
+        assert_eq!(task["status"], "delivered", "{task}");
+        let first = &task["attempts"][0];
+        assert!(
+            first["error"].as_str().unwrap_or_default().contains("doomed"),
+            "the first attempt names the member that held it: {task}"
+        );
+    }
+    let listed = wait_view(&bida, &format!("/v1/consumers/{id}/members"), |m| {
+        m["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["member"] == "doomed" && m["alive"] == false)
+    })
+    .await;
+    let doomed = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["member"] == "doomed")
+        .unwrap();
+    assert_eq!(doomed["leases_in_flight"], 0, "{listed}");
+}
+
+/// Broadcast mode: every live member gets every message, each its own copy
+/// with its own attempts.
+async fn broadcast_gives_every_member_every_message(mq: impl TestMq) {
+    let bida = Bida::start("").await;
+    let id = pull_consumer(&mq, &bida, json!({"mode": "broadcast"}), json!({})).await;
+    for name in ["m1", "m2", "m3"] {
+        let (status, settings) = bida
+            .post(&format!("/v1/consumers/{id}/members/{name}/heartbeat"), json!({}))
+            .await;
+        assert_eq!(status, 200, "{settings}");
+        assert_eq!(settings["mode"], "broadcast");
+    }
+    // The consumer reads its live members once a second.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    mq.publish(numbered(40)).await;
+    let received = Arc::new(Mutex::new(Vec::<(String, String, u64)>::new()));
+    let each_has_all = || {
+        let received = received.lock().unwrap();
+        ["m1", "m2", "m3"]
+            .iter()
+            .all(|m| received.iter().filter(|(name, _, _)| name == m).count() >= 40)
+    };
+    tokio::join!(
+        member(&bida, &id, "m1", 10, received.clone(), each_has_all),
+        member(&bida, &id, "m2", 10, received.clone(), each_has_all),
+        member(&bida, &id, "m3", 10, received.clone(), each_has_all),
+    );
+    let received = received.lock().unwrap().clone();
+    for name in ["m1", "m2", "m3"] {
+        let got: Vec<&String> = received
+            .iter()
+            .filter(|(m, _, _)| m == name)
+            .map(|(_, b, _)| b)
+            .collect();
+        assert_eq!(got.len(), 40, "{name} got {} (duplicates?)", got.len());
+        assert_eq!(got.into_iter().cloned().collect::<BTreeSet<_>>(), bodies(40), "{name}");
+    }
+    let (_, listed) = bida.get(&format!("/v1/consumers/{id}/members")).await;
+    let lanes: Vec<&str> = listed["lanes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["lane"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        lanes,
+        [id.clone(), format!("{id}/m1"), format!("{id}/m2"), format!("{id}/m3")],
+        "{listed}"
+    );
+}
+
+/// Members are listed with their address and version; one that stops
+/// heartbeating is shown as gone; leases in flight and acks are counted.
+#[tokio::test]
+async fn heartbeats_keep_members_alive_and_silence_shows_them_gone() {
+    let mq = mqs::rabbitmq::Queue::new().await;
+    let bida = Bida::start("").await;
+    let id = pull_consumer(&mq, &bida, json!({"member_timeout_ms": 3000}), json!({})).await;
+    for name in ["steady", "quiet"] {
+        let (status, _) = bida
+            .post(
+                &format!("/v1/consumers/{id}/members/{name}/heartbeat"),
+                json!({"address": format!("{name}.example:7000"), "client_version": "test/1"}),
+            )
+            .await;
+        assert_eq!(status, 200);
+    }
+    mq.publish(numbered(3)).await;
+    let mut pulled = Vec::new();
+    while pulled.len() < 3 {
+        let more = pull(&bida, &id, "steady", 3, 5000).await;
+        pulled.extend(leases(&more));
+    }
+    ack(&bida, &id, "steady", pulled[..2].to_vec()).await;
+    for _ in 0..9 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (status, _) = bida
+            .post(&format!("/v1/consumers/{id}/members/steady/heartbeat"), json!(null))
+            .await;
+        assert_eq!(status, 200);
+    }
+    let (_, listed) = bida.get(&format!("/v1/consumers/{id}/members")).await;
+    let find = |name: &str| {
+        listed["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["member"] == name)
+            .unwrap_or_else(|| panic!("{name} missing: {listed}"))
+            .clone()
+    };
+    let (steady, quiet) = (find("steady"), find("quiet"));
+    assert_eq!(steady["alive"], true, "{listed}");
+    assert_eq!(quiet["alive"], false, "{listed}");
+    assert_eq!(steady["address"], "steady.example:7000");
+    assert_eq!(quiet["client_version"], "test/1");
+    assert_eq!(steady["acked"], 2, "{listed}");
+    assert_eq!(steady["leases_in_flight"], 1, "{listed}");
+    assert!(steady["acked_per_sec"].as_f64().unwrap() > 0.0, "{listed}");
+    // A bad name is refused, naming the field.
+    let (status, problem) = bida
+        .post(&format!("/v1/consumers/{id}/pull"), json!({"member": "no spaces"}))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(problem.to_string().contains("member"), "{problem}");
+}
+
+/// A live change reaches members in their next pull: the batch size, the
+/// concurrency hint and a pause (no messages while paused).
+#[tokio::test]
+async fn a_config_change_reaches_members() {
+    let mq = mqs::rabbitmq::Queue::new().await;
+    let bida = Bida::start("").await;
+    let id = pull_consumer(&mq, &bida, json!({"batch": 50}), json!({"concurrency": 4})).await;
+    mq.publish(numbered(20)).await;
+    let (status, patched) = bida
+        .patch(
+            &format!("/v1/consumers/{id}"),
+            json!({"endpoint": {"batch": 3}, "policy": {"concurrency": 9}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{patched}");
+    let first = pull(&bida, &id, "m", 100, 5000).await;
+    assert_eq!(first["settings"]["batch"], 3, "{first}");
+    assert_eq!(first["settings"]["concurrency"], 9, "{first}");
+    let taken = leases(&first).len();
+    assert!((1..=3).contains(&taken), "{first}");
+    ack(&bida, &id, "m", leases(&first)).await;
+
+    let (status, _) = bida.post(&format!("/v1/consumers/{id}/pause"), json!({})).await;
+    assert_eq!(status, 200);
+    let paused = pull(&bida, &id, "m", 3, 1500).await;
+    assert_eq!(paused["settings"]["paused"], true, "{paused}");
+    assert!(leases(&paused).is_empty(), "nothing while paused: {paused}");
+    let (status, _) = bida.post(&format!("/v1/consumers/{id}/resume"), json!({})).await;
+    assert_eq!(status, 200);
+    let resumed = pull(&bida, &id, "m", 3, 5000).await;
+    assert_eq!(resumed["settings"]["paused"], false, "{resumed}");
+    assert!(!leases(&resumed).is_empty(), "{resumed}");
+
+    // An HTTP setting on a pull endpoint, or ordering by key, is refused.
+    let (status, problem) = bida
+        .patch(
+            &format!("/v1/consumers/{id}"),
+            json!({"endpoint": {"url": "http://h/x"}}),
+        )
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let (status, problem) = bida
+        .patch(&format!("/v1/consumers/{id}"), json!({"policy": {"ordering": "key"}}))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    // A push consumer is not pulled.
+    let push = mq.consumer(&bida, None, "http://127.0.0.1:9/in", json!({})).await;
+    let (status, problem) = bida
+        .post(&format!("/v1/consumers/{push}/pull"), json!({"member": "m"}))
+        .await;
+    assert_eq!(status, 409, "{problem}");
+}
+
+/// A nack retries after its delay as the next attempt; a nack with `dead`
+/// dead-letters the message, and replaying the dead letter gives it to the
+/// members again.
+#[tokio::test]
+async fn nacks_retry_dead_letter_and_replay() {
+    let mq = mqs::rabbitmq::Queue::new().await;
+    let bida = Bida::start("").await;
+    let id = pull_consumer(&mq, &bida, json!({}), json!({"max_attempts": 5})).await;
+    mq.publish(numbered(1)).await;
+    let first = pull(&bida, &id, "m", 1, 10000).await;
+    let message = first["messages"][0].clone();
+    assert_eq!(message["attempt"], 1, "{first}");
+    let task_id = message["task_id"].as_str().unwrap().to_string();
+    let settled = settle(
+        &bida,
+        &id,
+        "nack",
+        json!({"leases": [message["lease"]], "delay_ms": 300, "reason": "busy"}),
+    )
+    .await;
+    assert_eq!(settled["settled"].as_array().unwrap().len(), 1, "{settled}");
+    // Settled once: the same lease again is no longer held.
+    let again = settle(&bida, &id, "ack", json!({"leases": [message["lease"]]})).await;
+    assert_eq!(again["expired"].as_array().unwrap().len(), 1, "{again}");
+
+    let second = pull(&bida, &id, "m", 1, 10000).await;
+    assert_eq!(second["messages"][0]["task_id"], task_id.as_str(), "{second}");
+    assert_eq!(second["messages"][0]["attempt"], 2, "{second}");
+    settle(
+        &bida,
+        &id,
+        "nack",
+        json!({"leases": [second["messages"][0]["lease"]], "dead": true, "reason": "poison"}),
+    )
+    .await;
+    let task = wait_view(&bida, &format!("/v1/tasks/{task_id}"), |t| t["status"] == "dead").await;
+    assert!(
+        task["attempts"][0]["error"].as_str().unwrap().contains("busy"),
+        "{task}"
+    );
+    assert!(
+        task["attempts"][1]["error"].as_str().unwrap().contains("poison"),
+        "{task}"
+    );
+
+    let (status, retried) = bida.post(&format!("/v1/tasks/{task_id}/retry"), json!({})).await;
+    assert_eq!(status, 200, "{retried}");
+    let third = pull(&bida, &id, "m", 1, 10000).await;
+    assert_eq!(third["messages"][0]["task_id"], task_id.as_str(), "{third}");
+    ack(&bida, &id, "m", leases(&third)).await;
+    wait_view(&bida, &format!("/v1/tasks/{task_id}"), |t| t["status"] == "delivered").await;
+}
+
+/// Leases live in the store, not in a node: a member pulls from one node and
+/// acks through another after the first was killed.
+#[tokio::test]
+async fn a_lease_outlives_the_node_that_gave_it() {
+    if support::postgres_only("several nodes") {
+        return;
+    }
+    let mq = mqs::rabbitmq::Queue::new().await;
+    let mut first = Bida::start("").await;
+    let second = first.join("").await;
+    let id = pull_consumer(&mq, &first, json!({}), json!({})).await;
+    mq.publish(numbered(5)).await;
+    let mut held = Vec::new();
+    while held.len() < 5 {
+        held.extend(leases(&pull(&first, &id, "m", 5, 5000).await));
+    }
+    first.kill9();
+    let settled = ack(&second, &id, "m", held).await;
+    assert_eq!(settled["settled"].as_array().unwrap().len(), 5, "{settled}");
+    let view = wait_view(&second, &format!("/v1/consumers/{id}"), |c| {
+        c["counters"]["delivered"] == 5
+    })
+    .await;
+    assert_eq!(view["counters"]["dead"], 0);
+    let _ = consumer_view(&second, &id).await;
+}
