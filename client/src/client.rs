@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 use url::Url;
 
 use crate::error::{Error, Problem, PROBLEM_JSON};
+use crate::pull::{PullConsumer, MAX_PULL_WAIT};
 use crate::routes::{self, Route};
 use crate::types::*;
 
@@ -20,6 +21,8 @@ pub struct Client {
     base: Url,
     key: String,
     http: reqwest::Client,
+    /// The whole request's timeout; a long poll gets its wait on top.
+    timeout: Duration,
 }
 
 /// Settings of a [`Client`] beyond its base URL and key.
@@ -67,8 +70,9 @@ impl ClientBuilder {
         }
         base.set_query(None);
         base.set_fragment(None);
+        let timeout = self.timeout.unwrap_or(Duration::from_secs(30));
         let http = reqwest::Client::builder()
-            .timeout(self.timeout.unwrap_or(Duration::from_secs(30)))
+            .timeout(timeout)
             .connect_timeout(self.connect_timeout.unwrap_or(Duration::from_secs(10)))
             .pool_idle_timeout(self.pool_idle_timeout.unwrap_or(Duration::from_secs(2)))
             .user_agent(self.user_agent)
@@ -77,6 +81,7 @@ impl ClientBuilder {
             base,
             key: self.key,
             http,
+            timeout,
         })
     }
 }
@@ -188,6 +193,7 @@ impl Client {
 
     /// Sends the request and reads the answer: one of `expected` (its body
     /// as `T`), or a problem.
+    #[allow(clippy::too_many_arguments)]
     async fn send<T: DeserializeOwned>(
         &self,
         route: Route,
@@ -196,12 +202,16 @@ impl Client {
         body: Option<Value>,
         headers: HeaderMap,
         expected: &[u16],
+        timeout: Option<Duration>,
     ) -> Result<(u16, HeaderMap, T), Error> {
         let mut request = self
             .http
             .request(route.verb.method(), self.url(route, params))
             .bearer_auth(&self.key)
             .headers(headers);
+        if let Some(timeout) = timeout {
+            request = request.timeout(timeout);
+        }
         if !query.is_empty() {
             request = request.query(query);
         }
@@ -240,7 +250,10 @@ impl Client {
         params: &[&str],
         query: &[(String, String)],
     ) -> Result<T, Error> {
-        Ok(self.send(route, params, query, None, HeaderMap::new(), &[200]).await?.2)
+        Ok(self
+            .send(route, params, query, None, HeaderMap::new(), &[200], None)
+            .await?
+            .2)
     }
 
     async fn call<T: DeserializeOwned>(
@@ -251,7 +264,7 @@ impl Client {
         expected: u16,
     ) -> Result<T, Error> {
         Ok(self
-            .send(route, params, &[], body, HeaderMap::new(), &[expected])
+            .send(route, params, &[], body, HeaderMap::new(), &[expected], None)
             .await?
             .2)
     }
@@ -283,7 +296,9 @@ impl Client {
             headers.insert("idempotency-key", value);
         }
         let body = serde_json::to_value(task).ok();
-        let (_, headers, task) = self.send(routes::SUBMIT_TASK, &[], &[], body, headers, &[202]).await?;
+        let (_, headers, task) = self
+            .send(routes::SUBMIT_TASK, &[], &[], body, headers, &[202], None)
+            .await?;
         let replayed = headers
             .get("idempotent-replayed")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"true"));
@@ -489,6 +504,89 @@ impl Client {
             .call(routes::RESEND, &[id], serde_json::to_value(request).ok(), 200)
             .await?;
         Ok(outcome.task_ids)
+    }
+
+    // ------------------------------------------------------------ pull
+
+    /// Leases up to `request.max` of a pull consumer's messages to the
+    /// member, waiting up to `request.wait_ms` for one (a long poll: the
+    /// request's timeout is the client's plus the wait). Also the member's
+    /// heartbeat; the answer carries the consumer's live settings. `404`
+    /// for an unknown consumer, `409` for one that is not a pull consumer,
+    /// `422` for a member name that is not one.
+    ///
+    /// Ack or nack every message before its `leased_until`; see
+    /// [`PulledMessage`] for what may come twice. [`Client::pull_consumer`]
+    /// does all of it.
+    pub async fn pull(&self, consumer_id: &str, request: &PullRequest) -> Result<Pulled, Error> {
+        let wait = Duration::from_millis(request.wait_ms.unwrap_or(0)).min(MAX_PULL_WAIT);
+        let body = serde_json::to_value(request).ok();
+        let timeout = self.timeout.saturating_add(wait);
+        Ok(self
+            .send(
+                routes::PULL,
+                &[consumer_id],
+                &[],
+                body,
+                HeaderMap::new(),
+                &[200],
+                Some(timeout),
+            )
+            .await?
+            .2)
+    }
+
+    /// Acknowledges handled messages by their leases (up to 1000): each is
+    /// delivered. With `member`, leases another member holds are not
+    /// settled. A lease no longer held comes back in `expired`: the message
+    /// was (or will be) given again.
+    pub async fn ack<I>(&self, consumer_id: &str, leases: I, member: Option<&str>) -> Result<Settled, Error>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let request = AckRequest {
+            leases: leases.into_iter().map(|lease| lease.as_ref().to_string()).collect(),
+            member: member.map(String::from),
+        };
+        self.call(routes::ACK, &[consumer_id], serde_json::to_value(request).ok(), 200)
+            .await
+    }
+
+    /// Gives messages back: pulled again after `delay_ms` (or the
+    /// consumer's backoff) as a failed attempt, or dead-lettered with `dead`.
+    pub async fn nack(&self, consumer_id: &str, request: &NackRequest) -> Result<Settled, Error> {
+        self.call(routes::NACK, &[consumer_id], serde_json::to_value(request).ok(), 200)
+            .await
+    }
+
+    /// Keeps a member alive while it pulls nothing (its handlers are busy);
+    /// answers the consumer's live settings.
+    pub async fn heartbeat(
+        &self,
+        consumer_id: &str,
+        member: &str,
+        request: &HeartbeatRequest,
+    ) -> Result<MemberSettings, Error> {
+        self.call(
+            routes::HEARTBEAT,
+            &[consumer_id, member],
+            serde_json::to_value(request).ok(),
+            200,
+        )
+        .await
+    }
+
+    /// A pull consumer's members (alive or gone, leases in flight, acks)
+    /// and what waits in its lanes.
+    pub async fn members(&self, consumer_id: &str) -> Result<Members, Error> {
+        self.get(routes::MEMBERS, &[consumer_id], &[]).await
+    }
+
+    /// A member of the pull consumer `consumer_id` named `member`, to
+    /// [`run`](PullConsumer::run) a handler on its messages.
+    pub fn pull_consumer(&self, consumer_id: impl Into<String>, member: impl Into<String>) -> PullConsumer {
+        PullConsumer::new(self.clone(), consumer_id.into(), member.into())
     }
 }
 

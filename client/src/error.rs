@@ -101,4 +101,16 @@ impl Error {
             Error::BaseUrl(_) | Error::Invalid(_) => None,
         }
     }
+
+    /// Worth trying again as it is: no answer (connecting, a timeout, a
+    /// connection closed), or `408`, `429` or a `5xx` (a node restarting,
+    /// its store unavailable, a proxy without a node behind it). A `4xx`
+    /// problem is not: the request or the resource must change first.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Http(e) if e.status().is_none() => !e.is_builder() && !e.is_redirect(),
+            Error::BaseUrl(_) | Error::Invalid(_) | Error::Decode { .. } => false,
+            _ => self.status().is_some_and(|s| s >= 500 || s == 408 || s == 429),
+        }
+    }
 }

@@ -19,15 +19,25 @@
 //! # }
 //! ```
 //!
+//! A member of a pull consumer pulls its messages with [`Client::pull`]
+//! and settles them with [`Client::ack`] and [`Client::nack`], or leaves it
+//! all to [`PullConsumer::run`] (SDK mode: long polls, handlers up to the
+//! consumer's concurrency, batched acks and nacks, heartbeats, retries and
+//! a graceful stop), made by [`Client::pull_consumer`].
+//!
 //! Every method is one route of [`routes::ALL`]; the crate's tests check
 //! those routes and the fields of every request and response type against
 //! the OpenAPI document the server serves (`/openapi.json`).
 
 mod client;
 mod error;
+mod pull;
 pub mod routes;
+#[cfg(test)]
+mod sdk_tests;
 mod types;
 
 pub use client::{Client, ClientBuilder, Pager, Submitted};
 pub use error::{Error, FieldError, Problem};
+pub use pull::{PullConsumer, RunReport, MAX_PULL_WAIT};
 pub use types::*;

@@ -71,6 +71,12 @@ pub const CONSUMER_ACTION: Route = route(Verb::Post, "/v1/consumers/{id}/{action
 pub const RESET_OFFSETS: Route = route(Verb::Post, "/v1/consumers/{id}/reset-offsets");
 pub const RESEND: Route = route(Verb::Post, "/v1/consumers/{id}/resend");
 
+pub const PULL: Route = route(Verb::Post, "/v1/consumers/{id}/pull");
+pub const ACK: Route = route(Verb::Post, "/v1/consumers/{id}/ack");
+pub const NACK: Route = route(Verb::Post, "/v1/consumers/{id}/nack");
+pub const HEARTBEAT: Route = route(Verb::Post, "/v1/consumers/{id}/members/{member}/heartbeat");
+pub const MEMBERS: Route = route(Verb::Get, "/v1/consumers/{id}/members");
+
 /// Every route the client calls.
 pub const ALL: &[Route] = &[
     SUBMIT_TASK,
@@ -95,4 +101,9 @@ pub const ALL: &[Route] = &[
     CONSUMER_ACTION,
     RESET_OFFSETS,
     RESEND,
+    PULL,
+    ACK,
+    NACK,
+    HEARTBEAT,
+    MEMBERS,
 ];

@@ -183,6 +183,11 @@ fn route_table() -> Vec<RouteRow> {
             vec![(200, Some("OffsetsCommitted"))],
         ),
         (RESEND, Some("ResendRequest"), vec![(200, Some("ResendOutcome"))]),
+        (PULL, Some("PullRequest"), vec![(200, Some("Pulled"))]),
+        (ACK, Some("AckRequest"), vec![(200, Some("Settled"))]),
+        (NACK, Some("NackRequest"), vec![(200, Some("Settled"))]),
+        (HEARTBEAT, Some("HeartbeatRequest"), vec![(200, Some("MemberSettings"))]),
+        (MEMBERS, None, vec![(200, Some("Members"))]),
     ]
 }
 
@@ -263,13 +268,31 @@ fn struct_table() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("BreakerInput", "BreakerInput", fields::<BreakerInput>()),
         ("ConsumerPatch", "ConsumerPatch", fields::<ConsumerPatch>()),
         ("ConsumerView", "ConsumerView", fields::<ConsumerView>()),
-        ("Endpoint", "Endpoint", fields::<Endpoint>()),
+        (
+            "Endpoint",
+            "Endpoint",
+            with([fields::<HttpEndpoint>(), fields::<PullEndpoint>()].concat(), &["kind"]),
+        ),
+        ("HttpEndpoint", "HttpEndpoint", fields::<HttpEndpoint>()),
+        ("PullEndpoint", "PullEndpoint", fields::<PullEndpoint>()),
         ("Counters", "Counters", fields::<Counters>()),
         ("OffsetReset", "OffsetReset", vec!["to", "timestamp", "offsets"]),
         ("PartitionOffset", "PartitionOffset", fields::<PartitionOffset>()),
         ("OffsetsCommitted", "OffsetsCommitted", fields::<OffsetsCommitted>()),
         ("ResendRequest", "ResendRequest", fields::<ResendRequest>()),
         ("ResendOutcome", "ResendOutcome", fields::<ResendOutcome>()),
+        // Pull consumers' members.
+        ("PullRequest", "PullRequest", fields::<PullRequest>()),
+        ("Pulled", "Pulled", fields::<Pulled>()),
+        ("PulledMessage", "PulledMessage", fields::<PulledMessage>()),
+        ("MemberSettings", "MemberSettings", fields::<MemberSettings>()),
+        ("AckRequest", "AckRequest", fields::<AckRequest>()),
+        ("NackRequest", "NackRequest", fields::<NackRequest>()),
+        ("Settled", "Settled", fields::<Settled>()),
+        ("HeartbeatRequest", "HeartbeatRequest", fields::<HeartbeatRequest>()),
+        ("Members", "Members", fields::<Members>()),
+        ("MemberView", "MemberView", fields::<MemberView>()),
+        ("LaneView", "LaneView", fields::<LaneView>()),
     ]
 }
 
@@ -291,6 +314,10 @@ fn request_table() -> Vec<(&'static str, Vec<&'static str>)> {
         ("ConsumerPatch", fields::<ConsumerPatch>()),
         ("ResendRequest", fields::<ResendRequest>()),
         ("PartitionOffset", fields::<PartitionOffset>()),
+        ("PullRequest", fields::<PullRequest>()),
+        ("AckRequest", fields::<AckRequest>()),
+        ("NackRequest", fields::<NackRequest>()),
+        ("HeartbeatRequest", fields::<HeartbeatRequest>()),
     ]
 }
 
@@ -302,6 +329,8 @@ fn enum_table() -> Vec<(&'static str, Vec<&'static str>)> {
         ("DesiredState", variants::<DesiredState>()),
         ("ConsumerState", variants::<ConsumerState>()),
         ("Ordering", variants::<Ordering>()),
+        ("PullMode", variants::<PullMode>()),
+        ("EndpointKind", variants::<EndpointKind>()),
     ]
 }
 
@@ -449,6 +478,36 @@ fn mismatches(doc: &Value) -> Vec<String> {
             found.push(format!("ProduceRequest has no property {field}"));
         }
     }
+    // An endpoint is tagged by `kind`: `http` with HttpEndpoint's fields,
+    // `pull` with PullEndpoint's, as the client reads it.
+    let tagged: BTreeSet<(String, String)> = schema(doc, "Endpoint")
+        .and_then(|s| s["oneOf"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|branch| {
+            let parts = branch["allOf"].as_array()?;
+            let kind = parts.iter().find_map(|p| p["properties"]["kind"]["enum"][0].as_str())?;
+            let fields = parts.iter().find_map(referred)?;
+            Some((kind.to_string(), fields))
+        })
+        .collect();
+    let expected: BTreeSet<(String, String)> = [("http", "HttpEndpoint"), ("pull", "PullEndpoint")]
+        .into_iter()
+        .map(|(kind, fields)| (kind.to_string(), fields.to_string()))
+        .collect();
+    let kinds: BTreeSet<&str> = variants::<EndpointKind>().into_iter().collect();
+    if tagged != expected || kinds != ["http", "pull"].into() {
+        found.push(format!(
+            "Endpoint: the document tags {tagged:?}, the client reads {expected:?} (kinds {kinds:?})"
+        ));
+    }
+    // A pulled message's body is `{"text"}` or `{"base64"}`, which the
+    // schema (an object) says in words only.
+    let body = schema(doc, "PulledMessage").map_or(&Value::Null, |s| &s["properties"]["body"]["description"]);
+    let body = body.as_str().unwrap_or_default();
+    if !(body.contains("\"text\"") && body.contains("\"base64\"")) {
+        found.push(format!("PulledMessage.body is not said to be text or base64: {body:?}"));
+    }
     found
 }
 
@@ -501,6 +560,22 @@ fn a_rename_on_the_server_is_found() {
                 .as_array_mut()
                 .unwrap()
                 .push("tenant".into());
+        }),
+        ("a pull route's field", |doc| {
+            let properties = doc["components"]["schemas"]["PulledMessage"]["properties"]
+                .as_object_mut()
+                .unwrap();
+            let until = properties.remove("leased_until").unwrap();
+            properties.insert("lease_expires_at".into(), until);
+        }),
+        ("an endpoint's kind", |doc| {
+            doc["components"]["schemas"]["Endpoint"]["oneOf"][1]["allOf"][1]["properties"]["kind"]["enum"][0] =
+                "poll".into();
+        }),
+        ("a pull route", |doc| {
+            let paths = doc["paths"].as_object_mut().unwrap();
+            let item = paths.remove("/v1/consumers/{id}/members/{member}/heartbeat").unwrap();
+            paths.insert("/v1/consumers/{id}/members/{member}/beat".into(), item);
         }),
         ("an answer's schema", |doc| {
             doc["paths"]["/v1/tasks"]["post"]["responses"]["202"]["content"]["application/json"]["schema"]["$ref"] =
