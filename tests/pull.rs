@@ -509,3 +509,278 @@ async fn a_lease_outlives_the_node_that_gave_it() {
     assert_eq!(view["counters"]["dead"], 0);
     let _ = consumer_view(&second, &id).await;
 }
+
+// Randomized runs of the pull promises (as tests/stress.rs does for push):
+// each run draws from its seed the broker (RabbitMQ or Kafka), a few hundred
+// messages published in random chunks while members pull, one to four
+// members with random batch sizes that ack most messages, nack some (with a
+// random delay), forget some (their lease runs out) and may go silent for
+// good (their leases return once they are gone). Then: every message was
+// acked once and only once (settled), none dead, attempts counted one per
+// lease, a message given again only after its earlier lease failed, the
+// lanes empty and the broker drained. The normal suite runs two seeds; more:
+//
+//     BIDA_TEST_PULL_RUNS=20 cargo test -p bida --test pull pull_stress -- --ignored --nocapture
+//
+// `BIDA_TEST_PULL_SEED=N` replays one run.
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// What a member did with one leased message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Acked,
+    /// Acked too late: the lease was gone.
+    AckRefused,
+    Nacked,
+    Forgotten,
+    /// Held when its member went silent.
+    Abandoned,
+}
+
+#[derive(Clone, Debug)]
+struct Lease {
+    member: usize,
+    body: String,
+    attempt: u64,
+    fate: Fate,
+}
+
+/// One run's conditions, drawn from its seed.
+#[derive(Debug)]
+struct PullRun {
+    seed: u64,
+    kafka: bool,
+    messages: usize,
+    members: usize,
+    lease_ms: u64,
+    /// Per member: pulls after which it goes silent (none: it never does).
+    silent_after: Vec<Option<u32>>,
+}
+
+impl PullRun {
+    fn draw(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let members = rng.random_range(1..=4);
+        Self {
+            seed,
+            kafka: rng.random_bool(0.5),
+            messages: rng.random_range(100..=300),
+            members,
+            lease_ms: rng.random_range(1_000..=3_000),
+            // The first member stays, so someone is left to pull.
+            silent_after: (0..members)
+                .map(|m| (m > 0 && rng.random_bool(0.4)).then(|| rng.random_range(1..=6)))
+                .collect(),
+        }
+    }
+}
+
+fn pull_seeds(count: usize) -> Vec<u64> {
+    if let Some(seed) = std::env::var("BIDA_TEST_PULL_SEED").ok().and_then(|s| s.parse().ok()) {
+        return vec![seed];
+    }
+    let mut rng = rand::rng();
+    (0..count).map(|_| rng.random_range(0..1_000_000)).collect()
+}
+
+/// One member of a randomized run: pulls until every message was acked (or
+/// it goes silent), settling each message as its dice say.
+async fn random_member(
+    bida: &Bida,
+    consumer: &str,
+    run: &PullRun,
+    index: usize,
+    leases: Arc<Mutex<Vec<Lease>>>,
+    acked: Arc<Mutex<BTreeSet<String>>>,
+) {
+    let mut rng = StdRng::seed_from_u64(run.seed.wrapping_mul(31).wrapping_add(index as u64));
+    let name = format!("member-{index}");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut pulls = 0;
+    while acked.lock().unwrap().len() < run.messages && tokio::time::Instant::now() < deadline {
+        let pulled = pull(bida, consumer, &name, rng.random_range(1..=20), 300).await;
+        pulls += 1;
+        let silent = run.silent_after[index].is_some_and(|after| pulls >= after);
+        let mut to_ack = Vec::new();
+        let mut to_nack = Vec::new();
+        let mut mine = Vec::new();
+        for message in pulled["messages"].as_array().unwrap() {
+            let fate = match rng.random_range(0..100) {
+                _ if silent => Fate::Abandoned,
+                0..80 => Fate::Acked,
+                80..90 => Fate::Nacked,
+                _ => Fate::Forgotten,
+            };
+            match fate {
+                Fate::Acked => to_ack.push(message["lease"].clone()),
+                Fate::Nacked => to_nack.push(message["lease"].clone()),
+                _ => {}
+            }
+            let lease = Lease {
+                member: index,
+                body: text(message),
+                attempt: message["attempt"].as_u64().unwrap(),
+                fate,
+            };
+            mine.push((message["lease"].as_str().unwrap().to_string(), lease));
+        }
+        if silent {
+            leases.lock().unwrap().extend(mine.into_iter().map(|(_, lease)| lease));
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
+        if !to_nack.is_empty() {
+            let delay = rng.random_range(0..300);
+            settle(bida, consumer, "nack", json!({"leases": to_nack, "delay_ms": delay})).await;
+        }
+        if !to_ack.is_empty() {
+            let settled = ack(bida, consumer, &name, to_ack).await;
+            let refused: BTreeSet<&str> = settled["expired"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| l.as_str().unwrap())
+                .collect();
+            let mut acked = acked.lock().unwrap();
+            for (id, lease) in &mut mine {
+                if lease.fate != Fate::Acked {
+                    continue;
+                }
+                if refused.contains(id.as_str()) {
+                    lease.fate = Fate::AckRefused;
+                } else {
+                    assert!(
+                        acked.insert(lease.body.clone()),
+                        "{} settled by two acks (seed {})",
+                        lease.body,
+                        run.seed
+                    );
+                }
+            }
+        }
+        leases.lock().unwrap().extend(mine.into_iter().map(|(_, lease)| lease));
+    }
+}
+
+async fn pull_run(run: PullRun) {
+    if run.kafka {
+        pull_run_on(mqs::kafka::Topic::new().await, run).await
+    } else {
+        pull_run_on(mqs::rabbitmq::Queue::new().await, run).await
+    }
+}
+
+async fn pull_run_on(mq: impl TestMq, run: PullRun) {
+    let bida = Bida::start("").await;
+    let id = random_pull_consumer(&mq, &bida, &run).await;
+    let leases = Arc::new(Mutex::new(Vec::<Lease>::new()));
+    let acked = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let members = (0..run.members).map(|m| random_member(&bida, &id, &run, m, leases.clone(), acked.clone()));
+    tokio::join!(futures::future::join_all(members), publish_in_chunks(&mq, &run));
+    let leases = leases.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    let given_again = leases.len() - leases.iter().map(|l| &l.body).collect::<BTreeSet<_>>().len();
+    let per_member: Vec<usize> = (0..run.members)
+        .map(|m| leases.iter().filter(|l| l.member == m).count())
+        .collect();
+    println!(
+        "pull seed={} {} messages={} members={} lease_ms={} silent={:?} -> leases={} per member={:?} given again={} acked={}",
+        run.seed,
+        if run.kafka { "kafka" } else { "rabbitmq" },
+        run.messages,
+        run.members,
+        run.lease_ms,
+        run.silent_after,
+        leases.len(),
+        per_member,
+        given_again,
+        acked.len()
+    );
+    assert_eq!(
+        acked,
+        bodies(run.messages),
+        "seed {}: not every message was acked\n{}",
+        run.seed,
+        bida.log()
+    );
+    // One attempt per lease, in order; a message given again only after its
+    // earlier lease failed.
+    let mut by_body: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
+    for lease in &leases {
+        by_body.entry(&lease.body).or_default().push(lease);
+    }
+    for (body, given) in &by_body {
+        let attempts: Vec<u64> = given.iter().map(|l| l.attempt).collect();
+        assert_eq!(
+            attempts,
+            (1..=given.len() as u64).collect::<Vec<_>>(),
+            "seed {}: {body}: {given:?}",
+            run.seed
+        );
+        for earlier in &given[..given.len() - 1] {
+            assert_ne!(
+                earlier.fate,
+                Fate::Acked,
+                "seed {}: {body} given again after an ack: {given:?}",
+                run.seed
+            );
+        }
+    }
+    let view = wait_view(&bida, &format!("/v1/consumers/{id}"), |c| {
+        c["counters"]["delivered"] == run.messages && c["lag_total"] == 0
+    })
+    .await;
+    assert_eq!(view["counters"]["dead"], 0, "seed {}: {view}", run.seed);
+    let (_, listed) = bida.get(&format!("/v1/consumers/{id}/members")).await;
+    for lane in listed["lanes"].as_array().unwrap() {
+        assert_eq!(
+            (lane["waiting"].as_i64(), lane["leased"].as_i64()),
+            (Some(0), Some(0)),
+            "seed {}: {listed}",
+            run.seed
+        );
+    }
+}
+
+async fn random_pull_consumer(mq: &impl TestMq, bida: &Bida, run: &PullRun) -> String {
+    pull_consumer(
+        mq,
+        bida,
+        json!({"lease_ms": run.lease_ms, "member_timeout_ms": 3000}),
+        json!({"max_attempts": 30, "backoff": {"initial_ms": 50, "max_ms": 500}}),
+    )
+    .await
+}
+
+/// Publishes the run's messages in random chunks with random pauses.
+async fn publish_in_chunks(mq: &impl TestMq, run: &PullRun) {
+    let mut rng = StdRng::seed_from_u64(run.seed ^ 0x5eed);
+    let mut records = numbered(run.messages).into_iter().peekable();
+    while records.peek().is_some() {
+        let chunk: Vec<Record> = records.by_ref().take(rng.random_range(1..=60)).collect();
+        mq.publish(chunk).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..400))).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn randomized_pull_runs_keep_every_promise() {
+    for seed in pull_seeds(2) {
+        pull_run(PullRun::draw(seed)).await;
+    }
+}
+
+/// The long version: `BIDA_TEST_PULL_RUNS` runs (20 by default).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "about 15 s a run; run with --ignored"]
+async fn pull_stress() {
+    let count = std::env::var("BIDA_TEST_PULL_RUNS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+    for seed in pull_seeds(count) {
+        pull_run(PullRun::draw(seed)).await;
+    }
+}

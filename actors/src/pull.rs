@@ -296,20 +296,30 @@ impl PullService {
             )
             .await?;
         let mut settings_read = tokio::time::Instant::now();
+        let mut touched = tokio::time::Instant::now();
         loop {
-            let lane = match pullable.endpoint.mode {
-                PullMode::Cluster => PullLane::cluster(consumer_id),
-                PullMode::Broadcast => PullLane::member(consumer_id, member.clone()),
+            // Its own mode's lane first, then the other: messages filed
+            // before a change of mode (or resent) are not stranded.
+            let own = PullLane::member(consumer_id, member.clone());
+            let cluster = PullLane::cluster(consumer_id);
+            let lanes = match pullable.endpoint.mode {
+                PullMode::Cluster => [cluster, own],
+                PullMode::Broadcast => [own, cluster],
             };
-            let waker = self.node.pulls.waker(&lane.key());
+            let waker = self.node.pulls.waker(&lanes[0].key());
             let woken = waker.notified();
             tokio::pin!(woken);
             woken.as_mut().enable();
             if !pullable.settings.paused {
+                let mut messages = Vec::new();
                 let limit = max.min(pullable.endpoint.batch);
-                let messages = self
-                    .lease(consumer_id, &lane, &member, &pullable.endpoint, limit)
-                    .await?;
+                for lane in &lanes {
+                    let room = limit - messages.len() as u32;
+                    if room == 0 {
+                        break;
+                    }
+                    messages.extend(self.lease(consumer_id, lane, &member, &pullable.endpoint, room).await?);
+                }
                 if !messages.is_empty() {
                     return Ok(Pulled {
                         messages,
@@ -331,6 +341,13 @@ impl PullService {
             if settings_read.elapsed() >= SETTINGS_EVERY {
                 pullable = self.pullable(consumer_id, scope).await?;
                 settings_read = tokio::time::Instant::now();
+            }
+            // A long poll may outlast the member's timeout: waiting is being alive.
+            if touched.elapsed() >= Duration::from_millis(pullable.endpoint.heartbeat_ms() / 2) {
+                self.store()
+                    .touch_member(consumer_id, member.as_str(), None, None)
+                    .await?;
+                touched = tokio::time::Instant::now();
             }
         }
     }

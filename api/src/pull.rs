@@ -55,6 +55,7 @@ pub async fn pull(
     request_body = AckRequest,
     responses((status = 200, body = Settled),
               (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Not a pull consumer", body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn ack(
     state: web::Data<ApiState>,
@@ -72,6 +73,7 @@ pub async fn ack(
     request_body = NackRequest,
     responses((status = 200, body = Settled),
               (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Not a pull consumer", body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn nack(
     state: web::Data<ApiState>,
@@ -86,9 +88,10 @@ pub async fn nack(
 /// Keep an idle member alive; answers the consumer's live settings.
 #[utoipa::path(post, path = "/v1/consumers/{id}/members/{member}/heartbeat", tag = "pull",
     params(("id" = String, Path), ("member" = String, Path)),
-    request_body = HeartbeatRequest,
+    request_body(content = Option<HeartbeatRequest>, description = "Optional: where the member runs, its version"),
     responses((status = 200, body = MemberSettings),
               (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Not a pull consumer", body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
 pub async fn heartbeat(
     state: web::Data<ApiState>,
