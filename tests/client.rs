@@ -1,7 +1,8 @@
 //! The typed client (`bida-client`) against a real node and the machine's
 //! RabbitMQ: a task submitted and delivered to a local endpoint, a message
 //! written and read back from the queue, delayed messages listed, cancelled
-//! and written when due, a consumer paused and resumed, and refusals as
+//! and written when due, a consumer paused and resumed, members pulling a
+//! pull consumer in SDK mode (`run`), and refusals as
 //! typed problems naming their field. Each test has its own node and queue.
 
 mod support;
@@ -471,4 +472,119 @@ async fn refusals_are_typed_problems_naming_their_field() {
         .await
         .expect_err("no key");
     assert_eq!(unauthorized.status(), Some(401), "{unauthorized}");
+}
+
+/// SDK mode against the real node: two members run `pull_consumer(..).run`
+/// on one pull consumer; the handler fails each message's first delivery to
+/// one member, so those are nacked and come back; every message is handled
+/// to success once, and the members stop gracefully with nothing left
+/// unsettled. The members list shows both with their client version.
+#[tokio::test]
+async fn members_run_a_pull_consumer_in_sdk_mode() {
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::{Arc, Mutex};
+
+    let queue = TestQueue::declare().await;
+    let bida = Bida::start("").await;
+    let client = client(&bida);
+    let broker = rabbit_broker(&client).await;
+    let mut source = Map::new();
+    source.insert("queue".into(), json!(queue.name));
+    let mut input = ConsumerInput::pull("orders-pull", &broker, source);
+    input.policy = Some(PolicyInput {
+        concurrency: Some(4),
+        backoff: serde_json::from_value(json!({"initial_ms": 50, "max_ms": 200})).unwrap(),
+        ..PolicyInput::default()
+    });
+    let consumer = client.create_consumer(&input).await.expect("created");
+    assert!(consumer.endpoint.as_pull().is_some(), "{consumer:?}");
+    queue
+        .publish((0..60).map(|i| (Some(format!("m{i}")), format!(r#"{{"n":{i}}}"#).into_bytes())))
+        .await;
+
+    // Per body: which member handled it, and how (true: succeeded).
+    type Handled = BTreeMap<String, Vec<(String, bool)>>;
+    let handled: Arc<Mutex<Handled>> = Arc::default();
+    let done = || {
+        handled
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|v| v.iter().any(|(_, ok)| *ok))
+            .count()
+    };
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let member = |name: &'static str| {
+        let (client, handled, mut stopped) = (client.clone(), handled.clone(), stopped.clone());
+        let id = consumer.id.clone();
+        async move {
+            client
+                .pull_consumer(id, name)
+                .client_version("e2e/1")
+                .wait(Duration::from_secs(2))
+                .run(
+                    move |message| {
+                        let handled = handled.clone();
+                        async move {
+                            let body = message.text().unwrap_or_default().to_string();
+                            let n: u64 = message.json::<Value>().unwrap()["n"].as_u64().unwrap();
+                            // member-a fails the first delivery of every third message.
+                            let ok = !(name == "member-a" && n.is_multiple_of(3) && message.attempt == 1);
+                            handled
+                                .lock()
+                                .unwrap()
+                                .entry(body)
+                                .or_default()
+                                .push((name.to_string(), ok));
+                            if ok {
+                                Ok(())
+                            } else {
+                                Err(format!("refused {n} on purpose"))
+                            }
+                        }
+                    },
+                    async move {
+                        let _ = stopped.wait_for(|stop| *stop).await;
+                    },
+                )
+                .await
+        }
+    };
+    let watcher = async {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+        while done() < 60 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.send(true).unwrap();
+    };
+    let (a, b, ()) = tokio::join!(member("member-a"), member("member-b"), watcher);
+    let (a, b) = (a.expect("member-a ran"), b.expect("member-b ran"));
+    let handled = handled.lock().unwrap().clone();
+    assert_eq!(
+        handled.keys().cloned().collect::<BTreeSet<_>>(),
+        (0..60).map(|i| format!(r#"{{"n":{i}}}"#)).collect(),
+        "every message handled"
+    );
+    for (body, tries) in &handled {
+        assert_eq!(tries.iter().filter(|(_, ok)| *ok).count(), 1, "{body}: {tries:?}");
+    }
+    assert_eq!(a.acked + b.acked, 60, "{a:?} {b:?}");
+    assert_eq!(a.unsettled + b.unsettled, 0, "{a:?} {b:?}");
+    let refused = handled.values().flatten().filter(|(_, ok)| !ok).count() as u64;
+    assert_eq!(a.nacked + b.nacked, refused, "{a:?} {b:?}");
+
+    let members = client.members(&consumer.id).await.expect("members");
+    for name in ["member-a", "member-b"] {
+        let member = members.member(name).unwrap_or_else(|| panic!("{name}: {members:?}"));
+        assert_eq!(member.client_version.as_deref(), Some("e2e/1"));
+        assert!(member.alive, "{member:?}");
+        assert_eq!(member.leases_in_flight, 0, "{member:?}");
+    }
+    let view = until(
+        || client.consumer(&consumer.id),
+        |c| c.as_ref().is_ok_and(|c| c.counters.delivered == 60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(view.counters.dead, 0);
 }
