@@ -475,6 +475,11 @@ async fn nacks_retry_dead_letter_and_replay() {
         "{task}"
     );
 
+    // Members pull it as it was consumed: no edit on replay.
+    let (status, problem) = bida
+        .post(&format!("/v1/tasks/{task_id}/replay"), json!({"body": "other"}))
+        .await;
+    assert_eq!(status, 422, "{problem}");
     let (status, retried) = bida.post(&format!("/v1/tasks/{task_id}/retry"), json!({})).await;
     assert_eq!(status, 200, "{retried}");
     let third = pull(&bida, &id, "m", 1, 10000).await;

@@ -336,6 +336,12 @@ impl TaskService {
                         "a delayed message is replayed as it was submitted; submit a new one to change it",
                     )));
                 }
+                if bida_domain::consumer::pull::PullLane::parse_locator(&detail.request.url).is_some() {
+                    return Err(TaskServiceError::Invalid(ValidationErrors::single(
+                        "request",
+                        "a pulled message is replayed as it was consumed: its members pull it again as it is",
+                    )));
+                }
                 let request = edit
                     .over(&detail.request, &self.defaults, &self.limits, Utc::now())
                     .map_err(TaskServiceError::Invalid)?;
