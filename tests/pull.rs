@@ -789,3 +789,45 @@ async fn pull_stress() {
         pull_run(PullRun::draw(seed)).await;
     }
 }
+
+/// A member removed for good: its broadcast copies, waiting or leased, are
+/// cancelled, and it leaves the list.
+#[tokio::test]
+async fn a_removed_member_takes_nothing_with_it() {
+    let mq = mqs::rabbitmq::Queue::new().await;
+    let bida = Bida::start("").await;
+    let id = pull_consumer(&mq, &bida, json!({"mode": "broadcast", "lease_ms": 600000}), json!({})).await;
+    for name in ["stays", "leaves"] {
+        let (status, _) = bida
+            .post(&format!("/v1/consumers/{id}/members/{name}/heartbeat"), json!({}))
+            .await;
+        assert_eq!(status, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    mq.publish(numbered(5)).await;
+    let mut got = BTreeSet::new();
+    while got.len() < 5 {
+        let pulled = pull(&bida, &id, "stays", 5, 5000).await;
+        got.extend(pulled["messages"].as_array().unwrap().iter().map(text));
+        ack(&bida, &id, "stays", leases(&pulled)).await;
+    }
+    // "leaves" holds one copy and has four waiting.
+    let held = pull(&bida, &id, "leaves", 1, 5000).await;
+    assert_eq!(leases(&held).len(), 1, "{held}");
+    let (status, removed) = bida.delete(&format!("/v1/consumers/{id}/members/leaves")).await;
+    assert_eq!(status, 200, "{removed}");
+    assert_eq!(removed["cancelled"], 5, "{removed}");
+    let (_, listed) = bida.get(&format!("/v1/consumers/{id}/members")).await;
+    let names: Vec<&str> = listed["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["member"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["stays"], "{listed}");
+    let task = held["messages"][0]["task_id"].as_str().unwrap();
+    let (_, task) = bida.get(&format!("/v1/tasks/{task}")).await;
+    assert_eq!(task["status"], "cancelled", "{task}");
+    let (status, _) = bida.delete(&format!("/v1/consumers/{id}/members/leaves")).await;
+    assert_eq!(status, 404);
+}

@@ -256,7 +256,7 @@ impl Node {
 
     /// What members of pull consumers ask of the node.
     pub fn pulls(&self) -> pull::PullService {
-        pull::PullService::new(self.context.clone())
+        pull::PullService::new(self.context.clone(), self.tasks.clone())
     }
 
     pub fn delayed(&self) -> delayed::DelayedService {

@@ -22,7 +22,7 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use crate::brokers::AdminError;
-use crate::NodeContext;
+use crate::{NodeContext, TaskService};
 
 /// Longest long poll a member may ask for.
 pub const MAX_WAIT_MS: u64 = 60_000;
@@ -213,6 +213,17 @@ pub enum Scope<'a> {
 #[derive(Clone)]
 pub struct PullService {
     node: Arc<NodeContext>,
+    /// Cancels the copies waiting for a removed member.
+    tasks: TaskService,
+}
+
+/// A member removed (`DELETE /v1/consumers/{id}/members/{member}`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct MemberRemoved {
+    pub member: String,
+    /// Broadcast copies that were waiting for it, now cancelled.
+    pub cancelled: u64,
 }
 
 fn member_name(text: &str) -> Result<MemberName, AdminError> {
@@ -234,8 +245,8 @@ fn cap(text: Option<String>, field: &str) -> Result<Option<String>, AdminError> 
 }
 
 impl PullService {
-    pub(crate) fn new(node: Arc<NodeContext>) -> Self {
-        Self { node }
+    pub(crate) fn new(node: Arc<NodeContext>, tasks: TaskService) -> Self {
+        Self { node, tasks }
     }
 
     fn store(&self) -> &Store {
@@ -639,6 +650,48 @@ impl PullService {
             )
             .await?;
         Ok(pullable.settings)
+    }
+
+    /// Forgets a member for good: leases it holds return at the next pull,
+    /// and the broadcast copies waiting for it are cancelled (a member that
+    /// is only gone keeps them, for when it comes back).
+    pub async fn remove_member(&self, consumer_id: &str, member: &str) -> Result<MemberRemoved, AdminError> {
+        use futures_util::StreamExt;
+        let member = member_name(member)?;
+        self.pullable(consumer_id, Scope::Any).await?;
+        let known = self.store().forget_member(consumer_id, member.as_str()).await?;
+        let lane = PullLane::member(consumer_id, member.clone()).key();
+        let reason = format!("member {member} was removed");
+        let mut cancelled = 0;
+        loop {
+            let page = self.store().lane_tasks(&lane, 500).await?;
+            if page.is_empty() {
+                break;
+            }
+            let done = futures_util::stream::iter(page)
+                .map(|id| {
+                    let reason = reason.clone();
+                    async move { self.tasks.cancel(&id, Some(reason)).await.is_ok() }
+                })
+                .buffer_unordered(16)
+                .filter(|ok| std::future::ready(*ok))
+                .count()
+                .await as u64;
+            cancelled += done;
+            // What cannot be cancelled stays; never loop on it.
+            if done == 0 {
+                break;
+            }
+        }
+        if !known && cancelled == 0 {
+            return Err(AdminError::NotFound(format!(
+                "consumer {consumer_id} has no member {member}"
+            )));
+        }
+        Ok(MemberRemoved {
+            member: member.to_string(),
+            cancelled,
+        })
     }
 
     pub async fn members(&self, consumer_id: &str) -> Result<Members, AdminError> {

@@ -84,6 +84,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("POST", "/v1/consumers/{id}/ack", Key(Submit)),
     ("POST", "/v1/consumers/{id}/nack", Key(Submit)),
     ("GET", "/v1/consumers/{id}/members", Key(Read)),
+    ("DELETE", "/v1/consumers/{id}/members/{member}", Key(Operate)),
     ("POST", "/v1/consumers/{id}/members/{member}/heartbeat", Key(Submit)),
     ("POST", "/v1/consumers/{id}/{action}", Key(Operate)),
     ("GET", "/v1/stats", Key(Read)),

@@ -49,6 +49,7 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
         pull::nack,
         pull::heartbeat,
         pull::members,
+        pull::remove_member,
         apps::create,
         apps::list,
         apps::view,

@@ -5,7 +5,8 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use bida_actors::pull::{
-    AckRequest, HeartbeatRequest, MemberSettings, Members, NackRequest, PullRequest, Pulled, Scope, Settled,
+    AckRequest, HeartbeatRequest, MemberRemoved, MemberSettings, Members, NackRequest, PullRequest, Pulled, Scope,
+    Settled,
 };
 
 use crate::access::caller;
@@ -19,6 +20,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(web::resource("/v1/consumers/{id}/ack").route(web::post().to(ack)))
         .service(web::resource("/v1/consumers/{id}/nack").route(web::post().to(nack)))
         .service(web::resource("/v1/consumers/{id}/members").route(web::get().to(members)))
+        .service(web::resource("/v1/consumers/{id}/members/{member}").route(web::delete().to(remove_member)))
         .service(web::resource("/v1/consumers/{id}/members/{member}/heartbeat").route(web::post().to(heartbeat)));
 }
 
@@ -113,4 +115,20 @@ pub async fn heartbeat(
               (status = 409, description = "Not a pull consumer", body = Problem, content_type = "application/problem+json")))]
 pub async fn members(state: web::Data<ApiState>, id: web::Path<String>) -> Result<HttpResponse, Problem> {
     Ok(HttpResponse::Ok().json(state.pulls.members(&id).await?))
+}
+
+/// Remove a member for good: the leases it holds return at the next pull,
+/// and the broadcast copies waiting for it are cancelled. (A member that is
+/// only gone keeps its copies for when it comes back.)
+#[utoipa::path(delete, path = "/v1/consumers/{id}/members/{member}", tag = "pull",
+    params(("id" = String, Path), ("member" = String, Path)),
+    responses((status = 200, body = MemberRemoved),
+              (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 409, description = "Not a pull consumer", body = Problem, content_type = "application/problem+json")))]
+pub async fn remove_member(
+    state: web::Data<ApiState>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, Problem> {
+    let (id, member) = path.into_inner();
+    Ok(HttpResponse::Ok().json(state.pulls.remove_member(&id, &member).await?))
 }

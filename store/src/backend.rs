@@ -358,6 +358,12 @@ pub trait PullQueues: Send + Sync {
 
     /// Forgets the consumer's members (it was deleted).
     async fn forget_members(&self, consumer_id: &str) -> Result<u64, StoreError>;
+
+    /// Forgets one member: its leases return at the next pull (it is gone).
+    async fn forget_member(&self, consumer_id: &str, member: &str) -> Result<bool, StoreError>;
+
+    /// Up to `limit` of the tasks waiting or leased in `lane`.
+    async fn lane_tasks(&self, lane: &str, limit: i64) -> Result<Vec<String>, StoreError>;
 }
 
 /// Tasks' event streams, loaded for the API and searched.

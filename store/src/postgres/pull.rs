@@ -193,6 +193,25 @@ impl PullQueues for PgStore {
             .await?;
         Ok(result.rows_affected())
     }
+
+    async fn forget_member(&self, consumer_id: &str, member: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM pull_members WHERE consumer_id = $1 AND member = $2")
+            .bind(consumer_id)
+            .bind(member)
+            .execute(self.pool())
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn lane_tasks(&self, lane: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT task_id FROM task_schedule WHERE lane = $1 ORDER BY due_at LIMIT $2")
+                .bind(lane)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
 }
 
 fn member_row(

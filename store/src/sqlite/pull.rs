@@ -233,4 +233,23 @@ impl PullQueues for SqliteStore {
             .await?;
         Ok(result.rows_affected())
     }
+
+    async fn forget_member(&self, consumer_id: &str, member: &str) -> Result<bool, StoreError> {
+        let result = sqlx::query("DELETE FROM pull_members WHERE consumer_id = ? AND member = ?")
+            .bind(consumer_id)
+            .bind(member)
+            .execute(self.pool())
+            .await?;
+        Ok(result.rows_affected() > 0)
+    }
+
+    async fn lane_tasks(&self, lane: &str, limit: i64) -> Result<Vec<String>, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT task_id FROM task_schedule WHERE lane = ? ORDER BY due_at LIMIT ?")
+                .bind(lane)
+                .bind(limit)
+                .fetch_all(self.pool())
+                .await?,
+        )
+    }
 }
