@@ -24,6 +24,9 @@ use uuid::Uuid;
 use crate::brokers::AdminError;
 use crate::{NodeContext, TaskService};
 
+/// Longest delay a nack may ask for.
+const MAX_NACK_DELAY: Duration = Duration::from_secs(7 * 86_400);
+
 /// Longest long poll a member may ask for.
 pub const MAX_WAIT_MS: u64 = 60_000;
 /// How often a waiting pull looks at the store again, for messages recorded
@@ -58,13 +61,16 @@ impl PullWakers {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PullRequest {
     /// The member's name: letters, digits and `.`, `_`, `-`, `:`, `@`, up to 128.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$"))]
     pub member: String,
     /// Most messages to return (also capped by the consumer's `batch`); default 1.
     pub max: Option<u32>,
     /// How long to wait for a message when none is due (long poll); default 0.
     pub wait_ms: Option<u64>,
     /// Where the member runs, shown in the members list.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,256}$"))]
     pub address: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,256}$"))]
     pub client_version: Option<String>,
 }
 
@@ -124,6 +130,7 @@ pub struct Pulled {
 pub struct AckRequest {
     pub leases: Vec<Uuid>,
     /// The member acking; when given, leases held by another member are refused.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$"))]
     pub member: Option<String>,
 }
 
@@ -132,10 +139,13 @@ pub struct AckRequest {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct NackRequest {
     pub leases: Vec<Uuid>,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[A-Za-z0-9._:@-]{1,128}$"))]
     pub member: Option<String>,
-    /// Deliver again after this long instead of the consumer's backoff.
+    /// Deliver again after this long instead of the consumer's backoff (at most 7 days).
+    #[cfg_attr(feature = "openapi", schema(maximum = 604_800_000))]
     pub delay_ms: Option<u64>,
     /// Why, recorded with the attempt.
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,256}$"))]
     pub reason: Option<String>,
     /// Dead-letter the messages now instead of retrying them.
     #[serde(default)]
@@ -157,7 +167,9 @@ pub struct Settled {
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct HeartbeatRequest {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,256}$"))]
     pub address: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[^\x00-\x1f\x7f-\x9f]{0,256}$"))]
     pub client_version: Option<String>,
 }
 
@@ -237,7 +249,7 @@ fn member_name(text: &str) -> Result<MemberName, AdminError> {
 
 fn cap(text: Option<String>, field: &str) -> Result<Option<String>, AdminError> {
     match text {
-        Some(text) if text.len() > 256 || text.chars().any(char::is_control) => Err(AdminError::Invalid(
+        Some(text) if text.chars().count() > 256 || text.chars().any(char::is_control) => Err(AdminError::Invalid(
             bida_domain::ValidationErrors::single(field, "must be up to 256 printable characters"),
         )),
         other => Ok(other),
@@ -600,7 +612,7 @@ impl PullService {
     pub async fn nack(&self, consumer_id: &str, scope: Scope<'_>, request: NackRequest) -> Result<Settled, AdminError> {
         let reason = cap(request.reason, "reason")?;
         let retry_after = request.delay_ms.map(Duration::from_millis);
-        if retry_after.is_some_and(|delay| delay > Duration::from_secs(7 * 86_400)) {
+        if retry_after.is_some_and(|delay| delay > MAX_NACK_DELAY) {
             return Err(AdminError::Invalid(bida_domain::ValidationErrors::single(
                 "delay_ms",
                 "must be at most 7 days",

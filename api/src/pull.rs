@@ -89,7 +89,7 @@ pub async fn nack(
 
 /// Keep an idle member alive; answers the consumer's live settings.
 #[utoipa::path(post, path = "/v1/consumers/{id}/members/{member}/heartbeat", tag = "pull",
-    params(("id" = String, Path), ("member" = String, Path)),
+    params(("id" = String, Path), ("member" = String, Path, pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
     request_body(content = Option<HeartbeatRequest>, description = "Optional: where the member runs, its version"),
     responses((status = 200, body = MemberSettings),
               (status = 404, body = Problem, content_type = "application/problem+json"),
@@ -121,9 +121,10 @@ pub async fn members(state: web::Data<ApiState>, id: web::Path<String>) -> Resul
 /// and the broadcast copies waiting for it are cancelled. (A member that is
 /// only gone keeps its copies for when it comes back.)
 #[utoipa::path(delete, path = "/v1/consumers/{id}/members/{member}", tag = "pull",
-    params(("id" = String, Path), ("member" = String, Path)),
+    params(("id" = String, Path), ("member" = String, Path, pattern = r"^[A-Za-z0-9._:@-]{1,128}$")),
     responses((status = 200, body = MemberRemoved),
               (status = 404, body = Problem, content_type = "application/problem+json"),
+              (status = 422, body = Problem, content_type = "application/problem+json"),
               (status = 409, description = "Not a pull consumer", body = Problem, content_type = "application/problem+json")))]
 pub async fn remove_member(
     state: web::Data<ApiState>,
