@@ -565,6 +565,38 @@ async fn an_operator_runs_bida_from_the_browser() {
         "concurrency 1 -> 16 took {slow:.0} -> {fast:.0} deliveries/s"
     );
 
+    // A pull consumer shows its members and lanes.
+    let pulled = TestQueue::declare().await;
+    let (status, pull_consumer) = bida
+        .post(
+            "/v1/consumers",
+            json!({"name": "pulled", "broker_id": broker["id"], "source": {"queue": pulled.name},
+                   "endpoint": {"kind": "pull", "mode": "broadcast"}}),
+        )
+        .await;
+    assert_eq!(status, 201, "{pull_consumer}");
+    let pull_consumer = pull_consumer["id"].as_str().unwrap().to_string();
+    let (status, _) = bida
+        .post(
+            &format!("/v1/consumers/{pull_consumer}/members/host-1/heartbeat"),
+            json!({"address": "10.1.2.3", "client_version": "shop/2.4"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    client
+        .goto(&format!("{}/consumers/{pull_consumer}", bida.url))
+        .await
+        .unwrap();
+    let members = text(&client, "#members").await;
+    assert!(
+        members.contains("host-1") && members.contains("10.1.2.3") && members.contains("shop/2.4"),
+        "{members}"
+    );
+    assert!(text(&client, "#pull-lanes")
+        .await
+        .contains(&format!("{pull_consumer}/host-1")));
+    inspect(&client, "consumer-pull", &axe).await;
+
     // A consumer made from the form, with a policy of its own.
     let refunds = TestQueue::declare().await;
     client.goto(&format!("{}/consumers", bida.url)).await.unwrap();

@@ -134,6 +134,8 @@ struct ConsumerPage {
     v: PolicyValues,
     /// What its kind can do: the buttons it cannot use are not shown.
     can: bida_domain::broker::Capabilities,
+    /// A pull consumer's members and lanes.
+    members: Option<bida_actors::pull::Members>,
 }
 
 pub async fn detail(
@@ -157,8 +159,13 @@ pub async fn detail(
     events.reverse();
     events.truncate(50);
     let history = history_lines(events, &[]);
+    let members = match consumer.spec.endpoint.pull() {
+        Some(_) => Some(state.pulls.members(&id).await?),
+        None => None,
+    };
     Ok(html(&ConsumerPage {
         chrome,
+        members,
         v: PolicyValues::of(&consumer),
         can: consumer.spec.source.kind().capabilities(),
         source: source.to_string(),

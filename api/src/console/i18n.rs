@@ -281,6 +281,15 @@ const WORDS: &[(&str, &str, &str)] = &[
     ("from", "From", "从"),
     ("to", "To", "到"),
     ("resend", "Resend", "重发"),
+    ("members", "Members (pull)", "拉取成员"),
+    ("member", "Member", "成员"),
+    ("address", "Address", "地址"),
+    ("gone", "gone", "离线"),
+    ("leases", "Leases", "租约"),
+    ("acked", "Acked", "已确认"),
+    ("lane", "Lane", "队列"),
+    ("waiting", "Waiting", "等待中"),
+    ("no_members", "No member has pulled yet.", "尚无成员拉取。"),
 ];
 
 /// The words of one language, for templates: `{{ t.get("tasks") }}`.
