@@ -831,3 +831,33 @@ async fn a_removed_member_takes_nothing_with_it() {
     let (status, _) = bida.delete(&format!("/v1/consumers/{id}/members/leaves")).await;
     assert_eq!(status, 404);
 }
+
+/// Members behind: once a lane holds `max_waiting` messages the consumer
+/// records no more, and the broker keeps the rest (unacknowledged, up to the
+/// consumer's prefetch); as members catch up, the rest follows.
+#[tokio::test]
+async fn a_full_lane_leaves_the_backlog_in_the_broker() {
+    let mq = mqs::rabbitmq::Queue::new().await;
+    let bida = Bida::start("").await;
+    let id = pull_consumer(&mq, &bida, json!({"max_waiting": 20}), json!({"concurrency": 4})).await;
+    mq.publish(numbered(200)).await;
+    let members = format!("/v1/consumers/{id}/members");
+    wait_view(&bida, &members, |m| m["lanes"][0]["waiting"].as_i64() >= Some(20)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, listed) = bida.get(&members).await;
+    let waiting = listed["lanes"][0]["waiting"].as_i64().unwrap();
+    // The limit, overshot by at most the deliveries that passed it at once.
+    assert!(waiting <= 20 + 4, "{listed}");
+    let view = consumer_view(&bida, &id).await;
+    assert!(view["counters"]["consumed"].as_i64().unwrap() <= 20 + 4, "{view}");
+
+    let received = Arc::new(Mutex::new(Vec::<(String, String, u64)>::new()));
+    let all_in = || received.lock().unwrap().len() >= 200;
+    member(&bida, &id, "m", 50, received.clone(), all_in).await;
+    let got: BTreeSet<String> = received.lock().unwrap().iter().map(|(_, b, _)| b.clone()).collect();
+    assert_eq!(got, bodies(200));
+    wait_view(&bida, &format!("/v1/consumers/{id}"), |c| {
+        c["counters"]["delivered"] == 200 && c["lag_total"] == 0
+    })
+    .await;
+}

@@ -362,6 +362,9 @@ pub trait PullQueues: Send + Sync {
     /// Forgets one member: its leases return at the next pull (it is gone).
     async fn forget_member(&self, consumer_id: &str, member: &str) -> Result<bool, StoreError>;
 
+    /// The most messages waiting (not leased) in any one of `lanes`.
+    async fn most_waiting(&self, lanes: &[String]) -> Result<i64, StoreError>;
+
     /// Up to `limit` of the tasks waiting or leased in `lane`.
     async fn lane_tasks(&self, lane: &str, limit: i64) -> Result<Vec<String>, StoreError>;
 }

@@ -101,6 +101,8 @@ impl ConsumerActor {
             stats: Default::default(),
             stopping,
             members: Default::default(),
+            waiting: Default::default(),
+            recording: Default::default(),
         });
         Self {
             backlog: Arc::default(),

@@ -21,7 +21,7 @@ use chrono::Utc;
 use cqrs_es::Aggregate;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -116,7 +116,28 @@ pub struct Pipeline {
     pub stopping: watch::Receiver<bool>,
     /// A broadcast pull consumer's live members, read at most once a second.
     pub members: std::sync::Mutex<Option<(std::time::Instant, Vec<MemberName>)>>,
+    /// A pull consumer's fullest lane (messages waiting), read at most every
+    /// [`WAITING_FRESH`] and counted up by this node's records between reads.
+    pub waiting: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+    /// A pull consumer's messages let through [`Pipeline::wait_for_room`]
+    /// and not recorded yet.
+    pub recording: AtomicI64,
 }
+
+/// One message let into a pull lane, until it is recorded (or not).
+struct Admitted<'a>(&'a Pipeline);
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.recording.fetch_sub(1, Ordering::Relaxed);
+        if let Some((_, waiting)) = self.0.waiting.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            *waiting += 1;
+        }
+    }
+}
+
+/// How long a pull consumer uses the count of waiting messages it read.
+const WAITING_FRESH: Duration = Duration::from_millis(200);
 
 /// How long a broadcast consumer uses the live members it read.
 const MEMBERS_FRESH: Duration = Duration::from_secs(1);
@@ -234,6 +255,43 @@ impl Pipeline {
         }
     }
 
+    /// Waits while a lane holds `max_waiting` messages or more, counting
+    /// those being recorded (members are behind): the broker keeps the rest.
+    /// None when the consumer stops.
+    async fn wait_for_room(&self, lanes: &[PullLane], max_waiting: u32) -> Option<Admitted<'_>> {
+        let keys: Vec<String> = lanes.iter().map(PullLane::key).collect();
+        let mut stopping = self.stopping.clone();
+        loop {
+            let cached = *self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let waiting = match cached.filter(|(read, _)| read.elapsed() < WAITING_FRESH) {
+                Some((_, waiting)) => waiting,
+                None => match self.node.store.most_waiting(&keys).await {
+                    Ok(waiting) => {
+                        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) =
+                            Some((std::time::Instant::now(), waiting));
+                        waiting
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot count the messages waiting for members yet");
+                        i64::MAX
+                    }
+                },
+            };
+            // Checked and counted at once, so concurrent deliveries cannot
+            // all pass on the same count.
+            let recording = self.recording.fetch_add(1, Ordering::Relaxed);
+            if waiting.saturating_add(recording) < i64::from(max_waiting) {
+                return Some(Admitted(self));
+            }
+            self.recording.fetch_sub(1, Ordering::Relaxed);
+            tokio::select! {
+                biased;
+                _ = stopping.wait_for(|stop| *stop) => return None,
+                _ = tokio::time::sleep(WAITING_FRESH) => {}
+            }
+        }
+    }
+
     /// A pull consumer's message: recorded as a task in its lane (one per
     /// live member in broadcast mode) for members to pull, then acknowledged
     /// to the broker. The members' acks and nacks are the task's attempts.
@@ -263,6 +321,13 @@ impl Pipeline {
                 }
             }
         };
+        let Some(admitted) = self.wait_for_room(&lanes, pull.max_waiting).await else {
+            return Ok(Done {
+                key,
+                outcome: Outcome::Abandoned,
+                parked_at: None,
+            });
+        };
         slot.attempted(Health {
             healthy: Some(true),
             probe: false,
@@ -291,6 +356,7 @@ impl Pipeline {
                 }
             }
         }
+        drop(admitted);
         for lane in &lanes {
             self.node.pulls.wake(&lane.key());
         }

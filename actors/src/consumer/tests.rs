@@ -377,6 +377,8 @@ impl TestNode {
             stats: Default::default(),
             stopping: stop_rx.clone(),
             members: Default::default(),
+            waiting: Default::default(),
+            recording: Default::default(),
         });
         let status = Arc::new(PumpStatus::default());
         let pump = Pump {

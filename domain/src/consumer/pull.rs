@@ -40,6 +40,15 @@ pub struct PullEndpoint {
     /// A member not heard from for this long is gone: its leases return and
     /// broadcast stops copying messages to it.
     pub member_timeout_ms: u64,
+    /// Most messages waiting in a lane for a pull: beyond it the consumer
+    /// takes no more from the broker, so that a backlog stays (and shows as
+    /// lag) in the broker rather than in Bida's store.
+    #[serde(default = "default_max_waiting")]
+    pub max_waiting: u32,
+}
+
+fn default_max_waiting() -> u32 {
+    PullEndpoint::DEFAULT.max_waiting
 }
 
 impl PullEndpoint {
@@ -48,6 +57,7 @@ impl PullEndpoint {
         lease_ms: 30_000,
         batch: 100,
         member_timeout_ms: 30_000,
+        max_waiting: 1_000,
     };
 
     /// How often a member should heartbeat to stay alive.
@@ -64,6 +74,9 @@ impl PullEndpoint {
         }
         if !(3_000..=3_600_000).contains(&self.member_timeout_ms) {
             errors.add("endpoint.member_timeout_ms", "must be between 3000 and 3600000");
+        }
+        if !(1..=1_000_000).contains(&self.max_waiting) {
+            errors.add("endpoint.max_waiting", "must be between 1 and 1000000");
         }
     }
 }
@@ -177,12 +190,18 @@ mod tests {
             lease_ms: 10,
             batch: 0,
             member_timeout_ms: 1,
+            max_waiting: 0,
         }
         .validate(&mut errors);
         let fields: Vec<_> = errors.0.into_iter().map(|e| e.field).collect();
         assert_eq!(
             fields,
-            ["endpoint.lease_ms", "endpoint.batch", "endpoint.member_timeout_ms"]
+            [
+                "endpoint.lease_ms",
+                "endpoint.batch",
+                "endpoint.member_timeout_ms",
+                "endpoint.max_waiting"
+            ]
         );
     }
 }

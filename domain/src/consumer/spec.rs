@@ -128,7 +128,7 @@ pub struct HttpEndpoint {
 
 /// An endpoint as a client gives it: `kind` `http` (the default) with
 /// `url`, `method`, `headers`, `timeout_ms`; or `pull` with `mode`,
-/// `lease_ms`, `batch`, `member_timeout_ms`.
+/// `lease_ms`, `batch`, `member_timeout_ms`, `max_waiting`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -148,6 +148,9 @@ pub struct EndpointInput {
     pub batch: Option<u32>,
     /// Pull: silence after which a member is gone (default 30000).
     pub member_timeout_ms: Option<u64>,
+    /// Pull: most messages waiting in a lane before the consumer takes no
+    /// more from the broker (default 1000).
+    pub max_waiting: Option<u32>,
 }
 
 impl EndpointInput {
@@ -190,6 +193,7 @@ impl EndpointInput {
             lease_ms: self.lease_ms.unwrap_or(current.lease_ms),
             batch: self.batch.unwrap_or(current.batch),
             member_timeout_ms: self.member_timeout_ms.unwrap_or(current.member_timeout_ms),
+            max_waiting: self.max_waiting.unwrap_or(current.max_waiting),
         };
         pull.validate(errors);
         pull
@@ -206,6 +210,7 @@ impl EndpointInput {
             ("lease_ms", self.lease_ms.is_some()),
             ("batch", self.batch.is_some()),
             ("member_timeout_ms", self.member_timeout_ms.is_some()),
+            ("max_waiting", self.max_waiting.is_some()),
         ];
         for (field, given) in unused {
             if given {

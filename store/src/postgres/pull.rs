@@ -203,6 +203,17 @@ impl PullQueues for PgStore {
         Ok(result.rows_affected() > 0)
     }
 
+    async fn most_waiting(&self, lanes: &[String]) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT coalesce(max(n), 0)::bigint FROM (
+                 SELECT count(*) AS n FROM task_schedule
+                 WHERE lane = ANY($1) AND lease_id IS NULL GROUP BY lane) waiting",
+        )
+        .bind(lanes)
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     async fn lane_tasks(&self, lane: &str, limit: i64) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT task_id FROM task_schedule WHERE lane = $1 ORDER BY due_at LIMIT $2")

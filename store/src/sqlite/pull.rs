@@ -243,6 +243,17 @@ impl PullQueues for SqliteStore {
         Ok(result.rows_affected() > 0)
     }
 
+    async fn most_waiting(&self, lanes: &[String]) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT coalesce(max(n), 0) FROM (
+                 SELECT count(*) AS n FROM task_schedule
+                 WHERE lane IN (SELECT value FROM json_each(?)) AND lease_id IS NULL GROUP BY lane)",
+        )
+        .bind(json_list(lanes))
+        .fetch_one(self.pool())
+        .await?)
+    }
+
     async fn lane_tasks(&self, lane: &str, limit: i64) -> Result<Vec<String>, StoreError> {
         Ok(
             sqlx::query_scalar("SELECT task_id FROM task_schedule WHERE lane = ? ORDER BY due_at LIMIT ?")
