@@ -750,7 +750,7 @@ impl ConsumerInput {
 /// Where a consumer delivers, as a request gives it (the rest defaults):
 /// `kind` `http` (the default) with `url`, `method`, `headers`,
 /// `timeout_ms`; or `pull` with `mode`, `lease_ms`, `batch`,
-/// `member_timeout_ms`. A consumer's kind is fixed once it exists.
+/// `member_timeout_ms`, `max_waiting`. A consumer's kind is fixed once it exists.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct EndpointInput {
     /// `http` when left out (or the consumer's kind, in a patch).
@@ -778,6 +778,10 @@ pub struct EndpointInput {
     /// return (30000 by default; 3000 to 3600000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub member_timeout_ms: Option<u64>,
+    /// Pull: most messages waiting in a lane before the consumer takes no
+    /// more from the broker (1000 by default; 1 to 1000000).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_waiting: Option<u32>,
 }
 
 impl EndpointInput {
@@ -833,6 +837,11 @@ impl EndpointInput {
 
     pub fn member_timeout(mut self, timeout: Duration) -> Self {
         self.member_timeout_ms = Some(millis(timeout));
+        self
+    }
+
+    pub fn max_waiting(mut self, max_waiting: u32) -> Self {
+        self.max_waiting = Some(max_waiting);
         self
     }
 }
@@ -1078,6 +1087,9 @@ pub struct PullEndpoint {
     /// A member not heard from for this long is gone: its leases return and
     /// (broadcast) it gets no more copies.
     pub member_timeout_ms: u64,
+    /// Most messages waiting in a lane before the consumer takes no more
+    /// from the broker.
+    pub max_waiting: u32,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -1576,7 +1588,7 @@ mod tests {
         assert_eq!(serde_json::to_value(&endpoint).unwrap(), http);
 
         let pull = json!({"kind": "pull", "mode": "cluster", "lease_ms": 30000, "batch": 100,
-                          "member_timeout_ms": 30000});
+                          "member_timeout_ms": 30000, "max_waiting": 1000});
         let endpoint: Endpoint = serde_json::from_value(pull.clone()).unwrap();
         assert_eq!(
             endpoint.as_pull(),
@@ -1584,7 +1596,8 @@ mod tests {
                 mode: PullMode::Cluster,
                 lease_ms: 30_000,
                 batch: 100,
-                member_timeout_ms: 30_000
+                member_timeout_ms: 30_000,
+                max_waiting: 1000
             })
         );
         assert_eq!(endpoint.url(), None);
