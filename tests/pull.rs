@@ -520,10 +520,12 @@ async fn a_lease_outlives_the_node_that_gave_it() {
 // messages published in random chunks while members pull, one to four
 // members with random batch sizes that ack most messages, nack some (with a
 // random delay), forget some (their lease runs out) and may go silent for
-// good (their leases return once they are gone). Then: every message was
-// acked once and only once (settled), none dead, attempts counted one per
-// lease, a message given again only after its earlier lease failed, the
-// lanes empty and the broker drained. The normal suite runs two seeds; more:
+// good (their leases return once they are gone), and maybe a kill -9 of the
+// node at a random moment, restarted after a random pause (members keep
+// calling through it). Then: every message was acked once and only once
+// (settled; an ack whose answer was lost may have been), none dead, attempts
+// counted one per lease, a message given again only after its earlier lease
+// failed, the lanes empty and the broker drained. The normal suite runs two seeds; more:
 //
 //     BIDA_TEST_PULL_RUNS=20 cargo test -p bida --test pull pull_stress -- --ignored --nocapture
 //
@@ -542,6 +544,8 @@ enum Fate {
     Forgotten,
     /// Held when its member went silent.
     Abandoned,
+    /// The node died before answering the ack or nack: recorded or not.
+    Unknown,
 }
 
 #[derive(Clone, Debug)]
@@ -562,6 +566,8 @@ struct PullRun {
     lease_ms: u64,
     /// Per member: pulls after which it goes silent (none: it never does).
     silent_after: Vec<Option<u32>>,
+    /// A kill -9 this long after the members start, restarted after the second.
+    kill: Option<(Duration, Duration)>,
 }
 
 impl PullRun {
@@ -578,6 +584,12 @@ impl PullRun {
             silent_after: (0..members)
                 .map(|m| (m > 0 && rng.random_bool(0.4)).then(|| rng.random_range(1..=6)))
                 .collect(),
+            kill: rng.random_bool(0.5).then(|| {
+                (
+                    Duration::from_millis(rng.random_range(300..=4_000)),
+                    Duration::from_millis(rng.random_range(0..=2_000)),
+                )
+            }),
         }
     }
 }
@@ -590,22 +602,82 @@ fn pull_seeds(count: usize) -> Vec<u64> {
     (0..count).map(|_| rng.random_range(0..1_000_000)).collect()
 }
 
-/// One member of a randomized run: pulls until every message was acked (or
-/// it goes silent), settling each message as its dice say.
+/// The node as members reach it: through a kill -9 and restart (same
+/// address), a call that gets no answer is `None`.
+#[derive(Clone)]
+struct Node {
+    http: reqwest::Client,
+    url: String,
+}
+
+impl Node {
+    fn of(bida: &Bida) -> Self {
+        Self {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap(),
+            url: bida.url.clone(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Option<Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url))
+            .bearer_auth(support::ADMIN_KEY);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.ok()?;
+        let status = response.status();
+        let body: Value = response.json().await.ok()?;
+        match status.as_u16() {
+            200..=299 => Some(body),
+            // Starting up, or the store not reachable yet.
+            502..=504 => None,
+            _ => panic!("{status}: {body}"),
+        }
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Option<Value> {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    async fn get(&self, path: &str) -> Option<Value> {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+}
+
+/// What the members of a run saw.
+#[derive(Default)]
+struct Seen {
+    leases: Vec<Lease>,
+    /// Bodies whose ack was answered `settled`.
+    acked: BTreeSet<String>,
+    /// Bodies whose ack got no answer.
+    maybe_acked: BTreeSet<String>,
+}
+
+/// One member of a randomized run: pulls until the run is done (or it goes
+/// silent), settling each message as its dice say.
 async fn random_member(
-    bida: &Bida,
+    node: Node,
     consumer: &str,
     run: &PullRun,
     index: usize,
-    leases: Arc<Mutex<Vec<Lease>>>,
-    acked: Arc<Mutex<BTreeSet<String>>>,
+    seen: Arc<Mutex<Seen>>,
+    done: &std::sync::atomic::AtomicBool,
 ) {
     let mut rng = StdRng::seed_from_u64(run.seed.wrapping_mul(31).wrapping_add(index as u64));
     let name = format!("member-{index}");
-    let deadline = tokio::time::Instant::now() + WAIT;
     let mut pulls = 0;
-    while acked.lock().unwrap().len() < run.messages && tokio::time::Instant::now() < deadline {
-        let pulled = pull(bida, consumer, &name, rng.random_range(1..=20), 300).await;
+    while !done.load(std::sync::atomic::Ordering::Relaxed) {
+        let pull = json!({"member": name, "max": rng.random_range(1..=20), "wait_ms": 300});
+        let Some(pulled) = node.post(&format!("/v1/consumers/{consumer}/pull"), pull).await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
         pulls += 1;
         let silent = run.silent_after[index].is_some_and(|after| pulls >= after);
         let mut to_ack = Vec::new();
@@ -632,40 +704,56 @@ async fn random_member(
             mine.push((message["lease"].as_str().unwrap().to_string(), lease));
         }
         if silent {
-            leases.lock().unwrap().extend(mine.into_iter().map(|(_, lease)| lease));
+            seen.lock()
+                .unwrap()
+                .leases
+                .extend(mine.into_iter().map(|(_, lease)| lease));
             return;
         }
         tokio::time::sleep(Duration::from_millis(rng.random_range(0..30))).await;
         if !to_nack.is_empty() {
-            let delay = rng.random_range(0..300);
-            settle(bida, consumer, "nack", json!({"leases": to_nack, "delay_ms": delay})).await;
+            let nack = json!({"leases": to_nack, "delay_ms": rng.random_range(0..300)});
+            if node
+                .post(&format!("/v1/consumers/{consumer}/nack"), nack)
+                .await
+                .is_none()
+            {
+                for (_, lease) in &mut mine {
+                    if lease.fate == Fate::Nacked {
+                        lease.fate = Fate::Unknown;
+                    }
+                }
+            }
         }
-        if !to_ack.is_empty() {
-            let settled = ack(bida, consumer, &name, to_ack).await;
-            let refused: BTreeSet<&str> = settled["expired"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|l| l.as_str().unwrap())
-                .collect();
-            let mut acked = acked.lock().unwrap();
+        let mut seen = if to_ack.is_empty() {
+            seen.lock().unwrap()
+        } else {
+            let ack = json!({"leases": to_ack, "member": name});
+            let settled = node.post(&format!("/v1/consumers/{consumer}/ack"), ack).await;
+            let mut seen = seen.lock().unwrap();
             for (id, lease) in &mut mine {
                 if lease.fate != Fate::Acked {
                     continue;
                 }
-                if refused.contains(id.as_str()) {
-                    lease.fate = Fate::AckRefused;
-                } else {
-                    assert!(
-                        acked.insert(lease.body.clone()),
+                match &settled {
+                    None => {
+                        lease.fate = Fate::Unknown;
+                        seen.maybe_acked.insert(lease.body.clone());
+                    }
+                    Some(settled) if settled["expired"].as_array().unwrap().iter().any(|l| l == id.as_str()) => {
+                        lease.fate = Fate::AckRefused;
+                    }
+                    Some(_) => assert!(
+                        seen.acked.insert(lease.body.clone()),
                         "{} settled by two acks (seed {})",
                         lease.body,
                         run.seed
-                    );
+                    ),
                 }
             }
-        }
-        leases.lock().unwrap().extend(mine.into_iter().map(|(_, lease)| lease));
+            seen
+        };
+        seen.leases.extend(mine.into_iter().map(|(_, lease)| lease));
     }
 }
 
@@ -677,41 +765,86 @@ async fn pull_run(run: PullRun) {
     }
 }
 
+/// Done once every message was delivered and nothing waits in a lane.
+async fn run_is_done(node: &Node, consumer: &str, messages: usize) -> bool {
+    let Some(view) = node.get(&format!("/v1/consumers/{consumer}")).await else {
+        return false;
+    };
+    let Some(listed) = node.get(&format!("/v1/consumers/{consumer}/members")).await else {
+        return false;
+    };
+    view["counters"]["delivered"] == messages
+        && listed["lanes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|lane| lane["waiting"] == 0 && lane["leased"] == 0)
+}
+
 async fn pull_run_on(mq: impl TestMq, run: PullRun) {
-    let bida = Bida::start("").await;
+    let mut bida = Bida::start("").await;
     let id = random_pull_consumer(&mq, &bida, &run).await;
-    let leases = Arc::new(Mutex::new(Vec::<Lease>::new()));
-    let acked = Arc::new(Mutex::new(BTreeSet::<String>::new()));
-    let members = (0..run.members).map(|m| random_member(&bida, &id, &run, m, leases.clone(), acked.clone()));
-    tokio::join!(futures::future::join_all(members), publish_in_chunks(&mq, &run));
-    let leases = leases.lock().unwrap().clone();
-    let acked = acked.lock().unwrap().clone();
+    let node = Node::of(&bida);
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let members = (0..run.members).map(|m| random_member(node.clone(), &id, &run, m, seen.clone(), &done));
+    let watch = async {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !run_is_done(&node, &id, run.messages).await {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "seed {}: the run never finished",
+                run.seed
+            );
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+    };
+    let crash = async {
+        if let Some((after, down)) = run.kill {
+            tokio::time::sleep(after).await;
+            bida.kill9();
+            tokio::time::sleep(down).await;
+            bida.restart().await;
+        }
+    };
+    tokio::join!(
+        futures::future::join_all(members),
+        publish_in_chunks(&mq, &run),
+        watch,
+        crash
+    );
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let leases = seen.leases;
     let given_again = leases.len() - leases.iter().map(|l| &l.body).collect::<BTreeSet<_>>().len();
     let per_member: Vec<usize> = (0..run.members)
         .map(|m| leases.iter().filter(|l| l.member == m).count())
         .collect();
     println!(
-        "pull seed={} {} messages={} members={} lease_ms={} silent={:?} -> leases={} per member={:?} given again={} acked={}",
+        "pull seed={} {} messages={} members={} lease_ms={} silent={:?} kill={:?} -> leases={} per member={:?} given again={} acked={} unanswered acks={}",
         run.seed,
         if run.kafka { "kafka" } else { "rabbitmq" },
         run.messages,
         run.members,
         run.lease_ms,
         run.silent_after,
+        run.kill,
         leases.len(),
         per_member,
         given_again,
-        acked.len()
+        seen.acked.len(),
+        seen.maybe_acked.len()
     );
+    let covered: BTreeSet<String> = seen.acked.union(&seen.maybe_acked).cloned().collect();
     assert_eq!(
-        acked,
+        covered,
         bodies(run.messages),
         "seed {}: not every message was acked\n{}",
         run.seed,
         bida.log()
     );
     // One attempt per lease, in order; a message given again only after its
-    // earlier lease failed.
+    // earlier lease failed (or its ack went unanswered).
     let mut by_body: BTreeMap<&str, Vec<&Lease>> = BTreeMap::new();
     for lease in &leases {
         by_body.entry(&lease.body).or_default().push(lease);
@@ -733,20 +866,9 @@ async fn pull_run_on(mq: impl TestMq, run: PullRun) {
             );
         }
     }
-    let view = wait_view(&bida, &format!("/v1/consumers/{id}"), |c| {
-        c["counters"]["delivered"] == run.messages && c["lag_total"] == 0
-    })
-    .await;
+    let view = consumer_view(&bida, &id).await;
     assert_eq!(view["counters"]["dead"], 0, "seed {}: {view}", run.seed);
-    let (_, listed) = bida.get(&format!("/v1/consumers/{id}/members")).await;
-    for lane in listed["lanes"].as_array().unwrap() {
-        assert_eq!(
-            (lane["waiting"].as_i64(), lane["leased"].as_i64()),
-            (Some(0), Some(0)),
-            "seed {}: {listed}",
-            run.seed
-        );
-    }
+    assert_eq!(view["lag_total"], 0, "seed {}: {view}", run.seed);
 }
 
 async fn random_pull_consumer(mq: &impl TestMq, bida: &Bida, run: &PullRun) -> String {
