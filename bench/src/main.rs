@@ -6,8 +6,10 @@
 
 mod bare;
 mod delayed;
+mod drain;
 mod mq;
 mod process;
+mod pull;
 mod receiver;
 mod report;
 
@@ -53,25 +55,11 @@ enum Command {
     /// Consume from RabbitMQ, Kafka, NATS JetStream, Redis Streams, MQTT, ActiveMQ or RocketMQ: drain a
     /// preloaded backlog (throughput), then produce at half that rate (end-to-end latency).
     Mq {
-        #[arg(long, value_enum)]
-        broker: mq::MqKind,
-        /// Messages preloaded for the throughput phase.
-        #[arg(long, default_value_t = 20_000)]
-        messages: usize,
-        /// Approximate payload size in bytes.
-        #[arg(long, default_value_t = 512)]
-        size: usize,
-        /// The consumer's concurrency.
-        #[arg(long, default_value_t = 64)]
-        concurrency: u32,
-        /// Kafka partitions.
-        #[arg(long, default_value_t = 8)]
-        partitions: i32,
+        #[command(flatten)]
+        backlog: drain::Args,
         /// Seconds of the paced latency phase.
         #[arg(long, default_value_t = 10)]
         paced_seconds: u64,
-        #[arg(long, default_value = "")]
-        config: String,
     },
     /// Delayed messages to RabbitMQ: lateness of messages due over a window,
     /// then memory and storage per pending message.
@@ -91,6 +79,9 @@ enum Command {
         #[arg(long, default_value = "")]
         config: String,
     },
+    /// The same backlog from RabbitMQ, Kafka or another broker drained by a push consumer to
+    /// the bench receiver, then by a pull consumer whose members run in the bench, side by side.
+    Pull(pull::Args),
 }
 
 #[tokio::main]
@@ -104,18 +95,7 @@ async fn main() -> anyhow::Result<()> {
             size,
             config,
         } => api(tasks, concurrency, size, Node { config: &config, store }).await,
-        Command::Mq {
-            broker,
-            messages,
-            size,
-            concurrency,
-            partitions,
-            paced_seconds,
-            config,
-        } => {
-            let node = Node { config: &config, store };
-            consume(broker, messages, size, concurrency, partitions, paced_seconds, node).await
-        }
+        Command::Mq { backlog, paced_seconds } => consume(&backlog, paced_seconds, store).await,
         Command::Delayed {
             messages,
             over,
@@ -123,6 +103,7 @@ async fn main() -> anyhow::Result<()> {
             pending,
             config,
         } => delayed::run(messages, over, lead, pending, Node { config: &config, store }).await,
+        Command::Pull(args) => pull::run(&args, store).await,
     }
 }
 
@@ -141,15 +122,9 @@ async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> a
     Ok(body)
 }
 
-async fn consume(
-    kind: mq::MqKind,
-    messages: usize,
-    size: usize,
-    concurrency: u32,
-    partitions: i32,
-    paced_seconds: u64,
-    node: Node<'_>,
-) -> anyhow::Result<()> {
+async fn consume(backlog: &drain::Args, paced_seconds: u64, store: StoreKind) -> anyhow::Result<()> {
+    let (kind, messages, size) = (backlog.broker, backlog.messages, backlog.size);
+    let (concurrency, partitions) = (backlog.concurrency, backlog.partitions);
     // The ceiling: the bare pipe drains the same backlog first, on an MQ and
     // a receiver of its own.
     let (bare_throughput, bare_cpu) = {
@@ -179,39 +154,17 @@ async fn consume(
         (drained as f64 / started.elapsed().as_secs_f64(), cpu)
     };
 
-    let receiver = BenchReceiver::start().await?;
+    // Throughput: a backlog of `messages`, drained by a fresh consumer.
+    let drain::PushDrain {
+        receiver,
+        mq,
+        mut bida,
+        drain,
+        drained,
+    } = drain::push(backlog, store).await?;
     let epoch = receiver.epoch();
-    let mq = mq::Mq::start(kind, partitions).await;
-    let mut bida = BidaProcess::start(node.config, node.store).await?;
-    let http = process::api_client(reqwest::Client::builder())?;
-
-    // Throughput: a backlog of `messages`, drained by a fresh consumer. Where
-    // the broker keeps nothing for a subscriber not there yet (MQTT), the
-    // consumer subscribes first and is stopped while the backlog is produced
-    // (its sessions keep the subscription and queue the messages), then
-    // started on the clock.
-    let broker = post(&http, format!("{}/v1/brokers", bida.url), mq.broker()).await?;
-    let consumer = json!({"name": "bench", "broker_id": broker["id"], "source": mq.source(),
-                          "endpoint": {"url": receiver.url()}, "policy": {"concurrency": concurrency}});
-    let subscribed = if mq.keeps_nothing_for_absent_subscribers() {
-        Some(subscribe_stopped(&http, &bida.url, &consumer).await?)
-    } else {
-        None
-    };
-    mq.produce(0, messages, size, epoch).await;
-    let lag_watch = bida.watch_projection_lag();
-    let cpu_before = bida.cpu_seconds();
-    let postgres_before = process::cpu_seconds_of_program("postgres");
-    let started = Instant::now();
-    match &subscribed {
-        Some(id) => post(&http, format!("{}/v1/consumers/{id}/start", bida.url), json!({})).await?,
-        None => post(&http, format!("{}/v1/consumers", bida.url), consumer).await?,
-    };
-    let drained = receiver.wait_for(messages, Duration::from_secs(900)).await;
-    let drain = started.elapsed();
-    let cpu = bida.cpu_seconds() - cpu_before;
-    let postgres_cpu = process::cpu_seconds_of_program("postgres") - postgres_before;
-    let throughput = drained as f64 / drain.as_secs_f64();
+    let throughput = drain.rate(drained);
+    let (cpu, postgres_cpu, lag_watch) = (drain.cpu, drain.postgres_cpu, drain.lag_watch);
     let events = bida.count_events().await.context("count events")?;
 
     let storage = bida.storage().await.context("measure storage")?;
@@ -266,7 +219,10 @@ async fn consume(
         )
         .row(
             "drain throughput",
-            format!("{throughput:.0} msgs/s ({drained} in {:.1} s)", drain.as_secs_f64()),
+            format!(
+                "{throughput:.0} msgs/s ({drained} in {:.1} s)",
+                drain.took.as_secs_f64()
+            ),
         )
         .row(
             "bare pipe drain throughput",
@@ -332,47 +288,6 @@ async fn consume(
         messages + paced
     );
     Ok(())
-}
-
-/// Creates the consumer `body`, waits until every node running it has
-/// subscribed, then stops it and waits until no node runs it; returns its id.
-/// Its sessions keep the subscription: what is published meanwhile waits for
-/// it to start again.
-async fn subscribe_stopped(http: &reqwest::Client, bida: &str, body: &serde_json::Value) -> anyhow::Result<String> {
-    let consumer = post(http, format!("{bida}/v1/consumers"), body.clone()).await?;
-    let id = consumer["id"].as_str().context("the consumer's id")?.to_string();
-    let url = format!("{bida}/v1/consumers/{id}");
-    wait_for_consumer(http, &url, "every node running it subscribed", |nodes| {
-        !nodes.is_empty() && nodes.iter().all(|node| node["state"] == "running")
-    })
-    .await?;
-    post(http, format!("{url}/stop"), json!({})).await?;
-    wait_for_consumer(http, &url, "no node running it", |nodes| nodes.is_empty()).await?;
-    // A node's report goes when it lets go of the actor, which may still be
-    // closing its session: a moment for the broker to see it gone.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    Ok(id)
-}
-
-/// Polls the consumer at `url` until its nodes' reports satisfy `done` (one minute at most).
-async fn wait_for_consumer(
-    http: &reqwest::Client,
-    url: &str,
-    what: &str,
-    done: impl Fn(&[serde_json::Value]) -> bool,
-) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let response = http.get(url).send().await?;
-        let status = response.status();
-        let view: serde_json::Value = response.json().await?;
-        anyhow::ensure!(status.is_success(), "{status}: {view}");
-        if done(view["nodes"].as_array().map(Vec::as_slice).unwrap_or_default()) {
-            return Ok(());
-        }
-        anyhow::ensure!(Instant::now() < deadline, "waited a minute for {what}: {view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Produces `rate` messages a second for `seconds`, numbered from `first`;
