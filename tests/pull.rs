@@ -996,3 +996,104 @@ async fn a_full_lane_leaves_the_backlog_in_the_broker() {
     })
     .await;
 }
+
+/// An app's key pulls, acks and heartbeats its own app's pull consumers
+/// only; another app's consumer is not found for it, and the members list
+/// needs a reading role.
+#[tokio::test]
+async fn an_apps_key_pulls_its_own_apps_consumers_only() {
+    let mq = mqs::rabbitmq::Queue::new().await;
+    let other = mqs::rabbitmq::Queue::new().await;
+    let bida = Bida::start("").await;
+    let mut apps = Vec::new();
+    for name in ["shop", "bank"] {
+        let (status, app) = bida.post("/v1/apps", json!({"name": name})).await;
+        assert_eq!(status, 201, "{app}");
+        let app = app["id"].as_str().unwrap().to_string();
+        let (status, key) = bida
+            .post(
+                &format!("/v1/apps/{app}/keys"),
+                json!({"name": name, "role": "producer"}),
+            )
+            .await;
+        assert_eq!(status, 201, "{key}");
+        apps.push((app, key["key"].as_str().unwrap().to_string()));
+    }
+    let mut ids = Vec::new();
+    for ((app, _), queue) in apps.iter().zip([&mq, &other]) {
+        let broker = queue.broker(&bida).await;
+        let (status, consumer) = bida
+            .post(
+                "/v1/consumers",
+                json!({"name": "pulled", "broker_id": broker, "source": queue.source(),
+                       "endpoint": {"kind": "pull"}, "app_id": app}),
+            )
+            .await;
+        assert_eq!(status, 201, "{consumer}");
+        ids.push(consumer["id"].as_str().unwrap().to_string());
+    }
+    mq.publish(numbered(1)).await;
+    let shop_key = &apps[0].1;
+    let as_shop = |method: reqwest::Method, path: String, body: Value| {
+        let request = reqwest::Client::new()
+            .request(method, format!("{}{path}", bida.url))
+            .bearer_auth(shop_key)
+            .json(&body);
+        async move {
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            (status, response.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let pulled = loop {
+        let (status, pulled) = as_shop(
+            reqwest::Method::POST,
+            format!("/v1/consumers/{}/pull", ids[0]),
+            json!({"member": "shop-1", "wait_ms": 5000}),
+        )
+        .await;
+        assert_eq!(status, 200, "{pulled}");
+        if !leases(&pulled).is_empty() {
+            break pulled;
+        }
+    };
+    let (status, settled) = as_shop(
+        reqwest::Method::POST,
+        format!("/v1/consumers/{}/ack", ids[0]),
+        json!({"leases": leases(&pulled)}),
+    )
+    .await;
+    assert_eq!(
+        (status, settled["settled"].as_array().map(Vec::len)),
+        (200, Some(1)),
+        "{settled}"
+    );
+    // The bank's consumer does not exist for the shop's key.
+    for (method, path, body) in [
+        (
+            reqwest::Method::POST,
+            format!("/v1/consumers/{}/pull", ids[1]),
+            json!({"member": "shop-1"}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/consumers/{}/ack", ids[1]),
+            json!({"leases": []}),
+        ),
+        (
+            reqwest::Method::POST,
+            format!("/v1/consumers/{}/members/shop-1/heartbeat", ids[1]),
+            json!({}),
+        ),
+    ] {
+        let (status, problem) = as_shop(method, path.clone(), body).await;
+        assert_eq!(status, 404, "{path}: {problem}");
+    }
+    let (status, _) = as_shop(
+        reqwest::Method::GET,
+        format!("/v1/consumers/{}/members", ids[0]),
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 403, "a producer key does not list members");
+}
