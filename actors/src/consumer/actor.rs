@@ -100,9 +100,7 @@ impl ConsumerActor {
             consumers: pipeline_parts.1,
             stats: Default::default(),
             stopping,
-            members: Default::default(),
-            waiting: Default::default(),
-            recording: Default::default(),
+            pull: Default::default(),
         });
         Self {
             backlog: Arc::default(),

@@ -114,18 +114,24 @@ pub struct Pipeline {
     pub stats: PipelineStats,
     /// True once the consumer is stopping.
     pub stopping: watch::Receiver<bool>,
-    /// A broadcast pull consumer's live members, read at most once a second.
-    pub members: std::sync::Mutex<Option<(std::time::Instant, Vec<MemberName>)>>,
-    /// A pull consumer's fullest lane (messages waiting), read at most every
+    /// What a pull consumer's deliveries share (unused by push consumers).
+    pub pull: PullHold,
+}
+
+/// A pull consumer's view of its lanes and members, shared by its deliveries.
+#[derive(Debug, Default)]
+pub struct PullHold {
+    /// Live members (broadcast), read at most once a second.
+    members: std::sync::Mutex<Option<(std::time::Instant, Vec<MemberName>)>>,
+    /// The fullest lane (messages waiting), read at most every
     /// [`WAITING_FRESH`] and counted up by this node's records between reads.
-    pub waiting: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
-    /// A pull consumer's messages let through [`Pipeline::wait_for_room`]
-    /// and not recorded yet.
-    pub recording: AtomicI64,
+    waiting: std::sync::Mutex<Option<(std::time::Instant, i64)>>,
+    /// Messages let through [`Pipeline::wait_for_room`] and not recorded yet.
+    recording: AtomicI64,
 }
 
 /// One message let into a pull lane, until it is recorded (or not).
-struct Admitted<'a>(&'a Pipeline);
+struct Admitted<'a>(&'a PullHold);
 
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
@@ -223,6 +229,7 @@ impl Pipeline {
         let mut stopping = self.stopping.clone();
         loop {
             let cached = self
+                .pull
                 .members
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -239,7 +246,7 @@ impl Pipeline {
                             Vec::new()
                         }
                     };
-                    *self.members.lock().unwrap_or_else(|e| e.into_inner()) =
+                    *self.pull.members.lock().unwrap_or_else(|e| e.into_inner()) =
                         Some((std::time::Instant::now(), members.clone()));
                     members
                 }
@@ -262,12 +269,12 @@ impl Pipeline {
         let keys: Vec<String> = lanes.iter().map(PullLane::key).collect();
         let mut stopping = self.stopping.clone();
         loop {
-            let cached = *self.waiting.lock().unwrap_or_else(|e| e.into_inner());
+            let cached = *self.pull.waiting.lock().unwrap_or_else(|e| e.into_inner());
             let waiting = match cached.filter(|(read, _)| read.elapsed() < WAITING_FRESH) {
                 Some((_, waiting)) => waiting,
                 None => match self.node.store.most_waiting(&keys).await {
                     Ok(waiting) => {
-                        *self.waiting.lock().unwrap_or_else(|e| e.into_inner()) =
+                        *self.pull.waiting.lock().unwrap_or_else(|e| e.into_inner()) =
                             Some((std::time::Instant::now(), waiting));
                         waiting
                     }
@@ -279,11 +286,11 @@ impl Pipeline {
             };
             // Checked and counted at once, so concurrent deliveries cannot
             // all pass on the same count.
-            let recording = self.recording.fetch_add(1, Ordering::Relaxed);
+            let recording = self.pull.recording.fetch_add(1, Ordering::Relaxed);
             if waiting.saturating_add(recording) < i64::from(max_waiting) {
-                return Some(Admitted(self));
+                return Some(Admitted(&self.pull));
             }
-            self.recording.fetch_sub(1, Ordering::Relaxed);
+            self.pull.recording.fetch_sub(1, Ordering::Relaxed);
             tokio::select! {
                 biased;
                 _ = stopping.wait_for(|stop| *stop) => return None,

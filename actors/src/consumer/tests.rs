@@ -376,9 +376,7 @@ impl TestNode {
             consumers: self.consumers.clone(),
             stats: Default::default(),
             stopping: stop_rx.clone(),
-            members: Default::default(),
-            waiting: Default::default(),
-            recording: Default::default(),
+            pull: Default::default(),
         });
         let status = Arc::new(PumpStatus::default());
         let pump = Pump {
