@@ -482,7 +482,11 @@ impl Arrivals {
 /// sends SIGTERM and checks that the node exits by itself; then restarts it
 /// and waits for every message. Returns how often each message arrived, and
 /// which were at the endpoint when SIGTERM came.
-async fn sigterm_mid_drain(mq: impl TestMq, grace_ms: &str, hold: Duration) -> (HashMap<String, usize>, Vec<String>) {
+async fn sigterm_mid_drain(
+    mq: impl TestMq,
+    grace_ms: &str,
+    hold: Duration,
+) -> (HashMap<String, usize>, Vec<String>, String) {
     const FAST: usize = 300;
     let arrivals = Arrivals::new(FAST, hold);
     let endpoint = Receiver::start(arrivals.behavior()).await;
@@ -525,26 +529,26 @@ async fn sigterm_mid_drain(mq: impl TestMq, grace_ms: &str, hold: Duration) -> (
         endpoint.distinct_messages(),
         bida.log()
     );
-    (arrivals.counts(), at_sigterm)
+    (arrivals.counts(), at_sigterm, bida.log())
 }
 
 /// SIGTERM while 16 deliveries wait on an endpoint that answers within the
 /// grace: they finish and are recorded before the node exits, so none of
 /// them is sent again after the restart; nothing is lost.
 async fn sigterm_finishes_the_deliveries_in_flight(mq: impl TestMq) {
-    let (arrivals, at_sigterm) = sigterm_mid_drain(mq, "10000", Duration::from_millis(1500)).await;
+    let (arrivals, at_sigterm, log) = sigterm_mid_drain(mq, "10000", Duration::from_millis(1500)).await;
     let again: Vec<_> = at_sigterm.iter().filter(|id| arrivals[*id] > 1).collect();
-    assert!(again.is_empty(), "sent again after a graceful stop: {again:?}");
+    assert!(again.is_empty(), "sent again after a graceful stop: {again:?}\n{log}");
 }
 
 /// SIGTERM while the endpoint holds its answers longer than the grace (1 s)
 /// and the delivery timeout (180 s): the node does not wait for them; the
 /// broker has them still, and after the restart every message arrives.
 async fn sigterm_gives_back_what_outlasts_the_grace(mq: impl TestMq) {
-    let (arrivals, at_sigterm) = sigterm_mid_drain(mq, "1000", Duration::from_secs(120)).await;
+    let (arrivals, at_sigterm, log) = sigterm_mid_drain(mq, "1000", Duration::from_secs(120)).await;
     assert!(
         at_sigterm.iter().all(|id| arrivals[id] >= 2),
-        "given back and sent again"
+        "given back and sent again\n{log}"
     );
 }
 

@@ -248,12 +248,68 @@ pub struct Pump<S: Source> {
     pub grace: Duration,
 }
 
+/// Deliveries this pump started and has not seen finish.
+struct Flights {
+    in_flight: usize,
+    recording: usize,
+    done_tx: mpsc::UnboundedSender<Progress>,
+    done_rx: mpsc::UnboundedReceiver<Progress>,
+}
+
+impl Flights {
+    fn new() -> Self {
+        let (done_tx, done_rx) = mpsc::unbounded_channel();
+        Self {
+            in_flight: 0,
+            recording: 0,
+            done_tx,
+            done_rx,
+        }
+    }
+
+    fn open(&self) -> usize {
+        self.in_flight + self.recording
+    }
+
+    /// Waits (up to `grace`) for the deliveries started to finish: after a
+    /// failure none may outlive its pump, or a graceful stop of the node
+    /// would not wait for it and its restarted consumer would send its
+    /// message again.
+    async fn settle(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        while self.open() > 0 {
+            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                Ok(Some(Progress::Attempted(_))) => {
+                    self.in_flight -= 1;
+                    self.recording += 1;
+                }
+                Ok(Some(Progress::Finished { attempted: true, .. })) => self.recording -= 1,
+                Ok(Some(Progress::Finished { attempted: false, .. })) => self.in_flight -= 1,
+                Ok(None) | Err(_) => break,
+            }
+        }
+    }
+}
+
 impl<S: Source> Pump<S> {
     /// Runs until stopped or failed; the source is closed either way.
     pub async fn run(mut self) -> Result<(), PumpError> {
         let result = self.pump().await;
         self.status.set_state(RunState::Stopping);
         self.source.close().await;
+        result
+    }
+
+    async fn pump(&mut self) -> Result<(), PumpError> {
+        let mut flights = Flights::new();
+        let result = self.pump_with(&mut flights).await;
+        if result.is_err() && flights.open() > 0 {
+            tracing::warn!(
+                open = flights.open(),
+                "consumer failed; its deliveries in flight finish first"
+            );
+            flights.settle(self.grace).await;
+        }
         result
     }
 
@@ -288,13 +344,10 @@ impl<S: Source> Pump<S> {
         });
     }
 
-    async fn pump(&mut self) -> Result<(), PumpError> {
+    async fn pump_with(&mut self, flights: &mut Flights) -> Result<(), PumpError> {
         let mut live = self.config.borrow_and_update().clone();
         let mut breaker = Breaker::new(live.spec.policy.breaker);
         let mut rate = rate_gate(live.spec.policy.rate_per_sec);
-        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Progress>();
-        let mut in_flight = 0usize;
-        let mut recording = 0usize;
         let mut lanes = Lanes::default();
         let mut parking = Parking::default();
         let mut source_held = false;
@@ -307,14 +360,14 @@ impl<S: Source> Pump<S> {
             let stopping = *self.stop.borrow();
             if stopping {
                 let deadline = *stop_deadline.get_or_insert_with(|| {
-                    tracing::info!(in_flight, recording, grace = ?self.grace, "consumer stopping");
+                    tracing::info!(in_flight = flights.in_flight, recording = flights.recording, grace = ?self.grace, "consumer stopping");
                     Instant::now() + self.grace
                 });
-                if in_flight + recording == 0 || Instant::now() >= deadline {
-                    if in_flight + recording > 0 {
+                if flights.in_flight + flights.recording == 0 || Instant::now() >= deadline {
+                    if flights.in_flight + flights.recording > 0 {
                         tracing::warn!(
-                            in_flight,
-                            recording,
+                            in_flight = flights.in_flight,
+                            recording = flights.recording,
                             "consumer stopped with deliveries unfinished; the broker delivers them again"
                         );
                     }
@@ -328,8 +381,9 @@ impl<S: Source> Pump<S> {
             let policy = &live.spec.policy;
             let ordered = policy.ordering == Ordered::Key;
             let now = Instant::now();
-            let room =
-                in_flight < policy.concurrency as usize && recording < RECORDING_WINDOW && lanes.held < LANE_BUFFER;
+            let room = flights.in_flight < policy.concurrency as usize
+                && flights.recording < RECORDING_WINDOW
+                && lanes.held < LANE_BUFFER;
             let admission = if stopping || live.paused || !room {
                 Admission::Wait(None)
             } else if ordered {
@@ -354,8 +408,8 @@ impl<S: Source> Pump<S> {
                 (_, _, BreakerState::Open { .. } | BreakerState::Probing) if !ordered => RunState::BreakerOpen,
                 _ => RunState::Running,
             });
-            self.status.in_flight.store(in_flight, Ordering::Relaxed);
-            self.status.recording.store(recording, Ordering::Relaxed);
+            self.status.in_flight.store(flights.in_flight, Ordering::Relaxed);
+            self.status.recording.store(flights.recording, Ordering::Relaxed);
             self.status.held.store(lanes.held, Ordering::Relaxed);
             let wake = match admission {
                 Admission::Wait(Some(until)) => Some(Instant::from_std(until)),
@@ -383,16 +437,16 @@ impl<S: Source> Pump<S> {
                         parking.settle(&live);
                         if !live.paused {
                             for next in lanes.released(|key| parking.parked(&live, key)) {
-                                in_flight += 1;
-                                self.dispatch(next, false, true, &live, &done_tx);
+                                flights.in_flight += 1;
+                                self.dispatch(next, false, true, &live, &flights.done_tx);
                             }
                         }
                     }
                 }
-                Some(progress) = done_rx.recv() => match progress {
+                Some(progress) = flights.done_rx.recv() => match progress {
                     Progress::Attempted(health) => {
-                        in_flight -= 1;
-                        recording += 1;
+                        flights.in_flight -= 1;
+                        flights.recording += 1;
                         breaker.record(health.healthy, health.probe, std::time::Instant::now());
                         if let Some(error) = health.error {
                             self.status.set_error(error);
@@ -400,9 +454,9 @@ impl<S: Source> Pump<S> {
                     }
                     Progress::Finished { attempted, result } => {
                         if attempted {
-                            recording -= 1;
+                            flights.recording -= 1;
                         } else {
-                            in_flight -= 1;
+                            flights.in_flight -= 1;
                         }
                         let done = result?;
                         if let (true, Some(key)) = (ordered, &done.key) {
@@ -413,8 +467,8 @@ impl<S: Source> Pump<S> {
                             // the lane must not move past it.
                             let hold = done.outcome == Outcome::Abandoned || live.paused || parking.parked(&live, key);
                             if let Some(next) = lanes.finished(key, hold) {
-                                in_flight += 1;
-                                self.dispatch(next, false, true, &live, &done_tx);
+                                flights.in_flight += 1;
+                                self.dispatch(next, false, true, &live, &flights.done_tx);
                             }
                         }
                     }
@@ -443,14 +497,14 @@ impl<S: Source> Pump<S> {
                         (true, Some(key)) => {
                             let blocked = parking.parked(&live, &key);
                             if let Some(go) = lanes.offer(key, incoming, blocked) {
-                                in_flight += 1;
-                                self.dispatch(go, false, true, &live, &done_tx);
+                                flights.in_flight += 1;
+                                self.dispatch(go, false, true, &live, &flights.done_tx);
                             }
                         }
                         // Without a key there is no order to keep.
                         _ => {
-                            in_flight += 1;
-                            self.dispatch(incoming, probe, false, &live, &done_tx);
+                            flights.in_flight += 1;
+                            self.dispatch(incoming, probe, false, &live, &flights.done_tx);
                         }
                     }
                 }

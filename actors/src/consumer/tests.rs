@@ -902,6 +902,36 @@ async fn a_lost_source_ends_the_pump_and_the_next_one_loses_nothing() {
     second.stop().await.expect("a clean stop");
 }
 
+/// A source lost while deliveries wait at the endpoint: the pump ends only
+/// once they are done and recorded (acknowledged before the source closes),
+/// so none outlives its pump to be sent again by the next one.
+#[actix_rt::test]
+async fn a_lost_source_ends_the_pump_once_its_deliveries_in_flight_are_done() {
+    let node = TestNode::start().await;
+    let endpoint = TestEndpoint::start(|_, _| Answer::Held(200)).await;
+    let live = node.consumer("c-lost-held", spec(&endpoint.url, policy(2))).await;
+    let broker = MemoryBroker::new("orders");
+    let ids = publish_all(&broker, numbered("m", 5));
+    broker.fail_after(2, "connection reset by peer");
+
+    let first = node.pump(broker.open(), live.clone());
+    endpoint.wait_until("2 deliveries held", |r| r.in_flight == 2).await;
+    stays("the pump waiting for its deliveries", || !first.done.is_finished()).await;
+    endpoint.open_gate();
+    let ended = first.done.await.expect("the pump ran to its end");
+    assert!(
+        matches!(ended, Err(PumpError::Source(SourceError::Lost(_)))),
+        "{ended:?}"
+    );
+    assert_eq!(set(&broker.acked()), set(&ids[..2]), "both recorded and acknowledged");
+
+    let second = node.pump(broker.open(), live);
+    all_acked(&broker, &ids).await;
+    assert_acked_once(&broker, &ids);
+    assert_eq!(endpoint.record(|r| r.arrivals.len()), 5, "none sent twice");
+    second.stop().await.expect("a clean stop");
+}
+
 /// Ordering by key across a partition revocation: messages held in lanes
 /// from the lost partition are let go (their new owner reads them again),
 /// and the key is still delivered in order, each message at least once.
