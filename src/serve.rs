@@ -92,6 +92,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         delayed: node.delayed(),
         pulls: node.pulls(),
         consumers,
+        topics: node.topics(),
         access,
         auth: config.auth.clone(),
         users,

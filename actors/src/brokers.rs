@@ -3,6 +3,7 @@
 
 use bida_domain::broker::{Broker, BrokerCommand, BrokerError, BrokerKind, BrokerSpec, Capabilities, Connection};
 use bida_domain::consumer::{Consumer, Source};
+use bida_domain::kinds::builtin;
 use bida_domain::ValidationErrors;
 use bida_store::{Store, StoreError};
 use chrono::{DateTime, Utc};
@@ -140,6 +141,9 @@ impl BrokerService {
     }
 
     pub async fn load(&self, id: &str) -> Result<Broker, AdminError> {
+        if id == builtin::BROKER_ID {
+            return Ok(Broker::builtin());
+        }
         match self.store.load_aggregate::<Broker>(id).await? {
             Some((broker, _)) if broker.spec().is_some() => Ok(opened(&broker, self.sealer.as_ref())),
             _ => Err(AdminError::NotFound(format!("no broker with id {id}"))),
@@ -155,7 +159,18 @@ impl BrokerService {
         self.view(&id, false).await
     }
 
+    /// The built-in broker is not registered, so not changed either.
+    fn registered(id: &str) -> Result<(), AdminError> {
+        match id {
+            builtin::BROKER_ID => Err(AdminError::Rejected(
+                "the built-in broker is part of Bida: it cannot be changed, taken offline or deleted".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     pub async fn update(&self, id: &str, patch: BrokerPatch) -> Result<BrokerView, AdminError> {
+        Self::registered(id)?;
         let broker = self.load(id).await?;
         let mut spec = broker.spec().cloned().ok_or_else(|| AdminError::NotFound(id.into()))?;
         let mut errors = ValidationErrors::default();
@@ -175,6 +190,7 @@ impl BrokerService {
     }
 
     pub async fn set_online(&self, id: &str, online: bool) -> Result<BrokerView, AdminError> {
+        Self::registered(id)?;
         self.execute(id, BrokerCommand::SetOnline { online, at: Utc::now() })
             .await?;
         self.view(id, false).await
@@ -182,6 +198,7 @@ impl BrokerService {
 
     /// Refused while consumers still use the broker.
     pub async fn delete(&self, id: &str) -> Result<(), AdminError> {
+        Self::registered(id)?;
         let users: Vec<String> = self
             .store
             .load_all::<Consumer>()
@@ -199,14 +216,23 @@ impl BrokerService {
         self.execute(id, BrokerCommand::Delete { at: Utc::now() }).await
     }
 
+    /// The built-in broker first, then the registered ones.
     pub async fn list(&self) -> Result<Vec<BrokerView>, AdminError> {
-        Ok(self
-            .store
-            .load_all::<Broker>()
-            .await?
+        let builtin = Self::describe(builtin::BROKER_ID, &Broker::builtin());
+        Ok(builtin
             .into_iter()
-            .filter_map(|(id, broker, _)| Self::describe(&id, &broker))
+            .chain(
+                self.store
+                    .load_all::<Broker>()
+                    .await?
+                    .into_iter()
+                    .filter_map(|(id, broker, _)| Self::describe(&id, &broker)),
+            )
             .collect())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     fn describe(id: &str, broker: &Broker) -> Option<BrokerView> {
@@ -234,14 +260,17 @@ impl BrokerService {
         }
         let Some(spec) = broker.spec() else { return Ok(view) };
         let known = self.sources_of_consumers(id).await?;
-        let looked = tokio::time::timeout(LOOK_TIMEOUT, crate::sources::look(&spec.connection, &known))
-            .await
-            .map(|looked| {
-                looked.map(|mut inspection| {
-                    view.inside = std::mem::take(&mut inspection.sections);
-                    view.figures = Some(inspection);
-                })
-            });
+        let looked = tokio::time::timeout(
+            LOOK_TIMEOUT,
+            crate::sources::look(&self.store, &spec.connection, &known),
+        )
+        .await
+        .map(|looked| {
+            looked.map(|mut inspection| {
+                view.inside = std::mem::take(&mut inspection.sections);
+                view.figures = Some(inspection);
+            })
+        });
         let error = match looked {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e.to_string()),

@@ -28,6 +28,7 @@ pub mod sources;
 pub mod supervisor;
 pub mod task_actor;
 mod tasks;
+pub mod topics;
 pub mod users;
 
 pub use config::{DeliveryConfig, NotifyConfig, NotifyFormat, NotifyWebhook, SchedulerConfig};
@@ -56,6 +57,8 @@ pub struct NodeContext {
     pub producers: Arc<produce::Producers>,
     /// Wakes this node's waiting pulls when their lane gets messages.
     pub pulls: Arc<pull::PullWakers>,
+    /// Wakes this node's readers of built-in topics when messages are published.
+    pub topic_wakes: topics::TopicWakes,
     /// Where consumer deliveries run: a work-stealing pool over every core.
     pub work: tokio::runtime::Handle,
     pub scheduler: SchedulerConfig,
@@ -152,6 +155,8 @@ pub struct Node {
     work: Option<tokio::runtime::Runtime>,
     notifier: Option<tokio::task::JoinHandle<()>>,
     retention: tokio::task::JoinHandle<()>,
+    /// The topics' listener and their logs' maintenance.
+    topic_work: [tokio::task::JoinHandle<()>; 2],
     tasks: TaskService,
     shutdown_grace: Duration,
 }
@@ -194,6 +199,7 @@ impl Node {
                 config.sealer.clone(),
             ))),
             pulls: Arc::default(),
+            topic_wakes: topics::TopicWakes::default(),
             scheduler: config.scheduler.clone(),
             sealer: config.sealer.clone(),
             in_memory: AtomicUsize::new(0),
@@ -211,6 +217,10 @@ impl Node {
             let egress = egress::EgressGuard::new(config.delivery.allow_networks.clone());
             notifier::spawn(store.clone(), config.notify.clone(), config.name.clone(), egress)
         });
+        let topic_work = [
+            context.topic_wakes.spawn_listener(store.clone()),
+            topics::TopicService::new(store.clone()).spawn_maintenance(),
+        ];
         let retention = retention::spawn(store, config.retention.clone());
         let tasks = TaskService::new(
             context.clone(),
@@ -228,6 +238,7 @@ impl Node {
             work: Some(work),
             notifier,
             retention,
+            topic_work,
             tasks,
             shutdown_grace: Duration::from_millis(config.scheduler.shutdown_grace_ms),
         })
@@ -254,6 +265,11 @@ impl Node {
         self.context.producers.clone()
     }
 
+    /// Built-in topics: their life and their logs.
+    pub fn topics(&self) -> topics::TopicService {
+        topics::TopicService::new(self.context.store.clone())
+    }
+
     /// What members of pull consumers ask of the node.
     pub fn pulls(&self) -> pull::PullService {
         pull::PullService::new(self.context.clone(), self.tasks.clone())
@@ -278,6 +294,12 @@ impl Node {
         let _ = self.consumers.send(consumer::supervisor::DrainConsumers).await;
         let _ = self.scheduler.send(Halt).await;
         self.retention.abort();
+        // Awaited, not only aborted: the listener's connection must be
+        // dropped while the runtime runs.
+        for work in &mut self.topic_work {
+            work.abort();
+            let _ = work.await;
+        }
         if let Some(notifier) = &self.notifier {
             notifier.abort();
         }

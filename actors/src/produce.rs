@@ -60,6 +60,13 @@ pub enum Landed {
         offset: i64,
         message_id: String,
     },
+    /// A built-in topic: the partition and offset it got, and its id.
+    Logged {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        id: String,
+    },
 }
 
 /// A message the broker confirmed: its place in the request, and where it landed.
@@ -221,6 +228,20 @@ producers! {
     Rocketmq => RocketmqProducer,
 }
 
+/// The built-in broker's producer writes to Bida's own store.
+fn builtin_producer(store: bida_store::Store) -> Arc<dyn Pooling> {
+    fn target(target: &Target) -> Option<&bida_domain::kinds::builtin::BuiltinTarget> {
+        match target {
+            Target::Builtin(target) => Some(target),
+            _ => None,
+        }
+    }
+    Arc::new(Kind {
+        producer: crate::sources::builtin::producer::BuiltinProducer::new(store),
+        target,
+    })
+}
+
 struct Pooled {
     connection: Connection,
     producer: Arc<dyn Pooling>,
@@ -285,7 +306,10 @@ impl Producers {
                 return Ok(pooled.producer.clone());
             }
         }
-        let producer = open(connection).await?;
+        let producer = match connection {
+            Connection::Builtin(_) => builtin_producer(self.brokers.store().clone()),
+            _ => open(connection).await?,
+        };
         let replaced = self.pool.lock().await.insert(
             broker_id.to_string(),
             Pooled {

@@ -59,9 +59,10 @@ impl From<StoreError> for TaskServiceError {
             _ if e.is_transient() => Self::Unavailable(e.to_string()),
             StoreError::Database(_) | StoreError::WriterStopped => Self::Internal(e.to_string()),
             StoreError::Conflict { .. } => Self::Conflict,
-            StoreError::Decode { .. } | StoreError::Migration(_) | StoreError::DataDir { .. } => {
-                Self::Internal(e.to_string())
-            }
+            StoreError::Decode { .. }
+            | StoreError::Migration(_)
+            | StoreError::DataDir { .. }
+            | StoreError::Missing(_) => Self::Internal(e.to_string()),
         }
     }
 }

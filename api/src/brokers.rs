@@ -201,9 +201,19 @@ pub async fn produce(
     body: JsonBody<serde_json::Value>,
 ) -> Result<HttpResponse, Problem> {
     let app = caller(&request)?.app_id;
-    match state.delayed.submit(&id, app, body.0).await? {
+    write(&state, app, &id, body.0).await
+}
+
+/// Writes to broker `id` now, or holds the write until due.
+pub(crate) async fn write(
+    state: &ApiState,
+    app: Option<String>,
+    id: &str,
+    body: serde_json::Value,
+) -> Result<HttpResponse, Problem> {
+    match state.delayed.submit(id, app, body).await? {
         Submitted::Now(request) => {
-            let messages = state.producers.produce(&id, request).await?;
+            let messages = state.producers.produce(id, request).await?;
             Ok(HttpResponse::Ok().json(ProduceResult { messages }))
         }
         Submitted::Delayed { tasks, batch } => {

@@ -17,6 +17,7 @@ mod paging;
 mod problem;
 mod pull;
 mod tasks;
+mod topics;
 
 pub use access::{gate, rule, Access, KeyLimits, RateLimitConfig, RULES};
 pub use console::{LoginLimits, CONSOLE_RULES};
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub producers: std::sync::Arc<bida_actors::produce::Producers>,
     pub delayed: bida_actors::delayed::DelayedService,
     pub consumers: bida_actors::consumer::ConsumerService,
+    /// The built-in broker's topics.
+    pub topics: bida_actors::topics::TopicService,
     /// What members of pull consumers ask: pull, ack, nack, heartbeat.
     pub pulls: bida_actors::pull::PullService,
     pub access: bida_actors::access::AccessService,
@@ -99,6 +102,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         }))
         .configure(tasks::routes)
         .configure(brokers::routes)
+        .configure(topics::routes)
         .configure(delayed::routes)
         .configure(pull::routes)
         .configure(consumers::routes)

@@ -5,7 +5,7 @@ use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::PROBLEM_JSON;
-use crate::{apps, brokers, consumers, delayed, health, history, monitoring, problem, pull, tasks};
+use crate::{apps, brokers, consumers, delayed, health, history, monitoring, problem, pull, tasks, topics};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,13 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
         brokers::offline,
         brokers::online,
         brokers::produce,
+        topics::create,
+        topics::list,
+        topics::view,
+        topics::change,
+        topics::delete,
+        topics::events,
+        topics::publish,
         delayed::list,
         delayed::detail,
         delayed::cancel,
@@ -77,6 +84,7 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
     tags(
         (name = "tasks", description = "Callback tasks"),
         (name = "brokers", description = "MQ clusters consumers read from"),
+        (name = "topics", description = "Bida's own topics (the built-in broker, `builtin`)"),
         (name = "delayed", description = "Messages held until their time, then written to a broker"),
         (name = "consumers", description = "Broker sources bound to endpoints"),
         (name = "pull", description = "Members of pull consumers: pull, ack, nack, heartbeat"),

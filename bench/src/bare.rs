@@ -357,6 +357,7 @@ pub async fn forward(mq: &Mq, url: String, concurrency: usize, mut stop: watch::
                 id: format!("bida-bench-bare-{}", uuid::Uuid::new_v4().simple()),
                 concurrency: concurrency.min(u32::MAX as usize) as u32,
                 delivery_timeout: Duration::from_secs(30),
+                topic_wakes: Default::default(),
             };
             let mut messages = RocketmqMessages::connect(&connection, &source, &client).await?;
             let result: anyhow::Result<()> = async {

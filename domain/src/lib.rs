@@ -97,6 +97,7 @@ pub mod retry;
 pub mod stats;
 pub mod status_set;
 pub mod task;
+pub mod topic;
 pub mod validation;
 
 pub use body::Body;

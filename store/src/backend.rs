@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use uuid::Uuid;
 
+use crate::topics::{ClaimRequest, Claimed, LogMessage, LogSearch, PartitionBounds, Publish, Published, SliceDropped};
 use crate::{
     Append, Channel, ClaimedTask, ConsumerCounterChange, FeedPosition, FeedRead, HeldLease, LaneBacklog, LeaseRequest,
     Leased, MemberRow, NodeInfo, Readiness, RetentionPolicy, RetentionReport, RuntimeRow, ScheduleEntry, SessionRow,
@@ -36,6 +37,7 @@ pub trait Backend:
     + StatsReads
     + TaskListReads
     + TaskStreams
+    + TopicLog
 {
 }
 
@@ -57,6 +59,7 @@ impl<T> Backend for T where
         + StatsReads
         + TaskListReads
         + TaskStreams
+        + TopicLog
 {
 }
 
@@ -65,7 +68,7 @@ impl<T> Backend for T where
 pub mod prelude {
     pub use super::{
         AccessRecords, Announcements, Appends, Checkpoints, ConsumerRuntime, EventLog, Folds, Health, Leadership,
-        Nodes, PullQueues, Retention, Schedule, Sessions, StatsReads, TaskListReads, TaskStreams,
+        Nodes, PullQueues, Retention, Schedule, Sessions, StatsReads, TaskListReads, TaskStreams, TopicLog,
     };
 }
 
@@ -386,6 +389,71 @@ pub trait TaskStreams: Send + Sync {
         limit: i64,
         budget: std::time::Duration,
     ) -> Result<Vec<String>, StoreError>;
+}
+
+/// The built-in topics' log (see [`crate::topics`]).
+#[async_trait]
+pub trait TopicLog: Send + Sync {
+    /// Makes a log for a new topic (its partitions start at offset 0), or
+    /// brings an existing one to `partitions` (more, never fewer) and
+    /// `retention`.
+    async fn shape_log(&self, topic: &str, partitions: i32, retention: TimeDelta) -> Result<(), StoreError>;
+
+    /// Drops a topic's log: its messages, its subscriptions' offsets and claims.
+    async fn drop_log(&self, topic: &str) -> Result<(), StoreError>;
+
+    /// Appends messages in one transaction, each partition's in order, and
+    /// wakes the topics' readers on every node at commit.
+    async fn publish(&self, messages: Vec<Publish>) -> Result<Vec<Published>, StoreError>;
+
+    /// Up to `limit` messages of a partition from offset `from` on.
+    async fn read_log(&self, topic: &str, partition: i32, from: i64, limit: i64)
+        -> Result<Vec<LogMessage>, StoreError>;
+
+    /// Each partition's first kept and next offset.
+    async fn log_bounds(&self, topic: &str) -> Result<Vec<PartitionBounds>, StoreError>;
+
+    /// Each partition's first offset published at or after `at` (its next
+    /// offset when none is).
+    async fn offsets_at(&self, topic: &str, at: DateTime<Utc>) -> Result<Vec<(i32, i64)>, StoreError>;
+
+    /// A subscription's committed offsets (the next to read), by partition.
+    async fn subscription_offsets(&self, group: &str, topic: &str) -> Result<HashMap<i32, i64>, StoreError>;
+
+    /// Moves a subscription's committed offsets forward (never back: a
+    /// member late with its commit does not undo its successor's).
+    async fn commit_offsets(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<(), StoreError>;
+
+    /// Sets a stopped subscription's offsets, back or forward.
+    async fn reset_offsets(&self, group: &str, topic: &str, offsets: &[(i32, i64)]) -> Result<(), StoreError>;
+
+    /// Forgets a subscription (its consumer was deleted).
+    async fn forget_subscription(&self, group: &str) -> Result<(), StoreError>;
+
+    /// Records the member alive and takes its share of the topic's
+    /// partitions: those free (or held by a member gone silent) that fall to
+    /// it among the live members. Answers the partitions it holds now and
+    /// its share; [`StoreError::Missing`] when the topic has no log.
+    async fn claim_partitions(&self, claim: ClaimRequest<'_>) -> Result<Claimed, StoreError>;
+
+    /// The member leaves: its partitions are free for the others at once.
+    async fn leave_group(&self, group: &str, topic: &str, member: &str) -> Result<(), StoreError>;
+
+    /// Gives partitions back (their messages are done, or the member leaves).
+    async fn release_partitions(
+        &self,
+        group: &str,
+        topic: &str,
+        member: &str,
+        partitions: &[i32],
+    ) -> Result<(), StoreError>;
+
+    /// Makes every topic's slices for `now` and the next, and drops every
+    /// slice older than its topic's retention at `now`.
+    async fn maintain_logs(&self, now: DateTime<Utc>) -> Result<Vec<SliceDropped>, StoreError>;
+
+    /// Messages of a topic matching the search, newest first.
+    async fn search_log(&self, topic: &str, search: &LogSearch) -> Result<Vec<LogMessage>, StoreError>;
 }
 
 /// Finished tasks dropped after their retention.

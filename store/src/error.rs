@@ -21,6 +21,9 @@ pub enum StoreError {
         sequence: i64,
         message: String,
     },
+    /// What the request names is not in the store (a topic's log, a partition).
+    #[error("{0}")]
+    Missing(String),
     #[error("the event writer has stopped")]
     WriterStopped,
     /// The embedded store's data directory cannot be used.

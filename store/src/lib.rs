@@ -30,6 +30,7 @@ mod retention;
 mod schedule;
 mod sqlite;
 mod tasks;
+pub mod topics;
 mod writer;
 
 pub use aggregates::RuntimeRow;

@@ -8,15 +8,18 @@ pub enum Channel {
     Access,
     /// A broker or consumer changed; the payload is `aggregate_type:id`.
     Config,
+    /// Messages were published to a built-in topic; the payload is the topic.
+    Topics,
 }
 
 impl Channel {
-    pub const ALL: [Channel; 2] = [Self::Access, Self::Config];
+    pub const ALL: [Channel; 3] = [Self::Access, Self::Config, Self::Topics];
 
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Access => "bida_access",
             Self::Config => "bida_config",
+            Self::Topics => "bida_topics",
         }
     }
 }

@@ -27,7 +27,9 @@ fn persistence(e: StoreError) -> PersistenceError {
         StoreError::Conflict { .. } => PersistenceError::OptimisticLockError,
         StoreError::Database(_) | StoreError::WriterStopped => PersistenceError::ConnectionError(Box::new(e)),
         StoreError::Decode { .. } => PersistenceError::DeserializationError(Box::new(e)),
-        StoreError::Migration(_) | StoreError::DataDir { .. } => PersistenceError::UnknownError(Box::new(e)),
+        StoreError::Migration(_) | StoreError::DataDir { .. } | StoreError::Missing(_) => {
+            PersistenceError::UnknownError(Box::new(e))
+        }
     }
 }
 

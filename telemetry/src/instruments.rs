@@ -13,6 +13,8 @@ pub struct Instruments {
     pub tasks_submitted: Counter<u64>,
     pub tasks_finished: Counter<u64>,
     pub messages_consumed: Counter<u64>,
+    pub topic_messages_expired: Counter<u64>,
+    pub topic_messages_missed: Counter<u64>,
     pub events_appended: Counter<u64>,
     pub append_duration: Histogram<f64>,
     pub append_batch_size: Histogram<u64>,
@@ -50,6 +52,16 @@ pub fn instruments() -> &'static Instruments {
                 .u64_counter("messaging.client.consumed.messages")
                 .with_unit("{message}")
                 .with_description("Messages a consumer took from its broker")
+                .build(),
+            topic_messages_expired: meter
+                .u64_counter("bida.topic.messages.expired")
+                .with_unit("{message}")
+                .with_description("Messages of built-in topics dropped after their retention (the store's estimate)")
+                .build(),
+            topic_messages_missed: meter
+                .u64_counter("bida.topic.messages.missed")
+                .with_unit("{message}")
+                .with_description("Messages of built-in topics a subscription missed: they expired before it read them")
                 .build(),
             events_appended: meter
                 .u64_counter("bida.events.appended")

@@ -3,6 +3,7 @@
 //! stream), and one line per kind in [`on_every_mq!`].
 
 pub mod activemq;
+pub mod builtin;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;
@@ -107,6 +108,11 @@ macro_rules! on_every_mq {
                 #[tokio::test]
                 async fn rocketmq() {
                     super::$scenario(super::mqs::rocketmq::Topic::new().await).await
+                }
+
+                #[tokio::test]
+                async fn builtin() {
+                    super::$scenario(super::mqs::builtin::Topic::new().await).await
                 }
             }
         )*

@@ -127,6 +127,7 @@ impl ConsumerActor {
 
     /// Connects the source named by the broker and the consumer's spec and runs the pump.
     async fn consume(
+        node: Arc<NodeContext>,
         broker: BrokerSpec,
         config: watch::Receiver<Arc<LiveConfig>>,
         pump: impl FnOnce(BoxedSource) -> Pump<BoxedSource>,
@@ -138,10 +139,11 @@ impl ConsumerActor {
             id: client_id,
             concurrency: live.spec.policy.concurrency,
             delivery_timeout: Duration::from_millis(live.spec.endpoint.delivery_timeout_ms()),
+            topic_wakes: node.topic_wakes.clone(),
         };
         let source = match opener {
             Some(open) => open(broker, live.spec.source.clone(), client).await?,
-            None => crate::sources::open(&broker.connection, &live.spec.source, &client).await?,
+            None => crate::sources::open(&node.store, &broker.connection, &live.spec.source, &client).await?,
         };
         pump(source).run().await
     }
@@ -165,7 +167,14 @@ impl Actor for ConsumerActor {
             work,
             grace,
         };
-        let work = Self::consume(self.broker.clone(), config, pump, client_id, self.opener.clone());
+        let work = Self::consume(
+            self.node.clone(),
+            self.broker.clone(),
+            config,
+            pump,
+            client_id,
+            self.opener.clone(),
+        );
         let (backlog, status_for_backlog) = (self.backlog.clone(), self.status.clone());
         ctx.run_interval(BACKLOG_EVERY, move |actor, ctx| {
             let probe = status_for_backlog

@@ -270,9 +270,14 @@ impl ConsumerService {
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), AdminError> {
+        let source = self.load(id).await?.spec().map(|spec| spec.source.clone());
         self.execute(id, ConsumerCommand::Delete { at: Utc::now() }).await?;
         // A pull consumer's members go with it (its pulls now answer 404).
         self.store.forget_members(id).await?;
+        // A subscription's place in its topic too.
+        if let Some(bida_domain::kinds::Source::Builtin(source)) = source {
+            self.store.forget_subscription(&source.group).await?;
+        }
         Ok(())
     }
 
@@ -392,7 +397,12 @@ impl ConsumerService {
             return Ok(Vec::new());
         }
         let connection = self.connection_of(spec).await?;
-        match tokio::time::timeout(LAG_TIMEOUT, crate::sources::backlog(&connection, &spec.source)).await {
+        match tokio::time::timeout(
+            LAG_TIMEOUT,
+            crate::sources::backlog(&self.store, &connection, &spec.source),
+        )
+        .await
+        {
             Ok(result) => result.map_err(|e| AdminError::Broker(e.to_string())),
             Err(_) => Err(AdminError::Broker(format!(
                 "no answer within {} s",
@@ -456,7 +466,7 @@ impl ConsumerService {
         let mut tries = 0;
         let committed = loop {
             tries += 1;
-            match crate::sources::reset_offsets(&connection, &spec.source, &reset).await {
+            match crate::sources::reset_offsets(&self.store, &connection, &spec.source, &reset).await {
                 Ok(committed) => break committed,
                 Err(SourceError::Invalid(message)) => {
                     return Err(AdminError::Invalid(ValidationErrors::single("offsets", message)))
@@ -535,7 +545,7 @@ impl ConsumerService {
             limit: MAX_RESEND as usize,
         };
         let connection = self.connection_of(&spec).await?;
-        let messages = crate::sources::read_range(&connection, &spec.source, &range)
+        let messages = crate::sources::read_range(&self.store, &connection, &spec.source, &range)
             .await
             .map_err(|e| match e {
                 SourceError::Invalid(message) => AdminError::Invalid(ValidationErrors::single("partition", message)),

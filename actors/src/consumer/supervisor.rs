@@ -373,7 +373,8 @@ impl Handler<ReloadAll> for ConsumerSupervisor {
         };
         ctx.spawn(load.into_actor(self).map(|loaded, this, ctx| match loaded {
             Ok((brokers, consumers)) => {
-                for (id, broker, version) in brokers {
+                let builtin = (bida_domain::kinds::builtin::BROKER_ID.to_string(), Broker::builtin(), 0);
+                for (id, broker, version) in std::iter::once(builtin).chain(brokers) {
                     this.update_broker(id, broker, version);
                 }
                 for (id, consumer, version) in consumers {

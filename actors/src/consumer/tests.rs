@@ -288,6 +288,7 @@ impl TestNode {
                 None,
             ))),
             pulls: Default::default(),
+            topic_wakes: Default::default(),
             work: work.handle().clone(),
             scheduler: SchedulerConfig {
                 // No retry stays in memory: a failed first attempt becomes a

@@ -5,6 +5,7 @@
 //! acknowledgement), whatever the kind.
 
 pub mod activemq;
+pub mod builtin;
 mod dynamic;
 pub mod kafka;
 #[cfg(test)]
@@ -172,6 +173,8 @@ pub struct Client {
     /// unacknowledged message to another member after a deadline (NATS) set
     /// it above this.
     pub delivery_timeout: std::time::Duration,
+    /// Wake-ups of built-in topics' readers (the only kind that needs them).
+    pub topic_wakes: crate::topics::TopicWakes,
 }
 
 /// A look inside a broker, for its view, the console and the gauges.

@@ -262,6 +262,7 @@ impl KindFields {
     pub fn connections() -> Vec<Self> {
         bida_domain::broker::BrokerKind::ALL
             .iter()
+            .filter(|kind| kind.registered())
             .map(|&kind| Self {
                 kind,
                 fields: kind.connection_form(),

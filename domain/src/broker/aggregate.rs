@@ -77,6 +77,19 @@ pub struct Broker {
 }
 
 impl Broker {
+    /// The built-in broker (Bida's own topics): never registered, always
+    /// online, under the id [`crate::kinds::builtin::BROKER_ID`].
+    pub fn builtin() -> Self {
+        Self {
+            spec: Some(BrokerSpec {
+                name: "Bida topics".into(),
+                connection: crate::kinds::Connection::Builtin(Default::default()),
+            }),
+            online: true,
+            deleted: false,
+        }
+    }
+
     pub fn spec(&self) -> Option<&BrokerSpec> {
         self.spec.as_ref()
     }

@@ -51,6 +51,15 @@ pub enum SourceAnomaly {
         committed: i64,
         end: i64,
     },
+    /// Messages at offsets `from..to` of a built-in topic were dropped by its
+    /// retention before this subscription read them: it missed `to - from`
+    /// messages, and reads on from `to`.
+    Expired {
+        #[serde(flatten)]
+        at: TopicPartition,
+        from: i64,
+        to: i64,
+    },
     /// The partition had messages to read and its committed offset did not
     /// move while the consumer was running.
     PartitionStalled {
@@ -66,6 +75,7 @@ impl SourceAnomaly {
     pub fn partition(&self) -> &TopicPartition {
         match self {
             Self::OffsetGap { at, .. }
+            | Self::Expired { at, .. }
             | Self::OffsetsRewound { at, .. }
             | Self::EndBelowCommitted { at, .. }
             | Self::PartitionStalled { at, .. } => at,
@@ -79,6 +89,11 @@ impl SourceAnomaly {
                 "{at}: the broker served no message at offsets {from}..{} ({} offsets skipped)",
                 to - 1,
                 to - from
+            ),
+            Self::Expired { at, from, to } => format!(
+                "{at}: {} messages (offsets {from}..{}) expired under the topic's retention before they were read",
+                to - from,
+                to - 1
             ),
             Self::OffsetsRewound { at, expected, got } => {
                 format!("{at}: offsets went back from {expected} to {got} (the log was truncated or recreated)")

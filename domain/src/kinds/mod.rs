@@ -5,6 +5,7 @@
 //! store's shape: `{"kind": "kafka", ...the kind's own fields}`.
 
 pub mod activemq;
+pub mod builtin;
 mod fields;
 pub mod kafka;
 pub mod mqtt;
@@ -155,6 +156,12 @@ macro_rules! kinds {
                 }
             }
 
+            /// Whether brokers of this kind are registered: the built-in
+            /// broker, which asks for no settings, is always there.
+            pub fn registered(self) -> bool {
+                !self.connection_form().is_empty()
+            }
+
             /// The fields the console asks for a consumer's source.
             pub fn source_form(self) -> &'static [FormField] {
                 match self {
@@ -270,6 +277,7 @@ kinds! {
     Mqtt = "mqtt", "MQTT 5": mqtt::{MqttConnection, MqttSource, MqttSourceInput},
     Activemq = "activemq", "ActiveMQ": activemq::{ActivemqConnection, ActivemqSource, ActivemqSourceInput},
     Rocketmq = "rocketmq", "RocketMQ": rocketmq::{RocketmqConnection, RocketmqSource, RocketmqSourceInput},
+    Builtin = "builtin", "Bida topics": builtin::{BuiltinConnection, BuiltinSource, BuiltinSourceInput},
 }
 
 /// [`SourceSpec`]'s questions, object-safe.
@@ -441,7 +449,8 @@ mod tests {
             assert_eq!(parsed, *kind);
             assert!(!kind.title().is_empty());
             let _ = kind.capabilities();
-            assert!(!kind.connection_form().is_empty() && !kind.source_form().is_empty());
+            assert!(!kind.source_form().is_empty());
+            assert_eq!(kind.registered(), *kind != BrokerKind::Builtin);
         }
         assert!(misnamed_form_fields().is_empty(), "{:?}", misnamed_form_fields());
     }

@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
-use super::{activemq, fields, kafka, mqtt, nats, rabbitmq, redis, rocketmq, BrokerKind};
+use super::{activemq, builtin, fields, kafka, mqtt, nats, rabbitmq, redis, rocketmq, BrokerKind};
 use crate::ValidationErrors;
 
 /// At most this many messages per request.
@@ -92,6 +92,7 @@ targets! {
     Mqtt => mqtt::MqttTarget,
     Activemq => activemq::ActivemqTarget,
     Rocketmq => rocketmq::RocketmqTarget,
+    Builtin => builtin::BuiltinTarget,
 }
 
 /// Headers every kind takes as they are, unless its target has a

@@ -22,6 +22,7 @@ mod read_models;
 mod retention;
 mod schedule;
 mod tasks;
+mod topics;
 mod writer;
 
 pub(crate) use db::redact;

@@ -20,6 +20,7 @@ mod notifications;
 mod pull;
 mod read_models;
 mod schedule;
+mod topics;
 mod writer;
 
 use chrono::{DateTime, Utc};

@@ -16,11 +16,11 @@ use crate::{Announcements, Channel, Listener, NewEvent, Notifications, StoreErro
 const BACKLOG: usize = 1_024;
 
 #[derive(Clone)]
-pub(crate) struct Announcer(Arc<[broadcast::Sender<String>; 2]>);
+pub(crate) struct Announcer(Arc<[broadcast::Sender<String>; 3]>);
 
 impl Default for Announcer {
     fn default() -> Self {
-        Self(Arc::new([broadcast::channel(BACKLOG).0, broadcast::channel(BACKLOG).0]))
+        Self(Arc::new(std::array::from_fn(|_| broadcast::channel(BACKLOG).0)))
     }
 }
 
@@ -29,10 +29,11 @@ impl Announcer {
         match channel {
             Channel::Access => &self.0[0],
             Channel::Config => &self.0[1],
+            Channel::Topics => &self.0[2],
         }
     }
 
-    fn send(&self, channel: Channel, payload: String) {
+    pub(crate) fn send(&self, channel: Channel, payload: String) {
         // No listener yet is not an error: nobody needed telling.
         let _ = self.sender(channel).send(payload);
     }
