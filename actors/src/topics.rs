@@ -7,7 +7,7 @@ use bida_domain::consumer::Consumer;
 use bida_domain::kinds::builtin::BuiltinSource;
 use bida_domain::kinds::Source;
 use bida_domain::topic::{Topic, TopicCommand, TopicError, TopicInput, TopicName, TopicPatch, TopicSpec};
-use bida_store::topics::PartitionBounds;
+use bida_store::topics::{LogSearch, PartitionBounds};
 use bida_store::{Channel, Store, StoreError};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::brokers::{admin_error, AdminError};
 use crate::commands::Commands;
+use crate::consumer::Pipeline;
 
 /// How often the logs are maintained (slices made ahead, expired ones dropped).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
@@ -105,6 +106,40 @@ pub struct PartitionOffsets {
     pub partition: i32,
     pub low: i64,
     pub next: i64,
+}
+
+/// A message found by a search, with where each subscription stands with it.
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct FoundMessage {
+    pub id: String,
+    pub partition: i32,
+    pub offset: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    /// The body as text when it is UTF-8, else `body_base64`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_base64: Option<String>,
+    pub published_at: DateTime<Utc>,
+    pub subscriptions: Vec<SubscriptionStand>,
+}
+
+/// Where one subscription stands with a message: its task's status
+/// (`delivered`, `dead`, `retrying`...) once it has one; before that
+/// `pending` (not read yet, or being delivered) or `skipped` (the
+/// subscription's offsets were moved past it).
+#[derive(Clone, Debug, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct SubscriptionStand {
+    pub consumer_id: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
 }
 
 #[derive(Clone)]
@@ -264,6 +299,84 @@ impl TopicService {
             views.push(Self::describe(&topic, spec, bounds, subscriptions));
         }
         Ok(views)
+    }
+
+    /// Messages of the topic matching `search`, newest first, with where each
+    /// of its subscriptions stands with them.
+    pub async fn search(&self, name: &str, search: &LogSearch) -> Result<Vec<FoundMessage>, AdminError> {
+        self.load(name).await?;
+        let found = self.store.search_log(name, search).await.map_err(log_error)?;
+        let consumers = self.store.load_all::<Consumer>().await?;
+        let mut subscriptions = Vec::new();
+        for (id, consumer, _) in &consumers {
+            if let Some(Source::Builtin(source)) = consumer.spec().map(|s| &s.source) {
+                if !consumer.is_deleted() && source.topic.as_str() == name {
+                    let offsets = self.store.subscription_offsets(&source.group, name).await?;
+                    subscriptions.push((id.clone(), consumer.resets(), offsets));
+                }
+            }
+        }
+        let task_ids: Vec<String> = found
+            .iter()
+            .flat_map(|m| {
+                subscriptions
+                    .iter()
+                    .map(|(id, epoch, _)| Pipeline::task_id(id, *epoch, &m.id.to_string()))
+            })
+            .collect();
+        let tasks: HashMap<String, String> = self
+            .store
+            .load_tasks(&task_ids)
+            .await?
+            .loaded
+            .into_iter()
+            .map(|loaded| (loaded.id.clone(), loaded.task.status().as_str().to_string()))
+            .collect();
+        Ok(found
+            .into_iter()
+            .map(|m| {
+                let stands = subscriptions
+                    .iter()
+                    .map(|(id, epoch, offsets)| {
+                        let task_id = Pipeline::task_id(id, *epoch, &m.id.to_string());
+                        let (status, task_id) = match tasks.get(&task_id) {
+                            Some(status) => (status.clone(), Some(task_id)),
+                            None if offsets.get(&m.partition).is_some_and(|next| *next > m.offset) => {
+                                ("skipped".to_string(), None)
+                            }
+                            None => ("pending".to_string(), None),
+                        };
+                        SubscriptionStand {
+                            consumer_id: id.clone(),
+                            status,
+                            task_id,
+                        }
+                    })
+                    .collect();
+                let (body, body_base64) = match String::from_utf8(m.body) {
+                    Ok(text) => (Some(text), None),
+                    Err(bytes) => {
+                        use base64::Engine;
+                        (
+                            None,
+                            Some(base64::engine::general_purpose::STANDARD.encode(bytes.into_bytes())),
+                        )
+                    }
+                };
+                FoundMessage {
+                    id: m.id.to_string(),
+                    partition: m.partition,
+                    offset: m.offset,
+                    key: m.key,
+                    headers: m.headers,
+                    content_type: m.content_type,
+                    body,
+                    body_base64,
+                    published_at: m.published_at,
+                    subscriptions: stands,
+                }
+            })
+            .collect())
     }
 
     /// Runs the logs' maintenance every minute until aborted.

@@ -75,6 +75,7 @@ pub const RULES: &[(&str, &str, Access)] = &[
     ("DELETE", "/v1/topics/{name}", Key(Operate)),
     ("GET", "/v1/topics/{name}/events", Key(Read)),
     ("POST", "/v1/topics/{name}/messages", Key(Submit)),
+    ("GET", "/v1/topics/{name}/messages", Key(Read)),
     ("GET", "/v1/delayed", Key(ReadTasks)),
     ("GET", "/v1/delayed/{id}", Key(ReadTasks)),
     ("DELETE", "/v1/delayed/{id}", Key(Submit)),

@@ -38,6 +38,7 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
         topics::delete,
         topics::events,
         topics::publish,
+        topics::search,
         delayed::list,
         delayed::detail,
         delayed::cancel,

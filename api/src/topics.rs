@@ -3,12 +3,14 @@
 //! subscribes to one.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use bida_actors::topics::TopicView;
+use bida_actors::topics::{FoundMessage, TopicView};
 use bida_domain::kinds::builtin::BROKER_ID;
 use bida_domain::topic::{TopicInput, TopicName, TopicPatch};
+use bida_store::topics::LogSearch;
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::access::caller;
 use crate::json::{JsonBody, QueryParams};
@@ -30,7 +32,11 @@ pub fn routes(config: &mut web::ServiceConfig) {
                 .route(web::delete().to(delete)),
         )
         .service(web::resource("/v1/topics/{name}/events").route(web::get().to(events)))
-        .service(web::resource("/v1/topics/{name}/messages").route(web::post().to(publish)));
+        .service(
+            web::resource("/v1/topics/{name}/messages")
+                .route(web::post().to(publish))
+                .route(web::get().to(search)),
+        );
 }
 
 /// A name from the path, checked like a new topic's.
@@ -119,6 +125,129 @@ pub async fn events(
 ) -> Result<HttpResponse, Problem> {
     let name = topic_name(&name)?;
     history::of::<bida_domain::topic::Topic>(&state, name.as_str(), &query.0, "topic").await
+}
+
+/// A search of a topic's messages; each field narrows it.
+#[derive(Debug, serde::Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct SearchQuery {
+    /// Messages with this key.
+    #[param(max_length = 1024)]
+    key: Option<String>,
+    /// The message with this id (as publishing answered it).
+    #[param(format = Uuid)]
+    id: Option<String>,
+    /// Messages whose body contains this text (1 to 256 characters): a scan
+    /// of the time range, at most a day unless `from` says otherwise, at
+    /// most 7 days.
+    #[param(min_length = 1, max_length = 256)]
+    contains: Option<String>,
+    /// Published at or after (RFC 3339).
+    from: Option<DateTime<Utc>>,
+    /// Published before (RFC 3339).
+    to: Option<DateTime<Utc>>,
+    /// 1 to 100; 20 by default.
+    #[param(minimum = 1, maximum = 100)]
+    limit: Option<i64>,
+    /// `next_cursor` of the page before.
+    cursor: Option<String>,
+}
+
+/// A page of found messages, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct FoundPage {
+    pub items: Vec<FoundMessage>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
+}
+
+/// How far back a body search looks unless `from` says, and at most.
+const CONTAINS_DEFAULT: chrono::TimeDelta = chrono::TimeDelta::days(1);
+const CONTAINS_AT_MOST: chrono::TimeDelta = chrono::TimeDelta::days(7);
+
+fn cursor_of(message: &FoundMessage) -> String {
+    format!(
+        "{}_{}_{}",
+        message.published_at.timestamp_micros(),
+        message.partition,
+        message.offset
+    )
+}
+
+fn parse_cursor(text: &str) -> Option<(DateTime<Utc>, i32, i64)> {
+    let mut parts = text.split('_');
+    let micros: i64 = parts.next()?.parse().ok()?;
+    let partition = parts.next()?.parse().ok()?;
+    let offset = parts.next()?.parse().ok()?;
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((DateTime::from_timestamp_micros(micros)?, partition, offset))
+}
+
+/// Find a topic's messages within its retention by key, id, text in the
+/// body and time range, newest first, with where each subscription stands
+/// with each (its task's status: delivered, dead, retrying..., or pending).
+#[utoipa::path(get, path = "/v1/topics/{name}/messages", tag = "topics", params(("name" = String, Path), SearchQuery),
+    responses(
+        (status = 200, body = FoundPage),
+        (status = 400, body = Problem, content_type = "application/problem+json"),
+        (status = 404, body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn search(
+    state: web::Data<ApiState>,
+    name: web::Path<String>,
+    query: QueryParams<SearchQuery>,
+) -> Result<HttpResponse, Problem> {
+    let name = topic_name(&name)?;
+    let query = query.0;
+    let invalid = |detail: &str| Problem::bad_request("invalid-query", detail.to_string());
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(invalid("limit must be between 1 and 100"));
+    }
+    let before = match &query.cursor {
+        Some(cursor) => Some(parse_cursor(cursor).ok_or_else(|| invalid("the cursor is not one this search gave"))?),
+        None => None,
+    };
+    let mut from = query.from;
+    if let Some(text) = &query.contains {
+        if text.is_empty() || text.chars().count() > 256 || text.contains('\0') {
+            return Err(invalid("contains must be 1 to 256 characters"));
+        }
+        let to = query.to.unwrap_or_else(Utc::now);
+        let start = *from.get_or_insert(to - CONTAINS_DEFAULT);
+        if to - start > CONTAINS_AT_MOST {
+            return Err(invalid("a search of bodies spans at most 7 days: narrow from and to"));
+        }
+    }
+    if query.key.as_deref().is_some_and(|k| k.len() > 1024 || k.contains('\0')) {
+        return Err(invalid("key must be at most 1024 bytes"));
+    }
+    let id = match &query.id {
+        Some(id) => Some(id.parse().map_err(|_| invalid("id must be a message id (a UUID)"))?),
+        None => None,
+    };
+    let search = LogSearch {
+        key: query.key,
+        id,
+        contains: query.contains,
+        from,
+        to: query.to,
+        before,
+        limit: limit + 1,
+    };
+    let mut items = state.topics.search(name.as_str(), &search).await?;
+    let next_cursor = (items.len() as i64 > limit).then(|| {
+        items.truncate(limit as usize);
+        items.last().map(cursor_of)
+    });
+    Ok(HttpResponse::Ok().json(FoundPage {
+        items,
+        next_cursor: next_cursor.flatten(),
+    }))
 }
 
 /// Publish to a topic: one message (`key`, `headers`, `body` as JSON or

@@ -1,30 +1,48 @@
 //! Publishing to built-in topics through the broker route (and delayed
-//! messages): the log takes a batch in one transaction, each message in its
-//! key's partition (keyless ones spread round robin).
+//! messages): each message goes to its key's partition (keyless ones spread
+//! round robin), and the requests that come while the log is writing are
+//! written together in its next transaction (a group commit), so a node
+//! takes many small publishes at the cost of few commits.
 
 use bida_domain::kinds::builtin::BuiltinTarget;
 use bida_domain::kinds::produce::Outgoing;
 use bida_domain::topic::{Topic, TopicSpec};
-use bida_store::topics::Publish;
+use bida_store::topics::{Publish, Published};
 use bida_store::{Store, StoreError};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::store_error;
 use crate::produce::{Landed, Outcome};
 
+/// Messages written in one transaction at most.
+const GROUP_AT_MOST: usize = 5_000;
+
+type Request = (Vec<Publish>, oneshot::Sender<Result<Vec<Published>, StoreError>>);
+
 pub struct BuiltinProducer {
     store: Store,
     spread: AtomicU64,
+    group: mpsc::UnboundedSender<Request>,
 }
 
 impl BuiltinProducer {
     pub fn new(store: Store) -> Self {
+        let (group, requests) = mpsc::unbounded_channel();
+        tokio::spawn(group_commit(store.clone(), requests));
         Self {
             store,
             spread: AtomicU64::new(0),
+            group,
         }
+    }
+
+    async fn publish(&self, batch: Vec<Publish>) -> Result<Vec<Published>, StoreError> {
+        let (done, answer) = oneshot::channel();
+        self.group.send((batch, done)).map_err(|_| StoreError::WriterStopped)?;
+        answer.await.map_err(|_| StoreError::WriterStopped)?
     }
 
     async fn spec(&self, topic: &str) -> Result<Option<TopicSpec>, StoreError> {
@@ -88,7 +106,7 @@ impl crate::produce::Produce for BuiltinProducer {
         if outcome.failed.is_some() {
             return outcome; // nothing half-written: a refused message stops the batch
         }
-        match self.store.publish(batch.clone()).await {
+        match self.publish(batch.clone()).await {
             Ok(published) => {
                 for ((index, sent), landed) in indexes.into_iter().zip(batch).zip(published) {
                     outcome.wrote(
@@ -106,5 +124,43 @@ impl crate::produce::Produce for BuiltinProducer {
             Err(e) => outcome.fail(indexes[0], store_error(e)),
         }
         outcome
+    }
+}
+
+/// Writes the requests waiting, together, until the producer is dropped.
+/// A group that fails is written request by request, so that one request's
+/// fault (a topic deleted meanwhile) is answered to it alone.
+async fn group_commit(store: Store, mut requests: mpsc::UnboundedReceiver<Request>) {
+    while let Some(first) = requests.recv().await {
+        let mut group = vec![first];
+        let mut size = group[0].0.len();
+        while size < GROUP_AT_MOST {
+            match requests.try_recv() {
+                Ok(request) => {
+                    size += request.0.len();
+                    group.push(request);
+                }
+                Err(_) => break,
+            }
+        }
+        if group.len() == 1 {
+            let (batch, done) = group.pop().expect("one request");
+            let _ = done.send(store.publish(batch).await);
+            continue;
+        }
+        let all: Vec<Publish> = group.iter().flat_map(|(batch, _)| batch.iter().cloned()).collect();
+        match store.publish(all).await {
+            Ok(mut published) => {
+                for (batch, done) in group {
+                    let rest = published.split_off(batch.len());
+                    let _ = done.send(Ok(std::mem::replace(&mut published, rest)));
+                }
+            }
+            Err(_) => {
+                for (batch, done) in group {
+                    let _ = done.send(store.publish(batch).await);
+                }
+            }
+        }
     }
 }
