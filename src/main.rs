@@ -248,9 +248,19 @@ async fn create_key(config: Config, role: String, name: String) -> anyhow::Resul
         .with_context(|| format!("no role named {role}; use admin, operator or viewer"))?;
     let store = open(&config).await?;
     let access = AccessService::new(store, &config.auth, None);
-    let issued = acting_as(Requester::command_line(), access.issue(None, KeyRequest { name, role }))
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
+    let issued = acting_as(
+        Requester::command_line(),
+        access.issue(
+            None,
+            KeyRequest {
+                name,
+                role,
+                topics: None,
+            },
+        ),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!(e))?;
     eprintln!(
         "created {} key {} ({}); it is shown only now:",
         issued.view.role, issued.view.id, issued.view.name

@@ -478,3 +478,57 @@ async fn a_redirect_to_an_internal_address_is_an_answer_not_an_instruction() {
     assert_eq!(task["attempts"][0]["status_code"], 302, "{task}");
     assert_eq!(receiver.hit_count(), 1);
 }
+
+/// A key limited to named topics publishes on them alone: not on another
+/// topic, not to any broker; what else its role allows is unchanged.
+#[tokio::test]
+async fn a_key_limited_to_topics_publishes_on_those_only() {
+    let bida = Bida::start("").await;
+    for name in ["orders", "payments"] {
+        let (status, topic) = bida.post("/v1/topics", json!({"name": name})).await;
+        assert_eq!(status, 201, "{topic}");
+    }
+    let shop = app(&bida, "shop", &[]).await;
+    let (status, issued) = bida
+        .post(
+            &format!("/v1/apps/{shop}/keys"),
+            json!({"name": "orders only", "role": "producer", "topics": ["orders"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{issued}");
+    assert_eq!(issued["topics"], json!(["orders"]));
+    let http = api_client(Some(issued["key"].as_str().unwrap()));
+    let post = |path: &str, body: Value| {
+        let request = http.post(format!("{}{path}", bida.url)).json(&body);
+        async move { read(request.send().await.unwrap()).await }
+    };
+    let (status, written) = post("/v1/topics/orders/messages", json!({"body": {"n": 1}})).await;
+    assert_eq!(status, 200, "{written}");
+    let (status, refused) = post("/v1/topics/payments/messages", json!({"body": {"n": 1}})).await;
+    assert_eq!(status, 403, "{refused}");
+    let (status, refused) = post("/v1/brokers/builtin/messages", json!({"topic": "payments", "body": 1})).await;
+    assert_eq!(status, 403, "no broker route around the limit: {refused}");
+    let (_, payments) = bida.get("/v1/topics/payments").await;
+    assert_eq!(payments["published"], 0, "nothing reached the other topic");
+    // An unlimited producer key of the same app publishes anywhere.
+    let open = api_client(Some(&key(&bida, "producer", Some(&shop)).await.1));
+    let (status, written) = read(
+        open.post(format!("{}/v1/topics/payments/messages", bida.url))
+            .json(&json!({"body": {"n": 2}}))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(status, 200, "{written}");
+    // A limit names at least one topic, each a topic name.
+    for topics in [json!([]), json!(["a b"])] {
+        let (status, refused) = bida
+            .post(
+                &format!("/v1/apps/{shop}/keys"),
+                json!({"name": "bad", "role": "producer", "topics": topics}),
+            )
+            .await;
+        assert!(status == 400 || status == 422, "{status} {refused}");
+    }
+}

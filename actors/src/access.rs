@@ -137,6 +137,11 @@ pub struct KeyRequest {
     )]
     pub name: String,
     pub role: Role,
+    /// Limits the key to publishing on these built-in topics (1 to 100): it
+    /// writes to no broker and no other topic.
+    #[cfg_attr(feature = "openapi", schema(max_items = 100, min_items = 1))]
+    #[serde(default)]
+    pub topics: Option<Vec<bida_domain::topic::TopicName>>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -149,6 +154,9 @@ pub struct KeyView {
     pub app_id: Option<String>,
     /// The key's first characters.
     pub prefix: String,
+    /// The built-in topics alone it publishes on, if it is so limited.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<bida_domain::topic::TopicName>>,
     pub created_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -349,6 +357,10 @@ impl AccessService {
             app_id: issue.app_id.clone(),
             role: issue.role,
             networks,
+            topics: issue
+                .topics
+                .as_ref()
+                .map(|topics| topics.iter().map(ToString::to_string).collect()),
         }))
     }
 
@@ -375,7 +387,7 @@ impl AccessService {
             let hash = KeyHash::of(key);
             if self.store.key_id_by_hash(hash.as_str()).await?.is_none() {
                 let id = format!("configured-{}", &hash.as_str()[..16]);
-                self.issue_as(&id, "auth.bootstrap_admin_key", Role::Admin, None, key)
+                self.issue_as(&id, "auth.bootstrap_admin_key", Role::Admin, None, key, None)
                     .await?;
             }
             return Ok(());
@@ -385,7 +397,7 @@ impl AccessService {
         }
         let secret = new_secret();
         match self
-            .issue_as(BOOTSTRAP_KEY_ID, "bootstrap", Role::Admin, None, &secret)
+            .issue_as(BOOTSTRAP_KEY_ID, "bootstrap", Role::Admin, None, &secret, None)
             .await
         {
             Ok(_) => {
@@ -409,11 +421,13 @@ impl AccessService {
         role: Role,
         app_id: Option<String>,
         secret: &str,
+        topics: Option<Vec<bida_domain::topic::TopicName>>,
     ) -> Result<KeyView, AdminError> {
         let issue = KeyIssue {
             name: name.trim().to_string(),
             role,
             app_id,
+            topics,
             prefix: secret.chars().take(SHOWN_PREFIX).collect(),
             hash: KeyHash::of(secret),
         };
@@ -433,7 +447,14 @@ impl AccessService {
         let secret = new_secret();
         let id = Uuid::now_v7().to_string();
         let view = self
-            .issue_as(&id, &request.name, request.role, app_id.map(str::to_string), &secret)
+            .issue_as(
+                &id,
+                &request.name,
+                request.role,
+                app_id.map(str::to_string),
+                &secret,
+                request.topics,
+            )
             .await?;
         Ok(IssuedKey { view, key: secret })
     }
@@ -602,6 +623,7 @@ fn key_view(id: &str, key: &ApiKey, usage: &HashMap<String, DateTime<Utc>>) -> O
         role: issue.role,
         app_id: issue.app_id.clone(),
         prefix: issue.prefix.clone(),
+        topics: issue.topics.clone(),
         created_at: key.issued_at(),
         last_used_at: usage.get(id).copied(),
         revoked_at: key.revoked_at(),

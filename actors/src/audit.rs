@@ -92,6 +92,7 @@ mod tests {
             app_id: Some("shop".into()),
             role: Role::Operator,
             networks: Vec::new(),
+            topics: None,
         };
         let inside = acting_as(Requester::new(&caller, "10.0.0.7".parse().ok()), async { metadata() }).await;
         assert_eq!(inside["key_id"], "k1");

@@ -189,6 +189,7 @@ pub struct DelayedId {
     responses(
         (status = 200, body = ProduceResult),
         (status = 202, description = "Delayed: held until due", body = DelayedAccepted),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 409, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
@@ -200,8 +201,13 @@ pub async fn produce(
     id: web::Path<String>,
     body: JsonBody<serde_json::Value>,
 ) -> Result<HttpResponse, Problem> {
-    let app = caller(&request)?.app_id;
-    write(&state, app, &id, body.0).await
+    let caller = caller(&request)?;
+    if !caller.may_write_to_brokers() {
+        return Err(crate::access::forbidden(
+            "this key publishes only on the topics it names: POST /v1/topics/{name}/messages",
+        ));
+    }
+    write(&state, caller.app_id, &id, body.0).await
 }
 
 /// Writes to broker `id` now, or holds the write until due.

@@ -261,6 +261,7 @@ pub async fn search(
     responses(
         (status = 200, body = crate::brokers::ProduceResult),
         (status = 202, description = "Delayed: held until due", body = crate::brokers::DelayedAccepted),
+        (status = 403, body = Problem, content_type = "application/problem+json"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
         (status = 503, body = Problem, content_type = "application/problem+json"),
@@ -272,9 +273,14 @@ pub async fn publish(
     body: JsonBody<Value>,
 ) -> Result<HttpResponse, Problem> {
     let name = topic_name(&name)?;
+    let caller = caller(&request)?;
+    if !caller.may_publish_on(name.as_str()) {
+        return Err(crate::access::forbidden(format!(
+            "this key publishes only on the topics it names, not on {name}"
+        )));
+    }
     state.topics.spec(name.as_str()).await?;
-    let app = caller(&request)?.app_id;
-    crate::brokers::write(&state, app, BROKER_ID, aimed_at(body.0, name.as_str())?).await
+    crate::brokers::write(&state, caller.app_id, BROKER_ID, aimed_at(body.0, name.as_str())?).await
 }
 
 /// The request with `topic` set on its message, or on each of its batch's.

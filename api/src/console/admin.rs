@@ -421,7 +421,12 @@ pub async fn issue_key(
         return Ok(back("/apps", Err(Problem::bad_request("invalid-form", "no such role"))));
     };
     let app = Some(form.app_id.as_str()).filter(|a| !a.is_empty());
-    match state.access.issue(app, KeyRequest { name: form.name, role }).await {
+    let key = KeyRequest {
+        name: form.name,
+        role,
+        topics: None,
+    };
+    match state.access.issue(app, key).await {
         Ok(issued) => shown_once(
             &request,
             format!("{} ({})", issued.view.name, issued.view.role),

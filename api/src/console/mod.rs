@@ -155,6 +155,7 @@ pub async fn admit(
         app_id: None,
         role: session.role,
         networks: Vec::new(),
+        topics: None,
     };
     if !caller.may(need) {
         let lang = Lang::of(request.request());

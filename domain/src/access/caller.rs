@@ -12,11 +12,26 @@ pub struct Caller {
     pub role: Role,
     /// The app's allowed networks; empty: anywhere.
     pub networks: Vec<IpNet>,
+    /// The built-in topics alone the key publishes on, if it is so limited.
+    pub topics: Option<Vec<String>>,
 }
 
 impl Caller {
     pub fn may(&self, need: Need) -> bool {
         self.role.may(need)
+    }
+
+    /// Whether the key may publish on built-in topic `topic`.
+    pub fn may_publish_on(&self, topic: &str) -> bool {
+        self.topics
+            .as_ref()
+            .is_none_or(|topics| topics.iter().any(|t| t == topic))
+    }
+
+    /// Whether the key may write to brokers (`/v1/brokers/{id}/messages`):
+    /// not one limited to topics.
+    pub fn may_write_to_brokers(&self) -> bool {
+        self.topics.is_none()
     }
 
     /// Whether a request from `address` may use this key.
@@ -55,6 +70,7 @@ mod tests {
             app_id: Some("a".into()),
             role: Role::Producer,
             networks: networks.iter().map(|n| n.parse().unwrap()).collect(),
+            topics: None,
         }
     }
 

@@ -48,6 +48,10 @@ pub struct KeyIssue {
     /// The key's first characters, to recognise it by.
     pub prefix: String,
     pub hash: KeyHash,
+    /// Publishes on these built-in topics only (and writes to no broker);
+    /// `None`: no such limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topics: Option<Vec<crate::topic::TopicName>>,
 }
 
 impl KeyIssue {
@@ -55,6 +59,9 @@ impl KeyIssue {
         let mut errors = ValidationErrors::default();
         if !crate::validation::is_printable_name(&self.name, MAX_NAME) {
             errors.add("name", format!("must be 1 to {MAX_NAME} characters of printable text"));
+        }
+        if self.topics.as_ref().is_some_and(|t| t.is_empty() || t.len() > 100) {
+            errors.add("topics", "names 1 to 100 topics the key may publish on");
         }
         if self.role == Role::Producer && self.app_id.is_none() {
             errors.add(
@@ -161,6 +168,7 @@ mod tests {
 
     fn issue(role: Role, app: Option<&str>) -> KeyIssue {
         KeyIssue {
+            topics: None,
             name: "ci".into(),
             role,
             app_id: app.map(str::to_string),
