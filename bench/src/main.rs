@@ -12,6 +12,7 @@ mod process;
 mod pull;
 mod receiver;
 mod report;
+mod topics;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -82,6 +83,9 @@ enum Command {
     /// The same backlog from RabbitMQ, Kafka or another broker drained by a push consumer to
     /// the bench receiver, then by a pull consumer whose members run in the bench, side by side.
     Pull(pull::Args),
+    /// Bida's own topics: publish throughput (batched and one per request),
+    /// a subscription's drain to the bench receiver, publish→delivery latency.
+    Topics(topics::Args),
 }
 
 #[tokio::main]
@@ -104,6 +108,7 @@ async fn main() -> anyhow::Result<()> {
             config,
         } => delayed::run(messages, over, lead, pending, Node { config: &config, store }).await,
         Command::Pull(args) => pull::run(&args, store).await,
+        Command::Topics(args) => topics::run(&args, store).await,
     }
 }
 
