@@ -20,3 +20,5 @@ mod restart;
 mod stress;
 #[path = "tasks.rs"]
 mod tasks;
+#[path = "topics.rs"]
+mod topics;

@@ -151,6 +151,12 @@ impl BrokerService {
     }
 
     pub async fn register(&self, spec: BrokerSpec) -> Result<BrokerView, AdminError> {
+        if !spec.kind().registered() {
+            return Err(AdminError::Rejected(format!(
+                "the built-in broker is always there, as `{}`: create topics with POST /v1/topics",
+                builtin::BROKER_ID
+            )));
+        }
         spec.validate().map_err(AdminError::Invalid)?;
         let id = Uuid::now_v7().to_string();
         let spec = self.sealed(spec);

@@ -28,8 +28,15 @@ use crate::sources::SourceError;
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(untagged)]
 pub enum Landed {
-    /// Kafka: the partition and offset the record got.
-    Partition { topic: String, partition: i32, offset: i64 },
+    /// Kafka, or a built-in topic: the partition and offset the record got
+    /// (and, on a built-in topic, the message's id).
+    Partition {
+        topic: String,
+        partition: i32,
+        offset: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<String>,
+    },
     /// RabbitMQ: the exchange and routing key, confirmed by the broker.
     Exchange {
         exchange: String,
@@ -59,13 +66,6 @@ pub enum Landed {
         queue: i32,
         offset: i64,
         message_id: String,
-    },
-    /// A built-in topic: the partition and offset it got, and its id.
-    Logged {
-        topic: String,
-        partition: i32,
-        offset: i64,
-        id: String,
     },
 }
 

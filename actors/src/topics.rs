@@ -203,6 +203,10 @@ impl TopicService {
 
     pub async fn change(&self, name: &str, patch: TopicPatch) -> Result<TopicView, AdminError> {
         let (_, current) = self.load(name).await?;
+        if patch.partitions.is_some_and(|p| p < current.partitions) {
+            // Well formed, but not for this topic as it is now.
+            return Err(AdminError::Rejected(TopicError::Shrunk(current.partitions).to_string()));
+        }
         let spec = patch.applied_to(current).map_err(AdminError::Invalid)?;
         self.store
             .shape_log(name, i32::from(spec.partitions), spec.retention.as_duration())

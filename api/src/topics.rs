@@ -92,6 +92,7 @@ pub async fn view(state: web::Data<ApiState>, name: web::Path<String>) -> Result
     responses(
         (status = 200, body = TopicView),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Fewer partitions than the topic has", body = Problem, content_type = "application/problem+json"),
         (status = 422, body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn change(
@@ -139,8 +140,8 @@ pub struct SearchQuery {
     #[param(format = Uuid)]
     id: Option<String>,
     /// Messages whose body contains this text (1 to 256 characters): a scan
-    /// of the time range, at most a day unless `from` says otherwise, at
-    /// most 7 days.
+    /// of the time range, the day before `to` unless `from` says otherwise,
+    /// and never more than the 7 days before `to`.
     #[param(min_length = 1, max_length = 256)]
     contains: Option<String>,
     /// Published at or after (RFC 3339).
@@ -151,6 +152,7 @@ pub struct SearchQuery {
     #[param(minimum = 1, maximum = 100)]
     limit: Option<i64>,
     /// `next_cursor` of the page before.
+    #[param(pattern = "^[0-9]{1,16}_[0-9]{1,3}_[0-9]{1,18}$")]
     cursor: Option<String>,
 }
 
@@ -218,10 +220,8 @@ pub async fn search(
             return Err(invalid("contains must be 1 to 256 characters"));
         }
         let to = query.to.unwrap_or_else(Utc::now);
-        let start = *from.get_or_insert(to - CONTAINS_DEFAULT);
-        if to - start > CONTAINS_AT_MOST {
-            return Err(invalid("a search of bodies spans at most 7 days: narrow from and to"));
-        }
+        let start = from.unwrap_or(to - CONTAINS_DEFAULT).max(to - CONTAINS_AT_MOST);
+        from = Some(start);
     }
     if query.key.as_deref().is_some_and(|k| k.len() > 1024 || k.contains('\0')) {
         return Err(invalid("key must be at most 1024 bytes"));

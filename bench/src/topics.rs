@@ -105,16 +105,8 @@ pub async fn run(args: &Args, store: StoreKind) -> anyhow::Result<()> {
 
     let cpu_before = bida.cpu_seconds();
     let postgres_before = process::cpu_seconds_of_program("postgres");
-    let (batched_took, batched_latency) = publish(
-        &http,
-        &url,
-        0,
-        args.messages,
-        args.batch,
-        args.publishers,
-        &payload,
-    )
-    .await?;
+    let (batched_took, batched_latency) =
+        publish(&http, &url, 0, args.messages, args.batch, args.publishers, &payload).await?;
     let publish_cpu = bida.cpu_seconds() - cpu_before;
     let publish_postgres = process::cpu_seconds_of_program("postgres") - postgres_before;
     let (single_took, single_latency) =
@@ -196,7 +188,10 @@ pub async fn run(args: &Args, store: StoreKind) -> anyhow::Result<()> {
         )
         .row(
             "drain throughput",
-            format!("{drain_rate:.0} msgs/s ({drained} in {:.1} s)", drain_took.as_secs_f64()),
+            format!(
+                "{drain_rate:.0} msgs/s ({drained} in {:.1} s)",
+                drain_took.as_secs_f64()
+            ),
         )
         .row(
             "drain CPU per 10k",
@@ -213,7 +208,10 @@ pub async fn run(args: &Args, store: StoreKind) -> anyhow::Result<()> {
             report::slow_seconds(&slowest, 100_000),
         )
         .row("bida RSS in paced phase", process::rss_summary(&rss))
-        .row("bida peak RSS", format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0))
+        .row(
+            "bida peak RSS",
+            format!("{:.1} MiB", bida.peak_rss_kib() as f64 / 1024.0),
+        )
         .print();
     anyhow::ensure!(
         delivered == published + paced,

@@ -61,8 +61,13 @@ impl TaskCursor {
         if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
             return None;
         }
+        // Years 1 to 9999: what every store's timestamps hold.
+        let micros: i64 = micros.parse().ok()?;
+        if !(-62_135_596_800_000_000..=253_402_300_799_999_999).contains(&micros) {
+            return None;
+        }
         Some(Self {
-            created_at: DateTime::from_timestamp_micros(micros.parse().ok()?)?,
+            created_at: DateTime::from_timestamp_micros(micros)?,
             id: id.to_string(),
         })
     }
@@ -72,4 +77,26 @@ impl TaskCursor {
 pub struct TaskPage {
     pub items: Vec<TaskSummary>,
     pub next_cursor: Option<TaskCursor>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_outside_the_stores_years_are_refused() {
+        let cursor = TaskCursor {
+            created_at: DateTime::from_timestamp_micros(1_700_000_000_000_000).unwrap(),
+            id: "01a2".into(),
+        };
+        assert_eq!(TaskCursor::decode(&cursor.encode()), Some(cursor));
+        for text in [
+            "-975976629644000692.4x-gOCnUdLAf",
+            "253402300800000000.a",
+            "x.a",
+            "1.a b",
+        ] {
+            assert_eq!(TaskCursor::decode(text), None, "{text}");
+        }
+    }
 }

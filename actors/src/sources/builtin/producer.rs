@@ -111,11 +111,11 @@ impl crate::produce::Produce for BuiltinProducer {
                 for ((index, sent), landed) in indexes.into_iter().zip(batch).zip(published) {
                     outcome.wrote(
                         index,
-                        Landed::Logged {
+                        Landed::Partition {
                             topic: sent.topic,
                             partition: landed.partition,
                             offset: landed.offset,
-                            id: landed.id.to_string(),
+                            id: Some(landed.id.to_string()),
                         },
                     );
                 }

@@ -71,6 +71,7 @@ impl Produce for KafkaProducer {
                         topic: target.topic.clone(),
                         partition: delivery.partition,
                         offset: delivery.offset,
+                        id: None,
                     },
                 ),
                 Err((e, _)) => match e.rdkafka_error_code() {
