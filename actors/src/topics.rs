@@ -184,6 +184,10 @@ impl TopicService {
 
     pub async fn create(&self, input: TopicInput) -> Result<TopicView, AdminError> {
         let (name, spec) = input.into_spec().map_err(AdminError::Invalid)?;
+        // A topic that exists keeps its log as it is.
+        if self.load(name.as_str()).await.is_ok() {
+            return Err(AdminError::Rejected(TopicError::Exists.to_string()));
+        }
         // The log first: a topic on record always has one (a log left by a
         // refused create is shaped again by the next).
         self.store
@@ -203,7 +207,7 @@ impl TopicService {
 
     pub async fn change(&self, name: &str, patch: TopicPatch) -> Result<TopicView, AdminError> {
         let (_, current) = self.load(name).await?;
-        if patch.partitions.is_some_and(|p| p < current.partitions) {
+        if patch.partitions.is_some_and(|p| (1..current.partitions).contains(&p)) {
             // Well formed, but not for this topic as it is now.
             return Err(AdminError::Rejected(TopicError::Shrunk(current.partitions).to_string()));
         }

@@ -436,6 +436,14 @@ pub trait TopicLog: Send + Sync {
     /// its share; [`StoreError::Missing`] when the topic has no log.
     async fn claim_partitions(&self, claim: ClaimRequest<'_>) -> Result<Claimed, StoreError>;
 
+    /// The members of a subscription heard from within `timeout`.
+    async fn group_members(
+        &self,
+        group: &str,
+        topic: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError>;
+
     /// The member leaves: its partitions are free for the others at once.
     async fn leave_group(&self, group: &str, topic: &str, member: &str) -> Result<(), StoreError>;
 

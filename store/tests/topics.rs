@@ -326,8 +326,10 @@ async fn members_share_partitions(store: Store, _: Kind) {
     // Releasing what another member holds does nothing.
     store.release_partitions("g", "jobs", "a", &[1]).await.unwrap();
     assert_eq!(claimed(&store, claim("b", long)).await.0, [1, 3]);
+    assert_eq!(store.group_members("g", "jobs", long).await.unwrap(), ["a", "b"]);
     // a leaves: b's share is everything, and the partitions are free at once.
     store.leave_group("g", "jobs", "a").await.unwrap();
+    assert_eq!(store.group_members("g", "jobs", long).await.unwrap(), ["b"]);
     assert_eq!(
         claimed(&store, claim("b", long)).await,
         (vec![0, 1, 2, 3], vec![0, 1, 2, 3])

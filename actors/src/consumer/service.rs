@@ -219,6 +219,16 @@ impl ConsumerService {
                 )));
             }
         }
+        if let bida_domain::kinds::Source::Builtin(source) = &spec.source {
+            crate::sources::builtin::place_new(&self.store, source)
+                .await
+                .map_err(|e| match e {
+                    SourceError::Invalid(message) => {
+                        AdminError::Invalid(ValidationErrors::single("source.topic", message))
+                    }
+                    e => AdminError::Broker(e.to_string()),
+                })?;
+        }
         let id = Uuid::now_v7().to_string();
         self.execute(&id, ConsumerCommand::Create { spec, at: Utc::now() })
             .await?;

@@ -496,9 +496,27 @@ impl TopicLog for PgStore {
         Ok(Claimed { held, share })
     }
 
+    async fn group_members(
+        &self,
+        group: &str,
+        topic: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT member FROM topic_members
+             WHERE group_id = $1 AND topic = $2 AND seen_at > now() - make_interval(secs => $3) ORDER BY member",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(timeout.as_secs_f64())
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     async fn leave_group(&self, group: &str, topic: &str, member: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin().await?;
-        for table in ["topic_claims", "topic_members"] {
+        // In the order every other writer of both takes them: no deadlock.
+        for table in ["topic_members", "topic_claims"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE group_id = $1 AND topic = $2 AND member = $3"
             ))

@@ -612,9 +612,25 @@ impl TopicLog for SqliteStore {
         Ok(Claimed { held, share })
     }
 
+    async fn group_members(
+        &self,
+        group: &str,
+        topic: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT member FROM topic_members WHERE group_id = ? AND topic = ? AND seen_at > ? ORDER BY member",
+        )
+        .bind(group)
+        .bind(topic)
+        .bind(now().saturating_sub(span(timeout)))
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     async fn leave_group(&self, group: &str, topic: &str, member: &str) -> Result<(), StoreError> {
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
-        for table in ["topic_claims", "topic_members"] {
+        for table in ["topic_members", "topic_claims"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE group_id = ? AND topic = ? AND member = ?"
             ))

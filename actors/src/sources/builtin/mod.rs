@@ -38,6 +38,23 @@ pub(crate) fn source_message(topic: &str, message: LogMessage) -> SourceMessage 
     }
 }
 
+/// Checks that a new subscription's topic exists and fixes where it starts
+/// before any node reads it: `latest` is the topic's end at the
+/// subscription's creation, not at its first read (what is published
+/// between is its own).
+pub async fn place_new(store: &Store, source: &BuiltinSource) -> Result<(), SourceError> {
+    let topic = source.topic.as_str();
+    let bounds = store.log_bounds(topic).await.map_err(store_error)?;
+    if source.start == bida_domain::kinds::kafka::StartAt::Latest {
+        let ends: Vec<(i32, i64)> = bounds.iter().map(|b| (b.partition, b.next)).collect();
+        store
+            .commit_offsets(&source.group, topic, &ends)
+            .await
+            .map_err(store_error)?;
+    }
+    Ok(())
+}
+
 pub async fn open(store: &Store, source: &BuiltinSource, client: &Client) -> Result<BoxedSource, SourceError> {
     Ok(BoxedSource::new(
         BuiltinMessages::open(store.clone(), source, client).await?,
@@ -113,6 +130,18 @@ pub async fn reset_offsets(
     reset: &OffsetReset,
 ) -> Result<Vec<PartitionOffset>, SourceError> {
     let topic = source.topic.as_str();
+    // A node still in the group commits on its way out, over the reset:
+    // the caller tries again once every node has left.
+    let members = store
+        .group_members(&source.group, topic, source::MEMBER_TIMEOUT)
+        .await
+        .map_err(store_error)?;
+    if !members.is_empty() {
+        return Err(SourceError::Lost(format!(
+            "nodes still read the subscription ({}); they leave within moments of the stop",
+            members.join(", ")
+        )));
+    }
     let bounds = store.log_bounds(topic).await.map_err(store_error)?;
     let offsets: Vec<(i32, i64)> = match reset {
         OffsetReset::Earliest => bounds.iter().map(|b| (b.partition, b.low)).collect(),

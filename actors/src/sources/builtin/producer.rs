@@ -90,7 +90,11 @@ impl crate::produce::Produce for BuiltinProducer {
                 );
                 continue;
             };
-            let spread = self.spread.fetch_add(1, Ordering::Relaxed);
+            // Only keyless messages take turns: keyed ones in between would skip partitions.
+            let spread = match &target.key {
+                Some(_) => 0,
+                None => self.spread.fetch_add(1, Ordering::Relaxed),
+            };
             batch.push(Publish {
                 topic: target.topic.to_string(),
                 partition: i32::from(spec.partition_for(target.key.as_deref(), spread)),
