@@ -1204,3 +1204,48 @@ async fn a_latest_subscription_gets_what_is_published_after_its_creation() {
         "none from before its creation, all from after (10..15 were published after the 201)"
     );
 }
+
+/// A delayed publish: held (202, visible and cancellable at
+/// `/v1/delayed/{id}`), published to the topic when due, then delivered to
+/// the subscription; a cancelled one never reaches the topic.
+#[tokio::test]
+async fn delayed_messages_reach_the_topic_when_due() {
+    let bida = Bida::start("").await;
+    let endpoint = Receiver::ok().await;
+    create_topic(&bida, json!({"name": "later", "partitions": 2})).await;
+    subscribe(&bida, "s", "later", &endpoint.url("/later"), json!({}), json!({})).await;
+    let asked = std::time::Instant::now();
+    let (status, held) = bida
+        .post(
+            "/v1/topics/later/messages",
+            json!({"body": {"n": 1}, "delay_ms": 1500, "key": "k"}),
+        )
+        .await;
+    assert_eq!(status, 202, "{held}");
+    let id = held["id"].as_str().expect("the delayed message's id").to_string();
+    let (status, cancelled) = bida
+        .post(
+            "/v1/topics/later/messages",
+            json!({"body": {"n": 2}, "delay_ms": 60_000}),
+        )
+        .await;
+    assert_eq!(status, 202, "{cancelled}");
+    let (status, _) = bida
+        .delete(&format!("/v1/delayed/{}", cancelled["id"].as_str().unwrap()))
+        .await;
+    assert!(status == 200 || status == 204, "cancel: {status}");
+    assert_eq!(
+        topic_view(&bida, "later").await["published"],
+        0,
+        "held, not published yet"
+    );
+    assert!(
+        eventually(WAIT, || endpoint.hits().len() == 1).await,
+        "the delayed message arrived"
+    );
+    assert!(asked.elapsed() >= Duration::from_millis(1500), "not before its time");
+    assert_eq!(arrivals(&endpoint), BTreeMap::from([(1, 1)]));
+    let (_, delayed) = bida.get(&format!("/v1/delayed/{id}")).await;
+    assert_eq!(delayed["state"], "produced", "{delayed}");
+    assert_eq!(topic_view(&bida, "later").await["published"], 1);
+}
