@@ -235,6 +235,46 @@ async fn write_offsets(
     Ok(())
 }
 
+impl SqliteStore {
+    /// Each partition's next offset, and the first offset it still holds
+    /// (published at or after `at`, in µs, when given): publish times
+    /// ascend with offsets, so the first slice holding one of a
+    /// partition's messages (ending after `at`) has its first.
+    async fn first_kept(
+        &self,
+        topic: &str,
+        at: Option<i64>,
+    ) -> Result<(Vec<(i32, i64)>, HashMap<i32, i64>), StoreError> {
+        let mut tx = self.pool().begin().await?;
+        let log = log_of(&mut tx, topic).await?;
+        let partitions: Vec<(i32, i64)> =
+            sqlx::query_as("SELECT partition, next_offset FROM topic_partitions WHERE log_id = ? ORDER BY partition")
+                .bind(log.id)
+                .fetch_all(&mut *tx)
+                .await?;
+        let mut open: BTreeSet<i32> = partitions.iter().map(|(p, _)| *p).collect();
+        let mut found: HashMap<i32, i64> = HashMap::new();
+        for start in slices(&mut tx, log.id).await? {
+            if open.is_empty() {
+                break;
+            }
+            if at.is_some_and(|at| start.saturating_add(log.width_micros()) <= at) {
+                continue;
+            }
+            let table = slice_table(log.id, start);
+            let within = at.filter(|at| start < *at);
+            for (partition, first) in first_offsets(&mut tx, &table, &open, within).await? {
+                if let Some(first) = first {
+                    found.insert(partition, first);
+                    open.remove(&partition);
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok((partitions, found))
+    }
+}
+
 #[async_trait]
 impl TopicLog for SqliteStore {
     async fn shape_log(&self, topic: &str, partitions: i32, retention: TimeDelta) -> Result<(), StoreError> {
@@ -420,29 +460,7 @@ impl TopicLog for SqliteStore {
     }
 
     async fn log_bounds(&self, topic: &str) -> Result<Vec<PartitionBounds>, StoreError> {
-        let mut tx = self.pool().begin().await?;
-        let log = log_of(&mut tx, topic).await?;
-        let partitions: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT partition, next_offset FROM topic_partitions WHERE log_id = ? ORDER BY partition")
-                .bind(log.id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut open: BTreeSet<i32> = partitions.iter().map(|(p, _)| *p).collect();
-        let mut low: HashMap<i32, i64> = HashMap::new();
-        // A partition's first kept offset is in the oldest slice holding any of it.
-        for start in slices(&mut tx, log.id).await? {
-            if open.is_empty() {
-                break;
-            }
-            let table = slice_table(log.id, start);
-            for (partition, first) in first_offsets(&mut tx, &table, &open, None).await? {
-                if let Some(first) = first {
-                    low.insert(partition, first);
-                    open.remove(&partition);
-                }
-            }
-        }
-        tx.commit().await?;
+        let (partitions, low) = self.first_kept(topic, None).await?;
         Ok(partitions
             .into_iter()
             .map(|(partition, next)| PartitionBounds {
@@ -454,35 +472,7 @@ impl TopicLog for SqliteStore {
     }
 
     async fn offsets_at(&self, topic: &str, at: DateTime<Utc>) -> Result<Vec<(i32, i64)>, StoreError> {
-        let at = micros(at);
-        let mut tx = self.pool().begin().await?;
-        let log = log_of(&mut tx, topic).await?;
-        let partitions: Vec<(i32, i64)> =
-            sqlx::query_as("SELECT partition, next_offset FROM topic_partitions WHERE log_id = ? ORDER BY partition")
-                .bind(log.id)
-                .fetch_all(&mut *tx)
-                .await?;
-        let mut open: BTreeSet<i32> = partitions.iter().map(|(p, _)| *p).collect();
-        let mut found: HashMap<i32, i64> = HashMap::new();
-        // Publish times ascend with offsets: the first slice ending after
-        // `at` that holds a partition's message at or after it has its first.
-        for start in slices(&mut tx, log.id).await? {
-            if open.is_empty() {
-                break;
-            }
-            if start.saturating_add(log.width_micros()) <= at {
-                continue;
-            }
-            let table = slice_table(log.id, start);
-            let within = (start < at).then_some(at);
-            for (partition, first) in first_offsets(&mut tx, &table, &open, within).await? {
-                if let Some(first) = first {
-                    found.insert(partition, first);
-                    open.remove(&partition);
-                }
-            }
-        }
-        tx.commit().await?;
+        let (partitions, found) = self.first_kept(topic, Some(micros(at))).await?;
         Ok(partitions
             .into_iter()
             .map(|(partition, next)| (partition, found.get(&partition).copied().unwrap_or(next)))
