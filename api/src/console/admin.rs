@@ -31,7 +31,8 @@ struct BrokersPage {
 pub async fn brokers(request: HttpRequest, state: web::Data<ApiState>) -> Result<HttpResponse, Problem> {
     let chrome = Chrome::of(&request, "brokers")?;
     let mut brokers: Vec<BrokerView> = state.brokers.list().await?.into_iter().filter(|b| !b.deleted).collect();
-    brokers.sort_by(|a, b| a.name.cmp(&b.name));
+    // The operator's own brokers by name, then the built-in one.
+    brokers.sort_by(|a, b| (!a.kind.registered(), &a.name).cmp(&(!b.kind.registered(), &b.name)));
     Ok(html(&BrokersPage { chrome, brokers }))
 }
 

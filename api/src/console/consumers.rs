@@ -417,12 +417,11 @@ pub async fn new_consumer(
     notice: web::Query<Notice>,
 ) -> Result<HttpResponse, Problem> {
     let chrome = Chrome::of(&request, "consumers")?;
-    let brokers = state
-        .brokers
-        .list()
-        .await?
+    let mut brokers: Vec<_> = state.brokers.list().await?.into_iter().filter(|b| !b.deleted).collect();
+    // The operator's own brokers first: the form selects the first.
+    brokers.sort_by_key(|b| !b.kind.registered());
+    let brokers = brokers
         .into_iter()
-        .filter(|b| !b.deleted)
         .map(|b| (b.id, format!("{} ({})", b.name, b.kind.as_str())))
         .collect();
     let apps = state.access.apps().await?.into_iter().map(|a| (a.id, a.name)).collect();
