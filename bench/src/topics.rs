@@ -87,6 +87,16 @@ async fn publish(
     Ok((started.elapsed(), latency.into_inner().unwrap()))
 }
 
+/// A publish phase's rate and its requests' latency.
+fn published_row(count: usize, took: Duration, latency: &Histogram<u64>) -> String {
+    format!(
+        "{:.0} msgs/s ({count} in {:.1} s); request p50 / p99 / max {}",
+        count as f64 / took.as_secs_f64(),
+        took.as_secs_f64(),
+        report::millis(latency)
+    )
+}
+
 pub async fn run(args: &Args, store: StoreKind) -> anyhow::Result<()> {
     let receiver = BenchReceiver::start().await?;
     let epoch = receiver.epoch();
@@ -159,14 +169,8 @@ pub async fn run(args: &Args, store: StoreKind) -> anyhow::Result<()> {
             format!("{published}, {}, {}, {}", args.size, args.partitions, args.publishers),
         )
         .row(
-            "publish, batches of 100",
-            format!(
-                "{:.0} msgs/s ({} in {:.1} s); request p50 / p99 / max {}",
-                args.messages as f64 / batched_took.as_secs_f64(),
-                args.messages,
-                batched_took.as_secs_f64(),
-                report::millis(&batched_latency)
-            ),
+            &format!("publish, batches of {}", args.batch),
+            published_row(args.messages, batched_took, &batched_latency),
         )
         .row(
             "publish CPU per 10k (batched)",
@@ -178,13 +182,7 @@ pub async fn run(args: &Args, store: StoreKind) -> anyhow::Result<()> {
         )
         .row(
             "publish, one per request",
-            format!(
-                "{:.0} msgs/s ({} in {:.1} s); request p50 / p99 / max {}",
-                args.single as f64 / single_took.as_secs_f64(),
-                args.single,
-                single_took.as_secs_f64(),
-                report::millis(&single_latency)
-            ),
+            published_row(args.single, single_took, &single_latency),
         )
         .row(
             "drain throughput",
