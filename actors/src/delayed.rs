@@ -97,6 +97,7 @@ impl DelayedService {
                     method: Method::Post,
                     headers: Default::default(),
                     body: Some(Body(outgoing.body)),
+                    grpc: None,
                 },
                 policy: DeliveryPolicy {
                     max_attempts: defaults.max_attempts,

@@ -104,6 +104,30 @@ impl EgressGuard {
         }
     }
 
+    /// The addresses of `host` this guard permits (a literal address is
+    /// checked as it is); an error names why none is.
+    pub async fn resolve(&self, host: &str, port: u16) -> Result<Vec<SocketAddr>, String> {
+        let found: Vec<SocketAddr> = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| format!("{host}: {e}"))?
+            .collect();
+        let mut refused = None;
+        let permitted: Vec<SocketAddr> = found
+            .into_iter()
+            .filter(|address| match self.check(address.ip()) {
+                Ok(()) => true,
+                Err(blocked) => {
+                    refused.get_or_insert(blocked);
+                    false
+                }
+            })
+            .collect();
+        match (permitted.is_empty(), refused) {
+            (true, Some(blocked)) => Err(format!("{host}: {blocked}")),
+            _ => Ok(permitted),
+        }
+    }
+
     /// A reqwest resolver that returns only the addresses this guard permits.
     pub fn resolver(&self) -> GuardedResolver {
         GuardedResolver {
@@ -121,23 +145,8 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let guard = self.guard.clone();
         Box::pin(async move {
-            let host = name.as_str().to_string();
-            let found: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let permitted: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|address| match guard.check(address.ip()) {
-                    Ok(()) => true,
-                    Err(blocked) => {
-                        refused.get_or_insert(blocked);
-                        false
-                    }
-                })
-                .collect();
-            match (permitted.is_empty(), refused) {
-                (true, Some(blocked)) => Err(format!("{host}: {blocked}").into()),
-                _ => Ok(Box::new(permitted.into_iter()) as Addrs),
-            }
+            let permitted = guard.resolve(name.as_str(), 0).await?;
+            Ok(Box::new(permitted.into_iter()) as Addrs)
         })
     }
 }

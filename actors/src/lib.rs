@@ -193,6 +193,7 @@ impl Node {
                     .sealer
                     .clone()
                     .map(|sealer| Arc::new(signing::Signer::new(store.clone(), sealer))),
+                delivery::Descriptors::default(),
             )?,
             producers: Arc::new(produce::Producers::new(brokers::BrokerService::new(
                 store.clone(),

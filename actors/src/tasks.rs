@@ -140,9 +140,30 @@ impl TaskService {
         let spec = submission
             .into_spec(id.clone(), idempotency_key.clone(), &self.defaults, &self.limits, now)
             .map_err(TaskServiceError::Invalid)?;
-        self.check_target("url", &spec.request.url)
+        let url_field = if spec.request.grpc.is_some() {
+            "grpc.target"
+        } else {
+            "url"
+        };
+        self.check_target(url_field, &spec.request.url)
             .map_err(TaskServiceError::Invalid)?;
+        self.check_grpc_body(&spec.request).map_err(TaskServiceError::Invalid)?;
         self.accept(id, spec, idempotency_key, now).await
+    }
+
+    /// Refuses a gRPC task whose params do not fit its method's request
+    /// message, when this node knows that message already (uploaded, or
+    /// described by the server earlier); otherwise the first attempt finds out.
+    pub fn check_grpc_body(&self, request: &bida_domain::task::DeliveryRequest) -> Result<(), ValidationErrors> {
+        let Some(call) = &request.grpc else { return Ok(()) };
+        let Some(types) = self.node.delivery.descriptors().known(&request.url, &call.method) else {
+            return Ok(());
+        };
+        let body = request.body.as_ref().map_or(&b"{}"[..], |b| b.as_bytes());
+        types
+            .request(body)
+            .map(drop)
+            .map_err(|why| ValidationErrors::single("params", why))
     }
 
     /// Records a new task checked by its maker durably, then hands it to a

@@ -266,6 +266,9 @@ pub struct AttemptRecord {
     pub latency_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
+    /// The gRPC status name (`UNAVAILABLE`...), when a gRPC method answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -301,6 +304,16 @@ pub struct DeliveryRequest {
     /// The body as the API shows it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body: Option<Value>,
+    /// The gRPC method a gRPC delivery calls on `url` (the server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcCall>,
+}
+
+/// The gRPC method of a gRPC delivery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GrpcCall {
+    /// `package.Service/Method`.
+    pub method: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

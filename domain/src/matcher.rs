@@ -163,6 +163,8 @@ pub enum Observation {
     LeaseExpired {
         member: String,
     },
+    /// A gRPC method answered (with any status: a status is an answer).
+    Rpc(crate::grpc::RpcOutcome),
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -222,6 +224,7 @@ pub fn judge(expect: &Expect, retry_on: &StatusSet, observed: &Observation, now:
                 retry_after: None,
             }
         }
+        Observation::Rpc(outcome) => return judge_rpc(expect, outcome),
         Observation::Response {
             status,
             body,
@@ -258,6 +261,37 @@ pub fn judge(expect: &Expect, retry_on: &StatusSet, observed: &Observation, now:
     }
 }
 
+/// A gRPC status: `OK` succeeds when the response message (as JSON) meets
+/// the body conditions of `expect`; other codes are retried or not as
+/// [`GrpcCode::retryable`](crate::grpc::GrpcCode::retryable) says, after the
+/// delay the server's `RetryInfo` asks for, if it gave one.
+fn judge_rpc(expect: &Expect, outcome: &crate::grpc::RpcOutcome) -> Verdict {
+    use crate::grpc::GrpcCode;
+    if outcome.code == GrpcCode::Ok {
+        return match expect.body_mismatch(&outcome.body) {
+            None => Verdict::Success,
+            Some(reason) => Verdict::Retry {
+                reason,
+                retry_after: None,
+            },
+        };
+    }
+    let mut reason = format!("gRPC {}", outcome.code);
+    if !outcome.message.is_empty() {
+        reason.push_str(": ");
+        reason.push_str(&outcome.message);
+    }
+    match outcome.code.retryable() {
+        true => Verdict::Retry {
+            reason,
+            retry_after: outcome.retry_after,
+        },
+        false => Verdict::GiveUp {
+            reason: format!("{reason} (not retried)"),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,6 +308,51 @@ mod tests {
 
     fn verdict(expect: &Expect, observed: &Observation) -> Verdict {
         judge(expect, &StatusSet::default_retry_on(), observed, Utc::now())
+    }
+
+    fn rpc(code: crate::grpc::GrpcCode, body: &str, retry_after: Option<Duration>) -> Observation {
+        Observation::Rpc(crate::grpc::RpcOutcome {
+            code,
+            message: "said the server".into(),
+            body: Bytes::copy_from_slice(body.as_bytes()),
+            retry_after,
+        })
+    }
+
+    #[test]
+    fn grpc_statuses_are_judged_by_their_code_and_retry_info() {
+        use crate::grpc::GrpcCode;
+        assert_eq!(
+            verdict(&Expect::default(), &rpc(GrpcCode::Ok, "{}", None)),
+            Verdict::Success
+        );
+        let later = Some(Duration::from_secs(7));
+        assert_eq!(
+            verdict(&Expect::default(), &rpc(GrpcCode::Unavailable, "", later)),
+            Verdict::Retry {
+                reason: "gRPC UNAVAILABLE: said the server".into(),
+                retry_after: later
+            }
+        );
+        let Verdict::GiveUp { reason } = verdict(&Expect::default(), &rpc(GrpcCode::InvalidArgument, "", later)) else {
+            panic!("a bad argument is not retried");
+        };
+        assert_eq!(reason, "gRPC INVALID_ARGUMENT: said the server (not retried)");
+        let expect = Expect {
+            json: Some(JsonExpectation {
+                pointer: "/accepted".into(),
+                equals: json!(true),
+            }),
+            ..Expect::default()
+        };
+        assert_eq!(
+            verdict(&expect, &rpc(GrpcCode::Ok, r#"{"accepted":true}"#, None)),
+            Verdict::Success
+        );
+        assert!(matches!(
+            verdict(&expect, &rpc(GrpcCode::Ok, r#"{"accepted":false}"#, None)),
+            Verdict::Retry { .. }
+        ));
     }
 
     #[test]

@@ -10,6 +10,7 @@ const SECONDS: [f64; 14] = [
 pub struct Instruments {
     pub delivery_attempts: Counter<u64>,
     pub http_duration: Histogram<f64>,
+    pub rpc_duration: Histogram<f64>,
     pub tasks_submitted: Counter<u64>,
     pub tasks_finished: Counter<u64>,
     pub messages_consumed: Counter<u64>,
@@ -36,6 +37,12 @@ pub fn instruments() -> &'static Instruments {
                 .f64_histogram("http.client.request.duration")
                 .with_unit("s")
                 .with_description("Duration of HTTP client requests to endpoints")
+                .with_boundaries(SECONDS.to_vec())
+                .build(),
+            rpc_duration: meter
+                .f64_histogram("rpc.client.duration")
+                .with_unit("s")
+                .with_description("Duration of gRPC calls to endpoints")
                 .with_boundaries(SECONDS.to_vec())
                 .build(),
             tasks_submitted: meter

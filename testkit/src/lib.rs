@@ -14,10 +14,13 @@
 //!   [`rocketmq::TestTopic`]: the machine's RocketMQ with a topic of the test's own.
 //! - [`process::Started`]: a machine's service restarted as it was started
 //!   (read from `/proc`), for the fault suite.
+//! - [`grpc::GrpcReceiver`]: a real gRPC server (`orders.v1.Callbacks`) whose
+//!   answers a test scripts, with reflection on or off.
 //! - [`otlp::OtlpReceiver`]: a real OTLP/HTTP endpoint that decodes exported spans and metrics.
 
 pub mod activemq;
 mod database;
+pub mod grpc;
 pub mod kafka;
 pub mod mqtt;
 pub mod nats;

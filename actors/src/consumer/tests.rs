@@ -275,6 +275,7 @@ impl TestNode {
                 ..DeliveryConfig::default()
             },
             None,
+            Default::default(),
         )
         .expect("delivery client");
         let context = Arc::new(NodeContext {
@@ -493,6 +494,7 @@ fn spec(url: &str, policy: ConsumerPolicy) -> ConsumerSpec {
             // Longer than any test: a held request must not turn into a
             // timeout and a retry behind the test's back.
             timeout_ms: 60_000,
+            grpc: None,
         }),
         policy,
         app_id: None,

@@ -394,7 +394,10 @@ impl SentAttempt {
         }
         Self {
             attempt: attempt.clone(),
-            request_line: format!("{} {}", sent.method.as_str(), sent.url),
+            request_line: match &sent.grpc {
+                Some(call) => format!("gRPC {} {}", sent.url, call.method),
+                None => format!("{} {}", sent.method.as_str(), sent.url),
+            },
             headers,
         }
     }

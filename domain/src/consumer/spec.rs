@@ -124,6 +124,10 @@ pub struct HttpEndpoint {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, String>,
     pub timeout_ms: u64,
+    /// A gRPC method on `url` (the server), called with each message's JSON
+    /// body as its request message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<crate::grpc::GrpcCall>,
 }
 
 /// An endpoint as a client gives it: `kind` `http` (the default) with
@@ -136,6 +140,8 @@ pub struct EndpointInput {
     /// `http` (default) or `pull`; fixed once the consumer exists.
     pub kind: Option<EndpointKind>,
     pub url: Option<String>,
+    /// A gRPC method to call instead of `url` (`{"target", "method"}`).
+    pub grpc: Option<crate::grpc::GrpcInput>,
     /// POST (default), PUT or PATCH: the message body is sent as produced.
     pub method: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
@@ -178,6 +184,7 @@ impl EndpointInput {
     fn pull_over(self, current: Option<&PullEndpoint>, errors: &mut ValidationErrors) -> PullEndpoint {
         let unused = [
             ("url", self.url.is_some()),
+            ("grpc", self.grpc.is_some()),
             ("method", self.method.is_some()),
             ("headers", self.headers.is_some()),
             ("timeout_ms", self.timeout_ms.is_some()),
@@ -220,18 +227,25 @@ impl EndpointInput {
                 );
             }
         }
-        let url = match (self.url, current) {
-            (Some(url), _) => url,
-            (None, Some(current)) => current.url.clone(),
-            (None, None) => {
-                errors.add("endpoint.url", "is required: where to deliver");
-                String::new()
+        if self.grpc.is_some() && (self.url.is_some() || self.method.is_some()) {
+            errors.add("endpoint.grpc", "give url (and method) or grpc, not both");
+        }
+        let (url_field, url, grpc) = match (self.grpc, self.url, current) {
+            (Some(input), _, _) => {
+                let call = input.call("endpoint.grpc", errors);
+                ("endpoint.grpc.target", input.target, call)
+            }
+            (None, Some(url), _) => ("endpoint.url", url, None),
+            (None, None, Some(current)) => ("endpoint.url", current.url.clone(), current.grpc.clone()),
+            (None, None, None) => {
+                errors.add("endpoint.url", "is required: where to deliver (or give grpc)");
+                ("endpoint.url", String::new(), None)
             }
         };
         if !url.is_empty() {
             match url::Url::parse(&url) {
                 Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {}
-                _ => errors.add("endpoint.url", format!("`{url}` is not an absolute http(s) URL")),
+                _ => errors.add(url_field, format!("`{url}` is not an absolute http(s) URL")),
             }
         }
         let method = match self.method {
@@ -277,6 +291,7 @@ impl EndpointInput {
             method,
             headers,
             timeout_ms,
+            grpc,
         }
     }
 }
@@ -512,8 +527,14 @@ impl ConsumerSpec {
     /// to the HTTP endpoint, or (a pull consumer) held in the lane `pull`
     /// for a member to pull.
     pub fn task_for(&self, consumer_id: &str, message: &SourceMessage, pull: Option<&PullLane>) -> Arc<TaskSpec> {
-        let (url, method, mut headers, timeout_ms) = match (&self.endpoint, pull) {
-            (Endpoint::Http(http), _) => (http.url.clone(), http.method, http.headers.clone(), http.timeout_ms),
+        let (url, method, mut headers, timeout_ms, grpc) = match (&self.endpoint, pull) {
+            (Endpoint::Http(http), _) => (
+                http.url.clone(),
+                http.method,
+                http.headers.clone(),
+                http.timeout_ms,
+                http.grpc.clone(),
+            ),
             (Endpoint::Pull(settings), lane) => (
                 lane.cloned()
                     .unwrap_or_else(|| PullLane::cluster(consumer_id))
@@ -521,6 +542,7 @@ impl ConsumerSpec {
                 Method::Post,
                 BTreeMap::new(),
                 settings.lease_ms,
+                None,
             ),
         };
         if let Some(content_type) = &message.content_type {
@@ -538,6 +560,7 @@ impl ConsumerSpec {
                 method,
                 headers,
                 body: Some(Body(message.body.clone())),
+                grpc,
             },
             policy: DeliveryPolicy {
                 max_attempts: self.policy.max_attempts,

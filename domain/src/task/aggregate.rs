@@ -146,6 +146,10 @@ impl CallbackTask {
                 Observation::Response { status, .. } => Some(status),
                 _ => None,
             },
+            grpc_status: match &report.observation {
+                Observation::Rpc(outcome) => Some(outcome.code),
+                _ => None,
+            },
             error: None,
             response_excerpt: report.response_excerpt,
             timed_out: matches!(report.observation, Observation::Timeout { .. }),
@@ -257,6 +261,7 @@ mod tests {
                 method: Method::Post,
                 headers: Default::default(),
                 body: None,
+                grpc: None,
             },
             policy: DeliveryPolicy {
                 max_attempts,
@@ -310,6 +315,7 @@ mod tests {
             started_at: t0(),
             latency_ms: 10,
             status_code: Some(status),
+            grpc_status: None,
             error: error.map(String::from),
             response_excerpt: None,
             timed_out: false,

@@ -62,6 +62,9 @@ pub struct AttemptRecord {
     /// HTTP status, when a response came back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status_code: Option<u16>,
+    /// The gRPC status, when a gRPC method answered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_status: Option<crate::grpc::GrpcCode>,
     /// Why the attempt failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,

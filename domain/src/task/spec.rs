@@ -62,6 +62,10 @@ pub struct DeliveryRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "openapi", schema(value_type = Option<Object>, example = json!({"text": "{\"city\":\"上海\"}"})))]
     pub body: Option<Body>,
+    /// A gRPC call to `url` (the server) instead of an HTTP request; the
+    /// body is then the request message as JSON.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<crate::grpc::GrpcCall>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -32,9 +32,14 @@ pub const RESERVED_HEADERS: [&str; 9] = [
 #[serde(deny_unknown_fields)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Submission {
-    /// Where to deliver: an absolute http(s) URL.
+    /// Where to deliver: an absolute http(s) URL (or give `grpc` instead).
+    #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(example = "https://orders.example.com/callbacks/paid"))]
     pub url: String,
+    /// A gRPC method to call instead of an HTTP URL; `params` is then its
+    /// request message as JSON.
+    #[serde(default)]
+    pub grpc: Option<crate::grpc::GrpcInput>,
     /// GET, POST, PUT, PATCH or DELETE; POST when absent.
     #[serde(default)]
     pub method: Option<String>,
@@ -161,6 +166,18 @@ impl Submission {
         now: DateTime<Utc>,
     ) -> Result<TaskSpec, ValidationErrors> {
         let mut errors = ValidationErrors::default();
+        let (url_field, raw_url, grpc) = match &self.grpc {
+            None => ("url", self.url.as_str(), None),
+            Some(grpc) => {
+                if !self.url.is_empty() || self.method.is_some() {
+                    errors.add("grpc", "give url (and method) or grpc, not both");
+                }
+                if self.body.is_some() || self.body_base64.is_some() {
+                    errors.add("grpc", "a gRPC request message is given as params (JSON)");
+                }
+                ("grpc.target", grpc.target.as_str(), grpc.call("grpc", &mut errors))
+            }
+        };
         let method = match self.method.as_deref() {
             None => Method::Post,
             Some(text) => Method::parse(text).unwrap_or_else(|| {
@@ -171,7 +188,7 @@ impl Submission {
                 Method::Post
             }),
         };
-        let mut url = check_url(&self.url, limits, &mut errors);
+        let mut url = check_url(url_field, raw_url, limits, &mut errors);
         let mut headers = check_headers(self.headers, limits, &mut errors);
         let body = build_body(
             method,
@@ -215,6 +232,7 @@ impl Submission {
                 method,
                 headers,
                 body,
+                grpc,
             },
             policy: DeliveryPolicy {
                 max_attempts,
@@ -233,28 +251,28 @@ impl Submission {
     }
 }
 
-fn check_url(raw: &str, limits: &Limits, errors: &mut ValidationErrors) -> Option<url::Url> {
+fn check_url(field: &str, raw: &str, limits: &Limits, errors: &mut ValidationErrors) -> Option<url::Url> {
     if raw.len() > limits.url_len {
-        errors.add("url", format!("is longer than {} characters", limits.url_len));
+        errors.add(field, format!("is longer than {} characters", limits.url_len));
         return None;
     }
     match url::Url::parse(raw) {
         Err(e) => {
             errors.add(
-                "url",
+                field,
                 format!("`{raw}` is not an absolute URL ({e}); write it like https://host/path"),
             );
             None
         }
         Ok(url) if !matches!(url.scheme(), "http" | "https") => {
             errors.add(
-                "url",
+                field,
                 format!("scheme `{}` is not supported; use http or https", url.scheme()),
             );
             None
         }
         Ok(url) if url.host_str().is_none_or(str::is_empty) => {
-            errors.add("url", "has no host");
+            errors.add(field, "has no host");
             None
         }
         Ok(url) => Some(url),
@@ -612,6 +630,9 @@ impl RequestEdit {
         now: DateTime<Utc>,
     ) -> Result<DeliveryRequest, ValidationErrors> {
         let keeps_body = self.body.is_none() && self.body_base64.is_none();
+        if let Some(call) = &current.grpc {
+            return self.over_grpc(call, current, defaults, limits, now);
+        }
         let submission = Submission {
             url: self.url.unwrap_or_else(|| current.url.clone()),
             method: Some(current.method.as_str().to_string()),
@@ -626,6 +647,48 @@ impl RequestEdit {
         submission
             .into_spec(String::new(), None, defaults, limits, now)
             .map(|spec| spec.request)
+    }
+
+    /// A gRPC request edited: `url` is its server, the body its message as JSON.
+    fn over_grpc(
+        self,
+        call: &crate::grpc::GrpcCall,
+        current: &DeliveryRequest,
+        defaults: &TaskDefaults,
+        limits: &Limits,
+        now: DateTime<Utc>,
+    ) -> Result<DeliveryRequest, ValidationErrors> {
+        if self.body_base64.is_some() {
+            return Err(ValidationErrors::single(
+                "body_base64",
+                "a gRPC request message is JSON: give it as body",
+            ));
+        }
+        let text = match self.body {
+            Some(text) => Some(text),
+            None => current
+                .body
+                .as_ref()
+                .map(|b| String::from_utf8_lossy(b.as_bytes()).into_owned()),
+        };
+        let params = match text.as_deref().map(serde_json::from_str::<Value>) {
+            None => None,
+            Some(Ok(value)) => Some(value),
+            Some(Err(e)) => return Err(ValidationErrors::single("body", format!("is not JSON ({e})"))),
+        };
+        let mut headers = self.headers.unwrap_or_else(|| current.headers.clone());
+        headers.remove("content-type");
+        Submission {
+            grpc: Some(crate::grpc::GrpcInput {
+                target: self.url.unwrap_or_else(|| current.url.clone()),
+                method: call.method.to_string(),
+            }),
+            headers,
+            params,
+            ..Submission::default()
+        }
+        .into_spec(String::new(), None, defaults, limits, now)
+        .map(|spec| spec.request)
     }
 }
 

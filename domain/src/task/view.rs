@@ -195,6 +195,7 @@ mod tests {
                 method: Method::Put,
                 headers: Default::default(),
                 body: None,
+                grpc: None,
             },
             policy: DeliveryPolicy {
                 max_attempts: 1,
@@ -233,6 +234,7 @@ mod tests {
             started_at: now,
             latency_ms: 7,
             status_code: Some(204),
+            grpc_status: None,
             error: None,
             response_excerpt: None,
             timed_out: false,

@@ -1,13 +1,14 @@
-//! One delivery attempt over HTTP: build the request, send it, observe the
-//! response. Judging what was observed is the domain's job.
+//! One delivery attempt: make the call (over HTTP or gRPC), observe the
+//! answer. Judging what was observed is the domain's job.
 
-use bida_domain::matcher::{judge, Verdict, STOP_RETRY_HEADER};
+use bida_domain::grpc::GrpcMethod;
+use bida_domain::matcher::{judge, Verdict};
 use bida_domain::task::{AttemptReport, TaskSpec};
 use bida_domain::{Observation, StatusSet};
 use bida_telemetry::{instruments, AttemptSpan, KeyValue};
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
+use reqwest::header::HeaderValue;
 use std::cell::RefCell;
 use std::error::Error as _;
 use std::sync::Arc;
@@ -63,9 +64,62 @@ impl Attempted {
     }
 }
 
+mod grpc;
+mod http;
+
+pub use grpc::{Descriptors, MethodTypes};
+
+/// One way of making an attempt — HTTP or gRPC, each in its own module —
+/// behind what every attempt shares: the span, the signature, the timeout,
+/// the verdict and the attempt counter.
+trait Transport {
+    /// What the attempt's span says of the call (beside the message id,
+    /// the attempt and the server).
+    fn span_attributes(&self, spec: &TaskSpec, address: &Address, attributes: &mut Vec<KeyValue>);
+    /// Makes the call and observes its answer; the caller cuts it at the
+    /// task's timeout.
+    fn send(
+        &self,
+        spec: &TaskSpec,
+        address: &Address,
+        stamp: &Stamp<'_>,
+    ) -> impl std::future::Future<Output = Observation> + Send;
+    /// Records the call's duration in the protocol's own histogram.
+    fn record(&self, spec: &TaskSpec, address: &Address, observation: &Observation, elapsed: Duration);
+    /// What the finished span says of the answer.
+    fn finished_attributes(&self, observation: &Observation, attributes: &mut Vec<KeyValue>);
+}
+
+/// What marks one attempt beside the task's own headers: sent as HTTP
+/// headers or as gRPC metadata.
+pub(crate) struct Stamp<'a> {
+    message_id: &'a str,
+    attempt: u32,
+    started_at: DateTime<Utc>,
+    traceparent: Option<String>,
+    signature: Option<String>,
+}
+
+impl Stamp<'_> {
+    /// Every header the attempt adds; fails only for a message id that is no header value.
+    fn headers(&self) -> Result<Vec<(&'static str, HeaderValue)>, String> {
+        let stable = |text: &str| HeaderValue::from_str(text).map_err(|e| e.to_string());
+        let mut headers = Vec::with_capacity(5);
+        headers.extend(attempt_headers(self.message_id, self.attempt, self.started_at)?);
+        if let Some(signature) = &self.signature {
+            headers.push(("webhook-signature", stable(signature)?));
+        }
+        if let Some(traceparent) = &self.traceparent {
+            headers.push((TRACEPARENT, stable(traceparent)?));
+        }
+        Ok(headers)
+    }
+}
+
 #[derive(Clone)]
 pub struct Delivery {
-    client: reqwest::Client,
+    http: http::HttpTransport,
+    grpc: grpc::GrpcTransport,
     config: DeliveryConfig,
     egress: EgressGuard,
     /// Signs deliveries of tasks whose app has a signing secret.
@@ -73,20 +127,15 @@ pub struct Delivery {
 }
 
 impl Delivery {
-    pub fn new(config: DeliveryConfig, signer: Option<Arc<Signer>>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: DeliveryConfig,
+        signer: Option<Arc<Signer>>,
+        descriptors: Descriptors,
+    ) -> Result<Self, reqwest::Error> {
         let egress = EgressGuard::new(config.allow_networks.clone());
-        let client = reqwest::Client::builder()
-            .dns_resolver(egress.resolver())
-            // An endpoint's redirect is an answer to judge, not an instruction
-            // to send the payload somewhere else.
-            .redirect(reqwest::redirect::Policy::none())
-            .no_proxy()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .pool_max_idle_per_host(config.idle_connections_per_host)
-            .user_agent(config.user_agent.clone())
-            .build()?;
         Ok(Self {
-            client,
+            http: http::HttpTransport::new(&config, egress.clone())?,
+            grpc: grpc::GrpcTransport::new(&config, egress.clone(), descriptors),
             config,
             egress,
             signer,
@@ -98,16 +147,43 @@ impl Delivery {
         &self.egress
     }
 
+    /// What this node knows of gRPC messages (uploads go here).
+    pub fn descriptors(&self) -> &Descriptors {
+        self.grpc.descriptors()
+    }
+
+    /// The request and response types of a gRPC method, when this node can
+    /// learn them (an uploaded descriptor set, or the server's reflection).
+    pub async fn grpc_types(&self, target: &str, method: &GrpcMethod) -> Result<MethodTypes, String> {
+        self.grpc.types(target, method).await.map_err(|lookup| match lookup {
+            grpc::Lookup::Unknown(why) | grpc::Lookup::Unreachable(why) => why,
+        })
+    }
+
     /// Makes attempt number `attempt` of a task, as a span of the message's
     /// trace, and counts it.
     pub async fn attempt(&self, spec: &TaskSpec, attempt: u32) -> Attempted {
+        match &spec.request.grpc {
+            Some(_) => self.attempt_with(&self.grpc, spec, attempt).await,
+            None => self.attempt_with(&self.http, spec, attempt).await,
+        }
+    }
+
+    async fn attempt_with(&self, transport: &impl Transport, spec: &TaskSpec, attempt: u32) -> Attempted {
         let started_at = Utc::now();
         let clock = Instant::now();
-        let target = Target::of(spec);
-        let span = AttemptSpan::start(
-            spec.request.headers.get(TRACEPARENT).map(String::as_str),
-            target.span_attributes(spec, attempt),
-        );
+        let address = Address::of(spec);
+        let mut attributes = vec![
+            KeyValue::new("bida.message.id", spec.message_id.clone()),
+            KeyValue::new("bida.attempt", i64::from(attempt)),
+            KeyValue::new("server.address", address.host.clone()),
+            KeyValue::new("server.port", address.port),
+        ];
+        if let Some(origin) = &spec.origin {
+            attributes.push(KeyValue::new("bida.consumer", origin.consumer_id.clone()));
+        }
+        transport.span_attributes(spec, &address, &mut attributes);
+        let span = AttemptSpan::start(spec.request.headers.get(TRACEPARENT).map(String::as_str), attributes);
         let timeout = Duration::from_millis(spec.policy.timeout_ms);
         let signature = match (&self.signer, &spec.source_app) {
             (Some(signer), Some(app)) => {
@@ -117,22 +193,42 @@ impl Delivery {
             _ => None,
         };
         let signed = signature.is_some();
-        let observation = match self.request(spec, &target, attempt, started_at, span.traceparent(), signature) {
-            Err(error) => Observation::Unsendable { error },
-            Ok(request) => match tokio::time::timeout(timeout, self.exchange(request)).await {
-                Ok(observation) => observation,
-                Err(_) => Observation::Timeout {
-                    after_ms: spec.policy.timeout_ms,
-                },
+        let stamp = Stamp {
+            message_id: &spec.message_id,
+            attempt,
+            started_at,
+            traceparent: span.traceparent(),
+            signature,
+        };
+        let observation = match tokio::time::timeout(timeout, transport.send(spec, &address, &stamp)).await {
+            Ok(observation) => observation,
+            Err(_) => Observation::Timeout {
+                after_ms: spec.policy.timeout_ms,
             },
         };
         let response_excerpt = match &observation {
             Observation::Response { body, .. } if !body.is_empty() => Some(excerpt(body, self.config.excerpt_bytes)),
+            Observation::Rpc(outcome) if !outcome.body.is_empty() => {
+                Some(excerpt(&outcome.body, self.config.excerpt_bytes))
+            }
             _ => None,
         };
         let elapsed = clock.elapsed();
         let verdict = judge(&spec.policy.expect, &spec.policy.retry_on, &observation, Utc::now());
-        target.record(spec, &observation, &verdict, elapsed, span);
+        transport.record(spec, &address, &observation, elapsed);
+        let outcome = match (&verdict, &observation) {
+            (Verdict::Success, _) => "success",
+            (_, Observation::Timeout { .. }) => "timeout",
+            _ => "failure",
+        };
+        address.count(spec, outcome);
+        let mut finished = vec![KeyValue::new("bida.outcome", outcome)];
+        transport.finished_attributes(&observation, &mut finished);
+        let reason = match &verdict {
+            Verdict::Success => None,
+            Verdict::Retry { reason, .. } | Verdict::GiveUp { reason } => Some(reason.clone()),
+        };
+        span.finish(finished, reason);
         Attempted {
             started_at,
             latency_ms: elapsed.as_millis() as u64,
@@ -140,81 +236,6 @@ impl Delivery {
             response_excerpt,
             signed,
             verdict,
-        }
-    }
-
-    fn request(
-        &self,
-        spec: &TaskSpec,
-        endpoint: &Target,
-        attempt: u32,
-        now: DateTime<Utc>,
-        traceparent: Option<String>,
-        signature: Option<String>,
-    ) -> Result<reqwest::Request, String> {
-        let target = &spec.request;
-        let method = reqwest::Method::from_bytes(target.method.as_str().as_bytes()).map_err(|e| e.to_string())?;
-        let mut headers = HeaderMap::with_capacity(target.headers.len() + 3);
-        for (name, value) in &target.headers {
-            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|e| format!("header {name}: {e}"))?;
-            let value = HeaderValue::from_str(value).map_err(|e| format!("header {name}: {e}"))?;
-            headers.insert(name, value);
-        }
-        let stable = |text: &str| HeaderValue::from_str(text).map_err(|e| e.to_string());
-        for (name, value) in attempt_headers(&spec.message_id, attempt, now)? {
-            headers.insert(name, value);
-        }
-        if let Some(signature) = signature {
-            headers.insert("webhook-signature", stable(&signature)?);
-        }
-        if let Some(traceparent) = traceparent {
-            headers.insert(TRACEPARENT, stable(&traceparent)?);
-        }
-        let builder = match &endpoint.parsed {
-            Some(url) => {
-                self.egress.check_url(url).map_err(|blocked| blocked.to_string())?;
-                self.client.request(method, url.clone())
-            }
-            // Unparsable: reqwest reports why.
-            None => self.client.request(method, &target.url),
-        };
-        let mut builder = builder.headers(headers);
-        if let Some(body) = &target.body {
-            builder = builder.body(body.0.clone());
-        }
-        builder.build().map_err(describe)
-    }
-
-    async fn exchange(&self, request: reqwest::Request) -> Observation {
-        let mut response = match self.client.execute(request).await {
-            Ok(response) => response,
-            Err(e) => return Observation::Failed { error: describe(e) },
-        };
-        let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .map(String::from);
-        let stop_requested = response.headers().contains_key(STOP_RETRY_HEADER);
-        let mut body = BytesMut::new();
-        let limit = self.config.max_response_bytes;
-        while body.len() < limit {
-            match response.chunk().await {
-                Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(limit - body.len())]),
-                Ok(None) => break,
-                Err(e) => {
-                    return Observation::Failed {
-                        error: format!("reading the response of HTTP {status}: {}", describe(e)),
-                    }
-                }
-            }
-        }
-        Observation::Response {
-            status,
-            body: body.freeze(),
-            retry_after,
-            stop_requested,
         }
     }
 }
@@ -240,8 +261,9 @@ pub fn attempt_headers(
 /// The W3C trace-context header: taken from the message, sent onwards as the attempt's span.
 pub const TRACEPARENT: &str = "traceparent";
 
-/// The endpoint of an attempt: its URL parsed, and as telemetry names it.
-struct Target {
+/// The server of an attempt (an HTTP endpoint or a gRPC server): its URL
+/// parsed, and as telemetry names it.
+struct Address {
     /// The URL as the task has it (what the cache is keyed by).
     url: String,
     parsed: Option<url::Url>,
@@ -255,20 +277,20 @@ thread_local! {
     /// The last endpoint seen on this thread: a consumer sends every message
     /// to the same URL, and parsing it (IDNA pass included) for each attempt,
     /// once for telemetry and once for the request, was ~4% of a busy node's CPU.
-    static LAST_TARGET: RefCell<Option<Arc<Target>>> = const { RefCell::new(None) };
+    static LAST_ADDRESS: RefCell<Option<Arc<Address>>> = const { RefCell::new(None) };
 }
 
-impl Target {
+impl Address {
     fn of(spec: &TaskSpec) -> Arc<Self> {
         let url = &spec.request.url;
-        LAST_TARGET.with(|last| {
+        LAST_ADDRESS.with(|last| {
             let mut last = last.borrow_mut();
             match &*last {
-                Some(target) if target.url == *url => target.clone(),
+                Some(address) if address.url == *url => address.clone(),
                 _ => {
-                    let target = Arc::new(Self::parse(url));
-                    *last = Some(target.clone());
-                    target
+                    let address = Arc::new(Self::parse(url));
+                    *last = Some(address.clone());
+                    address
                 }
             }
         })
@@ -300,35 +322,8 @@ impl Target {
         }
     }
 
-    fn span_attributes(&self, spec: &TaskSpec, attempt: u32) -> Vec<KeyValue> {
-        let mut attributes = vec![
-            KeyValue::new("bida.message.id", spec.message_id.clone()),
-            KeyValue::new("bida.attempt", i64::from(attempt)),
-            KeyValue::new("http.request.method", spec.request.method.as_str()),
-            KeyValue::new("url.full", self.redacted_url.clone()),
-            KeyValue::new("server.address", self.host.clone()),
-            KeyValue::new("server.port", self.port),
-        ];
-        if let Some(origin) = &spec.origin {
-            attributes.push(KeyValue::new("bida.consumer", origin.consumer_id.clone()));
-        }
-        attributes
-    }
-
-    /// Counts the attempt and ends its span.
-    fn record(
-        &self,
-        spec: &TaskSpec,
-        observation: &Observation,
-        verdict: &Verdict,
-        elapsed: Duration,
-        span: AttemptSpan,
-    ) {
-        let outcome = match (verdict, observation) {
-            (Verdict::Success, _) => "success",
-            (_, Observation::Timeout { .. }) => "timeout",
-            _ => "failure",
-        };
+    /// Counts the attempt under the server and the task's consumer and apps.
+    fn count(&self, spec: &TaskSpec, outcome: &'static str) {
         let mut labels = vec![
             KeyValue::new("server.address", self.host.clone()),
             KeyValue::new("server.port", self.port),
@@ -344,38 +339,7 @@ impl Target {
                 labels.push(KeyValue::new(name, value.clone()));
             }
         }
-        let metrics = instruments();
-        metrics.delivery_attempts.add(1, &labels);
-        let mut http = vec![
-            KeyValue::new("http.request.method", spec.request.method.as_str()),
-            KeyValue::new("server.address", self.host.clone()),
-            KeyValue::new("server.port", self.port),
-        ];
-        let error = match observation {
-            Observation::Response { status, .. } => {
-                http.push(KeyValue::new("http.response.status_code", i64::from(*status)));
-                (*status >= 400).then(|| status.to_string())
-            }
-            Observation::Timeout { .. } => Some("timeout".to_string()),
-            Observation::Failed { .. } => Some("connection".to_string()),
-            Observation::Unsendable { .. } => Some("invalid_request".to_string()),
-            Observation::Written { .. } | Observation::Acked { .. } => None,
-            Observation::Nacked { .. } => Some("nacked".to_string()),
-            Observation::LeaseExpired { .. } => Some("lease_expired".to_string()),
-        };
-        if let Some(error) = &error {
-            http.push(KeyValue::new("error.type", error.clone()));
-        }
-        metrics.http_duration.record(elapsed.as_secs_f64(), &http);
-        let mut finished = vec![KeyValue::new("bida.outcome", outcome)];
-        if let Observation::Response { status, .. } = observation {
-            finished.push(KeyValue::new("http.response.status_code", i64::from(*status)));
-        }
-        let reason = match verdict {
-            Verdict::Success => None,
-            Verdict::Retry { reason, .. } | Verdict::GiveUp { reason } => Some(reason.clone()),
-        };
-        span.finish(finished, reason);
+        instruments().delivery_attempts.add(1, &labels);
     }
 }
 
@@ -422,14 +386,14 @@ mod tests {
             spec.request.url = url.to_string();
             spec
         };
-        let first = Target::of(&spec("https://user:secret@hooks.example.com/in?token=t#top"));
+        let first = Address::of(&spec("https://user:secret@hooks.example.com/in?token=t#top"));
         assert_eq!(&*first.redacted_url, "https://hooks.example.com/in?REDACTED");
         assert_eq!((&*first.host, first.port), ("hooks.example.com", 443));
-        let again = Target::of(&spec("https://user:secret@hooks.example.com/in?token=t#top"));
+        let again = Address::of(&spec("https://user:secret@hooks.example.com/in?token=t#top"));
         assert!(Arc::ptr_eq(&first, &again), "the same URL is not parsed again");
-        let other = Target::of(&spec("http://127.0.0.1:9/x"));
+        let other = Address::of(&spec("http://127.0.0.1:9/x"));
         assert_eq!((&*other.host, other.port), ("127.0.0.1", 9));
-        assert!(Target::of(&spec("not a url")).parsed.is_none());
+        assert!(Address::of(&spec("not a url")).parsed.is_none());
     }
 
     #[test]

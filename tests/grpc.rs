@@ -1,0 +1,237 @@
+//! gRPC deliveries end to end: the real binary and a real gRPC server
+//! (`orders.v1.Callbacks`, tonic) started by each test, with its reflection
+//! service on or off.
+
+mod support;
+
+use bida_testkit::grpc::{GrpcReceiver, GrpcReply};
+use serde_json::{json, Value};
+use std::time::Duration;
+use support::Bida;
+use tonic::Code;
+
+const WAIT: Duration = Duration::from_secs(30);
+const PAID: &str = "orders.v1.Callbacks/Paid";
+
+fn task_for(server: &GrpcReceiver, params: Value) -> Value {
+    json!({
+        "grpc": {"target": server.target, "method": PAID},
+        "params": params,
+        "headers": {"x-tenant": "north"},
+        "max_attempts": 5,
+        "backoff": {"initial_ms": 50, "max_ms": 200, "multiplier": 2.0, "jitter": 0.0},
+    })
+}
+
+fn statuses(task: &Value) -> Vec<String> {
+    task["attempts"]
+        .as_array()
+        .expect("attempts")
+        .iter()
+        .map(|a| a["grpc_status"].as_str().unwrap_or("-").to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_task_calls_the_method_with_its_params_as_the_request_and_the_attempt_s_metadata() {
+    let server = GrpcReceiver::start(true).await;
+    let bida = Bida::start("").await;
+    let params = json!({"order_id": "A-1", "cents": 250, "tags": ["first", "上海"], "paid_at": "2026-12-05T08:00:00Z"});
+    let id = bida.submit(task_for(&server, params)).await;
+    let task = bida.wait_status(&id, "delivered", WAIT).await;
+
+    let hits = server.hits();
+    assert_eq!(hits.len(), 1);
+    // The request as the server decoded it, in canonical proto3 JSON.
+    assert_eq!(
+        hits[0].request,
+        json!({"orderId": "A-1", "cents": "250", "tags": ["first", "上海"], "paidAt": "2026-12-05T08:00:00Z"})
+    );
+    let metadata = &hits[0].metadata;
+    assert_eq!(metadata.get("webhook-id"), Some(&id));
+    assert_eq!(metadata.get("bida-attempt").map(String::as_str), Some("1"));
+    assert!(metadata
+        .get("webhook-timestamp")
+        .is_some_and(|t| t.parse::<i64>().is_ok()));
+    assert_eq!(metadata.get("x-tenant").map(String::as_str), Some("north"));
+    assert!(
+        metadata.get("traceparent").is_some_and(|t| t.starts_with("00-")),
+        "{metadata:?}"
+    );
+    assert!(
+        metadata.get("user-agent").is_some_and(|a| a.contains("Bida/")),
+        "{metadata:?}"
+    );
+
+    assert_eq!(statuses(&task), ["OK"]);
+    let attempt = &task["attempts"][0];
+    assert!(attempt.get("status_code").is_none(), "{attempt}");
+    assert_eq!(attempt["response_excerpt"], r#"{"accepted":true,"note":""}"#);
+    assert_eq!(task["request"]["url"], format!("{}/", server.target));
+    assert_eq!(task["request"]["grpc"]["method"], PAID);
+
+    // The node knows the message now: a body that does not fit it is refused at once.
+    let (status, problem) = bida
+        .post("/v1/tasks", task_for(&server, json!({"cents": "many"})))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    assert_eq!(problem["errors"][0]["field"], "params");
+    let why = problem["errors"][0]["message"].as_str().unwrap();
+    assert!(why.contains("does not fit orders.v1.PaidRequest"), "{problem}");
+}
+
+#[tokio::test]
+async fn transient_statuses_are_retried_and_a_bad_argument_dead_letters_at_once() {
+    let server = GrpcReceiver::start(true).await;
+    server.reply([
+        GrpcReply::status(Code::Unavailable, "draining"),
+        GrpcReply::status(Code::DeadlineExceeded, "slow disk"),
+        GrpcReply::status(Code::ResourceExhausted, "quota"),
+    ]);
+    let bida = Bida::start("").await;
+    let retried = bida.submit(task_for(&server, json!({"order_id": "A-2"}))).await;
+    let task_view = bida.wait_status(&retried, "delivered", WAIT).await;
+    assert_eq!(
+        statuses(&task_view),
+        ["UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "OK"]
+    );
+    assert_eq!(task_view["attempts"][0]["error"], "gRPC UNAVAILABLE: draining");
+
+    for (code, name) in [
+        (Code::InvalidArgument, "INVALID_ARGUMENT"),
+        (Code::NotFound, "NOT_FOUND"),
+        (Code::PermissionDenied, "PERMISSION_DENIED"),
+    ] {
+        server.reply([GrpcReply::status(code, "no such order")]);
+        let id = bida.submit(task_for(&server, json!({"order_id": "A-3"}))).await;
+        let dead = bida.wait_status(&id, "dead", WAIT).await;
+        assert_eq!(statuses(&dead), [name]);
+        let expected = format!("gRPC {name}: no such order (not retried)");
+        assert_eq!(dead["attempts"][0]["error"], expected.as_str());
+        assert_eq!(dead["reason"], expected.as_str());
+    }
+}
+
+#[tokio::test]
+async fn retry_info_sets_the_next_attempt_and_a_slow_call_times_out() {
+    let server = GrpcReceiver::start(true).await;
+    server.reply([
+        GrpcReply::Status {
+            code: Code::Unavailable,
+            message: "come back later".into(),
+            retry_after: Some(Duration::from_secs(2)),
+        },
+        GrpcReply::Hold(Duration::from_secs(3)),
+    ]);
+    let bida = Bida::start("").await;
+    let mut submitted = task_for(&server, json!({"order_id": "A-4"}));
+    submitted["timeout_ms"] = json!(500);
+    submitted["backoff"] = json!({"initial_ms": 50, "max_ms": 10000, "multiplier": 1.0, "jitter": 0.0});
+    let id = bida.submit(submitted).await;
+    let task = bida.wait_status(&id, "delivered", WAIT).await;
+    assert_eq!(statuses(&task), ["UNAVAILABLE", "-", "OK"]);
+    let attempts = task["attempts"].as_array().unwrap();
+    assert_eq!(attempts[1]["timed_out"], true, "{task}");
+    let at = |i: usize| chrono::DateTime::parse_from_rfc3339(attempts[i]["started_at"].as_str().unwrap()).unwrap();
+    let waited = at(1) - at(0);
+    // The server's RetryInfo (2 s), not the task's 50 ms backoff.
+    assert!(
+        waited >= chrono::Duration::milliseconds(1_900),
+        "second attempt after {waited}"
+    );
+}
+
+#[tokio::test]
+async fn the_expectation_looks_at_the_response_message() {
+    let server = GrpcReceiver::start(true).await;
+    server.reply([GrpcReply::Ok(json!({"accepted": false, "note": "busy"}))]);
+    let bida = Bida::start("").await;
+    let mut submitted = task_for(&server, json!({"order_id": "A-5"}));
+    submitted["expect"] = json!({"json": {"pointer": "/accepted", "equals": true}});
+    let id = bida.submit(submitted).await;
+    let task = bida.wait_status(&id, "delivered", WAIT).await;
+    assert_eq!(statuses(&task), ["OK", "OK"]);
+    assert_eq!(
+        task["attempts"][0]["error"],
+        "response JSON /accepted is false, expected true"
+    );
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_fit_and_a_method_nobody_describes_dead_letter_with_the_reason() {
+    let described = GrpcReceiver::start(true).await;
+    let bida = Bida::start("").await;
+    let id = bida
+        .submit(task_for(&described, json!({"order_id": "A-6", "cents": "many"})))
+        .await;
+    let dead = bida.wait_status(&id, "dead", WAIT).await;
+    let error = dead["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("does not fit orders.v1.PaidRequest"), "{error}");
+    assert!(described.hits().is_empty(), "nothing was sent");
+
+    let mut unknown_method = task_for(&described, json!({}));
+    unknown_method["grpc"]["method"] = json!("orders.v1.Callbacks/Refunded");
+    let id = bida.submit(unknown_method).await;
+    let dead = bida.wait_status(&id, "dead", WAIT).await;
+    let error = dead["attempts"][0]["error"].as_str().unwrap();
+    assert!(
+        error.contains("types of orders.v1.Callbacks/Refunded are unknown"),
+        "{error}"
+    );
+
+    let streaming = {
+        let mut t = task_for(&described, json!({}));
+        t["grpc"]["method"] = json!("orders.v1.Callbacks/Watch");
+        t
+    };
+    let id = bida.submit(streaming).await;
+    let dead = bida.wait_status(&id, "dead", WAIT).await;
+    assert!(
+        dead["attempts"][0]["error"].as_str().unwrap().contains("streams"),
+        "{dead}"
+    );
+
+    let silent = GrpcReceiver::start(false).await;
+    let id = bida.submit(task_for(&silent, json!({"order_id": "A-7"}))).await;
+    let dead = bida.wait_status(&id, "dead", WAIT).await;
+    let error = dead["attempts"][0]["error"].as_str().unwrap();
+    assert!(error.contains("POST /v1/descriptors"), "{error}");
+    assert!(silent.hits().is_empty());
+}
+
+#[tokio::test]
+async fn grpc_and_url_are_one_or_the_other_and_checked_at_submission() {
+    let bida = Bida::start("").await;
+    for (body, field) in [
+        (
+            json!({"url": "http://127.0.0.1:9/x", "grpc": {"target": "http://127.0.0.1:9", "method": PAID}}),
+            "grpc",
+        ),
+        (
+            json!({"grpc": {"target": "http://127.0.0.1:9", "method": "Paid"}}),
+            "grpc.method",
+        ),
+        (
+            json!({"grpc": {"target": "grpc://127.0.0.1:9", "method": PAID}}),
+            "grpc.target",
+        ),
+        (
+            json!({"grpc": {"target": "http://127.0.0.1:9/orders", "method": PAID}}),
+            "grpc.target",
+        ),
+        (
+            json!({"grpc": {"target": "http://127.0.0.1:9", "method": PAID}, "body": "x"}),
+            "grpc",
+        ),
+    ] {
+        let (status, problem) = bida.post("/v1/tasks", body.clone()).await;
+        assert_eq!(status, 422, "{body} → {problem}");
+        let fields: Vec<&str> = problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|e| e["field"].as_str())
+            .collect();
+        assert!(fields.contains(&field), "{body} → {problem}");
+    }
+}
