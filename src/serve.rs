@@ -93,6 +93,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         pulls: node.pulls(),
         consumers,
         topics: node.topics(),
+        descriptors: node.descriptors(),
         access,
         auth: config.auth.clone(),
         users,

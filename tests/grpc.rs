@@ -4,7 +4,8 @@
 
 mod support;
 
-use bida_testkit::grpc::{GrpcReceiver, GrpcReply};
+use bida_testkit::grpc::{orders_descriptor_set, GrpcReceiver, GrpcReply};
+use bida_testkit::rabbit::{self, TestQueue};
 use serde_json::{json, Value};
 use std::time::Duration;
 use support::Bida;
@@ -234,4 +235,121 @@ async fn grpc_and_url_are_one_or_the_other_and_checked_at_submission() {
             .collect();
         assert!(fields.contains(&field), "{body} → {problem}");
     }
+}
+
+/// Posts a descriptor set as its bytes.
+async fn upload(bida: &Bida, bytes: Vec<u8>) -> (u16, Value) {
+    let response = bida
+        .http
+        .post(format!("{}/v1/descriptors", bida.url))
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await
+        .expect("upload");
+    support::read(response).await
+}
+
+#[tokio::test]
+async fn an_uploaded_descriptor_set_describes_a_server_without_reflection() {
+    let silent = GrpcReceiver::start(false).await;
+    let bida = Bida::start("").await;
+    for garbage in [b"\xff\xff\xff".to_vec(), Vec::new()] {
+        let (status, problem) = upload(&bida, garbage).await;
+        assert_eq!(status, 422, "{problem}");
+        assert_eq!(problem["errors"][0]["field"], "body", "{problem}");
+    }
+    let set = orders_descriptor_set();
+    let (status, view) = upload(&bida, set.clone()).await;
+    assert_eq!(status, 201, "{view}");
+    assert_eq!(view["services"], json!(["orders.v1.Callbacks"]));
+    assert!(
+        view["files"].as_array().unwrap().iter().any(|f| f == "orders.proto"),
+        "{view}"
+    );
+    let id = view["id"].as_str().unwrap().to_string();
+    let (status, again) = upload(&bida, set).await;
+    assert_eq!((status, &again["id"]), (200, &view["id"]), "the same bytes are one set");
+    let (_, list) = bida.get("/v1/descriptors").await;
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+
+    // Known now: a body that does not fit is refused at submission, one that fits is delivered.
+    let (status, problem) = bida
+        .post("/v1/tasks", task_for(&silent, json!({"cents": "many"})))
+        .await;
+    assert_eq!(status, 422, "{problem}");
+    let task_id = bida
+        .submit(task_for(&silent, json!({"order_id": "B-1", "cents": 9})))
+        .await;
+    bida.wait_status(&task_id, "delivered", WAIT).await;
+    assert_eq!(silent.hits()[0].request, json!({"orderId": "B-1", "cents": "9"}));
+
+    // Deleted: the server is unknown again.
+    let (status, _) = bida.delete(&format!("/v1/descriptors/{id}")).await;
+    assert_eq!(status, 204);
+    let (status, _) = bida.get(&format!("/v1/descriptors/{id}")).await;
+    assert_eq!(status, 404);
+    let task_id = bida.submit(task_for(&silent, json!({"order_id": "B-2"}))).await;
+    let dead = bida.wait_status(&task_id, "dead", WAIT).await;
+    assert!(
+        dead["reason"].as_str().unwrap().contains("POST /v1/descriptors"),
+        "{dead}"
+    );
+}
+
+#[tokio::test]
+async fn a_consumer_delivers_rabbitmq_messages_to_a_grpc_method() {
+    let server = GrpcReceiver::start(true).await;
+    server.reply([GrpcReply::status(Code::Unavailable, "warming up")]);
+    let queue = TestQueue::declare().await;
+    let bida = Bida::start("").await;
+    let (status, broker) = bida
+        .post(
+            "/v1/brokers",
+            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+        )
+        .await;
+    assert_eq!(status, 201, "{broker}");
+    let consumer = json!({
+        "name": "orders-to-grpc",
+        "broker_id": broker["id"],
+        "source": {"queue": queue.name},
+        "endpoint": {"grpc": {"target": server.target, "method": PAID}},
+        "policy": {"backoff": {"initial_ms": 50, "max_ms": 200, "multiplier": 2.0, "jitter": 0.0}},
+    });
+    let (status, created) = bida.post("/v1/consumers", consumer).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["endpoint"]["grpc"]["method"], PAID, "{created}");
+    let bodies: Vec<Vec<u8>> = (0..20)
+        .map(|n| {
+            json!({"order_id": format!("C-{n}"), "cents": n})
+                .to_string()
+                .into_bytes()
+        })
+        .collect();
+    queue.publish(bodies.into_iter().map(|body| (None, body))).await;
+    let done = support::until(WAIT, || async {
+        let mut orders: Vec<String> = server
+            .hits()
+            .iter()
+            .filter_map(|hit| hit.request["orderId"].as_str().map(String::from))
+            .collect();
+        orders.sort();
+        orders.dedup();
+        orders.len() == 20
+    })
+    .await;
+    assert!(done, "every message reached the method: {:?}", server.hits().len());
+    // The one refused at first was retried: 21 calls, every message delivered once.
+    let id = created["id"].as_str().unwrap();
+    let counted = support::until(WAIT, || async {
+        let (_, view) = bida.get(&format!("/v1/consumers/{id}")).await;
+        view["counters"]["delivered"] == 20
+    })
+    .await;
+    let (_, view) = bida.get(&format!("/v1/consumers/{id}")).await;
+    assert!(counted, "{view}");
+    assert_eq!(view["counters"]["failed_attempts"], 1, "{view}");
+    assert_eq!(server.hits().len(), 21);
+    assert!(server.hits().iter().all(|hit| hit.metadata.contains_key("webhook-id")));
 }

@@ -193,7 +193,7 @@ impl Node {
                     .sealer
                     .clone()
                     .map(|sealer| Arc::new(signing::Signer::new(store.clone(), sealer))),
-                delivery::Descriptors::default(),
+                delivery::Descriptors::new(store.clone()),
             )?,
             producers: Arc::new(produce::Producers::new(brokers::BrokerService::new(
                 store.clone(),
@@ -267,6 +267,11 @@ impl Node {
     }
 
     /// Built-in topics: their life and their logs.
+    /// Descriptor sets for gRPC deliveries, as this node knows them.
+    pub fn descriptors(&self) -> delivery::Descriptors {
+        self.context.delivery.descriptors().clone()
+    }
+
     pub fn topics(&self) -> topics::TopicService {
         topics::TopicService::new(self.context.store.clone())
     }

@@ -8,6 +8,7 @@ mod brokers;
 mod console;
 mod consumers;
 mod delayed;
+mod descriptors;
 mod health;
 mod history;
 mod json;
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub consumers: bida_actors::consumer::ConsumerService,
     /// The built-in broker's topics.
     pub topics: bida_actors::topics::TopicService,
+    /// Descriptor sets for gRPC deliveries.
+    pub descriptors: bida_actors::delivery::Descriptors,
     /// What members of pull consumers ask: pull, ack, nack, heartbeat.
     pub pulls: bida_actors::pull::PullService,
     pub access: bida_actors::access::AccessService,
@@ -103,6 +106,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .configure(tasks::routes)
         .configure(brokers::routes)
         .configure(topics::routes)
+        .configure(descriptors::routes)
         .configure(delayed::routes)
         .configure(pull::routes)
         .configure(consumers::routes)

@@ -5,7 +5,9 @@ use utoipa::openapi::{ContentBuilder, PathItem, Ref, RefOr, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::PROBLEM_JSON;
-use crate::{apps, brokers, consumers, delayed, health, history, monitoring, problem, pull, tasks, topics};
+use crate::{
+    apps, brokers, consumers, delayed, descriptors, health, history, monitoring, problem, pull, tasks, topics,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +33,10 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
         brokers::offline,
         brokers::online,
         brokers::produce,
+        descriptors::upload,
+        descriptors::list,
+        descriptors::view,
+        descriptors::delete,
         topics::create,
         topics::list,
         topics::view,
@@ -85,6 +91,7 @@ use crate::{apps, brokers, consumers, delayed, health, history, monitoring, prob
     tags(
         (name = "tasks", description = "Callback tasks"),
         (name = "brokers", description = "MQ clusters consumers read from"),
+        (name = "descriptors", description = "Protobuf descriptor sets for gRPC deliveries to servers without reflection"),
         (name = "topics", description = "Bida's own topics (the built-in broker, `builtin`)"),
         (name = "delayed", description = "Messages held until their time, then written to a broker"),
         (name = "consumers", description = "Broker sources bound to endpoints"),

@@ -91,6 +91,7 @@ pub mod access;
 pub mod body;
 pub mod broker;
 pub mod consumer;
+pub mod descriptors;
 pub mod grpc;
 pub mod kinds;
 pub mod matcher;

@@ -17,10 +17,10 @@ use prost::Message as _;
 use prost_reflect::{
     DescriptorPool, DeserializeOptions, DynamicMessage, MessageDescriptor, MethodDescriptor, SerializeOptions,
 };
-use prost_types::{FileDescriptorProto, FileDescriptorSet};
+use prost_types::FileDescriptorProto;
 use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::metadata::{MetadataKey, MetadataValue};
@@ -32,6 +32,7 @@ use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
 use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_types::StatusExt;
 
+use super::descriptors::Descriptors;
 use super::{Address, Stamp, Transport};
 use crate::egress::EgressGuard;
 use crate::DeliveryConfig;
@@ -70,66 +71,8 @@ impl MethodTypes {
     }
 }
 
-/// What this node knows of gRPC messages: the uploaded descriptor sets, and
-/// what servers' reflection said. Shared by the delivery threads and the API.
-#[derive(Clone, Default)]
-pub struct Descriptors {
-    uploaded: Arc<RwLock<DescriptorPool>>,
-    reflected: Arc<Mutex<HashMap<String, Reflected>>>,
-}
-
-#[derive(Clone)]
-struct Reflected {
-    pool: DescriptorPool,
-    at: Instant,
-}
-
-impl Descriptors {
-    /// Adds an uploaded `FileDescriptorSet` (its files' dependencies must be
-    /// in it, or uploaded before); answers the services it describes.
-    pub fn add(&self, set: &[u8]) -> Result<Vec<String>, String> {
-        let set = FileDescriptorSet::decode(set).map_err(|e| format!("not a FileDescriptorSet: {e}"))?;
-        let mut pool = self.uploaded.read().unwrap_or_else(|p| p.into_inner()).clone();
-        let services = add_files(&mut pool, set.file)?;
-        *self.uploaded.write().unwrap_or_else(|p| p.into_inner()) = pool;
-        Ok(services)
-    }
-
-    /// The method's types if this node knows them without asking anyone:
-    /// uploaded, or described by the server's reflection before.
-    pub fn known(&self, target: &str, method: &GrpcMethod) -> Option<MethodTypes> {
-        self.uploaded(method).or_else(|| {
-            self.reflected(target)
-                .and_then(|reflected| find(&reflected.pool, method))
-        })
-    }
-
-    fn uploaded(&self, method: &GrpcMethod) -> Option<MethodTypes> {
-        find(&self.uploaded.read().unwrap_or_else(|p| p.into_inner()), method)
-    }
-
-    fn reflected(&self, target: &str) -> Option<Reflected> {
-        self.reflected
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(target)
-            .cloned()
-    }
-
-    fn remember(&self, target: &str, pool: DescriptorPool) {
-        let mut reflected = self.reflected.lock().unwrap_or_else(|p| p.into_inner());
-        reflected.insert(
-            target.to_string(),
-            Reflected {
-                pool,
-                at: Instant::now(),
-            },
-        );
-    }
-}
-
 /// The method in a pool, if the pool describes it (a unary method only).
-fn find(pool: &DescriptorPool, method: &GrpcMethod) -> Option<MethodTypes> {
+pub(super) fn find(pool: &DescriptorPool, method: &GrpcMethod) -> Option<MethodTypes> {
     let service = pool.get_service_by_name(method.service())?;
     let found = service.methods().find(|m| m.name() == method.method())?;
     Some(MethodTypes { method: found })
@@ -138,7 +81,7 @@ fn find(pool: &DescriptorPool, method: &GrpcMethod) -> Option<MethodTypes> {
 /// Adds files to a pool in the order their dependencies need (reflection
 /// sends them in any order); files it has already are skipped. Answers the
 /// services of the files added.
-fn add_files(pool: &mut DescriptorPool, files: Vec<FileDescriptorProto>) -> Result<Vec<String>, String> {
+pub(super) fn add_files(pool: &mut DescriptorPool, files: Vec<FileDescriptorProto>) -> Result<Vec<String>, String> {
     let mut waiting: Vec<FileDescriptorProto> = files
         .into_iter()
         .filter(|file| pool.get_file_by_name(file.name()).is_none())
@@ -241,13 +184,12 @@ impl GrpcTransport {
     /// else the server's reflection, asked again when what it said is stale
     /// or lacks the method.
     pub(super) async fn types(&self, target: &str, method: &GrpcMethod) -> Result<MethodTypes, Lookup> {
-        if let Some(types) = self.descriptors.uploaded(method) {
+        if let Some(types) = self.descriptors.uploaded(method).await {
             return Ok(types);
         }
-        let cached = self.descriptors.reflected(target);
-        let known = cached.as_ref().and_then(|c| find(&c.pool, method));
-        if let Some(reflected) = &cached {
-            let age = reflected.at.elapsed();
+        let cached = self.descriptors.reflected_pool(target);
+        let known = cached.as_ref().and_then(|(pool, _)| find(pool, method));
+        if let Some((_, age)) = cached {
             match &known {
                 Some(types) if age < REFLECTION_FRESH => return Ok(types.clone()),
                 None if age < LOOKUP_AGAIN_AFTER => return Err(Lookup::Unknown(unknown(method, target, None))),
@@ -592,7 +534,9 @@ impl Transport for GrpcTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use prost_types::{DescriptorProto, FieldDescriptorProto, MethodDescriptorProto, ServiceDescriptorProto};
+    use prost_types::{
+        DescriptorProto, FieldDescriptorProto, FileDescriptorSet, MethodDescriptorProto, ServiceDescriptorProto,
+    };
 
     /// `orders.proto`: `Paid(PaidRequest{string order_id; int32 cents}) returns (Ack{bool accepted})`,
     /// written as descriptors so the unit tests need no compiler.
@@ -644,7 +588,7 @@ mod tests {
         let services = descriptors.add(&orders_set().encode_to_vec()).unwrap();
         assert_eq!(services, ["orders.v1.Callbacks"]);
         let method = GrpcMethod::parse("orders.v1.Callbacks/Paid").unwrap();
-        let types = descriptors.uploaded(&method).expect("described");
+        let types = descriptors.known("http://h", &method).expect("described");
         assert_eq!(types.input().full_name(), "orders.v1.PaidRequest");
         let message = types.request(br#"{"orderId": "A-1", "cents": 250}"#).unwrap();
         assert_eq!(message.encode_to_vec(), [10, 3, b'A', b'-', b'1', 16, 250, 1]);

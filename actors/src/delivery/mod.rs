@@ -64,10 +64,12 @@ impl Attempted {
     }
 }
 
+mod descriptors;
 mod grpc;
 mod http;
 
-pub use grpc::{Descriptors, MethodTypes};
+pub use descriptors::{DescriptorSetView, Descriptors, MAX_SET_BYTES};
+pub use grpc::MethodTypes;
 
 /// One way of making an attempt — HTTP or gRPC, each in its own module —
 /// behind what every attempt shares: the span, the signature, the timeout,
