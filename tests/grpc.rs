@@ -353,3 +353,58 @@ async fn a_consumer_delivers_rabbitmq_messages_to_a_grpc_method() {
     assert_eq!(server.hits().len(), 21);
     assert!(server.hits().iter().all(|hit| hit.metadata.contains_key("webhook-id")));
 }
+
+#[tokio::test]
+async fn a_grpc_attempt_is_a_span_and_a_duration_labelled_with_the_rpc_conventions() {
+    let collector = bida_testkit::otlp::OtlpReceiver::start().await;
+    let server = GrpcReceiver::start(true).await;
+    server.reply([GrpcReply::status(Code::Unavailable, "draining")]);
+    let bida = Bida::start(&format!(
+        "[telemetry]\notlp_endpoint = \"{}\"\nexport_interval_ms = 300\n",
+        collector.url()
+    ))
+    .await;
+    let id = bida.submit(task_for(&server, json!({"order_id": "T-1"}))).await;
+    bida.wait_status(&id, "delivered", WAIT).await;
+    let trace_id = |hit: &bida_testkit::grpc::GrpcHit| {
+        hit.metadata
+            .get("traceparent")
+            .and_then(|t| t.split('-').nth(1).map(String::from))
+    };
+    let traces: Vec<String> = server.hits().iter().filter_map(trace_id).collect();
+    assert_eq!(traces.len(), 2, "both attempts carry a traceparent");
+    let exported = support::eventually(Duration::from_secs(30), || {
+        let spans = collector.spans();
+        spans
+            .iter()
+            .filter(|s| s.name == "deliver" && traces.contains(&s.trace_id))
+            .count()
+            == 2
+            && !collector.metric_points("rpc.client.duration").is_empty()
+    })
+    .await;
+    assert!(exported, "spans received: {:?}", collector.spans());
+    let spans = collector.spans();
+    let mut codes: Vec<String> = spans
+        .iter()
+        .filter(|s| traces.contains(&s.trace_id))
+        .map(|span| {
+            let attribute = |name: &str| span.attributes.get(name).cloned().unwrap_or_default();
+            assert_eq!(attribute("rpc.system"), "grpc");
+            assert_eq!(attribute("rpc.service"), "orders.v1.Callbacks");
+            assert_eq!(attribute("rpc.method"), "Paid");
+            assert_eq!(attribute("server.address"), "127.0.0.1");
+            attribute("rpc.grpc.status_code")
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["0", "14"], "OK and UNAVAILABLE");
+    let durations = collector.metric_points("rpc.client.duration");
+    assert!(
+        durations
+            .iter()
+            .any(|p| p.get("rpc.method").map(String::as_str) == Some("Paid")
+                && p.get("rpc.grpc.status_code").map(String::as_str) == Some("14")),
+        "{durations:?}"
+    );
+}

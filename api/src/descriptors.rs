@@ -35,7 +35,7 @@ pub struct DescriptorSetList {
 /// message types from it. The same bytes uploaded again answer 200 with
 /// the set on record.
 #[utoipa::path(post, path = "/v1/descriptors", tag = "descriptors",
-    request_body(content = Vec<u8>, content_type = "application/octet-stream", description = "An encoded google.protobuf.FileDescriptorSet"),
+    request_body(content = String, content_type = "application/octet-stream", description = "An encoded google.protobuf.FileDescriptorSet"),
     responses(
         (status = 201, body = DescriptorSetView),
         (status = 200, description = "Uploaded before", body = DescriptorSetView),

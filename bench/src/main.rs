@@ -7,6 +7,7 @@
 mod bare;
 mod delayed;
 mod drain;
+mod grpc;
 mod mq;
 mod process;
 mod pull;
@@ -52,6 +53,15 @@ enum Command {
         /// Extra TOML appended to Bida's configuration.
         #[arg(long, default_value = "")]
         config: String,
+    },
+    /// The same API tasks delivered over HTTP, then to a gRPC method.
+    Grpc {
+        #[arg(long, default_value_t = 10_000)]
+        tasks: usize,
+        #[arg(long, default_value_t = 64)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 512)]
+        size: usize,
     },
     /// Consume from RabbitMQ, Kafka, NATS JetStream, Redis Streams, MQTT, ActiveMQ or RocketMQ: drain a
     /// preloaded backlog (throughput), then produce at half that rate (end-to-end latency).
@@ -99,6 +109,11 @@ async fn main() -> anyhow::Result<()> {
             size,
             config,
         } => api(tasks, concurrency, size, Node { config: &config, store }).await,
+        Command::Grpc {
+            tasks,
+            concurrency,
+            size,
+        } => grpc::run(tasks, concurrency, size, store).await,
         Command::Mq { backlog, paced_seconds } => consume(&backlog, paced_seconds, store).await,
         Command::Delayed {
             messages,

@@ -59,6 +59,7 @@ pub struct GrpcHit {
     pub request: serde_json::Value,
     /// ASCII metadata by name (`webhook-id`, `bida-attempt`, `traceparent`...).
     pub metadata: BTreeMap<String, String>,
+    pub received_at: std::time::Instant,
 }
 
 #[derive(Default)]
@@ -179,6 +180,7 @@ impl tonic::server::UnaryService<DynamicMessage> for Paid {
     fn call(&mut self, request: Request<DynamicMessage>) -> Self::Future {
         let callbacks = self.0.clone();
         Box::pin(async move {
+            let received_at = std::time::Instant::now();
             let metadata = request
                 .metadata()
                 .iter()
@@ -192,7 +194,11 @@ impl tonic::server::UnaryService<DynamicMessage> for Paid {
             let request = serde_json::to_value(request.get_ref()).expect("JSON");
             let reply = {
                 let mut script = callbacks.script.lock().unwrap();
-                script.hits.push(GrpcHit { request, metadata });
+                script.hits.push(GrpcHit {
+                    request,
+                    metadata,
+                    received_at,
+                });
                 script.replies.pop_front()
             };
             let ok = |json: serde_json::Value| {
