@@ -252,6 +252,10 @@ impl Submission {
 }
 
 fn check_url(field: &str, raw: &str, limits: &Limits, errors: &mut ValidationErrors) -> Option<url::Url> {
+    if raw.is_empty() {
+        errors.add(field, "is required: where to deliver (or give grpc)");
+        return None;
+    }
     if raw.len() > limits.url_len {
         errors.add(field, format!("is longer than {} characters", limits.url_len));
         return None;
@@ -712,6 +716,50 @@ mod edit_tests {
         )
         .unwrap()
         .request
+    }
+
+    #[test]
+    fn a_grpc_request_is_edited_as_one() {
+        let (defaults, limits) = (TaskDefaults::default(), Limits::default());
+        let current = Submission {
+            grpc: Some(crate::grpc::GrpcInput {
+                target: "http://orders:50051".into(),
+                method: "orders.v1.Callbacks/Paid".into(),
+            }),
+            params: Some(serde_json::json!({"order_id": "A-1"})),
+            ..Submission::default()
+        }
+        .into_spec("m".into(), None, &defaults, &limits, Utc::now())
+        .unwrap()
+        .request;
+        let moved = RequestEdit {
+            url: Some("http://orders-2:50051".into()),
+            ..RequestEdit::default()
+        }
+        .over(&current, &defaults, &limits, Utc::now())
+        .unwrap();
+        assert_eq!(moved.url, "http://orders-2:50051/");
+        assert_eq!(moved.grpc, current.grpc, "still the same method");
+        assert_eq!(moved.body, current.body);
+        let fixed = RequestEdit {
+            body: Some(r#"{"order_id": "A-2"}"#.into()),
+            ..RequestEdit::default()
+        }
+        .over(&current, &defaults, &limits, Utc::now())
+        .unwrap();
+        assert_eq!(fixed.body.unwrap().as_bytes(), br#"{"order_id":"A-2"}"#);
+        for refused in [
+            RequestEdit {
+                body: Some("not json".into()),
+                ..RequestEdit::default()
+            },
+            RequestEdit {
+                body_base64: Some("AAAA".into()),
+                ..RequestEdit::default()
+            },
+        ] {
+            assert!(refused.over(&current, &defaults, &limits, Utc::now()).is_err());
+        }
     }
 
     #[test]
