@@ -114,10 +114,14 @@ impl Descriptors {
         if !stale || self.store.is_none() {
             return found;
         }
-        if let Err(e) = self.reload().await {
-            tracing::warn!(error = %e, "cannot read the uploaded descriptor sets");
-            return found;
+        // Attempts that find it stale together read the store once.
+        let reading = self.reading.lock().await;
+        if self.uploaded.read().unwrap_or_else(|p| p.into_inner()).read_at == read_at {
+            if let Err(e) = self.read_store().await {
+                tracing::warn!(error = %e, "cannot read the uploaded descriptor sets");
+            }
         }
+        drop(reading);
         find(&self.uploaded.read().unwrap_or_else(|p| p.into_inner()).pool, method)
     }
 
@@ -177,6 +181,10 @@ impl Descriptors {
     /// Reads the uploaded sets again into a pool of their own.
     async fn reload(&self) -> Result<(), AdminError> {
         let _one = self.reading.lock().await;
+        self.read_store().await
+    }
+
+    async fn read_store(&self) -> Result<(), AdminError> {
         let mut pool = DescriptorPool::global();
         for (view, bytes) in self.sets().await? {
             if let Err(why) = add_set(&mut pool, &bytes) {
