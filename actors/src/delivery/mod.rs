@@ -1,7 +1,6 @@
 //! One delivery attempt: make the call (over HTTP or gRPC), observe the
 //! answer. Judging what was observed is the domain's job.
 
-use bida_domain::grpc::GrpcMethod;
 use bida_domain::matcher::{judge, Verdict};
 use bida_domain::task::{AttemptReport, TaskSpec};
 use bida_domain::{Observation, StatusSet};
@@ -17,6 +16,13 @@ use std::time::{Duration, Instant};
 use crate::egress::EgressGuard;
 use crate::signing::Signer;
 use crate::DeliveryConfig;
+
+mod descriptors;
+mod grpc;
+mod http;
+
+pub use descriptors::{DescriptorSetView, Descriptors, MAX_SET_BYTES};
+pub use grpc::MethodTypes;
 
 /// What one attempt produced, ready for `TaskCommand::RecordAttempt`.
 #[derive(Clone, Debug)]
@@ -63,13 +69,6 @@ impl Attempted {
         }
     }
 }
-
-mod descriptors;
-mod grpc;
-mod http;
-
-pub use descriptors::{DescriptorSetView, Descriptors, MAX_SET_BYTES};
-pub use grpc::MethodTypes;
 
 /// One way of making an attempt — HTTP or gRPC, each in its own module —
 /// behind what every attempt shares: the span, the signature, the timeout,
@@ -152,14 +151,6 @@ impl Delivery {
     /// What this node knows of gRPC messages (uploads go here).
     pub fn descriptors(&self) -> &Descriptors {
         self.grpc.descriptors()
-    }
-
-    /// The request and response types of a gRPC method, when this node can
-    /// learn them (an uploaded descriptor set, or the server's reflection).
-    pub async fn grpc_types(&self, target: &str, method: &GrpcMethod) -> Result<MethodTypes, String> {
-        self.grpc.types(target, method).await.map_err(|lookup| match lookup {
-            grpc::Lookup::Unknown(why) | grpc::Lookup::Unreachable(why) => why,
-        })
     }
 
     /// Makes attempt number `attempt` of a task, as a span of the message's
