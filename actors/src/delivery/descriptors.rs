@@ -103,14 +103,14 @@ impl Descriptors {
     }
 
     /// The method's types from the uploaded sets, read again from the store
-    /// when this node's copy is old or lacks the method.
-    pub(super) async fn uploaded(&self, method: &GrpcMethod) -> Option<MethodTypes> {
+    /// when this node's copy is old, or lacks the method and `reread_on_miss`.
+    pub(super) async fn uploaded(&self, method: &GrpcMethod, reread_on_miss: bool) -> Option<MethodTypes> {
         let (found, read_at) = {
             let uploaded = self.uploaded.read().unwrap_or_else(|p| p.into_inner());
             (find(&uploaded.pool, method), uploaded.read_at)
         };
         let age = read_at.map_or(Duration::MAX, |at| at.elapsed());
-        let stale = age > RELOAD_AFTER || (found.is_none() && age > RELOAD_ON_MISS_AFTER);
+        let stale = age > RELOAD_AFTER || (reread_on_miss && found.is_none() && age > RELOAD_ON_MISS_AFTER);
         if !stale || self.store.is_none() {
             return found;
         }

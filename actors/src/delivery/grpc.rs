@@ -41,8 +41,6 @@ use crate::DeliveryConfig;
 const REFLECTION_FRESH: Duration = Duration::from_secs(300);
 /// A method the cached descriptors lack is looked up again at most this often.
 const LOOKUP_AGAIN_AFTER: Duration = Duration::from_secs(5);
-/// Bytes of a response message, as JSON, kept for `expect`.
-const MAX_RESPONSE_JSON: usize = 64 * 1024;
 
 /// The request and response types of a method.
 #[derive(Clone, Debug)]
@@ -117,6 +115,8 @@ pub(super) struct GrpcTransport {
     egress: EgressGuard,
     connect_timeout: Duration,
     user_agent: String,
+    /// Bytes of a response message, as JSON, kept for `expect` (as for HTTP bodies).
+    max_response_bytes: usize,
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     descriptors: Descriptors,
 }
@@ -127,6 +127,7 @@ impl GrpcTransport {
             egress,
             connect_timeout: Duration::from_millis(config.connect_timeout_ms),
             user_agent: config.user_agent.clone(),
+            max_response_bytes: config.max_response_bytes,
             channels: Arc::default(),
             descriptors,
         }
@@ -184,11 +185,13 @@ impl GrpcTransport {
     /// else the server's reflection, asked again when what it said is stale
     /// or lacks the method.
     pub(super) async fn types(&self, target: &str, method: &GrpcMethod) -> Result<MethodTypes, Lookup> {
-        if let Some(types) = self.descriptors.uploaded(method).await {
-            return Ok(types);
-        }
         let cached = self.descriptors.reflected_pool(target);
         let known = cached.as_ref().and_then(|(pool, _)| find(pool, method));
+        // A method reflection describes does not send every attempt to the
+        // store for uploads (their copy is still read again once a minute).
+        if let Some(types) = self.descriptors.uploaded(method, known.is_none()).await {
+            return Ok(types);
+        }
         if let Some((_, age)) = cached {
             match &known {
                 Some(types) if age < REFLECTION_FRESH => return Ok(types.clone()),
@@ -255,7 +258,7 @@ impl GrpcTransport {
             Ok(response) => {
                 let json = serde_json::to_vec(&Json(response.get_ref())).unwrap_or_default();
                 let mut body = Bytes::from(json);
-                body.truncate(MAX_RESPONSE_JSON);
+                body.truncate(self.max_response_bytes);
                 Observation::Rpc(RpcOutcome {
                     code: GrpcCode::Ok,
                     message: String::new(),
