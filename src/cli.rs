@@ -100,6 +100,9 @@ pub struct ServeArgs {
     /// Address of the HTTP API [env: BIDA_LISTEN] [default: 127.0.0.1:8080]
     #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
+    /// Address of the gRPC interface; "" for none [env: BIDA_GRPC_LISTEN] [default: 127.0.0.1:50051]
+    #[arg(long, value_name = "ADDR")]
+    pub grpc_listen: Option<String>,
     #[command(flatten)]
     pub database: DatabaseArgs,
     /// This node's name [env: BIDA_NODE_NAME] [default: the host name]
@@ -137,6 +140,7 @@ impl ServeArgs {
     pub fn overrides(&self) -> Overrides {
         Overrides {
             listen: self.listen.clone(),
+            grpc_listen: self.grpc_listen.clone(),
             database_url: self.database.database_url.clone(),
             data_dir: self.database.data_dir.clone(),
             node_name: self.node_name.clone(),

@@ -22,6 +22,8 @@ use std::time::Duration;
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     pub listen: String,
+    /// Where the gRPC interface listens; empty: no gRPC interface.
+    pub grpc_listen: String,
     /// PostgreSQL; without it, the embedded store in `data_dir`.
     pub database_url: Option<String>,
     pub data_dir: String,
@@ -48,6 +50,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            grpc_listen: "127.0.0.1:50051".into(),
             database_url: None,
             data_dir: "bida-data".into(),
             node_name: hostname(),
@@ -183,6 +186,8 @@ pub struct Overrides {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub listen: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub grpc_listen: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub database_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub data_dir: Option<String>,
@@ -257,6 +262,10 @@ impl Config {
 /// Every configuration key with what it means, for `--help` and the README.
 pub const KEYS: &[(&str, &str)] = &[
     ("listen", "Address the HTTP API listens on."),
+    (
+        "grpc_listen",
+        "Address the gRPC interface (proto/bida/v1) listens on; empty: none.",
+    ),
     (
         "telemetry.otlp_endpoint",
         "OTLP/HTTP collector URL (http://host:4318) for metrics and traces; empty: none. Also BIDA_OTLP_ENDPOINT.",

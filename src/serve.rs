@@ -51,6 +51,10 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     // Bound before anything starts: a taken port is told plainly, with no
     // node half up (a task dropped after the runtime stops would abort).
     let listeners = bind(&config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+    let grpc_listeners = match config.grpc_listen.as_str() {
+        "" => Vec::new(),
+        address => bind(address).with_context(|| format!("cannot listen on {address} (grpc_listen)"))?,
+    };
     // What the node reports is where it listens, its port even when asked for `:0`.
     let addresses: Vec<String> = listeners
         .iter()
@@ -106,6 +110,18 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         node_ttl: config.scheduler.node_ttl(),
         metrics: Some(metrics),
     });
+    let (grpc_stop, grpc_stopping) = tokio::sync::watch::channel(false);
+    let mut grpc_servers = Vec::new();
+    for listener in grpc_listeners {
+        let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        tracing::info!("gRPC listening on {address}");
+        let (state, stopping) = (state.clone(), grpc_stopping.clone());
+        grpc_servers.push(actix_rt::spawn(async move {
+            if let Err(e) = bida_api::grpc::serve(listener, state, stopping).await {
+                tracing::error!(error = %e, %address, "the gRPC interface stopped");
+            }
+        }));
+    }
     let mut server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
@@ -145,10 +161,15 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         }
+        grpc_stop.send_replace(true);
         handle.stop(true).await;
     });
     let result = server.await;
     tracing::info!("stopping");
+    // Calls under way finish (pull streams end at once); the node drains after.
+    for grpc in grpc_servers {
+        let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
+    }
     stop_background([projection, access_watch, sampler, probes]).await;
     node.shutdown().await;
     result.context("HTTP server failed")

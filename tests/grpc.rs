@@ -408,3 +408,395 @@ async fn a_grpc_attempt_is_a_span_and_a_duration_labelled_with_the_rpc_conventio
         "{durations:?}"
     );
 }
+
+// ---- Bida's own gRPC interface (proto/bida/v1), through its generated client ----
+
+mod interface {
+    use super::*;
+    use bida_api::grpc::proto::{
+        messages_client::MessagesClient, pull_client::PullClient, tasks_client::TasksClient, AckRequest,
+        ConsumeRequest, GetTaskRequest, NackRequest, OutgoingMessage, ProduceRequest, SubmitTaskRequest,
+    };
+    use bida_testkit::Receiver;
+    use prost_types::value::Kind;
+    use support::ADMIN_KEY;
+    use tonic::transport::Channel;
+    use tonic::Request;
+    use tonic_types::StatusExt;
+
+    fn keyed<T>(message: T, key: &str) -> Request<T> {
+        let mut request = Request::new(message);
+        request
+            .metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        request
+    }
+
+    async fn channel(bida: &Bida) -> Channel {
+        assert!(
+            !bida.grpc_url.is_empty(),
+            "the node logs where gRPC listens\n{}",
+            bida.log()
+        );
+        Channel::from_shared(bida.grpc_url.clone())
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect")
+    }
+
+    fn value(json: Value) -> prost_types::Value {
+        let kind = match json {
+            Value::Null => Kind::NullValue(0),
+            Value::Bool(b) => Kind::BoolValue(b),
+            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+            Value::String(s) => Kind::StringValue(s),
+            Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.into_iter().map(value).collect(),
+            }),
+            Value::Object(fields) => Kind::StructValue(object(Value::Object(fields))),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+
+    fn object(json: Value) -> prost_types::Struct {
+        let Value::Object(fields) = json else {
+            panic!("an object")
+        };
+        prost_types::Struct {
+            fields: fields.into_iter().map(|(k, v)| (k, value(v))).collect(),
+        }
+    }
+
+    async fn key_with_role(bida: &Bida, role: &str) -> String {
+        let (status, issued) = bida.post("/v1/keys", json!({"name": role, "role": role})).await;
+        assert_eq!(status, 201, "{issued}");
+        issued["key"].as_str().unwrap().to_string()
+    }
+
+    /// Submit (with an idempotency key), read back, and the same checks,
+    /// problems and roles as POST /v1/tasks, over the generated client.
+    #[tokio::test]
+    async fn tasks_are_submitted_and_read_over_grpc_with_the_http_api_s_checks_and_roles() {
+        let endpoint = Receiver::ok().await;
+        let bida = Bida::start("").await;
+        let mut tasks = TasksClient::new(channel(&bida).await);
+        let submission = SubmitTaskRequest {
+            url: endpoint.url("/paid"),
+            params: Some(value(json!({"order": "A-1", "cents": 250, "tags": ["上海"]}))),
+            headers: [("x-tenant".to_string(), "north".to_string())].into(),
+            max_attempts: Some(3),
+            idempotency_key: Some("order-A-1".into()),
+            ..SubmitTaskRequest::default()
+        };
+        let accepted = tasks
+            .submit_task(keyed(submission.clone(), ADMIN_KEY))
+            .await
+            .expect("submitted")
+            .into_inner();
+        let task = accepted.task.expect("the task");
+        assert!(!accepted.replayed);
+        assert_eq!(
+            (task.url.as_str(), task.max_attempts),
+            (endpoint.url("/paid").as_str(), 3)
+        );
+        assert!(endpoint.wait_for_hits(1, WAIT).await, "delivered\n{}", bida.log());
+        let hit = &endpoint.hits()[0];
+        let body: Value = serde_json::from_slice(&hit.body).unwrap();
+        assert_eq!(
+            body,
+            json!({"order": "A-1", "cents": 250, "tags": ["上海"]}),
+            "whole numbers stay integers"
+        );
+        assert_eq!(hit.header("x-tenant"), Some("north"));
+
+        let again = tasks
+            .submit_task(keyed(submission, ADMIN_KEY))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(again.replayed, "the idempotency key returns the first task");
+        assert_eq!(again.task.unwrap().id, task.id);
+
+        bida.wait_status(&task.id, "delivered", WAIT).await;
+        let detail = tasks
+            .get_task(keyed(GetTaskRequest { id: task.id.clone() }, ADMIN_KEY))
+            .await
+            .expect("read")
+            .into_inner();
+        assert_eq!(
+            (detail.status.as_str(), detail.attempts.len()),
+            ("delivered", 1),
+            "{detail:?}"
+        );
+        assert_eq!(detail.attempts[0].status_code, Some(200));
+        let request = detail.request.expect("the request");
+        assert!(request.fields.contains_key("headers"), "{request:?}");
+
+        // The HTTP API's checks, with the field at fault as a BadRequest detail.
+        let refused = tasks
+            .submit_task(keyed(
+                SubmitTaskRequest {
+                    url: "ftp://example.com/x".into(),
+                    ..SubmitTaskRequest::default()
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect_err("not an http(s) URL");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        let details = refused.get_error_details();
+        let violations = &details.bad_request().expect("field violations").field_violations;
+        assert_eq!(violations[0].field, "url", "{violations:?}");
+        let missing = tasks
+            .get_task(keyed(
+                GetTaskRequest {
+                    id: "no-such-task".into(),
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect_err("no such task");
+        assert_eq!(missing.code(), Code::NotFound);
+
+        // Keys and roles as over HTTP.
+        let anonymous = tasks
+            .get_task(Request::new(GetTaskRequest { id: task.id.clone() }))
+            .await
+            .expect_err("no key");
+        assert_eq!(anonymous.code(), Code::Unauthenticated);
+        let unknown = tasks
+            .get_task(keyed(GetTaskRequest { id: task.id.clone() }, "bida_not_a_key"))
+            .await
+            .expect_err("unknown key");
+        assert_eq!(unknown.code(), Code::Unauthenticated);
+        let viewer = key_with_role(&bida, "viewer").await;
+        let denied = tasks
+            .submit_task(keyed(
+                SubmitTaskRequest {
+                    url: endpoint.url("/x"),
+                    ..SubmitTaskRequest::default()
+                },
+                &viewer,
+            ))
+            .await
+            .expect_err("a viewer does not submit");
+        assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+        assert!(denied.message().contains("bida.v1.Tasks/SubmitTask"), "{denied:?}");
+        let seen = tasks
+            .get_task(keyed(GetTaskRequest { id: task.id.clone() }, &viewer))
+            .await
+            .expect("a viewer reads tasks");
+        assert_eq!(seen.into_inner().id, task.id);
+    }
+
+    /// The reflection service lists Bida's services and describes their files.
+    #[tokio::test]
+    async fn the_interface_answers_reflection() {
+        use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+        use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+        use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+        use tonic_reflection::pb::v1::ServerReflectionRequest;
+        let bida = Bida::start("").await;
+        let mut reflection = ServerReflectionClient::new(channel(&bida).await);
+        let ask = |request: MessageRequest| ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(request),
+        };
+        let requests = vec![
+            ask(MessageRequest::ListServices(String::new())),
+            ask(MessageRequest::FileContainingSymbol("bida.v1.Pull".into())),
+        ];
+        let mut answers = reflection
+            .server_reflection_info(tokio_stream::iter(requests))
+            .await
+            .expect("reflection")
+            .into_inner();
+        let Some(MessageResponse::ListServicesResponse(list)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("a service list")
+        };
+        let mut names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "bida.v1.Messages",
+                "bida.v1.Pull",
+                "bida.v1.Tasks",
+                "grpc.reflection.v1.ServerReflection"
+            ]
+        );
+        let Some(MessageResponse::FileDescriptorResponse(files)) =
+            answers.message().await.unwrap().unwrap().message_response
+        else {
+            panic!("the file of bida.v1.Pull")
+        };
+        let file =
+            <prost_types::FileDescriptorProto as prost::Message>::decode(files.file_descriptor_proto[0].as_slice())
+                .unwrap();
+        assert_eq!(file.name(), "bida/v1/pull.proto");
+        let methods: Vec<&str> = file.service[0].method.iter().map(|m| m.name()).collect();
+        assert_eq!(methods, ["Consume", "Ack", "Nack"]);
+    }
+
+    /// Produce now and delayed to a built-in topic, and consume it as a pull
+    /// consumer's member: a server stream of leased messages, acked and nacked.
+    #[tokio::test]
+    async fn messages_are_produced_and_pull_consumed_over_grpc() {
+        let bida = Bida::start("").await;
+        let topic = format!("t-{}", uuid::Uuid::new_v4().simple());
+        let (status, made) = bida.post("/v1/topics", json!({"name": topic, "partitions": 1})).await;
+        assert_eq!(status, 201, "{made}");
+        let (status, consumer) = bida
+            .post(
+                "/v1/consumers",
+                json!({"name": "grpc members", "broker_id": "builtin", "source": {"topic": topic},
+                       "endpoint": {"kind": "pull", "lease_ms": 30000}}),
+            )
+            .await;
+        assert_eq!(status, 201, "{consumer}");
+        let consumer_id = consumer["id"].as_str().unwrap().to_string();
+        let channel = channel(&bida).await;
+        let (mut messages, mut pull) = (MessagesClient::new(channel.clone()), PullClient::new(channel));
+        let mut stream = pull
+            .consume(keyed(
+                ConsumeRequest {
+                    consumer_id: consumer_id.clone(),
+                    member: "worker-1".into(),
+                    max: Some(10),
+                    client_version: Some("test/1".into()),
+                    ..ConsumeRequest::default()
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("a stream")
+            .into_inner();
+
+        let message = |n: u32| OutgoingMessage {
+            body: Some(value(json!({"n": n}))),
+            target: Some(object(json!({"topic": topic, "key": format!("k{n}")}))),
+            ..OutgoingMessage::default()
+        };
+        let written = messages
+            .produce(keyed(
+                ProduceRequest {
+                    broker_id: "builtin".into(),
+                    messages: (0..4).map(message).collect(),
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("written")
+            .into_inner();
+        assert_eq!(written.written.len(), 4, "{written:?}");
+        let landed = written.written[3].landed.as_ref().unwrap();
+        assert_eq!(landed.fields["offset"].kind, Some(Kind::NumberValue(3.0)), "{landed:?}");
+        let mut delayed = message(4);
+        delayed.delay_ms = Some(300);
+        let held = messages
+            .produce(keyed(
+                ProduceRequest {
+                    broker_id: "builtin".into(),
+                    messages: vec![delayed],
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("held")
+            .into_inner();
+        assert!(held.written.is_empty() && held.delayed.len() == 1, "{held:?}");
+        let unknown = messages
+            .produce(keyed(
+                ProduceRequest {
+                    broker_id: "no-such-broker".into(),
+                    messages: vec![message(9)],
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect_err("no such broker");
+        assert_eq!(unknown.code(), Code::NotFound, "{unknown:?}");
+
+        // All five arrive on the stream, the delayed one last.
+        let mut received = Vec::new();
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while received.len() < 5 {
+            let batch = tokio::time::timeout_at(deadline, stream.message())
+                .await
+                .expect("five messages in time")
+                .expect("the stream goes on")
+                .expect("a batch");
+            let settings = batch.settings.expect("settings with every batch");
+            assert_eq!(settings.mode, "cluster");
+            received.extend(batch.messages);
+        }
+        let bodies: Vec<String> = received
+            .iter()
+            .map(|m| match &m.body.as_ref().unwrap().content {
+                Some(bida_api::grpc::proto::body::Content::Text(text)) => text.clone(),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(bodies[4], r#"{"n":4}"#, "{bodies:?}");
+        let mut sorted = bodies.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..5).map(|n| format!(r#"{{"n":{n}}}"#)).collect::<Vec<_>>());
+
+        // Four acked, the last dead-lettered by a nack.
+        let acked = pull
+            .ack(keyed(
+                AckRequest {
+                    consumer_id: consumer_id.clone(),
+                    leases: received[..4].iter().map(|m| m.lease.clone()).collect(),
+                    member: Some("worker-1".into()),
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("acked")
+            .into_inner();
+        assert_eq!((acked.settled.len(), acked.expired.len()), (4, 0), "{acked:?}");
+        let nacked = pull
+            .nack(keyed(
+                NackRequest {
+                    consumer_id: consumer_id.clone(),
+                    leases: vec![received[4].lease.clone()],
+                    reason: Some("cannot parse".into()),
+                    dead: true,
+                    ..NackRequest::default()
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("nacked")
+            .into_inner();
+        assert_eq!(nacked.settled.len(), 1, "{nacked:?}");
+        bida.wait_status(&received[4].task_id, "dead", WAIT).await;
+        bida.wait_status(&received[0].task_id, "delivered", WAIT).await;
+        let bad_lease = pull
+            .ack(keyed(
+                AckRequest {
+                    consumer_id: consumer_id.clone(),
+                    leases: vec!["not-a-lease".into()],
+                    member: None,
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect_err("not a lease id");
+        assert_eq!(bad_lease.code(), Code::InvalidArgument, "{bad_lease:?}");
+
+        // The stream is the member's heartbeat: it is listed, alive.
+        let (status, members) = bida.get(&format!("/v1/consumers/{consumer_id}/members")).await;
+        assert_eq!(status, 200, "{members}");
+        let member = &members["members"][0];
+        assert_eq!(
+            (member["member"].as_str(), member["client_version"].as_str()),
+            (Some("worker-1"), Some("test/1")),
+            "{members}"
+        );
+    }
+}

@@ -185,13 +185,16 @@ pub(crate) fn forbidden(detail: impl Into<String>) -> Problem {
 }
 
 fn presented_key(request: &ServiceRequest) -> Result<&str, Problem> {
-    let header = request
-        .headers()
-        .get(AUTHORIZATION)
-        .ok_or_else(|| unauthorized("this route needs `Authorization: Bearer <key>`"))?;
-    let text = header
-        .to_str()
-        .map_err(|_| unauthorized("the Authorization header is not visible ASCII"))?;
+    bearer(request.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes))
+}
+
+/// The key of an `Authorization: Bearer <key>` header (or gRPC metadata).
+pub(crate) fn bearer(value: Option<&[u8]>) -> Result<&str, Problem> {
+    let value = value.ok_or_else(|| unauthorized("this route needs `Authorization: Bearer <key>`"))?;
+    let text = std::str::from_utf8(value)
+        .ok()
+        .filter(|t| t.bytes().all(|b| b == b' ' || b.is_ascii_graphic()))
+        .ok_or_else(|| unauthorized("the Authorization header is not visible ASCII"))?;
     match text.split_once(' ') {
         Some((scheme, key)) if scheme.eq_ignore_ascii_case("bearer") && !key.trim().is_empty() => Ok(key.trim()),
         _ => Err(unauthorized("the Authorization header must be `Bearer <key>`")),
@@ -269,17 +272,61 @@ pub async fn gate(
         Ok(key) => key.to_string(),
         Err(problem) => return refuse(request, problem),
     };
-    let caller = match state.access.authenticate(&key).await {
+    let client_ip = request.peer_addr().map(|a| a.ip());
+    let what = format!("{} {}", request.method(), pattern.unwrap_or_default());
+    let caller = match admit(&state, &key, client_ip, need, &what).await {
         Ok(caller) => caller,
-        Err(Refusal::UnknownKey) => return refuse(request, unauthorized(&Refusal::UnknownKey.to_string())),
-        Err(e @ Refusal::Unavailable(_)) => {
-            return refuse(
-                request,
-                Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.to_string()),
-            )
+        Err(Denied::Refused(problem)) => return refuse(request, problem),
+        Err(Denied::OverRate { seconds }) => {
+            let mut response = over_rate(seconds).error_response();
+            response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
+            return Ok(request.into_response(response).map_into_right_body());
         }
     };
-    let client_ip = request.peer_addr().map(|a| a.ip());
+    let requester = Requester::new(&caller, client_ip);
+    request.extensions_mut().insert(caller);
+    acting_as(requester, next.call(request))
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
+/// Why a key was not let through.
+pub(crate) enum Denied {
+    /// Unknown, from a network its app does not allow, or its role falls short.
+    Refused(Problem),
+    /// Over its rate: it may try again in `seconds`.
+    OverRate { seconds: u64 },
+}
+
+pub(crate) fn over_rate(seconds: u64) -> Problem {
+    Problem::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate-limited",
+        format!("this key is over its rate (api.rate_limit); try again in {seconds} s"),
+    )
+}
+
+/// The checks of a key, for HTTP routes and gRPC methods alike: that it is
+/// known, called from a network its app allows, has a role that meets
+/// `need` (`what` names the request in the refusal) and is within its rate.
+pub(crate) async fn admit(
+    state: &ApiState,
+    key: &str,
+    client_ip: Option<std::net::IpAddr>,
+    need: Need,
+    what: &str,
+) -> Result<Caller, Denied> {
+    let caller = match state.access.authenticate(key).await {
+        Ok(caller) => caller,
+        Err(Refusal::UnknownKey) => return Err(Denied::Refused(unauthorized(&Refusal::UnknownKey.to_string()))),
+        Err(e @ Refusal::Unavailable(_)) => {
+            return Err(Denied::Refused(Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                e.to_string(),
+            )))
+        }
+    };
     let from_allowed = match client_ip {
         Some(ip) => caller.may_call_from(ip),
         // An unknown address is in no allowed network.
@@ -287,36 +334,22 @@ pub async fn gate(
     };
     if !from_allowed {
         let from = client_ip.map_or("an unknown address".to_string(), |ip| ip.to_string());
-        return refuse(
-            request,
-            forbidden(format!("this key's app does not allow requests from {from}")),
-        );
+        return Err(Denied::Refused(forbidden(format!(
+            "this key's app does not allow requests from {from}"
+        ))));
     }
     if !caller.may(need) {
-        let detail = format!(
-            "a {} key may not {} {}",
-            caller.role,
-            request.method(),
-            pattern.unwrap_or_default()
-        );
-        return refuse(request, forbidden(detail));
+        return Err(Denied::Refused(forbidden(format!(
+            "a {} key may not {what}",
+            caller.role
+        ))));
     }
     if let Err(wait) = state.limits.check(&caller.key_id) {
-        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
-        let problem = Problem::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate-limited",
-            format!("this key is over its rate (api.rate_limit); try again in {seconds} s"),
-        );
-        let mut response = problem.error_response();
-        response.headers_mut().insert(RETRY_AFTER, HeaderValue::from(seconds));
-        return Ok(request.into_response(response).map_into_right_body());
+        return Err(Denied::OverRate {
+            seconds: wait.as_secs_f64().ceil().max(1.0) as u64,
+        });
     }
-    let requester = Requester::new(&caller, client_ip);
-    request.extensions_mut().insert(caller);
-    acting_as(requester, next.call(request))
-        .await
-        .map(ServiceResponse::map_into_left_body)
+    Ok(caller)
 }
 
 /// The caller of a route behind a key.

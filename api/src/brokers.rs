@@ -12,6 +12,7 @@ use crate::json::{JsonBody, QueryParams};
 use crate::paging::{page, PageQuery};
 use crate::problem::Problem;
 use crate::{history, ApiState};
+use bida_domain::access::Caller;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -202,25 +203,50 @@ pub async fn produce(
     body: JsonBody<serde_json::Value>,
 ) -> Result<HttpResponse, Problem> {
     let caller = caller(&request)?;
+    Ok(write(&state, &caller, &id, body.0).await?.into())
+}
+
+/// A write done now, or held until due.
+pub(crate) enum Produced {
+    Now(ProduceResult),
+    Delayed(DelayedAccepted),
+}
+
+impl From<Produced> for HttpResponse {
+    fn from(produced: Produced) -> Self {
+        match produced {
+            Produced::Now(result) => HttpResponse::Ok().json(result),
+            Produced::Delayed(accepted) => HttpResponse::Accepted().json(accepted),
+        }
+    }
+}
+
+/// Writes messages to broker `id` for `caller` (a key of an app writes as its app).
+pub(crate) async fn write(
+    state: &ApiState,
+    caller: &Caller,
+    id: &str,
+    body: serde_json::Value,
+) -> Result<Produced, Problem> {
     if !caller.may_write_to_brokers() {
         return Err(crate::access::forbidden(
             "this key publishes only on the topics it names: POST /v1/topics/{name}/messages",
         ));
     }
-    write(&state, caller.app_id, &id, body.0).await
+    write_as(state, caller.app_id.clone(), id, body).await
 }
 
 /// Writes to broker `id` now, or holds the write until due.
-pub(crate) async fn write(
+pub(crate) async fn write_as(
     state: &ApiState,
     app: Option<String>,
     id: &str,
     body: serde_json::Value,
-) -> Result<HttpResponse, Problem> {
+) -> Result<Produced, Problem> {
     match state.delayed.submit(id, app, body).await? {
         Submitted::Now(request) => {
             let messages = state.producers.produce(id, request).await?;
-            Ok(HttpResponse::Ok().json(ProduceResult { messages }))
+            Ok(Produced::Now(ProduceResult { messages }))
         }
         Submitted::Delayed { tasks, batch } => {
             let messages: Vec<DelayedId> = tasks
@@ -232,7 +258,7 @@ pub(crate) async fn write(
                     deliver_at: task.deliver_at,
                 })
                 .collect();
-            Ok(HttpResponse::Accepted().json(DelayedAccepted {
+            Ok(Produced::Delayed(DelayedAccepted {
                 id: (!batch).then(|| messages.first().map(|m| m.id.clone())).flatten(),
                 messages,
             }))

@@ -78,6 +78,12 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     }
 }
 
+/// A body already parsed as JSON (a gRPC message mapped to JSON), read as
+/// `T` with the same problems as an HTTP body.
+pub(crate) fn from_value<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(invalid)
+}
+
 fn invalid(e: serde_path_to_error::Error<serde_json::Error>) -> Problem {
     let field = e.path().to_string();
     let mut problem = Problem::bad_request("invalid-json", format!("the body is not valid here: {e}"));

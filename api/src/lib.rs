@@ -9,6 +9,7 @@ mod console;
 mod consumers;
 mod delayed;
 mod descriptors;
+pub mod grpc;
 mod health;
 mod history;
 mod json;

@@ -55,19 +55,6 @@ pub async fn submit(
     request: HttpRequest,
     body: JsonBody<Submission>,
 ) -> Result<HttpResponse, Problem> {
-    let mut submission = body.0;
-    if let Some(app) = caller(&request)?.app_id {
-        match &submission.source_app {
-            Some(named) if *named != app => {
-                return Err(Problem::new(
-                    StatusCode::FORBIDDEN,
-                    "forbidden",
-                    format!("this key belongs to app {app}; source_app is set from the key (leave it out)"),
-                ))
-            }
-            _ => submission.source_app = Some(app),
-        }
-    }
     let key = match request.headers().get("idempotency-key") {
         None => None,
         Some(value) => Some(
@@ -77,13 +64,35 @@ pub async fn submit(
                 .to_string(),
         ),
     };
-    let accepted = state.tasks.submit(submission, key).await?;
+    let accepted = accept(&state, &caller(&request)?, body.0, key).await?;
     let mut response = HttpResponse::Accepted();
     response.insert_header(("location", format!("/v1/tasks/{}", accepted.task.id)));
     if accepted.replayed {
         response.insert_header(("idempotent-replayed", "true"));
     }
     Ok(response.json(accepted.task))
+}
+
+/// Accepts a submission from `caller`: a key of an app submits for its app.
+pub(crate) async fn accept(
+    state: &ApiState,
+    caller: &Caller,
+    mut submission: Submission,
+    idempotency_key: Option<String>,
+) -> Result<bida_actors::Accepted, Problem> {
+    if let Some(app) = &caller.app_id {
+        match &submission.source_app {
+            Some(named) if named != app => {
+                return Err(Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    format!("this key belongs to app {app}; source_app is set from the key (leave it out)"),
+                ))
+            }
+            _ => submission.source_app = Some(app.clone()),
+        }
+    }
+    Ok(state.tasks.submit(submission, idempotency_key).await?)
 }
 
 /// A task with its request, policy and every attempt.
@@ -100,9 +109,16 @@ pub async fn detail(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = caller(&request)?;
-    match state.tasks.detail(&id).await? {
-        Some(detail) if visible(&caller, detail.summary.source_app.as_deref()) => Ok(shown(&state, &detail)),
+    Ok(HttpResponse::Ok().json(shown_detail(&state, &caller(&request)?, &id).await?))
+}
+
+/// A task as `caller` may see it, credentials masked; a task of another app
+/// than the caller's is not found.
+pub(crate) async fn shown_detail(state: &ApiState, caller: &Caller, id: &str) -> Result<serde_json::Value, Problem> {
+    match state.tasks.detail(id).await? {
+        Some(detail) if visible(caller, detail.summary.source_app.as_deref()) => {
+            Ok(history::shown_task(&detail, &state.config.redact_headers))
+        }
         _ => Err(Problem::not_found(format!("no task with id {id}"))),
     }
 }

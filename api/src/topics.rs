@@ -280,7 +280,11 @@ pub async fn publish(
         )));
     }
     state.topics.spec(name.as_str()).await?;
-    crate::brokers::write(&state, caller.app_id, BROKER_ID, aimed_at(body.0, name.as_str())?).await
+    Ok(
+        crate::brokers::write_as(&state, caller.app_id, BROKER_ID, aimed_at(body.0, name.as_str())?)
+            .await?
+            .into(),
+    )
 }
 
 /// The request with `topic` set on its message, or on each of its batch's.

@@ -58,6 +58,8 @@ pub fn api_client(key: Option<&str>) -> reqwest::Client {
 pub struct Bida {
     child: Option<Child>,
     pub url: String,
+    /// The gRPC interface, `http://127.0.0.1:PORT` (a new port at each start).
+    pub grpc_url: String,
     /// The database, owned by the first node started on it.
     db: Option<TestDatabase>,
     pub db_url: String,
@@ -87,8 +89,11 @@ fn own_dir() -> PathBuf {
 /// by a parallel test before the node binds it, and the other test's node
 /// would then answer this test's requests.
 fn port_in_log(log: &str) -> Option<u16> {
-    const MARK: &str = "listening on http://127.0.0.1:";
-    let rest = &log[log.rfind(MARK)? + MARK.len()..];
+    port_after(log, "listening on http://127.0.0.1:")
+}
+
+fn port_after(log: &str, mark: &str) -> Option<u16> {
+    let rest = &log[log.rfind(mark)? + mark.len()..];
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
     digits.parse().ok()
 }
@@ -175,6 +180,7 @@ impl Bida {
         Self {
             child: None,
             url: String::new(),
+            grpc_url: String::new(),
             db,
             db_url,
             config,
@@ -212,6 +218,7 @@ impl Bida {
             .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", ADMIN_KEY)
             .env("BIDA_DELIVERY__ALLOW_NETWORKS", ALLOW_LOOPBACK)
             .env("BIDA_SECRET_KEY", SECRET_KEY)
+            .env("BIDA_GRPC_LISTEN", "127.0.0.1:0")
             .env(
                 "RUST_LOG",
                 std::env::var("BIDA_TEST_LOG").unwrap_or_else(|_| "info,bida_actors=debug,sqlx=warn".into()),
@@ -248,6 +255,14 @@ impl Bida {
             }
             if let Ok(r) = self.http.get(format!("{}/readyz", self.url)).send().await {
                 if r.status().is_success() {
+                    let log = self.log();
+                    // Logged before the HTTP server starts, so there by now (unless turned off).
+                    if let Some(port) = port_after(
+                        log.get(logged_before..).unwrap_or_default(),
+                        "gRPC listening on 127.0.0.1:",
+                    ) {
+                        self.grpc_url = format!("http://127.0.0.1:{port}");
+                    }
                     return;
                 }
             }

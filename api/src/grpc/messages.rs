@@ -1,0 +1,78 @@
+//! `bida.v1.Messages`: POST /v1/brokers/{id}/messages.
+
+use actix_web::http::StatusCode;
+use actix_web::web;
+use serde_json::{json, Map, Value};
+use tonic::{Request, Response, Status};
+
+use super::admit;
+use super::bridge::{from_json, reply, status, to_json};
+use super::proto::{messages_server::Messages, ProduceRequest, ProduceResponse, Written};
+use crate::brokers::Produced;
+use crate::problem::Problem;
+use crate::ApiState;
+
+pub struct MessagesApi(pub web::Data<ApiState>);
+
+/// The HTTP API's batch body: each message with its `target` fields at its top.
+fn batch(request: &ProduceRequest) -> Result<Value, Status> {
+    let mut messages = Vec::with_capacity(request.messages.len());
+    for (index, message) in request.messages.iter().enumerate() {
+        let mut fields = match to_json(message, "bida.v1.OutgoingMessage")? {
+            Value::Object(fields) => fields,
+            _ => Map::new(),
+        };
+        if let Some(Value::Object(target)) = fields.remove("target") {
+            for (name, value) in target {
+                if fields.contains_key(&name) {
+                    let detail =
+                        format!("messages[{index}].target.{name} is a field of the message itself; set it there");
+                    return Err(status(Problem::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid",
+                        detail,
+                    )));
+                }
+                fields.insert(name, value);
+            }
+        }
+        messages.push(Value::Object(fields));
+    }
+    Ok(json!({ "messages": messages }))
+}
+
+#[tonic::async_trait]
+impl Messages for MessagesApi {
+    async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
+        let route = ("POST", "/v1/brokers/{id}/messages");
+        let admitted = admit(&self.0, &request, "bida.v1.Messages/Produce", route).await?;
+        let body = batch(request.get_ref())?;
+        let broker = &request.get_ref().broker_id;
+        let produced = admitted
+            .run(crate::brokers::write(&self.0, &admitted.caller, broker, body))
+            .await
+            .map_err(status)?;
+        let response = match produced {
+            Produced::Now(result) => {
+                let mut written = Vec::with_capacity(result.messages.len());
+                for message in result.messages {
+                    let mut landed = match serde_json::to_value(&message.at) {
+                        Ok(Value::Object(fields)) => fields,
+                        _ => Map::new(),
+                    };
+                    landed.remove("index");
+                    written.push(Written {
+                        index: message.index as u32,
+                        landed: Some(from_json(&Value::Object(landed), "google.protobuf.Struct")?),
+                    });
+                }
+                ProduceResponse {
+                    written,
+                    delayed: Vec::new(),
+                }
+            }
+            Produced::Delayed(accepted) => reply(&json!({ "delayed": accepted.messages }), "bida.v1.ProduceResponse")?,
+        };
+        Ok(Response::new(response))
+    }
+}
