@@ -529,7 +529,15 @@ async fn sigterm_mid_drain(
         endpoint.distinct_messages(),
         bida.log()
     );
-    (arrivals.counts(), at_sigterm, bida.log())
+    // What a failure is read with: the consumer's offsets and history.
+    let id = consumer["id"].as_str().unwrap();
+    let (_, view) = bida.get(&format!("/v1/consumers/{id}")).await;
+    let (_, events) = bida.get(&format!("/v1/consumers/{id}/events")).await;
+    let diagnosis = format!(
+        "consumer after the restart: {view}\nits events: {events}\nlog:\n{}",
+        bida.log()
+    );
+    (arrivals.counts(), at_sigterm, diagnosis)
 }
 
 /// SIGTERM while 16 deliveries wait on an endpoint that answers within the
@@ -538,7 +546,11 @@ async fn sigterm_mid_drain(
 async fn sigterm_finishes_the_deliveries_in_flight(mq: impl TestMq) {
     let (arrivals, at_sigterm, log) = sigterm_mid_drain(mq, "10000", Duration::from_millis(1500)).await;
     let again: Vec<_> = at_sigterm.iter().filter(|id| arrivals[*id] > 1).collect();
-    assert!(again.is_empty(), "sent again after a graceful stop: {again:?}\n{log}");
+    let repeated = arrivals.values().filter(|count| **count > 1).count();
+    assert!(
+        again.is_empty(),
+        "sent again after a graceful stop: {again:?} ({repeated} of all messages arrived more than once)\n{log}"
+    );
 }
 
 /// SIGTERM while the endpoint holds its answers longer than the grace (1 s)

@@ -415,7 +415,8 @@ mod interface {
     use super::*;
     use bida_api::grpc::proto::{
         messages_client::MessagesClient, pull_client::PullClient, tasks_client::TasksClient, AckRequest,
-        ConsumeRequest, GetTaskRequest, NackRequest, OutgoingMessage, ProduceRequest, SubmitTaskRequest,
+        ConsumeRequest, DelayedRequest, GetTaskRequest, NackRequest, OutgoingMessage, ProduceRequest,
+        SubmitTaskRequest,
     };
     use bida_testkit::Receiver;
     use prost_types::value::Kind;
@@ -708,6 +709,35 @@ mod interface {
             .expect("held")
             .into_inner();
         assert!(held.written.is_empty() && held.delayed.len() == 1, "{held:?}");
+        let mut later = message(5);
+        later.delay_ms = Some(600_000);
+        let later = messages
+            .produce(keyed(
+                ProduceRequest {
+                    broker_id: "builtin".into(),
+                    messages: vec![later],
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("held")
+            .into_inner()
+            .delayed
+            .remove(0);
+        let cancelled = messages
+            .cancel_delayed(keyed(DelayedRequest { id: later.id.clone() }, ADMIN_KEY))
+            .await
+            .expect("cancelled")
+            .into_inner();
+        assert_eq!(
+            (cancelled.state.as_str(), cancelled.destination.as_str()),
+            ("cancelled", topic.as_str())
+        );
+        let again = messages
+            .cancel_delayed(keyed(DelayedRequest { id: later.id }, ADMIN_KEY))
+            .await
+            .expect_err("cancelled before");
+        assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
         let unknown = messages
             .produce(keyed(
                 ProduceRequest {
@@ -775,6 +805,19 @@ mod interface {
             .into_inner();
         assert_eq!(nacked.settled.len(), 1, "{nacked:?}");
         bida.wait_status(&received[4].task_id, "dead", WAIT).await;
+        let produced = messages
+            .get_delayed(keyed(
+                DelayedRequest {
+                    id: held.delayed[0].id.clone(),
+                },
+                ADMIN_KEY,
+            ))
+            .await
+            .expect("the delayed message")
+            .into_inner();
+        assert_eq!(produced.state, "produced", "{produced:?}");
+        let landed = produced.landed.expect("where it landed");
+        assert_eq!(landed.fields["offset"].kind, Some(Kind::NumberValue(4.0)), "{landed:?}");
         bida.wait_status(&received[0].task_id, "delivered", WAIT).await;
         let bad_lease = pull
             .ack(keyed(

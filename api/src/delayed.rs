@@ -205,8 +205,12 @@ pub async fn detail(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = caller(&request)?;
-    Ok(HttpResponse::Ok().json(shown(&state, find(&state, &caller, &id).await?)))
+    Ok(HttpResponse::Ok().json(shown_delayed(&state, &caller(&request)?, &id).await?))
+}
+
+/// A delayed message as `caller` may see it.
+pub(crate) async fn shown_delayed(state: &ApiState, caller: &Caller, id: &str) -> Result<Value, Problem> {
+    Ok(shown(state, find(state, caller, id).await?))
 }
 
 /// Cancel a delayed message that is not due yet. From one second before
@@ -227,12 +231,16 @@ pub async fn cancel(
     request: HttpRequest,
     id: web::Path<String>,
 ) -> Result<HttpResponse, Problem> {
-    let caller = caller(&request)?;
-    find(&state, &caller, &id).await?;
-    let detail = state.tasks.cancel_unless_due(&id, None, CANCEL_MARGIN).await?;
+    Ok(HttpResponse::Ok().json(cancel_delayed(&state, &caller(&request)?, &id).await?))
+}
+
+/// Cancels a delayed message of `caller`'s that is not due yet.
+pub(crate) async fn cancel_delayed(state: &ApiState, caller: &Caller, id: &str) -> Result<Value, Problem> {
+    find(state, caller, id).await?;
+    let detail = state.tasks.cancel_unless_due(id, None, CANCEL_MARGIN).await?;
     let message =
         DelayedMessage::of(&detail).ok_or_else(|| Problem::not_found(format!("no delayed message with id {id}")))?;
-    Ok(HttpResponse::Ok().json(shown(&state, message)))
+    Ok(shown(state, message))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

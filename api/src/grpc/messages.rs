@@ -7,7 +7,9 @@ use tonic::{Request, Response, Status};
 
 use super::admit;
 use super::bridge::{from_json, reply, status, to_json};
-use super::proto::{messages_server::Messages, ProduceRequest, ProduceResponse, Written};
+use super::proto::{
+    messages_server::Messages, DelayedMessage, DelayedRequest, ProduceRequest, ProduceResponse, Written,
+};
 use crate::brokers::Produced;
 use crate::problem::Problem;
 use crate::ApiState;
@@ -44,8 +46,7 @@ fn batch(request: &ProduceRequest) -> Result<Value, Status> {
 #[tonic::async_trait]
 impl Messages for MessagesApi {
     async fn produce(&self, request: Request<ProduceRequest>) -> Result<Response<ProduceResponse>, Status> {
-        let route = ("POST", "/v1/brokers/{id}/messages");
-        let admitted = admit(&self.0, &request, "bida.v1.Messages/Produce", route).await?;
+        let admitted = admit(&self.0, &request, "bida.v1.Messages/Produce").await?;
         let body = batch(request.get_ref())?;
         let broker = &request.get_ref().broker_id;
         let produced = admitted
@@ -74,5 +75,26 @@ impl Messages for MessagesApi {
             Produced::Delayed(accepted) => reply(&json!({ "delayed": accepted.messages }), "bida.v1.ProduceResponse")?,
         };
         Ok(Response::new(response))
+    }
+
+    async fn get_delayed(&self, request: Request<DelayedRequest>) -> Result<Response<DelayedMessage>, Status> {
+        let admitted = admit(&self.0, &request, "bida.v1.Messages/GetDelayed").await?;
+        let shown = crate::delayed::shown_delayed(&self.0, &admitted.caller, &request.get_ref().id)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(reply(&shown, "bida.v1.DelayedMessage")?))
+    }
+
+    async fn cancel_delayed(&self, request: Request<DelayedRequest>) -> Result<Response<DelayedMessage>, Status> {
+        let admitted = admit(&self.0, &request, "bida.v1.Messages/CancelDelayed").await?;
+        let cancelled = admitted
+            .run(crate::delayed::cancel_delayed(
+                &self.0,
+                &admitted.caller,
+                &request.get_ref().id,
+            ))
+            .await
+            .map_err(status)?;
+        Ok(Response::new(reply(&cancelled, "bida.v1.DelayedMessage")?))
     }
 }

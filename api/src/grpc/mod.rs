@@ -39,18 +39,36 @@ impl Admitted {
     }
 }
 
+/// Every method with the HTTP route it mirrors: it takes that route's
+/// access rule (a method missing here is refused to everyone).
+pub(crate) const METHODS: &[(&str, (&str, &str))] = &[
+    ("bida.v1.Tasks/SubmitTask", ("POST", "/v1/tasks")),
+    ("bida.v1.Tasks/GetTask", ("GET", "/v1/tasks/{id}")),
+    ("bida.v1.Messages/Produce", ("POST", "/v1/brokers/{id}/messages")),
+    ("bida.v1.Messages/GetDelayed", ("GET", "/v1/delayed/{id}")),
+    ("bida.v1.Messages/CancelDelayed", ("DELETE", "/v1/delayed/{id}")),
+    ("bida.v1.Pull/Consume", ("POST", "/v1/consumers/{id}/pull")),
+    ("bida.v1.Pull/Ack", ("POST", "/v1/consumers/{id}/ack")),
+    ("bida.v1.Pull/Nack", ("POST", "/v1/consumers/{id}/nack")),
+];
+
+fn need(method: &str) -> Option<bida_domain::access::Need> {
+    let (_, (verb, path)) = METHODS.iter().find(|(m, _)| *m == method)?;
+    match access::rule(verb, path) {
+        Ok(Some(Access::Key(need))) => Some(need),
+        _ => None,
+    }
+}
+
 /// Lets a call of `method` (`bida.v1.Tasks/SubmitTask`) through as the HTTP
-/// route `route` (`("POST", "/v1/tasks")`) would be.
-pub(crate) async fn admit<T>(
-    state: &ApiState,
-    request: &Request<T>,
-    method: &str,
-    route: (&str, &str),
-) -> Result<Admitted, Status> {
-    let Ok(Some(Access::Key(need))) = access::rule(route.0, route.1) else {
-        return Err(Status::internal(format!(
-            "{method} mirrors {route:?}, which has no key rule"
-        )));
+/// route it mirrors would be.
+pub(crate) async fn admit<T>(state: &ApiState, request: &Request<T>, method: &str) -> Result<Admitted, Status> {
+    let Some(need) = need(method) else {
+        tracing::error!(
+            method,
+            "a gRPC method without an access rule was refused; add it to METHODS"
+        );
+        return Err(Status::permission_denied(format!("{method} has no access rule yet")));
     };
     let key = access::bearer(request.metadata().get("authorization").map(|v| v.as_bytes())).map_err(bridge::status)?;
     let client_ip = request.remote_addr().map(|a| a.ip());
@@ -80,12 +98,19 @@ pub async fn serve(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     listener.set_nonblocking(true)?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(tokio::net::TcpListener::from_std(listener)?);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Reflection describes the interface as /openapi.json describes the HTTP
+    // API: served unless that document is kept behind a key.
+    let reflection = match state.auth.protect_openapi {
+        true => None,
+        false => Some(
+            tonic_reflection::server::Builder::configure()
+                .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+                .build_v1()?,
+        ),
+    };
     let mut until_stopped = stop.clone();
     tonic::transport::Server::builder()
-        .add_service(reflection)
+        .add_optional_service(reflection)
         .add_service(proto::tasks_server::TasksServer::new(tasks::TasksApi(state.clone())))
         .add_service(proto::messages_server::MessagesServer::new(messages::MessagesApi(
             state.clone(),
@@ -96,4 +121,24 @@ pub async fn serve(
         })
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_method_of_the_interface_has_the_rule_of_a_keyed_route() {
+        let pool = prost_reflect::DescriptorPool::decode(FILE_DESCRIPTOR_SET).unwrap();
+        let mut methods = Vec::new();
+        for service in pool.services() {
+            for method in service.methods() {
+                methods.push(format!("{}/{}", service.full_name(), method.name()));
+            }
+        }
+        assert_eq!(methods.len(), METHODS.len(), "{methods:?}");
+        for method in methods {
+            assert!(need(&method).is_some(), "{method} has no keyed route in METHODS");
+        }
+    }
 }

@@ -54,8 +54,7 @@ impl Pull for PullApi {
     type ConsumeStream = ReceiverStream<Result<PulledBatch, Status>>;
 
     async fn consume(&self, request: Request<ConsumeRequest>) -> Result<Response<Self::ConsumeStream>, Status> {
-        let route = ("POST", "/v1/consumers/{id}/pull");
-        let admitted = admit(&self.state, &request, "bida.v1.Pull/Consume", route).await?;
+        let admitted = admit(&self.state, &request, "bida.v1.Pull/Consume").await?;
         let ask = request.into_inner();
         let pull_request = move |wait: Duration| PullRequest {
             member: ask.member.clone(),
@@ -108,8 +107,7 @@ impl Pull for PullApi {
     }
 
     async fn ack(&self, request: Request<AckRequest>) -> Result<Response<Settled>, Status> {
-        let route = ("POST", "/v1/consumers/{id}/ack");
-        let admitted = admit(&self.state, &request, "bida.v1.Pull/Ack", route).await?;
+        let admitted = admit(&self.state, &request, "bida.v1.Pull/Ack").await?;
         let (consumer, body) = settle_body(request.get_ref(), "bida.v1.AckRequest")?;
         let ack: pull::AckRequest = crate::json::from_value(body).map_err(status)?;
         let settled = admitted
@@ -120,8 +118,7 @@ impl Pull for PullApi {
     }
 
     async fn nack(&self, request: Request<NackRequest>) -> Result<Response<Settled>, Status> {
-        let route = ("POST", "/v1/consumers/{id}/nack");
-        let admitted = admit(&self.state, &request, "bida.v1.Pull/Nack", route).await?;
+        let admitted = admit(&self.state, &request, "bida.v1.Pull/Nack").await?;
         let (consumer, body) = settle_body(request.get_ref(), "bida.v1.NackRequest")?;
         let nack: pull::NackRequest = crate::json::from_value(body).map_err(status)?;
         let settled = admitted

@@ -14,7 +14,7 @@ pub struct TasksApi(pub web::Data<ApiState>);
 #[tonic::async_trait]
 impl Tasks for TasksApi {
     async fn submit_task(&self, request: Request<SubmitTaskRequest>) -> Result<Response<SubmitTaskResponse>, Status> {
-        let admitted = admit(&self.0, &request, "bida.v1.Tasks/SubmitTask", ("POST", "/v1/tasks")).await?;
+        let admitted = admit(&self.0, &request, "bida.v1.Tasks/SubmitTask").await?;
         let mut body = to_json(request.get_ref(), "bida.v1.SubmitTaskRequest")?;
         let key = body
             .as_object_mut()
@@ -32,7 +32,7 @@ impl Tasks for TasksApi {
     }
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> Result<Response<TaskDetail>, Status> {
-        let admitted = admit(&self.0, &request, "bida.v1.Tasks/GetTask", ("GET", "/v1/tasks/{id}")).await?;
+        let admitted = admit(&self.0, &request, "bida.v1.Tasks/GetTask").await?;
         let detail = crate::tasks::shown_detail(&self.0, &admitted.caller, &request.get_ref().id)
             .await
             .map_err(status)?;

@@ -411,6 +411,7 @@ impl Source for BuiltinMessages {
         if let Err(e) = shared.commit().await {
             tracing::warn!(error = %e, "final commit of a subscription");
         }
+        tracing::debug!(topic = %shared.topic, group = %shared.group, tracker = ?*shared.tracker(), "leaving a subscription's group");
         // Its partitions go to the others at once, from where it committed.
         if let Err(e) = shared
             .store
