@@ -111,6 +111,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         metrics: Some(metrics),
     });
     let (grpc_stop, grpc_stopping) = tokio::sync::watch::channel(false);
+    let grpc_stop = Arc::new(grpc_stop);
     let mut grpc_servers = Vec::new();
     for listener in grpc_listeners {
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -152,6 +153,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     // then drains the node with everything still running.
     let server = server.disable_signals().run();
     let handle = server.handle();
+    let stop_grpc = grpc_stop.clone();
     actix_rt::spawn(async move {
         match shutdown_signal().await {
             Ok(signal) => tracing::info!("{signal} received; stopping gracefully"),
@@ -161,12 +163,13 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
                 std::future::pending::<()>().await;
             }
         }
-        grpc_stop.send_replace(true);
+        stop_grpc.send_replace(true);
         handle.stop(true).await;
     });
     let result = server.await;
     tracing::info!("stopping");
     // Calls under way finish (pull streams end at once); the node drains after.
+    grpc_stop.send_replace(true);
     for grpc in grpc_servers {
         let _ = tokio::time::timeout(Duration::from_secs(5), grpc).await;
     }

@@ -468,6 +468,12 @@ impl Arrivals {
         held.into_iter().cloned().collect()
     }
 
+    /// Where `id` is in the order of arrivals (0 is the first request).
+    fn positions(&self, id: &str) -> Vec<usize> {
+        let order = self.order.lock().unwrap();
+        (0..order.len()).filter(|i| order[*i] == id).collect()
+    }
+
     fn counts(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
         for id in self.order.lock().unwrap().iter() {
@@ -510,6 +516,7 @@ async fn sigterm_mid_drain(
         bida.log()
     );
     let at_sigterm = arrivals.held();
+    let arrived_before_sigterm = arrivals.len();
     let asked = std::time::Instant::now();
     let exit = bida.terminate().await.expect("it was running");
     println!(
@@ -533,8 +540,14 @@ async fn sigterm_mid_drain(
     let id = consumer["id"].as_str().unwrap();
     let (_, view) = bida.get(&format!("/v1/consumers/{id}")).await;
     let (_, events) = bida.get(&format!("/v1/consumers/{id}/events")).await;
+    let positions: Vec<(String, Vec<usize>)> = at_sigterm
+        .iter()
+        .map(|id| (id.clone(), arrivals.positions(id)))
+        .filter(|(_, at)| at.len() > 1)
+        .collect();
     let diagnosis = format!(
-        "consumer after the restart: {view}\nits events: {events}\nlog:\n{}",
+        "{arrived_before_sigterm} requests before SIGTERM; where those sent again arrived: {positions:?}\n\
+         consumer after the restart: {view}\nits events: {events}\nlog:\n{}",
         bida.log()
     );
     (arrivals.counts(), at_sigterm, diagnosis)

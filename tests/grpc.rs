@@ -447,26 +447,14 @@ mod interface {
     }
 
     fn value(json: Value) -> prost_types::Value {
-        let kind = match json {
-            Value::Null => Kind::NullValue(0),
-            Value::Bool(b) => Kind::BoolValue(b),
-            Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-            Value::String(s) => Kind::StringValue(s),
-            Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-                values: items.into_iter().map(value).collect(),
-            }),
-            Value::Object(fields) => Kind::StructValue(object(Value::Object(fields))),
-        };
-        prost_types::Value { kind: Some(kind) }
+        bida_api::grpc::json_value(json)
     }
 
     fn object(json: Value) -> prost_types::Struct {
         let Value::Object(fields) = json else {
             panic!("an object")
         };
-        prost_types::Struct {
-            fields: fields.into_iter().map(|(k, v)| (k, value(v))).collect(),
-        }
+        bida_api::grpc::json_struct(fields)
     }
 
     async fn key_with_role(bida: &Bida, role: &str) -> String {
@@ -646,7 +634,7 @@ mod interface {
     /// consumer's member: a server stream of leased messages, acked and nacked.
     #[tokio::test]
     async fn messages_are_produced_and_pull_consumed_over_grpc() {
-        let bida = Bida::start("").await;
+        let mut bida = Bida::start("").await;
         let topic = format!("t-{}", uuid::Uuid::new_v4().simple());
         let (status, made) = bida.post("/v1/topics", json!({"name": topic, "partitions": 1})).await;
         assert_eq!(status, 201, "{made}");
@@ -841,5 +829,13 @@ mod interface {
             (Some("worker-1"), Some("test/1")),
             "{members}"
         );
+
+        // A stopping node ends the open stream and exits by itself.
+        let exit = bida.terminate().await.expect("running");
+        assert!(exit.success(), "{exit}\n{}", bida.log());
+        let end = tokio::time::timeout(WAIT, stream.message())
+            .await
+            .expect("the stream ends");
+        assert!(!matches!(end, Ok(Some(_))), "{end:?}");
     }
 }

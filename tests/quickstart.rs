@@ -67,7 +67,7 @@ async fn the_quick_start_delivers_retries_and_dead_letters_with_no_database_serv
 
     // A second node on the same directory is refused, plainly.
     let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_bida"))
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"])
         .current_dir(bida.dir())
         .env_remove("BIDA_DATABASE_URL")
         .env("RUST_LOG", "warn")

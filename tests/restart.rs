@@ -211,7 +211,8 @@ async fn a_taken_port_is_refused_plainly() {
     let node = Bida::start("").await;
     let address = node.url.trim_start_matches("http://").to_string();
     let second = tokio::process::Command::new(env!("CARGO_BIN_EXE_bida"))
-        .args(["serve", "--listen", &address, "--database-url", &node.db_url])
+        .args(["serve", "--listen", &address, "--grpc-listen", "127.0.0.1:0"])
+        .args(["--database-url", &node.db_url])
         .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", support::ADMIN_KEY)
         .env("BIDA_SECRET_KEY", support::SECRET_KEY)
         .env("RUST_LOG", "warn")

@@ -1,7 +1,9 @@
-//! gRPC delivery beside HTTP delivery: the same tasks submitted through the
-//! API, once to the HTTP bench receiver and once to a gRPC method
-//! (`orders.v1.Callbacks/Paid` of the testkit's tonic server, its types from
-//! reflection), each on a node and database of its own.
+//! gRPC beside HTTP: the same tasks submitted through the HTTP API and
+//! delivered to the HTTP bench receiver; submitted through the HTTP API and
+//! delivered to a gRPC method (`orders.v1.Callbacks/Paid` of the testkit's
+//! tonic server, its types from reflection); and submitted through Bida's
+//! gRPC interface (`bida.v1.Tasks/SubmitTask`) and delivered over HTTP. Each
+//! run has a node and database of its own.
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
@@ -22,6 +24,13 @@ struct Figures {
     latency: Histogram<u64>,
     bida_cpu_per_10k: f64,
     postgres_cpu_per_10k: f64,
+}
+
+/// How tasks reach Bida.
+#[derive(Clone, Copy)]
+enum Submit {
+    Http,
+    Grpc,
 }
 
 /// The end of a run: the receiving side of one protocol.
@@ -81,9 +90,20 @@ impl Sink {
     }
 }
 
-async fn one(sink: Sink, tasks: usize, concurrency: usize, size: usize, store: StoreKind) -> anyhow::Result<Figures> {
+async fn one(
+    submit_over: Submit,
+    sink: Sink,
+    tasks: usize,
+    concurrency: usize,
+    size: usize,
+    store: StoreKind,
+) -> anyhow::Result<Figures> {
+    use bida_api::grpc::proto::{tasks_client::TasksClient, GrpcTarget, SubmitTaskRequest};
     let bida = BidaProcess::start("", store).await?;
     let http = process::api_client(reqwest::Client::builder().pool_max_idle_per_host(concurrency))?;
+    let channel = tonic::transport::Channel::from_shared(bida.grpc_url.clone())?
+        .connect()
+        .await?;
     let padding = "x".repeat(size.saturating_sub(60));
     let cpu_before = bida.cpu_seconds();
     let postgres_before = process::cpu_seconds_of_program("postgres");
@@ -91,15 +111,38 @@ async fn one(sink: Sink, tasks: usize, concurrency: usize, size: usize, store: S
     let url = format!("{}/v1/tasks", bida.url);
     let started = Instant::now();
     let next = std::sync::atomic::AtomicUsize::new(0);
+    let key: tonic::metadata::MetadataValue<_> = format!("Bearer {}", process::BENCH_KEY).parse()?;
     let submit = |_| async {
+        let mut client = TasksClient::new(channel.clone());
         loop {
             let seq = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if seq >= tasks {
                 return Ok::<_, anyhow::Error>(());
             }
             let body = sink.task(seq, epoch.elapsed().as_micros() as u64, &padding);
-            let response = http.post(&url).json(&body).send().await?;
-            anyhow::ensure!(response.status() == 202, "task {seq}: {}", response.text().await?);
+            match submit_over {
+                Submit::Http => {
+                    let response = http.post(&url).json(&body).send().await?;
+                    anyhow::ensure!(response.status() == 202, "task {seq}: {}", response.text().await?);
+                }
+                Submit::Grpc => {
+                    let grpc = body.get("grpc").map(|target| GrpcTarget {
+                        target: target["target"].as_str().unwrap_or_default().into(),
+                        method: target["method"].as_str().unwrap_or_default().into(),
+                    });
+                    let mut request = tonic::Request::new(SubmitTaskRequest {
+                        url: body["url"].as_str().unwrap_or_default().into(),
+                        grpc,
+                        params: Some(bida_api::grpc::json_value(body["params"].clone())),
+                        ..SubmitTaskRequest::default()
+                    });
+                    request.metadata_mut().insert("authorization", key.clone());
+                    client
+                        .submit_task(request)
+                        .await
+                        .map_err(|status| anyhow::anyhow!("task {seq}: {status}"))?;
+                }
+            }
         }
     };
     futures::future::try_join_all((0..concurrency).map(submit)).await?;
@@ -118,22 +161,32 @@ async fn one(sink: Sink, tasks: usize, concurrency: usize, size: usize, store: S
 }
 
 pub async fn run(tasks: usize, concurrency: usize, size: usize, store: StoreKind) -> anyhow::Result<()> {
-    let http = one(
-        Sink::Http(BenchReceiver::start().await?),
+    let http_sink = || async { anyhow::Ok(Sink::Http(BenchReceiver::start().await?)) };
+    let http = one(Submit::Http, http_sink().await?, tasks, concurrency, size, store).await?;
+    let server = GrpcReceiver::start(true).await;
+    let grpc = one(
+        Submit::Http,
+        Sink::Grpc(server, Instant::now()),
         tasks,
         concurrency,
         size,
         store,
     )
     .await?;
-    let server = GrpcReceiver::start(true).await;
-    let grpc = one(Sink::Grpc(server, Instant::now()), tasks, concurrency, size, store).await?;
-    println!("\nAPI tasks delivered over HTTP and over gRPC ({tasks} tasks, ~{size} bytes, {concurrency} clients)");
-    println!("| delivery | submitted tasks/s | delivered tasks/s | submit→delivery p50 / p99 / max | bida CPU per 10k | postgres CPU per 10k |");
-    println!("|---|---|---|---|---|---|");
-    for (name, figures) in [("HTTP", &http), ("gRPC", &grpc)] {
+    let submitted_over_grpc = one(Submit::Grpc, http_sink().await?, tasks, concurrency, size, store).await?;
+    let runs = [
+        ("HTTP API", "HTTP", &http),
+        ("HTTP API", "gRPC", &grpc),
+        ("gRPC interface", "HTTP", &submitted_over_grpc),
+    ];
+    println!(
+        "\nAPI tasks submitted and delivered over HTTP and gRPC ({tasks} tasks, ~{size} bytes, {concurrency} clients)"
+    );
+    println!("| submitted through | delivered over | submitted tasks/s | delivered tasks/s | submit→delivery p50 / p99 / max | bida CPU per 10k | postgres CPU per 10k |");
+    println!("|---|---|---|---|---|---|---|");
+    for (submit, delivery, figures) in runs {
         println!(
-            "| {name} | {:.0} | {:.0} | {} | {:.2} s | {:.2} s |",
+            "| {submit} | {delivery} | {:.0} | {:.0} | {} | {:.2} s | {:.2} s |",
             figures.submitted_per_sec,
             figures.delivered_per_sec,
             report::millis(&figures.latency),
@@ -141,10 +194,10 @@ pub async fn run(tasks: usize, concurrency: usize, size: usize, store: StoreKind
             figures.postgres_cpu_per_10k,
         );
     }
-    for (name, figures) in [("HTTP", &http), ("gRPC", &grpc)] {
+    for (submit, delivery, figures) in runs {
         anyhow::ensure!(
             figures.delivered == tasks,
-            "{name}: only {} of {tasks} tasks were delivered",
+            "{submit} to {delivery}: only {} of {tasks} tasks were delivered",
             figures.delivered
         );
     }

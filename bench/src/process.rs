@@ -9,6 +9,8 @@ use std::time::Duration;
 pub struct BidaProcess {
     child: Child,
     pub url: String,
+    /// Its gRPC interface.
+    pub grpc_url: String,
     store: BenchStore,
     binary: PathBuf,
 }
@@ -169,6 +171,7 @@ impl BidaProcess {
         let binary = binary()?;
         let store = BenchStore::new(kind);
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let config = std::env::temp_dir().join(format!("{}.toml", store.name()));
         // Gauges (projection lag) refreshed often enough to watch.
         std::fs::write(
@@ -180,6 +183,7 @@ impl BidaProcess {
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
             .args(store.args())
             .env("RUST_LOG", "warn")
             .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", BENCH_KEY)
@@ -194,6 +198,7 @@ impl BidaProcess {
         let process = Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
+            grpc_url: format!("http://127.0.0.1:{grpc_port}"),
             store,
             binary,
         };

@@ -26,6 +26,29 @@ use crate::access::{self, Access, Denied};
 use crate::ApiState;
 pub use bridge::FILE_DESCRIPTOR_SET;
 
+/// A JSON value as a `google.protobuf.Value` (for `params`, `body`, `expect`).
+pub fn json_value(json: serde_json::Value) -> prost_types::Value {
+    use prost_types::value::Kind;
+    let kind = match json {
+        serde_json::Value::Null => Kind::NullValue(0),
+        serde_json::Value::Bool(b) => Kind::BoolValue(b),
+        serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or_default()),
+        serde_json::Value::String(s) => Kind::StringValue(s),
+        serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+            values: items.into_iter().map(json_value).collect(),
+        }),
+        serde_json::Value::Object(fields) => Kind::StructValue(json_struct(fields)),
+    };
+    prost_types::Value { kind: Some(kind) }
+}
+
+/// A JSON object as a `google.protobuf.Struct` (for a message's `target`).
+pub fn json_struct(fields: serde_json::Map<String, serde_json::Value>) -> prost_types::Struct {
+    prost_types::Struct {
+        fields: fields.into_iter().map(|(k, v)| (k, json_value(v))).collect(),
+    }
+}
+
 /// A caller let through, and who its events are recorded as made by.
 pub(crate) struct Admitted {
     pub caller: Caller,
@@ -97,7 +120,9 @@ pub async fn serve(
     stop: watch::Receiver<bool>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     listener.set_nonblocking(true)?;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(tokio::net::TcpListener::from_std(listener)?);
+    // Small answers go out at once (no Nagle delay), as tonic's own binding does.
+    let incoming = tonic::transport::server::TcpIncoming::from(tokio::net::TcpListener::from_std(listener)?)
+        .with_nodelay(Some(true));
     // Reflection describes the interface as /openapi.json describes the HTTP
     // API: served unless that document is kept behind a key.
     let reflection = match state.auth.protect_openapi {
