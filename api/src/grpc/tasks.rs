@@ -36,6 +36,17 @@ impl Tasks for TasksApi {
         let detail = crate::tasks::shown_detail(&self.0, &admitted.caller, &request.get_ref().id)
             .await
             .map_err(status)?;
-        Ok(Response::new(reply(&detail, "bida.v1.TaskDetail")?))
+        // The HTTP API flattens the summary into the detail; here it is a message of its own.
+        let mut task = detail;
+        let mut parts = serde_json::Map::new();
+        if let Some(fields) = task.as_object_mut() {
+            for part in ["request", "policy", "attempts", "version"] {
+                if let Some(value) = fields.remove(part) {
+                    parts.insert(part.to_string(), value);
+                }
+            }
+        }
+        parts.insert("task".into(), task);
+        Ok(Response::new(reply(&parts, "bida.v1.TaskDetail")?))
     }
 }
