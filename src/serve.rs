@@ -111,7 +111,6 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
         metrics: Some(metrics),
     });
     let (grpc_stop, grpc_stopping) = tokio::sync::watch::channel(false);
-    let grpc_stop = Arc::new(grpc_stop);
     let mut grpc_servers = Vec::new();
     for listener in grpc_listeners {
         let address = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();

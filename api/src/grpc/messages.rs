@@ -6,7 +6,7 @@ use serde_json::{json, Map, Value};
 use tonic::{Request, Response, Status};
 
 use super::admit;
-use super::bridge::{from_json, reply, status, to_json};
+use super::bridge::{reply, status, to_json};
 use super::proto::{
     messages_server::Messages, DelayedMessage, DelayedRequest, ProduceRequest, ProduceResponse, Written,
 };
@@ -57,14 +57,13 @@ impl Messages for MessagesApi {
             Produced::Now(result) => {
                 let mut written = Vec::with_capacity(result.messages.len());
                 for message in result.messages {
-                    let mut landed = match serde_json::to_value(&message.at) {
+                    let landed = match serde_json::to_value(&message.at) {
                         Ok(Value::Object(fields)) => fields,
                         _ => Map::new(),
                     };
-                    landed.remove("index");
                     written.push(Written {
                         index: message.index as u32,
-                        landed: Some(from_json(&Value::Object(landed), "google.protobuf.Struct")?),
+                        landed: Some(super::json_struct(landed)),
                     });
                 }
                 ProduceResponse {
