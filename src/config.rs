@@ -250,6 +250,21 @@ impl Config {
         if self.store.pool_size < 2 {
             errors.add("store.pool_size", "must be at least 2");
         }
+        for (i, limit) in self.delivery.host_limits.iter().enumerate() {
+            let host = bida_domain::task::EndpointHost::typed(&limit.host).to_string();
+            if host.is_empty() || host.contains(['/', '?', '#', '@']) {
+                errors.add(
+                    format!("delivery.host_limits[{i}].host"),
+                    "must be a host name or address",
+                );
+            }
+            if limit.rate_per_sec == 0 && limit.concurrency == 0 {
+                errors.add(
+                    format!("delivery.host_limits[{i}]"),
+                    "needs rate_per_sec or concurrency",
+                );
+            }
+        }
         for (i, hook) in self.notify.webhooks.iter().enumerate() {
             if !(hook.url.starts_with("http://") || hook.url.starts_with("https://")) {
                 errors.add(format!("notify.webhooks[{i}].url"), "must be an http(s) URL");
@@ -409,6 +424,10 @@ pub const KEYS: &[(&str, &str)] = &[
     (
         "delivery.max_in_memory_bytes",
         "Body bytes of the tasks a node holds in memory at once.",
+    ),
+    (
+        "delivery.host_limits",
+        "Limits on the requests to one endpoint host across the cluster, for API tasks and consumers alike: [[delivery.host_limits]] host = \"orders.example.com\", rate_per_sec = 20, concurrency = 4 (0: none). Every node must have the same list.",
     ),
     (
         "scheduler.poll_interval_ms",

@@ -23,6 +23,24 @@ pub struct DeliveryConfig {
     /// Networks deliveries and notifications may reach although they are
     /// loopback, private, link-local... (CIDR, `["127.0.0.0/8"]`).
     pub allow_networks: Vec<ipnet::IpNet>,
+    /// Limits on the requests to one endpoint host, for every task and
+    /// consumer delivering there, held across the cluster.
+    pub host_limits: Vec<HostLimit>,
+}
+
+/// A limit on one endpoint host (`[[delivery.host_limits]]`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostLimit {
+    /// The host, as a task filter takes it: `orders.example.com`, `[::1]`,
+    /// `orders:8443` (the port is not part of it) or a URL.
+    pub host: String,
+    /// Requests per second to the host; 0: none.
+    #[serde(default)]
+    pub rate_per_sec: u32,
+    /// Requests at the host at once; 0: none.
+    #[serde(default)]
+    pub concurrency: u32,
 }
 
 impl Default for DeliveryConfig {
@@ -37,6 +55,7 @@ impl Default for DeliveryConfig {
             max_in_memory: 20_000,
             max_in_memory_bytes: 512 * 1024 * 1024,
             allow_networks: Vec::new(),
+            host_limits: Vec::new(),
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod delayed;
 pub mod delivery;
 pub mod egress;
+pub mod limits;
 pub mod notifier;
 pub mod produce;
 pub mod pull;
@@ -31,7 +32,7 @@ mod tasks;
 pub mod topics;
 pub mod users;
 
-pub use config::{DeliveryConfig, NotifyConfig, NotifyFormat, NotifyWebhook, SchedulerConfig};
+pub use config::{DeliveryConfig, HostLimit, NotifyConfig, NotifyFormat, NotifyWebhook, SchedulerConfig};
 pub use delivery::Delivery;
 pub use scheduler::Scheduler;
 pub use supervisor::Supervisor;
@@ -69,6 +70,8 @@ pub struct NodeContext {
     pub max_in_memory_bytes: usize,
     /// Seals and opens credentials kept in the event store (`secret_key`).
     pub sealer: Option<secrets::Sealer>,
+    /// Consumers' terms of the moment and this node's shares of their limits.
+    pub limits: limits::DeliveryLimits,
 }
 
 impl NodeContext {
@@ -84,7 +87,12 @@ impl NodeContext {
         }
         match &spec.produce {
             Some(produce) => delayed::attempt(&self.producers, spec, produce, attempt).await,
-            None => self.delivery.attempt(spec, attempt).await,
+            None => {
+                // Held until the endpoint has answered: the consumer's
+                // concurrency counts requests at its endpoint.
+                let _pass = self.limits.pass(spec).await;
+                self.delivery.attempt(spec, attempt).await
+            }
         }
     }
 
@@ -208,7 +216,13 @@ impl Node {
             max_in_memory: config.delivery.max_in_memory.max(1),
             max_in_memory_bytes: config.delivery.max_in_memory_bytes.max(1 << 20),
             store: store.clone(),
+            limits: limits::DeliveryLimits::new(node_id, config.scheduler.heartbeat_interval()),
         });
+        context.limits.set_host_limits(&config.delivery.host_limits);
+        // Shares of the limits start from the other nodes' word.
+        if let Err(e) = context.limits.exchange(&store, config.scheduler.node_ttl()).await {
+            tracing::warn!(error = %e, "cannot read the other nodes' busy gates; sharing limits from the next heartbeat");
+        }
         let supervisor = Supervisor::new(context.clone(), threads).start();
         let scheduler = Scheduler::new(context.clone(), supervisor.clone()).start();
         let consumer_commands = commands::Commands::new(&store);

@@ -97,7 +97,11 @@ impl Scheduler {
         ctx.spawn(
             async move {
                 match node.store.heartbeat(node.node_id).await {
-                    Ok(true) => {}
+                    Ok(true) => {
+                        if let Err(e) = node.limits.exchange(&node.store, node.scheduler.node_ttl()).await {
+                            tracing::warn!(error = %e, "cannot share the consumers' limits; keeping the last shares");
+                        }
+                    }
                     Ok(false) => {
                         tracing::error!("this node is marked stopped; its tasks may be taken over")
                     }

@@ -53,6 +53,9 @@ pub struct TaskActor {
     phase: Phase,
     stopping: bool,
     store_failures: u32,
+    /// The consumer's newer terms the attempt in flight runs under, recorded
+    /// with its outcome.
+    adopted: Option<TaskEvent>,
 }
 
 impl TaskActor {
@@ -71,6 +74,7 @@ impl TaskActor {
             phase: Phase::Idle,
             stopping: false,
             store_failures: 0,
+            adopted: None,
         })
     }
 
@@ -100,7 +104,18 @@ impl TaskActor {
             return ctx.stop();
         }
         let number = self.task.attempts() + 1;
-        let (node, spec, id, version) = (self.node.clone(), self.spec.clone(), self.id.clone(), self.version);
+        // A consumer's task waiting for its retry follows the consumer's live
+        // changes: the attempt runs under the newest terms this node knows.
+        self.adopted = self
+            .node
+            .limits
+            .terms_for(&self.spec)
+            .and_then(|(version, policy, target)| self.task.adopt_terms(version, &policy, &target, Utc::now()));
+        let spec = match &self.adopted {
+            Some(adopted) => self.under(adopted).spec().cloned().unwrap_or_else(|| self.spec.clone()),
+            None => self.spec.clone(),
+        };
+        let (node, id, version) = (self.node.clone(), self.id.clone(), self.version);
         let work = async move {
             if verify {
                 match node.store.last_sequence(CallbackTask::TYPE, &id).await {
@@ -127,10 +142,22 @@ impl TaskActor {
         self.phase = Phase::Busy(handle);
     }
 
+    /// The task as it stands once `adopted` is applied.
+    fn under(&self, adopted: &TaskEvent) -> CallbackTask {
+        let mut task = self.task.clone();
+        task.apply_event(adopted);
+        task
+    }
+
     fn judge(&mut self, number: u32, attempted: Attempted, ctx: &mut Context<Self>) {
         let report = attempted.into_report(number);
-        match self.task.decide(TaskCommand::RecordAttempt(report)) {
-            Ok(events) => self.record(events, ctx),
+        let adopted = self.adopted.take();
+        let task = match &adopted {
+            Some(adopted) => self.under(adopted),
+            None => self.task.clone(),
+        };
+        match task.decide(TaskCommand::RecordAttempt(report)) {
+            Ok(judged) => self.record(adopted.into_iter().chain(judged).collect(), ctx),
             Err(e) => {
                 tracing::error!(task = %self.id, error = %e, "attempt rejected by the task; leaving it");
                 ctx.stop();
@@ -161,6 +188,9 @@ impl TaskActor {
                         actor.store_failures = 0;
                         for event in &events {
                             actor.task.apply_event(event);
+                        }
+                        if let Some(spec) = actor.task.spec() {
+                            actor.spec = spec.clone();
                         }
                         actor.version += events.len() as i64;
                         if hold {

@@ -131,7 +131,9 @@ impl Counts {
                 counts.timeouts = i64::from(attempt.timed_out);
             }
             TaskEvent::TaskDeadLettered { .. } => counts.dead = 1,
-            TaskEvent::TaskCancelled { .. } | TaskEvent::RetryRequested { .. } => return None,
+            TaskEvent::TaskCancelled { .. } | TaskEvent::RetryRequested { .. } | TaskEvent::TermsAdopted { .. } => {
+                return None
+            }
         }
         Some(counts)
     }

@@ -245,7 +245,7 @@ impl ConsumerCounters {
                 c.timeouts += i64::from(attempt.timed_out);
             }
             TaskEvent::TaskDeadLettered { .. } => c.dead_lettered += 1,
-            TaskEvent::TaskCancelled { .. } | TaskEvent::RetryRequested { .. } => {}
+            TaskEvent::TaskCancelled { .. } | TaskEvent::RetryRequested { .. } | TaskEvent::TermsAdopted { .. } => {}
         }
     }
 }

@@ -60,6 +60,7 @@ async fn rebuild_reproduces_the_incremental_read_model() {
         let mut spec = spec;
         if n % 3 == 0 {
             spec.origin = Some(Origin {
+                terms_version: None,
                 consumer_id: format!("consumer-{}", n % 2),
                 position: format!("t/0@{n}"),
                 key: None,

@@ -296,6 +296,16 @@ pub trait Nodes: Send + Sync {
     async fn prune_nodes(&self, age: Duration) -> Result<u64, StoreError>;
 
     async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError>;
+
+    /// Records which of the node's delivery gates were busy, and reads what
+    /// every node alive in the last `fresh` said: (node, its busy gates),
+    /// this node included.
+    async fn share_busy_gates(
+        &self,
+        id: Uuid,
+        busy: &[String],
+        fresh: Duration,
+    ) -> Result<Vec<(Uuid, Vec<String>)>, StoreError>;
 }
 
 /// The durable schedule: which task is due when, and which node holds it.

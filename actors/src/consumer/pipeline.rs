@@ -342,7 +342,9 @@ impl Pipeline {
         });
         let at = Utc::now();
         let records = lanes.iter().map(|lane| {
-            let spec = config.spec.task_for(consumer_id, &message, Some(lane));
+            let spec = config
+                .spec
+                .task_for((consumer_id, config.version), &message, Some(lane));
             let message_id = match &lane.member {
                 None => message.message_id.clone(),
                 Some(member) => format!("{}\n{member}", message.message_id),
@@ -389,7 +391,9 @@ impl Pipeline {
         }
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
-        let spec = config.spec.task_for(&config.consumer_id, &message, None);
+        let spec = config
+            .spec
+            .task_for((&config.consumer_id, config.version), &message, None);
         let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let attempted = self.node.attempt(&spec, 1).await;
         slot.attempted(Self::health(&attempted, probe));
@@ -452,7 +456,9 @@ impl Pipeline {
     ) -> Result<Done, PipelineError> {
         let Incoming { message, ack } = incoming;
         let key = message.key.clone();
-        let spec = config.spec.task_for(&config.consumer_id, &message, None);
+        let mut spec = config
+            .spec
+            .task_for((&config.consumer_id, config.version), &message, None);
         let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
         let mut task = CallbackTask::default();
         let mut events = Vec::new();
@@ -470,6 +476,20 @@ impl Pipeline {
                 _ = tokio::time::sleep(wait) => {}
             }
             let number = task.attempts() + 1;
+            if number > 1 {
+                // Retried in place, it follows the consumer's live changes
+                // as a task waiting in the schedule does.
+                let adopted = self
+                    .node
+                    .limits
+                    .terms_for(&spec)
+                    .and_then(|(version, policy, target)| task.adopt_terms(version, &policy, &target, Utc::now()));
+                if let Some(adopted) = adopted {
+                    task.apply_event(&adopted);
+                    events.push(adopted);
+                    spec = task.spec().cloned().unwrap_or(spec);
+                }
+            }
             let attempted = self.node.attempt(&spec, number).await;
             health = Self::health(&attempted, false);
             let report = attempted.into_report(number);

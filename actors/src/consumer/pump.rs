@@ -1,21 +1,22 @@
 //! The pump: fetches a message only when the consumer may take one (not
-//! paused, breaker closed or probing, under its concurrency and rate) and hands
+//! paused, breaker closed or probing, under its concurrency) and hands
 //! it to a delivery on the node's work runtime. Long holds (a paused consumer,
 //! an open breaker) pause the source itself, so the backlog stays in the MQ.
 //!
-//! Two bounds: `concurrency` deliveries at the endpoint at once, and up to
+//! Two bounds: `concurrency` deliveries started at once, and up to
 //! [`RECORDING_WINDOW`] delivered messages whose outcomes are being recorded
 //! (not yet acknowledged). A slow commit then holds back only the
-//! acknowledgements, not the next deliveries, until the window is full.
+//! acknowledgements, not the next deliveries, until the window is full. The
+//! consumer's rate and its concurrency at the endpoint are held for the whole
+//! cluster, retries included, by its gate ([`crate::limits`]), which every
+//! delivery passes just before its request.
 
 use bida_domain::broker::Position;
 use bida_domain::consumer::Ordering as Ordered;
 use bida_domain::consumer::SourceMessage;
 use chrono::{DateTime, Utc};
 use futures_util::FutureExt;
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{HashMap, VecDeque};
-use std::num::NonZeroU32;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -171,10 +172,6 @@ impl Slot {
     }
 }
 
-fn rate_gate(per_second: u32) -> Option<Arc<DefaultDirectRateLimiter>> {
-    NonZeroU32::new(per_second).map(|rate| Arc::new(RateLimiter::direct(Quota::per_second(rate))))
-}
-
 /// Messages unacknowledged at once: at the endpoint, being recorded, and
 /// (ordering by key) waiting in lanes.
 pub fn prefetch(config: &LiveConfig) -> u32 {
@@ -206,16 +203,6 @@ async fn next_anomaly(feed: &mut Option<mpsc::UnboundedReceiver<Observed>>) -> O
         Some(feed) => feed.recv().await,
         None => std::future::pending().await,
     }
-}
-
-async fn fetch<S: Source>(
-    source: &mut S,
-    rate: Option<Arc<DefaultDirectRateLimiter>>,
-) -> Result<Incoming, SourceError> {
-    if let Some(rate) = rate {
-        rate.until_ready().await;
-    }
-    source.next().await
 }
 
 /// Keys this pump parked itself, until the configuration shows the park.
@@ -347,7 +334,6 @@ impl<S: Source> Pump<S> {
     async fn pump_with(&mut self, flights: &mut Flights) -> Result<(), PumpError> {
         let mut live = self.config.borrow_and_update().clone();
         let mut breaker = Breaker::new(live.spec.policy.breaker);
-        let mut rate = rate_gate(live.spec.policy.rate_per_sec);
         let mut lanes = Lanes::default();
         let mut parking = Parking::default();
         let mut source_held = false;
@@ -427,9 +413,6 @@ impl<S: Source> Pump<S> {
                     if changed.is_ok() {
                         let new = self.config.borrow_and_update().clone();
                         breaker.set_policy(new.spec.policy.breaker);
-                        if new.spec.policy.rate_per_sec != live.spec.policy.rate_per_sec {
-                            rate = rate_gate(new.spec.policy.rate_per_sec);
-                        }
                         if prefetch(&new) != prefetch(&live) {
                             self.source.set_prefetch(prefetch(&new)).await?;
                         }
@@ -478,7 +461,7 @@ impl<S: Source> Pump<S> {
                 }
                 _ = tokio::time::sleep_until(wake.unwrap_or(now)), if wake.is_some() => {}
                 _ = tokio::time::sleep_until(stop_deadline.unwrap_or(now)), if stop_deadline.is_some() => {}
-                incoming = fetch(&mut self.source, rate.clone()), if fetch_now => {
+                incoming = self.source.next(), if fetch_now => {
                     let incoming = incoming?;
                     // A revocation that came while this message was awaited
                     // concerns what was held before it: the message itself is

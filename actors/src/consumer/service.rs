@@ -501,7 +501,10 @@ impl ConsumerService {
     /// Delivers again one recorded message, or every message of a range of a
     /// Kafka partition (as new tasks, carrying the same `webhook-id`).
     pub async fn resend(&self, id: &str, request: ResendRequest) -> Result<ResendOutcome, AdminError> {
-        let consumer = self.load(id).await?;
+        let (consumer, version) = match self.store.load_aggregate::<Consumer>(id).await? {
+            Some((consumer, version)) if consumer.spec().is_some() => (consumer, version),
+            _ => return Err(AdminError::NotFound(format!("no consumer with id {id}"))),
+        };
         let round = Utc::now().timestamp_millis();
         if let Some(task_id) = request.task_id {
             let loaded = self
@@ -565,7 +568,7 @@ impl ConsumerService {
         let mut task_ids = Vec::with_capacity(messages.len());
         for message in messages {
             let task_id = resend_task_id(id, &message, round);
-            let task = spec.task_for(id, &message, None);
+            let task = spec.task_for((id, version), &message, None);
             self.tasks.submit_spec(&task_id, task).await?;
             task_ids.push(task_id);
         }

@@ -22,6 +22,7 @@ use bida_domain::consumer::NodeState;
 use super::actor::{ConsumerActor, Opener, Reconfigure, Report, StopConsumer};
 use super::pipeline::LiveConfig;
 use crate::commands::Commands;
+use crate::limits::GateKey;
 use crate::supervisor::Supervisor;
 use crate::NodeContext;
 
@@ -192,8 +193,9 @@ impl ConsumerSupervisor {
 
     /// Loads may finish out of order: only a newer version replaces the state.
     fn update_consumer(&mut self, id: String, consumer: Consumer, version: i64) {
-        let managed = self.managed.entry(id).or_default();
+        let managed = self.managed.entry(id.clone()).or_default();
         if version > managed.version {
+            self.node.limits.consumer_changed(&id, version, &consumer);
             managed.consumer = consumer;
             managed.version = version;
         }
@@ -306,7 +308,15 @@ impl ConsumerSupervisor {
                 for (id, addr) in asks {
                     if let Ok(Ok(report)) = tokio::time::timeout(Duration::from_secs(5), addr.send(Report)).await {
                         let state = report.state.as_str().to_string();
-                        rows.push((id, state, serde_json::to_value(&report).unwrap_or_default()));
+                        let mut shown = serde_json::to_value(&report).unwrap_or_default();
+                        // This node's part of the consumer's limits, now.
+                        if let (Some(share), Some(shown)) = (
+                            node.limits.share_of(&GateKey::Consumer(id.clone())),
+                            shown.as_object_mut(),
+                        ) {
+                            shown.insert("share".into(), share.shown());
+                        }
+                        rows.push((id, state, shown));
                     }
                 }
                 if let Err(e) = node.store.replace_consumer_runtime(node.node_id, &rows).await {

@@ -291,6 +291,7 @@ impl TestNode {
             pulls: Default::default(),
             topic_wakes: Default::default(),
             work: work.handle().clone(),
+            limits: crate::limits::DeliveryLimits::new(node_id, Duration::from_millis(300)),
             scheduler: SchedulerConfig {
                 // No retry stays in memory: a failed first attempt becomes a
                 // task in the store and nothing else, so what the endpoint
@@ -345,6 +346,8 @@ impl TestNode {
             .await
             .expect("load the consumer")
             .expect("the consumer exists");
+        // As the supervisor does on every load: the consumer's gate follows.
+        self.context.limits.consumer_changed(id, version, &consumer);
         LiveConfig {
             consumer_id: id.to_string(),
             spec: consumer.spec().cloned().expect("a spec"),
@@ -428,6 +431,11 @@ impl RunningPump {
     fn reconfigure(&self, change: impl FnOnce(&mut LiveConfig)) {
         let mut live = (**self.config.borrow()).clone();
         change(&mut live);
+        // As the supervisor does: the consumer's gate follows the change.
+        self.pipeline
+            .node
+            .limits
+            .set_consumer(&live.consumer_id, live.version, &live.spec);
         self.config.send_replace(Arc::new(live));
     }
 

@@ -317,7 +317,7 @@ pub async fn detail(
     let events: Vec<TaskEvent> = stored.iter().filter_map(|e| e.decode().ok()).collect();
     let attempts = attempts_with_requests(&events)
         .into_iter()
-        .map(|(attempt, sent)| SentAttempt::of(attempt, sent, &task.summary.message_id, redact))
+        .map(|(attempt, sent)| SentAttempt::of(attempt, &sent, &task.summary.message_id, redact))
         .collect();
     let history = history_lines(stored, &["spec", "request"]);
     let status = task.summary.status;

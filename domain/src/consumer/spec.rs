@@ -8,7 +8,7 @@ use crate::broker::BrokerKind;
 pub use crate::kinds::kafka::{KafkaSource, StartAt};
 pub use crate::kinds::rabbitmq::RabbitmqSource;
 pub use crate::kinds::{Position, Source, SourceInput};
-use crate::task::{BackoffInput, DeliveryPolicy, DeliveryRequest, Method, Origin, TaskSpec};
+use crate::task::{BackoffInput, DeliveryPolicy, DeliveryRequest, DeliveryTarget, Method, Origin, TaskSpec};
 use crate::{Backoff, Body, Expect, StatusSet, ValidationErrors};
 
 /// Where a consumer delivers: pushed to an HTTP endpoint, or kept for
@@ -339,9 +339,11 @@ pub struct BreakerInput {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConsumerPolicy {
-    /// Deliveries in flight at once on each node (also the RabbitMQ prefetch).
+    /// Requests at the endpoint at once, for the whole cluster (nodes share
+    /// it; each reads up to this many messages ahead).
     pub concurrency: u32,
-    /// Messages per second on each node; 0 means unlimited.
+    /// Requests per second to the endpoint, retries included, for the whole
+    /// cluster; 0 means unlimited.
     pub rate_per_sec: u32,
     pub max_attempts: u32,
     pub backoff: Backoff,
@@ -523,10 +525,11 @@ pub struct SourceMessage {
 }
 
 impl ConsumerSpec {
-    /// The callback task delivering one message, with the policy of the moment:
-    /// to the HTTP endpoint, or (a pull consumer) held in the lane `pull`
-    /// for a member to pull.
-    pub fn task_for(&self, consumer_id: &str, message: &SourceMessage, pull: Option<&PullLane>) -> Arc<TaskSpec> {
+    /// The callback task delivering one message, with the policy of the moment
+    /// (the consumer's `version`): to the HTTP endpoint, or (a pull consumer)
+    /// held in the lane `pull` for a member to pull.
+    pub fn task_for(&self, consumer: (&str, i64), message: &SourceMessage, pull: Option<&PullLane>) -> Arc<TaskSpec> {
+        let (consumer_id, version) = consumer;
         let (url, method, mut headers, timeout_ms, grpc) = match (&self.endpoint, pull) {
             (Endpoint::Http(http), _) => (
                 http.url.clone(),
@@ -562,13 +565,7 @@ impl ConsumerSpec {
                 body: Some(Body(message.body.clone())),
                 grpc,
             },
-            policy: DeliveryPolicy {
-                max_attempts: self.policy.max_attempts,
-                timeout_ms,
-                backoff: self.policy.backoff,
-                retry_on: self.policy.retry_on.clone(),
-                expect: self.policy.expect.clone(),
-            },
+            policy: self.delivery_policy(timeout_ms),
             source_app: self.app_id.clone(),
             target_app: None,
             deliver_at: None,
@@ -577,9 +574,41 @@ impl ConsumerSpec {
                 consumer_id: consumer_id.to_string(),
                 position: message.position.to_string(),
                 key: message.key.clone(),
+                terms_version: Some(version),
             }),
             produce: None,
         })
+    }
+
+    fn delivery_policy(&self, timeout_ms: u64) -> DeliveryPolicy {
+        DeliveryPolicy {
+            max_attempts: self.policy.max_attempts,
+            timeout_ms,
+            backoff: self.policy.backoff,
+            retry_on: self.policy.retry_on.clone(),
+            expect: self.policy.expect.clone(),
+        }
+    }
+
+    /// The policy and target this consumer gives its pushed tasks now, for a
+    /// task that sent `sent` so far: the endpoint's headers, with the
+    /// message's own `content-type` and `traceparent` kept. `None` for a pull
+    /// endpoint, whose tasks wait for members instead.
+    pub fn terms_for(&self, sent: &DeliveryRequest) -> Option<(DeliveryPolicy, DeliveryTarget)> {
+        let http = self.endpoint.http()?;
+        let mut headers = http.headers.clone();
+        for carried in ["content-type", "traceparent"] {
+            if let Some(value) = sent.headers.get(carried) {
+                headers.entry(carried.into()).or_insert_with(|| value.clone());
+            }
+        }
+        let target = DeliveryTarget {
+            url: http.url.clone(),
+            method: http.method,
+            headers,
+            grpc: http.grpc.clone(),
+        };
+        Some((self.delivery_policy(http.timeout_ms), target))
     }
 }
 
@@ -715,7 +744,7 @@ mod tests {
             content_type: Some("application/octet-stream".into()),
             traceparent: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
-        let task = spec.task_for("c1", &message, None);
+        let task = spec.task_for(("c1", 3), &message, None);
         assert_eq!(
             task.request.headers.get("traceparent").map(String::as_str),
             Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")

@@ -2,7 +2,10 @@ use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use super::{AttemptRecord, AttemptReport, TaskCommand, TaskError, TaskEvent, TaskSpec, TaskStatus};
+use super::{
+    AttemptRecord, AttemptReport, DeliveryPolicy, DeliveryTarget, TaskCommand, TaskError, TaskEvent, TaskSpec,
+    TaskStatus,
+};
 use crate::matcher::{judge, Verdict};
 use crate::Observation;
 
@@ -20,6 +23,13 @@ pub struct CallbackTask {
     /// Failed attempts in the current round (since submission or the last manual retry).
     round_failures: u32,
     next_attempt_at: Option<DateTime<Utc>>,
+    /// The consumer version whose terms the task runs under.
+    #[serde(default)]
+    terms_version: Option<i64>,
+    /// An operator's edit-and-replay set the request: consumer changes no
+    /// longer move it (they still change the policy).
+    #[serde(default)]
+    request_pinned: bool,
 }
 
 impl CallbackTask {
@@ -46,6 +56,35 @@ impl CallbackTask {
     /// When the next attempt is due; `None` once the task is final.
     pub fn next_attempt_at(&self) -> Option<DateTime<Utc>> {
         self.next_attempt_at
+    }
+
+    /// The event that moves a waiting task to its consumer's terms of
+    /// `version`, if they are newer than the task's and differ from them.
+    /// Only a task still waiting for an attempt adopts terms.
+    pub fn adopt_terms(
+        &self,
+        version: i64,
+        policy: &DeliveryPolicy,
+        target: &DeliveryTarget,
+        at: DateTime<Utc>,
+    ) -> Option<TaskEvent> {
+        let spec = self.spec.as_ref()?;
+        if !matches!(self.status, TaskStatus::Pending | TaskStatus::Retrying)
+            || self.terms_version.is_some_and(|held| held >= version)
+        {
+            return None;
+        }
+        let policy = (spec.policy != *policy).then(|| Box::new(policy.clone()));
+        let target = (!self.request_pinned && spec.request.target() != *target).then(|| Box::new(target.clone()));
+        if policy.is_none() && target.is_none() {
+            return None;
+        }
+        Some(TaskEvent::TermsAdopted {
+            at,
+            consumer_version: version,
+            policy,
+            target,
+        })
     }
 
     pub fn decide(&self, command: TaskCommand) -> Result<Vec<TaskEvent>, TaskError> {
@@ -192,6 +231,7 @@ impl CallbackTask {
     pub fn apply_event(&mut self, event: &TaskEvent) {
         match event {
             TaskEvent::TaskSubmitted { spec, due_at, .. } => {
+                self.terms_version = spec.origin.as_ref().and_then(|o| o.terms_version);
                 self.spec = Some(spec.clone());
                 self.status = TaskStatus::Pending;
                 self.next_attempt_at = Some(*due_at);
@@ -202,6 +242,7 @@ impl CallbackTask {
                 self.next_attempt_at = None;
             }
             TaskEvent::MessageDelivered { spec, .. } => {
+                self.terms_version = spec.origin.as_ref().and_then(|o| o.terms_version);
                 self.spec = Some(spec.clone());
                 self.attempts = 1;
                 self.status = TaskStatus::Delivered;
@@ -223,6 +264,7 @@ impl CallbackTask {
             }
             TaskEvent::RetryRequested { at, request } => {
                 if let (Some(request), Some(spec)) = (request, &self.spec) {
+                    self.request_pinned = true;
                     self.spec = Some(Arc::new(TaskSpec {
                         request: super::DeliveryRequest::clone(request),
                         ..TaskSpec::clone(spec)
@@ -231,6 +273,24 @@ impl CallbackTask {
                 self.status = TaskStatus::Retrying;
                 self.round_failures = 0;
                 self.next_attempt_at = Some(*at);
+            }
+            TaskEvent::TermsAdopted {
+                consumer_version,
+                policy,
+                target,
+                ..
+            } => {
+                self.terms_version = Some(*consumer_version);
+                if let Some(spec) = &self.spec {
+                    let mut adopted = TaskSpec::clone(spec);
+                    if let Some(policy) = policy {
+                        adopted.policy = DeliveryPolicy::clone(policy);
+                    }
+                    if let Some(target) = target {
+                        adopted.request = adopted.request.retargeted(target);
+                    }
+                    self.spec = Some(Arc::new(adopted));
+                }
             }
         }
     }
@@ -241,7 +301,7 @@ decided_aggregate!(CallbackTask, "callback_task", TaskCommand, TaskEvent, TaskEr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::task::{DeliveryPolicy, DeliveryRequest, Method};
+    use crate::task::{DeliveryPolicy, DeliveryRequest, Method, ScheduleChange};
     use crate::{Backoff, Expect, StatusSet};
     use bytes::Bytes;
     use chrono::TimeZone;
@@ -648,11 +708,117 @@ mod tests {
                 at: t0(),
                 request: None,
             },
+            TaskEvent::TermsAdopted {
+                at: t0(),
+                consumer_version: 2,
+                policy: Some(Box::new(spec(3).policy.clone())),
+                target: Some(Box::new(spec(3).request.target())),
+            },
         ] {
             let json = serde_json::to_value(&event).unwrap();
             assert!(json.get(event.name()).is_some(), "{json}");
             let back: TaskEvent = serde_json::from_value(json).unwrap();
             assert_eq!(back, event);
         }
+    }
+
+    /// A consumer's task made at consumer version 3.
+    fn consumer_task() -> CallbackTask {
+        let mut spec = TaskSpec::clone(&spec(10));
+        spec.origin = Some(crate::task::Origin {
+            consumer_id: "c1".into(),
+            position: "q".into(),
+            key: None,
+            terms_version: Some(3),
+        });
+        let mut task = CallbackTask::from_events(&[TaskEvent::TaskSubmitted {
+            spec: Arc::new(spec),
+            submitted_at: t0(),
+            due_at: t0(),
+        }]);
+        for event in task.decide(TaskCommand::RecordAttempt(report(1, 503))).unwrap() {
+            task.apply_event(&event);
+        }
+        task
+    }
+
+    #[test]
+    fn a_waiting_task_adopts_newer_terms_only() {
+        let task = consumer_task();
+        let current = task.spec().unwrap().clone();
+        let mut shorter = current.policy.clone();
+        shorter.max_attempts = 2;
+        let same_target = current.request.target();
+        assert_eq!(task.adopt_terms(3, &shorter, &same_target, t0()), None, "not newer");
+        assert_eq!(
+            task.adopt_terms(4, &current.policy, &same_target, t0()),
+            None,
+            "nothing differs"
+        );
+        let adopted = task
+            .adopt_terms(4, &shorter, &same_target, t0())
+            .expect("newer and different");
+        assert_eq!(
+            adopted,
+            TaskEvent::TermsAdopted {
+                at: t0(),
+                consumer_version: 4,
+                policy: Some(Box::new(shorter.clone())),
+                target: None,
+            }
+        );
+        let mut moved = task.clone();
+        moved.apply_event(&adopted);
+        assert_eq!(moved.next_attempt_at(), task.next_attempt_at(), "the due time stays");
+        assert_eq!(
+            moved.adopt_terms(4, &current.policy, &same_target, t0()),
+            None,
+            "held at version 4"
+        );
+        // Two attempts in all now: the next failure is the last.
+        let events = moved.decide(TaskCommand::RecordAttempt(report(2, 503))).unwrap();
+        assert!(
+            matches!(events.last(), Some(TaskEvent::TaskDeadLettered { .. })),
+            "{events:?}"
+        );
+        assert_eq!(
+            ScheduleChange::after(&[adopted.clone()]),
+            None,
+            "terms move no due time"
+        );
+    }
+
+    #[test]
+    fn an_edited_request_keeps_its_target_and_a_final_task_adopts_nothing() {
+        let mut task = consumer_task();
+        for event in task.decide(TaskCommand::RecordAttempt(report(2, 404))).unwrap() {
+            task.apply_event(&event);
+        }
+        assert_eq!(task.status(), TaskStatus::Dead);
+        let spec = task.spec().unwrap().clone();
+        let mut elsewhere = spec.request.target();
+        elsewhere.url = "http://elsewhere/".into();
+        assert_eq!(task.adopt_terms(9, &spec.policy, &elsewhere, t0()), None, "dead");
+        let mut fixed = spec.request.clone();
+        fixed.url = "http://fixed/".into();
+        for event in task
+            .decide(TaskCommand::Replay {
+                at: t0(),
+                request: Some(Arc::new(fixed)),
+            })
+            .unwrap()
+        {
+            task.apply_event(&event);
+        }
+        let mut policy = spec.policy.clone();
+        policy.timeout_ms = 99;
+        let adopted = task
+            .adopt_terms(9, &policy, &elsewhere, t0())
+            .expect("the policy follows");
+        assert!(
+            matches!(&adopted, TaskEvent::TermsAdopted { target: None, policy: Some(p), .. } if p.timeout_ms == 99)
+        );
+        task.apply_event(&adopted);
+        assert_eq!(task.spec().unwrap().request.url, "http://fixed/");
     }
 }

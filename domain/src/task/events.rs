@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-use super::{DeliveryRequest, TaskSpec};
+use super::{DeliveryPolicy, DeliveryRequest, DeliveryTarget, TaskSpec};
 
 /// Everything that happens to a callback task. The first event carries the
 /// whole spec (payload included), so the events alone can redeliver a task
@@ -49,6 +49,17 @@ pub enum TaskEvent {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<Arc<DeliveryRequest>>,
     },
+    /// The task's consumer changed its endpoint or policy while the task
+    /// waited for an attempt: the attempts after this event run under the
+    /// consumer's terms of `consumer_version` (what is absent is unchanged).
+    TermsAdopted {
+        at: DateTime<Utc>,
+        consumer_version: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        policy: Option<Box<DeliveryPolicy>>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        target: Option<Box<DeliveryTarget>>,
+    },
 }
 
 /// One try of a task, as recorded.
@@ -80,7 +91,7 @@ pub struct AttemptRecord {
 }
 
 impl TaskEvent {
-    pub const TYPES: [&'static str; 7] = [
+    pub const TYPES: [&'static str; 8] = [
         "TaskSubmitted",
         "AttemptSucceeded",
         "AttemptFailed",
@@ -88,6 +99,7 @@ impl TaskEvent {
         "TaskCancelled",
         "RetryRequested",
         "MessageDelivered",
+        "TermsAdopted",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -99,6 +111,7 @@ impl TaskEvent {
             Self::TaskCancelled { .. } => 4,
             Self::RetryRequested { .. } => 5,
             Self::MessageDelivered { .. } => 6,
+            Self::TermsAdopted { .. } => 7,
         };
         Self::TYPES[index]
     }
@@ -112,7 +125,10 @@ impl TaskEvent {
             | Self::MessageDelivered { attempt, .. } => {
                 attempt.started_at + chrono::Duration::milliseconds(attempt.latency_ms as i64)
             }
-            Self::TaskDeadLettered { at, .. } | Self::TaskCancelled { at, .. } | Self::RetryRequested { at, .. } => *at,
+            Self::TaskDeadLettered { at, .. }
+            | Self::TaskCancelled { at, .. }
+            | Self::RetryRequested { at, .. }
+            | Self::TermsAdopted { at, .. } => *at,
         }
     }
 

@@ -18,7 +18,7 @@ pub use errors::TaskError;
 pub use events::{AttemptRecord, TaskEvent};
 pub use list::{TaskCursor, TaskFilter, TaskPage};
 pub use produce::{ProduceSpec, ProducedTo, BROKER_SCHEME};
-pub use spec::{DeliveryPolicy, DeliveryRequest, EndpointHost, Method, Origin, TaskSpec};
+pub use spec::{DeliveryPolicy, DeliveryRequest, DeliveryTarget, EndpointHost, Method, Origin, TaskSpec};
 pub use status::TaskStatus;
 pub use submission::{check_deliver_at, BackoffInput, Limits, RequestEdit, Submission, TaskDefaults, RESERVED_HEADERS};
 pub use view::{attempts_with_requests, TaskDetail, TaskSummary};

@@ -15,14 +15,14 @@ pub enum ScheduleChange {
 }
 
 impl ScheduleChange {
-    /// The change made by `events`: every task event moves or clears the
-    /// schedule entry, so the last one decides.
+    /// The change made by `events`: every task event but a change of terms
+    /// moves or clears the schedule entry, so the last such one decides.
     pub fn after<'a>(events: impl IntoIterator<Item = &'a TaskEvent>) -> Option<Self> {
-        events.into_iter().last().map(Self::of)
+        events.into_iter().filter_map(Self::of).last()
     }
 
-    fn of(event: &TaskEvent) -> Self {
-        match event {
+    fn of(event: &TaskEvent) -> Option<Self> {
+        Some(match event {
             TaskEvent::TaskSubmitted { due_at: at, .. }
             | TaskEvent::AttemptFailed {
                 next_attempt_at: Some(at),
@@ -36,7 +36,8 @@ impl ScheduleChange {
             | TaskEvent::MessageDelivered { .. }
             | TaskEvent::TaskDeadLettered { .. }
             | TaskEvent::TaskCancelled { .. } => Self::Clear,
-        }
+            TaskEvent::TermsAdopted { .. } => return None,
+        })
     }
 }
 

@@ -48,6 +48,45 @@ pub struct Origin {
     /// The message key, for ordering by key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// The consumer's version whose endpoint and policy the task was made
+    /// with: a later version's terms reach it before its next attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub terms_version: Option<i64>,
+}
+
+/// Where and how a request goes, without its body: what a consumer's
+/// endpoint decides for the tasks it makes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DeliveryTarget {
+    pub url: String,
+    pub method: Method,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<crate::grpc::GrpcCall>,
+}
+
+impl DeliveryRequest {
+    pub fn target(&self) -> DeliveryTarget {
+        DeliveryTarget {
+            url: self.url.clone(),
+            method: self.method,
+            headers: self.headers.clone(),
+            grpc: self.grpc.clone(),
+        }
+    }
+
+    /// The same body sent to `target`.
+    pub fn retargeted(&self, target: &DeliveryTarget) -> Self {
+        Self {
+            url: target.url.clone(),
+            method: target.method,
+            headers: target.headers.clone(),
+            body: self.body.clone(),
+            grpc: target.grpc.clone(),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

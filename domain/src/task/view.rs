@@ -94,6 +94,15 @@ impl TaskSummary {
                 self.finished_at = None;
                 self.reason = None;
             }
+            TaskEvent::TermsAdopted { policy, target, .. } => {
+                if let Some(target) = target {
+                    self.url.clone_from(&target.url);
+                    self.method = target.method;
+                }
+                if let Some(policy) = policy {
+                    self.max_attempts = policy.max_attempts;
+                }
+            }
         }
     }
 
@@ -146,6 +155,14 @@ impl TaskDetail {
             {
                 detail.request = DeliveryRequest::clone(request);
             }
+            if let TaskEvent::TermsAdopted { policy, target, .. } = event {
+                if let Some(target) = target {
+                    detail.request = detail.request.retargeted(target);
+                }
+                if let Some(policy) = policy {
+                    detail.policy = DeliveryPolicy::clone(policy);
+                }
+            }
             detail.summary.apply(event);
             detail.version += 1;
             if let Some(attempt) = event.attempt() {
@@ -156,25 +173,29 @@ impl TaskDetail {
     }
 }
 
-/// Every attempt with the request it sent: the submission's, or the one an
-/// edit-and-replay put in its place before it. Oldest first.
+/// Every attempt with the request it sent: the submission's, the one an
+/// edit-and-replay put in its place, or the submission's body sent where the
+/// consumer's newer terms said. Oldest first.
 pub fn attempts_with_requests<'a>(
     events: impl IntoIterator<Item = &'a TaskEvent>,
-) -> Vec<(&'a AttemptRecord, &'a DeliveryRequest)> {
-    let mut request = None;
+) -> Vec<(&'a AttemptRecord, DeliveryRequest)> {
+    let mut request: Option<DeliveryRequest> = None;
     let mut attempts = Vec::new();
     for event in events {
         if let Some((spec, _)) = event.submission() {
-            request = Some(&spec.request);
+            request = Some(spec.request.clone());
         }
-        if let TaskEvent::RetryRequested {
-            request: Some(edited), ..
-        } = event
-        {
-            request = Some(&**edited);
+        match event {
+            TaskEvent::RetryRequested {
+                request: Some(edited), ..
+            } => request = Some(DeliveryRequest::clone(edited)),
+            TaskEvent::TermsAdopted {
+                target: Some(target), ..
+            } => request = request.map(|sent| sent.retargeted(target)),
+            _ => {}
         }
-        if let (Some(attempt), Some(request)) = (event.attempt(), request) {
-            attempts.push((attempt, request));
+        if let (Some(attempt), Some(request)) = (event.attempt(), &request) {
+            attempts.push((attempt, request.clone()));
         }
     }
     attempts
@@ -320,10 +341,54 @@ mod tests {
             request: Some(Arc::new(fixed)),
         });
         run(timed_out(2, now));
-        let urls: Vec<(u32, &str)> = attempts_with_requests(&events)
+        let urls: Vec<(u32, String)> = attempts_with_requests(&events)
             .into_iter()
-            .map(|(attempt, request)| (attempt.number, request.url.as_str()))
+            .map(|(attempt, request)| (attempt.number, request.url))
             .collect();
-        assert_eq!(urls, vec![(1, "http://h/"), (2, "http://fixed/")]);
+        assert_eq!(urls, vec![(1, "http://h/".into()), (2, "http://fixed/".into())]);
+    }
+
+    #[test]
+    fn attempts_after_new_terms_show_where_they_went() {
+        let now = Utc::now();
+        let mut task = CallbackTask::default();
+        let mut events = Vec::new();
+        let mut record = |task: &mut CallbackTask, new: Vec<TaskEvent>| {
+            for event in new {
+                task.apply_event(&event);
+                events.push(event);
+            }
+        };
+        let mut patient = spec();
+        patient.policy.max_attempts = 5;
+        let submit = task
+            .decide(TaskCommand::Submit {
+                spec: Arc::new(patient),
+                at: now,
+            })
+            .unwrap();
+        record(&mut task, submit);
+        let first = task.decide(timed_out(1, now)).unwrap();
+        record(&mut task, first);
+        let mut moved = spec().request.target();
+        moved.url = "http://moved/".into();
+        let mut policy = spec().policy;
+        policy.max_attempts = 9;
+        let adopted = task.adopt_terms(7, &policy, &moved, now).expect("new terms");
+        record(&mut task, vec![adopted]);
+        let second = task.decide(timed_out(2, now)).unwrap();
+        record(&mut task, second);
+        let urls: Vec<(u32, String)> = attempts_with_requests(&events)
+            .into_iter()
+            .map(|(attempt, request)| (attempt.number, request.url))
+            .collect();
+        assert_eq!(urls, vec![(1, "http://h/".into()), (2, "http://moved/".into())]);
+        let detail = TaskDetail::fold("t1", &events).unwrap();
+        assert_eq!(
+            (detail.request.url.as_str(), detail.summary.url.as_str()),
+            ("http://moved/", "http://moved/")
+        );
+        assert_eq!((detail.policy.max_attempts, detail.summary.max_attempts), (9, 9));
+        assert_eq!(detail.request.body, spec().request.body, "the body stays");
     }
 }

@@ -74,4 +74,27 @@ impl Nodes for PgStore {
         .fetch_all(self.pool())
         .await?)
     }
+
+    async fn share_busy_gates(
+        &self,
+        id: Uuid,
+        busy: &[String],
+        fresh: Duration,
+    ) -> Result<Vec<(Uuid, Vec<String>)>, StoreError> {
+        // On the control pool, like the heartbeat: shares must move even
+        // while commits queue on the main pool.
+        sqlx::query("UPDATE nodes SET busy_gates = $2 WHERE id = $1")
+            .bind(id)
+            .bind(sqlx::types::Json(busy))
+            .execute(self.control())
+            .await?;
+        let rows: Vec<(Uuid, sqlx::types::Json<Vec<String>>)> = sqlx::query_as(
+            "SELECT id, busy_gates FROM nodes
+             WHERE stopped_at IS NULL AND heartbeat_at > now() - make_interval(secs => $1)",
+        )
+        .bind(fresh.as_secs_f64())
+        .fetch_all(self.control())
+        .await?;
+        Ok(rows.into_iter().map(|(id, busy)| (id, busy.0)).collect())
+    }
 }

@@ -208,6 +208,28 @@ impl Nodes for SqliteStore {
             )
             .collect())
     }
+
+    async fn share_busy_gates(
+        &self,
+        id: Uuid,
+        busy: &[String],
+        fresh: Duration,
+    ) -> Result<Vec<(Uuid, Vec<String>)>, StoreError> {
+        sqlx::query("UPDATE nodes SET busy_gates = ? WHERE id = ?")
+            .bind(serde_json::to_string(busy).unwrap_or_else(|_| "[]".into()))
+            .bind(id.to_string())
+            .execute(self.pool())
+            .await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT id, busy_gates FROM nodes WHERE stopped_at IS NULL AND heartbeat_at > ?")
+                .bind(ago(fresh))
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, busy)| (uuid(&id), serde_json::from_str(&busy).unwrap_or_default()))
+            .collect())
+    }
 }
 
 #[async_trait]
