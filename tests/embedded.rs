@@ -1,5 +1,5 @@
 //! The same end-to-end tests of the task path, the scheduler, projections,
-//! delayed messages, gRPC deliveries, pull consumers and every kind's consumers (fixed and randomized scenarios),
+//! delayed messages, gRPC deliveries, limits and live policy, pull consumers and every kind's consumers (fixed and randomized scenarios),
 //! against the embedded store: this binary's name tells the harness which
 //! store to start (see `support::embedded`). Tests of what only PostgreSQL
 //! does say so and return.
@@ -14,6 +14,8 @@ mod consumers;
 mod delayed;
 #[path = "grpc.rs"]
 mod grpc;
+#[path = "limits.rs"]
+mod limits;
 #[path = "pull.rs"]
 mod pull;
 #[path = "restart.rs"]
