@@ -390,16 +390,17 @@ impl DeliveryLimits {
             .entry(key.clone())
             .or_insert_with(|| Arc::new(Gate::new()))
             .clone();
-        gate.state().limit = limit;
+        let changed = std::mem::replace(&mut gate.state().limit, limit) != limit;
         let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let now = Instant::now();
         let busy = gate.busy(now);
-        // Every node reads a consumer's change at about the same moment.
+        // Every node reads a new limit at about the same moment: it applies
+        // at once; the same limit reloaded keeps a pending raise waiting.
         gate.apply(
             view.share(self.node_id, &key.name(), busy, limit),
             now,
             self.raise_after,
-            true,
+            changed,
         );
     }
 
