@@ -75,21 +75,59 @@ fn rate_shares(view: &Value) -> Vec<f64> {
         .unwrap_or_default()
 }
 
+/// One draw of the three-node scenario: the limits, the endpoint's latency
+/// and when the outage and the kill come. The seed is printed;
+/// `BIDA_TEST_LIMITS_SEED` runs one again.
+#[derive(Debug)]
+struct Draw {
+    seed: u64,
+    rate: usize,
+    concurrency: usize,
+    held_ms: u64,
+    messages: usize,
+    outage_at: Duration,
+    outage_for: Duration,
+    kill_after: Duration,
+}
+
+impl Draw {
+    fn new() -> Self {
+        use rand::{Rng, SeedableRng};
+        let seed = std::env::var("BIDA_TEST_LIMITS_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| rand::rng().random_range(0..1_000_000));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let rate = rng.random_range(20..=80);
+        Self {
+            seed,
+            rate,
+            concurrency: rng.random_range(3..=10),
+            held_ms: rng.random_range(20..=120),
+            // About 18 s of work at the rate.
+            messages: rate * 18,
+            outage_at: Duration::from_millis(rng.random_range(2_000..=5_000)),
+            outage_for: Duration::from_millis(rng.random_range(1_000..=4_000)),
+            kill_after: Duration::from_millis(rng.random_range(500..=3_000)),
+        }
+    }
+}
+
 #[tokio::test]
 async fn three_nodes_hold_one_rate_and_concurrency_through_a_burst_an_outage_and_a_kill() {
     if support::postgres_only("three nodes share one consumer's limits") {
         return;
     }
-    const RATE: usize = 50;
-    const CONCURRENCY: usize = 6;
-    const MESSAGES: usize = 900;
-    let held = Duration::from_millis(80);
+    let draw = Draw::new();
+    println!("limits draw: {draw:?}");
+    let (rate, concurrency, messages) = (draw.rate, draw.concurrency, draw.messages);
+    let held = Duration::from_millis(draw.held_ms);
     let outage = Arc::new(AtomicBool::new(false));
     let endpoint = Receiver::start({
         let outage = outage.clone();
         move |_, _| {
             let status = if outage.load(Ordering::Relaxed) { 503 } else { 200 };
-            Reply::status(status).after(Duration::from_millis(80))
+            Reply::status(status).after(held)
         }
     })
     .await;
@@ -108,7 +146,7 @@ async fn three_nodes_hold_one_rate_and_concurrency_through_a_burst_an_outage_and
         "/v1/consumers",
         json!({"name": "limited", "broker_id": broker, "source": {"queue": queue.name},
                "endpoint": {"url": endpoint.url("/limited")},
-               "policy": {"rate_per_sec": RATE, "concurrency": CONCURRENCY, "max_attempts": 50,
+               "policy": {"rate_per_sec": rate, "concurrency": concurrency, "max_attempts": 50,
                           "backoff": {"initial_ms": 200, "max_ms": 1000, "jitter": 0.2}}}),
     )
     .await;
@@ -122,27 +160,27 @@ async fn three_nodes_hold_one_rate_and_concurrency_through_a_burst_an_outage_and
     // A burst, an outage of the endpoint (every message of it retried), its
     // recovery with the backlog and the retries due at once, a node killed.
     queue
-        .publish((0..MESSAGES).map(|i| (Some(format!("m{i}")), format!("{{\"n\":{i}}}").into_bytes())))
+        .publish((0..messages).map(|i| (Some(format!("m{i}")), format!("{{\"n\":{i}}}").into_bytes())))
         .await;
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    tokio::time::sleep(draw.outage_at).await;
     outage.store(true, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(draw.outage_for).await;
     outage.store(false, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(draw.kill_after).await;
     c.kill9();
     let killed_at = Instant::now();
 
     // The killed node's share goes to the survivors once its heartbeat is stale.
     let after_kill = consumer_view(&a, &consumer, |v| {
         let shares = rate_shares(v);
-        shares.len() == 2 && (shares.iter().sum::<f64>() - RATE as f64).abs() < 1.0
+        shares.len() == 2 && (shares.iter().sum::<f64>() - rate as f64).abs() < 1.0
     })
     .await;
     let moved_after = killed_at.elapsed();
     assert!(
-        eventually(WAIT, || endpoint.distinct_messages() == MESSAGES).await,
-        "{} of {MESSAGES} delivered\n{}",
+        eventually(WAIT, || endpoint.distinct_messages() == messages).await,
+        "{} of {messages} delivered\n{}",
         endpoint.distinct_messages(),
         a.log()
     );
@@ -158,26 +196,29 @@ async fn three_nodes_hold_one_rate_and_concurrency_through_a_burst_an_outage_and
         .collect();
     let (busiest, at_once) = (busiest_second(&arrivals), most_at_once(&arrivals, held));
     println!(
-        "requests {} for {MESSAGES} messages; per second {per_second:?}; busiest second {busiest}; \
-         at once {at_once}; shares after the kill {:?} ({moved_after:?} after it)",
+        "seed {}: requests {} for {messages} messages; per second {per_second:?}; busiest second {busiest} \
+         (limit {rate}); at once {at_once} (limit {concurrency}); shares after the kill {:?} ({moved_after:?} after it)",
+        draw.seed,
         arrivals.len(),
         rate_shares(&after_kill)
     );
     assert!(
-        arrivals.len() > MESSAGES,
+        arrivals.len() > messages,
         "the outage's failures were retried: {} requests",
         arrivals.len()
     );
     // The stated bound: 1.05 × rate plus a request per node, and one more
     // burst (5%) when a share moves.
-    let bound = RATE + RATE / 10 + 3;
+    let bound = rate + rate / 10 + 3;
     assert!(
         busiest <= bound,
-        "{busiest} requests in one second; the cluster's limit is {RATE}/s (bound {bound}): {per_second:?}"
+        "seed {}: {busiest} requests in one second; the cluster's limit is {rate}/s (bound {bound}): {per_second:?}",
+        draw.seed
     );
     assert!(
-        at_once <= CONCURRENCY,
-        "{at_once} requests at once; the cluster's concurrency is {CONCURRENCY}"
+        at_once <= concurrency,
+        "seed {}: {at_once} requests at once; the cluster's concurrency is {concurrency}",
+        draw.seed
     );
     drop(b);
 }
