@@ -14,19 +14,7 @@ use support::{eventually, until, Bida, Receiver, Reply};
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn wait_consumer(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, consumer) = bida.get(&format!("/v1/consumers/{id}")).await;
-        if done(&consumer) {
-            return consumer;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "consumer never got there: {consumer}\n{}",
-            bida.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    bida.consumer_until(id, WAIT, done).await
 }
 
 async fn created(bida: &Bida, path: &str, body: Value) -> String {

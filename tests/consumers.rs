@@ -64,19 +64,7 @@ async fn capabilities(bida: &Bida, consumer: &str) -> Value {
 }
 
 async fn wait_consumer(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let consumer = consumer_view(bida, id).await;
-        if done(&consumer) {
-            return consumer;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "consumer never got there: {consumer}\n{}",
-            bida.log()
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    bida.consumer_until(id, WAIT, done).await
 }
 
 fn duplicates(endpoint: &Receiver) -> usize {

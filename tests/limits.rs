@@ -19,21 +19,6 @@ async fn created(bida: &Bida, path: &str, body: Value) -> String {
     created["id"].as_str().unwrap().to_string()
 }
 
-async fn consumer_view(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (_, consumer) = bida.get(&format!("/v1/consumers/{id}")).await;
-        if done(&consumer) {
-            return consumer;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "consumer never got there: {consumer}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 /// The most arrivals in any one second (a window starting at each arrival).
 fn busiest_second(arrivals: &[Instant]) -> usize {
     let mut sorted = arrivals.to_vec();
@@ -150,7 +135,7 @@ async fn three_nodes_hold_one_rate_and_concurrency_through_a_burst_an_outage_and
                           "backoff": {"initial_ms": 200, "max_ms": 1000, "jitter": 0.2}}}),
     )
     .await;
-    consumer_view(&a, &consumer, |v| {
+    a.consumer_until(&consumer, WAIT, |v| {
         v["nodes"]
             .as_array()
             .is_some_and(|n| n.len() == 3 && n.iter().all(|n| n["state"] == "running"))
@@ -172,11 +157,12 @@ async fn three_nodes_hold_one_rate_and_concurrency_through_a_burst_an_outage_and
     let killed_at = Instant::now();
 
     // The killed node's share goes to the survivors once its heartbeat is stale.
-    let after_kill = consumer_view(&a, &consumer, |v| {
-        let shares = rate_shares(v);
-        shares.len() == 2 && (shares.iter().sum::<f64>() - rate as f64).abs() < 1.0
-    })
-    .await;
+    let after_kill = a
+        .consumer_until(&consumer, WAIT, |v| {
+            let shares = rate_shares(v);
+            shares.len() == 2 && (shares.iter().sum::<f64>() - rate as f64).abs() < 1.0
+        })
+        .await;
     let moved_after = killed_at.elapsed();
     assert!(
         eventually(WAIT, || endpoint.distinct_messages() == messages).await,
@@ -248,7 +234,7 @@ async fn live_changes_reach_the_tasks_waiting_for_their_retry() {
                "policy": {"max_attempts": 10, "backoff": {"initial_ms": 4000, "max_ms": 60000, "jitter": 0}}}),
     )
     .await;
-    consumer_view(&bida, &consumer, |v| v["state"] == "running").await;
+    bida.consumer_until(&consumer, WAIT, |v| v["state"] == "running").await;
     queue
         .publish(["fine", "slow", "wrong"].map(|body| (Some(body.to_string()), body.as_bytes().to_vec())))
         .await;

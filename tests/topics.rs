@@ -123,18 +123,7 @@ async fn consumer_view(bida: &Bida, id: &str) -> Value {
 }
 
 async fn wait_consumer(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let consumer = consumer_view(bida, id).await;
-        if done(&consumer) {
-            return consumer;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "consumer never got there: {consumer}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    bida.consumer_until(id, WAIT, done).await
 }
 
 async fn lifecycle(bida: &Bida, id: &str, action: &str) {

@@ -422,6 +422,24 @@ impl Bida {
         }
     }
 
+    /// The consumer's view once `done` holds (within `timeout`; the node's
+    /// log is shown if it never does).
+    pub async fn consumer_until(&self, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let (_, consumer) = self.get(&format!("/v1/consumers/{id}")).await;
+            if done(&consumer) {
+                return consumer;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "consumer never got there: {consumer}\n{}",
+                self.log()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Submits a task and returns its id (panics unless 202).
     pub async fn submit(&self, task: Value) -> String {
         let (status, body) = self.post("/v1/tasks", task).await;
