@@ -28,7 +28,7 @@
 use bida_domain::consumer::{Consumer, ConsumerSpec};
 use bida_domain::task::{DeliveryPolicy, DeliveryTarget, EndpointHost, TaskSpec};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -167,14 +167,16 @@ struct GateState {
     busy_until: Option<Instant>,
 }
 
-/// Passage through a gate: the slot is given back when it is dropped.
+/// Passage through a task's gates (its consumer's, its host's): the slots
+/// are given back when it is dropped.
+#[derive(Default)]
 pub struct Pass {
-    held: Vec<(Arc<Gate>, Option<OwnedSemaphorePermit>)>,
+    held: [Option<(Arc<Gate>, Option<OwnedSemaphorePermit>)>; 2],
 }
 
 impl Drop for Pass {
     fn drop(&mut self) {
-        for (gate, permit) in self.held.drain(..) {
+        for (gate, permit) in self.held.iter_mut().filter_map(Option::take) {
             if let Some(permit) = permit {
                 let mut state = gate.state();
                 if state.debt > 0 {
@@ -305,15 +307,41 @@ struct ConsumerTerms {
     spec: Arc<ConsumerSpec>,
 }
 
+/// This node's gates: consumers' by id, endpoint hosts' by host.
+#[derive(Default)]
+struct Gates {
+    consumers: HashMap<String, Arc<Gate>>,
+    hosts: HashMap<String, Arc<Gate>>,
+}
+
+impl Gates {
+    fn map(&mut self, key: &GateKey) -> (&mut HashMap<String, Arc<Gate>>, String) {
+        match key {
+            GateKey::Consumer(id) => (&mut self.consumers, id.clone()),
+            GateKey::Host(host) => (&mut self.hosts, host.clone()),
+        }
+    }
+
+    fn get(&self, key: &GateKey) -> Option<&Arc<Gate>> {
+        match key {
+            GateKey::Consumer(id) => self.consumers.get(id),
+            GateKey::Host(host) => self.hosts.get(host),
+        }
+    }
+
+    fn all(&self) -> impl Iterator<Item = (GateKey, &Arc<Gate>)> {
+        let consumers = self.consumers.iter().map(|(id, g)| (GateKey::Consumer(id.clone()), g));
+        consumers.chain(self.hosts.iter().map(|(host, g)| (GateKey::Host(host.clone()), g)))
+    }
+}
+
 /// The consumers' terms and the gates of this node.
 pub struct DeliveryLimits {
     node_id: Uuid,
     /// How long a node waits before taking a larger share.
     raise_after: Duration,
     consumers: RwLock<HashMap<String, ConsumerTerms>>,
-    gates: RwLock<HashMap<GateKey, Arc<Gate>>>,
-    /// Hosts with a gate of their own.
-    hosts: RwLock<HashSet<String>>,
+    gates: RwLock<Gates>,
     view: Mutex<ClusterView>,
 }
 
@@ -325,7 +353,6 @@ impl DeliveryLimits {
             raise_after: heartbeat.mul_f64(1.5),
             consumers: RwLock::default(),
             gates: RwLock::default(),
-            hosts: RwLock::default(),
             view: Mutex::default(),
         }
     }
@@ -334,10 +361,6 @@ impl DeliveryLimits {
     pub fn set_host_limits(&self, limits: &[crate::config::HostLimit]) {
         for limit in limits {
             let host = EndpointHost::typed(&limit.host).to_string();
-            self.hosts
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(host.clone());
             let limit = Limit {
                 rate_per_sec: limit.rate_per_sec,
                 concurrency: limit.concurrency,
@@ -349,10 +372,13 @@ impl DeliveryLimits {
     /// A consumer loaded at `version` (the supervisor calls this on every
     /// load): its terms and its gate follow.
     pub fn consumer_changed(&self, id: &str, version: i64, consumer: &Consumer) {
-        let key = GateKey::Consumer(id.to_string());
         let Some(spec) = consumer.spec().filter(|_| !consumer.is_deleted()) else {
             self.consumers.write().unwrap_or_else(|p| p.into_inner()).remove(id);
-            self.gates.write().unwrap_or_else(|p| p.into_inner()).remove(&key);
+            self.gates
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .consumers
+                .remove(id);
             return;
         };
         let known = self
@@ -383,13 +409,11 @@ impl DeliveryLimits {
     }
 
     fn set_limit(&self, key: GateKey, limit: Limit) {
-        let gate = self
-            .gates
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry(key.clone())
-            .or_insert_with(|| Arc::new(Gate::new()))
-            .clone();
+        let gate = {
+            let mut gates = self.gates.write().unwrap_or_else(|p| p.into_inner());
+            let (map, name) = gates.map(&key);
+            map.entry(name).or_insert_with(|| Arc::new(Gate::new())).clone()
+        };
         let changed = std::mem::replace(&mut gate.state().limit, limit) != limit;
         let view = self.view.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let now = Instant::now();
@@ -414,77 +438,62 @@ impl DeliveryLimits {
         Some((terms.version, policy, target))
     }
 
-    /// Waits until the task may go to its endpoint; the slot is held until
+    /// Waits until the task may go to its endpoint; the slots are held until
     /// the pass is dropped (when the endpoint has answered).
     pub async fn pass(&self, task: &TaskSpec) -> Pass {
-        let mut held = Vec::new();
-        for key in self.keys(task) {
-            let gate = self.gates.read().unwrap_or_else(|p| p.into_inner()).get(&key).cloned();
+        let gates = {
+            let gates = self.gates.read().unwrap_or_else(|p| p.into_inner());
+            let consumer = task.origin.as_ref().and_then(|o| gates.consumers.get(&o.consumer_id));
+            let host = match gates.hosts.is_empty() {
+                true => None,
+                false => EndpointHost::of_url(&task.request.url).and_then(|h| gates.hosts.get(&h.to_string())),
+            };
+            [consumer.cloned(), host.cloned()]
+        };
+        // The consumer's gate, then the host's: one order for every task, so
+        // that no two tasks wait on each other.
+        let mut pass = Pass::default();
+        for (slot, gate) in pass.held.iter_mut().zip(gates) {
             if let Some(gate) = gate {
                 let permit = gate.enter().await;
-                held.push((gate, permit));
+                *slot = Some((gate, permit));
             }
         }
-        Pass { held }
-    }
-
-    /// The gates a task passes, in one order for every task (the
-    /// consumer's, then the host's), so that no two wait on each other.
-    fn keys(&self, task: &TaskSpec) -> Vec<GateKey> {
-        let mut keys: Vec<GateKey> = task
-            .origin
-            .iter()
-            .map(|o| GateKey::Consumer(o.consumer_id.clone()))
-            .collect();
-        let hosts = self.hosts.read().unwrap_or_else(|p| p.into_inner());
-        if !hosts.is_empty() {
-            if let Some(host) = EndpointHost::of_url(&task.request.url).map(|h| h.to_string()) {
-                if hosts.contains(&host) {
-                    keys.push(GateKey::Host(host));
-                }
-            }
-        }
-        keys
-    }
-
-    /// This node's busy gates, by name.
-    fn busy_gates(&self, now: Instant) -> Vec<(GateKey, String, bool)> {
-        let gates = self.gates.read().unwrap_or_else(|p| p.into_inner());
-        gates
-            .iter()
-            .map(|(key, gate)| (key.clone(), key.name(), gate.busy(now)))
-            .collect()
+        pass
     }
 
     /// Says which gates were busy, reads the other nodes' and sets every
     /// share again (each heartbeat, and once at start before consumers run).
     pub async fn exchange(&self, store: &bida_store::Store, fresh: Duration) -> Result<(), bida_store::StoreError> {
         let now = Instant::now();
-        let gates = self.busy_gates(now);
+        let gates: Vec<(String, Arc<Gate>, bool)> = {
+            let gates = self.gates.read().unwrap_or_else(|p| p.into_inner());
+            gates
+                .all()
+                .map(|(key, gate)| (key.name(), gate.clone(), gate.busy(now)))
+                .collect()
+        };
         let busy: Vec<String> = gates
             .iter()
-            .filter(|(_, _, busy)| *busy)
-            .map(|(_, n, _)| n.clone())
+            .filter(|(.., busy)| *busy)
+            .map(|(name, ..)| name.clone())
             .collect();
         let nodes = store.share_busy_gates(self.node_id, &busy, fresh).await?;
         let view = ClusterView {
             nodes: nodes.into_iter().collect(),
         };
-        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view.clone();
-        let all = self.gates.read().unwrap_or_else(|p| p.into_inner()).clone();
-        for (key, name, busy) in gates {
-            if let Some(gate) = all.get(&key) {
-                let share = view.share(self.node_id, &name, busy, gate.limit());
-                gate.apply(share, now, self.raise_after, false);
-            }
+        for (name, gate, busy) in &gates {
+            let share = view.share(self.node_id, name, *busy, gate.limit());
+            gate.apply(share, now, self.raise_after, false);
         }
+        *self.view.lock().unwrap_or_else(|p| p.into_inner()) = view;
         Ok(())
     }
 
     /// This node's share of a gate now (shown in reports and tests).
     pub fn share_of(&self, key: &GateKey) -> Option<Share> {
-        let gate = self.gates.read().unwrap_or_else(|p| p.into_inner()).get(key).cloned()?;
-        let share = gate.state().share;
+        let gates = self.gates.read().unwrap_or_else(|p| p.into_inner());
+        let share = gates.get(key)?.state().share;
         Some(share)
     }
 }
@@ -578,7 +587,7 @@ mod tests {
         let held: Vec<_> = futures_util::future::join_all((0..4).map(|_| gate.enter())).await;
         gate.apply(share(1), now, later, false);
         let pass = |permit| Pass {
-            held: vec![(gate.clone(), permit)],
+            held: [Some((gate.clone(), permit)), None],
         };
         let mut passes: Vec<Pass> = held.into_iter().map(pass).collect();
         passes.truncate(1);
