@@ -152,11 +152,12 @@ impl TaskActor {
     fn judge(&mut self, number: u32, attempted: Attempted, ctx: &mut Context<Self>) {
         let report = attempted.into_report(number);
         let adopted = self.adopted.take();
-        let task = match &adopted {
-            Some(adopted) => self.under(adopted),
-            None => self.task.clone(),
+        let command = TaskCommand::RecordAttempt(report);
+        let judged = match &adopted {
+            Some(adopted) => self.under(adopted).decide(command),
+            None => self.task.decide(command),
         };
-        match task.decide(TaskCommand::RecordAttempt(report)) {
+        match judged {
             Ok(judged) => self.record(adopted.into_iter().chain(judged).collect(), ctx),
             Err(e) => {
                 tracing::error!(task = %self.id, error = %e, "attempt rejected by the task; leaving it");
