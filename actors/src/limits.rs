@@ -26,7 +26,7 @@
 //! node's partitions.
 
 use bida_domain::consumer::{Consumer, ConsumerSpec};
-use bida_domain::task::{DeliveryPolicy, DeliveryTarget, EndpointHost, TaskSpec};
+use bida_domain::task::{CallbackTask, EndpointHost, TaskEvent, TaskSpec};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
@@ -49,7 +49,7 @@ const BURST_FRACTION: f64 = 0.05;
 
 /// What a gate limits: a consumer's deliveries, or every delivery to an
 /// endpoint host (`delivery.host_limits`).
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum GateKey {
     Consumer(String),
     Host(String),
@@ -126,9 +126,10 @@ fn weight(busy: bool) -> f64 {
 
 /// Largest remainders: every node computes the same split of `limit`
 /// slots from the same view, so they add up to it (each node keeps one).
+/// No limit (0) is no slots: such a gate holds no permits.
 fn concurrency_share(me: Uuid, weights: &BTreeMap<Uuid, f64>, total: f64, limit: u32) -> usize {
     if limit == 0 {
-        return usize::MAX;
+        return 0;
     }
     let exact: Vec<(Uuid, f64)> = weights
         .iter()
@@ -251,7 +252,6 @@ impl Gate {
     }
 
     fn set_slots(&self, state: &mut GateState, share: usize) {
-        let share = share.min(Semaphore::MAX_PERMITS >> 1);
         let held = state.share.concurrency;
         if share > held {
             let mut grow = share - held;
@@ -428,14 +428,19 @@ impl DeliveryLimits {
         );
     }
 
-    /// The consumer's terms for a task of it, when the consumer's version is
-    /// known here: (version, policy, target).
-    pub fn terms_for(&self, task: &TaskSpec) -> Option<(i64, DeliveryPolicy, DeliveryTarget)> {
-        let origin = task.origin.as_ref()?;
+    /// The event that moves a consumer's waiting task to the consumer's
+    /// terms, when this node knows newer ones that differ from the task's.
+    /// Cheap when nothing changed: the versions are compared first.
+    pub fn newer_terms(&self, task: &CallbackTask) -> Option<TaskEvent> {
+        let spec = task.spec()?;
+        let origin = spec.origin.as_ref()?;
         let consumers = self.consumers.read().unwrap_or_else(|p| p.into_inner());
         let terms = consumers.get(&origin.consumer_id)?;
-        let (policy, target) = terms.spec.terms_for(&task.request)?;
-        Some((terms.version, policy, target))
+        if task.terms_version().is_some_and(|held| held >= terms.version) {
+            return None;
+        }
+        let (policy, target) = terms.spec.terms_for(&spec.request)?;
+        task.adopt_terms(terms.version, &policy, &target, chrono::Utc::now())
     }
 
     /// Waits until the task may go to its endpoint; the slots are held until

@@ -106,11 +106,7 @@ impl TaskActor {
         let number = self.task.attempts() + 1;
         // A consumer's task waiting for its retry follows the consumer's live
         // changes: the attempt runs under the newest terms this node knows.
-        self.adopted = self
-            .node
-            .limits
-            .terms_for(&self.spec)
-            .and_then(|(version, policy, target)| self.task.adopt_terms(version, &policy, &target, Utc::now()));
+        self.adopted = self.node.limits.newer_terms(&self.task);
         let spec = match &self.adopted {
             Some(adopted) => self.under(adopted).spec().cloned().unwrap_or_else(|| self.spec.clone()),
             None => self.spec.clone(),

@@ -479,11 +479,7 @@ impl Pipeline {
             if number > 1 {
                 // Retried in place, it follows the consumer's live changes
                 // as a task waiting in the schedule does.
-                let adopted = self
-                    .node
-                    .limits
-                    .terms_for(&spec)
-                    .and_then(|(version, policy, target)| task.adopt_terms(version, &policy, &target, Utc::now()));
+                let adopted = self.node.limits.newer_terms(&task);
                 if let Some(adopted) = adopted {
                     task.apply_event(&adopted);
                     events.push(adopted);

@@ -596,11 +596,16 @@ impl ConsumerSpec {
     /// endpoint, whose tasks wait for members instead.
     pub fn terms_for(&self, sent: &DeliveryRequest) -> Option<(DeliveryPolicy, DeliveryTarget)> {
         let http = self.endpoint.http()?;
+        // As `task_for` makes them: the endpoint's content type wins, the
+        // message's trace context always goes.
         let mut headers = http.headers.clone();
-        for carried in ["content-type", "traceparent"] {
-            if let Some(value) = sent.headers.get(carried) {
-                headers.entry(carried.into()).or_insert_with(|| value.clone());
-            }
+        if let Some(content_type) = sent.headers.get("content-type") {
+            headers
+                .entry("content-type".into())
+                .or_insert_with(|| content_type.clone());
+        }
+        if let Some(traceparent) = sent.headers.get("traceparent") {
+            headers.insert("traceparent".into(), traceparent.clone());
         }
         let target = DeliveryTarget {
             url: http.url.clone(),

@@ -58,6 +58,11 @@ impl CallbackTask {
         self.next_attempt_at
     }
 
+    /// The consumer version whose terms the task runs under (consumer tasks).
+    pub fn terms_version(&self) -> Option<i64> {
+        self.terms_version
+    }
+
     /// The event that moves a waiting task to its consumer's terms of
     /// `version`, if they are newer than the task's and differ from them.
     /// Only a task still waiting for an attempt adopts terms.
