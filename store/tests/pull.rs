@@ -186,6 +186,47 @@ async fn a_gone_members_leases_return_at_once(store: Store) {
     );
 }
 
+/// An expiry whose attempt was never recorded (its node died between the
+/// pull that saw it and the record) is seen expired again once the hold
+/// ends, never leased again as if the lost lease had not been an attempt.
+async fn a_lost_expiry_is_expired_again(store: Store) {
+    store
+        .append(row("t", 1, ScheduleChange::Due(Utc::now()), Some("c1")))
+        .await
+        .unwrap();
+    store.touch_member("c1", "m1", None, None).await.unwrap();
+    let short = Duration::from_millis(1);
+    assert_eq!(granted(&store.lease_due(request("c1", "m1", short, 1)).await.unwrap()).len(), 1);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let expired = [Leased::Expired {
+        task_id: "t".into(),
+        member: "m1".into(),
+    }];
+    assert_eq!(store.lease_due(request("c1", "m1", short, 1)).await.unwrap(), expired);
+    assert!(store.lease_due(request("c1", "m1", short, 1)).await.unwrap().is_empty());
+    tokio::time::sleep(EXPIRY_HOLD + Duration::from_millis(100)).await;
+    assert_eq!(store.lease_due(request("c1", "m1", short, 1)).await.unwrap(), expired);
+    // Once the attempt is recorded (any event of the task), it is leased.
+    store
+        .append(row("t", 2, ScheduleChange::Due(Utc::now()), None))
+        .await
+        .unwrap();
+    assert_eq!(granted(&store.lease_due(request("c1", "m1", short, 1)).await.unwrap()).len(), 1);
+}
+
+#[tokio::test]
+async fn lost_expiries_on_postgres() {
+    let db = TestDatabase::create().await;
+    let store = Store::open(db.url(), &StoreConfig::default()).await.unwrap();
+    a_lost_expiry_is_expired_again(store).await;
+}
+
+#[tokio::test]
+async fn lost_expiries_on_the_embedded_store() {
+    let (_dir, store) = Embedded::open().await;
+    a_lost_expiry_is_expired_again(store).await;
+}
+
 #[tokio::test]
 async fn lanes_on_postgres() {
     let db = TestDatabase::create().await;

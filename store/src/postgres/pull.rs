@@ -25,10 +25,12 @@ type MemberTuple = (
 impl PullQueues for PgStore {
     async fn lease_due(&self, request: LeaseRequest<'_>) -> Result<Vec<Leased>, StoreError> {
         // An expired row keeps `lease_member` (who lost it) with no
-        // `lease_id`, until its expired attempt is recorded.
+        // `lease_id` until its expired attempt is recorded, and comes back
+        // expired again, never leased, if that record was lost (the node
+        // died first).
         let rows: Vec<(String, bool, Option<String>, Option<Uuid>, DateTime<Utc>)> = sqlx::query_as(
             "WITH due AS (
-                 SELECT s.task_id, (s.lease_id IS NOT NULL) AS expired
+                 SELECT s.task_id, (s.lease_member IS NOT NULL) AS expired
                  FROM task_schedule s
                  WHERE s.lane = $1
                    AND (s.due_at <= now()

@@ -33,13 +33,15 @@ impl PullQueues for SqliteStore {
     async fn lease_due(&self, request: LeaseRequest<'_>) -> Result<Vec<Leased>, StoreError> {
         let at = now();
         // Every SET expression reads the row as it was; an expired row keeps
-        // `lease_member` (who lost it) with no `lease_id`.
+        // `lease_member` (who lost it) with no `lease_id` until its attempt is
+        // recorded, and comes back expired again, never leased, if that
+        // record was lost (the node died first).
         let rows: Vec<(String, Option<String>, Option<String>, i64)> = sqlx::query_as(
             "UPDATE task_schedule SET
-                 lease_member = CASE WHEN lease_id IS NOT NULL THEN lease_member ELSE ?3 END,
-                 leased_at = CASE WHEN lease_id IS NOT NULL THEN NULL ELSE ?4 END,
-                 due_at = CASE WHEN lease_id IS NOT NULL THEN ?4 + ?8 ELSE ?4 + ?5 END,
-                 lease_id = CASE WHEN lease_id IS NOT NULL THEN NULL ELSE lower(hex(randomblob(16))) END,
+                 lease_member = CASE WHEN lease_member IS NOT NULL THEN lease_member ELSE ?3 END,
+                 leased_at = CASE WHEN lease_member IS NOT NULL THEN NULL ELSE ?4 END,
+                 due_at = CASE WHEN lease_member IS NOT NULL THEN ?4 + ?8 ELSE ?4 + ?5 END,
+                 lease_id = CASE WHEN lease_member IS NOT NULL THEN NULL ELSE lower(hex(randomblob(16))) END,
                  updated_at = ?4
              WHERE task_id IN (
                  SELECT s.task_id FROM task_schedule s
