@@ -196,7 +196,10 @@ async fn a_lost_expiry_is_expired_again(store: Store) {
         .unwrap();
     store.touch_member("c1", "m1", None, None).await.unwrap();
     let short = Duration::from_millis(1);
-    assert_eq!(granted(&store.lease_due(request("c1", "m1", short, 1)).await.unwrap()).len(), 1);
+    assert_eq!(
+        granted(&store.lease_due(request("c1", "m1", short, 1)).await.unwrap()).len(),
+        1
+    );
     tokio::time::sleep(Duration::from_millis(20)).await;
     let expired = [Leased::Expired {
         task_id: "t".into(),
@@ -211,7 +214,10 @@ async fn a_lost_expiry_is_expired_again(store: Store) {
         .append(row("t", 2, ScheduleChange::Due(Utc::now()), None))
         .await
         .unwrap();
-    assert_eq!(granted(&store.lease_due(request("c1", "m1", short, 1)).await.unwrap()).len(), 1);
+    assert_eq!(
+        granted(&store.lease_due(request("c1", "m1", short, 1)).await.unwrap()).len(),
+        1
+    );
 }
 
 #[tokio::test]
