@@ -39,23 +39,68 @@ fn rfc3339(ms: i64) -> String {
         .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: Node<'_>) -> anyhow::Result<()> {
-    let queue = TestQueue::declare().await;
-    let bida = BidaProcess::start(node.config, node.store).await?;
-    let http = process::api_client(reqwest::Client::builder())?;
-    let broker = post(
-        &http,
-        format!("{}/v1/brokers", bida.url),
-        json!({"name": "bench", "kind": "rabbitmq", "url": rabbit::url()}),
-    )
-    .await?;
-    let produce = format!(
-        "{}/v1/brokers/{}/messages",
-        bida.url,
-        broker["id"].as_str().unwrap_or_default()
-    );
+/// A node with the machine's RabbitMQ registered as a broker, and the queue
+/// its delayed messages are written to.
+pub struct Target {
+    pub bida: BidaProcess,
+    pub queue: TestQueue,
+    http: reqwest::Client,
+    /// The broker's produce route.
+    produce: String,
+}
 
-    // Lateness under load: every message due within `over` seconds.
+impl Target {
+    pub async fn start(node: Node<'_>) -> anyhow::Result<Self> {
+        let queue = TestQueue::declare().await;
+        let bida = BidaProcess::start(node.config, node.store).await?;
+        let http = process::api_client(reqwest::Client::builder())?;
+        let broker = post(
+            &http,
+            format!("{}/v1/brokers", bida.url),
+            json!({"name": "bench", "kind": "rabbitmq", "url": rabbit::url()}),
+        )
+        .await?;
+        let produce = format!(
+            "{}/v1/brokers/{}/messages",
+            bida.url,
+            broker["id"].as_str().unwrap_or_default()
+        );
+        Ok(Self {
+            bida,
+            queue,
+            http,
+            produce,
+        })
+    }
+}
+
+/// Messages due over a window, read from the queue as they are written.
+pub struct Lateness {
+    /// One message every `step_ms`.
+    pub step_ms: f64,
+    pub submit_seconds: f64,
+    /// Bida's CPU while they were submitted.
+    pub submit_cpu: f64,
+    pub received: usize,
+    pub early: usize,
+    pub worst_early_ms: i64,
+    /// Arrival minus due time, µs, of those not early.
+    pub histogram: Histogram<u64>,
+    /// Bida's CPU while they fell due.
+    pub cpu: f64,
+    /// Bida's RSS every second while they fell due.
+    pub rss: Vec<u64>,
+}
+
+/// Submits `messages` due evenly over `over` seconds from `lead` seconds on,
+/// and reads them from the queue as they arrive.
+pub async fn lateness(target: &Target, messages: usize, over: u64, lead: u64) -> anyhow::Result<Lateness> {
+    let Target {
+        bida,
+        queue,
+        http,
+        produce,
+    } = target;
     let connection = Connection::connect(&rabbit::url(), ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     let mut deliveries = channel
@@ -70,17 +115,17 @@ pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: No
         )
         .await?;
     let start = now_ms() + (lead * 1000) as i64;
-    let step = (over * 1000) as f64 / messages.max(1) as f64;
+    let step_ms = (over * 1000) as f64 / messages.max(1) as f64;
     let submitted_at = std::time::Instant::now();
     let mut submit_cpu = bida.cpu_seconds();
     for first in (0..messages).step_by(BATCH) {
         let batch: Vec<Value> = (first..(first + BATCH).min(messages))
             .map(|n| {
-                let due = start + (n as f64 * step) as i64;
+                let due = start + (n as f64 * step_ms) as i64;
                 json!({"routing_key": queue.name, "body": {"n": n, "due": due}, "deliver_at": rfc3339(due)})
             })
             .collect();
-        post(&http, produce.clone(), json!({"messages": batch})).await?;
+        post(http, produce.clone(), json!({"messages": batch})).await?;
     }
     let submit_seconds = submitted_at.elapsed().as_secs_f64();
     submit_cpu = bida.cpu_seconds() - submit_cpu;
@@ -90,7 +135,7 @@ pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: No
     );
     let rss = bida.watch_rss(Duration::from_secs(1));
     let cpu_before = bida.cpu_seconds();
-    let mut lateness = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 3_600_000_000, 3)?;
     let (mut early, mut received, mut worst_early_ms) = (0usize, 0usize, 0i64);
     let deadline = start + (over * 1000) as i64 + 60_000;
     while received < messages && now_ms() < deadline {
@@ -105,28 +150,89 @@ pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: No
             early += 1;
             worst_early_ms = worst_early_ms.max((-late_us / 1000.0) as i64);
         } else {
-            lateness.record((late_us as u64).max(1))?;
+            histogram.record((late_us as u64).max(1))?;
         }
         received += 1;
     }
-    let cpu = bida.cpu_seconds() - cpu_before;
-    let rss = rss.stop();
+    Ok(Lateness {
+        step_ms,
+        submit_seconds,
+        submit_cpu,
+        received,
+        early,
+        worst_early_ms,
+        histogram,
+        cpu: bida.cpu_seconds() - cpu_before,
+        rss: rss.stop(),
+    })
+}
 
-    // Memory and storage per pending message.
+/// What `pending` messages due in an hour cost the node and the database.
+pub struct Pending {
+    pub seconds: f64,
+    /// RSS in KiB, before and after.
+    pub rss: (u64, u64),
+    /// The database's size in bytes, before and after.
+    pub bytes: (u64, u64),
+}
+
+impl Pending {
+    /// Bytes of the node's memory and of the database per pending message.
+    pub fn per_message(&self, pending: usize) -> (f64, f64) {
+        let per = |(before, after): (u64, u64)| (after as f64 - before as f64) / pending.max(1) as f64;
+        (per((self.rss.0 * 1024, self.rss.1 * 1024)), per(self.bytes))
+    }
+}
+
+/// Submits `pending` messages due in an hour, in batches of 1,000.
+pub async fn pend(target: &Target, pending: usize) -> anyhow::Result<Pending> {
+    let Target {
+        bida,
+        queue,
+        http,
+        produce,
+    } = target;
     let (rss_before, bytes_before) = (bida.rss_kib(), bida.database_bytes().await?);
     let far = now_ms() + 3_600_000;
-    let pending_started = std::time::Instant::now();
+    let started = std::time::Instant::now();
     for first in (0..pending).step_by(1_000) {
         let batch: Vec<Value> = (first..(first + 1_000).min(pending))
             .map(|n| json!({"routing_key": queue.name, "body": {"n": n}, "deliver_at": rfc3339(far + n as i64)}))
             .collect();
-        post(&http, produce.clone(), json!({"messages": batch})).await?;
+        post(http, produce.clone(), json!({"messages": batch})).await?;
     }
-    let pending_seconds = pending_started.elapsed().as_secs_f64();
+    let seconds = started.elapsed().as_secs_f64();
     // Let the writer, projections and allocator settle before measuring.
     tokio::time::sleep(Duration::from_secs(10)).await;
-    let (rss_after, bytes_after) = (bida.rss_kib(), bida.database_bytes().await?);
-    let per = |before: u64, after: u64| (after as f64 - before as f64) / pending.max(1) as f64;
+    Ok(Pending {
+        seconds,
+        rss: (rss_before, bida.rss_kib()),
+        bytes: (bytes_before, bida.database_bytes().await?),
+    })
+}
+
+pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: Node<'_>) -> anyhow::Result<()> {
+    let target = Target::start(node).await?;
+    // Lateness under load: every message due within `over` seconds.
+    let Lateness {
+        step_ms: step,
+        submit_seconds,
+        submit_cpu,
+        received,
+        early,
+        worst_early_ms,
+        histogram: lateness,
+        cpu,
+        rss,
+    } = lateness(&target, messages, over, lead).await?;
+    // Memory and storage per pending message.
+    let cost = pend(&target, pending).await?;
+    let (per_rss, per_byte) = cost.per_message(pending);
+    let Pending {
+        seconds: pending_seconds,
+        rss: (rss_before, rss_after),
+        bytes: (bytes_before, bytes_after),
+    } = cost;
 
     let mut report = Report::new("Delayed messages → RabbitMQ")
         .row(
@@ -164,8 +270,7 @@ pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: No
             .row(
                 "node memory per pending message",
                 format!(
-                    "{:.1} bytes (RSS {} → {} MiB)",
-                    per(rss_before * 1024, rss_after * 1024),
+                    "{per_rss:.1} bytes (RSS {} → {} MiB)",
                     rss_before / 1024,
                     rss_after / 1024
                 ),
@@ -173,8 +278,7 @@ pub async fn run(messages: usize, over: u64, lead: u64, pending: usize, node: No
             .row(
                 "database per pending message",
                 format!(
-                    "{:.0} bytes ({} → {} MiB)",
-                    per(bytes_before, bytes_after),
+                    "{per_byte:.0} bytes ({} → {} MiB)",
                     bytes_before >> 20,
                     bytes_after >> 20
                 ),

@@ -185,7 +185,7 @@ async fn subscribe_stopped(http: &reqwest::Client, bida: &str, body: &Value) -> 
 }
 
 /// Polls the consumer at `url` until its nodes' reports satisfy `done` (one minute at most).
-async fn wait_for_consumer(
+pub async fn wait_for_consumer(
     http: &reqwest::Client,
     url: &str,
     what: &str,

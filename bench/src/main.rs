@@ -13,6 +13,7 @@ mod process;
 mod pull;
 mod receiver;
 mod report;
+mod scale;
 mod topics;
 
 use anyhow::Context;
@@ -96,6 +97,9 @@ enum Command {
     /// Bida's own topics: publish throughput (batched and one per request),
     /// a subscription's drain to the bench receiver, publish→delivery latency.
     Topics(topics::Args),
+    /// How costs grow with size: idle consumers, pending messages, stored
+    /// history and nodes on one database, a markdown table each.
+    Scale(scale::Args),
 }
 
 #[tokio::main]
@@ -124,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         } => delayed::run(messages, over, lead, pending, Node { config: &config, store }).await,
         Command::Pull(args) => pull::run(&args, store).await,
         Command::Topics(args) => topics::run(&args, store).await,
+        Command::Scale(args) => scale::run(&args, store).await,
     }
 }
 

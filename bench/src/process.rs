@@ -4,15 +4,20 @@ use anyhow::{bail, Context};
 use bida_testkit::TestDatabase;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 pub struct BidaProcess {
     child: Child,
     pub url: String,
     /// Its gRPC interface.
     pub grpc_url: String,
-    store: BenchStore,
+    /// Shared by the nodes started with [`BidaProcess::another`]: the
+    /// database goes when the last of them does.
+    store: Arc<BenchStore>,
     binary: PathBuf,
+    /// `--node-name`, when not the default (the host's name).
+    name: Option<String>,
 }
 
 /// Which store the node under test keeps its data in.
@@ -168,23 +173,83 @@ pub fn api_client(builder: reqwest::ClientBuilder) -> reqwest::Result<reqwest::C
 
 impl BidaProcess {
     pub async fn start(extra_config: &str, kind: StoreKind) -> anyhow::Result<Self> {
-        let binary = binary()?;
-        let store = BenchStore::new(kind);
+        Self::launch(binary()?, Arc::new(BenchStore::new(kind)), extra_config, None).await
+    }
+
+    /// Another node on this one's database, named `name`: nodes sharing a
+    /// PostgreSQL store share the work.
+    pub async fn another(&self, extra_config: &str, name: &str) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            matches!(*self.store, BenchStore::Postgres(_)),
+            "only nodes on PostgreSQL share a store"
+        );
+        Self::launch(
+            self.binary.clone(),
+            self.store.clone(),
+            extra_config,
+            Some(name.to_string()),
+        )
+        .await
+    }
+
+    /// Stops the node with SIGTERM, as an operator would (its consumers
+    /// leave their groups, deliveries in flight finish), a minute at most
+    /// before a kill; returns how long it took. Its store stays.
+    pub async fn stop(&mut self) -> anyhow::Result<Duration> {
+        let asked = Instant::now();
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .context("kill -TERM")?;
+        while self.child.try_wait()?.is_none() {
+            if asked.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+                let _ = self.child.wait();
+                bail!("bida did not stop within a minute of SIGTERM");
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(asked.elapsed())
+    }
+
+    /// Starts the stopped node again on its store, with `extra_config`.
+    pub async fn start_again(&mut self, extra_config: &str) -> anyhow::Result<()> {
+        let started = Self::launch(self.binary.clone(), self.store.clone(), extra_config, self.name.clone()).await?;
+        *self = started;
+        Ok(())
+    }
+
+    async fn launch(
+        binary: PathBuf,
+        store: Arc<BenchStore>,
+        extra_config: &str,
+        name: Option<String>,
+    ) -> anyhow::Result<Self> {
         let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
         let grpc_port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let config = std::env::temp_dir().join(format!("{}.toml", store.name()));
+        // Nodes sharing a store each have their own file and log.
+        let file = match &name {
+            Some(name) => format!("{}-{name}", store.name()),
+            None => store.name(),
+        };
+        let config = std::env::temp_dir().join(format!("{file}.toml"));
         // Gauges (projection lag) refreshed often enough to watch.
         std::fs::write(
             &config,
             format!("[telemetry]\nsample_interval_ms = 1000\n{extra_config}"),
         )?;
-        let log = std::fs::File::create(std::env::temp_dir().join(format!("{}.log", store.name())))?;
-        let child = Command::new(&binary)
+        let log = std::fs::File::create(std::env::temp_dir().join(format!("{file}.log")))?;
+        let mut command = Command::new(&binary);
+        command
             .args(["serve", "--config"])
             .arg(&config)
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--grpc-listen", &format!("127.0.0.1:{grpc_port}")])
-            .args(store.args())
+            .args(store.args());
+        if let Some(name) = &name {
+            command.args(["--node-name", name]);
+        }
+        let child = command
             .env("RUST_LOG", "warn")
             .env("BIDA_AUTH__BOOTSTRAP_ADMIN_KEY", BENCH_KEY)
             .env("BIDA_DELIVERY__ALLOW_NETWORKS", r#"["127.0.0.0/8"]"#)
@@ -201,6 +266,7 @@ impl BidaProcess {
             grpc_url: format!("http://127.0.0.1:{grpc_port}"),
             store,
             binary,
+            name,
         };
         let http = reqwest::Client::new();
         for _ in 0..300 {
@@ -212,6 +278,27 @@ impl BidaProcess {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         bail!("bida did not become ready")
+    }
+
+    /// The process id, as the `nodes` table records it.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A connection to the node's PostgreSQL database.
+    pub async fn connect(&self) -> anyhow::Result<sqlx::PgConnection> {
+        use sqlx::Connection;
+        match &*self.store {
+            BenchStore::Postgres(db) => Ok(sqlx::PgConnection::connect(db.url()).await?),
+            BenchStore::Embedded(_) => bail!("this needs the PostgreSQL store"),
+        }
+    }
+
+    /// A `bida` command on the node's store (a CLI command beside the node).
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command.args(args).args(self.store.args()).env("RUST_LOG", "warn");
+        command
     }
 
     /// User + system CPU time of the process so far.
@@ -251,11 +338,7 @@ impl BidaProcess {
     pub fn rebuild_projection(&mut self) -> anyhow::Result<String> {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let output = Command::new(&self.binary)
-            .args(["projections", "rebuild", "task_list"])
-            .args(self.store.args())
-            .env("RUST_LOG", "warn")
-            .output()?;
+        let output = self.command(&["projections", "rebuild", "task_list"]).output()?;
         if !output.status.success() {
             bail!("rebuild failed: {}", String::from_utf8_lossy(&output.stderr));
         }
@@ -269,10 +352,9 @@ impl BidaProcess {
 
     /// Bytes the whole store takes on disk (database or data directory).
     pub async fn database_bytes(&self) -> anyhow::Result<u64> {
-        use sqlx::Connection;
-        match &self.store {
-            BenchStore::Postgres(db) => {
-                let mut connection = sqlx::PgConnection::connect(db.url()).await?;
+        match &*self.store {
+            BenchStore::Postgres(_) => {
+                let mut connection = self.connect().await?;
                 let bytes: i64 = sqlx::query_scalar("SELECT pg_database_size(current_database())")
                     .fetch_one(&mut connection)
                     .await?;
@@ -300,9 +382,8 @@ impl BidaProcess {
 
     /// Bytes on disk of the event store and of what goes with each task.
     pub async fn storage(&self) -> anyhow::Result<Storage> {
-        use sqlx::Connection;
-        let db = match &self.store {
-            BenchStore::Postgres(db) => db,
+        match &*self.store {
+            BenchStore::Postgres(_) => {}
             BenchStore::Embedded(dir) => {
                 // dbstat: pages per table and index, in the file.
                 let mut connection = embedded(dir).await?;
@@ -318,8 +399,8 @@ impl BidaProcess {
                     read_model: read_model as u64,
                 });
             }
-        };
-        let mut connection = sqlx::PgConnection::connect(db.url()).await?;
+        }
+        let mut connection = self.connect().await?;
         let (events, read_model): (i64, i64) = sqlx::query_as(
             "SELECT (SELECT COALESCE(sum(pg_total_relation_size(i.inhrelid)), 0)::bigint
                      FROM pg_inherits i WHERE i.inhparent = 'events'::regclass),
@@ -334,13 +415,9 @@ impl BidaProcess {
     }
 
     pub async fn count_events(&self) -> anyhow::Result<i64> {
-        use sqlx::Connection;
         const COUNT: &str = "SELECT count(*) FROM events";
-        Ok(match &self.store {
-            BenchStore::Postgres(db) => {
-                let mut connection = sqlx::PgConnection::connect(db.url()).await?;
-                sqlx::query_scalar(COUNT).fetch_one(&mut connection).await?
-            }
+        Ok(match &*self.store {
+            BenchStore::Postgres(_) => sqlx::query_scalar(COUNT).fetch_one(&mut self.connect().await?).await?,
             BenchStore::Embedded(dir) => sqlx::query_scalar(COUNT).fetch_one(&mut embedded(dir).await?).await?,
         })
     }

@@ -46,3 +46,54 @@ pub fn millis(h: &Histogram<u64>) -> String {
         ms(h.max())
     )
 }
+
+/// A markdown table, one row per size measured, printed as it is filled so
+/// that a long run shows its figures as they come.
+pub struct Table {
+    title: String,
+    header: Vec<String>,
+    notes: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    pub fn new(title: &str, header: &[&str]) -> Self {
+        Self {
+            title: title.into(),
+            header: header.iter().map(|h| h.to_string()).collect(),
+            notes: Vec::new(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// A line printed under the table (what was left out, and why).
+    pub fn note(&mut self, note: impl Into<String>) {
+        self.notes.push(note.into());
+    }
+
+    pub fn row(&mut self, cells: Vec<String>) {
+        eprintln!("{}: {}", self.title, cells.join(" | "));
+        self.rows.push(cells);
+    }
+
+    pub fn print(&self) {
+        println!("\n{}\n", self.title);
+        let line = |cells: &[String]| println!("| {} |", cells.join(" | "));
+        line(&self.header);
+        line(&vec!["---".to_string(); self.header.len()]);
+        for row in &self.rows {
+            line(row);
+        }
+        if !self.notes.is_empty() {
+            println!();
+        }
+        for note in &self.notes {
+            println!("{note}");
+        }
+    }
+}
+
+/// p99 of a histogram of microseconds, in milliseconds.
+pub fn p99_millis(h: &Histogram<u64>) -> String {
+    format!("{:.1} ms", h.value_at_quantile(0.99) as f64 / 1000.0)
+}
