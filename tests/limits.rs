@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{eventually, Bida, Receiver, Reply};
+use support::{eventually, until, Bida, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(120);
 
@@ -338,8 +338,14 @@ async fn live_changes_reach_the_tasks_waiting_for_their_retry() {
         .expect("a second failure");
     assert_eq!(retry_wait.num_milliseconds(), 150, "{history}");
 
-    // Replay by consumer: a dry run counts the dead ones; another consumer's
-    // filter matches none of them.
+    // Replay by consumer: a dry run counts the dead ones (once the task list,
+    // which it reads, has folded their deaths); another consumer's filter
+    // matches none of them.
+    let listed_dead = || async {
+        let (_, page) = bida.get(&format!("/v1/tasks?consumer_id={consumer}&status=dead")).await;
+        page["items"].as_array().map_or(0, Vec::len) == 2
+    };
+    assert!(until(WAIT, listed_dead).await, "the task list shows both dead");
     let (status, dry) = bida
         .post("/v1/tasks/replay", json!({"consumer_id": consumer, "dry_run": true}))
         .await;
