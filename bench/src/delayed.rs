@@ -72,6 +72,11 @@ impl Target {
             produce,
         })
     }
+
+    /// Writes a batch of messages through the node's produce route.
+    async fn produce(&self, batch: Vec<Value>) -> anyhow::Result<Value> {
+        post(&self.http, self.produce.clone(), json!({"messages": batch})).await
+    }
 }
 
 /// Messages due over a window, read from the queue as they are written.
@@ -95,12 +100,7 @@ pub struct Lateness {
 /// Submits `messages` due evenly over `over` seconds from `lead` seconds on,
 /// and reads them from the queue as they arrive.
 pub async fn lateness(target: &Target, messages: usize, over: u64, lead: u64) -> anyhow::Result<Lateness> {
-    let Target {
-        bida,
-        queue,
-        http,
-        produce,
-    } = target;
+    let (bida, queue) = (&target.bida, &target.queue);
     let connection = Connection::connect(&rabbit::url(), ConnectionProperties::default()).await?;
     let channel = connection.create_channel().await?;
     let mut deliveries = channel
@@ -125,7 +125,7 @@ pub async fn lateness(target: &Target, messages: usize, over: u64, lead: u64) ->
                 json!({"routing_key": queue.name, "body": {"n": n, "due": due}, "deliver_at": rfc3339(due)})
             })
             .collect();
-        post(http, produce.clone(), json!({"messages": batch})).await?;
+        target.produce(batch).await?;
     }
     let submit_seconds = submitted_at.elapsed().as_secs_f64();
     submit_cpu = bida.cpu_seconds() - submit_cpu;
@@ -186,12 +186,7 @@ impl Pending {
 
 /// Submits `pending` messages due in an hour, in batches of 1,000.
 pub async fn pend(target: &Target, pending: usize) -> anyhow::Result<Pending> {
-    let Target {
-        bida,
-        queue,
-        http,
-        produce,
-    } = target;
+    let (bida, queue) = (&target.bida, &target.queue);
     let (rss_before, bytes_before) = (bida.rss_kib(), bida.database_bytes().await?);
     let far = now_ms() + 3_600_000;
     let started = std::time::Instant::now();
@@ -199,7 +194,7 @@ pub async fn pend(target: &Target, pending: usize) -> anyhow::Result<Pending> {
         let batch: Vec<Value> = (first..(first + 1_000).min(pending))
             .map(|n| json!({"routing_key": queue.name, "body": {"n": n}, "deliver_at": rfc3339(far + n as i64)}))
             .collect();
-        post(http, produce.clone(), json!({"messages": batch})).await?;
+        target.produce(batch).await?;
     }
     let seconds = started.elapsed().as_secs_f64();
     // Let the writer, projections and allocator settle before measuring.
