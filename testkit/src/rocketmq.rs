@@ -655,9 +655,15 @@ impl Publisher {
                 body,
             )
             .await;
+        let hint = match &response.remark {
+            Some(remark) if remark.contains("store_not_writeable") => {
+                " (the broker refuses writes once the file system under its store is 90% used: see `df` there)"
+            }
+            _ => "",
+        };
         assert_eq!(
             response.code, SUCCESS,
-            "RocketMQ did not store a message to {} (queue {queue}): {:?}",
+            "RocketMQ did not store a message to {} (queue {queue}): {:?}{hint}",
             self.topic, response.remark
         );
         Sent {
