@@ -223,6 +223,76 @@ async fn brokers_show_what_is_inside_and_going_offline_stops_their_consumers() {
     }
 }
 
+/// A page of `GET /v1/consumers` describes its own consumers (each with its
+/// counters), and the pages together list every live one once, in id order.
+#[tokio::test]
+async fn consumers_are_listed_a_page_at_a_time() {
+    let endpoint = Receiver::ok().await;
+    let queues = [
+        TestQueue::declare().await,
+        TestQueue::declare().await,
+        TestQueue::declare().await,
+        TestQueue::declare().await,
+    ];
+    let bida = Bida::start("").await;
+    let rabbit = created(
+        &bida,
+        "/v1/brokers",
+        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+    )
+    .await;
+    let mut consumers = Vec::new();
+    for queue in &queues {
+        let id = created(
+            &bida,
+            "/v1/consumers",
+            rabbit_consumer(&rabbit, &queue.name, &endpoint.url("/in")),
+        )
+        .await;
+        consumers.push((id, queue));
+    }
+    let (deleted, _) = consumers.pop().unwrap();
+    let (status, _) = bida.delete(&format!("/v1/consumers/{deleted}")).await;
+    assert_eq!(status, 204);
+    // Each live consumer delivers as many messages as its place in id order.
+    consumers.sort_by(|a, b| a.0.cmp(&b.0));
+    for (n, (id, queue)) in consumers.iter().enumerate() {
+        wait_consumer(&bida, id, |c| c["state"] == "running").await;
+        queue
+            .publish((0..=n).map(|i| (None, format!("m{i}").into_bytes())))
+            .await;
+        wait_consumer(&bida, id, |c| c["counters"]["delivered"] == n as u64 + 1).await;
+    }
+    let ids: Vec<&String> = consumers.iter().map(|(id, _)| id).collect();
+
+    let mut listed: Vec<(String, Value)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..ids.len() + 1 {
+        let path = match &cursor {
+            Some(cursor) => format!("/v1/consumers?limit=1&cursor={cursor}"),
+            None => "/v1/consumers?limit=1".to_string(),
+        };
+        let (status, page) = bida.get(&path).await;
+        assert_eq!(status, 200, "{page}");
+        let items = page["items"].as_array().unwrap();
+        assert_eq!(items.len(), 1, "{page}");
+        listed.push((
+            items[0]["id"].as_str().unwrap().to_string(),
+            items[0]["counters"]["delivered"].clone(),
+        ));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    let expected: Vec<(String, Value)> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| (id.to_string(), json!(n + 1)))
+        .collect();
+    assert_eq!(listed, expected, "the deleted consumer {deleted} is not listed");
+}
+
 #[tokio::test]
 async fn bad_consumer_and_broker_input_gets_problems() {
     let bida = Bida::start("").await;

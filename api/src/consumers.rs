@@ -58,13 +58,17 @@ pub async fn create(state: web::Data<ApiState>, body: JsonBody<ConsumerInput>) -
 #[utoipa::path(get, path = "/v1/consumers", tag = "consumers", params(PageQuery), responses((status = 200, body = ConsumerList)))]
 pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> Result<HttpResponse, Problem> {
     let page = page(
-        state.consumers.list().await?,
-        |c| c.id.clone(),
+        state.consumers.live().await?,
+        |(id, _)| id.clone(),
         &query.0,
         state.config.max_page,
     )?;
+    let mut items = Vec::with_capacity(page.items.len());
+    for (id, consumer) in &page.items {
+        items.push(state.consumers.summary(id, consumer).await?);
+    }
     Ok(HttpResponse::Ok().json(ConsumerList {
-        items: page.items,
+        items,
         next_cursor: page.next_cursor,
     }))
 }

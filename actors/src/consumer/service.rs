@@ -291,14 +291,32 @@ impl ConsumerService {
         Ok(())
     }
 
+    /// Every live consumer described, without lag.
     pub async fn list(&self) -> Result<Vec<ConsumerView>, AdminError> {
         let mut views = Vec::new();
-        for (id, consumer, _) in self.store.load_all::<Consumer>().await? {
-            if consumer.spec().is_some() && !consumer.is_deleted() {
-                views.push(self.describe(&id, &consumer, false).await?);
-            }
+        for (id, consumer) in self.live().await? {
+            views.push(self.summary(&id, &consumer).await?);
         }
         Ok(views)
+    }
+
+    /// The live consumers (created, not deleted) as folded from their
+    /// events, undescribed: a page of a list describes only its own, as a
+    /// description reads the consumer's counters and node reports.
+    pub async fn live(&self) -> Result<Vec<(String, Consumer)>, AdminError> {
+        Ok(self
+            .store
+            .load_all::<Consumer>()
+            .await?
+            .into_iter()
+            .filter(|(_, consumer, _)| consumer.spec().is_some() && !consumer.is_deleted())
+            .map(|(id, consumer, _)| (id, consumer))
+            .collect())
+    }
+
+    /// A consumer of [`Self::live`] as a list shows it: without lag.
+    pub async fn summary(&self, id: &str, consumer: &Consumer) -> Result<ConsumerView, AdminError> {
+        self.describe(id, consumer, false).await
     }
 
     pub async fn view(&self, id: &str) -> Result<ConsumerView, AdminError> {
