@@ -1,10 +1,11 @@
--- Do the task list's partial indexes (migration 0007) serve its queries as
+-- Do the task list's partial indexes (migrations 0007, 0014) serve its queries as
 -- prepared statements? Run on a scratch database holding Bida's schema:
 --   createdb -h 127.0.0.1 scratch
 --   for f in migrations/*.up.sql; do psql -h 127.0.0.1 -d scratch -q -f $f; done
 --   psql -h 127.0.0.1 -d scratch -f bench/sql/partial_list_indexes.sql
 -- Expected: the dead-letter list walks task_view_status, the app filters
--- task_view_source_app, with plans made generic (parameters unknown).
+-- task_view_source_app, an app's dead letters task_view_target_app_status
+-- (migration 0014), with plans made generic (parameters unknown).
 SET client_min_messages = warning;
 TRUNCATE task_view;
 INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id)

@@ -1,0 +1,2 @@
+DROP INDEX task_view_target_app_status;
+DROP INDEX task_view_source_app_status;
