@@ -38,6 +38,16 @@ async fn kafka_broker(bida: &Bida, kafka: &KafkaBroker) -> String {
     .await
 }
 
+/// Registers the machine's RabbitMQ; returns its id.
+async fn rabbit_broker(bida: &Bida) -> String {
+    created(
+        bida,
+        "/v1/brokers",
+        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
+    )
+    .await
+}
+
 /// Waits for a notification of `kind` and returns it.
 async fn alert(alerts: &Receiver, kind: &str) -> Value {
     let of_kind = |body: &[u8]| serde_json::from_slice::<Value>(body).ok().filter(|a| a["type"] == kind);
@@ -89,12 +99,7 @@ async fn brokers_show_what_is_inside_and_going_offline_stops_their_consumers() {
     kafka.create_topic("inventory", 3).await;
     let bida = Bida::start("").await;
 
-    let rabbit = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-    )
-    .await;
+    let rabbit = rabbit_broker(&bida).await;
     let consumer = created(
         &bida,
         "/v1/consumers",
@@ -235,12 +240,7 @@ async fn consumers_are_listed_a_page_at_a_time() {
         TestQueue::declare().await,
     ];
     let bida = Bida::start("").await;
-    let rabbit = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-    )
-    .await;
+    let rabbit = rabbit_broker(&bida).await;
     let mut consumers = Vec::new();
     for queue in &queues {
         let id = created(
@@ -405,12 +405,7 @@ async fn a_crashing_consumer_is_restarted_recorded_and_alerted() {
     let bida = alerting(&alerts).await;
     let queue_name = format!("bida-test-missing-{}", uuid::Uuid::new_v4().simple());
     let _cleanup = rabbit::delete_queue_later(&queue_name);
-    let broker = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-    )
-    .await;
+    let broker = rabbit_broker(&bida).await;
     let consumer = created(
         &bida,
         "/v1/consumers",
@@ -625,12 +620,7 @@ async fn rate_limits_hold_and_exchanges_are_bound() {
     let endpoint = Receiver::ok().await;
     let queue = TestQueue::declare().await;
     let bida = Bida::start("").await;
-    let broker = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-    )
-    .await;
+    let broker = rabbit_broker(&bida).await;
     let bound = format!("bida-test-bound-{}", uuid::Uuid::new_v4().simple());
     let _cleanup = rabbit::delete_queue_later(&bound);
     let exchange = format!("bida-test-ex-{}", uuid::Uuid::new_v4().simple());
@@ -722,12 +712,7 @@ async fn odd_messages_are_delivered_not_crashed_on() {
     assert!(detail["request"]["body"].is_object(), "{detail}");
 
     // A producer reusing message ids: different bodies are different messages.
-    let mq = created(
-        &bida,
-        "/v1/brokers",
-        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-    )
-    .await;
+    let mq = rabbit_broker(&bida).await;
     let rc = created(
         &bida,
         "/v1/consumers",
