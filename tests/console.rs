@@ -169,6 +169,13 @@ async fn text(client: &Client, css: &str) -> String {
     }
 }
 
+/// The element's text, or `None` while there is no such element, including
+/// the moment a live update swaps it out.
+async fn read(client: &Client, css: &str) -> Option<String> {
+    let element = client.find(Locator::Css(css)).await.ok()?;
+    element.text().await.ok()
+}
+
 async fn exists(client: &Client, css: &str) -> bool {
     client
         .find_all(Locator::Css(css))
@@ -285,7 +292,7 @@ async fn api_until(bida: &Bida, path: &str, done: impl Fn(&Value) -> bool) -> Va
 async fn reload_until(client: &Client, css: &str, expected: &str) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
-        if exists(client, css).await && text(client, css).await == expected {
+        if read(client, css).await.as_deref() == Some(expected) {
             return;
         }
         assert!(tokio::time::Instant::now() < deadline, "{css} never read {expected}");
