@@ -43,8 +43,9 @@ pub async fn run(sizes: &[u64], requests: usize) -> anyhow::Result<Vec<Table>> {
     lists.note(format!(
         "{requests} requests each after one to warm up, 50 tasks a page. Filled tasks: 1 in 10 dead \
          (an API task), the rest consumers' messages (4 consumers) delivered at their first attempt; \
-         20 apps, 50 hosts and rare.example.com (1 in 100,000); app-3 has no dead task, so \
-         `status=dead&app=app-3` reads all of its rows. Searches are the console's (`/tasks?q=`)."
+         20 apps, 50 hosts and rare.example.com (1 in 100,000, delivered: no index holds it, the list is \
+         read); app-3 has no dead task (an app's dead tasks have an index, migration 0014). \
+         Searches are the console's (`/tasks?q=`)."
     ));
     let mut store = Table::new(
         "History: the store",
