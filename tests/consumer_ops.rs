@@ -9,18 +9,12 @@ use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::{eventually, until, Bida, Receiver, Reply};
+use support::{created, eventually, rabbit_broker, until, Bida, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(60);
 
 async fn wait_consumer(bida: &Bida, id: &str, done: impl Fn(&Value) -> bool) -> Value {
     bida.consumer_until(id, WAIT, done).await
-}
-
-async fn created(bida: &Bida, path: &str, body: Value) -> String {
-    let (status, created) = bida.post(path, body).await;
-    assert_eq!(status, 201, "{created}");
-    created["id"].as_str().unwrap().to_string()
 }
 
 /// A node whose failure notifications go to `alerts`.
@@ -34,16 +28,6 @@ async fn kafka_broker(bida: &Bida, kafka: &KafkaBroker) -> String {
         bida,
         "/v1/brokers",
         json!({"name": "k", "kind": "kafka", "bootstrap_servers": kafka.bootstrap}),
-    )
-    .await
-}
-
-/// Registers the machine's RabbitMQ; returns its id.
-async fn rabbit_broker(bida: &Bida) -> String {
-    created(
-        bida,
-        "/v1/brokers",
-        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
     )
     .await
 }

@@ -9,15 +9,9 @@ use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::{eventually, until, Bida, Receiver, Reply};
+use support::{created, eventually, until, Bida, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(120);
-
-async fn created(bida: &Bida, path: &str, body: Value) -> String {
-    let (status, created) = bida.post(path, body).await;
-    assert_eq!(status, 201, "{created}");
-    created["id"].as_str().unwrap().to_string()
-}
 
 /// The most arrivals in any one second (a window starting at each arrival).
 fn busiest_second(arrivals: &[Instant]) -> usize {

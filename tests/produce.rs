@@ -10,30 +10,15 @@ use base64::Engine;
 use bida_testkit::kafka::{KafkaBroker, ReadRecord};
 use bida_testkit::mqtt::TestBroker as MqttBroker;
 use bida_testkit::nats::TestStream;
-use bida_testkit::rabbit::{self, TestExchange, TestQueue};
+use bida_testkit::rabbit::{TestExchange, TestQueue};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
-use support::Bida;
+use support::{created, rabbit_broker, Bida};
 
 /// Longer than any wait of Bida's own (a broker confirms in about 10 s or
 /// the answer is 503): only there so that a hung request fails the test.
 const ANSWER_WITHIN: Duration = Duration::from_secs(90);
-
-async fn created(bida: &Bida, path: &str, body: Value) -> String {
-    let (status, created) = bida.post(path, body).await;
-    assert_eq!(status, 201, "{created}");
-    created["id"].as_str().unwrap().to_string()
-}
-
-async fn rabbit_broker(bida: &Bida) -> String {
-    created(
-        bida,
-        "/v1/brokers",
-        json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-    )
-    .await
-}
 
 async fn kafka_broker(bida: &Bida, bootstrap: &str) -> String {
     created(

@@ -551,3 +551,20 @@ impl Accepted {
             .collect()
     }
 }
+
+/// POSTs `body` to `path`, expects 201 Created and returns the new id.
+pub async fn created(bida: &Bida, path: &str, body: Value) -> String {
+    let (status, created) = bida.post(path, body).await;
+    assert_eq!(status, 201, "{created}");
+    created["id"].as_str().unwrap().to_string()
+}
+
+/// Registers the machine's RabbitMQ as a broker; returns its id.
+pub async fn rabbit_broker(bida: &Bida) -> String {
+    created(
+        bida,
+        "/v1/brokers",
+        serde_json::json!({"name": "mq", "kind": "rabbitmq", "url": bida_testkit::rabbit::url()}),
+    )
+    .await
+}
