@@ -127,15 +127,20 @@ async fn measure(size: usize, idle: Duration, kafka: bool) -> anyhow::Result<Vec
     let created_in = created.elapsed();
     // A generous bound: a slow start is a figure, not a failure.
     let limit = Duration::from_secs(120) + Duration::from_millis(200) * size as u32;
-    until(created, limit, "every consumer running", || running(&bida, size, None)).await?;
+    all_running(&bida, size, None, created, limit, "every consumer running").await?;
 
     let stopped = bida.stop().await?;
     let spawned = Instant::now();
     bida.start_again("").await?;
     let ready = spawned.elapsed();
-    let startup = until(spawned, limit, "every consumer running after the restart", || {
-        running(&bida, size, None)
-    })
+    let startup = all_running(
+        &bida,
+        size,
+        None,
+        spawned,
+        limit,
+        "every consumer running after the restart",
+    )
     .await?;
     tokio::time::sleep(SETTLE).await;
     let (idle_rss, cost) = idle_cost(&bida, idle).await?;
@@ -160,9 +165,14 @@ async fn measure(size: usize, idle: Duration, kafka: bool) -> anyhow::Result<Vec
         .try_collect::<()>()
         .await?;
     let sent = patched.elapsed();
-    let applied = until(patched, limit, "the new rate on every consumer", || {
-        running(&bida, size, Some(NEW_RATE))
-    })
+    let applied = all_running(
+        &bida,
+        size,
+        Some(NEW_RATE),
+        patched,
+        limit,
+        "the new rate on every consumer",
+    )
     .await?;
 
     let listed = Instant::now();
@@ -230,9 +240,31 @@ async fn idle_cost(bida: &BidaProcess, window: Duration) -> anyhow::Result<(u64,
     Ok((bida.rss_kib(), cost))
 }
 
-/// Whether every one of `count` consumers reports running from this node's
-/// process (and, given a rate, shows it as its share).
-async fn running(bida: &BidaProcess, count: usize, rate: Option<f64>) -> anyhow::Result<bool> {
+/// Waits until `count` consumers report running on the node (with `rate` as
+/// their rate share, if given); a timeout says how many did.
+async fn all_running(
+    bida: &BidaProcess,
+    count: usize,
+    rate: Option<f64>,
+    since: Instant,
+    limit: Duration,
+    what: &str,
+) -> anyhow::Result<Duration> {
+    let seen = std::cell::Cell::new(0);
+    until(since, limit, what, || {
+        let seen = &seen;
+        async move {
+            seen.set(running(bida, rate).await?);
+            Ok(seen.get() >= count)
+        }
+    })
+    .await
+    .with_context(|| format!("{} of {count} reported it", seen.get()))
+}
+
+/// How many consumers the node reports running (with `rate` as their rate
+/// share, if given).
+async fn running(bida: &BidaProcess, rate: Option<f64>) -> anyhow::Result<usize> {
     let mut connection = bida.connect().await?;
     let reporting: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM consumer_runtime r JOIN nodes n ON n.id = r.node_id
@@ -243,7 +275,7 @@ async fn running(bida: &BidaProcess, count: usize, rate: Option<f64>) -> anyhow:
     .bind(rate)
     .fetch_one(&mut connection)
     .await?;
-    Ok(reporting as usize >= count)
+    Ok(reporting as usize)
 }
 
 /// Walks `GET /v1/consumers` page by page (500 a page); returns the pages.
