@@ -9,6 +9,7 @@ use bida_domain::broker::BrokerSpec;
 use bida_domain::consumer::Source as SourceSpec;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -64,6 +65,13 @@ pub struct ConsumerReport {
 /// How often a consumer reads its backlog from the broker.
 const BACKLOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Longest wait for a source to open. A broker that takes the connection
+/// but never finishes its handshake (RabbitMQ on a node too busy to answer
+/// within its own `handshake_timeout` closes it, and the client may never
+/// hear) would otherwise hold the consumer in `connecting` for good; past
+/// this the open is a crash, and the supervisor starts it again.
+pub const SOURCE_OPEN: Duration = Duration::from_secs(30);
+
 pub struct ConsumerActor {
     id: String,
     /// The backlog last read from the broker (refreshed in the background).
@@ -79,6 +87,7 @@ pub struct ConsumerActor {
     started: Instant,
     started_at: DateTime<Utc>,
     opener: Option<Opener>,
+    open_limit: Duration,
 }
 
 impl ConsumerActor {
@@ -116,12 +125,15 @@ impl ConsumerActor {
             started: Instant::now(),
             started_at: Utc::now(),
             opener: None,
+            open_limit: SOURCE_OPEN,
         }
     }
 
-    /// Opens the source with `opener` instead of the broker registry.
-    pub(crate) fn with_opener(mut self, opener: Option<Opener>) -> Self {
+    /// Opens the source with `opener` instead of the broker registry, and
+    /// waits at most `open_limit` for it.
+    pub(crate) fn with_opener(mut self, opener: Option<Opener>, open_limit: Duration) -> Self {
         self.opener = opener;
+        self.open_limit = open_limit;
         self
     }
 
@@ -132,7 +144,7 @@ impl ConsumerActor {
         config: watch::Receiver<Arc<LiveConfig>>,
         pump: impl FnOnce(BoxedSource) -> Pump<BoxedSource>,
         client_id: String,
-        opener: Option<Opener>,
+        (opener, open_limit): (Option<Opener>, Duration),
     ) -> Result<(), PumpError> {
         let live = config.borrow().clone();
         let client = Client {
@@ -141,9 +153,22 @@ impl ConsumerActor {
             delivery_timeout: Duration::from_millis(live.spec.endpoint.delivery_timeout_ms()),
             topic_wakes: node.topic_wakes.clone(),
         };
-        let source = match opener {
-            Some(open) => open(broker, live.spec.source.clone(), client).await?,
-            None => crate::sources::open(&node.store, &broker.connection, &live.spec.source, &client).await?,
+        let source = live.spec.source.clone();
+        let opening: BoxFuture<'static, Result<BoxedSource, SourceError>> = match opener {
+            Some(open) => open(broker, source, client),
+            None => {
+                async move { crate::sources::open(&node.store, &broker.connection, &source, &client).await }.boxed()
+            }
+        };
+        let source = match tokio::time::timeout(open_limit, opening).await {
+            Ok(opened) => opened?,
+            Err(_) => {
+                return Err(SourceError::Connect(format!(
+                    "the broker did not finish opening the source within {} s",
+                    open_limit.as_secs_f64()
+                ))
+                .into())
+            }
         };
         pump(source).run().await
     }
@@ -173,7 +198,7 @@ impl Actor for ConsumerActor {
             config,
             pump,
             client_id,
-            self.opener.clone(),
+            (self.opener.clone(), self.open_limit),
         );
         let (backlog, status_for_backlog) = (self.backlog.clone(), self.status.clone());
         ctx.run_interval(BACKLOG_EVERY, move |actor, ctx| {

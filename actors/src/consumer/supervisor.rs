@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bida_domain::consumer::NodeState;
 
-use super::actor::{ConsumerActor, Opener, Reconfigure, Report, StopConsumer};
+use super::actor::{ConsumerActor, Opener, Reconfigure, Report, StopConsumer, SOURCE_OPEN};
 use super::pipeline::LiveConfig;
 use crate::commands::Commands;
 use crate::limits::GateKey;
@@ -95,6 +95,8 @@ pub struct ConsumerSupervisor {
     listener: Option<SpawnHandle>,
     /// Opens sources in place of the broker registry (tests).
     opener: Option<Opener>,
+    /// Longest wait for a source to open ([`SOURCE_OPEN`]; tests shorten it).
+    open_limit: Duration,
 }
 
 impl ConsumerSupervisor {
@@ -111,6 +113,7 @@ impl ConsumerSupervisor {
             draining: false,
             listener: None,
             opener: None,
+            open_limit: SOURCE_OPEN,
         }
     }
 
@@ -118,6 +121,13 @@ impl ConsumerSupervisor {
     #[cfg(test)]
     pub(crate) fn with_opener(mut self, opener: Opener) -> Self {
         self.opener = Some(opener);
+        self
+    }
+
+    /// Its consumers wait at most `limit` for their sources to open.
+    #[cfg(test)]
+    pub(crate) fn with_open_limit(mut self, limit: Duration) -> Self {
+        self.open_limit = limit;
         self
     }
 
@@ -177,7 +187,7 @@ impl ConsumerSupervisor {
             ctx.address(),
             generation,
         )
-        .with_opener(self.opener.clone());
+        .with_opener(self.opener.clone(), self.open_limit);
         let thread = &self.threads[self.next_thread % self.threads.len()];
         self.next_thread = self.next_thread.wrapping_add(1);
         let addr = ConsumerActor::start_in_arbiter(&thread.handle(), move |_| actor);

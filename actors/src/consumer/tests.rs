@@ -1130,3 +1130,83 @@ async fn the_supervisor_restarts_a_crashed_consumer_and_nothing_is_lost() {
     supervisor.send(DrainConsumers).await.expect("drain");
     assert_eq!(broker.open_sessions(), 0, "the source is closed on drain");
 }
+
+/// A broker that takes the connection but never finishes opening the source
+/// (a RabbitMQ node too busy to complete the handshake) must not hold the
+/// consumer for good: past the open limit the attempt is dropped, the crash
+/// is recorded and the supervisor opens the source again.
+#[actix_rt::test]
+async fn a_source_that_never_opens_is_given_up_and_opened_again() {
+    let node = TestNode::start().await;
+    let endpoint = TestEndpoint::ok().await;
+    let brokers: Commands<Broker> = Commands::new(node.store());
+    brokers
+        .execute(
+            BROKER_ID,
+            BrokerCommand::Register {
+                spec: BrokerSpec {
+                    name: "in memory".into(),
+                    // Never dialled: the opener below stands in for the registry.
+                    connection: Connection::Rabbitmq(RabbitmqConnection {
+                        url: "amqp://127.0.0.1:1/%2f".into(),
+                        management_url: None,
+                    }),
+                },
+                at: Utc::now(),
+            },
+        )
+        .await
+        .expect("register the broker");
+    node.consumer("c-stuck-open", spec(&endpoint.url, policy(4))).await;
+    let broker = MemoryBroker::new("orders");
+    let ids = publish_all(&broker, numbered("m", 10));
+    let opens = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let abandoned = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (opening, opens_seen, abandoned_seen) = (broker.clone(), opens.clone(), abandoned.clone());
+    let supervisor = ConsumerSupervisor::new(node.context.clone(), node.tasks.clone(), node.consumers.clone(), 1)
+        .with_opener(Arc::new(move |_: BrokerSpec, _: SourceSpec, _: Client| {
+            if opens_seen.fetch_add(1, Atomic::SeqCst) == 0 {
+                // Set when the hanging open is dropped, as a timeout drops it.
+                let dropped = SetOnDrop(abandoned_seen.clone());
+                return async move {
+                    let _dropped = dropped;
+                    std::future::pending::<Result<BoxedSource, SourceError>>().await
+                }
+                .boxed();
+            }
+            let source = BoxedSource::new(opening.open());
+            async move { Ok::<_, SourceError>(source) }.boxed()
+        }))
+        .with_open_limit(Duration::from_millis(300))
+        .start();
+
+    all_acked(&broker, &ids).await;
+    assert_acked_once(&broker, &ids);
+    assert!(
+        abandoned.load(Atomic::SeqCst),
+        "the open that never finished was given up"
+    );
+    assert_eq!(
+        opens.load(Atomic::SeqCst),
+        2,
+        "opened again once, after the first gave up"
+    );
+    let deadline = Instant::now() + DEADLINE;
+    while node.load_consumer("c-stuck-open").await.crashes() == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        node.load_consumer("c-stuck-open").await.crashes(),
+        1,
+        "the open that timed out is recorded as a crash"
+    );
+    supervisor.send(DrainConsumers).await.expect("drain");
+}
+
+struct SetOnDrop(Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Atomic::SeqCst);
+    }
+}
