@@ -132,6 +132,7 @@ pub fn install(config: &TelemetryConfig, node_name: &str) -> Result<Telemetry, T
             .map_err(|e| otlp_error(e.to_string()))?;
         tracer = tracer.with_span_processor(BatchSpanProcessor::builder(span_exporter).build());
     }
+    crate::spans::set_exported(!endpoint.is_empty());
     let meters = meters.build();
     // Without an exporter the tracer still makes real trace and span ids, so
     // endpoints receive a `traceparent` either way.

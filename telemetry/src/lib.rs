@@ -14,4 +14,4 @@ pub use export::{install, MetricsText, Telemetry, TelemetryConfig, TelemetryErro
 pub use gauges::{cpu_seconds, resident_bytes, set_gauge, Gauge, Point};
 pub use instruments::{instruments, Instruments};
 pub use opentelemetry::KeyValue;
-pub use spans::AttemptSpan;
+pub use spans::{spans_exported, AttemptSpan};

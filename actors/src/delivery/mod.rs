@@ -166,16 +166,19 @@ impl Delivery {
         let started_at = Utc::now();
         let clock = Instant::now();
         let address = Address::of(spec);
-        let mut attributes = vec![
-            KeyValue::new("bida.message.id", spec.message_id.clone()),
-            KeyValue::new("bida.attempt", i64::from(attempt)),
-            KeyValue::new("server.address", address.host.clone()),
-            KeyValue::new("server.port", address.port),
-        ];
-        if let Some(origin) = &spec.origin {
-            attributes.push(KeyValue::new("bida.consumer", origin.consumer_id.clone()));
-        }
-        transport.span_attributes(spec, &address, &mut attributes);
+        let attributes = || {
+            let mut attributes = vec![
+                KeyValue::new("bida.message.id", spec.message_id.clone()),
+                KeyValue::new("bida.attempt", i64::from(attempt)),
+                KeyValue::new("server.address", address.host.clone()),
+                KeyValue::new("server.port", address.port),
+            ];
+            if let Some(origin) = &spec.origin {
+                attributes.push(KeyValue::new("bida.consumer", origin.consumer_id.clone()));
+            }
+            transport.span_attributes(spec, &address, &mut attributes);
+            attributes
+        };
         let span = AttemptSpan::start(spec.request.headers.get(TRACEPARENT).map(String::as_str), attributes);
         let timeout = Duration::from_millis(spec.policy.timeout_ms);
         let signature = match (&self.signer, &spec.source_app) {
@@ -215,8 +218,11 @@ impl Delivery {
             _ => "failure",
         };
         address.count(spec, outcome);
-        let mut finished = vec![KeyValue::new("bida.outcome", outcome)];
-        transport.finished_attributes(&observation, &mut finished);
+        let finished = || {
+            let mut finished = vec![KeyValue::new("bida.outcome", outcome)];
+            transport.finished_attributes(&observation, &mut finished);
+            finished
+        };
         let reason = match &verdict {
             Verdict::Success => None,
             Verdict::Retry { reason, .. } | Verdict::GiveUp { reason } => Some(reason.clone()),
