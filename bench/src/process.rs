@@ -146,9 +146,20 @@ impl LagWatch {
     }
 }
 
-/// Builds (if needed) and returns the release binary. `cargo` comes from PATH
-/// (the rustup proxy) so the workspace's toolchain is used.
+/// `BENCH_BIDA_BINARY`, when set: a `bida` built elsewhere (another
+/// commit's, for a before/after comparison run back to back). Not `BIDA_…`:
+/// the node inherits the bench's environment and would read that as a
+/// configuration key. Otherwise builds (if needed) and returns the
+/// workspace's release binary; `cargo` comes from PATH (the rustup proxy)
+/// so the workspace's toolchain is used.
 fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(given) = std::env::var_os("BENCH_BIDA_BINARY") {
+        let given = PathBuf::from(given);
+        if !given.is_file() {
+            bail!("BENCH_BIDA_BINARY={} is not a file", given.display());
+        }
+        return Ok(given);
+    }
     let status = Command::new("cargo")
         .args(["build", "--release", "--bin", "bida"])
         .status()
