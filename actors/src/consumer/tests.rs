@@ -1066,14 +1066,9 @@ async fn a_stop_finishes_deliveries_in_flight_and_gives_the_rest_back() {
     assert_eq!(endpoint.record(|r| r.arrivals.len()), 2);
 }
 
-/// The supervisor path: a consumer registered in the store runs on the
-/// in-memory broker; its source is lost midway; the supervisor records the
-/// crash and starts it again after the backoff; every message is delivered
-/// at least once and acknowledged exactly once.
-#[actix_rt::test]
-async fn the_supervisor_restarts_a_crashed_consumer_and_nothing_is_lost() {
-    let node = TestNode::start().await;
-    let endpoint = TestEndpoint::ok().await;
+/// Registers `BROKER_ID` with an address nobody dials: the tests' openers
+/// stand in for the registry.
+async fn register_unreachable_broker(node: &TestNode) {
     let brokers: Commands<Broker> = Commands::new(node.store());
     brokers
         .execute(
@@ -1081,7 +1076,6 @@ async fn the_supervisor_restarts_a_crashed_consumer_and_nothing_is_lost() {
             BrokerCommand::Register {
                 spec: BrokerSpec {
                     name: "in memory".into(),
-                    // Never dialled: the opener below stands in for the registry.
                     connection: Connection::Rabbitmq(RabbitmqConnection {
                         url: "amqp://127.0.0.1:1/%2f".into(),
                         management_url: None,
@@ -1092,6 +1086,17 @@ async fn the_supervisor_restarts_a_crashed_consumer_and_nothing_is_lost() {
         )
         .await
         .expect("register the broker");
+}
+
+/// The supervisor path: a consumer registered in the store runs on the
+/// in-memory broker; its source is lost midway; the supervisor records the
+/// crash and starts it again after the backoff; every message is delivered
+/// at least once and acknowledged exactly once.
+#[actix_rt::test]
+async fn the_supervisor_restarts_a_crashed_consumer_and_nothing_is_lost() {
+    let node = TestNode::start().await;
+    let endpoint = TestEndpoint::ok().await;
+    register_unreachable_broker(&node).await;
     node.consumer("c-supervised", spec(&endpoint.url, policy(4))).await;
     let broker = MemoryBroker::new("orders");
     let ids = publish_all(&broker, numbered("m", 40));
@@ -1139,24 +1144,7 @@ async fn the_supervisor_restarts_a_crashed_consumer_and_nothing_is_lost() {
 async fn a_source_that_never_opens_is_given_up_and_opened_again() {
     let node = TestNode::start().await;
     let endpoint = TestEndpoint::ok().await;
-    let brokers: Commands<Broker> = Commands::new(node.store());
-    brokers
-        .execute(
-            BROKER_ID,
-            BrokerCommand::Register {
-                spec: BrokerSpec {
-                    name: "in memory".into(),
-                    // Never dialled: the opener below stands in for the registry.
-                    connection: Connection::Rabbitmq(RabbitmqConnection {
-                        url: "amqp://127.0.0.1:1/%2f".into(),
-                        management_url: None,
-                    }),
-                },
-                at: Utc::now(),
-            },
-        )
-        .await
-        .expect("register the broker");
+    register_unreachable_broker(&node).await;
     node.consumer("c-stuck-open", spec(&endpoint.url, policy(4))).await;
     let broker = MemoryBroker::new("orders");
     let ids = publish_all(&broker, numbered("m", 10));
