@@ -93,6 +93,10 @@ pub struct ConsumerSupervisor {
     managed: HashMap<String, Managed>,
     draining: bool,
     listener: Option<SpawnHandle>,
+    /// A publish of the reports is under way: the next period's waits. With
+    /// a thousand consumers one publish outlasts the period, and two of this
+    /// node's publishes at once deadlocked on each other's rows.
+    publishing: bool,
     /// Opens sources in place of the broker registry (tests).
     opener: Option<Opener>,
     /// Longest wait for a source to open ([`SOURCE_OPEN`]; tests shorten it).
@@ -112,6 +116,7 @@ impl ConsumerSupervisor {
             managed: HashMap::new(),
             draining: false,
             listener: None,
+            publishing: false,
             opener: None,
             open_limit: SOURCE_OPEN,
         }
@@ -292,6 +297,9 @@ impl ConsumerSupervisor {
 
     /// Publishes what each consumer actor of this node says about itself.
     fn publish_reports(&mut self, ctx: &mut Context<Self>) {
+        if std::mem::replace(&mut self.publishing, true) {
+            return;
+        }
         let mut asks = Vec::new();
         let mut rows = Vec::new();
         for (id, managed) in &self.managed {
@@ -333,7 +341,8 @@ impl ConsumerSupervisor {
                     tracing::warn!(error = %e, "cannot publish consumer reports");
                 }
             }
-            .into_actor(self),
+            .into_actor(self)
+            .map(|(), supervisor, _| supervisor.publishing = false),
         );
     }
 
