@@ -9,7 +9,6 @@ use bida_domain::broker::BrokerSpec;
 use bida_domain::consumer::Source as SourceSpec;
 use chrono::{DateTime, Utc};
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use serde::Serialize;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,6 +25,48 @@ use crate::NodeContext;
 /// through which unit tests run consumers on an in-memory broker.
 pub(crate) type Opener =
     Arc<dyn Fn(BrokerSpec, SourceSpec, Client) -> BoxFuture<'static, Result<BoxedSource, SourceError>> + Send + Sync>;
+
+/// How a consumer's source is opened: by the broker registry (or a test's
+/// [`Opener`]), within a time limit ([`SOURCE_OPEN`]; tests shorten it).
+#[derive(Clone)]
+pub(crate) struct Opening {
+    pub(crate) opener: Option<Opener>,
+    pub(crate) limit: Duration,
+}
+
+impl Default for Opening {
+    fn default() -> Self {
+        Self {
+            opener: None,
+            limit: SOURCE_OPEN,
+        }
+    }
+}
+
+impl Opening {
+    /// Opens the source; past the limit the attempt is dropped and reported
+    /// as a failed connect.
+    async fn open(
+        &self,
+        node: &NodeContext,
+        broker: BrokerSpec,
+        source: SourceSpec,
+        client: Client,
+    ) -> Result<BoxedSource, SourceError> {
+        let opening = async {
+            match &self.opener {
+                Some(open) => open(broker, source, client).await,
+                None => crate::sources::open(&node.store, &broker.connection, &source, &client).await,
+            }
+        };
+        tokio::time::timeout(self.limit, opening).await.unwrap_or_else(|_| {
+            Err(SourceError::Connect(format!(
+                "the broker did not finish opening the source within {} s",
+                self.limit.as_secs_f64()
+            )))
+        })
+    }
+}
 
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -86,8 +127,7 @@ pub struct ConsumerActor {
     generation: u64,
     started: Instant,
     started_at: DateTime<Utc>,
-    opener: Option<Opener>,
-    open_limit: Duration,
+    opening: Opening,
 }
 
 impl ConsumerActor {
@@ -124,16 +164,13 @@ impl ConsumerActor {
             generation,
             started: Instant::now(),
             started_at: Utc::now(),
-            opener: None,
-            open_limit: SOURCE_OPEN,
+            opening: Opening::default(),
         }
     }
 
-    /// Opens the source with `opener` instead of the broker registry, and
-    /// waits at most `open_limit` for it.
-    pub(crate) fn with_opener(mut self, opener: Option<Opener>, open_limit: Duration) -> Self {
-        self.opener = opener;
-        self.open_limit = open_limit;
+    /// Opens the source as `opening` says.
+    pub(crate) fn with_opening(mut self, opening: Opening) -> Self {
+        self.opening = opening;
         self
     }
 
@@ -144,7 +181,7 @@ impl ConsumerActor {
         config: watch::Receiver<Arc<LiveConfig>>,
         pump: impl FnOnce(BoxedSource) -> Pump<BoxedSource>,
         client_id: String,
-        (opener, open_limit): (Option<Opener>, Duration),
+        opening: Opening,
     ) -> Result<(), PumpError> {
         let live = config.borrow().clone();
         let client = Client {
@@ -153,23 +190,7 @@ impl ConsumerActor {
             delivery_timeout: Duration::from_millis(live.spec.endpoint.delivery_timeout_ms()),
             topic_wakes: node.topic_wakes.clone(),
         };
-        let source = live.spec.source.clone();
-        let opening: BoxFuture<'static, Result<BoxedSource, SourceError>> = match opener {
-            Some(open) => open(broker, source, client),
-            None => {
-                async move { crate::sources::open(&node.store, &broker.connection, &source, &client).await }.boxed()
-            }
-        };
-        let source = match tokio::time::timeout(open_limit, opening).await {
-            Ok(opened) => opened?,
-            Err(_) => {
-                return Err(SourceError::Connect(format!(
-                    "the broker did not finish opening the source within {} s",
-                    open_limit.as_secs_f64()
-                ))
-                .into())
-            }
-        };
+        let source = opening.open(&node, broker, live.spec.source.clone(), client).await?;
         pump(source).run().await
     }
 }
@@ -198,7 +219,7 @@ impl Actor for ConsumerActor {
             config,
             pump,
             client_id,
-            (self.opener.clone(), self.open_limit),
+            self.opening.clone(),
         );
         let (backlog, status_for_backlog) = (self.backlog.clone(), self.status.clone());
         ctx.run_interval(BACKLOG_EVERY, move |actor, ctx| {

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use bida_domain::consumer::NodeState;
 
-use super::actor::{ConsumerActor, Opener, Reconfigure, Report, StopConsumer, SOURCE_OPEN};
+use super::actor::{ConsumerActor, Opening, Reconfigure, Report, StopConsumer};
 use super::pipeline::LiveConfig;
 use crate::commands::Commands;
 use crate::limits::GateKey;
@@ -97,10 +97,8 @@ pub struct ConsumerSupervisor {
     /// a thousand consumers one publish outlasts the period, and two of this
     /// node's publishes at once deadlocked on each other's rows.
     publishing: bool,
-    /// Opens sources in place of the broker registry (tests).
-    opener: Option<Opener>,
-    /// Longest wait for a source to open ([`SOURCE_OPEN`]; tests shorten it).
-    open_limit: Duration,
+    /// How its consumers open their sources (tests bring an in-memory broker).
+    opening: Opening,
 }
 
 impl ConsumerSupervisor {
@@ -117,22 +115,21 @@ impl ConsumerSupervisor {
             draining: false,
             listener: None,
             publishing: false,
-            opener: None,
-            open_limit: SOURCE_OPEN,
+            opening: Opening::default(),
         }
     }
 
     /// Its consumers open their sources with `opener` (an in-memory broker).
     #[cfg(test)]
-    pub(crate) fn with_opener(mut self, opener: Opener) -> Self {
-        self.opener = Some(opener);
+    pub(crate) fn with_opener(mut self, opener: super::actor::Opener) -> Self {
+        self.opening.opener = Some(opener);
         self
     }
 
     /// Its consumers wait at most `limit` for their sources to open.
     #[cfg(test)]
     pub(crate) fn with_open_limit(mut self, limit: Duration) -> Self {
-        self.open_limit = limit;
+        self.opening.limit = limit;
         self
     }
 
@@ -192,7 +189,7 @@ impl ConsumerSupervisor {
             ctx.address(),
             generation,
         )
-        .with_opener(self.opener.clone(), self.open_limit);
+        .with_opening(self.opening.clone());
         let thread = &self.threads[self.next_thread % self.threads.len()];
         self.next_thread = self.next_thread.wrapping_add(1);
         let addr = ConsumerActor::start_in_arbiter(&thread.handle(), move |_| actor);
