@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{Bida, Receiver, Reply};
+use support::{created, Bida, Receiver, Reply};
 
 /// The dashboards the deployment ships; each must exist.
 const DASHBOARDS: [&str; 5] = [
@@ -216,12 +216,6 @@ async fn every_dashboard_query_returns_data() {
 }
 
 // ------------------------------------------------------------------ workload
-
-async fn created(bida: &Bida, path: &str, body: Value) -> String {
-    let (status, created) = bida.post(path, body).await;
-    assert_eq!(status, 201, "POST {path}: {created}");
-    created["id"].as_str().expect("id").to_string()
-}
 
 async fn wait_consumer(bida: &Bida, id: &str, what: &str, done: impl Fn(&Value) -> bool) {
     let deadline = tokio::time::Instant::now() + SETTLE;

@@ -23,7 +23,7 @@ mod support;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use bida_testkit::kafka::KafkaBroker;
-use bida_testkit::rabbit::{self, TestQueue};
+use bida_testkit::rabbit::TestQueue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -32,19 +32,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use support::{api_client, read, until, Bida};
+use support::{api_client, rabbit_broker, read, until, Bida};
 use tokio::time::Instant;
-
-async fn rabbit_broker(bida: &Bida) -> String {
-    let (status, created) = bida
-        .post(
-            "/v1/brokers",
-            json!({"name": "mq", "kind": "rabbitmq", "url": rabbit::url()}),
-        )
-        .await;
-    assert_eq!(status, 201, "{created}");
-    created["id"].as_str().unwrap().to_string()
-}
 
 fn time(value: &Value) -> DateTime<Utc> {
     value

@@ -555,8 +555,8 @@ impl Accepted {
 /// POSTs `body` to `path`, expects 201 Created and returns the new id.
 pub async fn created(bida: &Bida, path: &str, body: Value) -> String {
     let (status, created) = bida.post(path, body).await;
-    assert_eq!(status, 201, "{created}");
-    created["id"].as_str().unwrap().to_string()
+    assert_eq!(status, 201, "POST {path}: {created}");
+    created["id"].as_str().expect("an id").to_string()
 }
 
 /// Registers the machine's RabbitMQ as a broker; returns its id.
