@@ -29,11 +29,6 @@ use crate::sources::SourceError;
 /// How long a finished delivery waits behind an unfinished one.
 const HOLD: Duration = Duration::from_millis(20);
 
-/// How long a woken sender lets acknowledgements gather before it looks: a
-/// commit's deliveries finish one after another, and a sender that looked at
-/// the first would send it alone.
-const GATHER: Duration = Duration::from_millis(2);
-
 /// How long a closing source waits for its last acknowledgements.
 const LAST_FLUSH: Duration = Duration::from_secs(5);
 
@@ -213,9 +208,6 @@ async fn send_acks(shared: Arc<Shared>) {
         tokio::select! {
             _ = shared.wake.notified() => {}
             _ = held => {}
-        }
-        if !shared.open().closing {
-            tokio::time::sleep(GATHER).await;
         }
         let (sends, closing) = {
             let mut open = shared.open();
