@@ -1,9 +1,7 @@
-//! RabbitMQ through lapin: one queue per consumer, manual acknowledgement
-//! (a channel's finished deliveries settled in runs, `acks`), prefetch tied
-//! to the consumer's concurrency; queues and cluster figures from the
-//! management API when the broker names one.
+//! RabbitMQ through lapin: one queue per consumer, manual acknowledgement,
+//! prefetch tied to the consumer's concurrency; queues and cluster figures
+//! from the management API when the broker names one.
 
-mod acks;
 mod admin;
 pub(crate) mod producer;
 mod source;

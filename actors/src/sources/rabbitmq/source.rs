@@ -17,8 +17,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::StreamExt;
 use lapin::options::{
-    BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+    ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -26,7 +26,6 @@ use sha2::{Digest, Sha256};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use super::acks::{AckWindow, WindowAck};
 use crate::sources::{clean_text, header_text, Acknowledge, Backlog, BacklogProbe, Incoming, Source, SourceError};
 
 pub(super) fn connect_error(e: lapin::Error) -> SourceError {
@@ -55,7 +54,6 @@ pub struct RabbitSource {
     prefetch: u32,
     paused: bool,
     probe: Arc<RabbitProbe>,
-    acks: AckWindow,
 }
 
 impl RabbitSource {
@@ -111,7 +109,6 @@ impl RabbitSource {
             prefetch: prefetch.max(1),
             paused: false,
             probe,
-            acks: AckWindow::new(),
         };
         source.subscribe().await?;
         Ok(source)
@@ -181,7 +178,7 @@ impl RabbitSource {
         };
         Incoming {
             message,
-            ack: Box::new(RabbitAck(self.acks.hand_out(delivery.acker, delivery.delivery_tag))),
+            ack: Box::new(RabbitAck(delivery.acker)),
         }
     }
 }
@@ -235,11 +232,17 @@ fn ordering_key(delivery: &lapin::message::Delivery) -> Option<String> {
     header.or_else(|| Some(clean_text(delivery.routing_key.as_str().as_bytes())).filter(|k| !k.is_empty()))
 }
 
-struct RabbitAck(WindowAck);
+struct RabbitAck(lapin::Acker);
 
 impl Acknowledge for RabbitAck {
     fn ack(self: Box<Self>) -> BoxFuture<'static, Result<(), SourceError>> {
-        Box::pin(self.0.ack())
+        Box::pin(async move {
+            self.0
+                .ack(BasicAckOptions::default())
+                .await
+                .map(drop)
+                .map_err(|e| SourceError::Lost(e.to_string()))
+        })
     }
 }
 
@@ -311,10 +314,8 @@ impl Source for RabbitSource {
         self.probe.clone()
     }
 
-    /// Finished messages are acknowledged first; the others go back to the
-    /// queue when the channel closes.
+    /// Unacknowledged messages go back to the queue when the channel closes.
     async fn close(self) {
-        self.acks.close().await;
         let _ = self.channel.close(200, "bida consumer stopping".into()).await;
         let _ = self.connection.close(200, "bida consumer stopping".into()).await;
     }
