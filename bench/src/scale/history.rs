@@ -110,14 +110,20 @@ async fn measure(size: u64, requests: usize, queries: &[(&str, &str)]) -> anyhow
             .iter()
             .fold(query.to_string(), |path, (from, to)| path.replace(from, to));
         let http = if path.starts_with("/v1/") { &api } else { &console };
-        let latency = time_requests(http, &format!("{}{path}", bida.url), requests)
+        let timed = time_requests(http, &format!("{}{path}", bida.url), requests)
             .await
             .with_context(|| format!("{name}: {path}"))?;
-        row.push(format!(
-            "{:.1} / {}",
-            latency.value_at_quantile(0.5) as f64 / 1000.0,
-            report::p99_millis(&latency)
-        ));
+        row.push(match timed {
+            Timed::Answered(latency) => format!(
+                "{:.1} / {}",
+                latency.value_at_quantile(0.5) as f64 / 1000.0,
+                report::p99_millis(&latency)
+            ),
+            Timed::Refused { status, after, detail } => {
+                eprintln!("history: {name} answered {status} after {}: {detail}", seconds(after));
+                format!("{} after {}: {detail}", status.as_u16(), seconds(after))
+            }
+        });
     }
 
     let events = bida.count_events().await?;
@@ -277,20 +283,45 @@ async fn samples(bida: &BidaProcess, size: u64, now: i64) -> anyhow::Result<Vec<
     ])
 }
 
-/// `requests` GETs of `url` one after another (after one to warm up), in µs.
-async fn time_requests(http: &reqwest::Client, url: &str, requests: usize) -> anyhow::Result<Histogram<u64>> {
+/// How one filter's requests went.
+enum Timed {
+    /// Each answered with success: their latencies, in µs.
+    Answered(Histogram<u64>),
+    /// Bida answered one with an error (the database gave up on its
+    /// statement, say): a finding of the size, not a failure of the bench.
+    /// The rest are not sent, since each would wait as long.
+    Refused {
+        status: reqwest::StatusCode,
+        after: Duration,
+        detail: String,
+    },
+}
+
+/// `requests` GETs of `url` one after another (after one to warm up).
+async fn time_requests(http: &reqwest::Client, url: &str, requests: usize) -> anyhow::Result<Timed> {
     let mut latency = Histogram::<u64>::new(3)?;
     for n in 0..=requests {
         let sent = Instant::now();
         let response = http.get(url).send().await?;
         let status = response.status();
         let body = response.text().await?;
-        anyhow::ensure!(status.is_success(), "{status}: {body}");
+        if !status.is_success() {
+            // A problem document's detail says why; anything else is shown as it came.
+            let detail = serde_json::from_str::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|problem| problem["detail"].as_str().map(String::from))
+                .unwrap_or(body);
+            return Ok(Timed::Refused {
+                status,
+                after: sent.elapsed(),
+                detail,
+            });
+        }
         if n > 0 {
             latency.record(sent.elapsed().as_micros() as u64)?;
         }
     }
-    Ok(latency)
+    Ok(Timed::Answered(latency))
 }
 
 /// A client logged in to the console as a viewer made with the CLI.
