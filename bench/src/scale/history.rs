@@ -295,7 +295,7 @@ async fn samples(bida: &BidaProcess, size: u64, now: i64) -> anyhow::Result<Vec<
 enum Timed {
     /// Each answered with success: their latencies, in µs.
     Answered(Histogram<u64>),
-    /// Bida answered one with an error (the database gave up on its
+    /// Bida answered one with a server error (the database gave up on its
     /// statement, say): a finding of the size, not a failure of the bench.
     /// The rest are not sent, since each would wait as long.
     Refused {
@@ -313,7 +313,7 @@ async fn time_requests(http: &reqwest::Client, url: &str, requests: usize) -> an
         let response = http.get(url).send().await?;
         let status = response.status();
         let body = response.text().await?;
-        if !status.is_success() {
+        if status.is_server_error() {
             // A problem document's detail says why; anything else is shown as it came.
             let detail = serde_json::from_str::<serde_json::Value>(&body)
                 .ok()
@@ -325,6 +325,8 @@ async fn time_requests(http: &reqwest::Client, url: &str, requests: usize) -> an
                 detail,
             });
         }
+        // A request Bida rejects is the bench's mistake, not a figure.
+        anyhow::ensure!(status.is_success(), "{status}: {body}");
         if n > 0 {
             latency.record(sent.elapsed().as_micros() as u64)?;
         }
