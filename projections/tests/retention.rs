@@ -125,6 +125,8 @@ fn policy(action: RetentionAction) -> RetentionPolicy {
         completed_after: TimeDelta::days(7),
         dead_after: TimeDelta::days(30),
         action,
+        // A few events per statement: a task's events fall into several runs.
+        scan_events: 2,
     }
 }
 

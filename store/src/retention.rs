@@ -47,6 +47,7 @@ impl RetentionConfig {
             completed_after: TimeDelta::days(i64::from(self.completed_days.max(1))),
             dead_after: TimeDelta::days(i64::from(self.dead_days.max(self.completed_days).max(1))),
             action: self.action,
+            scan_events: RetentionPolicy::SCAN_EVENTS,
         }
     }
 }
@@ -56,6 +57,15 @@ pub struct RetentionPolicy {
     pub completed_after: TimeDelta,
     pub dead_after: TimeDelta,
     pub action: RetentionAction,
+    /// Events read per statement while a day's tasks are sorted into kept
+    /// and dropped, so that each statement stays well inside the store's
+    /// statement timeout however large the day (10M tasks: README, "Cost as
+    /// the work grows").
+    pub scan_events: i64,
+}
+
+impl RetentionPolicy {
+    pub const SCAN_EVENTS: i64 = 100_000;
 }
 
 /// What a pass did to one expired day.

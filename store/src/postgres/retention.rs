@@ -13,7 +13,8 @@
 //! appends wait for that transaction, which only moves the few live tasks.
 //!
 //! Phase 1 (no lock) finds the tasks to keep and copies their events aside
-//! under one snapshot. Phase 2 locks `events`, takes in what was appended to
+//! under one snapshot, reading the day a bounded run of events per statement
+//! (a day of a million tasks or more outlasts the statement timeout in one). Phase 2 locks `events`, takes in what was appended to
 //! the day unseen by that snapshot (found by transaction id), and swaps the
 //! partitions. A day whose dropped events some catch-up reader has not read
 //! yet waits for that reader.
@@ -148,6 +149,46 @@ impl PgStore {
     }
 }
 
+/// Tallies the day's events per task into `retention_tasks`, a bounded run
+/// of positions per statement: how many, the last transaction, and the time
+/// and type of the last event (by sequence, across runs).
+async fn tally_tasks(connection: &mut PgConnection, partition: &str, scan_events: i64) -> Result<(), StoreError> {
+    let mut from: Option<i64> = sqlx::query_scalar(&format!("SELECT min(position) FROM {partition}"))
+        .fetch_one(&mut *connection)
+        .await?;
+    while let Some(start) = from {
+        let next: Option<i64> = sqlx::query_scalar(&format!(
+            "SELECT position FROM {partition} WHERE position >= $1 ORDER BY position OFFSET $2 LIMIT 1"
+        ))
+        .bind(start)
+        .bind(scan_events.max(1))
+        .fetch_optional(&mut *connection)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO retention_tasks AS r (task_id, events, last_tx, last_at, last_sequence, last_type)
+             SELECT aggregate_id, count(*), max(transaction_id::text::bigint), max(recorded_at), max(sequence),
+                    (array_agg(event_type ORDER BY sequence DESC))[1]
+             FROM {partition}
+             WHERE aggregate_type = '{TASK_TYPE}' AND position >= $1 AND position < $2
+             GROUP BY aggregate_id
+             ON CONFLICT (task_id) DO UPDATE SET
+                 events = r.events + EXCLUDED.events,
+                 last_tx = greatest(r.last_tx, EXCLUDED.last_tx),
+                 last_at = greatest(r.last_at, EXCLUDED.last_at),
+                 last_sequence = greatest(r.last_sequence, EXCLUDED.last_sequence),
+                 last_type = CASE WHEN EXCLUDED.last_sequence > r.last_sequence
+                                  THEN EXCLUDED.last_type ELSE r.last_type END"
+        ))
+        .bind(start)
+        // The last run goes to the end: a bound, not NULL, keeps the index range.
+        .bind(next.unwrap_or(i64::MAX))
+        .execute(&mut *connection)
+        .await?;
+        from = next;
+    }
+    Ok(())
+}
+
 async fn swap_partition(
     connection: &mut PgConnection,
     day: i32,
@@ -167,32 +208,36 @@ async fn swap_partition(
             .await?;
     sqlx::query(
         "CREATE TEMP TABLE retention_tasks (
-             task_id TEXT PRIMARY KEY, keep BOOLEAN NOT NULL, events BIGINT NOT NULL, last_tx BIGINT NOT NULL)",
+             task_id TEXT PRIMARY KEY, keep BOOLEAN NOT NULL DEFAULT false, events BIGINT NOT NULL,
+             last_tx BIGINT NOT NULL, last_at TIMESTAMPTZ, last_sequence BIGINT NOT NULL DEFAULT 0, last_type TEXT)",
     )
     .execute(&mut *snapshot)
     .await?;
-    sqlx::query(&format!(
-        "INSERT INTO retention_tasks (task_id, keep, events, last_tx)
-         SELECT t.aggregate_id,
-                t.last_at > $1
-                    OR (t.last_type = 'TaskDeadLettered' AND t.last_at > $2)
-                    OR EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.aggregate_id),
-                t.events, t.last_tx
-         FROM (SELECT aggregate_id, max(recorded_at) AS last_at, count(*) AS events,
-                      (array_agg(event_type ORDER BY sequence DESC))[1] AS last_type,
-                      max(transaction_id::text::bigint) AS last_tx
-               FROM {partition} WHERE aggregate_type = '{TASK_TYPE}'
-               GROUP BY aggregate_id) AS t"
-    ))
+    tally_tasks(&mut snapshot, &partition, policy.scan_events).await?;
+    // A temporary table has no statistics until asked; the joins below need them.
+    sqlx::query("ANALYZE retention_tasks").execute(&mut *snapshot).await?;
+    // Only the few tasks kept are written; the rest stay as they were tallied.
+    sqlx::query(
+        "UPDATE retention_tasks t SET keep = true
+         WHERE t.last_at > $1
+            OR (t.last_type = 'TaskDeadLettered' AND t.last_at > $2)
+            OR EXISTS (SELECT 1 FROM task_schedule s WHERE s.task_id = t.task_id)",
+    )
     .bind(now - policy.completed_after)
     .bind(now - policy.dead_after)
     .execute(&mut *snapshot)
     .await?;
-    let (dropping, last_dropped_tx): (i64, Option<i64>) =
-        sqlx::query_as("SELECT count(*), max(last_tx) FROM retention_tasks WHERE NOT keep")
-            .fetch_one(&mut *snapshot)
-            .await?;
-    if dropping == 0 {
+    // Counted here rather than under the lock of phase 2, which only corrects
+    // them for the tasks that changed since.
+    let (mut dropped_tasks, mut dropped_events, last_dropped_tx, mut kept_tasks): (i64, i64, Option<i64>, i64) =
+        sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE NOT keep), COALESCE(sum(events) FILTER (WHERE NOT keep), 0)::bigint,
+                    max(last_tx) FILTER (WHERE NOT keep), count(*) FILTER (WHERE keep)
+             FROM retention_tasks",
+        )
+        .fetch_one(&mut *snapshot)
+        .await?;
+    if dropped_tasks == 0 {
         snapshot.commit().await?;
         return Ok(Outcome::Nothing);
     }
@@ -209,10 +254,13 @@ async fn swap_partition(
             behind.join(", ")
         )));
     }
+    // Task by task through the index: the kept are few, the partition large.
     sqlx::query(&format!(
         "CREATE TEMP TABLE retention_kept AS
-         SELECT e.* FROM {partition} e JOIN retention_tasks t ON t.task_id = e.aggregate_id
-         WHERE t.keep AND e.aggregate_type = '{TASK_TYPE}'"
+         SELECT e.* FROM retention_tasks t
+         CROSS JOIN LATERAL (SELECT * FROM {partition} e
+                             WHERE e.aggregate_type = '{TASK_TYPE}' AND e.aggregate_id = t.task_id) e
+         WHERE t.keep"
     ))
     .execute(&mut *snapshot)
     .await?;
@@ -244,6 +292,17 @@ async fn swap_partition(
     .fetch_all(&mut *swap)
     .await?;
     if !late.is_empty() {
+        let (were_dropped, their_events, were_kept): (i64, i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE NOT keep), COALESCE(sum(events) FILTER (WHERE NOT keep), 0)::bigint,
+                    count(*) FILTER (WHERE keep)
+             FROM retention_tasks WHERE task_id = ANY($1)",
+        )
+        .bind(&late)
+        .fetch_one(&mut *swap)
+        .await?;
+        dropped_tasks -= were_dropped;
+        dropped_events -= their_events;
+        kept_tasks += late.len() as i64 - were_kept;
         sqlx::query(
             "INSERT INTO retention_tasks (task_id, keep, events, last_tx) SELECT id, true, 0, 0 FROM UNNEST($1::text[]) AS id
              ON CONFLICT (task_id) DO UPDATE SET keep = true",
@@ -263,13 +322,6 @@ async fn swap_partition(
         .execute(&mut *swap)
         .await?;
     }
-    let (dropped_tasks, kept_tasks, dropped_events): (i64, i64, i64) = sqlx::query_as(
-        "SELECT count(*) FILTER (WHERE NOT keep), count(*) FILTER (WHERE keep),
-                COALESCE(sum(events) FILTER (WHERE NOT keep), 0)::bigint
-         FROM retention_tasks",
-    )
-    .fetch_one(&mut *swap)
-    .await?;
     let dropped_bytes: i64 = sqlx::query_scalar("SELECT pg_total_relation_size($1::regclass)")
         .bind(&partition)
         .fetch_one(&mut *swap)
