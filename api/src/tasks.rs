@@ -166,6 +166,12 @@ pub struct TaskListPage {
     /// Pass as `cursor` for the next page; absent on the last page.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_cursor: Option<String>,
+    /// Present when the page was cut short: a filter no index serves (the
+    /// delivered tasks of one host) is read for about 5 seconds per page,
+    /// and tasks created before this time were not read yet. `next_cursor`
+    /// goes on from there; the page may hold fewer tasks than `limit`, or none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 /// A task list's page size (50 by default) and where it starts.
@@ -238,6 +244,7 @@ pub async fn list(
     Ok(HttpResponse::Ok().json(TaskListPage {
         items: page.items,
         next_cursor: page.next_cursor.map(|c| c.encode()),
+        stopped_at: page.stopped_at,
     }))
 }
 

@@ -242,6 +242,11 @@ const WORDS: &[(&str, &str, &str)] = &[
         "The body search took too long and was stopped; narrow it with an app or a day.",
         "请求体搜索耗时过长已中止；请用应用或日期缩小范围。",
     ),
+    (
+        "list_cut",
+        "This filter is read without an index, a few seconds per page; it has been read back to tasks created at",
+        "此筛选条件无索引可用，每页只读取数秒；已读取到此时间创建的任务：",
+    ),
     ("queue", "Queue", "队列"),
     ("group", "Consumer group", "消费组"),
     ("backoff_initial_ms", "First retry after (ms)", "首次重试间隔（毫秒）"),

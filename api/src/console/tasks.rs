@@ -64,6 +64,8 @@ struct TasksPage {
     tasks: Vec<TaskSummary>,
     /// The next page's address, with the same filters.
     next: Option<String>,
+    /// Where reading stopped when the page was cut short (no index serves the filter).
+    stopped_at: Option<DateTime<Utc>>,
     /// Dead or cancelled tasks are listed: they may be replayed together.
     replayable: bool,
     replay_link: String,
@@ -133,6 +135,7 @@ pub async fn list(
         statuses: TaskStatus::ALL.iter().map(|s| s.as_str()).collect(),
         tasks: page.items,
         next,
+        stopped_at: page.stopped_at,
         done: query_done,
         searched,
     }))

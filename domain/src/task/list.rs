@@ -73,10 +73,14 @@ impl TaskCursor {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct TaskPage {
     pub items: Vec<TaskSummary>,
     pub next_cursor: Option<TaskCursor>,
+    /// Set when reading stopped at the page's time budget before the page
+    /// was full: tasks created before this were not read yet, and
+    /// `next_cursor` goes on from here.
+    pub stopped_at: Option<DateTime<Utc>>,
 }
 
 #[cfg(test)]

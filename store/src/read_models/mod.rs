@@ -68,7 +68,11 @@ pub(crate) fn page_of(rows: Vec<(String, String, String)>, limit: i64) -> Result
     } else {
         None
     };
-    Ok(TaskPage { items, next_cursor })
+    Ok(TaskPage {
+        items,
+        next_cursor,
+        stopped_at: None,
+    })
 }
 
 /// Series from rows (key, start of step, counts) ordered by key and step:

@@ -335,10 +335,7 @@ impl TaskListReads for SqliteStore {
         limit: i64,
     ) -> Result<TaskPage, StoreError> {
         if filter.matches_nothing() {
-            return Ok(TaskPage {
-                items: Vec::new(),
-                next_cursor: None,
-            });
+            return Ok(TaskPage::default());
         }
         let rows: Vec<(String, String, String)> = select(filter, after, Order::NewestFirst, limit + 1, now())
             .build_query_as()

@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use bida_domain::task::{TaskCursor, TaskFilter, TaskPage, TaskStatus};
 use chrono::{DateTime, Utc};
 use sqlx::{Postgres, QueryBuilder};
+use std::time::{Duration, Instant};
 
 use crate::read_models::page_of;
 use crate::{PgStore, StoreError, TaskListReads};
@@ -136,6 +137,115 @@ fn select<'a>(
     query
 }
 
+/// A list whose filter no index serves (the delivered tasks of a rare host)
+/// is read newest first; over millions of tasks that outlasts any request.
+/// Such a page is read for about this long, then answered with what was
+/// found and a cursor from where reading stopped, as a body search stops
+/// after 5 s.
+const PAGE_BUDGET: Duration = Duration::from_secs(5);
+/// The whole query gets this long first: a filter an index serves answers
+/// in milliseconds, and a rare host over a million tasks in half a second.
+const AT_ONCE: Duration = Duration::from_secs(1);
+/// Tasks read per statement once a page is read in runs.
+const RUN_TASKS: i64 = 50_000;
+
+type SummaryRow = (String, String, String, DateTime<Utc>);
+
+fn is_cancelled(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some("57014"))
+}
+
+fn page_of_rows(rows: Vec<SummaryRow>, limit: i64) -> Result<TaskPage, StoreError> {
+    page_of(
+        rows.into_iter().map(|(id, doc, status, _)| (id, doc, status)).collect(),
+        limit,
+    )
+}
+
+impl PgStore {
+    async fn page_at_once(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&TaskCursor>,
+        limit: i64,
+    ) -> Result<TaskPage, StoreError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(&format!("SET LOCAL statement_timeout = {}", AT_ONCE.as_millis()))
+            .execute(&mut *tx)
+            .await?;
+        let rows: Vec<SummaryRow> = select(filter, after, Columns::Summaries, Order::NewestFirst, limit + 1)
+            .build_query_as()
+            .fetch_all(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        page_of_rows(rows, limit)
+    }
+
+    /// The page read a run of `run_tasks` tasks (newest first) at a time,
+    /// until it is full, the list ends, or the deadline has passed.
+    async fn page_in_runs(
+        &self,
+        filter: &TaskFilter,
+        after: Option<&TaskCursor>,
+        limit: i64,
+        run_tasks: i64,
+        deadline: Instant,
+    ) -> Result<TaskPage, StoreError> {
+        // A cursor with an empty id stands for "created before": every id is greater.
+        let mut from = after.cloned().or_else(|| {
+            filter.created_before.map(|created_at| TaskCursor {
+                created_at,
+                id: String::new(),
+            })
+        });
+        let mut rows: Vec<SummaryRow> = Vec::new();
+        loop {
+            let end = self.run_end(from.as_ref(), run_tasks).await?;
+            let mut run = filter.clone();
+            run.created_after = match (filter.created_after, end) {
+                (Some(a), Some(e)) => Some(a.max(e)),
+                (a, e) => a.or(e),
+            };
+            let wanted = limit + 1 - rows.len() as i64;
+            let found: Vec<SummaryRow> = select(&run, from.as_ref(), Columns::Summaries, Order::NewestFirst, wanted)
+                .build_query_as()
+                .fetch_all(self.pool())
+                .await?;
+            rows.extend(found);
+            let more = end.filter(|e| filter.created_after.is_none_or(|a| *e > a));
+            let Some(end) = more.filter(|_| (rows.len() as i64) <= limit) else {
+                return page_of_rows(rows, limit);
+            };
+            from = Some(TaskCursor {
+                created_at: end,
+                id: String::new(),
+            });
+            if Instant::now() >= deadline {
+                let mut page = page_of_rows(rows, limit)?;
+                page.next_cursor = from;
+                page.stopped_at = Some(end);
+                return Ok(page);
+            }
+        }
+    }
+
+    /// The creation time `run_tasks` tasks after `from` in list order: a run
+    /// reads from `from` down to it (all tasks created then included).
+    /// None when fewer are left.
+    async fn run_end(&self, from: Option<&TaskCursor>, run_tasks: i64) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let mut query = QueryBuilder::<Postgres>::new("SELECT created_at FROM task_view");
+        if let Some(from) = from {
+            query.push(" WHERE (created_at, id) < (").push_bind(from.created_at);
+            query.push(", ").push_bind(&from.id).push(")");
+        }
+        query
+            .push(" ORDER BY created_at DESC, id DESC OFFSET ")
+            .push_bind(run_tasks)
+            .push(" LIMIT 1");
+        Ok(query.build_query_scalar().fetch_optional(self.pool()).await?)
+    }
+}
+
 #[async_trait]
 impl TaskListReads for PgStore {
     async fn task_page(
@@ -145,20 +255,15 @@ impl TaskListReads for PgStore {
         limit: i64,
     ) -> Result<TaskPage, StoreError> {
         if filter.matches_nothing() {
-            return Ok(TaskPage {
-                items: Vec::new(),
-                next_cursor: None,
-            });
+            return Ok(TaskPage::default());
         }
-        let rows: Vec<(String, String, String, DateTime<Utc>)> =
-            select(filter, after, Columns::Summaries, Order::NewestFirst, limit + 1)
-                .build_query_as()
-                .fetch_all(self.pool())
-                .await?;
-        page_of(
-            rows.into_iter().map(|(id, doc, status, _)| (id, doc, status)).collect(),
-            limit,
-        )
+        let deadline = Instant::now() + PAGE_BUDGET;
+        match self.page_at_once(filter, after, limit).await {
+            Err(StoreError::Database(e)) if is_cancelled(&e) => {
+                self.page_in_runs(filter, after, limit, RUN_TASKS, deadline).await
+            }
+            page => page,
+        }
     }
 
     async fn task_ids(&self, filter: &TaskFilter, limit: i64) -> Result<Vec<String>, StoreError> {
@@ -172,3 +277,6 @@ impl TaskListReads for PgStore {
         Ok(rows.into_iter().map(|(id, _)| id).collect())
     }
 }
+
+#[cfg(test)]
+mod tests;
