@@ -787,7 +787,7 @@ mod tests {
             "{events:?}"
         );
         assert_eq!(
-            ScheduleChange::after(&[adopted.clone()]),
+            ScheduleChange::after(std::slice::from_ref(&adopted)),
             None,
             "terms move no due time"
         );
