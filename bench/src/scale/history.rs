@@ -114,10 +114,15 @@ async fn measure(size: u64, requests: usize, queries: &[(&str, &str)]) -> anyhow
             .await
             .with_context(|| format!("{name}: {path}"))?;
         row.push(match timed {
-            Timed::Answered(latency) => format!(
-                "{:.1} / {}",
+            Timed::Answered { latency, cut } => format!(
+                "{:.1} / {}{}",
                 latency.value_at_quantile(0.5) as f64 / 1000.0,
-                report::p99_millis(&latency)
+                report::p99_millis(&latency),
+                if cut > 0 {
+                    format!(" ({cut} of {requests} cut short)")
+                } else {
+                    String::new()
+                }
             ),
             Timed::Refused { status, after, detail } => {
                 eprintln!("history: {name} answered {status} after {}: {detail}", seconds(after));
@@ -293,8 +298,9 @@ async fn samples(bida: &BidaProcess, size: u64, now: i64) -> anyhow::Result<Vec<
 
 /// How one filter's requests went.
 enum Timed {
-    /// Each answered with success: their latencies, in µs.
-    Answered(Histogram<u64>),
+    /// Each answered with success: their latencies, in µs, and how many
+    /// pages were cut short at their time budget (a filter no index serves).
+    Answered { latency: Histogram<u64>, cut: usize },
     /// Bida answered one with a server error (the database gave up on its
     /// statement, say): a finding of the size, not a failure of the bench.
     /// The rest are not sent, since each would wait as long.
@@ -308,6 +314,7 @@ enum Timed {
 /// `requests` GETs of `url` one after another (after one to warm up).
 async fn time_requests(http: &reqwest::Client, url: &str, requests: usize) -> anyhow::Result<Timed> {
     let mut latency = Histogram::<u64>::new(3)?;
+    let mut cut = 0;
     for n in 0..=requests {
         let sent = Instant::now();
         let response = http.get(url).send().await?;
@@ -329,9 +336,11 @@ async fn time_requests(http: &reqwest::Client, url: &str, requests: usize) -> an
         anyhow::ensure!(status.is_success(), "{status}: {body}");
         if n > 0 {
             latency.record(sent.elapsed().as_micros() as u64)?;
+            // The API's `stopped_at`, the console's note.
+            cut += usize::from(body.contains("\"stopped_at\"") || body.contains("id=\"list-cut\""));
         }
     }
-    Ok(Timed::Answered(latency))
+    Ok(Timed::Answered { latency, cut })
 }
 
 /// A client logged in to the console as a viewer made with the CLI.
