@@ -14,10 +14,11 @@
 //!
 //! Phase 1 (no lock) finds the tasks to keep and copies their events aside
 //! under one snapshot, reading the day a bounded run of events per statement
-//! (a day of a million tasks or more outlasts the statement timeout in one). Phase 2 locks `events`, takes in what was appended to
-//! the day unseen by that snapshot (found by transaction id), and swaps the
-//! partitions. A day whose dropped events some catch-up reader has not read
-//! yet waits for that reader.
+//! (a day of a million tasks outlasts the statement timeout in one). Phase 2
+//! locks `events`, takes in what was appended to the day unseen by that
+//! snapshot (found by transaction id), and swaps the partitions. A day
+//! whose dropped events some catch-up reader has not read yet waits for that
+//! reader.
 
 use crate::{
     task_epoch, DayDeferred, DayRetained, PgStore, Retention, RetentionAction, RetentionPolicy, RetentionReport,
