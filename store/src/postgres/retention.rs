@@ -99,12 +99,13 @@ impl PgStore {
     }
 
     /// Removes the `task_streams` and `task_view` rows of a day's tasks whose
-    /// events are gone. Idempotent, so a pass that died halfway is finished by
-    /// the next one.
+    /// events are gone, a batch of streams per statement with their views in
+    /// the same statement (looked up by id: a statement that looked for the
+    /// day's views without a stream took 7–9 s per 10,000 at 10M tasks).
+    /// Idempotent, so a pass that died halfway is finished by the next one.
     async fn clean_up_day(&self, day: i32) -> Result<u64, StoreError> {
         let partition = partition_name(day);
-        let mut cleaned = 0;
-        let streams = format!(
+        let statement = format!(
             "WITH gone AS (
                  DELETE FROM task_streams WHERE ctid IN (
                      SELECT s.ctid FROM task_streams s
@@ -112,41 +113,31 @@ impl PgStore {
                          SELECT 1 FROM {partition} e
                          WHERE e.aggregate_type = '{TASK_TYPE}' AND e.aggregate_id = s.task_id AND e.sequence = 1)
                      LIMIT $2)
-                 RETURNING 1)
-             SELECT count(*) FROM gone"
+                 RETURNING task_id
+             ), views AS (
+                 DELETE FROM task_view v USING gone WHERE v.id = gone.task_id
+                 RETURNING v.status, v.source_app, v.target_app
+             ), counted AS (
+                 -- Taken off the task counts in the same statement.
+                 INSERT INTO task_counts AS c (status, source_app, target_app, n)
+                 SELECT status, COALESCE(source_app, ''), COALESCE(target_app, ''), -count(*)
+                 FROM views GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+                 ON CONFLICT (status, source_app, target_app) DO UPDATE SET n = c.n + EXCLUDED.n
+             )
+             SELECT (SELECT count(*) FROM gone), (SELECT count(*) FROM views)"
         );
-        // task_view rows of the day (created_at is the submission time the day
-        // comes from), taken off the task counts in the same statement.
-        let views = "WITH gone AS (
-                         DELETE FROM task_view WHERE ctid IN (
-                             SELECT v.ctid FROM task_view v
-                             WHERE v.created_at >= to_timestamp($1 * 86400.0)
-                               AND v.created_at < to_timestamp(($1 + 1) * 86400.0)
-                               AND NOT EXISTS (SELECT 1 FROM task_streams s WHERE s.task_id = v.id)
-                             LIMIT $2)
-                         RETURNING status, source_app, target_app
-                     ), counted AS (
-                         INSERT INTO task_counts AS c (status, source_app, target_app, n)
-                         SELECT status, COALESCE(source_app, ''), COALESCE(target_app, ''), -count(*)
-                         FROM gone GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
-                         ON CONFLICT (status, source_app, target_app) DO UPDATE SET n = c.n + EXCLUDED.n
-                     )
-                     SELECT count(*) FROM gone";
-        // Streams first: the views go with the streams that are gone.
-        for statement in [streams.as_str(), views] {
-            loop {
-                let done: i64 = sqlx::query_scalar(statement)
-                    .bind(day)
-                    .bind(CLEANUP_BATCH)
-                    .fetch_one(self.pool())
-                    .await?;
-                cleaned += done as u64;
-                if done < CLEANUP_BATCH {
-                    break;
-                }
+        let mut cleaned = 0;
+        loop {
+            let (streams, views): (i64, i64) = sqlx::query_as(&statement)
+                .bind(day)
+                .bind(CLEANUP_BATCH)
+                .fetch_one(self.pool())
+                .await?;
+            cleaned += (streams + views) as u64;
+            if streams < CLEANUP_BATCH {
+                return Ok(cleaned);
             }
         }
-        Ok(cleaned)
     }
 }
 
