@@ -202,18 +202,16 @@ impl PgStore {
         loop {
             let end = self.run_end(from.as_ref(), run_tasks).await?;
             let mut run = filter.clone();
-            run.created_after = match (filter.created_after, end) {
-                (Some(a), Some(e)) => Some(a.max(e)),
-                (a, e) => a.or(e),
-            };
+            run.created_after = filter.created_after.into_iter().chain(end).max();
             let wanted = limit + 1 - rows.len() as i64;
             let found: Vec<SummaryRow> = select(&run, from.as_ref(), Columns::Summaries, Order::NewestFirst, wanted)
                 .build_query_as()
                 .fetch_all(self.pool())
                 .await?;
             rows.extend(found);
-            let more = end.filter(|e| filter.created_after.is_none_or(|a| *e > a));
-            let Some(end) = more.filter(|_| (rows.len() as i64) <= limit) else {
+            // Done when the page is full or the run reached the list's end.
+            let full = rows.len() as i64 > limit;
+            let Some(end) = end.filter(|e| !full && filter.created_after.is_none_or(|a| *e > a)) else {
                 return page_of_rows(rows, limit);
             };
             from = Some(TaskCursor {
