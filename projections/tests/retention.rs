@@ -3,7 +3,7 @@
 
 use bida_domain::task::{AttemptReport, CallbackTask, Submission, TaskCommand, TaskEvent, TaskStatus};
 use bida_domain::Observation;
-use bida_projections::{catch_up, lag, rebuild, RunnerConfig, TaskList};
+use bida_projections::{catch_up, rebuild, RunnerConfig, TaskList};
 use bida_store::{
     new_task_append, task_append, task_epoch, RetentionAction, RetentionPolicy, RetentionReport, Store, StoreConfig,
     StoreError, TASK_TYPE,
@@ -104,6 +104,31 @@ async fn assert_counts_agree(store: &Store) {
     .unwrap();
     assert!(!counted.is_empty());
     assert_eq!(kept, counted);
+}
+
+/// Folds until the task list has read every event committed so far: other
+/// databases' running transactions hold back every catch-up reader of the
+/// cluster for a moment (and `lag` counts only the events readable already).
+async fn caught_up(store: &Store) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        catch_up(store, &TaskList, &RunnerConfig::default()).await.unwrap();
+        let unread: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM events e, projection_checkpoints c
+             WHERE c.name = 'task_list' AND (e.transaction_id, e.position) > (c.transaction_id, c.position)",
+        )
+        .fetch_one(store.postgres_pool().unwrap())
+        .await
+        .unwrap();
+        if unread == 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the task list did not catch up in 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 /// Retention once the task list has read everything: other databases' running
@@ -244,8 +269,7 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
         stale.record(&store, events).await,
         Err(StoreError::Conflict { .. })
     ));
-    catch_up(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
-    assert_eq!(lag(&store, "task_list").await.unwrap(), 0);
+    caught_up(&store).await;
     let status: String = sqlx::query_scalar("SELECT status FROM task_view WHERE id = 'retrying'")
         .fetch_one(store.postgres_pool().unwrap())
         .await
@@ -267,12 +291,13 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
     Driven::submit(&store, "delivered", 3, Utc::now()).await;
 
     // Rebuilding the read model from what is left agrees with it.
-    catch_up(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
+    caught_up(&store).await;
     let incremental: Vec<(String, String)> = sqlx::query_as("SELECT id, doc::text FROM task_view ORDER BY id")
         .fetch_all(store.postgres_pool().unwrap())
         .await
         .unwrap();
     rebuild(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
+    caught_up(&store).await;
     let rebuilt: Vec<(String, String)> = sqlx::query_as("SELECT id, doc::text FROM task_view ORDER BY id")
         .fetch_all(store.postgres_pool().unwrap())
         .await
@@ -347,4 +372,156 @@ async fn a_task_id_cannot_be_recorded_again_on_another_day() {
         .await
         .unwrap();
     assert_eq!(stored, 1);
+}
+
+/// Tasks of an expired day that change while retention runs, between its
+/// snapshot and its lock or while it holds the lock, are kept whole; the
+/// others go. Randomized: which tasks change, how often and when (the seed is
+/// printed; `BIDA_TEST_SEED` replays one), over several days in a row.
+#[tokio::test]
+async fn tasks_changing_while_their_day_is_retained_are_kept_whole() {
+    use rand::{Rng, SeedableRng};
+    let seed = std::env::var("BIDA_TEST_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| Utc::now().timestamp_micros() as u64);
+    println!("BIDA_TEST_SEED={seed}");
+    let mut random = rand::rngs::StdRng::seed_from_u64(seed);
+    let db = TestDatabase::create().await;
+    let store = Store::open(db.url(), &StoreConfig::default()).await.unwrap();
+    let mut changed_while_retained = 0;
+    for round in 0..4 {
+        let context = format!("seed {seed}, round {round}");
+        let then = Utc::now() - TimeDelta::days(10 + round);
+        store.ensure_partitions(then).await.unwrap();
+        // Delivered and cancelled (gone), retrying (kept), dead long ago
+        // (gone unless replayed while retention runs).
+        let mut tasks = Vec::new();
+        for n in 0..random.random_range(10..40) {
+            let kind = random.random_range(0..4);
+            let max_attempts = if kind == 3 { 1 } else { 100 };
+            let mut task = Driven::submit(&store, &format!("r{round}-{n}-{kind}"), max_attempts, then).await;
+            match kind {
+                0 => task.attempt(&store, 200).await,
+                1 => {
+                    let events = task.next(TaskCommand::Cancel { reason: None, at: then });
+                    task.record(&store, events).await.unwrap();
+                }
+                _ => task.attempt(&store, 500).await,
+            }
+            tasks.push(task);
+        }
+        let live_before: Vec<bool> = tasks.iter().map(|t| t.task.status() == TaskStatus::Retrying).collect();
+        let versions_before: Vec<i64> = tasks.iter().map(|t| t.version).collect();
+        sqlx::query(
+            "UPDATE events SET recorded_at = recorded_at - interval '40 days'
+             WHERE aggregate_type = $1 AND aggregate_id LIKE $2",
+        )
+        .bind(TASK_TYPE)
+        .bind(format!("r{round}-%"))
+        .execute(store.postgres_pool().unwrap())
+        .await
+        .unwrap();
+        caught_up(&store).await;
+
+        // While retention runs, retrying tasks fail again and dead ones are replayed.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let changing = std::mem::take(&mut tasks);
+        let writer_seed = random.random::<u64>();
+        let writer = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut random = rand::rngs::StdRng::seed_from_u64(writer_seed);
+                let mut tasks = changing;
+                let mut stopped = stopped;
+                let mut appended = 0;
+                loop {
+                    let status = if random.random_ratio(1, 4) {
+                        TaskStatus::Dead
+                    } else {
+                        TaskStatus::Retrying
+                    };
+                    let some: Vec<usize> = (0..tasks.len()).filter(|i| tasks[*i].task.status() == status).collect();
+                    if !some.is_empty() {
+                        let task = &mut tasks[some[random.random_range(0..some.len())]];
+                        if status == TaskStatus::Dead {
+                            let events = task.next(TaskCommand::Retry { at: Utc::now() });
+                            task.record(&store, events).await.unwrap();
+                        } else {
+                            task.attempt(&store, 500).await;
+                        }
+                        appended += 1;
+                    }
+                    let pause = std::time::Duration::from_micros(random.random_range(0..3_000));
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = &mut stopped => return (tasks, appended),
+                    }
+                }
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(random.random_range(0..30))).await;
+        let day = then.date_naive();
+        let retained = loop {
+            let report = store.retain(&policy(RetentionAction::Drop), Utc::now()).await.unwrap();
+            if let Some(retained) = report.retained.into_iter().find(|r| r.day == day) {
+                break retained;
+            }
+            // The task list had not read the day yet: another database's
+            // transaction held its readers back.
+            catch_up(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        stop.send(()).unwrap();
+        let (tasks, appended) = writer.await.unwrap();
+        changed_while_retained += appended;
+
+        // Each task has all its events, or lost its whole history at once (a
+        // dead one replayed after the swap keeps only what came after).
+        let stored: Vec<(String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT aggregate_id, min(sequence), max(sequence), count(*) FROM events
+             WHERE aggregate_type = $1 AND aggregate_id LIKE $2 GROUP BY 1",
+        )
+        .bind(TASK_TYPE)
+        .bind(format!("r{round}-%"))
+        .fetch_all(store.postgres_pool().unwrap())
+        .await
+        .unwrap();
+        let stored: std::collections::HashMap<String, (i64, i64, i64)> = stored
+            .into_iter()
+            .map(|(id, min, max, n)| (id, (min, max, n)))
+            .collect();
+        let mut dropped = 0;
+        for (i, task) in tasks.iter().enumerate() {
+            let context = format!("{context}, {}", task.id);
+            match stored.get(&task.id) {
+                Some(&(1, last, n)) => assert_eq!((last, n), (task.version, task.version), "{context}: events lost"),
+                Some(&(first, last, n)) => {
+                    assert!(!live_before[i], "{context}: a retrying task lost its start");
+                    assert!(first > versions_before[i], "{context}: events of before the swap kept");
+                    assert_eq!((last, n), (task.version, last - first + 1), "{context}: events lost");
+                    dropped += 1;
+                }
+                None => {
+                    assert!(!live_before[i], "{context}: a retrying task lost");
+                    assert_eq!(
+                        task.version, versions_before[i],
+                        "{context}: a task replayed before the swap lost"
+                    );
+                    dropped += 1;
+                }
+            }
+        }
+        assert_eq!(
+            (retained.dropped_tasks, retained.kept_tasks),
+            (dropped, tasks.len() as i64 - dropped),
+            "{context}: {retained:?}"
+        );
+        caught_up(&store).await;
+        assert_counts_agree(&store).await;
+    }
+    assert!(
+        changed_while_retained > 0,
+        "seed {seed}: nothing changed while retention ran"
+    );
 }
