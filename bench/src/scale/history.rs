@@ -54,7 +54,7 @@ pub async fn run(sizes: &[u64], requests: usize) -> anyhow::Result<Vec<Table>> {
             "fill by SQL",
             "database",
             "task-list rebuild",
-            "retention of the oldest day: spawn → done",
+            "retention of the oldest day: spawn → done (appends held back)",
         ],
     );
     for &size in sizes {
@@ -410,9 +410,20 @@ async fn retain_oldest_day(bida: &mut BidaProcess, from: i64) -> anyhow::Result<
         Ok(day_counts(bida, from).await?.0 == dead)
     })
     .await?;
+    // The writers' pause: from the pass's request for the lock to its commit.
+    let held: Option<i64> = sqlx::query_scalar(
+        // A build before the column existed has none: read through a document.
+        "SELECT (to_jsonb(r) ->> 'held_ms')::bigint FROM retention_log r ORDER BY ran_at DESC LIMIT 1",
+    )
+    .fetch_one(&mut bida.connect().await?)
+    .await?;
+    let held = held.map_or("not measured by this build".into(), |ms| format!("{ms} ms"));
     Ok((
         took,
-        format!("{} of {before} tasks dropped, {dead} dead kept", before - dead),
+        format!(
+            "{} of {before} tasks dropped, {dead} dead kept; appends held {held}",
+            before - dead
+        ),
     ))
 }
 

@@ -308,6 +308,8 @@ async fn swap_partition(
     sqlx::query(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
         .execute(&mut *swap)
         .await?;
+    // Appends queue behind the lock from the moment it is asked for.
+    let locking = std::time::Instant::now();
     if let Err(e) = sqlx::query("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")
         .execute(&mut *swap)
         .await
@@ -317,7 +319,6 @@ async fn swap_partition(
         }
         return Err(e.into());
     }
-    let locked = std::time::Instant::now();
     // Tasks of the day that changed unseen by the snapshot are kept, as they are now.
     let late: Vec<String> = sqlx::query_scalar(&format!(
         "SELECT DISTINCT aggregate_id FROM {partition}
@@ -412,8 +413,8 @@ async fn swap_partition(
         RetentionAction::Detach => "detach",
     };
     sqlx::query(
-        "INSERT INTO retention_log (day, action, dropped_tasks, kept_tasks, dropped_events, dropped_bytes, archived_as)
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        "INSERT INTO retention_log (day, action, dropped_tasks, kept_tasks, dropped_events, dropped_bytes, archived_as, held_ms)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
     )
     .bind(day_date(day))
     .bind(action)
@@ -422,6 +423,8 @@ async fn swap_partition(
     .bind(dropped_events)
     .bind(dropped_bytes)
     .bind(&archived_as)
+    // All but the commit, which follows at once.
+    .bind(locking.elapsed().as_millis() as i64)
     .execute(&mut *swap)
     .await?;
     swap.commit().await?;
@@ -429,7 +432,7 @@ async fn swap_partition(
         partition,
         kept_tasks,
         late_tasks = late.len(),
-        held_ms = locked.elapsed().as_millis() as u64,
+        held_ms = locking.elapsed().as_millis() as u64,
         "retention swapped a day's partition; appends were held back meanwhile"
     );
     Ok(Outcome::Retained(DayRetained {

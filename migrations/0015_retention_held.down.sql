@@ -1,0 +1,1 @@
+ALTER TABLE retention_log DROP COLUMN held_ms;
