@@ -399,6 +399,26 @@ fn form(pairs: &[(&str, &str)]) -> String {
 /// last thing a pass removes); returns that and what it dropped.
 async fn retain_oldest_day(bida: &mut BidaProcess, from: i64) -> anyhow::Result<(Duration, String)> {
     let (before, dead) = day_counts(bida, from).await?;
+    // A reader of `events` every 10 ms meanwhile: its longest wait is the
+    // pause that writers saw, measured alike for any build.
+    let (probing, stop_probe) = tokio::sync::watch::channel(false);
+    let probe = {
+        let mut connection = bida.connect().await?;
+        let mut stop = stop_probe.clone();
+        tokio::spawn(async move {
+            let mut longest = Duration::ZERO;
+            while !*stop.borrow() {
+                let asked = Instant::now();
+                sqlx::query("SELECT 1 FROM events WHERE position = 0")
+                    .execute(&mut connection)
+                    .await?;
+                longest = longest.max(asked.elapsed());
+                let _ = tokio::time::timeout(Duration::from_millis(10), stop.changed()).await;
+            }
+            anyhow::Ok(longest)
+        })
+    };
+    drop(stop_probe);
     let spawned = Instant::now();
     bida.start_again(RETAIN_SIX_DAYS).await?;
     let bida = &*bida;
@@ -417,12 +437,15 @@ async fn retain_oldest_day(bida: &mut BidaProcess, from: i64) -> anyhow::Result<
     )
     .fetch_one(&mut bida.connect().await?)
     .await?;
-    let held = held.map_or("not measured by this build".into(), |ms| format!("{ms} ms"));
+    let held = held.map_or("not recorded by this build".into(), |ms| format!("{ms} ms"));
+    let _ = probing.send(true);
+    let waited = probe.await??;
     Ok((
         took,
         format!(
-            "{} of {before} tasks dropped, {dead} dead kept; appends held {held}",
-            before - dead
+            "{} of {before} tasks dropped, {dead} dead kept; appends held {held}, longest read of events meanwhile {} ms",
+            before - dead,
+            waited.as_millis()
         ),
     ))
 }
