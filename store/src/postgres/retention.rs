@@ -157,7 +157,8 @@ impl PgStore {
 
 /// Builds the day's fresh partition from the kept tasks' events as seen by the
 /// snapshot, shaped as `bida_events_partition` shapes a day, under names of
-/// its own until the swap.
+/// its own until the swap. (An index of `events` missing here would not be
+/// missed for long: the attach builds it, though under the lock.)
 async fn build_fresh_partition(connection: &mut PgConnection, day: i32) -> Result<(), StoreError> {
     let partition = partition_name(day);
     let fresh = fresh_name(&partition);
