@@ -1,9 +1,11 @@
-//! RabbitMQ through lapin: one queue per consumer, manual acknowledgement,
+//! RabbitMQ through lapin: one queue per consumer, a channel each on a
+//! connection shared per broker, manual acknowledgement,
 //! prefetch tied to the consumer's concurrency; queues and cluster figures
 //! from the management API when the broker names one.
 
 mod admin;
 pub(crate) mod producer;
+mod shared;
 mod source;
 
 pub use admin::{QueueInfo, RabbitAdmin, RabbitNode, RabbitOverview};

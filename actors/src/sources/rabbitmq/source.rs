@@ -42,7 +42,9 @@ pub(super) async fn connect(url: &str, name: &str) -> Result<Connection, SourceE
 }
 
 pub struct RabbitSource {
-    connection: Connection,
+    /// Shared with the broker's other consumers (see `shared.rs`): only the
+    /// channel is this source's.
+    _connection: Arc<Connection>,
     channel: Channel,
     /// The current subscription, after cancelled ones still draining, oldest
     /// first: read in that order, they give the queue's order.
@@ -58,7 +60,7 @@ pub struct RabbitSource {
 
 impl RabbitSource {
     pub async fn connect(url: &str, spec: &RabbitSpec, consumer_tag: &str, prefetch: u32) -> Result<Self, SourceError> {
-        let connection = connect(url, consumer_tag).await?;
+        let connection = super::shared::connection(url).await?;
         let channel = connection.create_channel().await.map_err(connect_error)?;
         let durable = QueueDeclareOptions {
             durable: true,
@@ -99,7 +101,7 @@ impl RabbitSource {
             queue: spec.queue.clone(),
         });
         let mut source = Self {
-            connection,
+            _connection: connection,
             channel,
             streams: VecDeque::new(),
             current_tag: None,
@@ -314,10 +316,27 @@ impl Source for RabbitSource {
         self.probe.clone()
     }
 
-    /// Unacknowledged messages go back to the queue when the channel closes.
+    /// Unacknowledged messages go back to the queue when the channel closes;
+    /// the connection stays for the broker's other consumers.
     async fn close(self) {
         let _ = self.channel.close(200, "bida consumer stopping".into()).await;
-        let _ = self.connection.close(200, "bida consumer stopping".into()).await;
+    }
+}
+
+impl Drop for RabbitSource {
+    /// A source dropped without `close` (its consumer failed) must still hand
+    /// its unacknowledged messages back: the shared connection outlives it,
+    /// and its backlog probe may hold the channel a while longer.
+    fn drop(&mut self) {
+        if !self.channel.status().connected() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let channel = self.channel.clone();
+            runtime.spawn(async move {
+                let _ = channel.close(200, "bida consumer stopped".into()).await;
+            });
+        }
     }
 }
 
@@ -387,5 +406,80 @@ mod tests {
         let expected: Vec<u32> = (0..300).collect();
         assert_eq!(seen, expected);
         source.close().await;
+    }
+
+    /// Consumers of one broker share a connection, a new one for every
+    /// `CHANNELS_PER_CONNECTION` of them; a consumer that fails without
+    /// closing (dropped) still hands its unacknowledged messages back while
+    /// the connection stays open for the others.
+    #[tokio::test]
+    async fn consumers_share_a_connection_and_a_dropped_one_gives_its_messages_back() {
+        use super::super::shared::{open_to, CHANNELS_PER_CONNECTION};
+        // A URL of this test's own (the same broker): other tests share theirs.
+        let url = format!("{}?heartbeat=57", rabbit::url());
+        let queue = TestQueue::declare().await;
+        queue.publish([(Some("m1".to_string()), b"1".to_vec())]).await;
+        let spec = RabbitSpec {
+            queue: queue.name.clone(),
+            declare: false,
+            exchange: None,
+            routing_key: None,
+        };
+        async fn next(source: &mut RabbitSource) -> Incoming {
+            tokio::time::timeout(std::time::Duration::from_secs(10), source.next())
+                .await
+                .expect("a message in time")
+                .expect("a message")
+        }
+        let mut first = RabbitSource::connect(&url, &spec, "bida-test-shared", 1)
+            .await
+            .expect("connect");
+        let taken = next(&mut first).await;
+        assert_eq!(&taken.message.body[..], b"1");
+        // The others read a queue of their own: the message handed back must
+        // not go to one of them.
+        let other_queue = TestQueue::declare().await;
+        let other_spec = RabbitSpec {
+            queue: other_queue.name.clone(),
+            ..spec.clone()
+        };
+        // Started together, as a node starts its consumers.
+        let others: Vec<RabbitSource> = futures_util::future::join_all(
+            (1..CHANNELS_PER_CONNECTION).map(|_| RabbitSource::connect(&url, &other_spec, "bida-test-shared", 1)),
+        )
+        .await
+        .into_iter()
+        .map(|source| source.expect("connect"))
+        .collect();
+        assert_eq!(
+            open_to(&url).await,
+            1,
+            "{CHANNELS_PER_CONNECTION} consumers on one connection"
+        );
+        let one_more = RabbitSource::connect(&url, &other_spec, "bida-test-shared", 1)
+            .await
+            .expect("connect");
+        assert_eq!(open_to(&url).await, 2, "the next consumer opens another");
+
+        // Failed without closing, the message unacknowledged; its backlog
+        // probe (kept by the consumer's sampler) still holds the channel.
+        let probe = first.backlog_probe();
+        drop(taken);
+        drop(first);
+        let mut again = RabbitSource::connect(&url, &spec, "bida-test-shared", 1)
+            .await
+            .expect("connect");
+        drop(one_more);
+        let redelivered = next(&mut again).await;
+        assert_eq!(&redelivered.message.body[..], b"1", "handed back to the queue");
+        redelivered.ack.ack().await.expect("ack");
+        assert_eq!(queue.depth().await, 0);
+        drop(probe);
+
+        again.close().await;
+        for source in others {
+            source.close().await;
+        }
+        assert_eq!(open_to(&url).await, 0, "closed with its last consumer");
     }
 }
