@@ -9,13 +9,20 @@
 # postgres process; all: the whole machine, no call graphs (shares by
 # process: `perf report -i OUT.data --sort comm`). Read the first two with
 # `perf script -i OUT.data --no-inline -F comm,tid,ip,sym | bench/profile/shares.py bida`
-# (or `postgres`). The bench's own report goes to OUT.data.log.
+# (or `postgres`). switches: counts (no samples) of the node's CPU time,
+# context switches and thread migrations over the 8 s, into OUT (divide by
+# the drain's rate times 8 for a message's share). The bench's own report
+# goes to OUT.log.
 set -euo pipefail
 binary=$(realpath "$1")
 out=$2
 what=${3:-bida}
 broker=${4:-rabbitmq}
 bench=${BENCH:-target/release/bida-bench}
+case $what in
+    bida | postgres | all | switches) ;;
+    *) echo "unknown mode $what: bida, postgres, all or switches" >&2; exit 2 ;;
+esac
 
 BENCH_BIDA_BINARY=$binary "$bench" mq --broker "$broker" --messages 200000 --concurrency 64 \
     --paced-seconds 3 >"$out.log" 2>&1 &
@@ -38,5 +45,6 @@ case $what in
     bida) perf record -F 499 -g --call-graph dwarf,16384 -p "$node" -o "$out" -- sleep 8 ;;
     postgres) perf record -F 299 -g --call-graph dwarf,8192 -p "$(pgrep -d, postgres)" -o "$out" -- sleep 8 ;;
     all) perf record -a -F 999 -o "$out" -- sleep 8 ;;
+    switches) perf stat -e task-clock,context-switches,cpu-migrations -p "$node" -o "$out" -- sleep 8 ;;
 esac
 wait

@@ -72,6 +72,10 @@ enum Command {
         /// Seconds of the paced latency phase.
         #[arg(long, default_value_t = 10)]
         paced_seconds: u64,
+        /// Messages a second in the paced phase, instead of half the drain
+        /// rate: two builds compared at the same load.
+        #[arg(long)]
+        paced_rate: Option<f64>,
     },
     /// Delayed messages to RabbitMQ: lateness of messages due over a window,
     /// then memory and storage per pending message.
@@ -118,7 +122,11 @@ async fn main() -> anyhow::Result<()> {
             concurrency,
             size,
         } => grpc::run(tasks, concurrency, size, store).await,
-        Command::Mq { backlog, paced_seconds } => consume(&backlog, paced_seconds, store).await,
+        Command::Mq {
+            backlog,
+            paced_seconds,
+            paced_rate,
+        } => consume(&backlog, paced_seconds, paced_rate, store).await,
         Command::Delayed {
             messages,
             over,
@@ -147,7 +155,12 @@ async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> a
     Ok(body)
 }
 
-async fn consume(backlog: &drain::Args, paced_seconds: u64, store: StoreKind) -> anyhow::Result<()> {
+async fn consume(
+    backlog: &drain::Args,
+    paced_seconds: u64,
+    paced_rate: Option<f64>,
+    store: StoreKind,
+) -> anyhow::Result<()> {
     let (kind, messages, size) = (backlog.broker, backlog.messages, backlog.size);
     let (concurrency, partitions) = (backlog.concurrency, backlog.partitions);
     // The ceiling: the bare pipe drains the same backlog first, on an MQ and
@@ -194,10 +207,10 @@ async fn consume(backlog: &drain::Args, paced_seconds: u64, store: StoreKind) ->
 
     let storage = bida.storage().await.context("measure storage")?;
 
-    // Latency: produce at half the drained rate, measure send to delivery,
-    // following Bida's memory meanwhile.
+    // Latency: produce at half the drained rate (or the rate asked for),
+    // measure send to delivery, following Bida's memory meanwhile.
     receiver.reset_latency();
-    let rate = (throughput / 2.0).max(1.0);
+    let rate = paced_rate.unwrap_or(throughput / 2.0).max(1.0);
     let rss = bida.watch_rss(Duration::from_secs(5));
     let paced = pace(&mq, messages, rate, paced_seconds, size, epoch).await;
     let delivered = receiver.wait_for(messages + paced, Duration::from_secs(300)).await;
