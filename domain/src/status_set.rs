@@ -1,6 +1,7 @@
 //! Sets of HTTP status codes written the way operators say them:
 //! `"5xx"`, `"429"`, `"500-504"`, as a list or one comma-separated string.
 
+use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
@@ -23,15 +24,25 @@ impl StatusSet {
 
     /// Patterns exactly as given (a JSON list), each one of [`PATTERN`].
     pub fn parse_exact<'a>(patterns: impl IntoIterator<Item = &'a str>) -> Result<Self, StatusPatternError> {
-        let mut set = Self {
-            ranges: Vec::new(),
-            spelled: Vec::new(),
-        };
+        let mut set = Self::with_capacity(0);
         for pattern in patterns {
-            set.ranges.push(parse_pattern(pattern)?);
-            set.spelled.push(pattern.to_ascii_lowercase());
+            set.push(pattern.to_string())?;
         }
         Ok(set)
+    }
+
+    fn with_capacity(patterns: usize) -> Self {
+        Self {
+            ranges: Vec::with_capacity(patterns),
+            spelled: Vec::with_capacity(patterns),
+        }
+    }
+
+    fn push(&mut self, mut pattern: String) -> Result<(), StatusPatternError> {
+        self.ranges.push(parse_pattern(&pattern)?);
+        pattern.make_ascii_lowercase();
+        self.spelled.push(pattern);
+        Ok(())
     }
 
     /// `2xx`: what counts as success unless a task says otherwise.
@@ -99,18 +110,32 @@ impl Serialize for StatusSet {
 }
 
 impl<'de> Deserialize<'de> for StatusSet {
+    /// A visitor rather than an untagged enum: an untagged enum buffers the
+    /// value to try each spelling, and every task event carries a set.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Spelling {
-            List(Vec<String>),
-            Joined(String),
+        struct Spelling;
+
+        impl<'de> Visitor<'de> for Spelling {
+            type Value = StatusSet;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a list of status patterns or one comma-separated string of them")
+            }
+
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<StatusSet, E> {
+                StatusSet::parse(text.split(',')).map_err(E::custom)
+            }
+
+            fn visit_seq<A: SeqAccess<'de>>(self, mut items: A) -> Result<StatusSet, A::Error> {
+                let mut set = StatusSet::with_capacity(items.size_hint().unwrap_or(0).min(16));
+                while let Some(pattern) = items.next_element::<String>()? {
+                    set.push(pattern).map_err(de::Error::custom)?;
+                }
+                Ok(set)
+            }
         }
-        let parsed = match Spelling::deserialize(deserializer)? {
-            Spelling::List(items) => Self::parse_exact(items.iter().map(String::as_str)),
-            Spelling::Joined(text) => Self::parse(text.split(',')),
-        };
-        parsed.map_err(serde::de::Error::custom)
+
+        deserializer.deserialize_any(Spelling)
     }
 }
 
@@ -176,6 +201,15 @@ mod tests {
         assert_eq!(a, b);
         assert_eq!(serde_json::to_string(&a).unwrap(), r#"["5xx","408"]"#);
         assert!(serde_json::from_str::<StatusSet>(r#"["7xx"]"#).is_err());
+        // Read from a parsed document too (a config), spelled in capitals.
+        let c: StatusSet = serde_json::from_value(serde_json::json!(["5XX", "408"])).unwrap();
+        assert_eq!((c.patterns(), c.contains(503)), (a.patterns(), true));
+        let wrong = serde_json::from_str::<StatusSet>("500").unwrap_err().to_string();
+        assert!(wrong.contains("a list of status patterns"), "{wrong}");
+        let wrong = serde_json::from_str::<StatusSet>(r#"["5xx", 7]"#)
+            .unwrap_err()
+            .to_string();
+        assert!(wrong.contains("invalid type"), "{wrong}");
     }
 
     #[test]
