@@ -212,8 +212,15 @@ async fn consume(
     receiver.reset_latency();
     let rate = paced_rate.unwrap_or(throughput / 2.0).max(1.0);
     let rss = bida.watch_rss(Duration::from_secs(5));
+    // What a message costs at a steady rate, not only at a drain's full speed
+    // (up to delivery: the task list folds the last few hundred after).
+    let paced_cpu_before = (bida.cpu_seconds(), process::cpu_seconds_of_program("postgres"));
     let paced = pace(&mq, messages, rate, paced_seconds, size, epoch).await;
     let delivered = receiver.wait_for(messages + paced, Duration::from_secs(300)).await;
+    let paced_cpu = (
+        bida.cpu_seconds() - paced_cpu_before.0,
+        process::cpu_seconds_of_program("postgres") - paced_cpu_before.1,
+    );
     let rss = rss.stop();
     let projection_lag = lag_watch.stop();
     let peak_rss = bida.peak_rss_kib();
@@ -294,6 +301,14 @@ async fn consume(
             ),
         )
         .row("paced phase", format!("{paced} messages at {rate:.0} msgs/s"))
+        .row(
+            "CPU per 10k in the paced phase",
+            format!(
+                "bida {:.2} s, postgres {:.2} s",
+                paced_cpu.0 * 10_000.0 / paced.max(1) as f64,
+                paced_cpu.1 * 10_000.0 / paced.max(1) as f64
+            ),
+        )
         .row("produce→delivery p50 / p99 / max", report::millis(&bida_latency))
         .row("bare pipe, same rate", report::millis(&bare_latency))
         .row(
