@@ -5,6 +5,10 @@
 #
 #   bench/profile/drain.sh BIDA_BINARY OUT.data [bida|postgres|all] [broker]
 #
+# PACED_RATE=N profiles the paced phase instead, at N messages a second
+# (a short drain of 20,000 first, then 40 s at that rate): what a message
+# costs at a steady rate, where the drain shows it at its cheapest.
+#
 # bida: call graphs of the node (dwarf); postgres: call graphs of every
 # postgres process; all: the whole machine, no call graphs (shares by
 # process: `perf report -i OUT.data --sort comm`). Read the first two with
@@ -24,8 +28,13 @@ case $what in
     *) echo "unknown mode $what: bida, postgres, all or switches" >&2; exit 2 ;;
 esac
 
-BENCH_BIDA_BINARY=$binary "$bench" mq --broker "$broker" --messages 200000 --concurrency 64 \
-    --paced-seconds 3 >"$out.log" 2>&1 &
+paced_rate=${PACED_RATE:-}
+if [ -n "$paced_rate" ]; then
+    phase=(--messages 20000 --paced-seconds 40 --paced-rate "$paced_rate")
+else
+    phase=(--messages 200000 --paced-seconds 3)
+fi
+BENCH_BIDA_BINARY=$binary "$bench" mq --broker "$broker" --concurrency 64 "${phase[@]}" >"$out.log" 2>&1 &
 for _ in $(seq 600); do
     node=$(pgrep -f "^$binary serve" | head -1 || true)
     [ -n "$node" ] && break
@@ -40,7 +49,12 @@ while sleep 1; do
     [ $((now - before)) -gt 60 ] && break
     before=$now
 done
-sleep 2
+if [ -n "$paced_rate" ]; then
+    # The paced phase follows the drain of 20,000 (a few seconds) at once.
+    sleep 12
+else
+    sleep 2
+fi
 case $what in
     bida) perf record -F 499 -g --call-graph dwarf,16384 -p "$node" -o "$out" -- sleep 8 ;;
     postgres) perf record -F 299 -g --call-graph dwarf,8192 -p "$(pgrep -d, postgres)" -o "$out" -- sleep 8 ;;
