@@ -370,7 +370,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "store.writer.max_batch_bytes",
         "Most payload bytes group-committed in one statement.",
     ),
-    ("store.writer.concurrency", "Batches committing at once."),
+    (
+        "store.writer.concurrency",
+        "Batches committing at once. One: the next batch gathers what arrives while one commits.",
+    ),
     (
         "store.writer.queue",
         "Appends waiting for a batch before callers are held back.",
