@@ -31,9 +31,9 @@ impl Default for WriterConfig {
             max_batch_events: 2_000,
             max_batch_bytes: 16 * 1024 * 1024,
             // One batch at a time: what arrives while it commits waits for the
-            // next. Four at once wrote smaller batches that contended for the
-            // same index pages and cost more CPU per message in every
-            // RabbitMQ and Kafka benchmark (README, "One committer").
+            // next. Four at once made more, smaller transactions, and cost
+            // more CPU per message at steady rates (README, "Where a
+            // message's cost goes at a steady rate, and one committer").
             concurrency: 1,
             queue: 50_000,
         }
