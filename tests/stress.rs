@@ -300,6 +300,8 @@ struct Verdict {
     duplicates: usize,
     anomalies: usize,
     seconds: f64,
+    /// How long the node took to exit at SIGTERM, in scenarios that send it.
+    stopped_in: Option<Duration>,
 }
 
 async fn run(scenario: Scenario) -> Verdict {
@@ -330,6 +332,7 @@ async fn run(scenario: Scenario) -> Verdict {
         .collect();
     let share = |fraction: f64| (fraction * ids.len() as f64) as usize;
     let producing = broker.produce(&scenario, &ids);
+    let mut stopped_in = None;
     let operating = async {
         let mut pauses = scenario.pauses.iter().map(|f| share(*f)).peekable();
         let mut kill_at = scenario.kill_at.map(share);
@@ -345,8 +348,11 @@ async fn run(scenario: Scenario) -> Verdict {
             if kill_at.is_some_and(|at| arrived >= at) {
                 kill_at = None;
                 if scenario.sigterm {
+                    let asked = Instant::now();
                     let exit = bida.terminate().await.expect("running");
-                    assert!(exit.success(), "SIGTERM: {exit}\n{}", bida.log());
+                    let took = asked.elapsed();
+                    assert!(exit.success(), "SIGTERM: {exit} after {took:?}\n{}", bida.log());
+                    stopped_in = Some(took);
                 }
                 bida.restart().await;
             }
@@ -387,6 +393,7 @@ async fn run(scenario: Scenario) -> Verdict {
         duplicates,
         anomalies,
         seconds: started.elapsed().as_secs_f64(),
+        stopped_in,
     }
 }
 
@@ -398,19 +405,26 @@ async fn runs(mq: Mq, seeds: impl IntoIterator<Item = u64>) {
     for seed in seeds {
         let scenario = Scenario::draw(seed, mq);
         let line = format!("{scenario:?}");
+        // Named before it runs: a run that panics (a failed SIGTERM, say)
+        // must still say which seed replays it.
+        println!("stress seed={seed} {line} starting");
         // On the heap: a run's future holds every kind's broker set-up and
         // overflowed a test thread's 2 MiB stack in a debug build.
         let verdict = Box::pin(run(scenario)).await;
         total_runs += 1;
         total_lost += verdict.lost.len();
         println!(
-            "stress seed={seed} {line} -> produced {}, delivered {}, lost {}, duplicates {}, anomalies {}, {:.1} s",
+            "stress seed={seed} {line} -> produced {}, delivered {}, lost {}, duplicates {}, anomalies {}, {:.1} s{}",
             verdict.produced,
             verdict.delivered,
             verdict.lost.len(),
             verdict.duplicates,
             verdict.anomalies,
-            verdict.seconds
+            verdict.seconds,
+            verdict
+                .stopped_in
+                .map(|took| format!(", exited {:.1} s after SIGTERM", took.as_secs_f64()))
+                .unwrap_or_default()
         );
         if !verdict.lost.is_empty() {
             let sample: Vec<&String> = verdict.lost.iter().take(20).collect();
