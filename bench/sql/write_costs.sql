@@ -1,0 +1,96 @@
+-- What each row a consumed message leaves behind costs Postgres to write:
+-- its event (`events`), its id's registration (`task_streams`) and its
+-- task-list row (`task_view`), each table alone, in a migrated store no node
+-- uses. 100,000 rows per table in statements of 1,000 committed one by one
+-- (a task-list page), or of `-v batch=N` (the writer's batches in a drain
+-- hold about 40 events). The texts are shaped like a delivered message of
+-- `bida-bench mq` (a 512-byte body; 1.1 KB event, 0.5 KB list document).
+--
+--   createdb bida_write_costs
+--   BIDA_DATABASE_URL=postgres://postgres@127.0.0.1/bida_write_costs bida migrate
+--   psql -h 127.0.0.1 -U postgres -d bida_write_costs -f bench/sql/write_costs.sql
+--   dropdb bida_write_costs
+--
+-- Prints microseconds per row of each table: the backend's time on an
+-- otherwise idle machine, commits included.
+\set ON_ERROR_STOP on
+\if :{?batch}
+\else
+\set batch 1000
+\endif
+SELECT set_config('write_costs.batch', :'batch', false) AS "rows per statement";
+SELECT bida_events_partition(floor(extract(epoch FROM now()) / 86400)::int);
+
+CREATE TEMP TABLE write_cost (tbl text, rows bigint, micros float8);
+
+-- The texts are built first, so that each timed insert parses JSON text as
+-- the writer's and the task list's statements do (`::json`), no more.
+CREATE TEMP TABLE wc_text (i int PRIMARY KEY, payload text, doc text);
+INSERT INTO wc_text
+SELECT i,
+       json_build_object('MessageDelivered', json_build_object(
+           'spec', json_build_object(
+               'message_id', 'wc-' || i,
+               'request', json_build_object('method', 'POST', 'url', 'http://127.0.0.1:9/hook',
+                                            'headers', json_build_object('content-type', 'application/json'),
+                                            'body', repeat('x', 512)),
+               'policy', json_build_object('max_attempts', 5, 'backoff', json_build_object(
+                   'initial_ms', 1000, 'max_ms', 60000, 'multiplier', 2.0, 'jitter', 0.2),
+                   'timeout_ms', 5000, 'success', json_build_array(200, 299)),
+               'origin', json_build_object('consumer_id', 'c0123456789', 'consumer_version', 1,
+                                           'position', json_build_object('topic', 'bench', 'partition', i % 8,
+                                                                         'offset', i))),
+           'submitted_at', now(),
+           'attempt', json_build_object('number', 1, 'started_at', now(), 'latency_ms', 1, 'status_code', 200,
+                                        'response_excerpt', 'ok')))::text,
+       json_build_object('id', 'wc-' || i, 'status', 'delivered', 'message_id', 'wc-' || i,
+                         'method', 'POST', 'url', 'http://127.0.0.1:9/hook', 'consumer_id', 'c0123456789',
+                         'attempt_count', 1, 'max_attempts', 5, 'created_at', now(), 'updated_at', now(),
+                         'finished_at', now(),
+                         'last_attempt', json_build_object('number', 1, 'started_at', now(), 'latency_ms', 1,
+                                                           'status_code', 200, 'response_excerpt', 'ok'))::text
+FROM generate_series(0, 99999) AS i;
+
+DO $$
+DECLARE
+    started timestamptz;
+    day int := floor(extract(epoch FROM now()) / 86400)::int;
+    size int := current_setting('write_costs.batch')::int;
+    chunk int;
+BEGIN
+    -- events
+    started := clock_timestamp();
+    FOR chunk IN 0..(100000 / size - 1) LOOP
+        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
+        SELECT 'callback_task', 'wc-' || i, 1, 'MessageDelivered', '1', payload::json, '{}'::json, day
+        FROM wc_text WHERE i BETWEEN chunk * size AND chunk * size + size - 1;
+        COMMIT;
+    END LOOP;
+    INSERT INTO write_cost VALUES ('events', 100000, extract(epoch FROM clock_timestamp() - started) * 1e6);
+    COMMIT;
+
+    -- task_streams
+    started := clock_timestamp();
+    FOR chunk IN 0..(100000 / size - 1) LOOP
+        INSERT INTO task_streams (task_id, epoch)
+        SELECT 'wc-' || i, day FROM wc_text WHERE i BETWEEN chunk * size AND chunk * size + size - 1;
+        COMMIT;
+    END LOOP;
+    INSERT INTO write_cost VALUES ('task_streams', 100000, extract(epoch FROM clock_timestamp() - started) * 1e6);
+    COMMIT;
+
+    -- task_view
+    started := clock_timestamp();
+    FOR chunk IN 0..(100000 / size - 1) LOOP
+        INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id, endpoint_host)
+        SELECT 'wc-' || i, 'delivered', NULL, NULL, now(), now(), doc::json, 'c0123456789', '127.0.0.1'
+        FROM wc_text WHERE i BETWEEN chunk * size AND chunk * size + size - 1;
+        COMMIT;
+    END LOOP;
+    INSERT INTO write_cost VALUES ('task_view', 100000, extract(epoch FROM clock_timestamp() - started) * 1e6);
+    COMMIT;
+END $$;
+
+SELECT tbl AS "table", round((micros / rows)::numeric, 1) AS "µs per row" FROM write_cost;
+SELECT round(avg(octet_length(payload))) AS "event bytes", round(avg(octet_length(doc))) AS "list document bytes"
+FROM wc_text;
