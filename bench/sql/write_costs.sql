@@ -2,7 +2,7 @@
 -- its event (`events`), its id's registration (`task_streams`) and its
 -- task-list row (`task_view`), each table alone, in a migrated store no node
 -- uses. 100,000 rows per table in statements of 1,000 committed one by one
--- (a task-list page), or of `-v batch=N` (the writer's batches in a drain
+-- (a task-list page), or of `-v batch=N` (N up to 100,000; the writer's batches in a drain
 -- hold about 40 events). The texts are shaped like a delivered message of
 -- `bida-bench mq` (a 512-byte body; 1.2 KB event, 0.5 KB list document).
 --
@@ -53,42 +53,35 @@ FROM generate_series(0, 99999) AS i;
 
 DO $$
 DECLARE
-    started timestamptz;
-    day int := floor(extract(epoch FROM now()) / 86400)::int;
     size int := current_setting('write_costs.batch')::int;
+    day int := floor(extract(epoch FROM now()) / 86400)::int;
+    -- Each table's insert of the rows $1 to $2 of `wc_text`.
+    inserts text[][] := ARRAY[
+        ['events', format(
+            'INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
+             SELECT ''callback_task'', ''wc-'' || i, 1, ''MessageDelivered'', ''1'', payload::json, ''{}''::json, %s
+             FROM wc_text WHERE i BETWEEN $1 AND $2', day)],
+        ['task_streams', format(
+            'INSERT INTO task_streams (task_id, epoch)
+             SELECT ''wc-'' || i, %s FROM wc_text WHERE i BETWEEN $1 AND $2', day)],
+        ['task_view',
+            'INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id,
+                                    endpoint_host)
+             SELECT ''wc-'' || i, ''delivered'', NULL, NULL, now(), now(), doc::json, ''c0123456789'', ''127.0.0.1''
+             FROM wc_text WHERE i BETWEEN $1 AND $2']];
+    started timestamptz;
     chunk int;
 BEGIN
-    -- events
-    started := clock_timestamp();
-    FOR chunk IN 0..(100000 / size - 1) LOOP
-        INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
-        SELECT 'callback_task', 'wc-' || i, 1, 'MessageDelivered', '1', payload::json, '{}'::json, day
-        FROM wc_text WHERE i BETWEEN chunk * size AND chunk * size + size - 1;
+    FOR t IN 1..array_length(inserts, 1) LOOP
+        started := clock_timestamp();
+        FOR chunk IN 0..(100000 / size - 1) LOOP
+            EXECUTE inserts[t][2] USING chunk * size, chunk * size + size - 1;
+            COMMIT;
+        END LOOP;
+        INSERT INTO write_cost
+        VALUES (inserts[t][1], (100000 / size) * size, extract(epoch FROM clock_timestamp() - started) * 1e6);
         COMMIT;
     END LOOP;
-    INSERT INTO write_cost VALUES ('events', 100000, extract(epoch FROM clock_timestamp() - started) * 1e6);
-    COMMIT;
-
-    -- task_streams
-    started := clock_timestamp();
-    FOR chunk IN 0..(100000 / size - 1) LOOP
-        INSERT INTO task_streams (task_id, epoch)
-        SELECT 'wc-' || i, day FROM wc_text WHERE i BETWEEN chunk * size AND chunk * size + size - 1;
-        COMMIT;
-    END LOOP;
-    INSERT INTO write_cost VALUES ('task_streams', 100000, extract(epoch FROM clock_timestamp() - started) * 1e6);
-    COMMIT;
-
-    -- task_view
-    started := clock_timestamp();
-    FOR chunk IN 0..(100000 / size - 1) LOOP
-        INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id, endpoint_host)
-        SELECT 'wc-' || i, 'delivered', NULL, NULL, now(), now(), doc::json, 'c0123456789', '127.0.0.1'
-        FROM wc_text WHERE i BETWEEN chunk * size AND chunk * size + size - 1;
-        COMMIT;
-    END LOOP;
-    INSERT INTO write_cost VALUES ('task_view', 100000, extract(epoch FROM clock_timestamp() - started) * 1e6);
-    COMMIT;
 END $$;
 
 SELECT tbl AS "table", round((micros / rows)::numeric, 1) AS "µs per row" FROM write_cost;
