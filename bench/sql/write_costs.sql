@@ -3,8 +3,9 @@
 -- task-list row (`task_view`), each table alone, in a migrated store no node
 -- uses. 100,000 rows per table in statements of 1,000 committed one by one
 -- (a task-list page), or of `-v batch=N` (N up to 100,000; the writer's
--- batches in a drain hold about 40 events). The texts are shaped like a delivered message of
--- `bida-bench mq` (a 512-byte body; 1.2 KB event, 0.5 KB list document).
+-- batches in a drain hold about 40 events). The texts are shaped like a
+-- delivered message of `bida-bench mq` (a 512-byte body; 1.2 KB event,
+-- 0.5 KB list document).
 --
 --   createdb bida_write_costs
 --   BIDA_DATABASE_URL=postgres://postgres@127.0.0.1/bida_write_costs bida migrate
