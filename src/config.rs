@@ -378,6 +378,10 @@ pub const KEYS: &[(&str, &str)] = &[
         "store.writer.queue",
         "Appends waiting for a batch before callers are held back.",
     ),
+    (
+        "store.writer.linger_ms",
+        "How long a batch that found other appends waiting waits for more before it commits (0: never).",
+    ),
     ("tasks.max_attempts", "Attempts per round when a task does not say."),
     ("tasks.timeout_ms", "Per-attempt timeout when a task does not say."),
     (

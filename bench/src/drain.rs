@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::mq::{Mq, MqKind};
 use crate::post;
-use crate::process::{self, BidaProcess, LagWatch, StoreKind};
+use crate::process::{self, BidaProcess, Commits, LagWatch, StoreKind};
 use crate::receiver::BenchReceiver;
 
 /// A backlog on a broker and the push consumer that drains it: what `mq`
@@ -57,6 +57,8 @@ pub struct Drain {
     pub bench_cpu: f64,
     /// Bida's projection lag, followed from the start until stopped.
     pub lag_watch: LagWatch,
+    /// The writer's group commits meanwhile.
+    pub commits: Commits,
 }
 
 impl Drain {
@@ -101,6 +103,7 @@ where
     };
     mq.produce(0, backlog.messages, backlog.size, backlog.epoch).await;
     let lag_watch = bida.watch_projection_lag();
+    let commits_before = bida.commits().await?;
     let cpu_before = bida.cpu_seconds();
     let postgres_before = process::cpu_seconds_of_program("postgres");
     let bench_before = process::cpu_seconds_of("self");
@@ -122,6 +125,8 @@ where
         postgres_cpu: process::cpu_seconds_of_program("postgres") - postgres_before,
         bench_cpu: process::cpu_seconds_of("self") - bench_before,
         lag_watch,
+        // Read last: the request is not the drain's.
+        commits: bida.commits().await?.since(commits_before),
     };
     Ok((drain, outcome))
 }

@@ -214,6 +214,7 @@ async fn consume(
     let rss = bida.watch_rss(Duration::from_secs(5));
     // What a message costs at a steady rate, not only at a drain's full speed
     // (up to delivery: the task list folds the last few hundred after).
+    let paced_commits_before = bida.commits().await?;
     let paced_cpu_before = (bida.cpu_seconds(), process::cpu_seconds_of_program("postgres"));
     let paced = pace(&mq, messages, rate, paced_seconds, size, epoch).await;
     let delivered = receiver.wait_for(messages + paced, Duration::from_secs(300)).await;
@@ -221,6 +222,7 @@ async fn consume(
         bida.cpu_seconds() - paced_cpu_before.0,
         process::cpu_seconds_of_program("postgres") - paced_cpu_before.1,
     );
+    let paced_commits = bida.commits().await?.since(paced_commits_before);
     let rss = rss.stop();
     let projection_lag = lag_watch.stop();
     let peak_rss = bida.peak_rss_kib();
@@ -292,6 +294,7 @@ async fn consume(
             "events appended",
             format!("{events} ({:.2} per message)", events as f64 / drained.max(1) as f64),
         )
+        .row("writer in the drain", drain.commits.describe())
         .row(
             "event store per message",
             format!(
@@ -309,6 +312,7 @@ async fn consume(
                 paced_cpu.1 * 10_000.0 / paced.max(1) as f64
             ),
         )
+        .row("writer in the paced phase", paced_commits.describe())
         .row("produce→delivery p50 / p99 / max", report::millis(&bida_latency))
         .row("bare pipe, same rate", report::millis(&bare_latency))
         .row(
@@ -373,6 +377,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, node: Node<'_>) -> a
     let submit_latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let failures = Arc::new(AtomicUsize::new(0));
     let lag_watch = bida.watch_projection_lag();
+    let commits_before = bida.commits().await?;
     let cpu_before = bida.cpu_seconds();
     let postgres_before = process::cpu_seconds_of_program("postgres");
     let started = Instant::now();
@@ -414,6 +419,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, node: Node<'_>) -> a
     let delivered_in = started.elapsed();
     let cpu = bida.cpu_seconds() - cpu_before;
     let postgres_cpu = process::cpu_seconds_of_program("postgres") - postgres_before;
+    let commits = bida.commits().await?.since(commits_before);
     let events = bida.count_events().await.context("count events")?;
     let projection_lag = lag_watch.stop();
     let peak_rss = bida.peak_rss_kib();
@@ -442,6 +448,7 @@ async fn api(tasks: usize, concurrency: usize, size: usize, node: Node<'_>) -> a
             "events appended",
             format!("{events} ({:.0}/s)", events as f64 / delivered_in.as_secs_f64()),
         )
+        .row("writer", commits.describe())
         .row(
             "bida CPU per 10k tasks",
             format!("{:.2} s", cpu * 10_000.0 / delivered.max(1) as f64),

@@ -133,6 +133,32 @@ fn median(samples: &[u64]) -> u64 {
     sorted[sorted.len() / 2]
 }
 
+/// Group commits of the event store's writer, and the events they held.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Commits {
+    pub batches: f64,
+    pub events: f64,
+}
+
+impl Commits {
+    /// What was committed between `before` and `self`.
+    pub fn since(self, before: Commits) -> Commits {
+        Commits {
+            batches: self.batches - before.batches,
+            events: self.events - before.events,
+        }
+    }
+
+    /// "N commits, E events each".
+    pub fn describe(self) -> String {
+        format!(
+            "{:.0} commits, {:.1} events each",
+            self.batches,
+            self.events / self.batches.max(1.0)
+        )
+    }
+}
+
 /// The largest projection lag `/metrics` showed while it was watched.
 pub struct LagWatch {
     max: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -342,6 +368,21 @@ impl BidaProcess {
             }
         });
         LagWatch { max, task }
+    }
+
+    /// The group commits so far and the events they held (`/metrics`).
+    pub async fn commits(&self) -> anyhow::Result<Commits> {
+        let text = reqwest::get(format!("{}/metrics", self.url)).await?.text().await?;
+        let total = |name: &str| -> f64 {
+            text.lines()
+                .filter(|l| l.split(['{', ' ']).next() == Some(name))
+                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+                .sum()
+        };
+        Ok(Commits {
+            batches: total("bida_event_store_append_batch_size_count"),
+            events: total("bida_event_store_append_batch_size_sum"),
+        })
     }
 
     /// Stops the node (so that a rebuild runs alone), then rebuilds the task

@@ -23,6 +23,11 @@ pub struct WriterConfig {
     pub concurrency: usize,
     /// Appends waiting for a batch before callers are held back.
     pub queue: usize,
+    /// How long a batch that found other appends waiting (or followed a
+    /// batch of several) waits for more before it commits. Fewer, larger
+    /// transactions cost Postgres less per event; a lone append, when
+    /// nothing else is being written, never waits.
+    pub linger_ms: u64,
 }
 
 impl Default for WriterConfig {
@@ -36,6 +41,7 @@ impl Default for WriterConfig {
             // message's cost goes at a steady rate, and one committer").
             concurrency: 1,
             queue: 50_000,
+            linger_ms: 0,
         }
     }
 }
@@ -163,21 +169,72 @@ impl Writer {
     }
 }
 
-/// `first` and what else is queued, up to the batch limits.
-pub(crate) fn gather(first: Job, jobs: &mut mpsc::Receiver<Job>, config: &WriterConfig) -> Vec<Job> {
-    let (mut events, mut bytes) = (first.append.events.len(), first.append.bytes());
-    let mut batch = vec![first];
-    while events < config.max_batch_events && bytes < config.max_batch_bytes {
-        match jobs.try_recv() {
-            Ok(job) => {
-                events += job.append.events.len();
-                bytes += job.append.bytes();
-                batch.push(job);
-            }
-            Err(_) => break,
+/// The batches a collector hands its committers: what is queued when it
+/// takes the first append, and, while appends keep coming, what arrives
+/// within `linger_ms` after it.
+pub(crate) struct Gatherer {
+    linger: Duration,
+    /// The last batch held several appends: more are likely on their way.
+    busy: bool,
+}
+
+impl Gatherer {
+    pub(crate) fn new(config: &WriterConfig) -> Self {
+        Self {
+            linger: Duration::from_millis(config.linger_ms),
+            busy: false,
         }
     }
-    batch
+
+    /// The next batch, up to the batch limits; `None` once every sender is gone.
+    pub(crate) async fn next(&mut self, jobs: &mut mpsc::Receiver<Job>, config: &WriterConfig) -> Option<Vec<Job>> {
+        let mut batch = Batch::new(jobs.recv().await?);
+        while !batch.full(config) {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        if !self.linger.is_zero() && (self.busy || batch.jobs.len() > 1) {
+            let deadline = tokio::time::Instant::now() + self.linger;
+            while !batch.full(config) {
+                match tokio::time::timeout_at(deadline, jobs.recv()).await {
+                    Ok(Some(job)) => batch.push(job),
+                    // Closed: commit what there is; the next call ends it.
+                    Ok(None) | Err(_) => break,
+                }
+            }
+        }
+        self.busy = batch.jobs.len() > 1;
+        Some(batch.jobs)
+    }
+}
+
+/// Appends gathered so far, and their size against the batch limits.
+struct Batch {
+    jobs: Vec<Job>,
+    events: usize,
+    bytes: usize,
+}
+
+impl Batch {
+    fn new(first: Job) -> Self {
+        Self {
+            events: first.append.events.len(),
+            bytes: first.append.bytes(),
+            jobs: vec![first],
+        }
+    }
+
+    fn push(&mut self, job: Job) {
+        self.events += job.append.events.len();
+        self.bytes += job.append.bytes();
+        self.jobs.push(job);
+    }
+
+    fn full(&self, config: &WriterConfig) -> bool {
+        self.events >= config.max_batch_events || self.bytes >= config.max_batch_bytes
+    }
 }
 
 /// Counts a committed batch, in telemetry and in the writer's stats.
@@ -205,5 +262,103 @@ pub(crate) fn conflict(event: &NewEvent) -> StoreError {
         aggregate_type: event.aggregate_type.to_string(),
         aggregate_id: event.aggregate_id.clone(),
         sequence: event.sequence,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(n: i64) -> Job {
+        let event = NewEvent {
+            aggregate_type: "test".into(),
+            aggregate_id: format!("t{n}"),
+            sequence: 1,
+            event_type: "Happened".into(),
+            event_version: "1".into(),
+            payload: "{}".into(),
+            metadata: None,
+            epoch: 0,
+        };
+        let (reply, _) = oneshot::channel();
+        Job {
+            append: Append {
+                events: vec![event],
+                schedule: None,
+            },
+            reply,
+        }
+    }
+
+    fn config(linger_ms: u64, max_batch_events: usize) -> WriterConfig {
+        WriterConfig {
+            linger_ms,
+            max_batch_events,
+            ..WriterConfig::default()
+        }
+    }
+
+    /// Far shorter than the linger of these tests: a batch that lingered
+    /// would miss it.
+    const PROMPT: Duration = Duration::from_secs(30);
+
+    #[tokio::test]
+    async fn a_lone_append_does_not_linger() {
+        let config = config(600_000, 100);
+        let (queue, mut jobs) = mpsc::channel(10);
+        queue.send(job(1)).await.unwrap();
+        let mut gatherer = Gatherer::new(&config);
+        let batch = tokio::time::timeout(PROMPT, gatherer.next(&mut jobs, &config))
+            .await
+            .expect("a lone append commits at once")
+            .unwrap();
+        assert_eq!(batch.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn appends_that_found_company_wait_for_more_until_the_batch_is_full() {
+        let config = config(600_000, 3);
+        let (queue, mut jobs) = mpsc::channel(10);
+        queue.send(job(1)).await.unwrap();
+        queue.send(job(2)).await.unwrap();
+        let late = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            queue.send(job(3)).await.unwrap();
+            queue.send(job(4)).await.unwrap();
+        });
+        let mut gatherer = Gatherer::new(&config);
+        let batch = tokio::time::timeout(PROMPT, gatherer.next(&mut jobs, &config))
+            .await
+            .expect("a full batch commits at once")
+            .unwrap();
+        let ids: Vec<_> = batch.iter().map(|j| j.append.events[0].aggregate_id.as_str()).collect();
+        assert_eq!(ids, ["t1", "t2", "t3"]);
+        late.await.unwrap();
+        // The batch before held several: the next waits for company too, and
+        // the queue's closing ends the wait.
+        let batch = tokio::time::timeout(PROMPT, gatherer.next(&mut jobs, &config))
+            .await
+            .expect("a closed queue ends the wait")
+            .unwrap();
+        assert_eq!(batch.len(), 1);
+        assert!(gatherer.next(&mut jobs, &config).await.is_none());
+    }
+
+    #[tokio::test]
+    async fn without_linger_a_batch_is_what_was_queued() {
+        let config = config(0, 100);
+        let (queue, mut jobs) = mpsc::channel(10);
+        queue.send(job(1)).await.unwrap();
+        queue.send(job(2)).await.unwrap();
+        let mut gatherer = Gatherer::new(&config);
+        let batch = gatherer.next(&mut jobs, &config).await.unwrap();
+        assert_eq!(batch.len(), 2);
+        // Busy now, yet with no linger the next batch does not wait for company.
+        queue.send(job(3)).await.unwrap();
+        let batch = tokio::time::timeout(PROMPT, gatherer.next(&mut jobs, &config))
+            .await
+            .expect("no linger, no wait")
+            .unwrap();
+        assert_eq!(batch.len(), 1);
     }
 }

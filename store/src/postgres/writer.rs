@@ -19,7 +19,7 @@
 //! concurrent batches lock in the same order and cannot deadlock each other.
 
 use crate::error::is_transient;
-use crate::writer::{conflict, count_committed, fail_all, gather, Job, Writer};
+use crate::writer::{conflict, count_committed, fail_all, Gatherer, Job, Writer};
 use crate::{NewEvent, ScheduleWrite, WriterConfig, WriterStats, TASK_TYPE};
 use bida_domain::task::ScheduleChange;
 use chrono::{DateTime, Utc};
@@ -40,14 +40,14 @@ pub(super) fn spawn(pool: PgPool, config: WriterConfig) -> Writer {
 
 async fn collect(pool: PgPool, config: WriterConfig, mut jobs: mpsc::Receiver<Job>, stats: Arc<WriterStats>) {
     let committers = Arc::new(Semaphore::new(config.concurrency.max(1)));
+    let mut gatherer = Gatherer::new(&config);
     loop {
         let Ok(permit) = committers.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = jobs.recv().await else {
+        let Some(batch) = gatherer.next(&mut jobs, &config).await else {
             return;
         };
-        let batch = gather(first, &mut jobs, &config);
         let (pool, stats) = (pool.clone(), stats.clone());
         tokio::spawn(async move {
             commit(&pool, batch, &stats).await;

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::notifications::Announcer;
 use super::{micros, now};
-use crate::writer::{conflict, count_committed, fail_all, gather, Job, Writer};
+use crate::writer::{conflict, count_committed, fail_all, Gatherer, Job, Writer};
 use crate::{Append, StoreError, WriterConfig, WriterStats, TASK_TYPE};
 
 /// Starts the writer on the current Tokio runtime.
@@ -31,8 +31,8 @@ async fn collect(
     stats: Arc<WriterStats>,
     announcer: Announcer,
 ) {
-    while let Some(first) = jobs.recv().await {
-        let batch = gather(first, &mut jobs, &config);
+    let mut gatherer = Gatherer::new(&config);
+    while let Some(batch) = gatherer.next(&mut jobs, &config).await {
         commit(&pool, batch, &stats, &announcer).await;
     }
 }
