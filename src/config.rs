@@ -380,7 +380,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ),
     (
         "store.writer.linger_ms",
-        "How long a batch that found other appends waiting waits for more before it commits (0: never).",
+        "How long consumers' records that found others waiting wait for more before they commit (0: never).",
     ),
     ("tasks.max_attempts", "Attempts per round when a task does not say."),
     ("tasks.timeout_ms", "Per-attempt timeout when a task does not say."),

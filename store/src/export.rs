@@ -99,7 +99,11 @@ fn by_aggregate(page: Vec<StoredEvent>) -> Result<Vec<Append>, StoreError> {
                 epoch: e.epoch,
             })
             .collect();
-        appends.push(Append { events, schedule });
+        appends.push(Append {
+            events,
+            schedule,
+            patient: false,
+        });
     }
     Ok(appends)
 }

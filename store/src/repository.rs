@@ -151,7 +151,11 @@ impl PersistedEventRepository for EventRepository {
             })
             .collect::<Result<Vec<_>, PersistenceError>>()?;
         self.store
-            .append(Append { events, schedule })
+            .append(Append {
+                events,
+                schedule,
+                patient: false,
+            })
             .await
             .map_err(persistence)
     }

@@ -90,7 +90,11 @@ pub fn task_append(
             },
             lane: submission_lane(events),
         });
-    Ok(Append { events: rows, schedule })
+    Ok(Append {
+        events: rows,
+        schedule,
+        patient: false,
+    })
 }
 
 /// The append recording a new task: `events` start with its submission.

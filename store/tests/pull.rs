@@ -30,6 +30,7 @@ fn row(task_id: &str, sequence: i64, change: ScheduleChange, lane: Option<&str>)
             owner: None,
             lane: lane.map(str::to_string),
         }),
+        patient: false,
     }
 }
 

@@ -42,6 +42,7 @@ fn append(aggregate_id: &str, sequences: std::ops::RangeInclusive<i64>) -> Appen
     Append {
         events: sequences.map(|s| event(aggregate_id, s)).collect(),
         schedule: None,
+        patient: false,
     }
 }
 
@@ -259,6 +260,7 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
                     ..event(&format!("p{i}"), 1)
                 }],
                 schedule: None,
+                patient: false,
             })
             .await
             .unwrap();

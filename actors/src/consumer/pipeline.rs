@@ -187,11 +187,21 @@ impl Pipeline {
     /// A taken id with the same body is a redelivery; with another body it is
     /// a different message that reused the id (a recreated topic, a producer
     /// reusing message ids): that one is recorded under an id of its own.
-    async fn record(&self, id: &str, events: &[TaskEvent], owner: Option<Uuid>) -> Result<Recorded, PipelineError> {
+    /// `patient`: nothing waits on this record but the message's
+    /// acknowledgement, so the writer may hold it for company.
+    async fn record(
+        &self,
+        id: &str,
+        events: &[TaskEvent],
+        owner: Option<Uuid>,
+        patient: bool,
+    ) -> Result<Recorded, PipelineError> {
         let mut id = id.to_string();
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.node.store.append(new_task_append(&id, events, owner)?).await {
+            let mut append = new_task_append(&id, events, owner)?;
+            append.patient = patient;
+            match self.node.store.append(append).await {
                 Ok(()) => return Ok(Recorded::New(id)),
                 Err(StoreError::Conflict { .. }) => {
                     let existing = self.node.store.load_task(&id).await?;
@@ -352,7 +362,7 @@ impl Pipeline {
             let task_id = Self::task_id(consumer_id, config.epoch, &message_id);
             let events = crate::pull::submitted(spec, at);
             let this = self.clone();
-            async move { this.record(&task_id, &events, None).await }
+            async move { this.record(&task_id, &events, None, false).await }
         });
         let mut outcome = Outcome::Retrying;
         let mut first_id = None;
@@ -415,7 +425,7 @@ impl Pipeline {
                 if (at - Utc::now()).to_std().unwrap_or_default() <= self.node.scheduler.hold_max())
             && self.node.has_room_for(bytes);
         let owner = hold.then_some(self.node.node_id);
-        let (task_id, outcome) = match self.record(&task_id, &events, owner).await? {
+        let (task_id, outcome) = match self.record(&task_id, &events, owner, true).await? {
             Recorded::New(id) => {
                 let outcome = match task.status() {
                     TaskStatus::Delivered => Outcome::Delivered,
@@ -501,7 +511,8 @@ impl Pipeline {
             due = task.next_attempt_at();
         }
         slot.attempted(health);
-        let (task_id, dead, outcome) = match self.record(&task_id, &events, None).await? {
+        // Not patient: the lane's next message waits for this record.
+        let (task_id, dead, outcome) = match self.record(&task_id, &events, None, false).await? {
             Recorded::New(id) => {
                 let dead = task.status() == TaskStatus::Dead;
                 (id, dead, if dead { Outcome::Dead } else { Outcome::Delivered })
