@@ -159,6 +159,13 @@ impl Commits {
     }
 }
 
+/// The values of metric `name` (every label set) in a Prometheus text page.
+fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = f64> + 'a {
+    text.lines()
+        .filter(move |l| l.split(['{', ' ']).next() == Some(name))
+        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+}
+
 /// The largest projection lag `/metrics` showed while it was watched.
 pub struct LagWatch {
     max: std::sync::Arc<std::sync::atomic::AtomicI64>,
@@ -357,11 +364,7 @@ impl BidaProcess {
             loop {
                 if let Ok(response) = http.get(&url).send().await {
                     let text = response.text().await.unwrap_or_default();
-                    let lag = text
-                        .lines()
-                        .filter(|l| l.starts_with("bida_projection_lag"))
-                        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                        .fold(0.0, f64::max);
+                    let lag = samples(&text, "bida_projection_lag").fold(0.0, f64::max);
                     seen.fetch_max(lag as i64, std::sync::atomic::Ordering::Relaxed);
                 }
                 tokio::time::sleep(Duration::from_millis(1000)).await;
@@ -373,15 +376,9 @@ impl BidaProcess {
     /// The group commits so far and the events they held (`/metrics`).
     pub async fn commits(&self) -> anyhow::Result<Commits> {
         let text = reqwest::get(format!("{}/metrics", self.url)).await?.text().await?;
-        let total = |name: &str| -> f64 {
-            text.lines()
-                .filter(|l| l.split(['{', ' ']).next() == Some(name))
-                .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-                .sum()
-        };
         Ok(Commits {
-            batches: total("bida_event_store_append_batch_size_count"),
-            events: total("bida_event_store_append_batch_size_sum"),
+            batches: samples(&text, "bida_event_store_append_batch_size_count").sum(),
+            events: samples(&text, "bida_event_store_append_batch_size_sum").sum(),
         })
     }
 
