@@ -252,6 +252,16 @@ async fn live_changes_apply_without_a_restart(mq: impl TestMq) {
         .patch(&format!("/v1/consumers/{id}"), json!({"policy": {"concurrency": 16}}))
         .await;
     assert_eq!(status, 200, "{patched}");
+    assert_eq!(patched["policy"]["concurrency"], 16, "{patched}");
+    // The answer does not ask the broker (that was most of a PATCH's time);
+    // a GET does (and has its answer or its error), where the broker can tell.
+    assert_eq!(patched["lag"], json!([]), "{patched}");
+    assert!(patched.get("lag_error").is_none(), "{patched}");
+    if capabilities(&bida, &id).await["lag"] == true {
+        let viewed = consumer_view(&bida, &id).await;
+        let asked = viewed["lag"].as_array().is_some_and(|lag| !lag.is_empty()) || viewed.get("lag_error").is_some();
+        assert!(asked, "{viewed}");
+    }
     tokio::time::sleep(Duration::from_millis(500)).await;
     let fast = rate(&endpoint, 2).await;
     println!("concurrency 1: {slow:.0} msgs/s; 16: {fast:.0} msgs/s");

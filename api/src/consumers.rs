@@ -42,7 +42,8 @@ pub struct ConsumerList {
 }
 
 /// Create a consumer: a source on a broker bound to an endpoint with a delivery
-/// policy. It starts running on every node.
+/// policy. It starts running on every node. Like every answer to a change,
+/// the view's backlog is what the nodes last reported; `GET` asks the broker.
 #[utoipa::path(post, path = "/v1/consumers", tag = "consumers", request_body = ConsumerInput,
     responses((status = 201, body = ConsumerView),
               (status = 400, body = Problem, content_type = "application/problem+json"),
@@ -85,7 +86,8 @@ pub async fn view(state: web::Data<ApiState>, id: web::Path<String>) -> Result<H
 }
 
 /// Change the endpoint or the policy (concurrency, rate, timeout, retries...);
-/// running actors apply it without a restart.
+/// running actors apply it without a restart. The view's backlog is what the
+/// nodes last reported; `GET` asks the broker.
 #[utoipa::path(patch, path = "/v1/consumers/{id}", tag = "consumers", params(("id" = String, Path)), request_body = ConsumerPatch,
     responses((status = 200, body = ConsumerView), (status = 404, body = Problem, content_type = "application/problem+json"),
               (status = 422, body = Problem, content_type = "application/problem+json")))]
@@ -170,7 +172,7 @@ pub async fn events(
     id: web::Path<String>,
     query: QueryParams<PageQuery>,
 ) -> Result<HttpResponse, Problem> {
-    if state.consumers.view(&id).await?.deleted {
+    if state.consumers.reported(&id).await?.deleted {
         return Err(Problem::gone_to_history("consumer", &id, "consumers"));
     }
     history::of::<bida_domain::consumer::Consumer>(&state, &id, &query.0, "consumer").await

@@ -67,10 +67,11 @@ pub struct ConsumerView {
     /// What the nodes are doing.
     pub state: ConsumerState,
     pub counters: Counters,
-    /// Backlog per partition or queue, read from the broker now.
+    /// Backlog per partition or queue, read from the broker now; empty in
+    /// lists and in the answers to commands, which do not ask the broker.
     pub lag: Vec<Backlog>,
-    /// The sum of `lag`; in lists (which do not ask the broker), of the
-    /// backlogs the running nodes last reported (every few seconds).
+    /// The sum of `lag`; in lists and answers to commands, of the backlogs
+    /// the running nodes last reported (every few seconds).
     pub lag_total: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lag_error: Option<String>,
@@ -232,7 +233,7 @@ impl ConsumerService {
         let id = Uuid::now_v7().to_string();
         self.execute(&id, ConsumerCommand::Create { spec, at: Utc::now() })
             .await?;
-        self.view(&id).await
+        self.reported(&id).await
     }
 
     /// A live change: running actors on every node apply it without a restart.
@@ -263,7 +264,7 @@ impl ConsumerService {
         if let Some(policy) = policy.filter(|p| *p != spec.policy) {
             self.execute(id, ConsumerCommand::ChangePolicy { policy, at }).await?;
         }
-        self.view(id).await
+        self.reported(id).await
     }
 
     pub async fn lifecycle(&self, id: &str, action: &str) -> Result<ConsumerView, AdminError> {
@@ -276,7 +277,7 @@ impl ConsumerService {
             other => return Err(AdminError::NotFound(format!("no consumer action {other}"))),
         };
         self.execute(id, command).await?;
-        self.view(id).await
+        self.reported(id).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<(), AdminError> {
@@ -319,6 +320,15 @@ impl ConsumerService {
         self.describe(id, consumer, false).await
     }
 
+    /// A consumer as a list shows it, for the answers to commands: asking
+    /// the broker for the backlog (a new client, up to `LAG_TIMEOUT`) was
+    /// most of what a PATCH cost, and the answer is about the change.
+    pub async fn reported(&self, id: &str) -> Result<ConsumerView, AdminError> {
+        let consumer = self.load(id).await?;
+        self.summary(id, &consumer).await
+    }
+
+    /// A consumer with its backlog read from the broker now.
     pub async fn view(&self, id: &str) -> Result<ConsumerView, AdminError> {
         let consumer = self.load(id).await?;
         self.describe(id, &consumer, true).await
