@@ -14,11 +14,22 @@
 --
 -- Prints microseconds per row of each table: the backend's time on an
 -- otherwise idle machine, commits included.
+--
+-- `-v keys=random` gives the rows random ids, as a consumed message's task
+-- id is (a UUIDv5 of its consumer and message id), instead of ids that grow
+-- with time, as an API task's is (a UUIDv7): what key order costs the
+-- three B-trees keyed by task id. Each run adds its rows to the tables,
+-- so compare runs alternated.
 \set ON_ERROR_STOP on
 \if :{?batch}
 \else
 \set batch 1000
 \endif
+\if :{?keys}
+\else
+\set keys ordered
+\endif
+SELECT set_config('write_costs.keys', :'keys', false) AS "keys";
 SELECT set_config('write_costs.batch', :'batch', false) AS "rows per statement";
 SELECT bida_events_partition(floor(extract(epoch FROM now()) / 86400)::int);
 
@@ -26,9 +37,15 @@ CREATE TEMP TABLE write_cost (tbl text, rows bigint, micros float8);
 
 -- The texts are built first, so that each timed insert parses JSON text as
 -- the writer's and the task list's statements do (`::json`), no more.
-CREATE TEMP TABLE wc_text (i int PRIMARY KEY, payload text, doc text);
+CREATE TEMP TABLE wc_text (i int PRIMARY KEY, id text, payload text, doc text);
 INSERT INTO wc_text
 SELECT i,
+       CASE current_setting('write_costs.keys')
+            WHEN 'random' THEN md5(random()::text)::uuid::text
+            -- A UUIDv7's shape: milliseconds first.
+            ELSE (SELECT substr(t, 1, 8) || '-' || substr(t, 9, 4) || '-7000-8000-' || lpad(to_hex(i), 12, '0')
+                  FROM lpad(to_hex(floor(extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') AS t)
+       END,
        json_build_object('MessageDelivered', json_build_object(
            'spec', json_build_object(
                'message_id', 'wc-' || i,
@@ -60,15 +77,15 @@ DECLARE
     inserts text[][] := ARRAY[
         ['events', format(
             'INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata, epoch)
-             SELECT ''callback_task'', ''wc-'' || i, 1, ''MessageDelivered'', ''1'', payload::json, ''{}''::json, %s
+             SELECT ''callback_task'', id, 1, ''MessageDelivered'', ''1'', payload::json, ''{}''::json, %s
              FROM wc_text WHERE i BETWEEN $1 AND $2', day)],
         ['task_streams', format(
             'INSERT INTO task_streams (task_id, epoch)
-             SELECT ''wc-'' || i, %s FROM wc_text WHERE i BETWEEN $1 AND $2', day)],
+             SELECT id, %s FROM wc_text WHERE i BETWEEN $1 AND $2', day)],
         ['task_view',
             'INSERT INTO task_view (id, status, source_app, target_app, created_at, updated_at, doc, consumer_id,
                                     endpoint_host)
-             SELECT ''wc-'' || i, ''delivered'', NULL, NULL, now(), now(), doc::json, ''c0123456789'', ''127.0.0.1''
+             SELECT id, ''delivered'', NULL, NULL, now(), now(), doc::json, ''c0123456789'', ''127.0.0.1''
              FROM wc_text WHERE i BETWEEN $1 AND $2']];
     started timestamptz;
     chunk int;
