@@ -6,10 +6,11 @@
 mod mqs;
 mod support;
 
+use bida_domain::consumer::TaskNaming;
 use mqs::{on_every_mq, Record, TestMq};
 use serde_json::{json, Value};
 use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -107,10 +108,29 @@ async fn ten_thousand_messages_arrive(mq: impl TestMq) {
     assert_eq!(consumer["counters"]["dead"], 0);
     // Delivered at the first attempt: one event per message, not two.
     let mut recorded: HashMap<String, usize> = HashMap::new();
+    let mut task_ids = BTreeSet::new();
     for event in bida.stored_events(Some("callback_task")).await {
         *recorded.entry(event.event_type).or_default() += 1;
+        task_ids.insert(event.aggregate_id);
     }
     assert_eq!(recorded, HashMap::from([("MessageDelivered".to_string(), 10_000)]));
+    // Each task is named by its message id (the `webhook-id` it was
+    // delivered with); where that ends in the message's number in its
+    // partition or stream, the ids grow with it (UUIDv8).
+    let named: BTreeSet<String> = endpoint
+        .hits()
+        .iter()
+        .filter_map(|hit| hit.message_id())
+        .map(|message| TaskNaming::Ordered.task_id(&id, 0, message))
+        .collect();
+    assert_eq!(task_ids, named);
+    let ordered = task_ids
+        .iter()
+        .filter(|task| uuid::Uuid::parse_str(task).is_ok_and(|u| u.get_version_num() == 8))
+        .count();
+    if mq.numbered_positions() {
+        assert_eq!(ordered, 10_000);
+    }
     let (_, page) = bida
         .get(&format!("/v1/tasks?consumer_id={id}&status=delivered&limit=1"))
         .await;
@@ -125,7 +145,10 @@ async fn ten_thousand_messages_arrive(mq: impl TestMq) {
     assert_eq!(detail["attempts"].as_array().map(Vec::len), Some(1), "{detail}");
     assert_eq!(detail["version"], 1, "{detail}");
     assert!(detail["request"]["body"]["text"].is_string(), "{detail}");
-    println!("10000 of 10000 arrived; duplicates: {}", duplicates(&endpoint));
+    println!(
+        "10000 of 10000 arrived; duplicates: {}; ordered task ids: {ordered}",
+        duplicates(&endpoint)
+    );
 }
 
 async fn a_flaky_endpoint_loses_nothing(mq: impl TestMq) {

@@ -18,7 +18,6 @@ use tokio::sync::watch;
 
 use crate::brokers::{admin_error, AdminError};
 use crate::commands::Commands;
-use crate::consumer::Pipeline;
 
 /// How often the logs are maintained (slices made ahead, expired ones dropped).
 const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
@@ -320,7 +319,7 @@ impl TopicService {
             if let Some(Source::Builtin(source)) = consumer.spec().map(|s| &s.source) {
                 if !consumer.is_deleted() && source.topic.as_str() == name {
                     let offsets = self.store.subscription_offsets(&source.group, name).await?;
-                    subscriptions.push((id.clone(), consumer.resets(), offsets));
+                    subscriptions.push((id.clone(), consumer, offsets));
                 }
             }
         }
@@ -329,7 +328,7 @@ impl TopicService {
             .flat_map(|m| {
                 subscriptions
                     .iter()
-                    .map(|(id, epoch, _)| Pipeline::task_id(id, *epoch, &m.id.to_string()))
+                    .map(|(id, consumer, _)| consumer.task_id(id, consumer.resets(), &m.id.to_string()))
             })
             .collect();
         let tasks: HashMap<String, String> = self
@@ -345,8 +344,8 @@ impl TopicService {
             .map(|m| {
                 let stands = subscriptions
                     .iter()
-                    .map(|(id, epoch, offsets)| {
-                        let task_id = Pipeline::task_id(id, *epoch, &m.id.to_string());
+                    .map(|(id, consumer, offsets)| {
+                        let task_id = consumer.task_id(id, consumer.resets(), &m.id.to_string());
                         let (status, task_id) = match tasks.get(&task_id) {
                             Some(status) => (status.clone(), Some(task_id)),
                             None if offsets.get(&m.partition).is_some_and(|next| *next > m.offset) => {

@@ -32,6 +32,10 @@ impl TestMq for Topic {
         json!({"name": "k", "kind": "kafka", "bootstrap_servers": self.broker.bootstrap})
     }
 
+    fn numbered_positions(&self) -> bool {
+        true
+    }
+
     fn source(&self) -> Value {
         json!({"topics": [self.name], "group": "bida-tests"})
     }

@@ -38,6 +38,14 @@ pub trait TestMq {
     #[allow(dead_code)] // not every test binary sharing the kinds writes over HTTP
     fn target(&self, key: &str) -> Value;
 
+    /// Whether the broker numbers each message within its partition or
+    /// stream and the message id ends in that number (a Kafka offset, a
+    /// stream sequence): consumers' task ids then grow with it.
+    #[allow(dead_code)] // read by the conformance suite only
+    fn numbered_positions(&self) -> bool {
+        false
+    }
+
     /// Registers the broker.
     async fn broker(&self, bida: &Bida) -> String {
         let (status, broker) = bida.post("/v1/brokers", self.broker_body()).await;

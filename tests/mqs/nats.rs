@@ -24,6 +24,10 @@ impl TestMq for Stream {
         json!({"name": "nats", "kind": "nats", "url": nats::url()})
     }
 
+    fn numbered_positions(&self) -> bool {
+        true
+    }
+
     fn source(&self) -> Value {
         json!({"stream": self.0.name, "durable": "bida-tests"})
     }

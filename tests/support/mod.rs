@@ -102,6 +102,7 @@ fn port_after(log: &str, mark: &str) -> Option<u16> {
 #[derive(Debug, sqlx::FromRow)]
 pub struct Recorded {
     pub aggregate_type: String,
+    pub aggregate_id: String,
     pub event_type: String,
     pub payload: String,
 }
@@ -373,7 +374,7 @@ impl Bida {
                 .await
                 .expect("embedded store");
             sqlx::query_as(
-                "SELECT aggregate_type, event_type, payload FROM events WHERE ?1 IS NULL OR aggregate_type = ?1",
+                "SELECT aggregate_type, aggregate_id, event_type, payload FROM events WHERE ?1 IS NULL OR aggregate_type = ?1",
             )
             .bind(aggregate_type)
             .fetch_all(&mut db)
@@ -382,7 +383,7 @@ impl Bida {
         } else {
             let mut db = sqlx::PgConnection::connect(&self.db_url).await.expect("database");
             sqlx::query_as(
-                "SELECT aggregate_type, event_type, payload::text FROM events
+                "SELECT aggregate_type, aggregate_id, event_type, payload::text FROM events
                  WHERE $1::text IS NULL OR aggregate_type = $1",
             )
             .bind(aggregate_type)

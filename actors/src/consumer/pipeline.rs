@@ -13,7 +13,7 @@
 
 use actix::Addr;
 use bida_domain::consumer::pull::{MemberName, PullEndpoint, PullLane, PullMode};
-use bida_domain::consumer::{Consumer, ConsumerCommand, ConsumerSpec};
+use bida_domain::consumer::{Consumer, ConsumerCommand, ConsumerSpec, TaskNaming};
 use bida_domain::matcher::Verdict;
 use bida_domain::task::{CallbackTask, ScheduleChange, TaskCommand, TaskEvent, TaskStatus};
 use bida_store::{new_task_append, task_epoch, LoadedTask, StoreError};
@@ -34,9 +34,6 @@ use crate::sources::{Incoming, Observed};
 use crate::supervisor::{Adopt, Supervisor};
 use crate::NodeContext;
 
-/// Task ids of consumed messages live in this namespace.
-const MESSAGE_NAMESPACE: Uuid = Uuid::from_u128(0x6b1d_a0c3_5f2e_4c8a_9d47_0b1d_a000_0002);
-
 /// The consumer's configuration of the moment, as the pump and its
 /// deliveries see it. A change applies to messages dispatched after it.
 #[derive(Clone, Debug, PartialEq)]
@@ -50,6 +47,15 @@ pub struct LiveConfig {
     pub version: i64,
     /// Offset resets so far: messages read again after a reset are new tasks.
     pub epoch: u64,
+    /// How the consumer names the tasks of its messages.
+    pub naming: TaskNaming,
+}
+
+impl LiveConfig {
+    /// The id of the task `message_id` becomes.
+    fn task_id(&self, message_id: &str) -> String {
+        self.naming.task_id(&self.consumer_id, self.epoch, message_id)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -149,16 +155,6 @@ const WAITING_FRESH: Duration = Duration::from_millis(200);
 const MEMBERS_FRESH: Duration = Duration::from_secs(1);
 
 impl Pipeline {
-    /// The same for every redelivery of a message, so that a message whose
-    /// outcome was recorded before a crash is recognised.
-    pub fn task_id(consumer_id: &str, epoch: u64, message_id: &str) -> String {
-        Uuid::new_v5(
-            &MESSAGE_NAMESPACE,
-            format!("{consumer_id}\n{epoch}\n{message_id}").as_bytes(),
-        )
-        .to_string()
-    }
-
     /// What the attempt says of the endpoint's health, and why it failed.
     fn health(attempted: &Attempted, probe: bool) -> Health {
         let (healthy, error) = match &attempted.verdict {
@@ -211,8 +207,7 @@ impl Pipeline {
                         Some(existing) if body(&existing.task) == body(&ours) => return Ok(Recorded::Before(existing)),
                         _ => {
                             let digest = Sha256::digest(body(&ours).unwrap_or_default().as_bytes());
-                            id = Uuid::new_v5(&MESSAGE_NAMESPACE, [id.as_bytes(), &digest[..]].concat().as_slice())
-                                .to_string();
+                            id = TaskNaming::reused_id(&id, &digest);
                         }
                     }
                 }
@@ -359,7 +354,7 @@ impl Pipeline {
                 None => message.message_id.clone(),
                 Some(member) => format!("{}\n{member}", message.message_id),
             };
-            let task_id = Self::task_id(consumer_id, config.epoch, &message_id);
+            let task_id = config.task_id(&message_id);
             let events = crate::pull::submitted(spec, at);
             let this = self.clone();
             async move { this.record(&task_id, &events, None, false).await }
@@ -404,7 +399,7 @@ impl Pipeline {
         let spec = config
             .spec
             .task_for((&config.consumer_id, config.version), &message, None);
-        let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
+        let task_id = config.task_id(&message.message_id);
         let attempted = self.node.attempt(&spec, 1).await;
         slot.attempted(Self::health(&attempted, probe));
         let mut task = CallbackTask::default();
@@ -469,7 +464,7 @@ impl Pipeline {
         let mut spec = config
             .spec
             .task_for((&config.consumer_id, config.version), &message, None);
-        let task_id = Self::task_id(&config.consumer_id, config.epoch, &message.message_id);
+        let task_id = config.task_id(&message.message_id);
         let mut task = CallbackTask::default();
         let mut events = Vec::new();
         let mut stopping = self.stopping.clone();

@@ -5,7 +5,7 @@
 use bida_domain::broker::{Broker, Capabilities, Connection, Offset};
 use bida_domain::consumer::{
     check_pairing, Consumer, ConsumerCommand, ConsumerError, ConsumerInput, ConsumerPatch, ConsumerSpec, ConsumerState,
-    DesiredState, NodeState, OffsetReset, PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage,
+    DesiredState, NodeState, OffsetReset, PartitionOffset, PolicyDefaults, RecordedAnomaly, SourceMessage, TaskNaming,
 };
 use bida_domain::task::{TaskDetail, TaskStatus};
 use bida_domain::ValidationErrors;
@@ -16,7 +16,6 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 use uuid::Uuid;
 
-use super::pipeline::Pipeline;
 use crate::brokers::{admin_error, AdminError, BrokerService};
 use crate::commands::Commands;
 use crate::sources::{Backlog, Range, SourceError};
@@ -646,8 +645,9 @@ impl ConsumerService {
 }
 
 /// A resent message is a new task (its id unique to this resend), with the
-/// message's own id as `webhook-id`.
+/// message's own id as `webhook-id`. Hashed whatever the consumer's naming,
+/// so that a resend's id did not change with ordered naming.
 fn resend_task_id(consumer_id: &str, message: &SourceMessage, round: i64) -> String {
-    let base = Pipeline::task_id(consumer_id, 0, &message.message_id);
+    let base = TaskNaming::Hashed.task_id(consumer_id, 0, &message.message_id);
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{base}\nresend {round}").as_bytes()).to_string()
 }

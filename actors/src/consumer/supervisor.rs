@@ -162,6 +162,7 @@ impl ConsumerSupervisor {
             parked: managed.consumer.parked_lanes().keys().cloned().collect(),
             version: managed.version,
             epoch: managed.consumer.resets(),
+            naming: managed.consumer.naming(),
         });
         if let Some(running) = &managed.running {
             let same =

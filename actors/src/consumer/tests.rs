@@ -355,6 +355,7 @@ impl TestNode {
             parked: consumer.parked_lanes().keys().cloned().collect(),
             version,
             epoch: consumer.resets(),
+            naming: consumer.naming(),
         }
     }
 
@@ -414,7 +415,12 @@ impl Drop for TestNode {
 }
 
 async fn task_status(store: &Store, consumer_id: &str, message_id: &str) -> Option<(TaskStatus, u32)> {
-    let id = Pipeline::task_id(consumer_id, 0, message_id);
+    let (consumer, _) = store
+        .load_aggregate::<Consumer>(consumer_id)
+        .await
+        .expect("load the consumer")
+        .expect("the consumer exists");
+    let id = consumer.task_id(consumer_id, 0, message_id);
     let loaded = store.load_task(&id).await.expect("load a task")?;
     Some((loaded.task.status(), loaded.task.attempts()))
 }
@@ -708,7 +714,7 @@ async fn a_failing_key_holds_back_only_its_lane_which_parks_then_resumes_in_orde
     let parked = node.load_consumer("c-lanes").await.parked_lanes().clone();
     assert_eq!(
         parked.get("a"),
-        Some(&Pipeline::task_id("c-lanes", 0, &a1)),
+        Some(&node.load_consumer("c-lanes").await.task_id("c-lanes", 0, &a1)),
         "the park is recorded with its dead task"
     );
     assert_eq!(endpoint.received("a2") + endpoint.received("a3"), 0);

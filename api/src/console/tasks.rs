@@ -165,7 +165,7 @@ async fn known_ids(state: &ApiState, text: &str, app: Option<&str>) -> Result<Ve
     ids.extend(apps.iter().map(|app| bida_actors::idempotent_task_id(app, text)));
     for (consumer_id, consumer, _) in state.store.load_all::<bida_domain::consumer::Consumer>().await? {
         for epoch in 0..=consumer.resets() {
-            ids.push(bida_actors::consumer::Pipeline::task_id(&consumer_id, epoch, text));
+            ids.push(consumer.task_id(&consumer_id, epoch, text));
         }
     }
     ids.sort();

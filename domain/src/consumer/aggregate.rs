@@ -3,7 +3,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
-use super::{ConsumerPolicy, ConsumerSpec, Endpoint, SourceAnomaly};
+use super::{ConsumerPolicy, ConsumerSpec, Endpoint, SourceAnomaly, TaskNaming};
 
 /// What the operator wants the consumer to do; nodes make it so.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,6 +125,9 @@ pub enum ConsumerCommand {
 pub enum ConsumerEvent {
     ConsumerCreated {
         spec: ConsumerSpec,
+        /// Absent from consumers created before ordered naming: hashed.
+        #[serde(default)]
+        naming: TaskNaming,
         at: DateTime<Utc>,
     },
     EndpointChanged {
@@ -239,6 +242,8 @@ pub struct Consumer {
     /// The latest anomalies its sources reported, newest last.
     #[serde(default)]
     anomalies: VecDeque<RecordedAnomaly>,
+    #[serde(default)]
+    naming: TaskNaming,
 }
 
 /// Anomalies a consumer keeps for its status; all stay in its event history.
@@ -278,6 +283,15 @@ impl Consumer {
         self.resets
     }
 
+    /// The id of the task `message_id` becomes after `epoch` offset resets.
+    pub fn task_id(&self, consumer_id: &str, epoch: u64, message_id: &str) -> String {
+        self.naming.task_id(consumer_id, epoch, message_id)
+    }
+
+    pub fn naming(&self) -> TaskNaming {
+        self.naming
+    }
+
     pub fn anomalies(&self) -> &VecDeque<RecordedAnomaly> {
         &self.anomalies
     }
@@ -312,7 +326,11 @@ impl Consumer {
         match command {
             ConsumerCommand::Create { spec, at } => match self.spec {
                 Some(_) => Err(ConsumerError::AlreadyCreated),
-                None => Ok(vec![ConsumerEvent::ConsumerCreated { spec, at }]),
+                None => Ok(vec![ConsumerEvent::ConsumerCreated {
+                    spec,
+                    naming: TaskNaming::Ordered,
+                    at,
+                }]),
             },
             ConsumerCommand::ChangeEndpoint { endpoint, at } => {
                 self.live()?;
@@ -382,8 +400,9 @@ impl Consumer {
 
     pub fn apply_event(&mut self, event: &ConsumerEvent) {
         match event {
-            ConsumerEvent::ConsumerCreated { spec, .. } => {
+            ConsumerEvent::ConsumerCreated { spec, naming, .. } => {
                 self.spec = Some(spec.clone());
+                self.naming = *naming;
                 self.state = DesiredState::Running;
             }
             ConsumerEvent::EndpointChanged { endpoint, .. } => {
@@ -452,8 +471,39 @@ mod tests {
     fn created(kind: BrokerKind) -> ConsumerEvent {
         ConsumerEvent::ConsumerCreated {
             spec: spec(kind),
+            naming: TaskNaming::Ordered,
             at: Utc::now(),
         }
+    }
+
+    #[test]
+    fn new_consumers_name_tasks_in_order_and_older_ones_keep_hashing() {
+        let at = Utc::now();
+        let mut new = Consumer::default();
+        for event in new
+            .decide(ConsumerCommand::Create {
+                spec: spec(BrokerKind::Kafka),
+                at,
+            })
+            .unwrap()
+        {
+            new.apply_event(&event);
+        }
+        assert_eq!(new.naming(), TaskNaming::Ordered);
+
+        // An event written before naming was recorded.
+        let mut old = serde_json::to_value(created(BrokerKind::Kafka)).unwrap();
+        old["ConsumerCreated"].as_object_mut().unwrap().remove("naming");
+        let old: ConsumerEvent = serde_json::from_value(old).unwrap();
+        let mut older = Consumer::default();
+        older.apply_event(&old);
+        assert_eq!(older.naming(), TaskNaming::Hashed);
+        let message = "kafka:t:0:41";
+        assert_eq!(
+            older.task_id("c1", 0, message),
+            TaskNaming::Hashed.task_id("c1", 0, message)
+        );
+        assert_ne!(older.task_id("c1", 0, message), new.task_id("c1", 0, message));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod aggregate;
 mod anomaly;
+mod naming;
 pub mod pull;
 mod spec;
 mod state;
@@ -13,6 +14,7 @@ pub use aggregate::{
     RecordedAnomaly, ANOMALIES_KEPT,
 };
 pub use anomaly::{SourceAnomaly, TopicPartition};
+pub use naming::TaskNaming;
 pub use spec::{
     check_pairing, BreakerInput, BreakerPolicy, ConsumerInput, ConsumerPatch, ConsumerPolicy, ConsumerSpec, Endpoint,
     EndpointInput, EndpointKind, HttpEndpoint, KafkaSource, Ordering, PolicyDefaults, PolicyInput, RabbitmqSource,
