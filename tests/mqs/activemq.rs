@@ -23,6 +23,10 @@ impl TestMq for Queue {
         json!({"name": "activemq", "kind": "activemq", "url": activemq::url()})
     }
 
+    fn ids_end_in_a_number(&self) -> bool {
+        true
+    }
+
     fn source(&self) -> Value {
         json!({"queue": self.0.name})
     }

@@ -32,7 +32,7 @@ impl TestMq for Topic {
         json!({"name": "k", "kind": "kafka", "bootstrap_servers": self.broker.bootstrap})
     }
 
-    fn numbered_positions(&self) -> bool {
+    fn ids_end_in_a_number(&self) -> bool {
         true
     }
 

@@ -38,11 +38,12 @@ pub trait TestMq {
     #[allow(dead_code)] // not every test binary sharing the kinds writes over HTTP
     fn target(&self, key: &str) -> Value;
 
-    /// Whether the broker numbers each message within its partition or
-    /// stream and the message id ends in that number (a Kafka offset, a
-    /// stream sequence): consumers' task ids then grow with it.
+    /// Whether the kind's message ids end in a number that tells messages
+    /// of one partition, stream or producer apart (a Kafka offset, a stream
+    /// sequence, ActiveMQ's producer sequence): consumers' task ids then
+    /// grow with it.
     #[allow(dead_code)] // read by the conformance suite only
-    fn numbered_positions(&self) -> bool {
+    fn ids_end_in_a_number(&self) -> bool {
         false
     }
 

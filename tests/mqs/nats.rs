@@ -24,7 +24,7 @@ impl TestMq for Stream {
         json!({"name": "nats", "kind": "nats", "url": nats::url()})
     }
 
-    fn numbered_positions(&self) -> bool {
+    fn ids_end_in_a_number(&self) -> bool {
         true
     }
 
