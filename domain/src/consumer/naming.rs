@@ -42,20 +42,18 @@ impl TaskNaming {
         .to_string()
     }
 
-    /// The message id's lane and number, if this naming orders it. Only a
-    /// number written as `u64` writes it counts, so that two message ids
-    /// never share an ordinal (`007` and `7`).
+    /// The message id's lane and number, if this naming orders it. Only
+    /// digits without a leading zero count, so that two message ids never
+    /// share a number (`007` and `7`).
     fn ordinal(self, message_id: &str) -> Option<(&str, u64)> {
         if self == Self::Hashed {
             return None;
         }
         let (lane, number) = message_id.rsplit_once(':')?;
-        let parsed: u64 = number.parse().ok()?;
-        (parsed.to_string() == number).then_some((lane, parsed))
+        let canonical = number.bytes().all(|b| b.is_ascii_digit()) && (number == "0" || !number.starts_with('0'));
+        Some((lane, number.parse().ok().filter(|_| canonical)?))
     }
-}
 
-impl TaskNaming {
     /// The id of a different message that came with `taken`'s message id (a
     /// recreated topic, a producer reusing message ids), told apart by a
     /// digest of its body.
@@ -134,8 +132,8 @@ mod tests {
             let id = Uuid::parse_str(&TaskNaming::Ordered.task_id("c", 0, &format!("nats:s:{n}"))).unwrap();
             let b = id.as_bytes();
             let mut bits: u128 = u128::from_be_bytes(*b);
-            // Drop the variant's two bits (64-65 from the top), then read the
-            // 66 bits from the version's end.
+            // The number's top two bits end the first half; its other 62
+            // follow the variant's two.
             let low = bits & ((1u128 << 62) - 1);
             bits >>= 64;
             let high = bits & 0b11;
