@@ -566,9 +566,13 @@ async fn sigterm_mid_drain(
         .map(|id| (id.clone(), arrivals.positions(id)))
         .filter(|(_, at)| at.len() > 1)
         .collect();
+    // The first line is what a CI report keeps: the node's warnings and its
+    // stopping; the whole log follows.
     let diagnosis = format!(
-        "{arrived_before_sigterm} requests before SIGTERM; where those sent again arrived: {positions:?}\n\
+        "{arrived_before_sigterm} requests before SIGTERM; where those sent again arrived: {positions:?}; \
+         notable log lines: {}\n\
          consumer after the restart: {view}\nits events: {events}\nlog:\n{}",
+        bida.log_notable(),
         bida.log()
     );
     (arrivals.counts(), at_sigterm, diagnosis)
@@ -583,7 +587,7 @@ async fn sigterm_finishes_the_deliveries_in_flight(mq: impl TestMq) {
     let repeated = arrivals.values().filter(|count| **count > 1).count();
     assert!(
         again.is_empty(),
-        "sent again after a graceful stop: {again:?} ({repeated} of all messages arrived more than once)\n{log}"
+        "sent again after a graceful stop: {again:?} ({repeated} of all messages arrived more than once); {log}"
     );
 }
 

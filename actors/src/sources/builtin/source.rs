@@ -411,7 +411,9 @@ impl Source for BuiltinMessages {
         if let Err(e) = shared.commit().await {
             tracing::warn!(error = %e, "final commit of a subscription");
         }
-        tracing::debug!(topic = %shared.topic, group = %shared.group, tracker = ?*shared.tracker(), "leaving a subscription's group");
+        // At info: where a restart or another member goes on from.
+        let committed = shared.tracker().committed_offsets();
+        tracing::info!(topic = %shared.topic, group = %shared.group, ?committed, "stopping member leaves a subscription's group");
         // Its partitions go to the others at once, from where it committed.
         if let Err(e) = shared
             .store

@@ -95,6 +95,17 @@ impl Tracker {
             .collect()
     }
 
+    /// Each held partition's offset as the store has it.
+    pub fn committed_offsets(&self) -> Vec<(i32, i64)> {
+        let mut offsets: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .map(|(partition, p)| (*partition, p.committed))
+            .collect();
+        offsets.sort_unstable();
+        offsets
+    }
+
     pub fn committed(&mut self, offsets: &[(i32, i64)]) {
         for (partition, offset) in offsets {
             if let Some(p) = self.partitions.get_mut(partition) {
