@@ -32,6 +32,9 @@ pub(crate) const MEMBER_TIMEOUT: Duration = Duration::from_secs(10);
 const DRAIN_AT_MOST: Duration = Duration::from_secs(30);
 /// Reading again without a wake-up (one may be lost with a connection).
 const POLL_EVERY: Duration = Duration::from_secs(1);
+/// How long a closing member tries to write its last commit (within the
+/// time the node gives a closing source).
+const FINAL_COMMIT_FOR: Duration = Duration::from_secs(2);
 /// Messages read from a partition at once.
 const READ_BATCH: i64 = 256;
 
@@ -408,8 +411,23 @@ impl Source for BuiltinMessages {
         let _ = self.reader.await;
         let _ = self.keeper.await;
         let shared = self.shared;
-        if let Err(e) = shared.commit().await {
-            tracing::warn!(error = %e, "final commit of a subscription");
+        // Not written, the messages done since the last commit are sent again
+        // after a restart: a store busy for a moment is waited for.
+        let deadline = Instant::now() + FINAL_COMMIT_FOR;
+        let mut delay = Duration::from_millis(50);
+        loop {
+            match shared.commit().await {
+                Ok(()) => break,
+                Err(e) if e.is_transient() && Instant::now() + delay < deadline => {
+                    tracing::warn!(error = %e, ?delay, "cannot write a subscription's last commit yet; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write a subscription's last commit; its messages done since the last one are sent again");
+                    break;
+                }
+            }
         }
         // At info: where a restart or another member goes on from.
         let committed = shared.tracker().committed_offsets();
