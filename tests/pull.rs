@@ -551,6 +551,10 @@ enum Fate {
 
 #[derive(Clone, Debug)]
 struct Lease {
+    /// When its pull was answered, counted over all members: members settle
+    /// and report their batches at their own pace (one may hold a lease
+    /// across an outage while another is given the message again).
+    received: u64,
     member: usize,
     body: String,
     attempt: u64,
@@ -654,6 +658,8 @@ impl Node {
 #[derive(Default)]
 struct Seen {
     leases: Vec<Lease>,
+    /// Pull answers received so far, by all members.
+    pulls_answered: u64,
     /// Bodies whose ack was answered `settled`.
     acked: BTreeSet<String>,
     /// Bodies whose ack got no answer.
@@ -680,6 +686,11 @@ async fn random_member(
             continue;
         };
         pulls += 1;
+        let received = {
+            let mut seen = seen.lock().unwrap();
+            seen.pulls_answered += 1;
+            seen.pulls_answered
+        };
         let silent = run.silent_after[index].is_some_and(|after| pulls >= after);
         let mut to_ack = Vec::new();
         let mut to_nack = Vec::new();
@@ -697,6 +708,7 @@ async fn random_member(
                 _ => {}
             }
             let lease = Lease {
+                received,
                 member: index,
                 body: text(message),
                 attempt: message["attempt"].as_u64().unwrap(),
@@ -816,7 +828,9 @@ async fn pull_run_on(mq: impl TestMq, run: PullRun) {
         crash
     );
     let seen = std::mem::take(&mut *seen.lock().unwrap());
-    let leases = seen.leases;
+    let mut leases = seen.leases;
+    // In the order the node gave them (stable: one pull's leases keep theirs).
+    leases.sort_by_key(|lease| lease.received);
     let given_again = leases.len() - leases.iter().map(|l| &l.body).collect::<BTreeSet<_>>().len();
     let per_member: Vec<usize> = (0..run.members)
         .map(|m| leases.iter().filter(|l| l.member == m).count())
