@@ -304,30 +304,12 @@ impl Bida {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// The log's warnings and errors and the lines about stopping, without
-    /// colours, on one line: what a failure's first line can carry when the
-    /// whole log is cut from a CI report.
+    /// The log's warnings and errors and the lines about stopping, on one
+    /// line: what a failure's first line can carry when the whole log is cut
+    /// from a CI report.
     pub fn log_notable(&self) -> String {
-        let plain = |line: &str| {
-            let mut out = String::with_capacity(line.len());
-            let mut chars = line.chars();
-            while let Some(c) = chars.next() {
-                if c == '\u{1b}' {
-                    // An SGR sequence: ESC [ ... m
-                    for c in chars.by_ref() {
-                        if c == 'm' {
-                            break;
-                        }
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        };
         self.log()
             .lines()
-            .map(plain)
             .filter(|line| line.contains(" WARN ") || line.contains(" ERROR ") || line.contains("stopping"))
             .collect::<Vec<_>>()
             .join(" | ")
