@@ -25,7 +25,10 @@ mod writer;
 
 use chrono::{DateTime, Utc};
 use sqlx::migrate::Migrator;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous, SqliteTransactionManager,
+};
+use sqlx::TransactionManager;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -70,6 +73,21 @@ impl SqliteStore {
         let pool = SqlitePoolOptions::new()
             .max_connections(config.pool_size.max(2))
             .acquire_timeout(Duration::from_millis(config.acquire_timeout_ms))
+            // A `begin_with` future dropped after its BEGIN ran but before
+            // sqlx made the `Transaction` (a timeout, a cancelled task: sqlx
+            // checks the custom BEGIN with one more round trip) gives its
+            // connection back inside a transaction nobody owns, holding the
+            // write lock: every later `begin` on it fails ("non-zero
+            // transaction depth"), seen failing a consumer's records at
+            // SIGTERM. Such a connection is closed (which rolls back).
+            .after_release(|connection, _| {
+                Box::pin(async move {
+                    // The connection's worker runs commands in order: once
+                    // it answers, a BEGIN still queued or waiting has run.
+                    drop(connection.lock_handle().await?);
+                    Ok(<SqliteTransactionManager as TransactionManager>::get_transaction_depth(connection) == 0)
+                })
+            })
             .connect_with(options)
             .await?;
         MIGRATOR.run(&pool).await?;
@@ -183,5 +201,48 @@ impl Lead for OnlyNode {
 impl Leadership for SqliteStore {
     fn singleton(&self, name: &str) -> Singleton {
         Singleton(Box::new(OnlyNode(name.to_string())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SqliteStore;
+    use crate::StoreConfig;
+    use std::time::Duration;
+
+    /// A connection given back inside a transaction no `Transaction` owns
+    /// (what a `begin_with` future dropped between its BEGIN and its check
+    /// leaves) is not reused: afterwards every connection of the pool can
+    /// begin.
+    #[tokio::test]
+    async fn a_connection_left_in_a_transaction_is_not_reused() {
+        use sqlx::sqlite::SqliteTransactionManager;
+        use sqlx::TransactionManager;
+        let dir = std::env::temp_dir().join(format!("bida-begin-{}", uuid::Uuid::new_v4()));
+        let config = StoreConfig {
+            pool_size: 3,
+            ..StoreConfig::default()
+        };
+        let store = SqliteStore::open(&dir, &config).await.expect("open");
+        let pool = store.pool().clone();
+        let mut left = pool.acquire().await.expect("acquire");
+        SqliteTransactionManager::begin(&mut left, Some("BEGIN IMMEDIATE".into()))
+            .await
+            .expect("begin");
+        drop(left);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let mut all = Vec::new();
+        for _ in 0..3 {
+            let mut tx = pool
+                .begin_with("BEGIN IMMEDIATE")
+                .await
+                .expect("every connection begins");
+            sqlx::query("SELECT 1").execute(&mut *tx).await.expect("select");
+            tx.rollback().await.expect("rollback");
+            all.push(pool.acquire().await.expect("acquire"));
+        }
+        drop(all);
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
