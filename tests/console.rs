@@ -16,7 +16,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{Bida, Receiver, Reply};
+use support::{eventually, Bida, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -551,7 +551,6 @@ async fn an_operator_runs_bida_from_the_browser() {
     click(&client, &format!("a[href='/consumers/{consumer}']")).await;
     wait_for_path(&client, &format!("/consumers/{consumer}")).await;
     inspect(&client, "consumer", &axe).await;
-    let slow = rate(&endpoint, 2).await;
     click(&client, "#pause").await;
     reload_until(&client, "#desired-state", "paused").await;
     let (_, view) = bida.get(&format!("/v1/consumers/{consumer}")).await;
@@ -565,11 +564,13 @@ async fn an_operator_runs_bida_from_the_browser() {
     assert_eq!(view["policy"]["concurrency"], 16, "{view}");
     click(&client, "#resume").await;
     reload_until(&client, "#consumer-state", "running").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let fast = rate(&endpoint, 2).await;
+    // Judged by how many the endpoint answers at once, not by a rate (a
+    // loaded machine's rates say little).
+    endpoint.reset_most_at_once();
     assert!(
-        fast > 3.0 * slow,
-        "concurrency 1 -> 16 took {slow:.0} -> {fast:.0} deliveries/s"
+        eventually(WAIT, || endpoint.most_at_once() >= 8).await,
+        "concurrency 16 sent at most {} at once",
+        endpoint.most_at_once()
     );
 
     // A pull consumer shows its members and lanes.
@@ -825,11 +826,4 @@ async fn probe_the_judges(client: &Client, bida: &Bida, axe: &str) {
         violations.to_string().contains("image-alt"),
         "axe-core sees violations: {violations}"
     );
-}
-
-/// Deliveries per second the endpoint gets over the next `seconds`.
-async fn rate(endpoint: &Receiver, seconds: u64) -> f64 {
-    let before = endpoint.hit_count();
-    tokio::time::sleep(Duration::from_secs(seconds)).await;
-    (endpoint.hit_count() - before) as f64 / seconds as f64
 }

@@ -4,6 +4,7 @@ use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
@@ -80,6 +81,10 @@ struct Shared {
     hits: Mutex<Vec<Hit>>,
     per_message: Mutex<HashMap<String, u32>>,
     arrived: Notify,
+    /// Requests being answered now, and the most at once since the last
+    /// [`Receiver::reset_most_at_once`].
+    answering: AtomicUsize,
+    most_at_once: AtomicUsize,
 }
 
 /// A real HTTP server on a free local port, running until dropped.
@@ -96,6 +101,8 @@ impl Receiver {
             hits: Mutex::new(Vec::new()),
             per_message: Mutex::new(HashMap::new()),
             arrived: Notify::new(),
+            answering: AtomicUsize::new(0),
+            most_at_once: AtomicUsize::new(0),
         });
         let app = axum::Router::new().fallback(handle).with_state(shared.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -148,6 +155,19 @@ impl Receiver {
         }
     }
 
+    /// The most requests this receiver was answering at once since it
+    /// started or since [`Receiver::reset_most_at_once`]: what a sender's
+    /// concurrency really was, whatever the machine's speed.
+    pub fn most_at_once(&self) -> usize {
+        self.shared.most_at_once.load(Ordering::SeqCst)
+    }
+
+    /// Starts counting [`Receiver::most_at_once`] again from those being answered now.
+    pub fn reset_most_at_once(&self) {
+        let now = self.shared.answering.load(Ordering::SeqCst);
+        self.shared.most_at_once.store(now, Ordering::SeqCst);
+    }
+
     pub async fn wait_for_hits(&self, count: usize, timeout: Duration) -> bool {
         self.wait_until(timeout, |hits| hits.len() >= count).await
     }
@@ -191,10 +211,12 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
     };
     let behavior = shared.behavior.lock().unwrap().clone();
     let reply = behavior(&hit, nth);
+    let answering = Answering::start(&shared);
     if !reply.delay.is_zero() {
         tokio::time::sleep(reply.delay).await;
     }
     shared.hits.lock().unwrap().push(hit);
+    drop(answering);
     shared.arrived.notify_waiters();
     let mut response = (
         StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
@@ -207,4 +229,22 @@ async fn handle(State(shared): State<Arc<Shared>>, request: Request) -> Response
         }
     }
     response
+}
+
+/// Counts one request as being answered while it lives (a dropped
+/// connection drops it too).
+struct Answering<'a>(&'a Shared);
+
+impl<'a> Answering<'a> {
+    fn start(shared: &'a Shared) -> Self {
+        let now = shared.answering.fetch_add(1, Ordering::SeqCst) + 1;
+        shared.most_at_once.fetch_max(now, Ordering::SeqCst);
+        Self(shared)
+    }
+}
+
+impl Drop for Answering<'_> {
+    fn drop(&mut self) {
+        self.0.answering.fetch_sub(1, Ordering::SeqCst);
+    }
 }

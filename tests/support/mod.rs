@@ -174,6 +174,7 @@ impl Bida {
 
     /// A node's directory, config and settings, not started yet.
     fn unstarted(db: Option<TestDatabase>, db_url: String, extra: &str, env: &[(&str, Option<&str>)]) -> Self {
+        remember_panics();
         let dir = own_dir();
         std::fs::create_dir_all(&dir).expect("temp dir");
         let config = dir.join("bida.toml");
@@ -490,7 +491,42 @@ impl Drop for Bida {
         let _ = std::fs::remove_file(&self.config);
         if std::thread::panicking() {
             eprintln!("---- bida log ----\n{}", self.log());
+            // Reports that keep only an output's end still show what failed.
+            if let Some(failure) = LAST_PANIC.with(|last| last.borrow().clone()) {
+                eprintln!("---- the failure (again, after the log) ----\n{failure}");
+            }
         }
+    }
+}
+
+thread_local! {
+    /// This thread's last panic, for [`Bida`]'s drop to repeat after the log.
+    static LAST_PANIC: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Keeps each thread's last panic message (the default hook still prints it).
+fn remember_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let message = match info.location() {
+                Some(at) => format!("panicked at {at}: {}", panic_payload(info.payload())),
+                None => format!("panicked: {}", panic_payload(info.payload())),
+            };
+            LAST_PANIC.with(|last| *last.borrow_mut() = Some(message));
+            previous(info);
+        }));
+    });
+}
+
+fn panic_payload(payload: &(dyn std::any::Any + Send)) -> &str {
+    if let Some(text) = payload.downcast_ref::<&str>() {
+        text
+    } else if let Some(text) = payload.downcast_ref::<String>() {
+        text
+    } else {
+        "(not a string)"
     }
 }
 
