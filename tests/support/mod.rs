@@ -489,7 +489,11 @@ impl Drop for Bida {
     fn drop(&mut self) {
         self.kill9();
         let _ = std::fs::remove_file(&self.config);
-        if std::thread::panicking() {
+        if !std::thread::panicking() {
+            // A passing test's log and data are not needed (a suite left
+            // gigabytes of them in the temporary directory).
+            let _ = std::fs::remove_dir_all(self.dir());
+        } else {
             eprintln!("---- bida log ----\n{}", self.log());
             // Reports that keep only an output's end still show what failed.
             if let Some(failure) = LAST_PANIC.with(|last| last.borrow().clone()) {
