@@ -34,7 +34,7 @@ impl Checkpoints for PgStore {
     }
 
     async fn save_checkpoint(&self, name: &str, at: FeedPosition) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         save_checkpoint_in(&mut tx, name, at).await?;
         tx.commit().await?;
         Ok(())

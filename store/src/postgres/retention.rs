@@ -100,6 +100,10 @@ impl Retention for PgStore {
 impl PgStore {
     async fn retain_day(&self, day: i32, policy: &RetentionPolicy, now: DateTime<Utc>) -> Result<Outcome, StoreError> {
         let mut connection = self.pool().acquire().await?;
+        // Not given back to the pool: a caller that gives up in the middle
+        // of a transaction's BEGIN would leave one open on it (see
+        // `postgres::begin`). A day's retention can afford its own session.
+        connection.close_on_drop();
         let outcome = swap_partition(&mut connection, day, policy, now).await;
         // Temporary tables live as long as the session, which the pool keeps;
         // a fresh partition left unswapped (a deferred day) is built again.

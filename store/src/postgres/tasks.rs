@@ -22,7 +22,7 @@ impl TaskStreams for PgStore {
         budget: std::time::Duration,
     ) -> Result<Vec<String>, StoreError> {
         let needle = body_needle(text);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(&format!("SET LOCAL statement_timeout = {}", budget.as_millis().max(1)))
             .execute(&mut *tx)
             .await?;

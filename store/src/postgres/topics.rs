@@ -66,7 +66,7 @@ impl PgStore {
     /// own short transaction: creating a partition locks its parent (this
     /// topic's log) for a moment, which a publish must not hold on to.
     async fn ensure_slice(&self, log_id: i64, start: DateTime<Utc>, width: TimeDelta) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtext('bida_topic_slices'), $1::int)")
             .bind((log_id % i64::from(i32::MAX)) as i32)
             .execute(&mut *tx)
@@ -153,7 +153,7 @@ async fn take_offsets(
 impl TopicLog for PgStore {
     async fn shape_log(&self, topic: &str, partitions: i32, retention: TimeDelta) -> Result<(), StoreError> {
         let width = slice_width(retention);
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let (log_id, created): (i64, bool) = sqlx::query_as(
             "INSERT INTO topic_logs (topic, partitions, retention_ms, slice_ms) VALUES ($1, $2, $3, $4)
              ON CONFLICT (topic) DO UPDATE SET
@@ -197,7 +197,7 @@ impl TopicLog for PgStore {
     }
 
     async fn drop_log(&self, topic: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let log_id: Option<i64> = sqlx::query_scalar("DELETE FROM topic_logs WHERE topic = $1 RETURNING log_id")
             .bind(topic)
             .fetch_optional(&mut *tx)
@@ -254,7 +254,7 @@ impl TopicLog for PgStore {
         for m in &messages {
             *counts.entry((logs[&m.topic].0, m.partition)).or_default() += 1;
         }
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // A topic dropped meanwhile takes its log with it: the share lock
         // keeps it until this commit.
         sqlx::query("SELECT 1 FROM topic_logs WHERE topic = ANY($1) FOR SHARE")
@@ -409,7 +409,7 @@ impl TopicLog for PgStore {
     }
 
     async fn forget_subscription(&self, group: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         for table in ["topic_offsets", "topic_members", "topic_claims"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE group_id = $1"))
                 .bind(group)
@@ -422,7 +422,7 @@ impl TopicLog for PgStore {
 
     async fn claim_partitions(&self, claim: ClaimRequest<'_>) -> Result<Claimed, StoreError> {
         let timeout = claim.member_timeout.as_secs_f64();
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(
             "INSERT INTO topic_members (group_id, topic, member, seen_at) VALUES ($1, $2, $3, now())
              ON CONFLICT (group_id, topic, member) DO UPDATE SET seen_at = now()",
@@ -514,7 +514,7 @@ impl TopicLog for PgStore {
     }
 
     async fn leave_group(&self, group: &str, topic: &str, member: &str) -> Result<(), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         // In the order every other writer of both takes them: no deadlock.
         for table in ["topic_members", "topic_claims"] {
             sqlx::query(&format!(
@@ -574,7 +574,7 @@ impl TopicLog for PgStore {
             .fetch_all(self.pool())
             .await?;
             for (start, table) in expired {
-                let mut tx = self.pool().begin().await?;
+                let mut tx = self.begin().await?;
                 let estimate: Option<f32> = sqlx::query_scalar("SELECT reltuples FROM pg_class WHERE relname = $1")
                     .bind(&table)
                     .fetch_optional(&mut *tx)

@@ -20,7 +20,7 @@ struct PgFold {
 #[async_trait]
 impl Folds for PgStore {
     async fn begin_fold(&self, name: &str, at: FeedPosition) -> Result<Option<Fold>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query("INSERT INTO projection_checkpoints (name) VALUES ($1) ON CONFLICT DO NOTHING")
             .bind(name)
             .execute(&mut *tx)
@@ -42,7 +42,7 @@ impl Folds for PgStore {
 
     async fn begin_rebuild(&self, name: &str) -> Result<Fold, StoreError> {
         Ok(Box::new(PgFold {
-            tx: self.pool().begin().await?,
+            tx: self.begin().await?,
             name: name.to_string(),
         }))
     }

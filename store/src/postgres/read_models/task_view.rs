@@ -169,7 +169,7 @@ impl PgStore {
         after: Option<&TaskCursor>,
         limit: i64,
     ) -> Result<TaskPage, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         sqlx::query(&format!("SET LOCAL statement_timeout = {}", AT_ONCE.as_millis()))
             .execute(&mut *tx)
             .await?;
