@@ -77,7 +77,9 @@ async fn fold_page<P: Projection>(store: &Store, projection: &P, page: i64) -> R
     Ok(events.len())
 }
 
-/// Folds until the projection has caught up with the feed; returns the events folded.
+/// Folds until the projection has read everything readable now; returns the
+/// events folded. Committed events a running transaction elsewhere in the
+/// cluster holds back are left for later ([`lag`] counts them).
 pub async fn catch_up<P: Projection>(
     store: &Store,
     projection: &P,
@@ -108,7 +110,8 @@ pub async fn rebuild<P: Projection>(
     catch_up(store, projection, config).await
 }
 
-/// How many readable events the projection has not folded yet.
+/// How many committed events the projection has not folded yet (those a
+/// transaction elsewhere in the cluster holds back included).
 pub async fn lag(store: &Store, name: &str) -> Result<i64, ProjectionError> {
     Ok(store.unread_events(name).await?)
 }

@@ -3,7 +3,7 @@
 
 use bida_domain::task::{AttemptReport, CallbackTask, Submission, TaskCommand, TaskEvent, TaskStatus};
 use bida_domain::Observation;
-use bida_projections::{catch_up, rebuild, RunnerConfig, TaskList};
+use bida_projections::{catch_up, lag, rebuild, RunnerConfig, TaskList};
 use bida_store::{
     new_task_append, task_append, task_epoch, RetentionAction, RetentionPolicy, RetentionReport, Store, StoreConfig,
     StoreError, TASK_TYPE,
@@ -108,19 +108,12 @@ async fn assert_counts_agree(store: &Store) {
 
 /// Folds until the task list has read every event committed so far: other
 /// databases' running transactions hold back every catch-up reader of the
-/// cluster for a moment (and `lag` counts only the events readable already).
+/// cluster for a moment (`lag` counts what they hold back).
 async fn caught_up(store: &Store) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
         catch_up(store, &TaskList, &RunnerConfig::default()).await.unwrap();
-        let unread: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM events e, projection_checkpoints c
-             WHERE c.name = 'task_list' AND (e.transaction_id, e.position) > (c.transaction_id, c.position)",
-        )
-        .fetch_one(store.postgres_pool().unwrap())
-        .await
-        .unwrap();
-        if unread == 0 {
+        if lag(store, "task_list").await.unwrap() == 0 {
             return;
         }
         assert!(

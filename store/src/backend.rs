@@ -209,7 +209,10 @@ pub trait Checkpoints: Send + Sync {
 
     async fn saved_checkpoint(&self, name: &str) -> Result<Option<FeedPosition>, StoreError>;
 
-    /// How many readable events the reader `name` has not read yet.
+    /// How many committed events the reader `name` has not read yet,
+    /// including those it cannot read yet (on PostgreSQL a transaction still
+    /// running anywhere in the cluster, in any database, holds every catch-up
+    /// reader below it): a reader held back shows as behind, not as caught up.
     async fn unread_events(&self, name: &str) -> Result<i64, StoreError>;
 
     async fn save_checkpoint(&self, name: &str, at: FeedPosition) -> Result<(), StoreError>;

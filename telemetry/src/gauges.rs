@@ -52,7 +52,7 @@ impl Gauge {
             Self::ProjectionLag => (
                 "bida.projection.lag",
                 "{event}",
-                "Readable events a projection has not folded",
+                "Committed events a projection has not folded",
             ),
             Self::BrokerUp => ("bida.broker.up", "", "1 when the broker answered its last probe"),
             Self::NodeActors => ("bida.node.actors", "{actor}", "Actors alive on this node"),

@@ -23,8 +23,7 @@ impl Checkpoints for PgStore {
         let at = self.checkpoint(name).await?;
         let behind: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM events
-             WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)
-               AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())",
+             WHERE (transaction_id, position) > (($1::bigint)::text::xid8, $2)",
         )
         .bind(at.transaction_id)
         .bind(at.position)
