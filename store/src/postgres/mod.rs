@@ -71,6 +71,7 @@ impl PgStore {
 /// statement on it without a transaction of its own (the writer's append)
 /// would then run inside it, uncommitted while reported done, holding its
 /// locks; a kill would lose it.
+#[allow(clippy::disallowed_methods)] // the one place that may, on its own task
 pub(crate) async fn begin(pool: &PgPool) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
     let pool = pool.clone();
     tokio::spawn(async move { pool.begin().await })

@@ -104,6 +104,14 @@ impl SqliteStore {
     pub(crate) fn pool(&self) -> &SqlitePool {
         &self.pool
     }
+
+    /// A deferred transaction (reads first; the write lock only if it writes).
+    /// Safe to cut short: the pool's `after_release` closes a connection
+    /// given back inside a transaction.
+    #[allow(clippy::disallowed_methods)]
+    pub(crate) async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.pool.begin().await
+    }
 }
 
 /// Takes the data directory's lock, or says who has it.

@@ -245,7 +245,7 @@ impl SqliteStore {
         topic: &str,
         at: Option<i64>,
     ) -> Result<(Vec<(i32, i64)>, HashMap<i32, i64>), StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let log = log_of(&mut tx, topic).await?;
         let partitions: Vec<(i32, i64)> =
             sqlx::query_as("SELECT partition, next_offset FROM topic_partitions WHERE log_id = ? ORDER BY partition")
@@ -435,7 +435,7 @@ impl TopicLog for SqliteStore {
         from: i64,
         limit: i64,
     ) -> Result<Vec<LogMessage>, StoreError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let log = log_of(&mut tx, topic).await?;
         let mut read = Vec::new();
         // Slices hold ascending offsets: the oldest first, until enough.
@@ -738,7 +738,7 @@ impl TopicLog for SqliteStore {
         // Bytes, so `instr` compares bytes (a text needle would read the body as text).
         let contains = search.contains.as_ref().map(|text| text.as_bytes().to_vec());
 
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.begin().await?;
         let log = log_of(&mut tx, topic).await?;
         let mut found = Vec::new();
         // Newest slice first: every message of a slice is newer than the ones before it.
