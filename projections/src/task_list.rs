@@ -2,8 +2,9 @@
 //! task's summary as a JSON document.
 
 use bida_domain::task::{TaskCursor, TaskEvent, TaskFilter, TaskPage, TaskStatus, TaskSummary};
-use bida_store::{ConsumerCounterChange, FeedPosition, Fold, Store, StoredEvent, TASK_TYPE};
+use bida_store::{ConsumerCounterChange, FeedPosition, Fold, RecentTaskEvents, Store, StoredEvent, TASK_TYPE};
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use crate::stats::StatsTally;
 use crate::status_counts::StatusMoves;
@@ -11,7 +12,11 @@ use crate::{Projection, ProjectionError};
 
 /// The task list, the consumers' counters and the per-minute statistics:
 /// all need each task's consumer, apps and URL, which only its first event holds.
-pub struct TaskList;
+#[derive(Default)]
+pub struct TaskList {
+    /// The events this node committed, taken instead of decoding them again.
+    recent: Option<Arc<RecentTaskEvents>>,
+}
 
 /// Tasks started and finished in a page, counted in telemetry once it
 /// commits. Label sets are kept once per page, not once per event: a page
@@ -151,10 +156,20 @@ impl Projection for TaskList {
         }
     }
 
+    fn leading(&self, leading: bool) {
+        if let Some(recent) = &self.recent {
+            recent.want(leading);
+        }
+    }
+
     async fn apply(&self, fold: &mut Fold, events: &[StoredEvent]) -> Result<Milestones, ProjectionError> {
         let mut decoded = Vec::new();
         for stored in events.iter().filter(|e| e.aggregate_type == TASK_TYPE) {
-            match stored.decode::<TaskEvent>() {
+            let recent = self
+                .recent
+                .as_ref()
+                .and_then(|r| r.take(&stored.aggregate_id, stored.sequence));
+            match recent.map_or_else(|| stored.decode::<TaskEvent>(), Ok) {
                 Ok(event) => decoded.push((stored.aggregate_id.as_str(), event, stored.feed_position())),
                 // One event this version cannot read (written by a newer one,
                 // say) must not stop the whole list; it is reported and skipped.
@@ -251,6 +266,14 @@ impl ConsumerCounters {
 }
 
 impl TaskList {
+    /// The task list of a running node: it folds the events the node has
+    /// just committed as they were built, and decodes only the others.
+    pub fn of_node(store: &Store) -> Self {
+        Self {
+            recent: Some(store.recent_task_events().clone()),
+        }
+    }
+
     /// One page of tasks, newest first.
     pub async fn page(
         store: &Store,

@@ -155,6 +155,7 @@ impl PersistedEventRepository for EventRepository {
                 events,
                 schedule,
                 patient: false,
+                task_events: Vec::new(),
             })
             .await
             .map_err(persistence)

@@ -94,6 +94,7 @@ pub fn task_append(
         events: rows,
         schedule,
         patient: false,
+        task_events: events.to_vec(),
     })
 }
 

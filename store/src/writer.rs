@@ -92,6 +92,10 @@ pub struct Append {
     /// append someone waits on (an API submission, a lane kept in order)
     /// commits at once with whatever is queued.
     pub patient: bool,
+    /// A task's events as built, in the order of `events`: the store keeps
+    /// them, once committed, for this node's task list (see
+    /// [`crate::RecentTaskEvents`]); the writer never sees them.
+    pub task_events: Vec<bida_domain::task::TaskEvent>,
 }
 
 impl Append {
@@ -302,6 +306,7 @@ mod tests {
                 events: vec![event],
                 schedule: None,
                 patient: true,
+                task_events: Vec::new(),
             },
             reply,
         }

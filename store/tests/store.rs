@@ -43,6 +43,7 @@ fn append(aggregate_id: &str, sequences: std::ops::RangeInclusive<i64>) -> Appen
         events: sequences.map(|s| event(aggregate_id, s)).collect(),
         schedule: None,
         patient: false,
+        task_events: Vec::new(),
     }
 }
 
@@ -261,6 +262,7 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
                 }],
                 schedule: None,
                 patient: false,
+                task_events: Vec::new(),
             })
             .await
             .unwrap();
@@ -339,6 +341,8 @@ async fn cqrs_es_runs_on_the_repository_and_keeps_the_schedule() {
 }
 
 #[tokio::test]
+// The test holds a transaction open on purpose and awaits its begin to the end.
+#[allow(clippy::disallowed_methods)]
 async fn the_feed_never_skips_an_event_committed_out_of_position_order() {
     let db = TestDatabase::create().await;
     let store = open(&db, WriterConfig::default()).await;
