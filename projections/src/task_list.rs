@@ -25,6 +25,9 @@ pub struct TaskList {
 pub struct Milestones {
     reached: Vec<(FeedPosition, usize)>,
     kinds: Vec<MilestoneKind>,
+    /// Task events of the page folded as this node built them, and decoded.
+    as_built: u64,
+    decoded: u64,
 }
 
 /// What a milestone is counted as: the metric and its labels.
@@ -147,6 +150,15 @@ impl Projection for TaskList {
 
     fn committed(&self, milestones: Milestones) {
         let metrics = bida_telemetry::instruments();
+        for (read, n) in [("as_built", milestones.as_built), ("decoded", milestones.decoded)] {
+            if n > 0 {
+                let labels = [
+                    bida_telemetry::KeyValue::new("bida.projection", Self::NAME),
+                    bida_telemetry::KeyValue::new("bida.read", read),
+                ];
+                metrics.projection_events.add(n, &labels);
+            }
+        }
         for (kind, n) in milestones.tally() {
             let counter = match kind.milestone {
                 Milestone::Submitted => &metrics.tasks_submitted,
@@ -164,11 +176,13 @@ impl Projection for TaskList {
 
     async fn apply(&self, fold: &mut Fold, events: &[StoredEvent]) -> Result<Milestones, ProjectionError> {
         let mut decoded = Vec::new();
+        let mut as_built = 0;
         for stored in events.iter().filter(|e| e.aggregate_type == TASK_TYPE) {
             let recent = self
                 .recent
                 .as_ref()
                 .and_then(|r| r.take(&stored.aggregate_id, stored.sequence));
+            as_built += u64::from(recent.is_some());
             match recent.map_or_else(|| stored.decode::<TaskEvent>(), Ok) {
                 Ok(event) => decoded.push((stored.aggregate_id.as_str(), event, stored.feed_position())),
                 // One event this version cannot read (written by a newer one,
@@ -196,7 +210,11 @@ impl Projection for TaskList {
         let initial: HashMap<String, TaskStatus> = summaries.iter().map(|(id, s)| (id.clone(), s.status)).collect();
         let mut counters: HashMap<String, ConsumerCounters> = HashMap::new();
         let mut stats = StatsTally::default();
-        let mut milestones = Milestones::default();
+        let mut milestones = Milestones {
+            as_built,
+            decoded: decoded.len() as u64 - as_built,
+            ..Milestones::default()
+        };
         for (id, event, at) in &decoded {
             let (before, summary) = match summaries.get_mut(*id) {
                 Some(summary) => {
