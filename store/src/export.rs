@@ -103,7 +103,7 @@ fn by_aggregate(page: Vec<StoredEvent>) -> Result<Vec<Append>, StoreError> {
             events,
             schedule,
             patient: false,
-            task_events: Vec::new(),
+            ..Default::default()
         });
     }
     Ok(appends)

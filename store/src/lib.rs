@@ -118,17 +118,12 @@ impl Store {
     /// committed, are kept for this node's task list when it folds
     /// ([`RecentTaskEvents`]).
     pub async fn append(&self, mut append: Append) -> Result<(), StoreError> {
-        let typed = std::mem::take(&mut append.task_events);
-        let first = append
-            .events
-            .first()
-            .filter(|_| !typed.is_empty() && self.recent.wanted())
-            .map(|e| (e.aggregate_id.clone(), e.sequence));
-        self.backend.append(append).await?;
-        if let Some((task, sequence)) = first {
-            self.recent.keep(&task, sequence, typed);
+        if self.recent.wanted() && !append.task_events.is_empty() {
+            append.keep_in = Some(self.recent.clone());
+        } else {
+            append.task_events = Vec::new();
         }
-        Ok(())
+        self.backend.append(append).await
     }
 
     /// Task events this node committed lately, for its task list.

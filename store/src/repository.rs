@@ -155,7 +155,7 @@ impl PersistedEventRepository for EventRepository {
                 events,
                 schedule,
                 patient: false,
-                task_events: Vec::new(),
+                ..Default::default()
             })
             .await
             .map_err(persistence)

@@ -95,6 +95,7 @@ pub fn task_append(
         schedule,
         patient: false,
         task_events: events.to_vec(),
+        keep_in: None,
     })
 }
 

@@ -43,7 +43,7 @@ fn append(aggregate_id: &str, sequences: std::ops::RangeInclusive<i64>) -> Appen
         events: sequences.map(|s| event(aggregate_id, s)).collect(),
         schedule: None,
         patient: false,
-        task_events: Vec::new(),
+        ..Default::default()
     }
 }
 
@@ -262,7 +262,7 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
                 }],
                 schedule: None,
                 patient: false,
-                task_events: Vec::new(),
+                ..Default::default()
             })
             .await
             .unwrap();

@@ -112,7 +112,7 @@ async fn settle(pool: &PgPool, mut jobs: Vec<Job>, stats: &WriterStats) {
 fn succeed(jobs: Vec<Job>, started: Instant, stats: &WriterStats) {
     count_committed(&jobs, started, stats);
     for job in jobs {
-        let _ = job.reply.send(Ok(()));
+        job.answer(Ok(()));
     }
 }
 
@@ -170,10 +170,11 @@ fn reject_taken(
                 .iter()
                 .all(|e| stored(e).is_some_and(|payload| same_json(payload, &e.payload)));
         if ours {
-            let _ = job.reply.send(Ok(()));
+            job.answer(Ok(()));
         } else {
             stats.conflicts.fetch_add(1, Ordering::Relaxed);
-            let _ = job.reply.send(Err(conflict(clash)));
+            let error = conflict(clash);
+            job.answer(Err(error));
         }
     }
     kept
