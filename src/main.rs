@@ -193,7 +193,7 @@ async fn rebuild(config: Config, name: Option<String>) -> anyhow::Result<()> {
     for name in names {
         let started = Instant::now();
         let folded = match name {
-            "task_list" => bida_projections::rebuild(&store, &TaskList::default(), &runner).await?,
+            "task_list" => bida_projections::rebuild(&store, &TaskList, &runner).await?,
             other => anyhow::bail!("projection {other} has no rebuild"),
         };
         let seconds = started.elapsed().as_secs_f64();

@@ -78,7 +78,7 @@ pub async fn serve(config: Config, metrics: MetricsText) -> anyhow::Result<()> {
     .await
     .context("cannot start the node")?;
     let access_watch = access.spawn_watch();
-    let projection = bida_projections::run(store.clone(), TaskList::of_node(&store), config.projections.clone());
+    let projection = bida_projections::run(store.clone(), TaskList, config.projections.clone());
 
     let consumers = ConsumerService::new(store.clone(), node.tasks(), config.consumer_defaults());
     let (sampler, probes) = Sampler {

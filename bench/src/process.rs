@@ -138,9 +138,6 @@ fn median(samples: &[u64]) -> u64 {
 pub struct Commits {
     pub batches: f64,
     pub events: f64,
-    /// Task events the task list folded as the node built them, and decoded.
-    pub folded_as_built: f64,
-    pub folded_decoded: f64,
 }
 
 impl Commits {
@@ -149,20 +146,15 @@ impl Commits {
         Commits {
             batches: self.batches - before.batches,
             events: self.events - before.events,
-            folded_as_built: self.folded_as_built - before.folded_as_built,
-            folded_decoded: self.folded_decoded - before.folded_decoded,
         }
     }
 
-    /// "N commits, E events each; the task list folded F events, P% as built".
+    /// "N commits, E events each".
     pub fn describe(self) -> String {
-        let folded = self.folded_as_built + self.folded_decoded;
         format!(
-            "{:.0} commits, {:.1} events each; the task list folded {:.0} events, {:.0}% as built",
+            "{:.0} commits, {:.1} events each",
             self.batches,
-            self.events / self.batches.max(1.0),
-            folded,
-            100.0 * self.folded_as_built / folded.max(1.0)
+            self.events / self.batches.max(1.0)
         )
     }
 }
@@ -171,13 +163,6 @@ impl Commits {
 fn samples<'a>(text: &'a str, name: &'a str) -> impl Iterator<Item = f64> + 'a {
     text.lines()
         .filter(move |l| l.split(['{', ' ']).next() == Some(name))
-        .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
-}
-
-/// The values of metric `name` whose labels include `label` (`key="value"`).
-fn labelled<'a>(text: &'a str, name: &'a str, label: &'a str) -> impl Iterator<Item = f64> + 'a {
-    text.lines()
-        .filter(move |l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
 }
 
@@ -394,8 +379,6 @@ impl BidaProcess {
         Ok(Commits {
             batches: samples(&text, "bida_event_store_append_batch_size_count").sum(),
             events: samples(&text, "bida_event_store_append_batch_size_sum").sum(),
-            folded_as_built: labelled(&text, "bida_projection_events_total", "bida_read=\"as_built\"").sum(),
-            folded_decoded: labelled(&text, "bida_projection_events_total", "bida_read=\"decoded\"").sum(),
         })
     }
 

@@ -30,10 +30,6 @@ pub trait Projection: Send + Sync + 'static {
     /// Called with what `apply` returned, after its page committed.
     fn committed(&self, _effects: Self::Committed) {}
 
-    /// Told when this node starts or stops folding the projection (its
-    /// leadership), so that what it keeps for the fold is kept only then.
-    fn leading(&self, _leading: bool) {}
-
     /// A JSON path of event payloads this projection never reads, dropped
     /// before the payload leaves the database.
     const WITHOUT: &'static [&'static str] = &[];
@@ -133,7 +129,6 @@ pub fn run<P: Projection>(store: Store, projection: P, config: RunnerConfig) -> 
                     if !was_leading {
                         tracing::info!(projection = P::NAME, "this node runs the projection");
                         was_leading = true;
-                        projection.leading(true);
                     }
                     match fold_page(&store, &projection, config.page).await {
                         Ok(0) => tokio::time::sleep(idle).await,
@@ -148,15 +143,11 @@ pub fn run<P: Projection>(store: Store, projection: P, config: RunnerConfig) -> 
                     }
                 }
                 Ok(false) => {
-                    if std::mem::take(&mut was_leading) {
-                        projection.leading(false);
-                    }
+                    was_leading = false;
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }
                 Err(e) => {
-                    if std::mem::take(&mut was_leading) {
-                        projection.leading(false);
-                    }
+                    was_leading = false;
                     tracing::warn!(projection = P::NAME, error = %e, "cannot reach the store");
                     tokio::time::sleep(Duration::from_secs(2)).await;
                 }

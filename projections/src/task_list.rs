@@ -2,9 +2,8 @@
 //! task's summary as a JSON document.
 
 use bida_domain::task::{TaskCursor, TaskEvent, TaskFilter, TaskPage, TaskStatus, TaskSummary};
-use bida_store::{ConsumerCounterChange, FeedPosition, Fold, RecentTaskEvents, Store, StoredEvent, TASK_TYPE};
+use bida_store::{ConsumerCounterChange, FeedPosition, Fold, Store, StoredEvent, TASK_TYPE};
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
 
 use crate::stats::StatsTally;
 use crate::status_counts::StatusMoves;
@@ -12,11 +11,7 @@ use crate::{Projection, ProjectionError};
 
 /// The task list, the consumers' counters and the per-minute statistics:
 /// all need each task's consumer, apps and URL, which only its first event holds.
-#[derive(Default)]
-pub struct TaskList {
-    /// The events this node committed, taken instead of decoding them again.
-    recent: Option<Arc<RecentTaskEvents>>,
-}
+pub struct TaskList;
 
 /// Tasks started and finished in a page, counted in telemetry once it
 /// commits. Label sets are kept once per page, not once per event: a page
@@ -25,9 +20,6 @@ pub struct TaskList {
 pub struct Milestones {
     reached: Vec<(FeedPosition, usize)>,
     kinds: Vec<MilestoneKind>,
-    /// Task events of the page folded as this node built them, and decoded.
-    as_built: u64,
-    decoded: u64,
 }
 
 /// What a milestone is counted as: the metric and its labels.
@@ -150,15 +142,6 @@ impl Projection for TaskList {
 
     fn committed(&self, milestones: Milestones) {
         let metrics = bida_telemetry::instruments();
-        for (read, n) in [("as_built", milestones.as_built), ("decoded", milestones.decoded)] {
-            if n > 0 {
-                let labels = [
-                    bida_telemetry::KeyValue::new("bida.projection", Self::NAME),
-                    bida_telemetry::KeyValue::new("bida.read", read),
-                ];
-                metrics.projection_events.add(n, &labels);
-            }
-        }
         for (kind, n) in milestones.tally() {
             let counter = match kind.milestone {
                 Milestone::Submitted => &metrics.tasks_submitted,
@@ -168,22 +151,10 @@ impl Projection for TaskList {
         }
     }
 
-    fn leading(&self, leading: bool) {
-        if let Some(recent) = &self.recent {
-            recent.want(leading);
-        }
-    }
-
     async fn apply(&self, fold: &mut Fold, events: &[StoredEvent]) -> Result<Milestones, ProjectionError> {
         let mut decoded = Vec::new();
-        let mut as_built = 0;
         for stored in events.iter().filter(|e| e.aggregate_type == TASK_TYPE) {
-            let recent = self
-                .recent
-                .as_ref()
-                .and_then(|r| r.take(&stored.aggregate_id, stored.sequence));
-            as_built += u64::from(recent.is_some());
-            match recent.map_or_else(|| stored.decode::<TaskEvent>(), Ok) {
+            match stored.decode::<TaskEvent>() {
                 Ok(event) => decoded.push((stored.aggregate_id.as_str(), event, stored.feed_position())),
                 // One event this version cannot read (written by a newer one,
                 // say) must not stop the whole list; it is reported and skipped.
@@ -210,11 +181,7 @@ impl Projection for TaskList {
         let initial: HashMap<String, TaskStatus> = summaries.iter().map(|(id, s)| (id.clone(), s.status)).collect();
         let mut counters: HashMap<String, ConsumerCounters> = HashMap::new();
         let mut stats = StatsTally::default();
-        let mut milestones = Milestones {
-            as_built,
-            decoded: decoded.len() as u64 - as_built,
-            ..Milestones::default()
-        };
+        let mut milestones = Milestones::default();
         for (id, event, at) in &decoded {
             let (before, summary) = match summaries.get_mut(*id) {
                 Some(summary) => {
@@ -284,14 +251,6 @@ impl ConsumerCounters {
 }
 
 impl TaskList {
-    /// The task list of a running node: it folds the events the node has
-    /// just committed as they were built, and decodes only the others.
-    pub fn of_node(store: &Store) -> Self {
-        Self {
-            recent: Some(store.recent_task_events().clone()),
-        }
-    }
-
     /// One page of tasks, newest first.
     pub async fn page(
         store: &Store,

@@ -112,9 +112,7 @@ async fn assert_counts_agree(store: &Store) {
 async fn caught_up(store: &Store) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        catch_up(store, &TaskList::default(), &RunnerConfig::default())
-            .await
-            .unwrap();
+        catch_up(store, &TaskList, &RunnerConfig::default()).await.unwrap();
         if lag(store, "task_list").await.unwrap() == 0 {
             return;
         }
@@ -131,9 +129,7 @@ async fn caught_up(store: &Store) {
 async fn retain_when_read(store: &Store, action: RetentionAction) -> RetentionReport {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     loop {
-        catch_up(store, &TaskList::default(), &RunnerConfig::default())
-            .await
-            .unwrap();
+        catch_up(store, &TaskList, &RunnerConfig::default()).await.unwrap();
         let report = store.retain(&policy(action), Utc::now()).await.unwrap();
         if report.deferred.is_empty() || std::time::Instant::now() > deadline {
             return report;
@@ -202,9 +198,7 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
     // The task list has read what came before the history below.
     Driven::submit(&store, "first", 3, Utc::now()).await;
     while task_view_ids(&store).await.is_empty() {
-        catch_up(&store, &TaskList::default(), &RunnerConfig::default())
-            .await
-            .unwrap();
+        catch_up(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     let mut tasks = ten_days_of_history(&store).await;
@@ -295,9 +289,7 @@ async fn an_expired_day_loses_its_finished_tasks_and_keeps_its_live_ones() {
         .fetch_all(store.postgres_pool().unwrap())
         .await
         .unwrap();
-    rebuild(&store, &TaskList::default(), &RunnerConfig::default())
-        .await
-        .unwrap();
+    rebuild(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
     caught_up(&store).await;
     let rebuilt: Vec<(String, String)> = sqlx::query_as("SELECT id, doc::text FROM task_view ORDER BY id")
         .fetch_all(store.postgres_pool().unwrap())
@@ -470,9 +462,7 @@ async fn tasks_changing_while_their_day_is_retained_are_kept_whole() {
             }
             // The task list had not read the day yet: another database's
             // transaction held its readers back.
-            catch_up(&store, &TaskList::default(), &RunnerConfig::default())
-                .await
-                .unwrap();
+            catch_up(&store, &TaskList, &RunnerConfig::default()).await.unwrap();
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         };
         stop.send(()).unwrap();

@@ -103,7 +103,6 @@ fn by_aggregate(page: Vec<StoredEvent>) -> Result<Vec<Append>, StoreError> {
             events,
             schedule,
             patient: false,
-            ..Default::default()
         });
     }
     Ok(appends)

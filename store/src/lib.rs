@@ -25,7 +25,6 @@ mod notifications;
 mod postgres;
 mod pull;
 mod read_models;
-mod recent;
 mod repository;
 mod retention;
 mod schedule;
@@ -47,7 +46,6 @@ pub(crate) use postgres::PgStore;
 
 pub use pull::{HeldLease, LaneBacklog, LeaseRequest, Leased, MemberRow, ACK_WINDOW_SECS, EXPIRY_HOLD};
 pub use read_models::{ConsumerCounterChange, StatsBucket, StatusCountChange};
-pub use recent::RecentTaskEvents;
 pub use repository::EventRepository;
 pub use retention::{DayDeferred, DayRetained, RetentionAction, RetentionConfig, RetentionPolicy, RetentionReport};
 pub use schedule::{ClaimedTask, ScheduleEntry};
@@ -61,16 +59,13 @@ use std::sync::Arc;
 /// A handle on the store: cheap to clone, shared by every actor and handler.
 /// What it can do is the [`Backend`]'s; callers never learn which store runs.
 #[derive(Clone)]
-pub struct Store {
-    backend: Arc<dyn Backend>,
-    recent: Arc<RecentTaskEvents>,
-}
+pub struct Store(Arc<dyn Backend>);
 
 impl std::ops::Deref for Store {
     type Target = dyn Backend;
 
     fn deref(&self) -> &Self::Target {
-        &*self.backend
+        &*self.0
     }
 }
 
@@ -97,37 +92,13 @@ impl Store {
     /// The only place that chooses a store.
     pub async fn open_at(location: &StoreLocation, config: &StoreConfig) -> Result<Self, StoreError> {
         Ok(match location {
-            StoreLocation::Postgres(url) => Self::over(PgStore::open(url, config).await?),
-            StoreLocation::Embedded(dir) => Self::over(sqlite::SqliteStore::open(dir, config).await?),
+            StoreLocation::Postgres(url) => Self(Arc::new(PgStore::open(url, config).await?)),
+            StoreLocation::Embedded(dir) => Self(Arc::new(sqlite::SqliteStore::open(dir, config).await?)),
         })
     }
 
     /// Opens the PostgreSQL store `database_url` names.
     pub async fn open(database_url: &str, config: &StoreConfig) -> Result<Self, StoreError> {
-        Ok(Self::over(PgStore::open(database_url, config).await?))
-    }
-
-    fn over(backend: impl Backend + 'static) -> Self {
-        Self {
-            backend: Arc::new(backend),
-            recent: Arc::default(),
-        }
-    }
-
-    /// Appends through the store's group commit. A task's events, once
-    /// committed, are kept for this node's task list when it folds
-    /// ([`RecentTaskEvents`]).
-    pub async fn append(&self, mut append: Append) -> Result<(), StoreError> {
-        if self.recent.wanted() && !append.task_events.is_empty() {
-            append.keep_in = Some(self.recent.clone());
-        } else {
-            append.task_events = Vec::new();
-        }
-        self.backend.append(append).await
-    }
-
-    /// Task events this node committed lately, for its task list.
-    pub fn recent_task_events(&self) -> &Arc<RecentTaskEvents> {
-        &self.recent
+        Ok(Self(Arc::new(PgStore::open(database_url, config).await?)))
     }
 }

@@ -155,7 +155,6 @@ impl PersistedEventRepository for EventRepository {
                 events,
                 schedule,
                 patient: false,
-                ..Default::default()
             })
             .await
             .map_err(persistence)

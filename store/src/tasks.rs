@@ -94,8 +94,6 @@ pub fn task_append(
         events: rows,
         schedule,
         patient: false,
-        task_events: events.to_vec(),
-        keep_in: None,
     })
 }
 

@@ -92,12 +92,6 @@ pub struct Append {
     /// append someone waits on (an API submission, a lane kept in order)
     /// commits at once with whatever is queued.
     pub patient: bool,
-    /// A task's events as built, in the order of `events`: once committed,
-    /// they are kept for this node's task list (see [`crate::RecentTaskEvents`]).
-    pub task_events: Vec<bida_domain::task::TaskEvent>,
-    /// Where to keep them: set by [`crate::Store::append`] while the task
-    /// list folds on this node (callers leave it `None`).
-    pub keep_in: Option<Arc<crate::RecentTaskEvents>>,
 }
 
 impl Append {
@@ -146,25 +140,6 @@ fn record_batch<'a>(appends: impl Iterator<Item = &'a Append>, events: usize, to
 pub(crate) struct Job {
     pub(crate) append: Append,
     pub(crate) reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
-impl Job {
-    /// Answers the caller. A committed task's events are kept for the task
-    /// list first, in the committer, before the fold can read them back:
-    /// kept by the caller once woken, a third of a drain's events were
-    /// read by the fold before they were kept.
-    pub(crate) fn answer(mut self, outcome: Result<(), StoreError>) {
-        if outcome.is_ok() {
-            if let (Some(recent), Some(first)) = (self.append.keep_in.take(), self.append.events.first()) {
-                recent.keep(
-                    &first.aggregate_id,
-                    first.sequence,
-                    std::mem::take(&mut self.append.task_events),
-                );
-            }
-        }
-        let _ = self.reply.send(outcome);
-    }
 }
 
 /// The front of a store's group commit: appends queue here and wait for
@@ -293,7 +268,7 @@ pub(crate) fn fail_all(jobs: Vec<Job>, error: StoreError, stats: &WriterStats) {
     tracing::warn!(appends = jobs.len(), %error, "append failed");
     stats.failures.fetch_add(1, Ordering::Relaxed);
     for job in jobs {
-        job.answer(Err(error.clone()));
+        let _ = job.reply.send(Err(error.clone()));
     }
 }
 
@@ -327,7 +302,6 @@ mod tests {
                 events: vec![event],
                 schedule: None,
                 patient: true,
-                ..Default::default()
             },
             reply,
         }

@@ -31,7 +31,6 @@ fn row(task_id: &str, sequence: i64, change: ScheduleChange, lane: Option<&str>)
             lane: lane.map(str::to_string),
         }),
         patient: false,
-        ..Default::default()
     }
 }
 

@@ -43,7 +43,6 @@ fn append(aggregate_id: &str, sequences: std::ops::RangeInclusive<i64>) -> Appen
         events: sequences.map(|s| event(aggregate_id, s)).collect(),
         schedule: None,
         patient: false,
-        ..Default::default()
     }
 }
 
@@ -262,7 +261,6 @@ async fn the_feed_strips_a_skipped_path_from_large_payloads_only() {
                 }],
                 schedule: None,
                 patient: false,
-                ..Default::default()
             })
             .await
             .unwrap();

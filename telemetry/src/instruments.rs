@@ -17,7 +17,6 @@ pub struct Instruments {
     pub topic_messages_expired: Counter<u64>,
     pub topic_messages_missed: Counter<u64>,
     pub events_appended: Counter<u64>,
-    pub projection_events: Counter<u64>,
     pub append_duration: Histogram<f64>,
     pub append_batch_size: Histogram<u64>,
 }
@@ -75,13 +74,6 @@ pub fn instruments() -> &'static Instruments {
                 .u64_counter("bida.events.appended")
                 .with_unit("{event}")
                 .with_description("Events this node appended to the event store")
-                .build(),
-            projection_events: meter
-                .u64_counter("bida.projection.events")
-                .with_unit("{event}")
-                .with_description(
-                    "Events a projection folded, by how it read them: as this node built them, or decoded from the store",
-                )
                 .build(),
             append_duration: meter
                 .f64_histogram("bida.event_store.append.duration")

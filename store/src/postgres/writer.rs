@@ -112,7 +112,7 @@ async fn settle(pool: &PgPool, mut jobs: Vec<Job>, stats: &WriterStats) {
 fn succeed(jobs: Vec<Job>, started: Instant, stats: &WriterStats) {
     count_committed(&jobs, started, stats);
     for job in jobs {
-        job.answer(Ok(()));
+        let _ = job.reply.send(Ok(()));
     }
 }
 
@@ -170,11 +170,10 @@ fn reject_taken(
                 .iter()
                 .all(|e| stored(e).is_some_and(|payload| same_json(payload, &e.payload)));
         if ours {
-            job.answer(Ok(()));
+            let _ = job.reply.send(Ok(()));
         } else {
             stats.conflicts.fetch_add(1, Ordering::Relaxed);
-            let error = conflict(clash);
-            job.answer(Err(error));
+            let _ = job.reply.send(Err(conflict(clash)));
         }
     }
     kept

@@ -80,7 +80,7 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>, stats: &WriterStats, announc
     if let Err(e) = tx.commit().await {
         // Nothing of the batch was kept: the refused appends are refused still.
         for (job, outcome) in answered {
-            job.answer(outcome);
+            let _ = job.reply.send(outcome);
         }
         return fail_all(written, e.into(), stats);
     }
@@ -91,10 +91,10 @@ async fn commit(pool: &SqlitePool, batch: Vec<Job>, stats: &WriterStats, announc
         for event in &job.append.events {
             announcer.event_recorded(event);
         }
-        job.answer(Ok(()));
+        let _ = job.reply.send(Ok(()));
     }
     for (job, outcome) in answered {
-        job.answer(outcome);
+        let _ = job.reply.send(outcome);
     }
 }
 
