@@ -2,6 +2,7 @@
 //! the cluster's figures from the management API.
 
 use serde::Serialize;
+use std::sync::OnceLock;
 
 use super::source::{connect, connect_error, queue_counts};
 use crate::sources::SourceError;
@@ -13,6 +14,25 @@ pub struct QueueInfo {
     pub vhost: String,
     pub messages: i64,
     pub consumers: i64,
+}
+
+/// The management API's HTTP client, built once: building one reads the
+/// system's CA bundle (about 0.1 s of CPU), and an admin is made for every
+/// broker probe (each broker every 30 s), console view and backlog read.
+/// It keeps no idle connections: a pooled connection is driven by the
+/// runtime that opened it, and callers run on more than one.
+fn management_client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .pool_max_idle_per_host(0)
+                .no_proxy()
+                .build()
+                .unwrap_or_default()
+        })
+        .clone()
 }
 
 /// Operations on a RabbitMQ broker outside any consumer.
@@ -28,11 +48,7 @@ impl RabbitAdmin {
         Self {
             url: url.to_string(),
             management_url: management_url.map(String::from),
-            http: reqwest::Client::builder()
-                .timeout(std::time::Duration::from_secs(10))
-                .no_proxy()
-                .build()
-                .unwrap_or_default(),
+            http: management_client(),
         }
     }
 
