@@ -99,6 +99,7 @@ pub mod retry;
 pub mod stats;
 pub mod status_set;
 pub mod task;
+pub mod timestamp;
 pub mod topic;
 pub mod validation;
 

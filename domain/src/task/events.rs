@@ -12,8 +12,10 @@ use super::{DeliveryPolicy, DeliveryRequest, DeliveryTarget, TaskSpec};
 pub enum TaskEvent {
     TaskSubmitted {
         spec: Arc<TaskSpec>,
+        #[serde(with = "crate::timestamp")]
         submitted_at: DateTime<Utc>,
         /// When the first attempt is due.
+        #[serde(with = "crate::timestamp")]
         due_at: DateTime<Utc>,
     },
     AttemptSucceeded {
@@ -24,27 +26,32 @@ pub enum TaskEvent {
     /// so the common case of a consumer costs one row, not two.
     MessageDelivered {
         spec: Arc<TaskSpec>,
+        #[serde(with = "crate::timestamp")]
         submitted_at: DateTime<Utc>,
         attempt: AttemptRecord,
     },
     AttemptFailed {
         attempt: AttemptRecord,
         /// `None` when no attempt follows (a `TaskDeadLettered` comes next).
+        #[serde(default, with = "crate::timestamp::option")]
         next_attempt_at: Option<DateTime<Utc>>,
     },
     TaskDeadLettered {
         reason: String,
+        #[serde(with = "crate::timestamp")]
         at: DateTime<Utc>,
     },
     TaskCancelled {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(with = "crate::timestamp")]
         at: DateTime<Utc>,
     },
     /// An operator asked for the task to be delivered again: a new round of
     /// `max_attempts` starts now, to the amended request if there is one
     /// (the original stays in `TaskSubmitted`).
     RetryRequested {
+        #[serde(with = "crate::timestamp")]
         at: DateTime<Utc>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         request: Option<Arc<DeliveryRequest>>,
@@ -53,6 +60,7 @@ pub enum TaskEvent {
     /// waited for an attempt: the attempts after this event run under the
     /// consumer's terms of `consumer_version` (what is absent is unchanged).
     TermsAdopted {
+        #[serde(with = "crate::timestamp")]
         at: DateTime<Utc>,
         consumer_version: i64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -68,6 +76,7 @@ pub enum TaskEvent {
 pub struct AttemptRecord {
     /// 1, 2, ... across rounds (the `bida-attempt` header).
     pub number: u32,
+    #[serde(with = "crate::timestamp")]
     pub started_at: DateTime<Utc>,
     pub latency_ms: u64,
     /// HTTP status, when a response came back.

@@ -17,7 +17,7 @@ pub struct TaskSpec {
     pub source_app: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target_app: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::timestamp::option")]
     pub deliver_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,

@@ -24,14 +24,16 @@ pub struct TaskSummary {
     pub consumer_id: Option<String>,
     pub attempt_count: u32,
     pub max_attempts: u32,
+    #[serde(with = "crate::timestamp")]
     pub created_at: DateTime<Utc>,
+    #[serde(with = "crate::timestamp")]
     pub updated_at: DateTime<Utc>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::timestamp::option")]
     pub deliver_at: Option<DateTime<Utc>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::timestamp::option")]
     pub next_attempt_at: Option<DateTime<Utc>>,
     /// When the task was delivered, dead-lettered or cancelled.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "crate::timestamp::option")]
     pub finished_at: Option<DateTime<Utc>>,
     /// Why it was dead-lettered or cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
