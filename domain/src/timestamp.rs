@@ -13,7 +13,7 @@
 //! `crate::timestamp::option` for an `Option`.
 
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, Timelike, Utc};
-use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
+use serde::{de, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// The longest this writes: `9999-12-31T23:59:59.999999999Z`.
@@ -152,6 +152,7 @@ mod tests {
     use super::*;
     use chrono::TimeZone;
     use rand::Rng;
+    use serde::Deserialize;
 
     fn ours(at: &DateTime<Utc>) -> String {
         let mut serializer = serde_json::Serializer::new(Vec::new());
