@@ -42,11 +42,6 @@ def counts(path, inclusive):
 CLIENT_BUILD = "reqwest::async_impl::client::ClientBuilder::build"
 
 
-def counts_of(small, large, function):
-    a, b = counts(small, True), counts(large, True)
-    return b.get(function, 0) - a.get(function, 0)
-
-
 def main():
     args = [a for a in sys.argv[1:] if not a.startswith("--")]
     inclusive = "--self" not in sys.argv
@@ -63,7 +58,10 @@ def main():
     # An HTTP client is built once per process (it reads the CA bundle, half
     # a billion instructions): a build that falls in one run only is not a
     # message's.
-    builds = counts_of(small, large, CLIENT_BUILD)
+    if inclusive:
+        builds = b.get(CLIENT_BUILD, 0) - a.get(CLIENT_BUILD, 0)
+    else:
+        builds = counts(large, True).get(CLIENT_BUILD, 0) - counts(small, True).get(CLIENT_BUILD, 0)
     if builds:
         print(f"{total - builds / messages:12,.0f}          without HTTP client builds ({builds / messages:,.0f} a message)")
     for per, function in reversed(rows[-top:] if top else []):
