@@ -125,24 +125,27 @@ fn key(event: &NewEvent) -> EventKey<'_> {
 /// Splits off the appends that claim a sequence an earlier append of the same
 /// batch claims too.
 fn split_duplicates(batch: Vec<Job>) -> (Vec<Job>, Vec<Job>) {
-    let mut claimed: HashSet<(String, String, i64)> = HashSet::new();
+    // Keys borrowed from the batch: owned ones cost four strings an event.
+    let clashes: Vec<bool> = {
+        let mut claimed: HashSet<EventKey<'_>> = HashSet::with_capacity(batch.len() * 2);
+        batch
+            .iter()
+            .map(|job| {
+                let clash = job.append.events.iter().any(|e| claimed.contains(&key(e)));
+                if !clash {
+                    claimed.extend(job.append.events.iter().map(key));
+                }
+                clash
+            })
+            .collect()
+    };
     let (mut winners, mut deferred) = (Vec::with_capacity(batch.len()), Vec::new());
-    for job in batch {
-        let clash = job.append.events.iter().any(|e| {
-            let (t, id, seq) = key(e);
-            claimed.contains(&(t.to_string(), id.to_string(), seq))
-        });
+    for (job, clash) in batch.into_iter().zip(clashes) {
         if clash {
             deferred.push(job);
-            continue;
+        } else {
+            winners.push(job);
         }
-        claimed.extend(
-            job.append
-                .events
-                .iter()
-                .map(|e| (e.aggregate_type.to_string(), e.aggregate_id.clone(), e.sequence)),
-        );
-        winners.push(job);
     }
     (winners, deferred)
 }
@@ -329,5 +332,84 @@ async fn execute(pool: &PgPool, jobs: &[Job]) -> Result<(), sqlx::Error> {
             std::io::ErrorKind::TimedOut,
             format!("no answer from Postgres within {} s", STATEMENT_DEADLINE.as_secs()),
         ))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Append;
+    use std::borrow::Cow;
+    use tokio::sync::oneshot;
+
+    /// An append of events `(aggregate id, sequence)` on one aggregate type.
+    fn append(events: &[(&str, i64)]) -> Job {
+        let events = events
+            .iter()
+            .map(|(id, sequence)| NewEvent {
+                aggregate_type: Cow::Borrowed("task"),
+                aggregate_id: id.to_string(),
+                sequence: *sequence,
+                event_type: Cow::Borrowed("Happened"),
+                event_version: Cow::Borrowed("1"),
+                payload: "{}".into(),
+                metadata: None,
+                epoch: 0,
+            })
+            .collect();
+        let (reply, _) = oneshot::channel();
+        Job {
+            append: Append {
+                events,
+                schedule: None,
+                patient: false,
+            },
+            reply,
+        }
+    }
+
+    fn keys(jobs: &[Job]) -> Vec<Vec<(String, i64)>> {
+        jobs.iter()
+            .map(|j| {
+                j.append
+                    .events
+                    .iter()
+                    .map(|e| (e.aggregate_id.clone(), e.sequence))
+                    .collect()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_first_claim_of_a_sequence_wins_and_later_ones_wait() {
+        let batch = vec![
+            append(&[("a", 1), ("a", 2)]),
+            append(&[("b", 1)]),
+            // Claims a's second sequence again: deferred, and its b-2 is not claimed by it.
+            append(&[("a", 2), ("b", 2)]),
+            append(&[("b", 2)]),
+            append(&[("b", 1)]),
+            append(&[("a", 3)]),
+        ];
+        let (winners, deferred) = split_duplicates(batch);
+        let owned = |v: &[(&str, i64)]| v.iter().map(|(id, s)| (id.to_string(), *s)).collect::<Vec<_>>();
+        assert_eq!(
+            keys(&winners),
+            vec![
+                owned(&[("a", 1), ("a", 2)]),
+                owned(&[("b", 1)]),
+                owned(&[("b", 2)]),
+                owned(&[("a", 3)])
+            ]
+        );
+        assert_eq!(keys(&deferred), vec![owned(&[("a", 2), ("b", 2)]), owned(&[("b", 1)])]);
+    }
+
+    #[test]
+    fn the_same_id_on_two_aggregate_types_is_no_clash() {
+        let mut other = append(&[("a", 1)]);
+        other.append.events[0].aggregate_type = Cow::Borrowed("consumer");
+        let (winners, deferred) = split_duplicates(vec![append(&[("a", 1)]), other]);
+        assert_eq!((winners.len(), deferred.len()), (2, 0));
     }
 }
