@@ -101,7 +101,7 @@ impl Sampler {
     }
 
     async fn sample_consumers(&self) -> Result<(), String> {
-        let consumers = self.consumers.list().await.map_err(|e| e.to_string())?;
+        let consumers = self.consumers.observed().await.map_err(|e| e.to_string())?;
         let mut states: Vec<Point> = Vec::new();
         let mut lags: Vec<Point> = Vec::new();
         for consumer in consumers {

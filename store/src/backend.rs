@@ -185,11 +185,20 @@ pub trait AccessRecords: Send + Sync {
 /// What nodes report of the consumers they run, and the consumers' totals.
 #[async_trait]
 pub trait ConsumerRuntime: Send + Sync {
-    /// Replaces this node's consumer reports with `rows` (consumer id, state, report).
-    async fn replace_consumer_runtime(&self, node: Uuid, rows: &[(String, String, Value)]) -> Result<(), StoreError>;
+    /// Publishes this node's consumer reports: the rows of consumers not in
+    /// `running` go, `changed` rows (consumer id, state, report) are written,
+    /// and the node's stamp confirms its other rows as they stand.
+    async fn publish_consumer_runtime(
+        &self,
+        node: Uuid,
+        running: &[&str],
+        changed: &[(String, String, Value)],
+    ) -> Result<(), StoreError>;
 
-    /// Reports on a consumer from nodes that reported within `fresh_secs`.
-    async fn consumer_runtime(&self, consumer_id: &str, fresh_secs: f64) -> Result<Vec<RuntimeRow>, StoreError>;
+    /// Reports on a consumer (`None`: on every consumer) from nodes that
+    /// confirmed them within `fresh_secs`.
+    async fn consumer_runtime(&self, consumer_id: Option<&str>, fresh_secs: f64)
+        -> Result<Vec<RuntimeRow>, StoreError>;
 
     /// Tasks submitted and delivered per second over the last minute, from the
     /// per-minute statistics (the current minute counts for what has passed of it).

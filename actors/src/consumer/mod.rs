@@ -6,6 +6,7 @@ pub mod actor;
 pub mod breaker;
 pub mod pipeline;
 pub mod pump;
+mod reports;
 pub mod service;
 pub mod supervisor;
 

@@ -21,6 +21,7 @@ use bida_domain::consumer::NodeState;
 
 use super::actor::{ConsumerActor, Opening, Reconfigure, Report, StopConsumer};
 use super::pipeline::LiveConfig;
+use super::reports::PublishedReports;
 use crate::commands::Commands;
 use crate::limits::GateKey;
 use crate::supervisor::Supervisor;
@@ -97,6 +98,8 @@ pub struct ConsumerSupervisor {
     /// a thousand consumers one publish outlasts the period, and two of this
     /// node's publishes at once deadlocked on each other's rows.
     publishing: bool,
+    /// What the last publish left in the store.
+    published: PublishedReports,
     /// How its consumers open their sources (tests bring an in-memory broker).
     opening: Opening,
 }
@@ -115,6 +118,7 @@ impl ConsumerSupervisor {
             draining: false,
             listener: None,
             publishing: false,
+            published: PublishedReports::default(),
             opening: Opening::default(),
         }
     }
@@ -319,6 +323,7 @@ impl ConsumerSupervisor {
             }
         }
         let node = self.node.clone();
+        let mut published = std::mem::take(&mut self.published);
         ctx.spawn(
             async move {
                 for (id, addr) in asks {
@@ -335,12 +340,26 @@ impl ConsumerSupervisor {
                         rows.push((id, state, shown));
                     }
                 }
-                if let Err(e) = node.store.replace_consumer_runtime(node.node_id, &rows).await {
-                    tracing::warn!(error = %e, "cannot publish consumer reports");
+                let running: Vec<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
+                let changed = published.to_write(&rows);
+                match node
+                    .store
+                    .publish_consumer_runtime(node.node_id, &running, &changed)
+                    .await
+                {
+                    Ok(()) => published.published(rows),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot publish consumer reports");
+                        published.lost();
+                    }
                 }
+                published
             }
             .into_actor(self)
-            .map(|(), supervisor, _| supervisor.publishing = false),
+            .map(|published, supervisor, _| {
+                supervisor.published = published;
+                supervisor.publishing = false;
+            }),
         );
     }
 
@@ -482,7 +501,7 @@ impl Handler<DrainConsumers> for ConsumerSupervisor {
                 while addrs.iter().any(|a| a.connected()) && Instant::now() < deadline {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                let _ = node.store.replace_consumer_runtime(node.node_id, &[]).await;
+                let _ = node.store.publish_consumer_runtime(node.node_id, &[], &[]).await;
             }
             .into_actor(self)
             .map(|(), this, ctx| {

@@ -7,13 +7,20 @@ use uuid::Uuid;
 
 #[async_trait]
 impl ConsumerRuntime for PgStore {
-    async fn replace_consumer_runtime(&self, node: Uuid, rows: &[(String, String, Value)]) -> Result<(), StoreError> {
-        let ids: Vec<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
-        let states: Vec<&str> = rows.iter().map(|(_, state, _)| state.as_str()).collect();
-        let reports: Vec<String> = rows.iter().map(|(_, _, report)| report.to_string()).collect();
+    async fn publish_consumer_runtime(
+        &self,
+        node: Uuid,
+        running: &[&str],
+        changed: &[(String, String, Value)],
+    ) -> Result<(), StoreError> {
+        let ids: Vec<&str> = changed.iter().map(|(id, _, _)| id.as_str()).collect();
+        let states: Vec<&str> = changed.iter().map(|(_, state, _)| state.as_str()).collect();
+        let reports: Vec<String> = changed.iter().map(|(_, _, report)| report.to_string()).collect();
         sqlx::query(
             "WITH gone AS (
-                 DELETE FROM consumer_runtime WHERE node_id = $1 AND consumer_id <> ALL($2::text[])
+                 DELETE FROM consumer_runtime WHERE node_id = $1 AND consumer_id <> ALL($5::text[])
+             ), stamped AS (
+                 UPDATE nodes SET reports_at = now() WHERE id = $1
              )
              INSERT INTO consumer_runtime (consumer_id, node_id, state, report, updated_at)
              SELECT t.id, $1, t.state, t.report::jsonb, now()
@@ -25,17 +32,25 @@ impl ConsumerRuntime for PgStore {
         .bind(&ids)
         .bind(&states)
         .bind(&reports)
+        .bind(running)
         .execute(self.control())
         .await?;
         Ok(())
     }
 
-    async fn consumer_runtime(&self, consumer_id: &str, fresh_secs: f64) -> Result<Vec<RuntimeRow>, StoreError> {
+    async fn consumer_runtime(
+        &self,
+        consumer_id: Option<&str>,
+        fresh_secs: f64,
+    ) -> Result<Vec<RuntimeRow>, StoreError> {
         Ok(sqlx::query_as(
-            "SELECT r.consumer_id, r.node_id, n.name AS node_name, r.state, r.report, r.updated_at
-             FROM consumer_runtime r LEFT JOIN nodes n ON n.id = r.node_id
-             WHERE r.consumer_id = $1 AND r.updated_at > now() - make_interval(secs => $2)
-             ORDER BY n.name, r.node_id",
+            "SELECT consumer_id, node_id, node_name, state, report, updated_at
+             FROM (SELECT r.consumer_id, r.node_id, n.name AS node_name, r.state, r.report,
+                          greatest(r.updated_at, n.reports_at) AS updated_at
+                   FROM consumer_runtime r LEFT JOIN nodes n ON n.id = r.node_id
+                   WHERE $1::text IS NULL OR r.consumer_id = $1) AS confirmed
+             WHERE updated_at > now() - make_interval(secs => $2)
+             ORDER BY consumer_id, node_name, node_id",
         )
         .bind(consumer_id)
         .bind(fresh_secs)

@@ -40,7 +40,8 @@ impl Nodes for PgStore {
 
     async fn consumer_actors_on(&self, node: Uuid, fresh_secs: f64) -> Result<i64, StoreError> {
         Ok(sqlx::query_scalar(
-            "SELECT count(*) FROM consumer_runtime WHERE node_id = $1 AND updated_at > now() - make_interval(secs => $2)",
+            "SELECT count(*) FROM consumer_runtime r JOIN nodes n ON n.id = r.node_id
+             WHERE r.node_id = $1 AND greatest(r.updated_at, n.reports_at) > now() - make_interval(secs => $2)",
         )
         .bind(node)
         .bind(fresh_secs)

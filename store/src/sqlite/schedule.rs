@@ -158,13 +158,14 @@ impl Nodes for SqliteStore {
     }
 
     async fn consumer_actors_on(&self, node: Uuid, fresh_secs: f64) -> Result<i64, StoreError> {
-        Ok(
-            sqlx::query_scalar("SELECT count(*) FROM consumer_runtime WHERE node_id = ? AND updated_at > ?")
-                .bind(node.to_string())
-                .bind(ago(Duration::from_secs_f64(fresh_secs.max(0.0))))
-                .fetch_one(self.pool())
-                .await?,
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM consumer_runtime r JOIN nodes n ON n.id = r.node_id
+                 WHERE r.node_id = ? AND max(r.updated_at, coalesce(n.reports_at, 0)) > ?",
         )
+        .bind(node.to_string())
+        .bind(ago(Duration::from_secs_f64(fresh_secs.max(0.0))))
+        .fetch_one(self.pool())
+        .await?)
     }
 
     async fn mark_node_stopped(&self, id: Uuid) -> Result<(), StoreError> {
@@ -234,19 +235,28 @@ impl Nodes for SqliteStore {
 
 #[async_trait]
 impl ConsumerRuntime for SqliteStore {
-    async fn replace_consumer_runtime(&self, node: Uuid, rows: &[(String, String, Value)]) -> Result<(), StoreError> {
+    async fn publish_consumer_runtime(
+        &self,
+        node: Uuid,
+        running: &[&str],
+        changed: &[(String, String, Value)],
+    ) -> Result<(), StoreError> {
         let node = node.to_string();
-        let ids: Vec<&str> = rows.iter().map(|(id, _, _)| id.as_str()).collect();
         let mut tx = self.pool().begin_with("BEGIN IMMEDIATE").await?;
         sqlx::query(
             "DELETE FROM consumer_runtime WHERE node_id = ? AND consumer_id NOT IN (SELECT value FROM json_each(?))",
         )
         .bind(&node)
-        .bind(json_list(&ids))
+        .bind(json_list(running))
         .execute(&mut *tx)
         .await?;
         let at = now();
-        for (id, state, report) in rows {
+        sqlx::query("UPDATE nodes SET reports_at = ? WHERE id = ?")
+            .bind(at)
+            .bind(&node)
+            .execute(&mut *tx)
+            .await?;
+        for (id, state, report) in changed {
             sqlx::query(
                 "INSERT INTO consumer_runtime (consumer_id, node_id, state, report, updated_at) VALUES (?, ?, ?, ?, ?)
                  ON CONFLICT (consumer_id, node_id) DO UPDATE
@@ -264,12 +274,19 @@ impl ConsumerRuntime for SqliteStore {
         Ok(())
     }
 
-    async fn consumer_runtime(&self, consumer_id: &str, fresh_secs: f64) -> Result<Vec<RuntimeRow>, StoreError> {
+    async fn consumer_runtime(
+        &self,
+        consumer_id: Option<&str>,
+        fresh_secs: f64,
+    ) -> Result<Vec<RuntimeRow>, StoreError> {
         let rows: Vec<(String, String, Option<String>, String, String, i64)> = sqlx::query_as(
-            "SELECT r.consumer_id, r.node_id, n.name, r.state, r.report, r.updated_at
-             FROM consumer_runtime r LEFT JOIN nodes n ON n.id = r.node_id
-             WHERE r.consumer_id = ? AND r.updated_at > ?
-             ORDER BY n.name, r.node_id",
+            "SELECT consumer_id, node_id, name, state, report, updated_at
+             FROM (SELECT r.consumer_id, r.node_id, n.name, r.state, r.report,
+                          max(r.updated_at, coalesce(n.reports_at, 0)) AS updated_at
+                   FROM consumer_runtime r LEFT JOIN nodes n ON n.id = r.node_id
+                   WHERE ?1 IS NULL OR r.consumer_id = ?1) AS confirmed
+             WHERE updated_at > ?2
+             ORDER BY consumer_id, name, node_id",
         )
         .bind(consumer_id)
         .bind(ago(Duration::from_secs_f64(fresh_secs.max(0.0))))
