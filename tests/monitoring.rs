@@ -9,7 +9,7 @@ use bida_testkit::otlp::OtlpReceiver;
 use bida_testkit::rabbit::{self, TestQueue};
 use serde_json::{json, Value};
 use std::time::Duration;
-use support::{eventually, until, Bida, Receiver, Reply};
+use support::{eventually, rabbit_broker, until, Bida, Receiver, Reply};
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -451,4 +451,49 @@ async fn rabbitmq_broker_status_shows_its_nodes_figures() {
     for figure in ["mem_used", "mem_limit", "disk_free", "fd_total"] {
         assert!(node[figure].as_i64().unwrap_or(0) > 0, "{figure}: {view}");
     }
+}
+
+/// The consumer gauges, read for all consumers at once: its state as the API
+/// shows it, and the queue's ready messages as its lag while it is paused.
+#[tokio::test(flavor = "multi_thread")]
+async fn consumer_gauges_show_each_consumers_state_and_lag() {
+    let queue = TestQueue::declare().await;
+    let endpoint = Receiver::start(|_, _| Reply::ok()).await;
+    let bida = Bida::start(TELEMETRY).await;
+    let broker = rabbit_broker(&bida).await;
+    let consumer = support::created(
+        &bida,
+        "/v1/consumers",
+        json!({"name": "gauged", "broker_id": broker, "source": {"queue": queue.name},
+               "endpoint": {"url": endpoint.url("/g")}}),
+    )
+    .await;
+    bida.every_node_running(&consumer).await;
+    let state = |text: &str, wanted: &str| {
+        metric_sum(
+            text,
+            "bida_consumer_state",
+            &[("bida_consumer", &consumer), ("bida_state", wanted)],
+        )
+    };
+    let running = until(WAIT, || async { state(&metrics_text(&bida).await, "running") == 1.0 }).await;
+    assert!(running, "{}", metrics_text(&bida).await);
+
+    let (status, paused) = bida.post(&format!("/v1/consumers/{consumer}/pause"), json!(null)).await;
+    assert_eq!(status, 200, "{paused}");
+    bida.consumer_until(&consumer, WAIT, |c| c["state"] == "paused").await;
+    queue
+        .publish((0..5).map(|n| (Some(format!("m{n}")), n.to_string().into_bytes())))
+        .await;
+    // The node reads the queue's backlog every 10 s and reports it every 2 s.
+    let shown = until(WAIT, || async {
+        let text = metrics_text(&bida).await;
+        state(&text, "paused") == 1.0
+            && state(&text, "running") == 0.0
+            && metric_sum(&text, "bida_consumer_lag", &[("bida_consumer", &consumer)]) == 5.0
+    })
+    .await;
+    let text = metrics_text(&bida).await;
+    assert!(shown, "{text}");
+    assert!(endpoint.hits().is_empty(), "paused before anything was published");
 }
