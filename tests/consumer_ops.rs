@@ -275,6 +275,26 @@ async fn consumers_are_listed_a_page_at_a_time() {
         .map(|(n, id)| (id.to_string(), json!(n + 1)))
         .collect();
     assert_eq!(listed, expected, "the deleted consumer {deleted} is not listed");
+
+    // One page of all, described together: each consumer with its own
+    // counters, rates and node report (consumer n delivered n + 1 messages
+    // within the last minute, so its rate is the n-th largest).
+    let (status, page) = bida.get("/v1/consumers?limit=10").await;
+    assert_eq!(status, 200, "{page}");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), consumers.len(), "{page}");
+    let mut last_rate = 0.0;
+    for (n, (item, (id, _))) in items.iter().zip(&consumers).enumerate() {
+        assert_eq!(item["id"], id.as_str(), "{page}");
+        assert_eq!(item["counters"]["delivered"], json!(n + 1), "{item}");
+        assert_eq!(item["counters"]["consumed"], json!(n + 1), "{item}");
+        let rate = item["counters"]["delivered_per_sec"].as_f64().unwrap();
+        assert!(rate > last_rate, "rates grow with each consumer's deliveries: {page}");
+        last_rate = rate;
+        assert_eq!(item["state"], "running", "{item}");
+        let nodes = item["nodes"].as_array().unwrap();
+        assert_eq!(nodes.len(), 1, "{item}");
+    }
 }
 
 #[tokio::test]

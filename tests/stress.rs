@@ -298,7 +298,9 @@ struct Verdict {
     delivered: usize,
     lost: Vec<String>,
     duplicates: usize,
-    anomalies: usize,
+    /// What the consumer recorded as breaking the broker's promises, one
+    /// `kind topic/partition` each.
+    anomalies: Vec<String>,
     seconds: f64,
     /// How long the node took to exit at SIGTERM, in scenarios that send it.
     stopped_in: Option<Duration>,
@@ -372,7 +374,19 @@ async fn run(scenario: Scenario) -> Verdict {
     let lost = accepted.missing(&ids);
     let (delivered, duplicates) = accepted.counts();
     let (_, view) = bida.get(&format!("/v1/consumers/{consumer_id}")).await;
-    let anomalies = view["anomalies"].as_array().map_or(0, Vec::len);
+    let anomalies = view["anomalies"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            format!(
+                "{} {}/{}",
+                a["kind"].as_str().unwrap_or("?"),
+                a["topic"].as_str().unwrap_or("?"),
+                a["partition"]
+            )
+        })
+        .collect();
     if !lost.is_empty() {
         if let Broker::Kafka(kafka) = &broker {
             let census = kafka_census(kafka, scenario.partitions, &ids).await;
@@ -414,11 +428,12 @@ async fn runs(mq: Mq, seeds: impl IntoIterator<Item = u64>) {
         total_runs += 1;
         total_lost += verdict.lost.len();
         println!(
-            "stress seed={seed} {line} -> produced {}, delivered {}, lost {}, duplicates {}, anomalies {}, {:.1} s{}",
+            "stress seed={seed} {line} -> produced {}, delivered {}, lost {}, duplicates {}, anomalies {} {:?}, {:.1} s{}",
             verdict.produced,
             verdict.delivered,
             verdict.lost.len(),
             verdict.duplicates,
+            verdict.anomalies.len(),
             verdict.anomalies,
             verdict.seconds,
             verdict

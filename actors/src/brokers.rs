@@ -150,6 +150,15 @@ impl BrokerService {
         }
     }
 
+    /// Whether the broker is there and marked online, without opening its
+    /// secrets.
+    pub async fn is_online(&self, id: &str) -> bool {
+        if id == builtin::BROKER_ID {
+            return Broker::builtin().is_online();
+        }
+        matches!(self.store.load_aggregate::<Broker>(id).await, Ok(Some((broker, _))) if broker.spec().is_some() && broker.is_online())
+    }
+
     pub async fn register(&self, spec: BrokerSpec) -> Result<BrokerView, AdminError> {
         if !spec.kind().registered() {
             return Err(AdminError::Rejected(format!(

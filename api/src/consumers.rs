@@ -64,10 +64,8 @@ pub async fn list(state: web::Data<ApiState>, query: QueryParams<PageQuery>) -> 
         &query.0,
         state.config.max_page,
     )?;
-    let mut items = Vec::with_capacity(page.items.len());
-    for (id, consumer) in &page.items {
-        items.push(state.consumers.summary(id, consumer).await?);
-    }
+    let consumers: Vec<_> = page.items.iter().map(|(id, c)| (id.as_str(), c)).collect();
+    let items = state.consumers.summaries(&consumers).await?;
     Ok(HttpResponse::Ok().json(ConsumerList {
         items,
         next_cursor: page.next_cursor,

@@ -195,17 +195,22 @@ pub trait ConsumerRuntime: Send + Sync {
         changed: &[(String, String, Value)],
     ) -> Result<(), StoreError>;
 
-    /// Reports on a consumer (`None`: on every consumer) from nodes that
-    /// confirmed them within `fresh_secs`.
-    async fn consumer_runtime(&self, consumer_id: Option<&str>, fresh_secs: f64)
-        -> Result<Vec<RuntimeRow>, StoreError>;
+    /// Reports on some consumers (`None`: on every consumer) from nodes that
+    /// confirmed them within `fresh_secs`, by consumer.
+    async fn consumer_runtime(
+        &self,
+        consumers: Option<&[&str]>,
+        fresh_secs: f64,
+    ) -> Result<Vec<RuntimeRow>, StoreError>;
 
     /// Tasks submitted and delivered per second over the last minute, from the
-    /// per-minute statistics (the current minute counts for what has passed of it).
-    async fn consumer_rates(&self, consumer_id: &str) -> Result<(f64, f64), StoreError>;
+    /// per-minute statistics (the current minute counts for what has passed of
+    /// it), for each of `consumers` that had any.
+    async fn consumer_rates(&self, consumers: &[&str]) -> Result<HashMap<String, (f64, f64)>, StoreError>;
 
-    /// Running totals and gauges of a consumer's tasks (from the task list projection).
-    async fn consumer_counters(&self, consumer_id: &str) -> Result<Option<[i64; 7]>, StoreError>;
+    /// Running totals and gauges of consumers' tasks (from the task list
+    /// projection), for each of `consumers` that has any.
+    async fn consumer_counters(&self, consumers: &[&str]) -> Result<HashMap<String, [i64; 7]>, StoreError>;
 }
 
 /// How far each catch-up reader has read the feed.

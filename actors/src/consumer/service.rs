@@ -315,11 +315,9 @@ impl ConsumerService {
 
     /// Every live consumer described, without lag.
     pub async fn list(&self) -> Result<Vec<ConsumerView>, AdminError> {
-        let mut views = Vec::new();
-        for (id, consumer) in self.live().await? {
-            views.push(self.summary(&id, &consumer).await?);
-        }
-        Ok(views)
+        let live = self.live().await?;
+        let consumers: Vec<(&str, &Consumer)> = live.iter().map(|(id, c)| (id.as_str(), c)).collect();
+        self.summaries(&consumers).await
     }
 
     /// The live consumers (created, not deleted) as folded from their
@@ -373,7 +371,8 @@ impl ConsumerService {
 
     /// A consumer of [`Self::live`] as a list shows it: without lag.
     pub async fn summary(&self, id: &str, consumer: &Consumer) -> Result<ConsumerView, AdminError> {
-        self.describe(id, consumer, false).await
+        let mut views = self.summaries(&[(id, consumer)]).await?;
+        views.pop().ok_or_else(|| AdminError::NotFound(id.into()))
     }
 
     /// A consumer as a list shows it, for the answers to commands: asking
@@ -387,94 +386,88 @@ impl ConsumerService {
     /// A consumer with its backlog read from the broker now.
     pub async fn view(&self, id: &str) -> Result<ConsumerView, AdminError> {
         let consumer = self.load(id).await?;
-        self.describe(id, &consumer, true).await
+        let mut view = self.summary(id, &consumer).await?;
+        match self.lag(&view.spec).await {
+            Ok(lag) => {
+                view.lag_total = lag.iter().map(|b| b.lag).sum();
+                view.lag = lag;
+            }
+            Err(e) => {
+                view.lag_total = 0;
+                view.lag_error = Some(e.to_string());
+            }
+        }
+        Ok(view)
     }
 
-    async fn describe(&self, id: &str, consumer: &Consumer, with_lag: bool) -> Result<ConsumerView, AdminError> {
-        let spec = consumer
-            .spec()
-            .cloned()
-            .ok_or_else(|| AdminError::NotFound(id.into()))?;
-        let nodes: Vec<NodeReport> = self
-            .store
-            .consumer_runtime(Some(id), FRESH_REPORT_SECS)
-            .await?
-            .into_iter()
-            .map(NodeReport::from)
-            .collect();
-        let (consumed_per_sec, delivered_per_sec) = self.store.consumer_rates(id).await?;
-        let counters = match self.store.consumer_counters(id).await? {
-            Some([consumed, delivered, failed_attempts, timeouts, _dead_lettered, retrying, dead]) => Counters {
-                consumed,
-                delivered,
-                failed_attempts,
-                retrying,
-                dead,
-                timeouts,
-                consumed_per_sec,
-                delivered_per_sec,
-            },
-            None => Counters::default(),
-        };
-        let (lag, lag_error) = if with_lag {
-            match self.lag(&spec).await {
-                Ok(lag) => (lag, None),
-                Err(e) => (Vec::new(), Some(e.to_string())),
-            }
-        } else {
-            (Vec::new(), None)
-        };
-        let broker_online = self.brokers.load(&spec.broker_id).await.is_ok_and(|b| b.is_online());
-        let state = ConsumerState::observed(
-            consumer.is_deleted(),
-            consumer.state(),
-            broker_online,
-            nodes.iter().map(|n| n.state),
-        );
-        // Lists do not ask the broker: the nodes' last reports say it (a
-        // queue is reported by every node reading it, a partition by its owner).
-        let lag_total = if with_lag {
-            lag.iter().map(|b| b.lag).sum()
-        } else {
-            let mut reported: BTreeMap<&str, i64> = BTreeMap::new();
-            for backlog in nodes
-                .iter()
-                .filter_map(|n| n.report.get("backlog")?.as_array())
-                .flatten()
-            {
-                if let (Some(source), Some(lag)) = (backlog["source"].as_str(), backlog["lag"].as_i64()) {
-                    let entry = reported.entry(source).or_default();
-                    *entry = (*entry).max(lag);
+    /// Consumers of [`Self::live`] as lists show them (without lag), in the
+    /// order given, with four reads for all of them: described one by one,
+    /// each took four queries and its broker's secrets opened, and a page
+    /// of 500 (or the console's table, every few seconds) 2,000 queries.
+    pub async fn summaries(&self, consumers: &[(&str, &Consumer)]) -> Result<Vec<ConsumerView>, AdminError> {
+        let ids: Vec<&str> = consumers.iter().map(|(id, _)| *id).collect();
+        let mut reports: HashMap<String, Vec<NodeReport>> = HashMap::new();
+        for row in self.store.consumer_runtime(Some(&ids), FRESH_REPORT_SECS).await? {
+            reports.entry(row.consumer_id.clone()).or_default().push(row.into());
+        }
+        let rates = self.store.consumer_rates(&ids).await?;
+        let counters = self.store.consumer_counters(&ids).await?;
+        let mut online: HashMap<&str, bool> = HashMap::new();
+        for (_, consumer) in consumers {
+            if let Some(spec) = consumer.spec() {
+                if !online.contains_key(spec.broker_id.as_str()) {
+                    online.insert(&spec.broker_id, self.brokers.is_online(&spec.broker_id).await);
                 }
             }
-            reported.values().sum()
-        };
-        let last_error = nodes
+        }
+        consumers
             .iter()
-            .filter_map(|n| {
-                Some((
-                    n.report.get("last_error_at")?.as_str()?,
-                    n.report.get("last_error")?.as_str()?,
-                ))
+            .map(|&(id, consumer)| {
+                let spec = consumer
+                    .spec()
+                    .cloned()
+                    .ok_or_else(|| AdminError::NotFound(id.into()))?;
+                let nodes = reports.remove(id).unwrap_or_default();
+                let (consumed_per_sec, delivered_per_sec) = rates.get(id).copied().unwrap_or_default();
+                let counters = match counters.get(id) {
+                    Some(&[consumed, delivered, failed_attempts, timeouts, _dead_lettered, retrying, dead]) => {
+                        Counters {
+                            consumed,
+                            delivered,
+                            failed_attempts,
+                            retrying,
+                            dead,
+                            timeouts,
+                            consumed_per_sec,
+                            delivered_per_sec,
+                        }
+                    }
+                    None => Counters::default(),
+                };
+                let state = ConsumerState::observed(
+                    consumer.is_deleted(),
+                    consumer.state(),
+                    online.get(spec.broker_id.as_str()).copied().unwrap_or(false),
+                    nodes.iter().map(|n| n.state),
+                );
+                Ok(ConsumerView {
+                    id: id.to_string(),
+                    last_error: last_error(&nodes),
+                    lag_total: reported_lag(&nodes),
+                    desired_state: consumer.state(),
+                    state,
+                    counters,
+                    lag: Vec::new(),
+                    lag_error: None,
+                    nodes,
+                    parked_lanes: consumer.parked_lanes().clone(),
+                    crashes: consumer.crashes(),
+                    anomalies: consumer.anomalies().iter().cloned().collect(),
+                    deleted: consumer.is_deleted(),
+                    spec,
+                })
             })
-            .max()
-            .map(|(_, error)| error.to_string());
-        Ok(ConsumerView {
-            id: id.to_string(),
-            last_error,
-            lag_total,
-            desired_state: consumer.state(),
-            state,
-            counters,
-            lag,
-            lag_error,
-            nodes,
-            parked_lanes: consumer.parked_lanes().clone(),
-            crashes: consumer.crashes(),
-            anomalies: consumer.anomalies().iter().cloned().collect(),
-            deleted: consumer.is_deleted(),
-            spec,
-        })
+            .collect()
     }
 
     /// The source's backlog as its broker sees it now (a Kafka group's lag, a
@@ -700,4 +693,36 @@ impl ConsumerService {
 fn resend_task_id(consumer_id: &str, message: &SourceMessage, round: i64) -> String {
     let base = TaskNaming::Hashed.task_id(consumer_id, 0, &message.message_id);
     Uuid::new_v5(&Uuid::NAMESPACE_OID, format!("{base}\nresend {round}").as_bytes()).to_string()
+}
+
+/// The backlog the nodes last reported, without asking the broker: a queue
+/// is reported by every node reading it (the largest counts), a partition
+/// by its owner.
+fn reported_lag(nodes: &[NodeReport]) -> i64 {
+    let mut reported: BTreeMap<&str, i64> = BTreeMap::new();
+    for backlog in nodes
+        .iter()
+        .filter_map(|n| n.report.get("backlog")?.as_array())
+        .flatten()
+    {
+        if let (Some(source), Some(lag)) = (backlog["source"].as_str(), backlog["lag"].as_i64()) {
+            let entry = reported.entry(source).or_default();
+            *entry = (*entry).max(lag);
+        }
+    }
+    reported.values().sum()
+}
+
+/// The latest error any node reported.
+fn last_error(nodes: &[NodeReport]) -> Option<String> {
+    nodes
+        .iter()
+        .filter_map(|n| {
+            Some((
+                n.report.get("last_error_at")?.as_str()?,
+                n.report.get("last_error")?.as_str()?,
+            ))
+        })
+        .max()
+        .map(|(_, error)| error.to_string())
 }

@@ -10,6 +10,8 @@
 //! node's share of it. Reports are the rows each node publishes every 2 s
 //! (`consumer_runtime`, what `GET /v1/consumers/{id}` shows under `nodes`),
 //! read from the database so that polling does not load the node measured.
+//! Last, how long `GET /v1/consumers` (every page) and the console's
+//! consumer table take to describe them all.
 
 use anyhow::Context;
 use bida_testkit::kafka::KafkaBroker;
@@ -48,6 +50,7 @@ pub async fn run(sizes: &[usize], idle: Duration, kafka: bool) -> anyhow::Result
             "its Postgres backends' CPU idle",
             "live change: PATCHes sent / all applied",
             "GET /v1/consumers, all pages",
+            "the console's consumer table, median of 5",
         ],
     );
     if !kafka {
@@ -178,6 +181,7 @@ async fn measure(size: usize, idle: Duration, kafka: bool) -> anyhow::Result<Vec
     let listed = Instant::now();
     let pages = list_all(&http, &bida.url, size).await?;
     let listed = listed.elapsed();
+    let table = console_table(&bida).await?;
 
     let per = |total: f64| total / size.max(1) as f64;
     let percent = |cpu: f64| 100.0 * cpu / idle.as_secs_f64();
@@ -194,6 +198,7 @@ async fn measure(size: usize, idle: Duration, kafka: bool) -> anyhow::Result<Vec
         format!("{:.2}% (empty {:.2}%)", percent(cost.postgres), percent(empty.postgres)),
         format!("{} / {}", seconds(sent), seconds(applied)),
         format!("{} ({pages} pages)", seconds(listed)),
+        seconds(table),
     ];
     drop(bida);
     // The queues go after the node that reads them.
@@ -276,6 +281,26 @@ async fn running(bida: &BidaProcess, rate: Option<f64>) -> anyhow::Result<usize>
     .fetch_one(&mut connection)
     .await?;
     Ok(reporting as usize)
+}
+
+/// The median time of the console's consumer table (`/live/consumers`, what
+/// the consumers page fetches again every few seconds), as a viewer.
+async fn console_table(bida: &BidaProcess) -> anyhow::Result<Duration> {
+    let console = super::history::console_client(bida).await?;
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let asked = Instant::now();
+        console
+            .get(format!("{}/live/consumers", bida.url))
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        times.push(asked.elapsed());
+    }
+    times.sort();
+    Ok(times[times.len() / 2])
 }
 
 /// Walks `GET /v1/consumers` page by page (500 a page); returns the pages.

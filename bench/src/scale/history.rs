@@ -344,7 +344,7 @@ async fn time_requests(http: &reqwest::Client, url: &str, requests: usize) -> an
 }
 
 /// A client logged in to the console as a viewer made with the CLI.
-async fn console_client(bida: &BidaProcess) -> anyhow::Result<reqwest::Client> {
+pub(super) async fn console_client(bida: &BidaProcess) -> anyhow::Result<reqwest::Client> {
     let password = uuid::Uuid::new_v4().simple().to_string();
     let mut create = bida
         .command(&["users", "create", "--username", "bench", "--role", "viewer"])

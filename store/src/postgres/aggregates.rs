@@ -3,6 +3,7 @@
 use crate::{ConsumerRuntime, PgStore, RuntimeRow, StoreError};
 use async_trait::async_trait;
 use serde_json::Value;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 #[async_trait]
@@ -40,7 +41,7 @@ impl ConsumerRuntime for PgStore {
 
     async fn consumer_runtime(
         &self,
-        consumer_id: Option<&str>,
+        consumers: Option<&[&str]>,
         fresh_secs: f64,
     ) -> Result<Vec<RuntimeRow>, StoreError> {
         Ok(sqlx::query_as(
@@ -48,37 +49,45 @@ impl ConsumerRuntime for PgStore {
              FROM (SELECT r.consumer_id, r.node_id, n.name AS node_name, r.state, r.report,
                           greatest(r.updated_at, n.reports_at) AS updated_at
                    FROM consumer_runtime r LEFT JOIN nodes n ON n.id = r.node_id
-                   WHERE $1::text IS NULL OR r.consumer_id = $1) AS confirmed
+                   WHERE $1::text[] IS NULL OR r.consumer_id = ANY($1)) AS confirmed
              WHERE updated_at > now() - make_interval(secs => $2)
              ORDER BY consumer_id, node_name, node_id",
         )
-        .bind(consumer_id)
+        .bind(consumers)
         .bind(fresh_secs)
         .fetch_all(self.pool())
         .await?)
     }
 
-    async fn consumer_rates(&self, consumer_id: &str) -> Result<(f64, f64), StoreError> {
-        let (submitted, delivered, seconds): (i64, i64, f64) = sqlx::query_as(
-            "SELECT coalesce(sum(submitted), 0)::bigint, coalesce(sum(delivered), 0)::bigint,
+    async fn consumer_rates(&self, consumers: &[&str]) -> Result<HashMap<String, (f64, f64)>, StoreError> {
+        let rows: Vec<(String, i64, i64, f64)> = sqlx::query_as(
+            "SELECT key, sum(submitted)::bigint, sum(delivered)::bigint,
                     60 + extract(epoch FROM now() - date_trunc('minute', now()))::float8
              FROM stats_minute
-             WHERE dimension = 'consumer' AND key = $1 AND minute >= date_trunc('minute', now()) - interval '1 minute'",
+             WHERE dimension = 'consumer' AND key = ANY($1)
+               AND minute >= date_trunc('minute', now()) - interval '1 minute'
+             GROUP BY key",
         )
-        .bind(consumer_id)
-        .fetch_one(self.pool())
+        .bind(consumers)
+        .fetch_all(self.pool())
         .await?;
-        Ok((submitted as f64 / seconds, delivered as f64 / seconds))
+        Ok(rows
+            .into_iter()
+            .map(|(id, submitted, delivered, seconds)| (id, (submitted as f64 / seconds, delivered as f64 / seconds)))
+            .collect())
     }
 
-    async fn consumer_counters(&self, consumer_id: &str) -> Result<Option<[i64; 7]>, StoreError> {
-        let row: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead
-             FROM consumer_counters WHERE consumer_id = $1",
+    async fn consumer_counters(&self, consumers: &[&str]) -> Result<HashMap<String, [i64; 7]>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT consumer_id, consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead
+             FROM consumer_counters WHERE consumer_id = ANY($1)",
         )
-        .bind(consumer_id)
-        .fetch_optional(self.pool())
+        .bind(consumers)
+        .fetch_all(self.pool())
         .await?;
-        Ok(row.map(|(a, b, c, d, e, f, g)| [a, b, c, d, e, f, g]))
+        Ok(rows
+            .into_iter()
+            .map(|(id, a, b, c, d, e, f, g)| (id, [a, b, c, d, e, f, g]))
+            .collect())
     }
 }

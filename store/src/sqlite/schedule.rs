@@ -276,7 +276,7 @@ impl ConsumerRuntime for SqliteStore {
 
     async fn consumer_runtime(
         &self,
-        consumer_id: Option<&str>,
+        consumers: Option<&[&str]>,
         fresh_secs: f64,
     ) -> Result<Vec<RuntimeRow>, StoreError> {
         let rows: Vec<(String, String, Option<String>, String, String, i64)> = sqlx::query_as(
@@ -284,11 +284,11 @@ impl ConsumerRuntime for SqliteStore {
              FROM (SELECT r.consumer_id, r.node_id, n.name, r.state, r.report,
                           max(r.updated_at, coalesce(n.reports_at, 0)) AS updated_at
                    FROM consumer_runtime r LEFT JOIN nodes n ON n.id = r.node_id
-                   WHERE ?1 IS NULL OR r.consumer_id = ?1) AS confirmed
+                   WHERE ?1 IS NULL OR r.consumer_id IN (SELECT value FROM json_each(?1))) AS confirmed
              WHERE updated_at > ?2
              ORDER BY consumer_id, name, node_id",
         )
-        .bind(consumer_id)
+        .bind(consumers.map(json_list))
         .bind(ago(Duration::from_secs_f64(fresh_secs.max(0.0))))
         .fetch_all(self.pool())
         .await?;
@@ -307,29 +307,36 @@ impl ConsumerRuntime for SqliteStore {
             .collect())
     }
 
-    async fn consumer_rates(&self, consumer_id: &str) -> Result<(f64, f64), StoreError> {
+    async fn consumer_rates(&self, consumers: &[&str]) -> Result<HashMap<String, (f64, f64)>, StoreError> {
         let now_at: DateTime<Utc> = Utc::now();
         let minute = now_at.duration_trunc(TimeDelta::minutes(1)).unwrap_or(now_at);
         let seconds = 60.0 + (now_at - minute).as_seconds_f64();
-        let (submitted, delivered): (i64, i64) = sqlx::query_as(
-            "SELECT coalesce(sum(submitted), 0), coalesce(sum(delivered), 0) FROM stats_minute
-             WHERE dimension = 'consumer' AND key = ? AND minute >= ?",
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "SELECT key, sum(submitted), sum(delivered) FROM stats_minute
+             WHERE dimension = 'consumer' AND key IN (SELECT value FROM json_each(?)) AND minute >= ?
+             GROUP BY key",
         )
-        .bind(consumer_id)
+        .bind(json_list(consumers))
         .bind(micros(minute - TimeDelta::minutes(1)))
-        .fetch_one(self.pool())
+        .fetch_all(self.pool())
         .await?;
-        Ok((submitted as f64 / seconds, delivered as f64 / seconds))
+        Ok(rows
+            .into_iter()
+            .map(|(id, submitted, delivered)| (id, (submitted as f64 / seconds, delivered as f64 / seconds)))
+            .collect())
     }
 
-    async fn consumer_counters(&self, consumer_id: &str) -> Result<Option<[i64; 7]>, StoreError> {
-        let row: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead
-             FROM consumer_counters WHERE consumer_id = ?",
+    async fn consumer_counters(&self, consumers: &[&str]) -> Result<HashMap<String, [i64; 7]>, StoreError> {
+        let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT consumer_id, consumed, delivered, failed_attempts, timeouts, dead_lettered, retrying, dead
+             FROM consumer_counters WHERE consumer_id IN (SELECT value FROM json_each(?))",
         )
-        .bind(consumer_id)
-        .fetch_optional(self.pool())
+        .bind(json_list(consumers))
+        .fetch_all(self.pool())
         .await?;
-        Ok(row.map(|(a, b, c, d, e, f, g)| [a, b, c, d, e, f, g]))
+        Ok(rows
+            .into_iter()
+            .map(|(id, a, b, c, d, e, f, g)| (id, [a, b, c, d, e, f, g]))
+            .collect())
     }
 }
