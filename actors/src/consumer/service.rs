@@ -401,9 +401,10 @@ impl ConsumerService {
     }
 
     /// Consumers of [`Self::live`] as lists show them (without lag), in the
-    /// order given, with four reads for all of them: described one by one,
-    /// each took four queries and its broker's secrets opened, and a page
-    /// of 500 (or the console's table, every few seconds) 2,000 queries.
+    /// order given, with three queries for all of them and one per broker:
+    /// described one by one, each took four queries and its broker's secrets
+    /// opened, and a page of 500 (or the console's table, every few seconds)
+    /// 2,000 queries.
     pub async fn summaries(&self, consumers: &[(&str, &Consumer)]) -> Result<Vec<ConsumerView>, AdminError> {
         let ids: Vec<&str> = consumers.iter().map(|(id, _)| *id).collect();
         let mut reports: HashMap<String, Vec<NodeReport>> = HashMap::new();
