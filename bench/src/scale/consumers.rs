@@ -197,8 +197,8 @@ async fn measure(size: usize, idle: Duration, kafka: bool) -> anyhow::Result<Vec
         format!("{:.4}%", percent(per(cost.bida - empty.bida))),
         format!("{:.2}% (empty {:.2}%)", percent(cost.postgres), percent(empty.postgres)),
         format!("{} / {}", seconds(sent), seconds(applied)),
-        format!("{} ({pages} pages)", seconds(listed)),
-        seconds(table),
+        format!("{} ({pages} pages)", millis(listed)),
+        millis(table),
     ];
     drop(bida);
     // The queues go after the node that reads them.
@@ -327,6 +327,10 @@ async fn list_all(http: &reqwest::Client, bida: &str, expected: usize) -> anyhow
 /// that brings threads brings memory.
 fn threads(bida: &BidaProcess) -> usize {
     std::fs::read_dir(format!("/proc/{}/task", bida.pid())).map_or(0, Iterator::count)
+}
+
+fn millis(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1_000.0)
 }
 
 fn per_second(count: usize, took: Duration) -> f64 {
