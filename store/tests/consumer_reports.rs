@@ -106,36 +106,59 @@ async fn totals_and_rates(store: &Store) {
     assert!(store.consumer_rates(&[]).await.unwrap().is_empty());
 }
 
+/// An embedded store in a directory of its own, removed when dropped.
+struct Embedded {
+    store: Option<Store>,
+    dir: std::path::PathBuf,
+}
+
+impl Embedded {
+    async fn open() -> Self {
+        let dir = std::env::temp_dir().join(format!("bida-reports-{}", Uuid::new_v4().simple()));
+        let store = Store::open_at(&StoreLocation::Embedded(dir.clone()), &StoreConfig::default())
+            .await
+            .unwrap();
+        Self {
+            store: Some(store),
+            dir,
+        }
+    }
+
+    fn store(&self) -> &Store {
+        self.store.as_ref().expect("open until dropped")
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        // Closed before its files go.
+        drop(self.store.take());
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn postgres() -> (TestDatabase, Store) {
+    let db = TestDatabase::create().await;
+    let store = Store::open(db.url(), &StoreConfig::default()).await.unwrap();
+    (db, store)
+}
+
 #[tokio::test]
 async fn postgres_reads_a_set_of_consumers_totals_and_rates() {
-    let db = TestDatabase::create().await;
-    totals_and_rates(&Store::open(db.url(), &StoreConfig::default()).await.unwrap()).await;
+    totals_and_rates(&postgres().await.1).await;
 }
 
 #[tokio::test]
 async fn embedded_reads_a_set_of_consumers_totals_and_rates() {
-    let dir = std::env::temp_dir().join(format!("bida-rates-{}", Uuid::new_v4().simple()));
-    let store = Store::open_at(&StoreLocation::Embedded(dir.clone()), &StoreConfig::default())
-        .await
-        .unwrap();
-    totals_and_rates(&store).await;
-    drop(store);
-    let _ = std::fs::remove_dir_all(dir);
+    totals_and_rates(Embedded::open().await.store()).await;
 }
 
 #[tokio::test]
 async fn postgres_reports_stay_current_while_their_node_confirms_them() {
-    let db = TestDatabase::create().await;
-    scenario(&Store::open(db.url(), &StoreConfig::default()).await.unwrap()).await;
+    scenario(&postgres().await.1).await;
 }
 
 #[tokio::test]
 async fn embedded_reports_stay_current_while_their_node_confirms_them() {
-    let dir = std::env::temp_dir().join(format!("bida-reports-{}", Uuid::new_v4().simple()));
-    let store = Store::open_at(&StoreLocation::Embedded(dir.clone()), &StoreConfig::default())
-        .await
-        .unwrap();
-    scenario(&store).await;
-    drop(store);
-    let _ = std::fs::remove_dir_all(dir);
+    scenario(Embedded::open().await.store()).await;
 }
