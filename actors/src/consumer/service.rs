@@ -12,7 +12,7 @@ use bida_domain::ValidationErrors;
 use bida_store::{RuntimeRow, Store};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -335,38 +335,52 @@ impl ConsumerService {
     }
 
     /// Every live consumer's observed state and its nodes' reports, for the
-    /// gauges: three reads for all consumers, where describing each (four
-    /// queries and its broker's secrets opened) made an idle node's sampling
-    /// grow with its consumers.
+    /// gauges: two reads for all consumers and one per broker, where
+    /// describing each (four queries and its broker's secrets opened) made an
+    /// idle node's sampling grow with its consumers.
     pub async fn observed(&self) -> Result<Vec<ObservedConsumer>, AdminError> {
-        let mut reports: HashMap<String, Vec<NodeReport>> = HashMap::new();
-        for row in self.store.consumer_runtime(None, FRESH_REPORT_SECS).await? {
-            reports.entry(row.consumer_id.clone()).or_default().push(row.into());
-        }
-        let online: HashSet<String> = self
-            .brokers
-            .list()
-            .await?
-            .into_iter()
-            .filter(|b| b.online)
-            .map(|b| b.id)
-            .collect();
-        Ok(self
-            .live()
-            .await?
-            .into_iter()
+        let mut reports = self.node_reports(None).await?;
+        let live = self.live().await?;
+        let online = self.brokers_online(live.iter().map(|(_, c)| c)).await;
+        Ok(live
+            .iter()
             .filter_map(|(id, consumer)| {
                 let spec = consumer.spec()?.clone();
-                let nodes = reports.remove(&id).unwrap_or_default();
+                let nodes = reports.remove(id).unwrap_or_default();
                 let state = ConsumerState::observed(
                     consumer.is_deleted(),
                     consumer.state(),
-                    online.contains(&spec.broker_id),
+                    online.get(spec.broker_id.as_str()).copied().unwrap_or(false),
                     nodes.iter().map(|n| n.state),
                 );
-                Some(ObservedConsumer { id, spec, state, nodes })
+                Some(ObservedConsumer {
+                    id: id.clone(),
+                    spec,
+                    state,
+                    nodes,
+                })
             })
             .collect())
+    }
+
+    /// The nodes' fresh reports on these consumers (`None`: on all), by consumer.
+    async fn node_reports(&self, consumers: Option<&[&str]>) -> Result<HashMap<String, Vec<NodeReport>>, AdminError> {
+        let mut reports: HashMap<String, Vec<NodeReport>> = HashMap::new();
+        for row in self.store.consumer_runtime(consumers, FRESH_REPORT_SECS).await? {
+            reports.entry(row.consumer_id.clone()).or_default().push(row.into());
+        }
+        Ok(reports)
+    }
+
+    /// Whether each of these consumers' brokers is online, each broker read once.
+    async fn brokers_online<'a>(&self, consumers: impl Iterator<Item = &'a Consumer>) -> HashMap<&'a str, bool> {
+        let mut online = HashMap::new();
+        for spec in consumers.filter_map(Consumer::spec) {
+            if !online.contains_key(spec.broker_id.as_str()) {
+                online.insert(spec.broker_id.as_str(), self.brokers.is_online(&spec.broker_id).await);
+            }
+        }
+        online
     }
 
     /// A consumer of [`Self::live`] as a list shows it: without lag.
@@ -407,20 +421,10 @@ impl ConsumerService {
     /// 2,000 queries.
     pub async fn summaries(&self, consumers: &[(&str, &Consumer)]) -> Result<Vec<ConsumerView>, AdminError> {
         let ids: Vec<&str> = consumers.iter().map(|(id, _)| *id).collect();
-        let mut reports: HashMap<String, Vec<NodeReport>> = HashMap::new();
-        for row in self.store.consumer_runtime(Some(&ids), FRESH_REPORT_SECS).await? {
-            reports.entry(row.consumer_id.clone()).or_default().push(row.into());
-        }
+        let mut reports = self.node_reports(Some(&ids)).await?;
         let rates = self.store.consumer_rates(&ids).await?;
         let counters = self.store.consumer_counters(&ids).await?;
-        let mut online: HashMap<&str, bool> = HashMap::new();
-        for (_, consumer) in consumers {
-            if let Some(spec) = consumer.spec() {
-                if !online.contains_key(spec.broker_id.as_str()) {
-                    online.insert(&spec.broker_id, self.brokers.is_online(&spec.broker_id).await);
-                }
-            }
-        }
+        let online = self.brokers_online(consumers.iter().map(|&(_, c)| c)).await;
         consumers
             .iter()
             .map(|&(id, consumer)| {
